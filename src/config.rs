@@ -1,0 +1,117 @@
+//! Command-line and environment configuration: one clap struct, parsed once in `main` and passed down.
+//! Library code never reads environment variables.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+/// whip-echo: a WHIP (RFC 9725) / WHEP audio echo server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "whip-echo", version, about)]
+pub struct Config {
+    /// HTTP listen address (WHIP/WHEP endpoints, resources and the echo page).
+    #[arg(long, env = "WHIP_ECHO_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// UDP port shared by every session's ICE/DTLS/RTP traffic (0 = ephemeral, for tests).
+    #[arg(long, env = "WHIP_ECHO_UDP_PORT", default_value_t = 8189)]
+    pub udp_port: u16,
+
+    /// Address the UDP socket binds to. With 0.0.0.0 the host candidates are the machine's interface
+    /// addresses; with a specific address, only that one.
+    #[arg(long, env = "WHIP_ECHO_UDP_HOST", default_value = "0.0.0.0")]
+    pub udp_host: IpAddr,
+
+    /// Public address announced as an extra host candidate (NAT 1:1, e.g. a cloud VM's elastic IP).
+    /// Repeatable; as an env var, comma-separated.
+    #[arg(long = "public-ip", env = "WHIP_ECHO_PUBLIC_IP", value_delimiter = ',')]
+    pub public_ips: Vec<IpAddr>,
+
+    /// Announce only the --public-ip addresses, not the local interface addresses.
+    #[arg(long, env = "WHIP_ECHO_PUBLIC_IP_ONLY", default_value_t = false)]
+    pub public_ip_only: bool,
+
+    /// Allowed CORS origins, comma-separated; `*` allows any origin.
+    #[arg(long, env = "WHIP_ECHO_CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
+    pub cors_origins: Vec<String>,
+
+    /// Maximum number of live sessions (publishers, viewers and echoes together); beyond it POST gets 503.
+    #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS", default_value_t = 2000)]
+    pub max_sessions: usize,
+
+    /// Seconds without ICE connectivity (setup or consent, RFC 7675) before a session is torn down.
+    #[arg(long, env = "WHIP_ECHO_ICE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub ice_timeout: Duration,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `whip_echo=debug`).
+    #[arg(long, env = "WHIP_ECHO_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Log format.
+    #[arg(long, env = "WHIP_ECHO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A configuration for in-process tests: HTTP and UDP on ephemeral loopback ports.
+    pub fn for_tests() -> Self {
+        let mut config = Config::parse_from(["whip-echo"]);
+        config.listen = "127.0.0.1:0".parse().expect("literal address");
+        config.udp_port = 0;
+        config.udp_host = IpAddr::from([127, 0, 0, 1]);
+        config
+    }
+}
+
+/// Parses a duration given in (possibly fractional) seconds, e.g. `30` or `1.5`.
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| format!("not a number of seconds: {s}"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!("seconds must be in (0, 86400]: {s}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_options() {
+        let c = Config::try_parse_from(["whip-echo"]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.udp_port, 8189);
+        assert_eq!(c.cors_origins, vec!["*".to_string()]);
+        assert_eq!(c.ice_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn public_ip_is_repeatable() {
+        let c = Config::try_parse_from([
+            "whip-echo",
+            "--public-ip",
+            "203.0.113.7",
+            "--public-ip",
+            "2001:db8::1",
+        ])
+        .unwrap();
+        assert_eq!(c.public_ips.len(), 2);
+    }
+
+    #[test]
+    fn seconds_parse() {
+        assert_eq!(parse_seconds("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("abc").is_err());
+    }
+}

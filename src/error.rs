@@ -1,0 +1,90 @@
+//! The one error type of the HTTP API and its one mapping to statuses.
+//!
+//! Client mistakes become 4xx with a short plain-text reason and are logged at debug level; internal
+//! failures are logged once with their cause and answered 500 with no internals in the body.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// RFC 9725 §4.2: the offer MUST be `application/sdp`.
+    #[error("Content-Type must be application/sdp")]
+    UnsupportedMediaType,
+    /// The body is larger than the offer size cap.
+    #[error("SDP body larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// The offer is not usable SDP, or has no audio that whip-echo can serve.
+    #[error("bad SDP offer: {0}")]
+    BadSdp(String),
+    /// The stream name is not acceptable.
+    #[error("bad stream name: {0}")]
+    BadStreamName(&'static str),
+    /// No such resource or route.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The method is not supported on this path; `allow` lists the ones that are.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// Value of the `Allow` header.
+        allow: &'static str,
+    },
+    /// The stream already has a live publisher.
+    #[error("stream {0:?} already has a live publisher")]
+    PublisherExists(String),
+    /// The session cap is reached.
+    #[error("server is at its session limit, retry later")]
+    OverCapacity,
+    /// The media plane is gone (shutting down).
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// A bug or resource failure inside the server.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The status each variant maps to: the one place where that decision is made.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadSdp(_) | ApiError::BadStreamName(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PublisherExists(_) => StatusCode::CONFLICT,
+            ApiError::OverCapacity | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        match &self {
+            ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            _ => tracing::debug!(%status, reason = %self, "request rejected"),
+        }
+        let mut response = (status, format!("{self}\n")).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match self {
+            ApiError::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::OverCapacity | ApiError::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,81 @@
+//! The WHIP (`/whip/{stream}`), WHEP (`/whep/{stream}`) and echo (`/echo/{stream}`, whip-echo's
+//! extension) endpoints. Each POST is the same translation: offer in, session created by the media
+//! plane, `201 Created` out.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::sdp::{SdpOffer, APPLICATION_SDP};
+use super::{cors, AppState};
+use crate::error::ApiError;
+use crate::session::{Role, StreamName};
+
+/// Methods of every endpoint.
+pub const ENDPOINT_METHODS: &str = "OPTIONS, GET, HEAD, POST";
+
+/// `POST /whip/{stream}`: RFC 9725 §4.2 ingest; the answer is `recvonly`.
+pub async fn post_whip(state: State<AppState>, stream: Path<String>, offer: SdpOffer) -> Response {
+    create(state, Role::Publisher, stream, offer).await
+}
+
+/// `POST /whep/{stream}`: WHEP draft §4.2 egress; the answer is `sendonly`.
+pub async fn post_whep(state: State<AppState>, stream: Path<String>, offer: SdpOffer) -> Response {
+    create(state, Role::Viewer, stream, offer).await
+}
+
+/// `POST /echo/{stream}`: the single-connection echo extension; the answer is `sendrecv`.
+pub async fn post_echo(state: State<AppState>, stream: Path<String>, offer: SdpOffer) -> Response {
+    create(state, Role::Echo, stream, offer).await
+}
+
+async fn create(
+    State(state): State<AppState>,
+    role: Role,
+    Path(stream): Path<String>,
+    SdpOffer(offer): SdpOffer,
+) -> Response {
+    let result = async {
+        let stream = StreamName::parse(&stream)?;
+        state.media.create(role, stream, offer).await
+    }
+    .await;
+    match result {
+        Ok(created) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(APPLICATION_SDP));
+            // RFC 9725 §4.2: the Location header names the session resource.
+            headers.insert(header::LOCATION, header_value(created.resource.location()));
+            headers.insert(header::ETAG, header_value(created.etag));
+            (StatusCode::CREATED, headers, created.answer).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn header_value(s: String) -> HeaderValue {
+    // Locations and ETags are built from hex and ICE ufrag characters only.
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// `OPTIONS` on an endpoint: 204 with `Accept-Post` and the CORS preflight headers.
+pub async fn options() -> Response {
+    cors::options(ENDPOINT_METHODS)
+}
+
+/// `GET` on an endpoint: RFC 9725 §4.1 and the WHEP draft require a 2xx without content.
+pub async fn get() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// `HEAD` on a WHEP endpoint: 200 with the media type it accepts (WHEP discovery).
+pub async fn head_whep() -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, APPLICATION_SDP)]).into_response()
+}
+
+/// Any other method on an endpoint.
+pub async fn not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed {
+        allow: ENDPOINT_METHODS,
+    }
+}

@@ -1,0 +1,55 @@
+//! The HTTP plane: translates requests into media-plane calls and results into responses. It never
+//! touches peer connections, maps or locks.
+
+mod assets;
+pub mod cors;
+mod endpoints;
+mod resource;
+pub mod sdp;
+
+use std::sync::Arc;
+
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::media::MediaHandle;
+
+/// Shared, read-only state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The media plane.
+    pub media: MediaHandle,
+    /// Allowed origins.
+    pub cors: Arc<cors::CorsPolicy>,
+}
+
+/// The one list of routes and layers.
+pub fn router(state: AppState) -> Router {
+    let endpoint = |post: MethodRouter<AppState>| {
+        post.options(endpoints::options)
+            .get(endpoints::get)
+            .fallback(endpoints::not_allowed)
+    };
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/healthz", get(assets::healthz))
+        .route("/whip/{stream}", endpoint(axum::routing::post(endpoints::post_whip)))
+        .route(
+            "/whep/{stream}",
+            endpoint(axum::routing::post(endpoints::post_whep)).head(endpoints::head_whep),
+        )
+        .route("/echo/{stream}", endpoint(axum::routing::post(endpoints::post_echo)))
+        .route(
+            "/resource/{id}",
+            axum::routing::delete(resource::delete)
+                .get(resource::get)
+                .options(resource::options)
+                .fallback(resource::not_allowed),
+        )
+        .fallback(|| async { ApiError::NotFound("no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,33 @@
+//! whip-echo: a WHIP (RFC 9725) ingest and WHEP (draft-ietf-wish-whep) egress server for audio,
+//! with a single-connection echo extension.
+//!
+//! # Layout
+//!
+//! | module       | its one job |
+//! |--------------|-------------|
+//! | [`config`]   | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main` |
+//! | [`telemetry`]| tracing subscriber set-up |
+//! | [`server`]   | `run(listener, config, shutdown)`: binds the UDP socket, starts both planes, stops them |
+//! | [`http`]     | the HTTP plane: `router()`, the offer extractor, CORS, one file per resource |
+//! | [`error`]    | `ApiError` and the one mapping of errors to statuses |
+//! | [`media`]    | the media plane: one task owning the UDP socket and every `rtc` peer connection |
+//! | [`registry`] | resource id → session, stream → publisher + viewers (pure bookkeeping) |
+//! | [`session`]  | ids, roles, stream names, end reasons |
+//!
+//! # Ownership
+//!
+//! The HTTP plane holds only a [`media::MediaHandle`] (a command channel). The media task owns the
+//! socket, the peer connections, the routing tables and the registry, so nothing is locked: an HTTP
+//! request becomes a command with a oneshot reply. Every session ends through one teardown function
+//! in the media loop (DELETE, ICE failure, setup timeout, peer close, shutdown).
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod media;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod telemetry;

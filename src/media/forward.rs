@@ -1,0 +1,159 @@
+//! Rewriting a publisher's RTP for one receiving leg (a WHEP viewer, or the echo leg of an `/echo`
+//! session).
+//!
+//! Each leg has its own sender: its SSRC and the payload type negotiated on that leg, and only the
+//! header extensions negotiated there (none: whip-echo negotiates no extensions on send legs, so
+//! all are stripped). Sequence numbers and timestamps continue across publisher changes (RFC 3550
+//! §5.1: a receiver sees one SSRC, so its sequence must not jump when a new publisher takes over).
+
+use std::time::Instant;
+
+use rtc::rtp::header::Header;
+
+/// Opus RTP clock rate (RFC 7587 §4.1).
+const CLOCK_RATE: u64 = 48_000;
+/// Timestamp advance assumed at a source change when less time has passed: one 20 ms Opus frame.
+const MIN_TS_GAP: u32 = 960;
+
+/// Per-leg rewriting state.
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    ssrc: u32,
+    payload_type: u8,
+    source: Option<Source>,
+    last: Option<Last>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Source {
+    ssrc: u32,
+    seq_offset: u16,
+    ts_offset: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Last {
+    seq: u16,
+    ts: u32,
+    at: Instant,
+}
+
+impl Forwarder {
+    /// A leg that sends with `ssrc` and `payload_type`.
+    pub fn new(ssrc: u32, payload_type: u8) -> Self {
+        Forwarder {
+            ssrc,
+            payload_type,
+            source: None,
+            last: None,
+        }
+    }
+
+
+    /// Rewrites `header` (a copy of the publisher's) for this leg.
+    pub fn rewrite(&mut self, header: &mut Header, now: Instant) {
+        let source = match self.source {
+            Some(s) if s.ssrc == header.ssrc => s,
+            _ => self.switch_source(header, now),
+        };
+        header.sequence_number = header.sequence_number.wrapping_add(source.seq_offset);
+        header.timestamp = header.timestamp.wrapping_add(source.ts_offset);
+        header.ssrc = self.ssrc;
+        header.payload_type = self.payload_type;
+        header.extension = false;
+        header.extension_profile = 0;
+        header.extensions.clear();
+        header.extensions_padding = 0;
+        let newer = match self.last {
+            None => true,
+            Some(last) => is_newer(header.sequence_number, last.seq),
+        };
+        if newer {
+            self.last = Some(Last {
+                seq: header.sequence_number,
+                ts: header.timestamp,
+                at: now,
+            });
+        }
+    }
+
+    /// A new publisher SSRC: continue right after the last packet this leg sent, with a timestamp
+    /// gap matching the wall-clock pause.
+    fn switch_source(&mut self, header: &Header, now: Instant) -> Source {
+        let (seq_offset, ts_offset) = match self.last {
+            None => (0, 0),
+            Some(last) => {
+                let elapsed = now.saturating_duration_since(last.at).as_micros() as u64;
+                let gap = ((elapsed * CLOCK_RATE / 1_000_000) as u32).max(MIN_TS_GAP);
+                (
+                    last.seq.wrapping_add(1).wrapping_sub(header.sequence_number),
+                    last.ts.wrapping_add(gap).wrapping_sub(header.timestamp),
+                )
+            }
+        };
+        let source = Source {
+            ssrc: header.ssrc,
+            seq_offset,
+            ts_offset,
+        };
+        self.source = Some(source);
+        source
+    }
+}
+
+/// RFC 1982 serial number comparison for 16-bit sequence numbers.
+fn is_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn header(ssrc: u32, seq: u16, ts: u32) -> Header {
+        Header {
+            version: 2,
+            ssrc,
+            sequence_number: seq,
+            timestamp: ts,
+            payload_type: 96,
+            extension: true,
+            extension_profile: 0xBEDE,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_source_keeps_numbers_and_rewrites_identity() {
+        let mut f = Forwarder::new(42, 111);
+        let mut h = header(7, 100, 5000);
+        f.rewrite(&mut h, Instant::now());
+        assert_eq!((h.ssrc, h.payload_type, h.sequence_number, h.timestamp), (42, 111, 100, 5000));
+        assert!(!h.extension && h.extensions.is_empty());
+    }
+
+    #[test]
+    fn new_publisher_continues_sequence() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(42, 111);
+        for i in 0..3u16 {
+            f.rewrite(&mut header(7, 65534u16.wrapping_add(i), 960 * i as u32), t0);
+        }
+        // Last sent: seq 0 (wrapped), ts 1920. A new publisher starts at random numbers 1 s later.
+        let mut h = header(9, 31337, 777);
+        f.rewrite(&mut h, t0 + Duration::from_secs(1));
+        assert_eq!(h.sequence_number, 1);
+        assert_eq!(h.timestamp, 1920 + 48_000);
+        let mut h = header(9, 31338, 777 + 960);
+        f.rewrite(&mut h, t0 + Duration::from_secs(1));
+        assert_eq!((h.sequence_number, h.timestamp), (2, 1920 + 48_000 + 960));
+    }
+
+    #[test]
+    fn serial_comparison_wraps() {
+        assert!(is_newer(1, 65535));
+        assert!(!is_newer(65535, 1));
+        assert!(!is_newer(5, 5));
+    }
+}

@@ -1,0 +1,223 @@
+//! Building one server-side peer connection from an offer: an Opus-only media engine, DTLS server
+//! role, mDNS off, the shared socket's host candidates, and the answer, all without any network
+//! round trip (the POST returns as soon as this does).
+
+use std::time::{Duration, Instant};
+
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+
+use crate::error::ApiError;
+use crate::media::offer::OfferInfo;
+use crate::session::Role;
+
+/// Payload type whip-echo prefers for Opus; the answer uses the offer's own number.
+const OPUS_PT: u8 = 111;
+
+/// Settings shared by every peer connection of one media loop, computed once at start-up.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// Host candidates of the shared socket, as `add_local_candidate` takes them.
+    pub candidates: Vec<RTCIceCandidateInit>,
+    /// Time without connectivity after which ICE reports `failed`.
+    pub ice_timeout: Duration,
+}
+
+impl PeerSettings {
+    /// Settings announcing `addrs` (IP and the shared UDP port) as host candidates.
+    pub fn new(addrs: &[std::net::SocketAddr], ice_timeout: Duration) -> Result<Self, String> {
+        let candidates = addrs
+            .iter()
+            .map(|addr| {
+                let host = CandidateHostConfig {
+                    base_config: CandidateConfig {
+                        network: "udp".to_owned(),
+                        address: addr.ip().to_string(),
+                        port: addr.port(),
+                        component: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
+                .new_candidate_host()
+                .map_err(|e| e.to_string())?;
+                RTCIceCandidate::from(&host)
+                    .to_json()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PeerSettings {
+            candidates,
+            ice_timeout,
+        })
+    }
+}
+
+/// A negotiated peer connection, ready to be driven by the media loop.
+pub struct Negotiated {
+    /// The peer connection, with local and remote descriptions applied.
+    pub pc: RTCPeerConnection,
+    /// The SDP answer for the 201 body.
+    pub answer: String,
+    /// The answer's ICE ufrag: the routing key of STUN requests for this session.
+    pub ufrag: String,
+    /// The sender of a `Viewer`/`Echo` session: its id, SSRC and negotiated payload type.
+    pub sender: Option<(RTCRtpSenderId, u32, u8)>,
+}
+
+/// Answers `offer` for `role`. Errors from applying the offer are the client's (400); the others
+/// are internal.
+pub fn negotiate(
+    settings: &PeerSettings,
+    role: Role,
+    info: &OfferInfo,
+    offer: String,
+    now: Instant,
+) -> Result<Negotiated, ApiError> {
+    let internal = |e: rtc::shared::error::Error| ApiError::Internal(e.to_string());
+    let codec = opus_codec(info.stereo);
+    let mut media_engine = MediaEngine::default();
+    media_engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec.clone(),
+                payload_type: OPUS_PT,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(internal)?;
+    // Sender and receiver reports only: NACK and TWCC are of little use for Opus audio.
+    let registry = configure_rtcp_reports(Registry::new());
+    // RFC 7675 consent: `disconnected` after a short silence, `failed` when the configured timeout
+    // has passed without any response.
+    let disconnected = (settings.ice_timeout / 2).min(Duration::from_secs(5));
+    let keepalive = (disconnected / 2).min(Duration::from_secs(2));
+    let setting_engine = SettingEngineBuilder::new()
+        // DTLS server (`a=setup:passive`): the client starts the handshake as soon as ICE
+        // connects, with no timer in between, and GStreamer 1.22 (RSA certificate) can connect.
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        // mDNS off: rtc-ice would send every packet from a peer port 5353 down its mDNS path.
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_ice_timeouts(
+            Some(disconnected),
+            Some(settings.ice_timeout.saturating_sub(disconnected)),
+            Some(keepalive),
+        )
+        .build();
+    let mut pc = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(media_engine)
+        .with_setting_engine(setting_engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(internal)?;
+
+    let sender = if role.receives() {
+        let ssrc: u32 = rand::random();
+        let track = MediaStreamTrack::new(
+            "whip-echo".to_owned(),
+            format!("whip-echo-audio-{ssrc:08x}"),
+            "whip-echo audio".to_owned(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec,
+                ..Default::default()
+            }],
+        );
+        Some((pc.add_track(track).map_err(internal)?, ssrc))
+    } else {
+        None
+    };
+
+    let offer = RTCSessionDescription::offer(offer).map_err(|e| ApiError::BadSdp(e.to_string()))?;
+    pc.set_remote_description(now, offer)
+        .map_err(|e| ApiError::BadSdp(e.to_string()))?;
+    for candidate in &settings.candidates {
+        pc.add_local_candidate(candidate.clone()).map_err(internal)?;
+    }
+    let answer = pc
+        .create_answer(None)
+        .map_err(|e| ApiError::BadSdp(e.to_string()))?;
+    pc.set_local_description(now, answer).map_err(internal)?;
+    let answer = pc
+        .local_description()
+        .ok_or_else(|| ApiError::Internal("no local description after answer".into()))?
+        .sdp;
+    let ufrag = sdp_attribute(&answer, "ice-ufrag")
+        .ok_or_else(|| ApiError::Internal("answer has no ice-ufrag".into()))?
+        .to_owned();
+
+    let sender = match sender {
+        Some((id, ssrc)) => {
+            let pt = pc
+                .rtp_sender(id)
+                .and_then(|mut s| s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type))
+                .ok_or_else(|| ApiError::BadSdp("no Opus codec negotiated for sending".into()))?;
+            Some((id, ssrc, pt))
+        }
+        None => None,
+    };
+    Ok(Negotiated {
+        pc,
+        answer,
+        ufrag,
+        sender,
+    })
+}
+
+/// Opus at 48 kHz, two channels in the rtpmap as RFC 7587 §7 requires; `stereo=1` only when the
+/// client offered it.
+fn opus_codec(stereo: bool) -> RTCRtpCodec {
+    let mut fmtp = "minptime=10;useinbandfec=1".to_owned();
+    if stereo {
+        fmtp.push_str(";stereo=1;sprop-stereo=1");
+    }
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: fmtp,
+        rtcp_feedback: vec![],
+    }
+}
+
+/// The value of the first `a=<key>:<value>` line of an SDP text.
+pub fn sdp_attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
+    sdp.lines().find_map(|line| {
+        line.trim_end()
+            .strip_prefix("a=")?
+            .strip_prefix(key)?
+            .strip_prefix(':')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_attributes() {
+        let sdp = "v=0\r\na=ice-ufrag:abcd\r\na=ice-pwd:xyz\r\n";
+        assert_eq!(sdp_attribute(sdp, "ice-ufrag"), Some("abcd"));
+        assert_eq!(sdp_attribute(sdp, "ice-pwd"), Some("xyz"));
+        assert_eq!(sdp_attribute(sdp, "fingerprint"), None);
+    }
+}

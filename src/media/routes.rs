@@ -1,0 +1,144 @@
+//! Which session a datagram on the shared UDP socket belongs to.
+//!
+//! All sessions share one socket, so the media loop demultiplexes by hand (the design of pion's
+//! UDPMux and str0m's chat example): a STUN Binding request names its session by the local ufrag in
+//! USERNAME (RFC 8445 §7.2.2: "LFRAG:RFRAG" from the receiver's point of view); every other packet is
+//! routed by the remote address learnt from those requests, or from the addresses the session itself
+//! sends to (its own connectivity checks' responses carry no USERNAME).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::message::{Message, BINDING_REQUEST};
+
+/// Index of a session inside the media loop.
+pub type SessionKey = usize;
+
+/// The routing tables of one socket. Owned by the media loop; no locks.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_ufrag: HashMap<String, SessionKey>,
+    by_addr: HashMap<SocketAddr, SessionKey>,
+    addrs_of: HashMap<SessionKey, Vec<SocketAddr>>,
+}
+
+impl Routes {
+    /// Registers a session's local ICE ufrag.
+    pub fn add_ufrag(&mut self, ufrag: &str, key: SessionKey) {
+        self.by_ufrag.insert(ufrag.to_owned(), key);
+    }
+
+    /// Learns that `addr` talks to session `key` (a later learner of the same address wins: a
+    /// client that reuses its port for a new session moves the route with it).
+    pub fn learn(&mut self, addr: SocketAddr, key: SessionKey) {
+        if let Some(old) = self.by_addr.insert(addr, key) {
+            if old == key {
+                return;
+            }
+            if let Some(list) = self.addrs_of.get_mut(&old) {
+                list.retain(|a| *a != addr);
+            }
+        }
+        self.addrs_of.entry(key).or_default().push(addr);
+    }
+
+    /// The session an inbound datagram belongs to, learning its address when a STUN request names
+    /// the session by ufrag.
+    pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<SessionKey> {
+        if let Some(ufrag) = stun_request_local_ufrag(datagram) {
+            if let Some(&key) = self.by_ufrag.get(&ufrag) {
+                self.learn(from, key);
+                return Some(key);
+            }
+        }
+        self.by_addr.get(&from).copied()
+    }
+
+    /// Forgets everything about a session (part of teardown).
+    pub fn remove(&mut self, key: SessionKey, ufrag: &str) {
+        if self.by_ufrag.get(ufrag) == Some(&key) {
+            self.by_ufrag.remove(ufrag);
+        }
+        for addr in self.addrs_of.remove(&key).unwrap_or_default() {
+            if self.by_addr.get(&addr) == Some(&key) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    /// Whether no route is left (tests and leak checks).
+    pub fn is_empty(&self) -> bool {
+        self.by_ufrag.is_empty() && self.by_addr.is_empty() && self.addrs_of.is_empty()
+    }
+}
+
+/// The local (first) ufrag of a STUN Binding request's USERNAME, if `datagram` is one.
+/// RFC 7983 §7: a first byte in 0..=3 marks STUN on a multiplexed port.
+pub fn stun_request_local_ufrag(datagram: &[u8]) -> Option<String> {
+    if datagram.len() < 20 || datagram[0] > 3 {
+        return None;
+    }
+    let mut message = Message::new();
+    message.unmarshal_binary(datagram).ok()?;
+    if message.typ != BINDING_REQUEST {
+        return None;
+    }
+    let username = message.get(ATTR_USERNAME).ok()?;
+    let username = std::str::from_utf8(&username).ok()?;
+    let (local, _remote) = username.split_once(':')?;
+    Some(local.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::stun::message::{Setter, TransactionId};
+    use rtc::stun::textattrs::Username;
+
+    fn binding_request(username: &str) -> Vec<u8> {
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, username.to_owned())),
+        ];
+        m.build(&setters).unwrap();
+        m.raw
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn parses_local_ufrag() {
+        assert_eq!(stun_request_local_ufrag(&binding_request("srv:cli")).as_deref(), Some("srv"));
+        assert_eq!(stun_request_local_ufrag(&[0x80; 40]), None);
+        assert_eq!(stun_request_local_ufrag(&[0u8; 20]), None);
+    }
+
+    #[test]
+    fn learns_address_from_ufrag_then_routes_by_address() {
+        let mut routes = Routes::default();
+        routes.add_ufrag("srv", 7);
+        assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), None);
+        assert_eq!(routes.route(addr(1000), &binding_request("srv:cli")), Some(7));
+        assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), Some(7));
+        assert_eq!(routes.route(addr(1001), &binding_request("other:cli")), None);
+    }
+
+    #[test]
+    fn outbound_learning_and_removal() {
+        let mut routes = Routes::default();
+        routes.add_ufrag("a", 1);
+        routes.add_ufrag("b", 2);
+        routes.learn(addr(5), 1);
+        routes.learn(addr(5), 2);
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
+        routes.remove(1, "a");
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
+        routes.remove(2, "b");
+        assert!(routes.is_empty());
+    }
+}

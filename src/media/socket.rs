@@ -1,0 +1,204 @@
+//! The shared UDP socket: batched receive with each datagram's destination address (IP_PKTINFO), and
+//! sends with an explicit source address, through `quinn-udp`.
+//!
+//! On a socket bound to 0.0.0.0 the kernel does not say which local address a datagram reached, yet
+//! rtc-ice matches the local address handed in with each packet against its candidates exactly
+//! (`find_local_candidate`). So the destination is recovered per datagram and mapped to the
+//! announced candidate, and replies leave from the address the client talked to.
+
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams read per system call.
+const BATCH: usize = 16;
+/// Bytes per receive slot (large enough for GRO-coalesced datagrams).
+const SLOT: usize = 64 * 1024;
+
+/// One received datagram.
+pub struct Datagram<'a> {
+    /// Sender.
+    pub from: SocketAddr,
+    /// The announced candidate address it reached.
+    pub local: SocketAddr,
+    /// Payload.
+    pub data: &'a [u8],
+}
+
+/// The socket plus the candidate mapping.
+pub struct UdpIo {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    port: u16,
+    /// Announced candidate IPs, each with the source IP replies from it must use (`None` where the
+    /// kernel should choose: a specific bind address, or a NAT 1:1 public address).
+    candidates: Vec<(IpAddr, Option<IpAddr>)>,
+    bufs: Vec<Vec<u8>>,
+    metas: Vec<RecvMeta>,
+}
+
+impl UdpIo {
+    /// Wraps `socket`, announcing `local_ips` (addresses of this machine) and `public_ips`.
+    pub fn new(
+        socket: UdpSocket,
+        local_ips: &[IpAddr],
+        public_ips: &[IpAddr],
+    ) -> io::Result<Self> {
+        let state = UdpSocketState::new((&socket).into())?;
+        let bound = socket.local_addr()?;
+        let pick_source = !bound.ip().is_unspecified();
+        let candidates = local_ips
+            .iter()
+            .map(|ip| (*ip, (!pick_source).then_some(*ip)))
+            .chain(public_ips.iter().map(|ip| (*ip, None)))
+            .collect();
+        Ok(UdpIo {
+            port: bound.port(),
+            socket,
+            state,
+            candidates,
+            bufs: vec![vec![0; SLOT]; BATCH],
+            metas: vec![RecvMeta::default(); BATCH],
+        })
+    }
+
+    /// The announced candidate addresses (IP and the shared port).
+    pub fn candidate_addrs(&self) -> Vec<SocketAddr> {
+        self.candidates
+            .iter()
+            .map(|(ip, _)| SocketAddr::new(*ip, self.port))
+            .collect()
+    }
+
+    /// Waits until the socket is readable.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Reads one batch without waiting and calls `f` for every datagram; `Ok(0)` when none is
+    /// pending.
+    pub fn recv_batch(&mut self, mut f: impl FnMut(Datagram<'_>)) -> io::Result<usize> {
+        let mut slices: Vec<IoSliceMut<'_>> =
+            self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        let result = self.socket.try_io(Interest::READABLE, || {
+            self.state
+                .recv((&self.socket).into(), &mut slices, &mut self.metas)
+        });
+        let n = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut count = 0;
+        for (meta, buf) in self.metas.iter().zip(slices.iter()).take(n) {
+            let local = map_local(&self.candidates, self.port, meta.dst_ip, meta.addr);
+            let stride = meta.stride.max(1);
+            for chunk in buf[..meta.len].chunks(stride) {
+                count += 1;
+                f(Datagram {
+                    from: meta.addr,
+                    local,
+                    data: chunk,
+                });
+            }
+        }
+        Ok(count)
+    }
+
+    /// Sends `data` to `to` from the candidate `local`, without waiting: a full socket buffer drops
+    /// the datagram (media is loss-tolerant; the loop never blocks on one slow path).
+    pub fn send(&self, to: SocketAddr, local: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let src_ip = self
+            .candidates
+            .iter()
+            .find(|(ip, _)| *ip == local.ip())
+            .and_then(|(_, source)| *source);
+        let transmit = Transmit {
+            destination: to,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip,
+        };
+        self.socket.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.socket).into(), &transmit)
+        })
+    }
+}
+
+/// The candidate address a datagram to `dst_ip` belongs to: the candidate itself when announced,
+/// otherwise (NAT 1:1: the packet reached a private address behind the public one) the first
+/// candidate of the same address family.
+fn map_local(
+    candidates: &[(IpAddr, Option<IpAddr>)],
+    port: u16,
+    dst_ip: Option<IpAddr>,
+    from: SocketAddr,
+) -> SocketAddr {
+    let same_family = |ip: &IpAddr| ip.is_ipv4() == from.is_ipv4();
+    let ip = dst_ip
+        .filter(|dst| candidates.iter().any(|(ip, _)| ip == dst))
+        .or_else(|| candidates.iter().map(|(ip, _)| *ip).find(same_family))
+        .or_else(|| candidates.first().map(|(ip, _)| *ip))
+        .unwrap_or(from.ip());
+    SocketAddr::new(ip, port)
+}
+
+/// The machine's interface addresses to announce for a socket bound to `bind`: `bind` itself when
+/// specific; otherwise every non-loopback, non-link-local address of the same family, or loopback
+/// when there is nothing else (a network namespace with only `lo`).
+pub fn local_ips(bind: IpAddr) -> Vec<IpAddr> {
+    if !bind.is_unspecified() {
+        return vec![bind];
+    }
+    let all: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == bind.is_ipv4())
+        .collect();
+    let routable: Vec<IpAddr> = all
+        .iter()
+        .copied()
+        .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
+        .collect();
+    if routable.is_empty() {
+        all.into_iter().filter(|ip| ip.is_loopback()).collect()
+    } else {
+        routable
+    }
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_destination_to_candidate() {
+        let private: IpAddr = "10.0.0.5".parse().unwrap();
+        let public: IpAddr = "203.0.113.9".parse().unwrap();
+        let from: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let both = [(private, Some(private)), (public, None)];
+        assert_eq!(map_local(&both, 8189, Some(private), from).ip(), private);
+        let public_only = [(public, None)];
+        assert_eq!(map_local(&public_only, 8189, Some(private), from).ip(), public);
+        assert_eq!(map_local(&public_only, 8189, None, from).port(), 8189);
+    }
+
+    #[test]
+    fn specific_bind_is_the_only_local_ip() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(local_ips(lo), vec![lo]);
+        assert!(!local_ips("0.0.0.0".parse().unwrap()).is_empty());
+    }
+}

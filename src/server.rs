@@ -1,0 +1,136 @@
+//! `run(listener, config, shutdown)` is the server: it binds the shared UDP socket, starts the
+//! media loop, serves HTTP until `shutdown` resolves, then closes every session and returns.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::http::{cors::CorsPolicy, router, AppState};
+use crate::media::{self, MediaConfig, MediaHandle};
+
+/// Start-up failures (the only errors `run` returns).
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A socket could not be bound or used.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |source| ServerError::Io { what, source }
+}
+
+/// A server started in the background: its addresses, a handle on its media plane, and the way to
+/// stop it. Tests and the conformance suite use it; `main` uses [`run`].
+pub struct Running {
+    /// The HTTP address.
+    pub http_addr: SocketAddr,
+    /// The media plane (statistics, UDP address).
+    pub media: MediaHandle,
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// The base URL of the HTTP API.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Stops accepting, closes every session and waits for the server to finish.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        self.stop.cancel();
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// Starts the server on `listener` in a background task.
+pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, ServerError> {
+    let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
+    let stop = CancellationToken::new();
+    let (media, media_task, app) = start_media(&config, stop.child_token()).await?;
+    let shutdown = stop.clone();
+    let task = tokio::spawn(serve(listener, app, media_task, shutdown));
+    Ok(Running {
+        http_addr,
+        media,
+        stop,
+        task,
+    })
+}
+
+/// Runs the server on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let stop = CancellationToken::new();
+    let (_media, media_task, app) = start_media(&config, stop.child_token()).await?;
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
+    serve(listener, app, media_task, stop).await
+}
+
+/// Builds both planes without serving: the router, the media handle and the media task (which ends
+/// when `stop` is cancelled). `router().oneshot` tests use this directly.
+pub async fn start_media(
+    config: &Config,
+    stop: CancellationToken,
+) -> Result<(MediaHandle, JoinHandle<()>, axum::Router), ServerError> {
+    let udp = UdpSocket::bind((config.udp_host, config.udp_port))
+        .await
+        .map_err(io("binding the UDP media socket"))?;
+    let local_ips = if config.public_ip_only {
+        Vec::new()
+    } else {
+        media::local_ips(config.udp_host)
+    };
+    let media_config = MediaConfig {
+        local_ips,
+        public_ips: config.public_ips.clone(),
+        max_sessions: config.max_sessions,
+        ice_timeout: config.ice_timeout,
+    };
+    let (media, task) = media::spawn(udp, media_config, stop).map_err(io("starting the media plane"))?;
+    info!(udp = %media.udp_addr(), "media plane listening");
+    let state = AppState {
+        media: media.clone(),
+        cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
+    };
+    Ok((media, task, router(state)))
+}
+
+/// Serves HTTP until `stop`, then waits for the media loop, which tears every session down.
+async fn serve(
+    listener: TcpListener,
+    app: axum::Router,
+    media_task: JoinHandle<()>,
+    stop: CancellationToken,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
+    info!(%addr, "HTTP listening");
+    let http_stop = stop.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { http_stop.cancelled().await })
+        .await
+        .map_err(io("serving HTTP"));
+    stop.cancel();
+    let _ = media_task.await;
+    info!("server stopped");
+    served
+}

@@ -1,0 +1,165 @@
+//! Session identity and lifecycle vocabulary shared by the HTTP plane and the media plane:
+//! resource ids, roles, stream names and the reasons a session ends.
+
+use std::fmt;
+
+use crate::error::ApiError;
+
+/// The capability that names one WHIP/WHEP session resource: 128 random bits, never derived from the
+/// stream name (RFC 9725 §4.2: the resource URL is how the client reaches its session, so it must not be
+/// guessable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceId(u128);
+
+impl ResourceId {
+    /// A fresh id from the operating system's CSPRNG (via `rand`'s thread RNG).
+    pub fn random() -> Self {
+        ResourceId(rand::random())
+    }
+
+    /// Parses the 32-hex-digit form used in resource URLs; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(s, 16).ok().map(ResourceId)
+    }
+
+    /// The resource URL path of this id: the one helper that builds it (the 201 `Location`).
+    pub fn location(&self) -> String {
+        format!("/resource/{self}")
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// What a session does with its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// WHIP ingest: receives the client's audio and fans it out to the stream's viewers.
+    Publisher,
+    /// WHEP egress: plays the stream's audio to the client.
+    Viewer,
+    /// whip-echo's `/echo/{stream}` extension: a publisher whose own audio is also sent back to it.
+    Echo,
+}
+
+impl Role {
+    /// Whether this role's client sends audio into its stream.
+    pub fn publishes(self) -> bool {
+        matches!(self, Role::Publisher | Role::Echo)
+    }
+
+    /// Whether the server sends audio to this role's client.
+    pub fn receives(self) -> bool {
+        matches!(self, Role::Viewer | Role::Echo)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Publisher => "whip",
+            Role::Viewer => "whep",
+            Role::Echo => "echo",
+        })
+    }
+}
+
+/// A validated public stream name (the `{stream}` of `/whip/{stream}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamName(String);
+
+/// Longest accepted stream name, in bytes.
+pub const MAX_STREAM_NAME: usize = 128;
+
+impl StreamName {
+    /// Accepts 1..=128 characters of `[A-Za-z0-9_.~-]`: safe in URLs, logs and file names.
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        if s.is_empty() {
+            return Err(ApiError::BadStreamName("empty"));
+        }
+        if s.len() > MAX_STREAM_NAME {
+            return Err(ApiError::BadStreamName("longer than 128 characters"));
+        }
+        let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~');
+        if !s.bytes().all(ok) {
+            return Err(ApiError::BadStreamName("only A-Z a-z 0-9 _ - . ~ are allowed"));
+        }
+        Ok(StreamName(s.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a session ended: every path into the one teardown function names itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The client sent DELETE on the resource.
+    Deleted,
+    /// ICE or DTLS failed, or consent freshness (RFC 7675) expired.
+    Failed,
+    /// The peer closed the connection (DTLS close_notify).
+    Closed,
+    /// ICE did not connect within the configured timeout.
+    SetupTimeout,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndReason::Deleted => "deleted",
+            EndReason::Failed => "failed",
+            EndReason::Closed => "closed",
+            EndReason::SetupTimeout => "setup-timeout",
+            EndReason::Shutdown => "shutdown",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_ids_round_trip_and_are_distinct() {
+        let a = ResourceId::random();
+        let b = ResourceId::random();
+        assert_ne!(a, b);
+        assert_eq!(ResourceId::parse(&a.to_string()), Some(a));
+        assert_eq!(a.location(), format!("/resource/{a}"));
+        assert_eq!(a.to_string().len(), 32);
+    }
+
+    #[test]
+    fn resource_id_rejects_guesses() {
+        assert_eq!(ResourceId::parse("1"), None);
+        assert_eq!(ResourceId::parse(&"g".repeat(32)), None);
+        assert_eq!(ResourceId::parse(&"0".repeat(33)), None);
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(StreamName::parse("room-1_a.b~c").is_ok());
+        assert!(StreamName::parse("").is_err());
+        assert!(StreamName::parse("a/b").is_err());
+        assert!(StreamName::parse("é").is_err());
+        assert!(StreamName::parse(&"a".repeat(129)).is_err());
+        assert!(StreamName::parse(&"a".repeat(128)).is_ok());
+    }
+}

@@ -1,0 +1,27 @@
+//! Shared test helpers: the in-process server and a real WebRTC client peer.
+#![allow(dead_code)]
+
+pub mod client;
+
+use std::time::Duration;
+
+use whip_echo::config::Config;
+use whip_echo::server::{self, Running};
+
+/// Generous upper bound for any event a test waits on.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Starts the real server in-process on ephemeral loopback ports.
+pub async fn start(config: Config) -> Running {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    server::spawn(listener, config).await.unwrap()
+}
+
+/// Waits until the media plane has no session, stream or route left.
+pub async fn wait_idle(server: &Running) {
+    let mut stats = server.media.stats();
+    tokio::time::timeout(WAIT, stats.wait_for(|s| s.idle && s.sessions == 0))
+        .await
+        .expect("server idle in time")
+        .expect("media loop alive");
+}
