@@ -42,7 +42,12 @@ pub struct Config {
     pub public_ip_only: bool,
 
     /// Allowed CORS origins, comma-separated; `*` allows any origin.
-    #[arg(long, env = "WHIP_ECHO_CORS_ORIGINS", value_delimiter = ',', default_value = "*")]
+    #[arg(
+        long,
+        env = "WHIP_ECHO_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
     pub cors_origins: Vec<String>,
 
     /// Maximum number of live sessions (publishers, viewers and echoes together); beyond it POST gets 503.
@@ -75,7 +80,10 @@ impl Config {
 
 /// Parses a duration given in (possibly fractional) seconds, e.g. `30` or `1.5`.
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.trim().parse().map_err(|_| format!("not a number of seconds: {s}"))?;
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number of seconds: {s}"))?;
     if !(secs.is_finite() && secs > 0.0 && secs <= 86_400.0) {
         return Err(format!("seconds must be in (0, 86400]: {s}"));
     }
@@ -89,7 +97,7 @@ mod tests {
     #[test]
     fn defaults_need_no_options() {
         let c = Config::try_parse_from(["whip-echo"]).unwrap();
-        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.listen, "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(c.udp_port, 8189);
         assert_eq!(c.cors_origins, vec!["*".to_string()]);
         assert_eq!(c.ice_timeout, Duration::from_secs(30));

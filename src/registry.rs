@@ -141,7 +141,11 @@ mod tests {
     #[test]
     fn publisher_and_viewers_share_a_stream() {
         let mut r = Registry::default();
-        let (p, v1, v2) = (ResourceId::random(), ResourceId::random(), ResourceId::random());
+        let (p, v1, v2) = (
+            ResourceId::random(),
+            ResourceId::random(),
+            ResourceId::random(),
+        );
         r.insert(v1, 1, Role::Viewer, name("s"));
         assert_eq!(r.publisher(&name("s")), None);
         r.insert(p, 2, Role::Publisher, name("s"));

@@ -106,7 +106,8 @@ pub async fn start_media(
         max_sessions: config.max_sessions,
         ice_timeout: config.ice_timeout,
     };
-    let (media, task) = media::spawn(udp, media_config, stop).map_err(io("starting the media plane"))?;
+    let (media, task) =
+        media::spawn(udp, media_config, stop).map_err(io("starting the media plane"))?;
     info!(udp = %media.udp_addr(), "media plane listening");
     let state = AppState {
         media: media.clone(),

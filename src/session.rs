@@ -88,7 +88,9 @@ impl StreamName {
         }
         let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~');
         if !s.bytes().all(ok) {
-            return Err(ApiError::BadStreamName("only A-Z a-z 0-9 _ - . ~ are allowed"));
+            return Err(ApiError::BadStreamName(
+                "only A-Z a-z 0-9 _ - . ~ are allowed",
+            ));
         }
         Ok(StreamName(s.to_owned()))
     }

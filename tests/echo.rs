@@ -13,7 +13,11 @@ async fn echo_returns_the_same_payloads_in_order() {
     let server = start(Config::for_tests()).await;
     let url = format!("{}/echo/room1", server.base_url());
     let mut client = Client::connect(&url, Mode::SendRecv).await.expect("201");
-    assert!(client.answer.contains("a=sendrecv"), "echo answer is sendrecv:\n{}", client.answer);
+    assert!(
+        client.answer.contains("a=sendrecv"),
+        "echo answer is sendrecv:\n{}",
+        client.answer
+    );
     client.wait_connected(WAIT).await;
 
     let first_sent = Instant::now();
@@ -23,7 +27,11 @@ async fn echo_returns_the_same_payloads_in_order() {
         client.send(payload.as_bytes());
         let got = client.next_packet(WAIT).await;
         first_echo.get_or_insert_with(|| (got.clone(), Instant::now()));
-        assert_eq!(got.payload, payload.as_bytes(), "packet {i} echoed unchanged");
+        assert_eq!(
+            got.payload,
+            payload.as_bytes(),
+            "packet {i} echoed unchanged"
+        );
     }
     let (_, at) = first_echo.unwrap();
     println!(

@@ -8,11 +8,7 @@ const INDEX_HTML: &str = include_str!("../../static/index.html");
 
 /// `GET /`.
 pub async fn index() -> Response {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(INDEX_HTML),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML)).into_response()
 }
 
 /// `GET /healthz`: 200 while the media plane runs.

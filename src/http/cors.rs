@@ -39,7 +39,10 @@ impl CorsPolicy {
         }
         let origin = origin?;
         let text = origin.to_str().ok()?;
-        self.origins.iter().any(|o| o == text).then(|| origin.clone())
+        self.origins
+            .iter()
+            .any(|o| o == text)
+            .then(|| origin.clone())
     }
 }
 
@@ -50,7 +53,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     if let Some(allow) = state.cors.allow_origin(origin.as_ref()) {
         let headers = response.headers_mut();
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE));
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSE),
+        );
         headers.append(header::VARY, HeaderValue::from_static("Origin"));
     }
     response
@@ -61,9 +67,18 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
 pub fn options(methods: &'static str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::ALLOW, HeaderValue::from_static(methods));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
-    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
-    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOW_HEADERS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     if methods.contains("POST") {
         headers.insert("accept-post", HeaderValue::from_static(APPLICATION_SDP));
     }

@@ -43,7 +43,10 @@ async fn create(
     match result {
         Ok(created) => {
             let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(APPLICATION_SDP));
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(APPLICATION_SDP),
+            );
             // RFC 9725 §4.2: the Location header names the session resource.
             headers.insert(header::LOCATION, header_value(created.resource.location()));
             headers.insert(header::ETAG, header_value(created.etag));

@@ -35,12 +35,18 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(assets::index))
         .route("/healthz", get(assets::healthz))
-        .route("/whip/{stream}", endpoint(axum::routing::post(endpoints::post_whip)))
+        .route(
+            "/whip/{stream}",
+            endpoint(axum::routing::post(endpoints::post_whip)),
+        )
         .route(
             "/whep/{stream}",
             endpoint(axum::routing::post(endpoints::post_whep)).head(endpoints::head_whep),
         )
-        .route("/echo/{stream}", endpoint(axum::routing::post(endpoints::post_echo)))
+        .route(
+            "/echo/{stream}",
+            endpoint(axum::routing::post(endpoints::post_echo)),
+        )
         .route(
             "/resource/{id}",
             axum::routing::delete(resource::delete)
@@ -49,7 +55,10 @@ pub fn router(state: AppState) -> Router {
                 .fallback(resource::not_allowed),
         )
         .fallback(|| async { ApiError::NotFound("no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            cors::layer,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

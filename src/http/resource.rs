@@ -12,14 +12,20 @@ use crate::session::ResourceId;
 pub const RESOURCE_METHODS: &str = "OPTIONS, GET, HEAD, DELETE";
 
 /// `DELETE /resource/{id}`: RFC 9725 §4.4: 200 and the session is torn down.
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let resource = parse(&id)?;
     state.media.delete(resource).await?;
     Ok(StatusCode::OK)
 }
 
 /// `GET /resource/{id}`: 2xx without content while the resource exists.
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let resource = parse(&id)?;
     if state.media.exists(resource).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCDtlsTransportState;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -90,7 +91,11 @@ impl MediaLoop {
         }
     }
 
-    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>, stop: CancellationToken) {
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        stop: CancellationToken,
+    ) {
         let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -120,7 +125,13 @@ impl MediaLoop {
     fn handle_command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Create { role, stream, offer, info, reply } => {
+            Command::Create {
+                role,
+                stream,
+                offer,
+                info,
+                reply,
+            } => {
                 let result = self.create(role, stream, offer, &info, now);
                 let resource = result.as_ref().ok().map(|c| c.resource);
                 if reply.send(result).is_err() {
@@ -224,8 +235,11 @@ impl MediaLoop {
             }
         }
         let now = Instant::now();
-        let mut touched: Vec<SessionKey> = Vec::new();
+        let mut touched: Vec<(SessionKey, bool)> = Vec::new();
         for (from, local, data) in inbound {
+            if data.is_empty() {
+                continue;
+            }
             let Some(key) = self.routes.route(from, &data) else {
                 self.unroutable += 1;
                 continue;
@@ -233,6 +247,7 @@ impl MediaLoop {
             let Some(session) = self.sessions.get_mut(&key) else {
                 continue;
             };
+            let data_first_byte = data[0];
             let input = TaggedBytesMut {
                 now,
                 transport: TransportContext {
@@ -244,14 +259,28 @@ impl MediaLoop {
                 message: data,
             };
             if let Err(e) = session.pc.handle_read(input) {
-                session.span.in_scope(|| debug!(error = %e, "packet rejected"));
+                session
+                    .span
+                    .in_scope(|| debug!(error = %e, "packet rejected"));
             }
-            if !touched.contains(&key) {
-                touched.push(key);
+            // RFC 7983 §7: first byte 20..=63 is DTLS; after the handshake that is an alert,
+            // possibly the peer's close_notify.
+            let dtls = (20..=63).contains(&data_first_byte);
+            match touched.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, seen_dtls)) => *seen_dtls |= dtls,
+                None => touched.push((key, dtls)),
             }
         }
-        for key in touched {
+        for (key, dtls) in touched {
             self.drive(key, now);
+            if dtls
+                && self
+                    .sessions
+                    .get_mut(&key)
+                    .is_some_and(|s| dtls_closed(&mut s.pc))
+            {
+                self.teardown(key, EndReason::Closed);
+            }
         }
     }
 
@@ -273,7 +302,9 @@ impl MediaLoop {
                 continue;
             }
             if let Err(e) = session.pc.handle_timeout(now) {
-                session.span.in_scope(|| debug!(error = %e, "timeout handling failed"));
+                session
+                    .span
+                    .in_scope(|| debug!(error = %e, "timeout handling failed"));
             }
             self.drive(key, now);
         }
@@ -357,9 +388,15 @@ impl MediaLoop {
         };
         while let Some(out) = session.pc.poll_write() {
             self.routes.learn(out.transport.peer_addr, key);
-            let sent = self.io.send(out.transport.peer_addr, out.transport.local_addr, &out.message);
+            let sent = self.io.send(
+                out.transport.peer_addr,
+                out.transport.local_addr,
+                &out.message,
+            );
             if let Err(e) = sent {
-                session.span.in_scope(|| debug!(error = %e, "UDP send failed"));
+                session
+                    .span
+                    .in_scope(|| debug!(error = %e, "UDP send failed"));
             }
         }
         let mut wake = session.pc.poll_timeout();
@@ -382,7 +419,11 @@ impl MediaLoop {
         // close() queues a DTLS close_notify so the peer learns at once (RFC 7675 consent revoked).
         let _ = session.pc.close();
         while let Some(out) = session.pc.poll_write() {
-            let _ = self.io.send(out.transport.peer_addr, out.transport.local_addr, &out.message);
+            let _ = self.io.send(
+                out.transport.peer_addr,
+                out.transport.local_addr,
+                &out.message,
+            );
         }
         self.routes.remove(key, &session.ufrag);
         self.registry.end(&session.resource, Instant::now());
@@ -398,6 +439,23 @@ impl MediaLoop {
             running: true,
         });
     }
+}
+
+/// Whether the peer closed the DTLS transport (close_notify). rtc keeps the connection state at
+/// `connected` then (ICE is still up), so the loop asks the transport itself.
+fn dtls_closed(pc: &mut RTCPeerConnection) -> bool {
+    let sender = pc.get_senders().next();
+    let receiver = pc.get_receivers().next();
+    let state = match (sender, receiver) {
+        (Some(id), _) => pc
+            .rtp_sender(id)
+            .and_then(|s| s.transport().map(|t| t.state())),
+        (None, Some(id)) => pc
+            .rtp_receiver(id)
+            .and_then(|r| r.transport().map(|t| t.state())),
+        (None, None) => None,
+    };
+    state == Some(RTCDtlsTransportState::Closed)
 }
 
 async fn sleep_until(at: Option<Instant>) {

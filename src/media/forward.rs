@@ -49,7 +49,6 @@ impl Forwarder {
         }
     }
 
-
     /// Rewrites `header` (a copy of the publisher's) for this leg.
     pub fn rewrite(&mut self, header: &mut Header, now: Instant) {
         let source = match self.source {
@@ -86,7 +85,9 @@ impl Forwarder {
                 let elapsed = now.saturating_duration_since(last.at).as_micros() as u64;
                 let gap = ((elapsed * CLOCK_RATE / 1_000_000) as u32).max(MIN_TS_GAP);
                 (
-                    last.seq.wrapping_add(1).wrapping_sub(header.sequence_number),
+                    last.seq
+                        .wrapping_add(1)
+                        .wrapping_sub(header.sequence_number),
                     last.ts.wrapping_add(gap).wrapping_sub(header.timestamp),
                 )
             }
@@ -129,7 +130,10 @@ mod tests {
         let mut f = Forwarder::new(42, 111);
         let mut h = header(7, 100, 5000);
         f.rewrite(&mut h, Instant::now());
-        assert_eq!((h.ssrc, h.payload_type, h.sequence_number, h.timestamp), (42, 111, 100, 5000));
+        assert_eq!(
+            (h.ssrc, h.payload_type, h.sequence_number, h.timestamp),
+            (42, 111, 100, 5000)
+        );
         assert!(!h.extension && h.extensions.is_empty());
     }
 

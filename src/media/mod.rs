@@ -115,7 +115,8 @@ impl MediaHandle {
 
     /// Whether `resource` names a live or recently ended session.
     pub async fn exists(&self, resource: ResourceId) -> Result<bool, ApiError> {
-        self.request(|reply| Command::Exists { resource, reply }).await
+        self.request(|reply| Command::Exists { resource, reply })
+            .await
     }
 
     /// The latest published statistics, and a receiver to wait for changes.

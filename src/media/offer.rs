@@ -42,7 +42,9 @@ pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, ApiError> {
         .filter(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
         .find_map(|m| opus_payload_type(m).map(|pt| (m, pt)));
     let Some((media, pt)) = audio else {
-        return Err(bad("no Opus audio section (whip-echo serves Opus audio only)"));
+        return Err(bad(
+            "no Opus audio section (whip-echo serves Opus audio only)",
+        ));
     };
     let direction = direction(media);
     // RFC 9725 §4.2: a WHIP client sends media; WHEP (draft §4.2) clients receive it.
@@ -127,7 +129,11 @@ mod tests {
 
     #[test]
     fn stereo_is_detected() {
-        let sdp = offer("sendrecv", OPUS_AFTER_PCMA, "a=fmtp:111 minptime=10;stereo=1\r\n");
+        let sdp = offer(
+            "sendrecv",
+            OPUS_AFTER_PCMA,
+            "a=fmtp:111 minptime=10;stereo=1\r\n",
+        );
         assert!(inspect(&sdp, Role::Echo).unwrap().stereo);
     }
 
@@ -135,7 +141,10 @@ mod tests {
     fn direction_must_fit_role() {
         let recvonly = offer("recvonly", OPUS_AFTER_PCMA, "");
         assert!(inspect(&recvonly, Role::Viewer).is_ok());
-        assert!(matches!(inspect(&recvonly, Role::Publisher), Err(ApiError::BadSdp(_))));
+        assert!(matches!(
+            inspect(&recvonly, Role::Publisher),
+            Err(ApiError::BadSdp(_))
+        ));
         let sendonly = offer("sendonly", OPUS_AFTER_PCMA, "");
         assert!(inspect(&sendonly, Role::Echo).is_err());
         assert!(inspect(&sendonly, Role::Viewer).is_err());

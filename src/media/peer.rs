@@ -151,7 +151,8 @@ pub fn negotiate(
     pc.set_remote_description(now, offer)
         .map_err(|e| ApiError::BadSdp(e.to_string()))?;
     for candidate in &settings.candidates {
-        pc.add_local_candidate(candidate.clone()).map_err(internal)?;
+        pc.add_local_candidate(candidate.clone())
+            .map_err(internal)?;
     }
     let answer = pc
         .create_answer(None)
@@ -169,7 +170,13 @@ pub fn negotiate(
         Some((id, ssrc)) => {
             let pt = pc
                 .rtp_sender(id)
-                .and_then(|mut s| s.get_parameters().rtp_parameters.codecs.first().map(|c| c.payload_type))
+                .and_then(|mut s| {
+                    s.get_parameters()
+                        .rtp_parameters
+                        .codecs
+                        .first()
+                        .map(|c| c.payload_type)
+                })
                 .ok_or_else(|| ApiError::BadSdp("no Opus codec negotiated for sending".into()))?;
             Some((id, ssrc, pt))
         }

@@ -113,7 +113,10 @@ mod tests {
 
     #[test]
     fn parses_local_ufrag() {
-        assert_eq!(stun_request_local_ufrag(&binding_request("srv:cli")).as_deref(), Some("srv"));
+        assert_eq!(
+            stun_request_local_ufrag(&binding_request("srv:cli")).as_deref(),
+            Some("srv")
+        );
         assert_eq!(stun_request_local_ufrag(&[0x80; 40]), None);
         assert_eq!(stun_request_local_ufrag(&[0u8; 20]), None);
     }
@@ -123,9 +126,15 @@ mod tests {
         let mut routes = Routes::default();
         routes.add_ufrag("srv", 7);
         assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), None);
-        assert_eq!(routes.route(addr(1000), &binding_request("srv:cli")), Some(7));
+        assert_eq!(
+            routes.route(addr(1000), &binding_request("srv:cli")),
+            Some(7)
+        );
         assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), Some(7));
-        assert_eq!(routes.route(addr(1001), &binding_request("other:cli")), None);
+        assert_eq!(
+            routes.route(addr(1001), &binding_request("other:cli")),
+            None
+        );
     }
 
     #[test]

@@ -42,11 +42,7 @@ pub struct UdpIo {
 
 impl UdpIo {
     /// Wraps `socket`, announcing `local_ips` (addresses of this machine) and `public_ips`.
-    pub fn new(
-        socket: UdpSocket,
-        local_ips: &[IpAddr],
-        public_ips: &[IpAddr],
-    ) -> io::Result<Self> {
+    pub fn new(socket: UdpSocket, local_ips: &[IpAddr], public_ips: &[IpAddr]) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         let bound = socket.local_addr()?;
         let pick_source = !bound.ip().is_unspecified();
@@ -191,7 +187,10 @@ mod tests {
         let both = [(private, Some(private)), (public, None)];
         assert_eq!(map_local(&both, 8189, Some(private), from).ip(), private);
         let public_only = [(public, None)];
-        assert_eq!(map_local(&public_only, 8189, Some(private), from).ip(), public);
+        assert_eq!(
+            map_local(&public_only, 8189, Some(private), from).ip(),
+            public
+        );
         assert_eq!(map_local(&public_only, 8189, None, from).port(), 8189);
     }
 

@@ -82,14 +82,21 @@ pub struct Rejected {
 impl Client {
     /// Creates the peer, POSTs its offer to `url`, applies the answer and starts driving it.
     pub async fn connect(url: &str, mode: Mode) -> Result<Client, Rejected> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind client socket");
+        let socket = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind client socket");
         let local = socket.local_addr().unwrap();
         let mut pc = build_peer(mode);
         let offer = pc.create_offer(None).expect("create offer");
-        pc.set_local_description(Instant::now(), offer).expect("set local");
-        pc.add_local_candidate(host_candidate(local)).expect("add candidate");
+        pc.set_local_description(Instant::now(), offer)
+            .expect("set local");
+        pc.add_local_candidate(host_candidate(local))
+            .expect("add candidate");
         let offer_sdp = pc.local_description().expect("local description").sdp;
-        assert!(offer_sdp.contains("a=candidate"), "offer must carry the host candidate");
+        assert!(
+            offer_sdp.contains("a=candidate"),
+            "offer must carry the host candidate"
+        );
 
         let posted_at = Instant::now();
         let response = reqwest::Client::new()
@@ -114,12 +121,20 @@ impl Client {
             .unwrap()
             .to_string();
         let answer = RTCSessionDescription::answer(body.clone()).expect("answer parses");
-        pc.set_remote_description(Instant::now(), answer).expect("apply answer");
+        pc.set_remote_description(Instant::now(), answer)
+            .expect("apply answer");
 
         let (received_tx, received) = mpsc::unbounded_channel();
         let (connected_tx, connected) = watch::channel(false);
         let (control, control_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(pc, socket, local, control_rx, received_tx, connected_tx));
+        let task = tokio::spawn(drive(
+            pc,
+            socket,
+            local,
+            control_rx,
+            received_tx,
+            connected_tx,
+        ));
         Ok(Client {
             resource_url,
             answer: body,
@@ -141,7 +156,9 @@ impl Client {
 
     /// Sends one RTP packet with `payload`.
     pub fn send(&self, payload: &[u8]) {
-        let _ = self.control.send(Control::Send(Bytes::copy_from_slice(payload)));
+        let _ = self
+            .control
+            .send(Control::Send(Bytes::copy_from_slice(payload)));
     }
 
     /// The next received packet, within `within`.
@@ -261,15 +278,19 @@ async fn drive(
     let mut buf = vec![0u8; 2048];
     let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
     loop {
-        while let Some(out) = pc.poll_write() {
-            let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
-        }
         while let Some(event) = pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                 if state == RTCPeerConnectionState::Connected {
                     connected.send_replace(true);
                 }
             }
+        }
+        // rtc starts the DTLS client (queues its ClientHello) while events are polled after ICE
+        // succeeds, but only emits it from handle_timeout; without this nudge the handshake
+        // waits for the next ICE tick (~200 ms).
+        let _ = pc.handle_timeout(Instant::now());
+        while let Some(out) = pc.poll_write() {
+            let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
         while let Some(message) = pc.poll_read() {
             if let RTCMessage::RtpPacket(_, packet) = message.message {

@@ -13,6 +13,11 @@ pub const WAIT: Duration = Duration::from_secs(15);
 
 /// Starts the real server in-process on ephemeral loopback ports.
 pub async fn start(config: Config) -> Running {
+    // RUST_LOG=whip_echo=debug shows the server's logs in failing tests.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     server::spawn(listener, config).await.unwrap()
 }
