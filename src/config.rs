@@ -58,8 +58,13 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_ICE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub ice_timeout: Duration,
 
-    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `whip_echo=debug`).
-    #[arg(long, env = "WHIP_ECHO_LOG", default_value = "info")]
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `whip_echo=debug`). The default keeps
+    /// the WebRTC stack's per-connection chatter out.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_LOG",
+        default_value = "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=warn"
+    )]
     pub log: String,
 
     /// Log format.

@@ -1,0 +1,355 @@
+//! The HTTP API through `router().oneshot`: every status and header shape, no HTTP sockets (the
+//! media plane still binds its loopback UDP socket, since the router talks to it).
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use http_body_util::BodyExt;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use whip_echo::config::Config;
+use whip_echo::server::start_media;
+
+const OFFER: &str = include_str!("data/offer.sdp");
+const OBS_OFFER: &str = include_str!("data/obs-offer.sdp");
+const STEREO_PCMA_FIRST: &str = include_str!("data/pcma-first-stereo.sdp");
+const RECVONLY_OFFER: &str = include_str!("data/recvonly-offer.sdp");
+
+struct Api {
+    router: Router,
+    stop: CancellationToken,
+}
+
+impl Api {
+    async fn new(config: Config) -> Api {
+        let stop = CancellationToken::new();
+        let (_media, _task, router) = start_media(&config, stop.clone()).await.unwrap();
+        Api { router, stop }
+    }
+
+    async fn send(&self, request: Request<Body>) -> (Response, String) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (Response::from_parts(parts, Body::empty()), text)
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (Response, String) {
+        let mut request = Request::post(path);
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        self.send(request.body(body.into()).unwrap()).await
+    }
+
+    async fn sdp(&self, path: &str, offer: &str) -> (Response, String) {
+        self.post(path, Some("application/sdp"), offer.to_owned())
+            .await
+    }
+
+    async fn call(&self, method: Method, path: &str) -> (Response, String) {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn header_of<'a>(response: &'a Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or_else(|| panic!("missing header {name}: {:?}", response.headers()))
+}
+
+fn audio_section(sdp: &str) -> &str {
+    let start = sdp.find("m=audio").expect("answer has audio");
+    let rest = &sdp[start..];
+    &rest[..rest[2..].find("m=").map_or(rest.len(), |i| i + 2)]
+}
+
+#[tokio::test]
+async fn whip_post_creates_a_resource() {
+    let api = Api::new(Config::for_tests()).await;
+    let (r, answer) = api.sdp("/whip/s1", OFFER).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
+    assert_eq!(header_of(&r, "content-type"), "application/sdp");
+    let location = header_of(&r, "location").to_owned();
+    let id = location
+        .strip_prefix("/resource/")
+        .expect("relative resource URL");
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let etag = header_of(&r, "etag");
+    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2);
+    // RFC 9725 §4.2: recvonly answer; candidates and DTLS parameters inline, no trickle needed.
+    let audio = audio_section(&answer);
+    assert!(audio.contains("a=recvonly"), "{answer}");
+    assert!(
+        answer.contains("a=candidate:") && answer.contains("typ host"),
+        "{answer}"
+    );
+    assert!(answer.contains("a=fingerprint:sha-256"), "{answer}");
+    assert!(answer.contains("a=setup:passive"), "{answer}");
+    assert!(
+        answer.contains("a=ice-ufrag:") && answer.contains("a=ice-pwd:"),
+        "{answer}"
+    );
+    assert!(
+        audio.to_ascii_lowercase().contains("opus/48000/2"),
+        "{answer}"
+    );
+
+    assert_eq!(
+        api.call(Method::GET, &location).await.0.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &location).await.0.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &location).await.0.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::GET, &location).await.0.status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn whep_and_echo_answer_directions() {
+    let api = Api::new(Config::for_tests()).await;
+    let (r, answer) = api.sdp("/whep/s1", RECVONLY_OFFER).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
+    assert!(audio_section(&answer).contains("a=sendonly"), "{answer}");
+    let (r, answer) = api.sdp("/echo/s2", STEREO_PCMA_FIRST).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
+    let audio = audio_section(&answer);
+    assert!(audio.contains("a=sendrecv"), "{answer}");
+    // Opus is chosen although PCMA is listed first, and stereo is kept.
+    let m_line = audio.lines().next().unwrap();
+    assert!(
+        m_line.trim_end().ends_with(" 111"),
+        "only Opus in the answer: {m_line}"
+    );
+    assert!(audio.contains("stereo=1"), "{answer}");
+}
+
+#[tokio::test]
+async fn video_is_rejected_while_audio_connects() {
+    let api = Api::new(Config::for_tests()).await;
+    let (r, answer) = api.sdp("/whip/obs", OBS_OFFER).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
+    assert!(
+        answer.contains("m=video 0 "),
+        "video m-line rejected with port 0:\n{answer}"
+    );
+    assert!(
+        !audio_section(&answer).starts_with("m=audio 0 "),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn content_type_is_checked() {
+    let api = Api::new(Config::for_tests()).await;
+    let (r, text) = api.post("/whip/s", None, OFFER).await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(text.contains("application/sdp"));
+    assert_eq!(header_of(&r, "content-type"), "text/plain; charset=utf-8");
+    let (r, _) = api.post("/whep/s", Some("text/plain"), OFFER).await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (r, _) = api.post("/echo/s", Some("application/json"), "{}").await;
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (r, body) = api
+        .post("/whip/s", Some("application/SDP; charset=utf-8"), OFFER)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_are_4xx() {
+    let api = Api::new(Config::for_tests()).await;
+    let huge = "a".repeat(10 * 1024 * 1024);
+    let (r, _) = api.post("/whip/s", Some("application/sdp"), huge).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("garbage", b"\x00\x01\x02 hello".to_vec()),
+        (
+            "not utf-8",
+            vec![b'v', b'=', b'0', b'\r', b'\n', 0xff, 0xfe],
+        ),
+        (
+            "no m-lines",
+            b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".to_vec(),
+        ),
+        (
+            "video only",
+            OBS_OFFER[..OBS_OFFER.find("m=audio").unwrap()]
+                .as_bytes()
+                .to_vec(),
+        ),
+    ];
+    for (name, body) in cases {
+        let (r, text) = api.post("/whip/s", Some("application/sdp"), body).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{name}: {text}");
+        assert!(!text.is_empty(), "{name}: a reason is given");
+    }
+    // A WHIP offer that only wants to receive cannot publish.
+    let (r, text) = api.sdp("/whip/s", RECVONLY_OFFER).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{text}");
+    let long = format!("/whip/{}", "x".repeat(129));
+    assert_eq!(
+        api.sdp(&long, OFFER).await.0.status(),
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn second_publisher_conflicts_and_cap_gives_503() {
+    let mut config = Config::for_tests();
+    config.max_sessions = 2;
+    let api = Api::new(config).await;
+    assert_eq!(
+        api.sdp("/whip/a", OFFER).await.0.status(),
+        StatusCode::CREATED
+    );
+    let (r, text) = api.sdp("/whip/a", OFFER).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{text}");
+    assert_eq!(
+        api.sdp("/echo/a", STEREO_PCMA_FIRST).await.0.status(),
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        api.sdp("/whep/a", RECVONLY_OFFER).await.0.status(),
+        StatusCode::CREATED
+    );
+    let (r, _) = api.sdp("/whep/a", RECVONLY_OFFER).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(header_of(&r, "retry-after").parse::<u32>().is_ok());
+}
+
+#[tokio::test]
+async fn unknown_resources_and_routes_are_404() {
+    let api = Api::new(Config::for_tests()).await;
+    let guessed = format!("/resource/{}", "0".repeat(32));
+    assert_eq!(
+        api.call(Method::DELETE, &guessed).await.0.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::DELETE, "/resource/1").await.0.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::GET, "/nope").await.0.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::GET, "/healthz").await.0.status(),
+        StatusCode::OK
+    );
+    let (r, page) = api.call(Method::GET, "/").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(page.contains("<html"));
+}
+
+#[tokio::test]
+async fn methods_options_and_cors() {
+    let api = Api::new(Config::for_tests()).await;
+    for path in ["/whip/s", "/whep/s", "/echo/s"] {
+        let (r, _) = api.call(Method::PUT, path).await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert!(header_of(&r, "allow").contains("POST"));
+        // RFC 9725 §4.1 and the WHEP draft: GET on the endpoint is 2xx with no content.
+        let (r, body) = api.call(Method::GET, path).await;
+        assert!(r.status().is_success() && body.is_empty(), "{path}");
+
+        let preflight = Request::builder()
+            .method(Method::OPTIONS)
+            .uri(path)
+            .header(header::ORIGIN, "https://player.example")
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .unwrap();
+        let (r, _) = api.send(preflight).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{path}");
+        assert_eq!(header_of(&r, "accept-post"), "application/sdp");
+        assert_eq!(header_of(&r, "access-control-allow-origin"), "*");
+        let methods = header_of(&r, "access-control-allow-methods");
+        assert!(
+            methods.contains("POST") && !methods.contains("PATCH"),
+            "{methods}"
+        );
+        let allowed = header_of(&r, "access-control-allow-headers").to_ascii_lowercase();
+        for h in ["authorization", "if-match", "content-type"] {
+            assert!(allowed.contains(h), "{allowed}");
+        }
+    }
+    let (r, _) = api.call(Method::HEAD, "/whep/s").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header_of(&r, "content-type"), "application/sdp");
+
+    // Exposed headers on the 201, for scripts on other origins.
+    let request = Request::post("/whip/cors")
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .header(header::ORIGIN, "https://player.example")
+        .body(Body::from(OFFER))
+        .unwrap();
+    let (r, _) = api.send(request).await;
+    let exposed = header_of(&r, "access-control-expose-headers").to_ascii_lowercase();
+    for h in ["location", "etag", "link"] {
+        assert!(exposed.contains(h), "{exposed}");
+    }
+    let location = header_of(&r, "location").to_owned();
+    // PATCH is not supported yet: 405, and not advertised.
+    let (r, text) = api.call(Method::PATCH, &location).await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{text}");
+    assert!(!header_of(&r, "allow").contains("PATCH"));
+    let (r, _) = api.call(Method::OPTIONS, &location).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(!header_of(&r, "access-control-allow-methods").contains("PATCH"));
+}
+
+#[tokio::test]
+async fn configured_origins_only() {
+    let mut config = Config::for_tests();
+    config.cors_origins = vec!["https://ok.example".into()];
+    let api = Api::new(config).await;
+    let with_origin = |origin: &'static str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/whip/s")
+            .header(header::ORIGIN, origin)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (r, _) = api.send(with_origin("https://ok.example")).await;
+    assert_eq!(
+        header_of(&r, "access-control-allow-origin"),
+        "https://ok.example"
+    );
+    let (r, _) = api.send(with_origin("https://evil.example")).await;
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
