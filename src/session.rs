@@ -120,6 +120,8 @@ pub enum EndReason {
     SetupTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// A new publisher took over the stream from this one, whose consent checks were failing.
+    Replaced,
 }
 
 impl fmt::Display for EndReason {
@@ -130,6 +132,7 @@ impl fmt::Display for EndReason {
             EndReason::Closed => "closed",
             EndReason::SetupTimeout => "setup-timeout",
             EndReason::Shutdown => "shutdown",
+            EndReason::Replaced => "replaced",
         })
     }
 }

@@ -189,3 +189,34 @@ async fn shutdown_closes_every_session() {
     assert!(!last.running && last.sessions == 0, "{last:?}");
     client.close().await;
 }
+
+#[tokio::test]
+async fn a_new_publisher_replaces_one_whose_consent_failed() {
+    let mut config = Config::for_tests();
+    config.ice_timeout = Duration::from_secs(20);
+    let server = start(config).await;
+    let url = format!("{}/whip/flaky", server.base_url());
+    let mut old = Client::connect(&url, Mode::Send).await.unwrap();
+    old.wait_connected(WAIT).await;
+    old.vanish().await;
+    // While the old publisher is still considered live, a second one is refused.
+    assert_eq!(
+        Client::connect(&url, Mode::Send)
+            .await
+            .err()
+            .map(|r| r.status),
+        Some(409)
+    );
+    // Once its consent checks fail (disconnected, well before the 20 s teardown), it is replaced.
+    let mut stats = server.media.stats();
+    tokio::time::timeout(WAIT, stats.wait_for(|s| s.disconnected == 1))
+        .await
+        .expect("disconnected in time")
+        .unwrap();
+    let mut new = Client::connect(&url, Mode::Send).await.expect("takes over");
+    new.wait_connected(WAIT).await;
+    assert_eq!(server.media.stats().borrow().sessions, 1);
+    new.close().await;
+    wait_idle(&server).await;
+    server.shutdown().await.unwrap();
+}

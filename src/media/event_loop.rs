@@ -35,6 +35,17 @@ const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// Receive batches handled before the loop looks at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 8;
 
+/// Connectivity of a session as the media loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// ICE and DTLS not yet up; the setup deadline applies.
+    Connecting,
+    /// Media flows.
+    Connected,
+    /// Consent checks are failing (RFC 7675); `failed` follows unless the peer comes back.
+    Disconnected,
+}
+
 /// The send leg of a viewer or echo session.
 struct Leg {
     sender: RTCRtpSenderId,
@@ -48,7 +59,7 @@ struct Session {
     stream: StreamName,
     pc: RTCPeerConnection,
     ufrag: String,
-    connected: bool,
+    link: Link,
     setup_deadline: Instant,
     /// The earliest deadline with an entry in the timer heap.
     wake: Option<Instant>,
@@ -180,8 +191,18 @@ impl MediaLoop {
         if self.sessions.len() >= self.config.max_sessions {
             return Err(ApiError::OverCapacity);
         }
-        if role.publishes() && self.registry.publisher(&stream).is_some() {
-            return Err(ApiError::PublisherExists(stream.to_string()));
+        if role.publishes() {
+            if let Some(current) = self.registry.publisher(&stream) {
+                // A publisher whose consent checks already fail is on its way out (a client that
+                // reconnects after a network change): let the new one take over rather than
+                // refusing it until the old one times out.
+                let fading =
+                    self.sessions.get(&current).map(|s| s.link) == Some(Link::Disconnected);
+                if !fading {
+                    return Err(ApiError::PublisherExists(stream.to_string()));
+                }
+                self.teardown(current, EndReason::Replaced);
+            }
         }
         let negotiated = peer::negotiate(&self.settings, role, info, offer, now)?;
         let key = self.next_key;
@@ -200,7 +221,7 @@ impl MediaLoop {
                 stream,
                 pc: negotiated.pc,
                 ufrag: negotiated.ufrag,
-                connected: false,
+                link: Link::Connecting,
                 setup_deadline: now + self.config.ice_timeout,
                 wake: None,
                 leg: negotiated.sender.map(|(sender, ssrc, pt)| Leg {
@@ -297,7 +318,7 @@ impl MediaLoop {
                 continue; // superseded by an earlier entry
             }
             session.wake = None;
-            if !session.connected && now >= session.setup_deadline {
+            if session.link == Link::Connecting && now >= session.setup_deadline {
                 self.teardown(key, EndReason::SetupTimeout);
                 continue;
             }
@@ -317,11 +338,19 @@ impl MediaLoop {
             return;
         };
         let mut ended = None;
+        let mut link_changed = false;
         while let Some(event) = session.pc.poll_event() {
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event {
                 session.span.in_scope(|| info!(%state, "connection state"));
                 match state {
-                    RTCPeerConnectionState::Connected => session.connected = true,
+                    RTCPeerConnectionState::Connected => {
+                        session.link = Link::Connected;
+                        link_changed = true;
+                    }
+                    RTCPeerConnectionState::Disconnected => {
+                        session.link = Link::Disconnected;
+                        link_changed = true;
+                    }
                     RTCPeerConnectionState::Failed => ended = Some(EndReason::Failed),
                     RTCPeerConnectionState::Closed => ended = Some(EndReason::Closed),
                     _ => {}
@@ -337,6 +366,9 @@ impl MediaLoop {
             }
         }
         self.flush(key, now);
+        if link_changed {
+            self.publish_stats();
+        }
         if let Some(reason) = ended {
             self.teardown(key, reason);
             return;
@@ -360,7 +392,7 @@ impl MediaLoop {
             let Some(Session {
                 pc,
                 leg: Some(leg),
-                connected: true,
+                link: Link::Connected,
                 span,
                 ..
             }) = self.sessions.get_mut(&target)
@@ -400,7 +432,7 @@ impl MediaLoop {
             }
         }
         let mut wake = session.pc.poll_timeout();
-        if !session.connected {
+        if session.link == Link::Connecting {
             wake = Some(wake.map_or(session.setup_deadline, |w| w.min(session.setup_deadline)));
         }
         if let Some(at) = wake {
@@ -433,8 +465,11 @@ impl MediaLoop {
 
     fn publish_stats(&self) {
         let idle = self.sessions.is_empty() && self.registry.is_empty() && self.routes.is_empty();
+        let count = |link| self.sessions.values().filter(|s| s.link == link).count();
         self.stats.send_replace(Stats {
             sessions: self.sessions.len(),
+            connected: count(Link::Connected),
+            disconnected: count(Link::Disconnected),
             idle,
             running: true,
         });

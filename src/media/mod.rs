@@ -60,6 +60,10 @@ pub struct Created {
 pub struct Stats {
     /// Live sessions.
     pub sessions: usize,
+    /// Sessions whose ICE and DTLS are up.
+    pub connected: usize,
+    /// Sessions whose consent checks are failing (RFC 7675), not yet torn down.
+    pub disconnected: usize,
     /// No session, stream or route is left anywhere in the loop.
     pub idle: bool,
     /// Whether the loop is still running.
@@ -155,9 +159,9 @@ pub fn spawn(
         .map_err(std::io::Error::other)?;
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (stats_tx, stats_rx) = watch::channel(Stats {
-        sessions: 0,
         idle: true,
         running: true,
+        ..Stats::default()
     });
     let media_loop = event_loop::MediaLoop::new(io, settings, config, stats_tx);
     let task = tokio::spawn(media_loop.run(commands_rx, stop));
