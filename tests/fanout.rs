@@ -63,16 +63,7 @@ async fn whip_publisher_reaches_two_whep_viewers() {
     assert_eq!(second.err().map(|r| r.status), Some(409));
 
     for c in [publisher, v1, v2] {
-        let url = c.resource_url.clone();
-        assert_eq!(
-            reqwest::Client::new()
-                .delete(&url)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.delete().await, 200);
         c.close().await;
     }
     wait_idle(&server).await;
@@ -83,34 +74,16 @@ async fn whip_publisher_reaches_two_whep_viewers() {
 async fn viewer_joins_first_and_survives_publisher_change() {
     let server = start(Config::for_tests()).await;
     let base = server.base_url();
-    let mut viewer = Client::connect(&format!("{base}/whep/show"), Mode::Recv)
-        .await
-        .unwrap();
-    viewer.wait_connected(WAIT).await;
+    let mut viewer = Client::connected(&format!("{base}/whep/show"), Mode::Recv).await;
 
-    let mut first = Client::connect(&format!("{base}/whip/show"), Mode::Send)
-        .await
-        .unwrap();
-    first.wait_connected(WAIT).await;
+    let first = Client::connected(&format!("{base}/whip/show"), Mode::Send).await;
     publish_and_check(&first, &mut [&mut viewer], "first", 10).await;
     let last = viewer_last(&mut viewer, &first, "first-end").await;
 
     // The first publisher leaves (DELETE); a new one publishes to the same stream.
-    let url = first.resource_url.clone();
-    assert_eq!(
-        reqwest::Client::new()
-            .delete(&url)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(first.delete().await, 200);
     first.close().await;
-    let mut second = Client::connect(&format!("{base}/whip/show"), Mode::Send)
-        .await
-        .unwrap();
-    second.wait_connected(WAIT).await;
+    let second = Client::connected(&format!("{base}/whip/show"), Mode::Send).await;
     second.send(b"second-0000");
     let got = viewer.next_packet(WAIT).await;
     assert_eq!(got.payload, &b"second-0000"[..]);
@@ -149,10 +122,8 @@ async fn vanished_client_is_reaped_after_the_ice_timeout() {
     let mut config = Config::for_tests();
     config.ice_timeout = Duration::from_secs(2);
     let server = start(config).await;
-    let mut client = Client::connect(&format!("{}/echo/gone", server.base_url()), Mode::SendRecv)
-        .await
-        .unwrap();
-    client.wait_connected(WAIT).await;
+    let client =
+        Client::connected(&format!("{}/echo/gone", server.base_url()), Mode::SendRecv).await;
     let url = client.resource_url.clone();
     client.vanish().await;
     wait_idle(&server).await;
@@ -179,10 +150,8 @@ async fn a_post_that_never_connects_is_reaped() {
 #[tokio::test]
 async fn shutdown_closes_every_session() {
     let server = start(Config::for_tests()).await;
-    let mut client = Client::connect(&format!("{}/echo/bye", server.base_url()), Mode::SendRecv)
-        .await
-        .unwrap();
-    client.wait_connected(WAIT).await;
+    let client =
+        Client::connected(&format!("{}/echo/bye", server.base_url()), Mode::SendRecv).await;
     let mut stats = server.media.stats();
     server.shutdown().await.unwrap();
     let last = *stats.borrow_and_update();
@@ -196,8 +165,7 @@ async fn a_new_publisher_replaces_one_whose_consent_failed() {
     config.ice_timeout = Duration::from_secs(20);
     let server = start(config).await;
     let url = format!("{}/whip/flaky", server.base_url());
-    let mut old = Client::connect(&url, Mode::Send).await.unwrap();
-    old.wait_connected(WAIT).await;
+    let old = Client::connected(&url, Mode::Send).await;
     old.vanish().await;
     // While the old publisher is still considered live, a second one is refused.
     assert_eq!(
@@ -213,8 +181,7 @@ async fn a_new_publisher_replaces_one_whose_consent_failed() {
         .await
         .expect("disconnected in time")
         .unwrap();
-    let mut new = Client::connect(&url, Mode::Send).await.expect("takes over");
-    new.wait_connected(WAIT).await;
+    let new = Client::connected(&url, Mode::Send).await;
     assert_eq!(server.media.stats().borrow().sessions, 1);
     new.close().await;
     wait_idle(&server).await;

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::session::{ResourceId, Role, StreamName};
 
+pub use peer::host_candidate;
 pub use socket::local_ips;
 
 /// Queue depth between the HTTP plane and the media loop.

@@ -2,6 +2,7 @@
 //! role, mDNS off, the shared socket's host candidates, and the answer, all without any network
 //! round trip (the POST returns as soon as this does).
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::Registry;
@@ -39,32 +40,35 @@ pub struct PeerSettings {
 
 impl PeerSettings {
     /// Settings announcing `addrs` (IP and the shared UDP port) as host candidates.
-    pub fn new(addrs: &[std::net::SocketAddr], ice_timeout: Duration) -> Result<Self, String> {
+    pub fn new(addrs: &[SocketAddr], ice_timeout: Duration) -> Result<Self, String> {
         let candidates = addrs
             .iter()
-            .map(|addr| {
-                let host = CandidateHostConfig {
-                    base_config: CandidateConfig {
-                        network: "udp".to_owned(),
-                        address: addr.ip().to_string(),
-                        port: addr.port(),
-                        component: 1,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                }
-                .new_candidate_host()
-                .map_err(|e| e.to_string())?;
-                RTCIceCandidate::from(&host)
-                    .to_json()
-                    .map_err(|e| e.to_string())
-            })
+            .map(|addr| host_candidate(*addr))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PeerSettings {
             candidates,
             ice_timeout,
         })
     }
+}
+
+/// A UDP host candidate for `addr` (RFC 8445 §5.1.1.1), as `add_local_candidate` takes it.
+pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(|e| e.to_string())?;
+    RTCIceCandidate::from(&host)
+        .to_json()
+        .map_err(|e| e.to_string())
 }
 
 /// A negotiated peer connection, ready to be driven by the media loop.

@@ -14,7 +14,6 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
@@ -90,8 +89,8 @@ impl Client {
         let offer = pc.create_offer(None).expect("create offer");
         pc.set_local_description(Instant::now(), offer)
             .expect("set local");
-        pc.add_local_candidate(host_candidate(local))
-            .expect("add candidate");
+        let candidate = whip_echo::media::host_candidate(local).expect("host candidate");
+        pc.add_local_candidate(candidate).expect("add candidate");
         let offer_sdp = pc.local_description().expect("local description").sdp;
         assert!(
             offer_sdp.contains("a=candidate"),
@@ -144,6 +143,24 @@ impl Client {
             control,
             task,
         })
+    }
+
+    /// Connects and waits until the peer connection is up.
+    pub async fn connected(url: &str, mode: Mode) -> Client {
+        let mut client = Client::connect(url, mode).await.expect("201 Created");
+        client.wait_connected(super::WAIT).await;
+        client
+    }
+
+    /// Sends DELETE to the session resource and returns the status.
+    pub async fn delete(&self) -> u16 {
+        reqwest::Client::new()
+            .delete(&self.resource_url)
+            .send()
+            .await
+            .expect("DELETE")
+            .status()
+            .as_u16()
     }
 
     /// Waits until the peer connection is connected.
@@ -249,22 +266,6 @@ fn build_peer(mode: Mode) -> RTCPeerConnection {
         }
     }
     pc
-}
-
-fn host_candidate(addr: SocketAddr) -> rtc::peer_connection::transport::RTCIceCandidateInit {
-    let candidate = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .unwrap();
-    RTCIceCandidate::from(&candidate).to_json().unwrap()
 }
 
 async fn drive(
