@@ -1,12 +1,15 @@
 //! The media plane: one task owns the shared UDP socket and every peer connection (sans-IO `rtc`),
 //! so protocol state needs no locks. The HTTP plane talks to it only through [`MediaHandle`].
 
+mod commands;
+mod conn;
 mod event_loop;
 mod forward;
 pub mod offer;
 mod peer;
 mod routes;
 mod socket;
+mod timers;
 
 use std::net::SocketAddr;
 use std::time::Duration;
