@@ -166,6 +166,7 @@ pub fn negotiate(
         .local_description()
         .ok_or_else(|| ApiError::Internal("no local description after answer".into()))?
         .sdp;
+    let answer = finish_answer(&answer);
     let ufrag = sdp_attribute(&answer, "ice-ufrag")
         .ok_or_else(|| ApiError::Internal("answer has no ice-ufrag".into()))?
         .to_owned();
@@ -210,6 +211,34 @@ fn opus_codec(stereo: bool) -> RTCRtpCodec {
     }
 }
 
+/// Final touches on rtc's answer text:
+/// - RFC 9725 §4.4.1 (and the WHEP draft): every bundled m-section carries `a=rtcp-mux-only`
+///   (RFC 8858 §3), which rtc does not write;
+/// - with RTP/RTCP multiplexing there is no RTCP component, so rtc's component-2 copies of the
+///   candidates are dropped.
+fn finish_answer(sdp: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.lines() {
+        let line = line.trim_end();
+        if line.is_empty() || line == "a=rtcp-mux-only" || is_rtcp_candidate(line) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+        if line == "a=rtcp-mux" {
+            out.push_str("a=rtcp-mux-only\r\n");
+        }
+    }
+    out
+}
+
+/// `a=candidate:<foundation> 2 ...`: a candidate for the RTCP component.
+fn is_rtcp_candidate(line: &str) -> bool {
+    line.strip_prefix("a=candidate:")
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        == Some("2")
+}
+
 /// The value of the first `a=<key>:<value>` line of an SDP text.
 pub fn sdp_attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
     sdp.lines().find_map(|line| {
@@ -223,6 +252,18 @@ pub fn sdp_attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answer_gets_rtcp_mux_only_and_loses_rtcp_candidates() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtcp-mux\r\n\
+                   a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\
+                   a=candidate:1 2 udp 2130706431 127.0.0.1 5000 typ host\r\n";
+        let done = finish_answer(sdp);
+        assert!(done.contains("a=rtcp-mux\r\na=rtcp-mux-only\r\n"), "{done}");
+        assert!(done.contains(" 1 udp "));
+        assert!(!done.contains(" 2 udp "));
+        assert_eq!(finish_answer(&done), done, "idempotent");
+    }
 
     #[test]
     fn finds_attributes() {

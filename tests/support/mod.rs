@@ -1,7 +1,8 @@
 //! Shared test helpers: the in-process server and a real WebRTC client peer.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-pub mod client;
+/// The WebRTC client peer lives in the conformance crate, which knows nothing of the server.
+pub use whip_conformance::peer as client;
 
 use std::time::Duration;
 
