@@ -16,6 +16,13 @@ const WRONG_TYPE: &str = "rfc9725-4.3.1-patch-wrong-content-type-is-4xx";
 const STALE: &str = "rfc9725-4.3.1-patch-stale-etag-is-412";
 const RESTART: &str = "rfc9725-4.3.3-ice-restart-returns-200-sdpfrag";
 const LINK: &str = "rfc9725-4.6-link-ice-server-syntax";
+/// The PATCH checks and the sections they test, for reporting skips.
+const PATCH_CHECKS: [(&str, &str); 4] = [
+    (TRICKLE, whip_ref!("4.3.2")),
+    (WRONG_TYPE, whip_ref!("4.3.1")),
+    (STALE, whip_ref!("4.3.1")),
+    (RESTART, whip_ref!("4.3.3")),
+];
 
 pub async fn run(ctx: &mut Ctx<'_>) {
     let Ok(url) = ctx.endpoint(Proto::Whip, "patch") else {
@@ -26,10 +33,10 @@ pub async fn run(ctx: &mut Ctx<'_>) {
         Ok(e) if e.status == 201 => e,
         other => {
             let why = format!("no session to PATCH: POST gave {}", status_of(&other));
-            for id in [TRICKLE, WRONG_TYPE, STALE, RESTART, LINK] {
-                ctx.report
-                    .skip(id, whip_ref!("4.3"), Level::Must, why.clone());
+            for (id, reference) in PATCH_CHECKS {
+                ctx.report.skip(id, reference, Level::Must, why.clone());
             }
+            ctx.report.skip(LINK, whip_ref!("4.6"), Level::Must, why);
             return;
         }
     };
@@ -48,9 +55,8 @@ async fn patches(ctx: &mut Ctx<'_>, resource: &Url, created: &Exchange, offer: &
     let status = trickle.as_ref().map_or(0, |e| e.status);
     if matches!(status, 405 | 501) {
         let why = format!("the server does not support PATCH ({status})");
-        for id in [TRICKLE, WRONG_TYPE, STALE, RESTART] {
-            ctx.report
-                .skip(id, whip_ref!("4.3.1"), Level::Must, why.clone());
+        for (id, reference) in PATCH_CHECKS {
+            ctx.report.skip(id, reference, Level::Must, why.clone());
         }
         return;
     }
