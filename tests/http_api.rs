@@ -275,6 +275,17 @@ async fn unknown_resources_and_routes_are_404() {
     let (r, page) = api.call(Method::GET, "/").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(page.contains("<html"));
+    for (path, media_type) in [
+        ("/app.js", "text/javascript"),
+        ("/whip-client.js", "text/javascript"),
+        ("/style.css", "text/css"),
+    ] {
+        let (r, body) = api.call(Method::GET, path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(header_of(&r, "content-type").starts_with(media_type), "{path}");
+        assert!(page.contains(path) || path == "/whip-client.js", "{path} is linked");
+        assert!(!body.is_empty());
+    }
 }
 
 #[tokio::test]

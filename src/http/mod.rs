@@ -34,6 +34,9 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/", get(assets::index))
+        .route("/app.js", get(assets::app_js))
+        .route("/whip-client.js", get(assets::whip_client_js))
+        .route("/style.css", get(assets::style_css))
         .route("/healthz", get(assets::healthz))
         .route(
             "/whip/{stream}",

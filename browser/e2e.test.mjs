@@ -1,0 +1,202 @@
+// End-to-end tests of the whip-echo page in headless Chromium against the real release binary.
+// Run through run.sh, which puts server and browser in a network namespace with only loopback.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdirSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const binary = process.env.WHIP_ECHO_BIN || path.join(root, "target/release/whip-echo");
+const shots = path.join(root, "target/browser");
+const WAIT = 20_000;
+
+const FLAGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--autoplay-policy=no-user-gesture-required",
+  // The namespace has only loopback: let WebRTC use it, with real addresses rather than mDNS names.
+  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+];
+
+let server;
+let base;
+let browser;
+
+/** Starts the release binary on ephemeral loopback ports; resolves with its base URL. */
+function startServer() {
+  const child = spawn(binary, [
+    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", "0", "--log-format", "json",
+  ], { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    let buffered = "";
+    const timer = setTimeout(() => reject(new Error("whip-echo did not start")), WAIT);
+    child.on("exit", (code) => reject(new Error(`whip-echo exited with ${code}`)));
+    child.stdout.on("data", (chunk) => {
+      buffered += chunk;
+      const match = buffered.match(/"message":"HTTP listening","addr":"([^"]+)"/) ||
+        buffered.match(/"addr":"([^"]+)".*HTTP listening/);
+      if (match) {
+        clearTimeout(timer);
+        child.stdout.removeAllListeners("data");
+        child.stdout.resume();
+        resolve({ child, base: `http://${match[1]}` });
+      }
+    });
+  });
+}
+
+async function sessions() {
+  const text = await (await fetch(`${base}/healthz`)).text();
+  return Number(text.match(/sessions=(\d+)/)[1]);
+}
+
+/** Waits until `fn` (polled on the server's own /healthz, the page has no event for it) holds. */
+async function until(fn, what) {
+  const deadline = Date.now() + WAIT;
+  while (Date.now() < deadline) {
+    if (await fn()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+async function openPage(stream) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error("page error:", e));
+  await page.goto(base);
+  if (stream) await page.fill("#stream", stream);
+  return { context, page };
+}
+
+/** Waits for the page's first received audio packet and returns the page state. */
+async function waitForAudio(page) {
+  await page.waitForFunction(() => window.whipEcho.firstAudioMs !== undefined, null, { timeout: WAIT });
+  await page.waitForFunction(() => (window.whipEcho.stats.packetsReceived || 0) > 0, null, { timeout: WAIT });
+  return page.evaluate(() => window.whipEcho);
+}
+
+const MARKS = ["POST sent", "201 received", "ICE connected", "DTLS connected", "first audio received"];
+
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  ({ child: server, base } = await startServer());
+  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.kill("SIGTERM");
+});
+
+for (const single of [false, true]) {
+  const mode = single ? "single-connection /echo" : "WHIP + WHEP";
+  test(`echo test (${mode}): audio comes back and the timeline has every mark`, async () => {
+    const { context, page } = await openPage();
+    if (single) await page.check("#single");
+    await page.click("#echo");
+    const state = await waitForAudio(page);
+    const labels = state.timeline.map((m) => m.label);
+    for (const mark of MARKS) assert.ok(labels.includes(mark), `timeline has "${mark}": ${JSON.stringify(state.timeline)}`);
+    await page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
+    console.log(`# ${mode}: click -> first echoed audio ${state.firstAudioMs} ms; timeline ${JSON.stringify(state.timeline)}; steps ${JSON.stringify(state.trace)}`);
+    // The level meters move: Chromium's fake microphone beeps, and the beep comes back.
+    await page.waitForFunction(() => (window.whipEcho.peak.in || 0) > 0.05 && (window.whipEcho.peak.out || 0) > 0.05,
+      null, { timeout: WAIT });
+    await page.waitForFunction(() => document.querySelectorAll("#stats dt").length >= 4, null, { timeout: WAIT });
+    await page.screenshot({ path: path.join(shots, single ? "echo-single.png" : "echo.png"), fullPage: true });
+    if (single) {
+      // Phone width: nothing overflows sideways.
+      await page.setViewportSize({ width: 390, height: 844 });
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `page is ${overflow} px wider than a phone screen`);
+      await page.screenshot({ path: path.join(shots, "echo-phone.png"), fullPage: true });
+    }
+
+    // Hang up: the server's sessions end and every resource URL answers 404.
+    const resources = state.resources;
+    assert.equal(resources.length, single ? 1 : 2);
+    await page.click("#hangup");
+    await until(async () => (await sessions()) === 0, "the server to have no session");
+    for (const url of resources) assert.equal((await fetch(url)).status, 404, url);
+    await context.close();
+  });
+}
+
+test("a second browser plays the stream another one publishes", async () => {
+  const stream = `shared-${Date.now()}`;
+  const publisher = await openPage(stream);
+  await publisher.page.click("#publish");
+  await publisher.page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
+  const viewer = await openPage(stream);
+  await viewer.page.click("#play");
+  const state = await waitForAudio(viewer.page);
+  assert.ok(state.stats.packetsReceived > 0);
+
+  // A second publisher on the same stream: the page shows the server's 409 and its reason.
+  const second = await openPage(stream);
+  await second.page.click("#publish");
+  await second.page.waitForFunction(() => window.whipEcho.status === "failed", null, { timeout: WAIT });
+  const error = await second.page.textContent("#error");
+  assert.match(error, /409/);
+  assert.match(error, /already has a live publisher/);
+  await second.page.screenshot({ path: path.join(shots, "conflict.png"), fullPage: true });
+  for (const p of [publisher, viewer]) await p.page.click("#hangup");
+  for (const p of [publisher, viewer, second]) await p.context.close();
+  await until(async () => (await sessions()) === 0, "the server to have no session");
+});
+
+test("a page on another origin publishes and plays with plain fetch + RTCPeerConnection", async () => {
+  const thirdParty = createServer((req, res) => {
+    res.setHeader("Content-Type", "text/html");
+    res.end(`<!doctype html><title>third party</title><script type="module">
+      const server = ${JSON.stringify(base)};
+      async function leg(kind, track) {
+        const pc = new RTCPeerConnection();
+        if (track) pc.addTransceiver(track, { direction: "sendonly" });
+        else pc.addTransceiver("audio", { direction: "recvonly" });
+        await pc.setLocalDescription(await pc.createOffer());
+        await new Promise((r) => pc.iceGatheringState === "complete" ? r() :
+          pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r()));
+        const res = await fetch(server + "/" + kind + "/cross-origin", { method: "POST",
+          headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp });
+        if (res.status !== 201) throw new Error(kind + " " + res.status);
+        window.locations.push(new URL(res.headers.get("Location"), server).href);
+        await pc.setRemoteDescription({ type: "answer", sdp: await res.text() });
+        return pc;
+      }
+      window.locations = [];
+      window.received = 0;
+      const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+      const viewer = await leg("whep");
+      await leg("whip", mic.getAudioTracks()[0]);
+      setInterval(async () => {
+        for (const s of (await viewer.getStats()).values())
+          if (s.type === "inbound-rtp") window.received = s.packetsReceived;
+      }, 50);
+    </script>`);
+  });
+  await new Promise((r) => thirdParty.listen(0, "127.0.0.1", r));
+  const origin = `http://127.0.0.1:${thirdParty.address().port}`;
+  assert.notEqual(origin, base);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(origin);
+  await page.waitForFunction(() => window.received > 0, null, { timeout: WAIT }).catch((e) => {
+    throw new Error(`${e.message}; page errors: ${errors.join("; ")}`);
+  });
+  // The Location header was readable cross-origin (exposed by CORS) and DELETE works from there.
+  const statuses = await page.evaluate(async () =>
+    Promise.all(window.locations.map(async (u) => (await fetch(u, { method: "DELETE" })).status)));
+  assert.deepEqual(statuses, [200, 200]);
+  await context.close();
+  thirdParty.close();
+});

@@ -1,0 +1,141 @@
+// A small WHIP (RFC 9725) / WHEP client: one RTCPeerConnection, one POST, optional trickle ICE by
+// PATCH when the server advertises it, DELETE on hang-up. No dependencies.
+
+/** An HTTP error with the server's short plain-text reason. */
+export class HttpError extends Error {
+  constructor(status, reason) {
+    super(`${status} ${reason}`.trim());
+    this.status = status;
+    this.reason = reason;
+  }
+}
+
+/**
+ * Waits until the offer carries candidates: gathering complete, or the first candidate plus a short
+ * settle time for its siblings (host candidates come together), at most `ms`. Waiting for
+ * "complete" would add ~100 ms even on loopback, and the server learns any missing address from
+ * the client's own connectivity checks (peer-reflexive, RFC 8445 §7.3.1.3).
+ */
+function gathered(pc, ms, settleMs = 10) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    let settle = null;
+    const done = () => {
+      clearTimeout(cap);
+      clearTimeout(settle);
+      pc.removeEventListener("icecandidate", onCandidate);
+      resolve();
+    };
+    const onCandidate = (e) => {
+      if (!e.candidate) done();
+      else settle ??= setTimeout(done, settleMs);
+    };
+    const cap = setTimeout(done, ms);
+    pc.addEventListener("icecandidate", onCandidate);
+  });
+}
+
+/** Whether the endpoint supports PATCH (trickle ICE), from its OPTIONS answer. */
+export async function supportsTrickle(url, headers = {}) {
+  try {
+    const res = await fetch(url, { method: "OPTIONS", headers });
+    const methods = `${res.headers.get("Allow") || ""},${res.headers.get("Access-Control-Allow-Methods") || ""}`;
+    return /\bPATCH\b/i.test(methods);
+  } catch {
+    return false;
+  }
+}
+
+/** The SDP fragment (RFC 8840) carrying `candidates` for the first m-line. */
+function sdpFrag(pc, candidates) {
+  const sdp = pc.localDescription.sdp;
+  const ufrag = sdp.match(/a=ice-ufrag:(.*)\r?\n/)?.[1];
+  const pwd = sdp.match(/a=ice-pwd:(.*)\r?\n/)?.[1];
+  const mid = sdp.match(/a=mid:(.*)\r?\n/)?.[1] ?? "0";
+  let frag = `a=ice-ufrag:${ufrag}\r\na=ice-pwd:${pwd}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:${mid}\r\n`;
+  for (const c of candidates) frag += c ? `a=${c.candidate}\r\n` : "a=end-of-candidates\r\n";
+  return frag;
+}
+
+/**
+ * One WHIP or WHEP session.
+ * kind: "whip" | "whep" | "echo"; track: the microphone track to send (whip/echo).
+ * onStep(label): called at each step ("offer created", "POST sent", "201 received", ...).
+ * trickle: a promise of whether the server takes trickle ICE by PATCH (asked with OPTIONS when not
+ * given; a page can ask once, ahead of time, to keep the round trip out of the connect time).
+ */
+export class Session {
+  constructor({ endpoint, kind, track, token, trickle, onStep = () => {} }) {
+    this.endpoint = endpoint;
+    this.kind = kind;
+    this.track = track;
+    this.token = token;
+    this.onStep = onStep;
+    this.trickleSupport = trickle;
+    this.pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
+    this.resource = null;
+    this.etag = null;
+  }
+
+  headers(extra = {}) {
+    return this.token ? { ...extra, Authorization: `Bearer ${this.token}` } : extra;
+  }
+
+  async start() {
+    const { pc, kind } = this;
+    const direction = kind === "whip" ? "sendonly" : kind === "whep" ? "recvonly" : "sendrecv";
+    if (this.track && direction !== "recvonly") pc.addTransceiver(this.track, { direction });
+    else pc.addTransceiver("audio", { direction });
+    // Ask about trickle support (if nobody did) while the offer is being made, not before.
+    const trickleSupport = this.trickleSupport ?? supportsTrickle(this.endpoint, this.headers());
+    const pending = [];
+    pc.addEventListener("icecandidate", (e) => pending.push(e.candidate));
+    const offerGathered = pc.createOffer().then((offer) => pc.setLocalDescription(offer))
+      .then(() => this.onStep("offer created"));
+    const trickle = await trickleSupport;
+    this.onStep("OPTIONS answered");
+    await offerGathered;
+    // Without trickle the offer carries the candidates (RFC 9725 §4.3.2).
+    if (!trickle) await gathered(pc, 2000);
+    this.onStep("candidates in offer");
+    this.onStep("POST sent");
+    const res = await fetch(this.endpoint, {
+      method: "POST",
+      headers: this.headers({ "Content-Type": "application/sdp" }),
+      body: pc.localDescription.sdp,
+    });
+    const body = await res.text();
+    if (res.status !== 201) throw new HttpError(res.status, body.trim());
+    this.onStep("201 received");
+    this.resource = new URL(res.headers.get("Location"), this.endpoint).href;
+    this.etag = res.headers.get("ETag");
+    await pc.setRemoteDescription({ type: "answer", sdp: body });
+    if (trickle) this.trickle(pending);
+    return this;
+  }
+
+  /** Sends buffered and later candidates by PATCH (RFC 9725 §4.3.2), best effort. */
+  trickle(pending) {
+    const send = (candidates) => fetch(this.resource, {
+      method: "PATCH",
+      headers: this.headers({ "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": this.etag || "*" }),
+      body: sdpFrag(this.pc, candidates),
+    }).catch(() => {});
+    if (pending.length) send(pending.splice(0));
+    this.pc.addEventListener("icecandidate", (e) => send([e.candidate]));
+  }
+
+  /** Closes the connection and DELETEs the resource (`keepalive` so it survives page unload). */
+  async stop({ keepalive = false } = {}) {
+    this.pc.close();
+    if (!this.resource) return null;
+    const url = this.resource;
+    this.resource = null;
+    try {
+      const res = await fetch(url, { method: "DELETE", headers: this.headers(), keepalive });
+      return res.status;
+    } catch {
+      return null;
+    }
+  }
+}
