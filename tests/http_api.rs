@@ -282,8 +282,14 @@ async fn unknown_resources_and_routes_are_404() {
     ] {
         let (r, body) = api.call(Method::GET, path).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
-        assert!(header_of(&r, "content-type").starts_with(media_type), "{path}");
-        assert!(page.contains(path) || path == "/whip-client.js", "{path} is linked");
+        assert!(
+            header_of(&r, "content-type").starts_with(media_type),
+            "{path}"
+        );
+        assert!(
+            page.contains(path) || path == "/whip-client.js",
+            "{path} is linked"
+        );
         assert!(!body.is_empty());
     }
 }
