@@ -29,9 +29,9 @@ let base;
 let browser;
 
 /** Starts the release binary on ephemeral loopback ports; resolves with its base URL. */
-function startServer() {
+function startServer(extra = []) {
   const child = spawn(binary, [
-    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", "0", "--log-format", "json",
+    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", "0", "--log-format", "json", ...extra,
   ], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     let buffered = "";
@@ -66,11 +66,11 @@ async function until(fn, what) {
   assert.fail(`timed out waiting for ${what}`);
 }
 
-async function openPage(stream) {
+async function openPage(stream, url = base) {
   const context = await browser.newContext();
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
-  await page.goto(base);
+  await page.goto(url);
   if (stream) await page.fill("#stream", stream);
   return { context, page };
 }
@@ -135,7 +135,11 @@ test("a second browser plays the stream another one publishes", async () => {
   await publisher.page.click("#publish");
   await publisher.page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
   const viewer = await openPage(stream);
+  // A typed bearer token goes out as Authorization on the POST (whip-echo itself ignores it).
+  await viewer.page.fill("#token", "s3cret-token");
+  const post = viewer.page.waitForRequest((r) => r.method() === "POST" && r.url().includes("/whep/"));
   await viewer.page.click("#play");
+  assert.equal((await post).headers().authorization, "Bearer s3cret-token");
   const state = await waitForAudio(viewer.page);
   assert.ok(state.stats.packetsReceived > 0);
 
@@ -199,4 +203,29 @@ test("a page on another origin publishes and plays with plain fetch + RTCPeerCon
   assert.deepEqual(statuses, [200, 200]);
   await context.close();
   thirdParty.close();
+});
+
+test("when media cannot connect, the page says ICE failed and that UDP looks blocked", async () => {
+  // A server that announces only an address it does not listen on (IPv6 loopback, while its
+  // socket is IPv4): HTTP works, no UDP packet ever reaches it, as behind a UDP-blocking firewall.
+  const { child, base: unreachable } = await startServer(["--public-ip", "::1", "--public-ip-only"]);
+  try {
+    const { context, page } = await openPage(undefined, unreachable);
+    await page.check("#single");
+    await page.click("#echo");
+    await page.waitForFunction(() => window.whipEcho.status === "failed", null, { timeout: WAIT });
+    const error = await page.textContent("#error");
+    assert.match(error, /ICE failed/);
+    assert.match(error, /UDP/);
+    assert.match(error, /Tried: .*udp/);
+    await page.screenshot({ path: path.join(shots, "ice-failed.png"), fullPage: true });
+    // The page gave up cleanly: its session is deleted rather than left for the server to reap.
+    await until(async () => {
+      const text = await (await fetch(`${unreachable}/healthz`)).text();
+      return text.includes("sessions=0");
+    }, "the failed session to be deleted");
+    await context.close();
+  } finally {
+    child.kill("SIGTERM");
+  }
 });

@@ -59,6 +59,9 @@ function mark(label) {
 }
 
 // ---------- legs ----------
+/** Browsers can stay in "checking" for a minute when no UDP gets through; say so much sooner. */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 async function startLeg(kind, track) {
   const onStep = (label) => {
     trace(`${kind} ${label}`);
@@ -70,6 +73,10 @@ async function startLeg(kind, track) {
   watchLeg(session);
   await session.start();
   state.resources.push(session.resource);
+  setTimeout(() => {
+    const pc = session.pc;
+    if (legs.includes(session) && pc.connectionState !== "connected" && state.status !== "failed") iceFailed(pc);
+  }, CONNECT_TIMEOUT_MS);
   return session;
 }
 
@@ -104,10 +111,12 @@ async function iceFailed(pc) {
     if (s.type === "local-candidate" || s.type === "remote-candidate") kinds.add(`${s.type.split("-")[0]} ${s.protocol}/${s.candidateType}`);
   }
   const tried = [...kinds].sort().join(", ") || "no candidates";
-  showError(`Media could not connect (ICE failed). Tried: ${tried}.\n` +
+  const how = pc.iceConnectionState === "failed" ? "ICE failed" : `ICE failed: not connected after ${CONNECT_TIMEOUT_MS / 1000} s`;
+  showError(`Media could not connect (${how}). Tried: ${tried}.\n` +
     "The HTTP part worked, so UDP to the server is probably blocked on this network: " +
     "try another network, or ask the operator to open the server's UDP port.");
   setStatus("failed", "ICE failed.");
+  await hangup({ quiet: true, keepState: true }); // DELETE: the server need not wait for a timeout
 }
 
 // ---------- actions ----------
