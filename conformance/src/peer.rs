@@ -479,7 +479,9 @@ async fn drive(
     let mut buf = vec![0u8; 2048];
     let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
     loop {
+        let mut events = false;
         while let Some(event) = pc.poll_event() {
+            events = true;
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = event {
                 match s {
                     RTCPeerConnectionState::Connected => {
@@ -495,7 +497,9 @@ async fn drive(
         // rtc starts the DTLS client (queues its ClientHello) while events are polled after ICE
         // succeeds, but only emits it from handle_timeout; without this nudge the handshake
         // waits for the next ICE tick (~200 ms).
-        let _ = pc.handle_timeout(Instant::now());
+        if events {
+            let _ = pc.handle_timeout(Instant::now());
+        }
         while let Some(out) = pc.poll_write() {
             let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
