@@ -39,6 +39,9 @@ struct Cli {
     /// Scenario 4: create → media → DELETE cycles.
     #[arg(long, default_value_t = 10_000)]
     churn: usize,
+    /// Scenario 4 for the baseline (aiortc needs ~0.5 s of CPU per cycle).
+    #[arg(long, default_value_t = 1_000)]
+    baseline_churn: usize,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -53,6 +56,7 @@ async fn main() {
         cli.seconds = 2;
         cli.viewers = vec![5];
         cli.churn = 20;
+        cli.baseline_churn = 20;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let kinds: Vec<Kind> = match cli.servers.as_str() {
@@ -105,11 +109,14 @@ async fn main() {
                 }
             }
         }
-        eprintln!("{}: churn x{}", kind.name(), cli.churn);
-        churn_rows.push((
-            kind,
-            scenarios::churn(&server, &http, cli.churn, exact).await,
-        ));
+        let cycles = if kind == Kind::Baseline {
+            cli.baseline_churn
+        } else {
+            cli.churn
+        };
+        eprintln!("{}: churn x{cycles}", kind.name());
+        let points = scenarios::churn(&server, &http, cycles, exact).await;
+        churn_rows.push((kind, points));
         server.stop().await;
     }
     write_capacity(&mut report, &capacity_rows);
