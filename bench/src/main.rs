@@ -3,6 +3,7 @@
 //! servers and the load in a network namespace of their own.
 
 mod load;
+mod plot;
 mod scenarios;
 mod server;
 
@@ -126,6 +127,8 @@ async fn main() {
     print!("{report}");
     if let Some(path) = cli.out {
         std::fs::write(&path, &report).expect("write report");
+        let dir = path.parent().unwrap_or(std::path::Path::new("."));
+        write_plots(dir, &connect_p50, &capacity_rows);
     }
 }
 
@@ -256,4 +259,78 @@ fn write_ratios(
             );
         }
     }
+}
+
+/// Writes `connect-cdf.svg` and `capacity.svg` next to the report.
+fn write_plots(
+    dir: &std::path::Path,
+    connect: &[(Kind, Vec<f64>, Vec<f64>)],
+    capacity: &[(Kind, scenarios::Capacity)],
+) {
+    use plot::{cdf, line_chart, Series};
+    let color = |k| {
+        if k == Kind::WhipEcho {
+            "#2563eb"
+        } else {
+            "#dc2626"
+        }
+    };
+    let series: Vec<Series> = connect
+        .iter()
+        .map(|(k, first_echo, _)| Series {
+            name: format!("{} (POST → first echo)", k.name()),
+            color: color(*k),
+            points: cdf(first_echo),
+        })
+        .collect();
+    let svg = line_chart(
+        "Connect time: POST → first echoed packet (CDF)",
+        "ms (log scale)",
+        "% of sessions",
+        &series,
+        true,
+    );
+    std::fs::write(dir.join("connect-cdf.svg"), svg).expect("write connect-cdf.svg");
+    let mut lines = Vec::new();
+    for kind in [Kind::WhipEcho, Kind::Baseline] {
+        let rows: Vec<&scenarios::Capacity> = capacity
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, r)| r)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let cpu = rows
+            .iter()
+            .map(|r| (r.sessions as f64, r.cpu_pct))
+            .collect();
+        let loss = rows
+            .iter()
+            .map(|r| (r.sessions as f64, r.loss_pct))
+            .collect();
+        lines.push(Series {
+            name: format!("{} server CPU %", kind.name()),
+            color: color(kind),
+            points: cpu,
+        });
+        let dashed = if kind == Kind::WhipEcho {
+            "#93c5fd"
+        } else {
+            "#fca5a5"
+        };
+        lines.push(Series {
+            name: format!("{} echo loss %", kind.name()),
+            color: dashed,
+            points: loss,
+        });
+    }
+    let svg = line_chart(
+        "Capacity: server CPU and echo loss vs concurrent sessions",
+        "concurrent echo sessions (50 packets/s each)",
+        "%",
+        &lines,
+        false,
+    );
+    std::fs::write(dir.join("capacity.svg"), svg).expect("write capacity.svg");
 }
