@@ -114,6 +114,16 @@ pub fn line_chart(
                 s.color
             );
         }
+        // Markers where there are few points (a sweep), so that a single point still shows.
+        if path.len() <= 20 {
+            for (x, y) in path.iter().filter_map(|p| p.split_once(',')) {
+                let _ = writeln!(
+                    svg,
+                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"3.5\" fill=\"{}\"/>",
+                    s.color
+                );
+            }
+        }
         let ly = TOP + 8.0 + 16.0 * i as f64;
         let _ = writeln!(
             svg,
