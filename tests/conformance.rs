@@ -87,3 +87,172 @@ async fn checker_follows_307_from_a_load_balancer() {
     lb.abort();
     server.shutdown().await.unwrap();
 }
+
+/// WHEP draft §4.3.2: a server may answer the POST with 406 and its own offer; the checker's peer
+/// answers it with PATCH and plays the stream. A tiny counter-offering WHEP server (an `rtc` peer
+/// sending RTP on loopback) stands in for such servers (Janus answers this way).
+#[tokio::test]
+async fn checker_peer_follows_a_406_counter_offer() {
+    let (base, server) = counter_offer::start().await;
+    let url = format!("{base}/whep/janus-like");
+    let mut viewer = support::client::Client::connect(&url, support::client::Mode::Recv)
+        .await
+        .expect("406 followed by PATCH");
+    assert!(
+        viewer.counter_offer,
+        "the server's 406 counter-offer was used"
+    );
+    viewer.wait_connected(support::WAIT).await;
+    let packet = viewer.next_packet(support::WAIT).await;
+    assert_eq!(packet.payload, &b"counter-offer"[..]);
+    viewer.close().await;
+    server.abort();
+}
+
+mod counter_offer {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use axum::extract::State;
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::{patch, post};
+    use bytes::BytesMut;
+    use rtc::interceptor::Registry;
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+    use rtc::peer_connection::sdp::RTCSessionDescription;
+    use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+    use rtc::rtp::header::Header;
+    use rtc::rtp::packet::Packet;
+    use rtc::rtp_transceiver::rtp_sender::{
+        RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+        RtpCodecKind,
+    };
+    use rtc::sansio::Protocol;
+    use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+    use tokio::net::UdpSocket;
+    use tokio::task::JoinHandle;
+
+    /// The pending peer, waiting for the client's answer.
+    type Pending = Arc<Mutex<Option<(RTCPeerConnection, UdpSocket)>>>;
+
+    pub async fn start() -> (String, JoinHandle<()>) {
+        let pending: Pending = Arc::default();
+        let app = axum::Router::new()
+            .route("/whep/{stream}", post(offer))
+            .route("/session/1", patch(answer))
+            .with_state(pending);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        (base, task)
+    }
+
+    fn opus() -> RTCRtpCodec {
+        RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        }
+    }
+
+    /// POST: ignore the client's offer, answer 406 with the server's own sendonly offer.
+    async fn offer(State(pending): State<Pending>) -> impl IntoResponse {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut engine = MediaEngine::default();
+        let params = RTCRtpCodecParameters {
+            rtp_codec: opus(),
+            payload_type: 111,
+        };
+        engine.register_codec(params, RtpCodecKind::Audio).unwrap();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_media_engine(engine)
+            .with_interceptor_registry(Registry::new())
+            .build(Instant::now())
+            .unwrap();
+        let encoding = RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(4242),
+                ..Default::default()
+            },
+            codec: opus(),
+            ..Default::default()
+        };
+        let track = MediaStreamTrack::new(
+            "s".into(),
+            "t".into(),
+            "l".into(),
+            RtpCodecKind::Audio,
+            vec![encoding],
+        );
+        pc.add_track(track).unwrap();
+        let offer = pc.create_offer(None).unwrap();
+        pc.set_local_description(Instant::now(), offer).unwrap();
+        pc.add_local_candidate(whip_echo::media::host_candidate(local).unwrap())
+            .unwrap();
+        let sdp = pc.local_description().unwrap().sdp;
+        *pending.lock().unwrap() = Some((pc, socket));
+        (
+            StatusCode::NOT_ACCEPTABLE,
+            [
+                (header::CONTENT_TYPE, "application/sdp"),
+                (header::LOCATION, "/session/1"),
+            ],
+            sdp,
+        )
+    }
+
+    /// PATCH: the client's answer; start sending RTP once connected.
+    async fn answer(State(pending): State<Pending>, body: String) -> StatusCode {
+        let Some((mut pc, socket)) = pending.lock().unwrap().take() else {
+            return StatusCode::NOT_FOUND;
+        };
+        let answer = RTCSessionDescription::answer(body).unwrap();
+        if pc.set_remote_description(Instant::now(), answer).is_err() {
+            return StatusCode::BAD_REQUEST;
+        }
+        tokio::spawn(drive(pc, socket));
+        StatusCode::NO_CONTENT
+    }
+
+    async fn drive(mut pc: RTCPeerConnection, socket: UdpSocket) {
+        let local = socket.local_addr().unwrap();
+        let mut buf = vec![0u8; 2048];
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut seq = 0u16;
+        for _ in 0..2000 {
+            while pc.poll_event().is_some() {}
+            while let Some(out) = pc.poll_write() {
+                let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
+            }
+            while pc.poll_read().is_some() {}
+            let deadline = pc
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                _ = tick.tick() => {
+                    let Some(id) = pc.get_senders().next() else { continue };
+                    let Some(mut sender) = pc.rtp_sender(id) else { continue };
+                    let header = Header { version: 2, payload_type: 111, sequence_number: seq, ssrc: 4242, ..Default::default() };
+                    seq = seq.wrapping_add(1);
+                    // Refused until DTLS is up; then every tick sends one packet.
+                    let _ = sender.write_rtp(Instant::now(), Packet { header, payload: bytes::Bytes::from_static(b"counter-offer") });
+                }
+                r = socket.recv_from(&mut buf) => {
+                    let Ok((n, peer)) = r else { return };
+                    let transport = TransportContext { local_addr: local, peer_addr: peer, ecn: None, transport_protocol: TransportProtocol::UDP };
+                    let _ = pc.handle_read(TaggedBytesMut { now: Instant::now(), transport, message: BytesMut::from(&buf[..n]) });
+                }
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let _ = pc.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+}
