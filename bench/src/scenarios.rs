@@ -96,24 +96,30 @@ pub struct Capacity {
     pub rss_kib_per_session: f64,
 }
 
-/// Opens `n` echo sessions, `CONNECT_CONCURRENCY` at a time.
-async fn open_many(server: &Server, http: &Http, n: usize, prefix: &str) -> Vec<Session> {
+/// Opens `n` sessions of `mode`, session `i` at `url(i)`, `CONNECT_CONCURRENCY` at a time.
+/// Failures are reported on stderr under `label` and left out.
+async fn open_many(
+    http: &Http,
+    n: usize,
+    mode: Mode,
+    label: &str,
+    url: impl Fn(usize) -> Url,
+) -> Vec<Session> {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = Vec::new();
     for i in 0..n {
-        let (gate, http) = (gate.clone(), http.clone());
-        let url = echo_url(server, &format!("{prefix}-{i}"));
+        let (gate, http, url) = (gate.clone(), http.clone(), url(i));
         tasks.push(tokio::spawn(async move {
             let _permit = gate.acquire().await;
-            load::open(&http, &url, i as u32, Mode::SendRecv).await
+            load::open(&http, &url, i as u32, mode).await
         }));
     }
     let mut sessions = Vec::new();
     for task in tasks {
         match task.await {
             Ok(Ok(s)) => sessions.push(s),
-            Ok(Err(e)) => eprintln!("{prefix}: {e}"),
-            Err(e) => eprintln!("{prefix}: {e}"),
+            Ok(Err(e)) => eprintln!("{label}: {e}"),
+            Err(e) => eprintln!("{label}: {e}"),
         }
     }
     sessions
@@ -127,7 +133,11 @@ pub async fn capacity(
     exact: bool,
 ) -> Capacity {
     let idle_before = server.usage();
-    let sessions = open_many(server, http, n, &format!("cap{n}")).await;
+    let prefix = format!("cap{n}");
+    let sessions = open_many(http, n, Mode::SendRecv, &prefix, |i| {
+        echo_url(server, &format!("{prefix}-{i}"))
+    })
+    .await;
     let connected = sessions.len();
     // Let set-up work settle, then read memory with every session connected but idle.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -226,21 +236,7 @@ pub async fn fanout(server: &Server, http: &Http, viewers: usize, seconds: u64) 
     let stream = format!("fanout-{viewers}");
     let whep = Url::parse(&format!("{}/whep/{stream}", server.base)).ok()?;
     let whip = Url::parse(&format!("{}/whip/{stream}", server.base)).ok()?;
-    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let mut tasks = Vec::new();
-    for i in 0..viewers {
-        let (gate, http, url) = (gate.clone(), http.clone(), whep.clone());
-        tasks.push(tokio::spawn(async move {
-            let _permit = gate.acquire().await;
-            load::open(&http, &url, i as u32, Mode::Recv).await
-        }));
-    }
-    let mut list = Vec::new();
-    for t in tasks {
-        if let Ok(Ok(s)) = t.await {
-            list.push(s);
-        }
-    }
+    let list = open_many(http, viewers, Mode::Recv, &stream, |_| whep.clone()).await;
     let publisher = load::open(http, &whip, u32::MAX, Mode::Send).await.ok()?;
     let connected = list.len();
     let t0 = Instant::now();
