@@ -89,16 +89,6 @@ pub struct Tally {
     pub rtt_us: Vec<u32>,
 }
 
-impl Tally {
-    pub fn merge(&mut self, other: Tally) {
-        self.sent += other.sent;
-        self.received += other.received;
-        self.out_of_order += other.out_of_order;
-        self.foreign += other.foreign;
-        self.rtt_us.extend(other.rtt_us);
-    }
-}
-
 /// Sends probes from `sender` at 50/s until `until`, while counting what `receiver` gets; drains
 /// stragglers for 500 ms after. `exact`: probes must come back unchanged (whip-echo); otherwise
 /// any packet counts (a decoding/re-encoding server).

@@ -6,6 +6,7 @@ mod load;
 mod plot;
 mod scenarios;
 mod server;
+mod swarm;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -10,6 +10,7 @@ use whip_conformance::peer::Mode;
 
 use crate::load::{self, ms, quantile, Session, Tally};
 use crate::server::{Server, Usage};
+use crate::swarm;
 
 /// Concurrent connects while building up a load.
 const CONNECT_CONCURRENCY: usize = 16;
@@ -133,47 +134,31 @@ pub async fn capacity(
     exact: bool,
 ) -> Capacity {
     let idle_before = server.usage();
-    let prefix = format!("cap{n}");
-    let sessions = open_many(http, n, Mode::SendRecv, &prefix, |i| {
-        echo_url(server, &format!("{prefix}-{i}"))
-    })
-    .await;
-    let connected = sessions.len();
-    // Let set-up work settle, then read memory with every session connected but idle.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle = server.usage();
-    let t0 = Instant::now();
-    let until = t0 + Duration::from_secs(seconds);
-    let start = server.usage();
-    let tasks: Vec<_> = sessions
-        .into_iter()
-        .map(|mut s| {
-            tokio::spawn(async move {
-                let sender = s.sender.clone();
-                let tally = load::media(Some(&sender), &mut s.client, s.id, until, t0, exact).await;
-                (s, tally)
-            })
-        })
+    let urls = (0..n)
+        .map(|i| echo_url(server, &format!("cap{n}-{i}")))
         .collect();
-    let mut tally = Tally::default();
-    let mut done = Vec::new();
-    for task in tasks {
-        if let Ok((s, t)) = task.await {
-            tally.merge(t);
-            done.push(s);
+    let (outcome, marks) = match swarm::run::step(http, server.pid(), urls, seconds, exact).await {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("capacity {n}: {e}");
+            (swarm::Outcome::default(), swarm::run::Marks::default())
         }
+    };
+    if outcome.send_failures > 0 {
+        eprintln!(
+            "capacity {n}: {} probes not sent by the load generator",
+            outcome.send_failures
+        );
     }
-    let end = server.usage();
-    close_all(done).await;
     summarize(
         n,
-        connected,
+        outcome.connected,
         seconds as f64,
         idle_before,
-        idle,
-        start,
-        end,
-        tally,
+        marks.idle,
+        marks.start,
+        marks.end,
+        outcome.tally,
     )
 }
 

@@ -57,12 +57,11 @@ impl Server {
                     "--udp-port",
                     "0",
                 ])
-                .args([
-                    "--log-format",
-                    "json",
-                    "--log",
-                    "warn,whip_echo::server=info",
-                ])
+                .args(["--log-format", "json", "--log"])
+                .arg(format!(
+                    "{},whip_echo::server=info",
+                    server_log().unwrap_or("warn")
+                ))
                 .args(["--max-sessions", &max_sessions.to_string()]);
                 c
             }
@@ -101,12 +100,24 @@ impl Server {
             .map_err(|_| format!("{} did not start", kind.name()))?
             .ok_or_else(|| format!("{} exited", kind.name()))?;
         // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // BENCH_SERVER_LOG (a filter such as `whip_echo=debug`) also copies them to stderr.
+        let echo = server_log().is_some();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if echo {
+                    eprintln!("{line}");
+                }
+            }
+        });
         Ok(Server {
             base: format!("http://{addr}"),
             child,
             pid,
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
 
     pub fn usage(&self) -> Usage {
@@ -127,6 +138,13 @@ impl Server {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// Extra log filter for whip-echo, from `BENCH_SERVER_LOG`.
+fn server_log() -> Option<&'static str> {
+    static LOG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| std::env::var("BENCH_SERVER_LOG").ok())
+        .as_deref()
 }
 
 /// Reads /proc/<pid>/stat (utime, stime), /proc/<pid>/status (VmRSS) and /proc/<pid>/fd.

@@ -80,7 +80,13 @@ impl MediaLoop {
                     None => break,
                 },
                 readable = self.io.readable() => match readable {
-                    Ok(()) => self.read_datagrams(),
+                    Ok(()) => {
+                        self.read_datagrams();
+                        // Under steady load the socket is readable again at once and, being
+                        // polled first, would starve the timer branch: consent checks (RFC 7675
+                        // §5.1) would stop and ICE would declare live sessions disconnected.
+                        self.fire_timers(Instant::now());
+                    }
                     Err(e) => warn!(error = %e, "UDP socket not readable"),
                 },
                 _ = sleep_until(next_timer) => self.fire_timers(Instant::now()),

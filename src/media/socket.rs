@@ -15,6 +15,8 @@ use tokio::net::UdpSocket;
 
 /// Datagrams read per system call.
 const BATCH: usize = 16;
+/// Requested socket receive buffer.
+const RECV_BUFFER: usize = 4 << 20;
 /// Bytes per receive slot (large enough for GRO-coalesced datagrams).
 const SLOT: usize = 64 * 1024;
 
@@ -44,6 +46,9 @@ impl UdpIo {
     /// Wraps `socket`, announcing `local_ips` (addresses of this machine) and `public_ips`.
     pub fn new(socket: UdpSocket, local_ips: &[IpAddr], public_ips: &[IpAddr]) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
+        // Bursts from thousands of sessions overflow the default ~208 KiB receive buffer long
+        // before the loop is out of CPU; the kernel caps this at net.core.rmem_max.
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
         let bound = socket.local_addr()?;
         let pick_source = !bound.ip().is_unspecified();
         let candidates = local_ips

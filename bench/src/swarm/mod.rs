@@ -1,0 +1,237 @@
+//! The lean load generator for the capacity sweep: every session on one OS thread, one `epoll`
+//! (mio) over their sockets, probes paced on a 1 ms tick so that each session sends exactly 50
+//! packets/s, spread over the 20 ms period rather than in one burst.
+//!
+//! The webrtc-rs peer used elsewhere in the bench (one task, socket and rtc peer connection per
+//! session) spent more CPU per echoed packet than the server it measured (~44 µs against ~35 µs
+//! at 250 sessions), so on this 2-core machine the capacity sweep measured the load generator.
+//! One thread here also means the load can never take more than one of the two cores.
+
+pub mod run;
+pub mod wire;
+
+use std::io;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+
+use crate::load::{self, Tally, PPS};
+use wire::{Phase, Shared, Wire};
+
+/// Sessions connecting (ICE + DTLS) at the same time.
+const CONNECTING: usize = 32;
+/// How long connecting every session may take.
+const CONNECT_WAIT: Duration = Duration::from_secs(60);
+/// Time after the last probe for late echoes.
+const DRAIN: Duration = Duration::from_millis(500);
+const TICK: Duration = Duration::from_millis(1);
+
+/// What a run saw.
+#[derive(Default)]
+pub struct Outcome {
+    pub tally: Tally,
+    /// Sessions that reached SRTP.
+    pub connected: usize,
+    /// Probes the load generator could not hand to its own socket (counted as sent).
+    pub send_failures: u64,
+}
+
+/// Sessions on one thread.
+pub struct Swarm {
+    poll: Poll,
+    wires: Vec<Wire>,
+    last_seq: Vec<Option<u32>>,
+    buf: Vec<u8>,
+}
+
+impl Swarm {
+    /// `n` sessions, each with its own socket on `ip`, not yet offered.
+    pub fn bind(ip: IpAddr, n: usize) -> io::Result<Swarm> {
+        let poll = Poll::new()?;
+        let mut wires = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut wire = Wire::bind(ip, i as u32)?;
+            poll.registry()
+                .register(&mut wire.socket, Token(i), Interest::READABLE)?;
+            wires.push(wire);
+        }
+        Ok(Swarm {
+            poll,
+            last_seq: vec![None; n],
+            wires,
+            buf: vec![0; 2048],
+        })
+    }
+
+    pub fn wires(&mut self) -> &mut [Wire] {
+        &mut self.wires
+    }
+
+    /// Connects the sessions that have an answer, `CONNECTING` at a time.
+    pub fn connect(&mut self, shared: &Shared) -> usize {
+        let deadline = Instant::now() + CONNECT_WAIT;
+        let mut started = 0;
+        let mut t = Tally::default();
+        while Instant::now() < deadline {
+            let busy = self
+                .wires
+                .iter()
+                .take(started)
+                .filter(|w| matches!(w.phase, Phase::Ice | Phase::Dtls))
+                .count();
+            started = (started + CONNECTING.saturating_sub(busy)).min(self.wires.len());
+            if busy == 0 && started == self.wires.len() {
+                break;
+            }
+            self.turn(shared, started, &mut t, None);
+        }
+        self.connected()
+    }
+
+    /// Keeps answering consent checks for `d` without sending media.
+    pub fn idle(&mut self, shared: &Shared, d: Duration) {
+        let until = Instant::now() + d;
+        let all = self.wires.len();
+        while Instant::now() < until {
+            self.turn(shared, all, &mut Tally::default(), None);
+        }
+    }
+
+    pub fn connected(&self) -> usize {
+        let media = |w: &&Wire| w.phase == Phase::Media;
+        self.wires.iter().filter(media).count()
+    }
+
+    /// Streams probes from every connected session for `seconds`, then waits `DRAIN` for late
+    /// echoes. `exact`: echoes must be this run's probes, unchanged.
+    pub fn stream(&mut self, shared: &Shared, seconds: u64, exact: bool) -> Outcome {
+        let t0 = Instant::now();
+        let until = t0 + Duration::from_secs(seconds);
+        let mut tally = Tally::default();
+        let mut pacer = Pacer {
+            t0,
+            until,
+            done_ms: 0,
+            seq: vec![0; self.wires.len()],
+            failures: 0,
+        };
+        let all = self.wires.len();
+        while Instant::now() < until + DRAIN {
+            self.turn(shared, all, &mut tally, Some((&mut pacer, exact)));
+        }
+        // Sessions whose echo stopped early (the server dropped or disconnected them).
+        let period = seconds * PPS;
+        let stalled = self
+            .last_seq
+            .iter()
+            .filter(|l| l.is_none_or(|l| u64::from(l) + PPS < period))
+            .count();
+        if stalled > 0 {
+            eprintln!("swarm: the echo of {stalled} sessions stopped more than 1 s early");
+        }
+        Outcome {
+            tally,
+            connected: self.connected(),
+            send_failures: pacer.failures,
+        }
+    }
+
+    /// One turn: timers of the first `active` sessions, due probes, then ready sockets.
+    fn turn(
+        &mut self,
+        shared: &Shared,
+        active: usize,
+        tally: &mut Tally,
+        mut media: Option<(&mut Pacer, bool)>,
+    ) {
+        let now = Instant::now();
+        for wire in &mut self.wires[..active] {
+            wire.on_tick(shared, now);
+        }
+        if let Some((pacer, _)) = media.as_mut() {
+            pacer.send_due(&mut self.wires, tally, now);
+        }
+        let mut events = Events::with_capacity(1024);
+        if self.poll.poll(&mut events, Some(TICK)).is_err() {
+            return;
+        }
+        let exact = media.as_ref().is_none_or(|(_, exact)| *exact);
+        let t0 = media.as_ref().map(|(p, _)| p.t0);
+        let now = Instant::now();
+        for event in events.iter() {
+            let i = event.token().0;
+            loop {
+                let (len, from) = match self.wires[i].socket.recv_from(&mut self.buf) {
+                    Ok(got) => got,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => break,
+                };
+                let Some(payload) = self.wires[i].on_datagram(shared, now, from, &self.buf[..len])
+                else {
+                    continue;
+                };
+                let Some(t0) = t0 else { continue };
+                count(tally, &mut self.last_seq, &payload, t0, exact);
+            }
+        }
+    }
+}
+
+/// Exact accounting of one echoed payload, as `load::media` does it.
+fn count(
+    tally: &mut Tally,
+    last_seq: &mut [Option<u32>],
+    payload: &[u8],
+    t0: Instant,
+    exact: bool,
+) {
+    match load::parse(payload) {
+        Some((session, seq, sent_us)) => {
+            tally.received += 1;
+            if let Some(last) = last_seq.get_mut(session as usize) {
+                if last.is_some_and(|l| seq <= l) {
+                    tally.out_of_order += 1;
+                }
+                *last = Some(last.map_or(seq, |l| l.max(seq)));
+            }
+            let rtt = (t0.elapsed().as_micros() as u64).saturating_sub(sent_us);
+            tally.rtt_us.push(rtt.min(u32::MAX as u64) as u32);
+        }
+        None if !exact => tally.received += 1,
+        None => tally.foreign += 1,
+    }
+}
+
+/// Sends each session's probes on its own 1 ms slot of the 20 ms period.
+struct Pacer {
+    t0: Instant,
+    until: Instant,
+    /// Milliseconds since `t0` whose slot has been served.
+    done_ms: u64,
+    seq: Vec<u32>,
+    failures: u64,
+}
+
+impl Pacer {
+    fn send_due(&mut self, wires: &mut [Wire], tally: &mut Tally, now: Instant) {
+        let period_ms = 1000 / PPS;
+        let due_ms = now.min(self.until).duration_since(self.t0).as_millis() as u64;
+        while self.done_ms < due_ms {
+            let slot = self.done_ms % period_ms;
+            self.done_ms += 1;
+            for i in (slot as usize..wires.len()).step_by(period_ms as usize) {
+                if wires[i].phase != Phase::Media {
+                    continue;
+                }
+                let seq = self.seq[i];
+                self.seq[i] += 1;
+                tally.sent += 1;
+                let probe = load::payload(i as u32, seq, self.t0);
+                if !wires[i].send_rtp(&probe, seq.wrapping_mul(960)) {
+                    self.failures += 1;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! One lean client session: just enough ICE (RFC 8445: one controlling check with USE-CANDIDATE
+//! to the server's host candidate, answers to the server's checks), a DTLS handshake (rtc's
+//! sans-IO `dtls` endpoint), and SRTP (rtc's `srtp` contexts keyed from the DTLS exporter, RFC
+//! 5764 §4.2). No peer-connection pipeline, no interceptors, no task per session: sending a probe
+//! is one SRTP seal and one `sendto`, receiving one is one `recvfrom` and one SRTP open. This is
+//! what lets one load-generator thread drive thousands of echo sessions while the server under
+//! test keeps a core to itself.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::crypto::{HashAlgorithm, RTCCryptoProvider};
+use rtc::dtls::config::{ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
+use rtc::dtls::crypto::Certificate;
+use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::ice::attributes::control::AttrControlling;
+use rtc::ice::attributes::priority::PriorityAttr;
+use rtc::ice::attributes::use_candidate::UseCandidateAttr;
+use rtc::shared::TransportProtocol;
+use rtc::srtp::config::{Config as SrtpConfig, LABEL_EXTRACTOR_DTLS_SRTP};
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::fingerprint::FINGERPRINT;
+use rtc::stun::integrity::MessageIntegrity;
+use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
+use rtc::stun::textattrs::Username;
+use rtc::stun::xoraddr::XorMappedAddress;
+
+/// Opus payload type of the offer.
+const PT: u8 = 111;
+/// How often an unanswered connectivity check is repeated.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
+
+/// What every session shares: the crypto provider, one certificate and DTLS configs.
+pub struct Shared {
+    provider: Arc<dyn RTCCryptoProvider>,
+    client: Arc<HandshakeConfig>,
+    server: Arc<HandshakeConfig>,
+    fingerprint: String,
+}
+
+impl Shared {
+    pub fn new() -> Result<Shared, String> {
+        let provider = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
+        let cert = Certificate::generate_self_signed(vec!["swarm".to_owned()], provider.crypto())
+            .map_err(|e| e.to_string())?;
+        let digest = provider
+            .crypto()
+            .hash(HashAlgorithm::Sha256, cert.certificate[0].as_ref())
+            .map_err(|e| e.to_string())?;
+        let fingerprint = digest
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<Vec<_>>()
+            .join(":");
+        let config = |is_client: bool| {
+            ConfigBuilder::default()
+                .with_crypto_provider(provider.clone())
+                .with_certificates(vec![cert.clone()])
+                .with_srtp_protection_profiles(vec![
+                    SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+                    SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+                ])
+                // The bench trusts the server it started; the server checks our fingerprint.
+                .with_insecure_skip_verify(true)
+                .with_extended_master_secret(ExtendedMasterSecretType::Require)
+                .with_flight_interval(Duration::from_millis(100))
+                .build(is_client, None)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        };
+        Ok(Shared {
+            client: config(true)?,
+            server: config(false)?,
+            provider,
+            fingerprint,
+        })
+    }
+}
+
+/// Where a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the answer, or checking connectivity.
+    Ice,
+    /// DTLS handshake under way.
+    Dtls,
+    /// SRTP keys in place: probes flow.
+    Media,
+    Failed,
+}
+
+/// The server's side, from its answer.
+struct Remote {
+    ufrag: String,
+    pwd: String,
+    addr: SocketAddr,
+    /// `a=setup:active`: the server is the DTLS client and we serve.
+    dtls_server: bool,
+}
+
+pub struct Wire {
+    pub socket: mio::net::UdpSocket,
+    pub local: SocketAddr,
+    ufrag: String,
+    pwd: String,
+    ssrc: u32,
+    tie_breaker: u64,
+    remote: Option<Remote>,
+    dtls: Endpoint,
+    local_srtp: Option<Context>,
+    remote_srtp: Option<Context>,
+    pub phase: Phase,
+    /// Our check was answered / we answered one of the server's (the server selects the pair
+    /// only after its own check succeeds, so DTLS starts once both happened).
+    checked: bool,
+    answered: bool,
+    next_check: Instant,
+    seq: u16,
+    pub connected_at: Option<Instant>,
+}
+
+impl Wire {
+    /// A session with its own socket on `ip`.
+    pub fn bind(ip: IpAddr, id: u32) -> io::Result<Wire> {
+        let socket = mio::net::UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let local = socket.local_addr()?;
+        let token = |n: usize| {
+            let mut s = String::with_capacity(n);
+            while s.len() < n {
+                s.push_str(&format!("{:016x}", rand::random::<u64>()));
+            }
+            s.truncate(n);
+            s
+        };
+        Ok(Wire {
+            socket,
+            local,
+            ufrag: token(8),
+            pwd: token(24),
+            ssrc: 0x5000_0000 | id,
+            tie_breaker: rand::random(),
+            remote: None,
+            dtls: Endpoint::new(local, TransportProtocol::UDP, None),
+            local_srtp: None,
+            remote_srtp: None,
+            phase: Phase::Ice,
+            checked: false,
+            answered: false,
+            next_check: Instant::now(),
+            seq: 0,
+            connected_at: None,
+        })
+    }
+
+    /// A sendrecv Opus offer with this session's credentials, fingerprint and host candidate.
+    pub fn offer(&self, shared: &Shared) -> String {
+        let (ip, port) = (self.local.ip(), self.local.port());
+        format!(
+            "v=0\r\no=- {ssrc} 2 IN IP4 {ip}\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF {PT}\r\nc=IN IP4 0.0.0.0\r\n\
+             a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=fingerprint:sha-256 {fp}\r\n\
+             a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\n\
+             a=rtpmap:{PT} opus/48000/2\r\na=fmtp:{PT} minptime=10;useinbandfec=1\r\n\
+             a=ssrc:{ssrc} cname:swarm\r\na=msid:swarm audio\r\n\
+             a=candidate:1 1 udp 2130706431 {ip} {port} typ host\r\na=end-of-candidates\r\n",
+            ssrc = self.ssrc,
+            ufrag = self.ufrag,
+            pwd = self.pwd,
+            fp = shared.fingerprint,
+        )
+    }
+
+    /// Takes the answer's credentials, first UDP host candidate and DTLS role.
+    pub fn set_answer(&mut self, shared: &Shared, sdp: &str) -> Result<(), String> {
+        let attr = |name: &str| {
+            sdp.lines()
+                .find_map(|l| l.trim().strip_prefix(name).map(str::to_owned))
+        };
+        let ufrag = attr("a=ice-ufrag:").ok_or("answer without ice-ufrag")?;
+        let pwd = attr("a=ice-pwd:").ok_or("answer without ice-pwd")?;
+        let addr = sdp
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
+            .find_map(|c| {
+                let f: Vec<&str> = c.split_whitespace().collect();
+                let udp = f.get(2)?.eq_ignore_ascii_case("udp");
+                let ip: IpAddr = f.get(4)?.parse().ok()?;
+                let port: u16 = f.get(5)?.parse().ok()?;
+                (udp && ip.is_ipv4() == self.local.is_ipv4()).then(|| SocketAddr::new(ip, port))
+            })
+            .ok_or("answer without a usable candidate")?;
+        let dtls_server = attr("a=setup:").is_some_and(|s| s.trim() == "active");
+        if dtls_server {
+            self.dtls = Endpoint::new(
+                self.local,
+                TransportProtocol::UDP,
+                Some(shared.server.clone()),
+            );
+        }
+        self.remote = Some(Remote {
+            ufrag,
+            pwd,
+            addr,
+            dtls_server,
+        });
+        Ok(())
+    }
+
+    /// Timers: repeats the connectivity check until answered, drives DTLS retransmissions.
+    pub fn on_tick(&mut self, shared: &Shared, now: Instant) {
+        let Some(addr) = self.remote.as_ref().map(|r| r.addr) else {
+            return;
+        };
+        match self.phase {
+            Phase::Ice if now >= self.next_check => {
+                self.next_check = now + CHECK_EVERY;
+                self.send_check(shared);
+            }
+            Phase::Dtls => {
+                if self.dtls.poll_timeout(&addr).is_some_and(|t| t <= now)
+                    && self.dtls.handle_timeout(addr, now).is_err()
+                {
+                    self.phase = Phase::Failed;
+                }
+                self.flush_dtls();
+            }
+            _ => {}
+        }
+    }
+
+    /// One datagram from the socket (RFC 7983 demultiplexing). Returns a decrypted probe payload.
+    pub fn on_datagram(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Option<BytesMut> {
+        match data.first()? {
+            0..=3 => {
+                self.on_stun(shared, now, from, data);
+                None
+            }
+            20..=63 => {
+                self.on_dtls(shared, now, from, data);
+                None
+            }
+            // RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..=223).
+            128..=191 if !(192..=223).contains(data.get(1)?) => {
+                let plain = self.remote_srtp.as_mut()?.decrypt_rtp(data).ok()?;
+                rtp_payload(plain)
+            }
+            _ => None,
+        }
+    }
+
+    /// Seals and sends one RTP packet carrying `payload`.
+    pub fn send_rtp(&mut self, payload: &[u8], timestamp: u32) -> bool {
+        let (Some(srtp), Some(remote)) = (self.local_srtp.as_mut(), self.remote.as_ref()) else {
+            return false;
+        };
+        let mut packet = Vec::with_capacity(12 + payload.len());
+        packet.extend_from_slice(&[0x80, PT]);
+        packet.extend_from_slice(&self.seq.to_be_bytes());
+        packet.extend_from_slice(&timestamp.to_be_bytes());
+        packet.extend_from_slice(&self.ssrc.to_be_bytes());
+        packet.extend_from_slice(payload);
+        self.seq = self.seq.wrapping_add(1);
+        match srtp.encrypt_rtp(&packet) {
+            Ok(sealed) => self.socket.send_to(&sealed, remote.addr).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    fn send_check(&mut self, shared: &Shared) {
+        let Some(remote) = &self.remote else { return };
+        let mut m = Message::new();
+        let built = m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(
+                ATTR_USERNAME,
+                format!("{}:{}", remote.ufrag, self.ufrag),
+            )),
+            Box::new(AttrControlling(self.tie_breaker)),
+            Box::new(PriorityAttr(2_130_706_431)),
+            Box::new(UseCandidateAttr),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                remote.pwd.clone(),
+                shared.provider.crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ]);
+        if built.is_ok() {
+            let _ = self.socket.send_to(&m.raw, remote.addr);
+        }
+    }
+
+    fn on_stun(&mut self, shared: &Shared, now: Instant, from: SocketAddr, data: &[u8]) {
+        let mut m = Message::new();
+        m.raw = data.to_vec();
+        if m.decode().is_err() {
+            return;
+        }
+        if m.typ == BINDING_REQUEST {
+            // Answer the server's checks and consent checks (RFC 7675) with our password.
+            let mut out = Message::new();
+            let built = out.build(&[
+                Box::new(m.clone()) as Box<dyn Setter>,
+                Box::new(BINDING_SUCCESS),
+                Box::new(XorMappedAddress {
+                    ip: from.ip(),
+                    port: from.port(),
+                }),
+                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                    self.pwd.clone(),
+                    shared.provider.crypto(),
+                )),
+                Box::new(FINGERPRINT),
+            ]);
+            if built.is_ok() {
+                let _ = self.socket.send_to(&out.raw, from);
+            }
+            self.answered = true;
+        } else if m.typ == BINDING_SUCCESS {
+            self.checked = true;
+        }
+        if self.phase == Phase::Ice && self.checked && self.answered {
+            self.start_dtls(shared, now);
+        }
+    }
+
+    fn start_dtls(&mut self, shared: &Shared, now: Instant) {
+        let Some(remote) = &self.remote else { return };
+        self.phase = Phase::Dtls;
+        if !remote.dtls_server {
+            let addr = remote.addr;
+            if self
+                .dtls
+                .connect(now, addr, shared.client.clone(), None)
+                .is_err()
+            {
+                self.phase = Phase::Failed;
+            }
+            self.flush_dtls();
+        }
+    }
+
+    fn on_dtls(&mut self, shared: &Shared, now: Instant, from: SocketAddr, data: &[u8]) {
+        match (self.phase, self.remote.as_ref()) {
+            // The server is the DTLS client: its ClientHello may overtake our last check.
+            (Phase::Ice, Some(remote)) if remote.dtls_server => self.phase = Phase::Dtls,
+            (Phase::Ice, _) => return,
+            _ => {}
+        }
+        let events = match self.dtls.read(now, from, None, BytesMut::from(data)) {
+            Ok(events) => events,
+            Err(_) => {
+                self.flush_dtls();
+                return;
+            }
+        };
+        self.flush_dtls();
+        for event in events {
+            if let EndpointEvent::HandshakeComplete = event {
+                match self.keys(shared, from) {
+                    Ok(()) => {
+                        self.phase = Phase::Media;
+                        self.connected_at = Some(now);
+                    }
+                    Err(_) => self.phase = Phase::Failed,
+                }
+            }
+        }
+    }
+
+    /// SRTP contexts from the DTLS exporter (RFC 5764 §4.2), as rtc's own DTLS handler keys them.
+    fn keys(&mut self, shared: &Shared, from: SocketAddr) -> Result<(), String> {
+        let state = self
+            .dtls
+            .get_connection_state(from)
+            .ok_or("no DTLS state")?;
+        let profile = match state.srtp_protection_profile() {
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => {
+                ProtectionProfile::Aes128CmHmacSha1_80
+            }
+            other => return Err(format!("unexpected SRTP profile {other:?}")),
+        };
+        let mut config = SrtpConfig {
+            profile,
+            ..Default::default()
+        };
+        let material = state
+            .export_keying_material(LABEL_EXTRACTOR_DTLS_SRTP, &[], config.keying_material_len())
+            .map_err(|e| e.to_string())?;
+        config
+            .set_session_keys_from_keying_material(material.as_ref(), state.is_client())
+            .map_err(|e| e.to_string())?;
+        let crypto = shared.provider.crypto();
+        let k = &config.keys;
+        let context = |key: &[u8], salt: &[u8]| {
+            Context::new(key, salt, profile, None, None, crypto).map_err(|e| e.to_string())
+        };
+        self.local_srtp = Some(context(&k.local_master_key, &k.local_master_salt)?);
+        self.remote_srtp = Some(context(&k.remote_master_key, &k.remote_master_salt)?);
+        Ok(())
+    }
+
+    fn flush_dtls(&mut self) {
+        while let Some(out) = self.dtls.poll_transmit() {
+            let _ = self.socket.send_to(&out.message, out.transport.peer_addr);
+        }
+    }
+}
+
+/// The payload of a decrypted RTP packet (RFC 3550 §5.1: fixed header, CSRCs, extension).
+fn rtp_payload(mut plain: BytesMut) -> Option<BytesMut> {
+    let b0 = *plain.first()?;
+    let mut offset = 12 + 4 * usize::from(b0 & 0x0f);
+    if b0 & 0x10 != 0 {
+        let words = u16::from_be_bytes([*plain.get(offset + 2)?, *plain.get(offset + 3)?]);
+        offset += 4 + 4 * usize::from(words);
+    }
+    if offset > plain.len() {
+        return None;
+    }
+    Some(plain.split_off(offset))
+}
