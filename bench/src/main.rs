@@ -2,6 +2,7 @@
 //! client peers and prints tables with units. Run it through `bench/run.sh`, which puts both
 //! servers and the load in a network namespace of their own.
 
+mod callgrind;
 mod load;
 mod plot;
 mod scenarios;
@@ -44,6 +45,10 @@ struct Cli {
     /// Scenario 4 for the baseline (aiortc needs ~0.5 s of CPU per cycle).
     #[arg(long, default_value_t = 1_000)]
     baseline_churn: usize,
+    /// Only count whip-echo's instructions per echoed packet under callgrind, with as many
+    /// sessions as the first `--sessions` value.
+    #[arg(long)]
+    callgrind: bool,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -61,6 +66,17 @@ async fn main() {
         cli.baseline_churn = 20;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if cli.callgrind {
+        let sessions = cli.sessions.first().copied().unwrap_or(8);
+        match callgrind::run(&root, &Http::new(None), sessions, cli.seconds).await {
+            Ok(report) => print!("{}{report}", header(&cli)),
+            Err(e) => {
+                eprintln!("callgrind: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let kinds: Vec<Kind> = match cli.servers.as_str() {
         "whip-echo" => vec![Kind::WhipEcho],
         "baseline" => vec![Kind::Baseline],

@@ -137,13 +137,14 @@ pub async fn capacity(
     let urls = (0..n)
         .map(|i| echo_url(server, &format!("cap{n}-{i}")))
         .collect();
-    let (outcome, marks) = match swarm::run::step(http, server.pid(), urls, seconds, exact).await {
-        Ok(done) => done,
-        Err(e) => {
-            eprintln!("capacity {n}: {e}");
-            (swarm::Outcome::default(), swarm::run::Marks::default())
-        }
-    };
+    let (outcome, marks) =
+        match swarm::run::step(http, server.pid(), urls, seconds, exact, None).await {
+            Ok(done) => done,
+            Err(e) => {
+                eprintln!("capacity {n}: {e}");
+                (swarm::Outcome::default(), swarm::run::Marks::default())
+            }
+        };
     if outcome.send_failures > 0 {
         eprintln!(
             "capacity {n}: {} probes not sent by the load generator",

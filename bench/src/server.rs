@@ -46,9 +46,27 @@ pub struct Usage {
 
 impl Server {
     pub async fn start(kind: Kind, root: &Path, max_sessions: usize) -> Result<Server, String> {
+        Self::start_wrapped(kind, root, max_sessions, &[]).await
+    }
+
+    /// Starts the server under `wrapper` (a program and its arguments, e.g. valgrind), if any.
+    pub async fn start_wrapped(
+        kind: Kind,
+        root: &Path,
+        max_sessions: usize,
+        wrapper: &[String],
+    ) -> Result<Server, String> {
+        let binary = root.join("target/release/whip-echo");
         let mut command = match kind {
             Kind::WhipEcho => {
-                let mut c = Command::new(root.join("target/release/whip-echo"));
+                let mut c = match wrapper.split_first() {
+                    Some((program, args)) => {
+                        let mut c = Command::new(program);
+                        c.args(args).arg(binary);
+                        c
+                    }
+                    None => Command::new(binary),
+                };
                 c.args([
                     "--listen",
                     "127.0.0.1:0",
@@ -95,7 +113,7 @@ impl Server {
             }
             None
         };
-        let addr = tokio::time::timeout(Duration::from_secs(30), find)
+        let addr = tokio::time::timeout(Duration::from_secs(120), find)
             .await
             .map_err(|_| format!("{} did not start", kind.name()))?
             .ok_or_else(|| format!("{} exited", kind.name()))?;

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, BINDING_REQUEST};
+use rustc_hash::FxHashMap;
 
 /// Index of a session inside the media loop.
 pub type SessionKey = usize;
@@ -19,8 +20,9 @@ pub type SessionKey = usize;
 #[derive(Debug, Default)]
 pub struct Routes {
     by_ufrag: HashMap<String, SessionKey>,
+    /// Remote addresses are chosen by clients: keep the DoS-resistant default hasher.
     by_addr: HashMap<SocketAddr, SessionKey>,
-    addrs_of: HashMap<SessionKey, Vec<SocketAddr>>,
+    addrs_of: FxHashMap<SessionKey, Vec<SocketAddr>>,
 }
 
 impl Routes {

@@ -27,6 +27,9 @@ pub struct Marks {
     pub end: Usage,
 }
 
+/// Called on the swarm thread as streaming starts (`true`) and ends (`false`).
+pub type Hook = Box<dyn Fn(bool) + Send>;
+
 /// Opens `urls.len()` echo sessions, streams probes for `seconds`, closes them.
 pub async fn step(
     http: &Http,
@@ -34,6 +37,7 @@ pub async fn step(
     urls: Vec<Url>,
     seconds: u64,
     exact: bool,
+    hook: Option<Hook>,
 ) -> Result<(Outcome, Marks), String> {
     let n = urls.len();
     let (offers_tx, offers_rx) = oneshot::channel::<Vec<String>>();
@@ -41,7 +45,7 @@ pub async fn step(
     let (done_tx, done_rx) = oneshot::channel();
     // The sessions' rtc state stays on the thread that drives it.
     std::thread::spawn(move || {
-        let result = drive(n, seconds, exact, pid, offers_tx, answers_rx);
+        let result = drive(n, seconds, exact, pid, hook, offers_tx, answers_rx);
         let _ = done_tx.send(result);
     });
     let offers = offers_rx.await.map_err(|_| "swarm did not start")?;
@@ -89,6 +93,7 @@ fn drive(
     seconds: u64,
     exact: bool,
     pid: u32,
+    hook: Option<Hook>,
     offers_tx: oneshot::Sender<Vec<String>>,
     answers_rx: std_mpsc::Receiver<Vec<Option<String>>>,
 ) -> Result<(Outcome, Marks), String> {
@@ -107,7 +112,13 @@ fn drive(
     swarm.idle(&shared, Duration::from_millis(500));
     let idle = usage(pid);
     let start = usage(pid);
+    if let Some(hook) = &hook {
+        hook(true);
+    }
     let outcome = swarm.stream(&shared, seconds, exact);
+    if let Some(hook) = &hook {
+        hook(false);
+    }
     let end = usage(pid);
     Ok((outcome, Marks { idle, start, end }))
 }

@@ -433,3 +433,19 @@ fn rtp_payload(mut plain: BytesMut) -> Option<BytesMut> {
     }
     Some(plain.split_off(offset))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_skips_csrcs_and_extension() {
+        // V=2, X=1, CC=1; one CSRC; extension header with one 32-bit word; payload "hi".
+        let mut p = vec![0x91, PT, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        p.extend_from_slice(&[0, 0, 0, 9]);
+        p.extend_from_slice(&[0xBE, 0xDE, 0, 1, 1, 2, 3, 4]);
+        p.extend_from_slice(b"hi");
+        assert_eq!(&rtp_payload(BytesMut::from(&p[..])).unwrap()[..], b"hi");
+        assert!(rtp_payload(BytesMut::from(&p[..14])).is_none());
+    }
+}
