@@ -27,6 +27,13 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_UDP_PORT", default_value_t = 8189)]
     pub udp_port: u16,
 
+    /// Media loops, each on its own UDP port (udp-port, udp-port + 1, ...) and core. A stream's
+    /// sessions share one loop (chosen by stream name), so fan-out never crosses loops. Keep 1
+    /// where only one UDP port can be opened.
+    #[arg(long, env = "WHIP_ECHO_MEDIA_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub media_threads: u16,
+
     /// Address the UDP socket binds to. With 0.0.0.0 the host candidates are the machine's interface
     /// addresses; with a specific address, only that one.
     #[arg(long, env = "WHIP_ECHO_UDP_HOST", default_value = "0.0.0.0")]

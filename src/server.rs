@@ -25,6 +25,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// --udp-port plus --media-threads runs past port 65535.
+    #[error("the UDP port range (--udp-port + --media-threads) runs past 65535")]
+    PortRange,
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -59,9 +62,9 @@ impl Running {
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, ServerError> {
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let stop = CancellationToken::new();
-    let (media, media_task, app) = start_media(&config, stop.child_token()).await?;
+    let (media, media_tasks, app) = start_media(&config, stop.child_token()).await?;
     let shutdown = stop.clone();
-    let task = tokio::spawn(serve(listener, app, media_task, shutdown));
+    let task = tokio::spawn(serve(listener, app, media_tasks, shutdown));
     Ok(Running {
         http_addr,
         media,
@@ -77,13 +80,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let stop = CancellationToken::new();
-    let (_media, media_task, app) = start_media(&config, stop.child_token()).await?;
+    let (_media, media_tasks, app) = start_media(&config, stop.child_token()).await?;
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
     });
-    serve(listener, app, media_task, stop).await
+    serve(listener, app, media_tasks, stop).await
 }
 
 /// Builds both planes without serving: the router, the media handle and the media task (which ends
@@ -91,10 +94,26 @@ pub async fn run(
 pub async fn start_media(
     config: &Config,
     stop: CancellationToken,
-) -> Result<(MediaHandle, JoinHandle<()>, axum::Router), ServerError> {
-    let udp = UdpSocket::bind((config.udp_host, config.udp_port))
-        .await
-        .map_err(io("binding the UDP media socket"))?;
+) -> Result<(MediaHandle, Vec<JoinHandle<()>>, axum::Router), ServerError> {
+    // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
+    let last = config
+        .udp_port
+        .checked_add(config.media_threads.saturating_sub(1));
+    if config.udp_port != 0 && last.is_none() {
+        return Err(ServerError::PortRange);
+    }
+    let mut sockets = Vec::new();
+    for i in 0..config.media_threads {
+        let port = if config.udp_port == 0 {
+            0
+        } else {
+            config.udp_port + i
+        };
+        let udp = UdpSocket::bind((config.udp_host, port))
+            .await
+            .map_err(io("binding the UDP media socket"))?;
+        sockets.push(udp);
+    }
     let local_ips = if config.public_ip_only {
         Vec::new()
     } else {
@@ -106,21 +125,23 @@ pub async fn start_media(
         max_sessions: config.max_sessions,
         ice_timeout: config.ice_timeout,
     };
-    let (media, task) =
-        media::spawn(udp, media_config, stop).map_err(io("starting the media plane"))?;
-    info!(udp = %media.udp_addr(), "media plane listening");
+    let (media, tasks) =
+        media::spawn(sockets, media_config, stop).map_err(io("starting the media plane"))?;
+    for udp in media.udp_addrs() {
+        info!(%udp, "media plane listening");
+    }
     let state = AppState {
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
     };
-    Ok((media, task, router(state)))
+    Ok((media, tasks, router(state)))
 }
 
-/// Serves HTTP until `stop`, then waits for the media loop, which tears every session down.
+/// Serves HTTP until `stop`, then waits for the media loops, which tear every session down.
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    media_task: JoinHandle<()>,
+    media_tasks: Vec<JoinHandle<()>>,
     stop: CancellationToken,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
@@ -131,7 +152,9 @@ async fn serve(
         .await
         .map_err(io("serving HTTP"));
     stop.cancel();
-    let _ = media_task.await;
+    for task in media_tasks {
+        let _ = task.await;
+    }
     info!("server stopped");
     served
 }

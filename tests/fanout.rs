@@ -154,7 +154,7 @@ async fn shutdown_closes_every_session() {
         Client::connected(&format!("{}/echo/bye", server.base_url()), Mode::SendRecv).await;
     let mut stats = server.media.stats();
     server.shutdown().await.unwrap();
-    let last = *stats.borrow_and_update();
+    let last = stats.borrow_and_update();
     assert!(!last.running && last.sessions == 0, "{last:?}");
     client.close().await;
 }

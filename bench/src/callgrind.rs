@@ -71,7 +71,7 @@ pub async fn run(
         ),
         "--toggle-collect=*MediaLoop::read_datagrams*".into(),
     ];
-    let server = Server::start_wrapped(Kind::WhipEcho, root, sessions + 10, &wrapper).await?;
+    let server = Server::start_wrapped(Kind::WhipEcho, root, sessions + 10, 1, &wrapper).await?;
     let pid = server.pid();
     let urls: Vec<Url> = (0..sessions)
         .map(|i| Url::parse(&format!("{}/echo/cg-{i}", server.base)).expect("URL"))

@@ -45,6 +45,9 @@ struct Cli {
     /// Scenario 4 for the baseline (aiortc needs ~0.5 s of CPU per cycle).
     #[arg(long, default_value_t = 1_000)]
     baseline_churn: usize,
+    /// whip-echo's media loops (`--media-threads`), each on its own UDP port.
+    #[arg(long, default_value_t = 1)]
+    media_threads: u16,
     /// Only count whip-echo's instructions per echoed packet under callgrind, with as many
     /// sessions as the first `--sessions` value.
     #[arg(long)]
@@ -98,7 +101,7 @@ async fn main() {
         + 100;
     for &kind in &kinds {
         let exact = kind == Kind::WhipEcho;
-        let server = match Server::start(kind, &root, max).await {
+        let server = match Server::start(kind, &root, max, cli.media_threads).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("{e}");

@@ -45,8 +45,13 @@ pub struct Usage {
 }
 
 impl Server {
-    pub async fn start(kind: Kind, root: &Path, max_sessions: usize) -> Result<Server, String> {
-        Self::start_wrapped(kind, root, max_sessions, &[]).await
+    pub async fn start(
+        kind: Kind,
+        root: &Path,
+        max_sessions: usize,
+        threads: u16,
+    ) -> Result<Server, String> {
+        Self::start_wrapped(kind, root, max_sessions, threads, &[]).await
     }
 
     /// Starts the server under `wrapper` (a program and its arguments, e.g. valgrind), if any.
@@ -54,6 +59,7 @@ impl Server {
         kind: Kind,
         root: &Path,
         max_sessions: usize,
+        threads: u16,
         wrapper: &[String],
     ) -> Result<Server, String> {
         let binary = root.join("target/release/whip-echo");
@@ -80,7 +86,8 @@ impl Server {
                     "{},whip_echo::server=info",
                     server_log().unwrap_or("warn")
                 ))
-                .args(["--max-sessions", &max_sessions.to_string()]);
+                .args(["--max-sessions", &max_sessions.to_string()])
+                .args(["--media-threads", &threads.to_string()]);
                 c
             }
             Kind::Baseline => {

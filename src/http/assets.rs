@@ -44,7 +44,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 pub async fn healthz(
     axum::extract::State(state): axum::extract::State<super::AppState>,
 ) -> Response {
-    let stats = *state.media.stats().borrow();
+    let stats = state.media.stats().borrow();
     if stats.running {
         (StatusCode::OK, format!("ok sessions={}\n", stats.sessions)).into_response()
     } else {

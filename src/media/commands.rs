@@ -1,5 +1,6 @@
 //! The media loop's side of the HTTP plane's commands: create, delete, look up.
 
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tracing::info;
@@ -68,6 +69,8 @@ impl MediaLoop {
         }
     }
 
+    /// Reserves a place under the global cap, then creates the session; the place is given back
+    /// if creation fails, and by `teardown` otherwise.
     fn create(
         &mut self,
         role: Role,
@@ -76,9 +79,25 @@ impl MediaLoop {
         info: &OfferInfo,
         now: Instant,
     ) -> Result<Created, ApiError> {
-        if self.sessions.len() >= self.config.max_sessions {
+        if self.live.fetch_add(1, Ordering::SeqCst) >= self.config.max_sessions {
+            self.live.fetch_sub(1, Ordering::SeqCst);
             return Err(ApiError::OverCapacity);
         }
+        let created = self.create_reserved(role, stream, offer, info, now);
+        if created.is_err() {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+        created
+    }
+
+    fn create_reserved(
+        &mut self,
+        role: Role,
+        stream: StreamName,
+        offer: String,
+        info: &OfferInfo,
+        now: Instant,
+    ) -> Result<Created, ApiError> {
         if role.publishes() {
             self.claim_publisher_slot(&stream)?;
         }

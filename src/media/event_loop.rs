@@ -3,6 +3,8 @@
 //! outgoing datagrams → next deadline). Commands from the HTTP plane are in `commands.rs`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -10,7 +12,7 @@ use rtc::rtp::packet::Packet;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -19,7 +21,7 @@ use super::peer::PeerSettings;
 use super::routes::{Routes, SessionKey};
 use super::socket::UdpIo;
 use super::timers::Timers;
-use super::{Command, MediaConfig, Stats};
+use super::{Command, MediaConfig, Stats, StatsSlot};
 use crate::registry::Registry;
 use crate::session::{EndReason, Role};
 
@@ -40,7 +42,9 @@ pub(super) struct MediaLoop {
     pub(super) routes: Routes,
     pub(super) registry: Registry<SessionKey>,
     pub(super) timers: Timers,
-    pub(super) stats: watch::Sender<Stats>,
+    pub(super) stats: StatsSlot,
+    /// Live sessions across every media loop (the `max_sessions` cap is global).
+    pub(super) live: Arc<AtomicUsize>,
     pub(super) unroutable: u64,
 }
 
@@ -49,7 +53,8 @@ impl MediaLoop {
         io: UdpIo,
         settings: PeerSettings,
         config: MediaConfig,
-        stats: watch::Sender<Stats>,
+        stats: StatsSlot,
+        live: Arc<AtomicUsize>,
     ) -> Self {
         MediaLoop {
             io,
@@ -61,6 +66,7 @@ impl MediaLoop {
             registry: Registry::default(),
             timers: Timers::default(),
             stats,
+            live,
             unroutable: 0,
         }
     }
@@ -100,7 +106,7 @@ impl MediaLoop {
             self.teardown(key, EndReason::Shutdown);
         }
         info!(unroutable = self.unroutable, "media loop stopped");
-        self.stats.send_modify(|s| s.running = false);
+        self.stats.modify(|s| s.running = false);
     }
 
     fn read_datagrams(&mut self) {
@@ -259,6 +265,7 @@ impl MediaLoop {
         let Some(mut conn) = self.sessions.remove(&key) else {
             return;
         };
+        self.live.fetch_sub(1, Ordering::SeqCst);
         // close() queues a DTLS close_notify so the peer learns at once instead of waiting for
         // its consent checks to fail (RFC 7675 §5.2).
         let _ = conn.pc.close();
@@ -278,7 +285,7 @@ impl MediaLoop {
     pub(super) fn publish_stats(&self) {
         let idle = self.sessions.is_empty() && self.registry.is_empty() && self.routes.is_empty();
         let count = |link| self.sessions.values().filter(|s| s.link == link).count();
-        self.stats.send_replace(Stats {
+        self.stats.publish(Stats {
             sessions: self.sessions.len(),
             connected: count(Link::Connected),
             disconnected: count(Link::Disconnected),

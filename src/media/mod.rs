@@ -1,5 +1,7 @@
-//! The media plane: one task owns the shared UDP socket and every peer connection (sans-IO `rtc`),
-//! so protocol state needs no locks. The HTTP plane talks to it only through [`MediaHandle`].
+//! The media plane: a media loop (one task) owns its UDP socket and every peer connection on it
+//! (sans-IO `rtc`), so protocol state needs no locks. By default there is one loop; with
+//! `--media-threads N` there are N, each with its own port, and a stream's sessions share a loop.
+//! The HTTP plane talks to them only through [`MediaHandle`].
 
 mod commands;
 mod conn;
@@ -11,7 +13,10 @@ mod routes;
 mod socket;
 mod timers;
 
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
@@ -87,16 +92,22 @@ pub struct MediaConfig {
     pub ice_timeout: Duration,
 }
 
-/// The HTTP plane's handle on the media loop: cheap to clone.
-#[derive(Debug, Clone)]
-pub struct MediaHandle {
+/// One media loop as the HTTP plane sees it.
+#[derive(Debug)]
+struct Shard {
     commands: mpsc::Sender<Command>,
-    stats: watch::Receiver<Stats>,
     udp_addr: SocketAddr,
 }
 
+/// The HTTP plane's handle on the media loops: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MediaHandle {
+    shards: Arc<[Shard]>,
+    stats: watch::Receiver<Vec<Stats>>,
+}
+
 impl MediaHandle {
-    /// Checks `offer` for `role` and asks the media loop for a session on `stream`.
+    /// Checks `offer` for `role` and asks the stream's media loop for a session on `stream`.
     pub async fn create(
         &self,
         role: Role,
@@ -105,7 +116,8 @@ impl MediaHandle {
     ) -> Result<Created, ApiError> {
         // Parsing happens here, on the request's task, so the media loop only negotiates.
         let info = offer::inspect(&offer, role)?;
-        self.request(|reply| Command::Create {
+        let shard = self.shard_of(&stream);
+        self.request(shard, |reply| Command::Create {
             role,
             stream,
             offer,
@@ -116,33 +128,64 @@ impl MediaHandle {
     }
 
     /// Ends the session `resource` (DELETE). An ended resource within its grace period is `Ok`.
+    /// Resource ids do not name their loop, so each loop is asked until one knows the id.
     pub async fn delete(&self, resource: ResourceId) -> Result<(), ApiError> {
-        self.request(|reply| Command::Delete { resource, reply })
-            .await?
+        for shard in self.shards.iter() {
+            match self
+                .request(shard, |reply| Command::Delete { resource, reply })
+                .await?
+            {
+                Err(ApiError::NotFound(_)) => continue,
+                done => return done,
+            }
+        }
+        Err(ApiError::NotFound("no such resource"))
     }
 
     /// Whether `resource` names a live or recently ended session.
     pub async fn exists(&self, resource: ResourceId) -> Result<bool, ApiError> {
-        self.request(|reply| Command::Exists { resource, reply })
-            .await
+        for shard in self.shards.iter() {
+            if self
+                .request(shard, |reply| Command::Exists { resource, reply })
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    /// The latest published statistics, and a receiver to wait for changes.
-    pub fn stats(&self) -> watch::Receiver<Stats> {
-        self.stats.clone()
+    /// The statistics of every loop together, and a way to wait for changes.
+    pub fn stats(&self) -> StatsWatch {
+        StatsWatch(self.stats.clone())
     }
 
-    /// The bound address of the shared UDP socket.
+    /// The bound address of the first loop's UDP socket.
     pub fn udp_addr(&self) -> SocketAddr {
-        self.udp_addr
+        self.shards[0].udp_addr
+    }
+
+    /// The bound addresses of every loop's UDP socket.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        self.shards.iter().map(|s| s.udp_addr).collect()
+    }
+
+    /// The loop that owns `stream`: every session of a stream lives in one loop, so a
+    /// publisher's packets reach its viewers without crossing threads.
+    fn shard_of(&self, stream: &StreamName) -> &Shard {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        stream.hash(&mut hasher);
+        &self.shards[(hasher.finish() % self.shards.len() as u64) as usize]
     }
 
     async fn request<T>(
         &self,
+        shard: &Shard,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
+        shard
+            .commands
             .send(command(reply))
             .await
             .map_err(|_| ApiError::ShuttingDown)?;
@@ -150,31 +193,108 @@ impl MediaHandle {
     }
 }
 
-/// Starts the media loop on `socket`. It runs until `stop` is cancelled, then tears every session
-/// down and ends; the returned `JoinHandle` is its owner's to await.
+/// The loops' statistics summed: counts add up; idle and running hold when they hold everywhere.
+#[derive(Debug, Clone)]
+pub struct StatsWatch(watch::Receiver<Vec<Stats>>);
+
+impl StatsWatch {
+    /// The latest totals.
+    pub fn borrow(&self) -> Stats {
+        total(&self.0.borrow())
+    }
+
+    /// The latest totals, marking them seen.
+    pub fn borrow_and_update(&mut self) -> Stats {
+        total(&self.0.borrow_and_update())
+    }
+
+    /// Waits until the totals satisfy `f`.
+    pub async fn wait_for(
+        &mut self,
+        mut f: impl FnMut(&Stats) -> bool,
+    ) -> Result<Stats, watch::error::RecvError> {
+        let all = self.0.wait_for(|all| f(&total(all))).await?;
+        Ok(total(&all))
+    }
+}
+
+fn total(all: &[Stats]) -> Stats {
+    all.iter().fold(
+        Stats {
+            idle: true,
+            running: true,
+            ..Stats::default()
+        },
+        |t, s| Stats {
+            sessions: t.sessions + s.sessions,
+            connected: t.connected + s.connected,
+            disconnected: t.disconnected + s.disconnected,
+            idle: t.idle && s.idle,
+            running: t.running && s.running,
+        },
+    )
+}
+
+/// Where one loop publishes its statistics: its slot of the shared board.
+#[derive(Debug, Clone)]
+pub(crate) struct StatsSlot {
+    board: Arc<watch::Sender<Vec<Stats>>>,
+    index: usize,
+}
+
+impl StatsSlot {
+    pub(crate) fn publish(&self, stats: Stats) {
+        self.board.send_if_modified(|all| {
+            let changed = all[self.index] != stats;
+            all[self.index] = stats;
+            changed
+        });
+    }
+
+    pub(crate) fn modify(&self, f: impl FnOnce(&mut Stats)) {
+        self.board.send_modify(|all| f(&mut all[self.index]));
+    }
+}
+
+/// Starts one media loop per socket. They run until `stop` is cancelled, then tear every session
+/// down and end; the returned `JoinHandle`s are their owner's to await. Sessions are capped at
+/// `config.max_sessions` across all loops.
 pub fn spawn(
-    socket: UdpSocket,
+    sockets: Vec<UdpSocket>,
     config: MediaConfig,
     stop: CancellationToken,
-) -> std::io::Result<(MediaHandle, JoinHandle<()>)> {
-    let udp_addr = socket.local_addr()?;
-    let io = socket::UdpIo::new(socket, &config.local_ips, &config.public_ips)?;
-    let settings = peer::PeerSettings::new(&io.candidate_addrs(), config.ice_timeout)
-        .map_err(std::io::Error::other)?;
-    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (stats_tx, stats_rx) = watch::channel(Stats {
+) -> std::io::Result<(MediaHandle, Vec<JoinHandle<()>>)> {
+    let idle = Stats {
         idle: true,
         running: true,
         ..Stats::default()
-    });
-    let media_loop = event_loop::MediaLoop::new(io, settings, config, stats_tx);
-    let task = tokio::spawn(media_loop.run(commands_rx, stop));
-    Ok((
-        MediaHandle {
+    };
+    let (board, stats_rx) = watch::channel(vec![idle; sockets.len()]);
+    let board = Arc::new(board);
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut shards = Vec::with_capacity(sockets.len());
+    let mut tasks = Vec::with_capacity(sockets.len());
+    for (index, socket) in sockets.into_iter().enumerate() {
+        let udp_addr = socket.local_addr()?;
+        let io = socket::UdpIo::new(socket, &config.local_ips, &config.public_ips)?;
+        let settings = peer::PeerSettings::new(&io.candidate_addrs(), config.ice_timeout)
+            .map_err(std::io::Error::other)?;
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let slot = StatsSlot {
+            board: board.clone(),
+            index,
+        };
+        let media_loop =
+            event_loop::MediaLoop::new(io, settings, config.clone(), slot, live.clone());
+        tasks.push(tokio::spawn(media_loop.run(commands_rx, stop.clone())));
+        shards.push(Shard {
             commands: commands_tx,
-            stats: stats_rx,
             udp_addr,
-        },
-        task,
-    ))
+        });
+    }
+    let handle = MediaHandle {
+        shards: shards.into(),
+        stats: stats_rx,
+    };
+    Ok((handle, tasks))
 }
