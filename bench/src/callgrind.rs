@@ -59,6 +59,8 @@ pub async fn run(
     sessions: usize,
     seconds: u64,
 ) -> Result<String, String> {
+    let root = root.canonicalize().map_err(|e| e.to_string())?;
+    let root = root.as_path();
     let dir = root.join("target/callgrind");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -87,7 +89,8 @@ pub async fn run(
     let dump = newest_dump(&dir).ok_or("no callgrind dump")?;
     let raw = std::fs::read_to_string(&dump).map_err(|e| e.to_string())?;
     let packets = outcome.tally.received.max(1);
-    Ok(report(&raw, packets, sessions, seconds, &dump))
+    let dump = dump.strip_prefix(root).unwrap_or(&dump);
+    Ok(report(&raw, packets, sessions, seconds, dump))
 }
 
 fn newest_dump(dir: &Path) -> Option<PathBuf> {

@@ -31,7 +31,7 @@ struct Cli {
     #[arg(long, default_value_t = 200)]
     connect: usize,
     /// Scenario 2: concurrent echo sessions per step.
-    #[arg(long, value_delimiter = ',', default_values_t = [100, 250, 500, 1000, 2000])]
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 250, 500, 750, 1000, 2000])]
     sessions: Vec<usize>,
     /// Seconds of media per capacity step and per fan-out step.
     #[arg(long, default_value_t = 30)]
