@@ -7,18 +7,19 @@
 //! |--------------|-------------|
 //! | [`config`]   | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main` |
 //! | [`telemetry`]| tracing subscriber set-up |
-//! | [`server`]   | `run(listener, config, shutdown)`: binds the UDP socket, starts both planes, stops them |
+//! | [`server`]   | `run(listener, config, shutdown)`: binds the UDP sockets, starts both planes, stops them |
 //! | [`http`]     | the HTTP plane: `router()`, the offer extractor, CORS, one file per resource |
 //! | [`error`]    | `ApiError` and the one mapping of errors to statuses |
-//! | [`media`]    | the media plane: one task owning the UDP socket and every `rtc` peer connection |
+//! | [`media`]    | the media plane: media loops, each one task owning a UDP socket and its `rtc` peer connections |
 //! | [`registry`] | resource id → session, stream → publisher + viewers (pure bookkeeping) |
 //! | [`session`]  | ids, roles, stream names, end reasons |
 //!
 //! # Ownership
 //!
-//! The HTTP plane holds only a [`media::MediaHandle`] (a command channel). The media task owns the
-//! socket, the peer connections, the routing tables and the registry, so nothing is locked: an HTTP
-//! request becomes a command with a oneshot reply. Every session ends through one teardown function
+//! The HTTP plane holds only a [`media::MediaHandle`] (command channels). Each media loop owns its
+//! socket, peer connections, routing tables and registry, so nothing is locked (the one shared value
+//! is an atomic session count for the global cap): an HTTP request becomes a command with a oneshot
+//! reply, sent to the loop that owns the stream. Every session ends through one teardown function
 //! in the media loop (DELETE, ICE failure, setup timeout, peer close, shutdown).
 
 #![warn(missing_docs)]

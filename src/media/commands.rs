@@ -27,7 +27,15 @@ impl MediaLoop {
                 info,
                 reply,
             } => {
-                let result = self.create(role, stream, offer, &info, now);
+                let result = if self.reserve() {
+                    let created = self.create(role, stream, offer, &info, now);
+                    if created.is_err() {
+                        self.live.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    created
+                } else {
+                    Err(ApiError::OverCapacity)
+                };
                 let resource = result.as_ref().ok().map(|c| c.resource);
                 if reply.send(result).is_err() {
                     // The client gave up before the answer: nobody can reach this session.
@@ -69,28 +77,16 @@ impl MediaLoop {
         }
     }
 
-    /// Reserves a place under the global cap, then creates the session; the place is given back
-    /// if creation fails, and by `teardown` otherwise.
-    fn create(
-        &mut self,
-        role: Role,
-        stream: StreamName,
-        offer: String,
-        info: &OfferInfo,
-        now: Instant,
-    ) -> Result<Created, ApiError> {
-        if self.live.fetch_add(1, Ordering::SeqCst) >= self.config.max_sessions {
-            self.live.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::OverCapacity);
+    /// Takes a place under the cap shared by every media loop; `teardown` gives it back.
+    fn reserve(&self) -> bool {
+        if self.live.fetch_add(1, Ordering::SeqCst) < self.config.max_sessions {
+            return true;
         }
-        let created = self.create_reserved(role, stream, offer, info, now);
-        if created.is_err() {
-            self.live.fetch_sub(1, Ordering::SeqCst);
-        }
-        created
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        false
     }
 
-    fn create_reserved(
+    fn create(
         &mut self,
         role: Role,
         stream: StreamName,
