@@ -160,11 +160,6 @@ impl MediaHandle {
         StatsWatch(self.stats.clone())
     }
 
-    /// The bound address of the first loop's UDP socket.
-    pub fn udp_addr(&self) -> SocketAddr {
-        self.shards[0].udp_addr
-    }
-
     /// The bound addresses of every loop's UDP socket.
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.shards.iter().map(|s| s.udp_addr).collect()

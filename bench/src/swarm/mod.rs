@@ -7,6 +7,7 @@
 //! at 250 sessions), so on this 2-core machine the capacity sweep measured the load generator.
 //! One thread here also means the load can never take more than one of the two cores.
 
+mod handshake;
 pub mod run;
 pub mod wire;
 
@@ -17,7 +18,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::load::{self, Tally, PPS};
-use wire::{Phase, Shared, Wire};
+pub use handshake::Shared;
+use wire::{Phase, Wire};
 
 /// Sessions connecting (ICE + DTLS) at the same time.
 const CONNECTING: usize = 32;

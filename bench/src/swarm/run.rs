@@ -11,7 +11,7 @@ use reqwest::{Method, Url};
 use tokio::sync::{oneshot, Semaphore};
 use whip_conformance::http::Http;
 
-use super::wire::Shared;
+use super::Shared;
 use super::{Outcome, Swarm};
 use crate::server::{usage, Usage};
 

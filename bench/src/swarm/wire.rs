@@ -8,80 +8,19 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use rtc::crypto::{HashAlgorithm, RTCCryptoProvider};
-use rtc::dtls::config::{ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
-use rtc::dtls::crypto::Certificate;
-use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
-use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
-use rtc::ice::attributes::control::AttrControlling;
-use rtc::ice::attributes::priority::PriorityAttr;
-use rtc::ice::attributes::use_candidate::UseCandidateAttr;
+use rtc::dtls::endpoint::Endpoint;
 use rtc::shared::TransportProtocol;
-use rtc::srtp::config::{Config as SrtpConfig, LABEL_EXTRACTOR_DTLS_SRTP};
 use rtc::srtp::context::Context;
-use rtc::srtp::protection_profile::ProtectionProfile;
-use rtc::stun::attributes::ATTR_USERNAME;
-use rtc::stun::fingerprint::FINGERPRINT;
-use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
-use rtc::stun::textattrs::Username;
-use rtc::stun::xoraddr::XorMappedAddress;
+
+use super::handshake::Shared;
 
 /// Opus payload type of the offer.
 const PT: u8 = 111;
 /// How often an unanswered connectivity check is repeated.
 const CHECK_EVERY: Duration = Duration::from_millis(50);
-
-/// What every session shares: the crypto provider, one certificate and DTLS configs.
-pub struct Shared {
-    provider: Arc<dyn RTCCryptoProvider>,
-    client: Arc<HandshakeConfig>,
-    server: Arc<HandshakeConfig>,
-    fingerprint: String,
-}
-
-impl Shared {
-    pub fn new() -> Result<Shared, String> {
-        let provider = rtc::crypto::default_provider().map_err(|e| e.to_string())?;
-        let cert = Certificate::generate_self_signed(vec!["swarm".to_owned()], provider.crypto())
-            .map_err(|e| e.to_string())?;
-        let digest = provider
-            .crypto()
-            .hash(HashAlgorithm::Sha256, cert.certificate[0].as_ref())
-            .map_err(|e| e.to_string())?;
-        let fingerprint = digest
-            .iter()
-            .map(|b| format!("{b:02X}"))
-            .collect::<Vec<_>>()
-            .join(":");
-        let config = |is_client: bool| {
-            ConfigBuilder::default()
-                .with_crypto_provider(provider.clone())
-                .with_certificates(vec![cert.clone()])
-                .with_srtp_protection_profiles(vec![
-                    SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
-                    SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
-                ])
-                // The bench trusts the server it started; the server checks our fingerprint.
-                .with_insecure_skip_verify(true)
-                .with_extended_master_secret(ExtendedMasterSecretType::Require)
-                .with_flight_interval(Duration::from_millis(100))
-                .build(is_client, None)
-                .map(Arc::new)
-                .map_err(|e| e.to_string())
-        };
-        Ok(Shared {
-            client: config(true)?,
-            server: config(false)?,
-            provider,
-            fingerprint,
-        })
-    }
-}
 
 /// Where a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,32 +35,32 @@ pub enum Phase {
 }
 
 /// The server's side, from its answer.
-struct Remote {
-    ufrag: String,
-    pwd: String,
-    addr: SocketAddr,
+pub(super) struct Remote {
+    pub(super) ufrag: String,
+    pub(super) pwd: String,
+    pub(super) addr: SocketAddr,
     /// `a=setup:active`: the server is the DTLS client and we serve.
-    dtls_server: bool,
+    pub(super) dtls_server: bool,
 }
 
 pub struct Wire {
     pub socket: mio::net::UdpSocket,
     pub local: SocketAddr,
-    ufrag: String,
-    pwd: String,
-    ssrc: u32,
-    tie_breaker: u64,
-    remote: Option<Remote>,
-    dtls: Endpoint,
-    local_srtp: Option<Context>,
-    remote_srtp: Option<Context>,
+    pub(super) ufrag: String,
+    pub(super) pwd: String,
+    pub(super) ssrc: u32,
+    pub(super) tie_breaker: u64,
+    pub(super) remote: Option<Remote>,
+    pub(super) dtls: Endpoint,
+    pub(super) local_srtp: Option<Context>,
+    pub(super) remote_srtp: Option<Context>,
     pub phase: Phase,
     /// Our check was answered / we answered one of the server's (the server selects the pair
     /// only after its own check succeeds, so DTLS starts once both happened).
-    checked: bool,
-    answered: bool,
-    next_check: Instant,
-    seq: u16,
+    pub(super) checked: bool,
+    pub(super) answered: bool,
+    pub(super) next_check: Instant,
+    pub(super) seq: u16,
     pub connected_at: Option<Instant>,
 }
 
@@ -275,147 +214,6 @@ impl Wire {
         match srtp.encrypt_rtp(&packet) {
             Ok(sealed) => self.socket.send_to(&sealed, remote.addr).is_ok(),
             Err(_) => false,
-        }
-    }
-
-    fn send_check(&mut self, shared: &Shared) {
-        let Some(remote) = &self.remote else { return };
-        let mut m = Message::new();
-        let built = m.build(&[
-            Box::new(BINDING_REQUEST),
-            Box::new(TransactionId::new()),
-            Box::new(Username::new(
-                ATTR_USERNAME,
-                format!("{}:{}", remote.ufrag, self.ufrag),
-            )),
-            Box::new(AttrControlling(self.tie_breaker)),
-            Box::new(PriorityAttr(2_130_706_431)),
-            Box::new(UseCandidateAttr),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                remote.pwd.clone(),
-                shared.provider.crypto(),
-            )),
-            Box::new(FINGERPRINT),
-        ]);
-        if built.is_ok() {
-            let _ = self.socket.send_to(&m.raw, remote.addr);
-        }
-    }
-
-    fn on_stun(&mut self, shared: &Shared, now: Instant, from: SocketAddr, data: &[u8]) {
-        let mut m = Message::new();
-        m.raw = data.to_vec();
-        if m.decode().is_err() {
-            return;
-        }
-        if m.typ == BINDING_REQUEST {
-            // Answer the server's checks and consent checks (RFC 7675) with our password.
-            let mut out = Message::new();
-            let built = out.build(&[
-                Box::new(m.clone()) as Box<dyn Setter>,
-                Box::new(BINDING_SUCCESS),
-                Box::new(XorMappedAddress {
-                    ip: from.ip(),
-                    port: from.port(),
-                }),
-                Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                    self.pwd.clone(),
-                    shared.provider.crypto(),
-                )),
-                Box::new(FINGERPRINT),
-            ]);
-            if built.is_ok() {
-                let _ = self.socket.send_to(&out.raw, from);
-            }
-            self.answered = true;
-        } else if m.typ == BINDING_SUCCESS {
-            self.checked = true;
-        }
-        if self.phase == Phase::Ice && self.checked && self.answered {
-            self.start_dtls(shared, now);
-        }
-    }
-
-    fn start_dtls(&mut self, shared: &Shared, now: Instant) {
-        let Some(remote) = &self.remote else { return };
-        self.phase = Phase::Dtls;
-        if !remote.dtls_server {
-            let addr = remote.addr;
-            if self
-                .dtls
-                .connect(now, addr, shared.client.clone(), None)
-                .is_err()
-            {
-                self.phase = Phase::Failed;
-            }
-            self.flush_dtls();
-        }
-    }
-
-    fn on_dtls(&mut self, shared: &Shared, now: Instant, from: SocketAddr, data: &[u8]) {
-        match (self.phase, self.remote.as_ref()) {
-            // The server is the DTLS client: its ClientHello may overtake our last check.
-            (Phase::Ice, Some(remote)) if remote.dtls_server => self.phase = Phase::Dtls,
-            (Phase::Ice, _) => return,
-            _ => {}
-        }
-        let events = match self.dtls.read(now, from, None, BytesMut::from(data)) {
-            Ok(events) => events,
-            Err(_) => {
-                self.flush_dtls();
-                return;
-            }
-        };
-        self.flush_dtls();
-        for event in events {
-            if let EndpointEvent::HandshakeComplete = event {
-                match self.keys(shared, from) {
-                    Ok(()) => {
-                        self.phase = Phase::Media;
-                        self.connected_at = Some(now);
-                    }
-                    Err(_) => self.phase = Phase::Failed,
-                }
-            }
-        }
-    }
-
-    /// SRTP contexts from the DTLS exporter (RFC 5764 §4.2), as rtc's own DTLS handler keys them.
-    fn keys(&mut self, shared: &Shared, from: SocketAddr) -> Result<(), String> {
-        let state = self
-            .dtls
-            .get_connection_state(from)
-            .ok_or("no DTLS state")?;
-        let profile = match state.srtp_protection_profile() {
-            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
-            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80 => {
-                ProtectionProfile::Aes128CmHmacSha1_80
-            }
-            other => return Err(format!("unexpected SRTP profile {other:?}")),
-        };
-        let mut config = SrtpConfig {
-            profile,
-            ..Default::default()
-        };
-        let material = state
-            .export_keying_material(LABEL_EXTRACTOR_DTLS_SRTP, &[], config.keying_material_len())
-            .map_err(|e| e.to_string())?;
-        config
-            .set_session_keys_from_keying_material(material.as_ref(), state.is_client())
-            .map_err(|e| e.to_string())?;
-        let crypto = shared.provider.crypto();
-        let k = &config.keys;
-        let context = |key: &[u8], salt: &[u8]| {
-            Context::new(key, salt, profile, None, None, crypto).map_err(|e| e.to_string())
-        };
-        self.local_srtp = Some(context(&k.local_master_key, &k.local_master_salt)?);
-        self.remote_srtp = Some(context(&k.remote_master_key, &k.remote_master_salt)?);
-        Ok(())
-    }
-
-    fn flush_dtls(&mut self) {
-        while let Some(out) = self.dtls.poll_transmit() {
-            let _ = self.socket.send_to(&out.message, out.transport.peer_addr);
         }
     }
 }
