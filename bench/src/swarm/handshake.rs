@@ -167,10 +167,7 @@ impl Wire {
         for event in events {
             if let EndpointEvent::HandshakeComplete = event {
                 match self.keys(shared, from) {
-                    Ok(()) => {
-                        self.phase = Phase::Media;
-                        self.connected_at = Some(now);
-                    }
+                    Ok(()) => self.phase = Phase::Media,
                     Err(_) => self.phase = Phase::Failed,
                 }
             }

@@ -61,7 +61,6 @@ pub struct Wire {
     pub(super) answered: bool,
     pub(super) next_check: Instant,
     pub(super) seq: u16,
-    pub connected_at: Option<Instant>,
 }
 
 impl Wire {
@@ -93,7 +92,6 @@ impl Wire {
             answered: false,
             next_check: Instant::now(),
             seq: 0,
-            connected_at: None,
         })
     }
 
