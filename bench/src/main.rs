@@ -1,6 +1,7 @@
-//! `whip-echo-bench`: drives whip-echo (and the aiortc baseline) over loopback with webrtc-rs
-//! client peers and prints tables with units. Run it through `bench/run.sh`, which puts both
-//! servers and the load in a network namespace of their own.
+//! `whip-echo-bench`: drives whip-echo (and the aiortc baseline) over loopback and prints tables
+//! with units: webrtc-rs client peers for connect, fan-out and churn, the one-thread swarm
+//! (`swarm/`) for the capacity sweep. Run it through `bench/run.sh`, which puts both servers and
+//! the load in a network namespace of their own.
 
 mod callgrind;
 mod load;
