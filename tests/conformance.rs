@@ -17,7 +17,19 @@ const DELIBERATE: &[(&str, &str)] = &[(
 
 #[tokio::test]
 async fn whip_echo_passes_the_conformance_suite() {
-    let server = start(Config::for_tests()).await;
+    passes_the_suite(Config::for_tests()).await;
+}
+
+/// The same with two media loops: sessions spread over two ports, resources found in either.
+#[tokio::test]
+async fn whip_echo_with_two_media_loops_passes_the_conformance_suite() {
+    let mut config = Config::for_tests();
+    config.media_threads = 2;
+    passes_the_suite(config).await;
+}
+
+async fn passes_the_suite(config: Config) {
+    let server = start(config).await;
     let mut target = Target::new(Url::parse(&server.base_url()).unwrap());
     target.echo_path = Some("/echo/{stream}".into());
     let report = run_all(&target).await;
