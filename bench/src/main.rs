@@ -192,7 +192,7 @@ fn write_connect(out: &mut String, kind: Kind, mut c: scenarios::Connect) {
 
 fn write_capacity(out: &mut String, rows: &[(Kind, scenarios::Capacity)]) {
     out.push_str("\n### 2. Capacity (concurrent echo sessions, 50 packets/s each)\n\n");
-    out.push_str("| server | sessions | connected | seconds | server CPU % | CPU µs / echoed packet | echo loss % | echo RTT p50 / p99 ms | RSS KiB / session |\n|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| server | sessions | connected | seconds | server CPU % | CPU µs / echoed packet (kernel) | echo loss % | echo RTT p50 / p99 ms | RSS KiB / session |\n|---|---|---|---|---|---|---|---|---|\n");
     for (kind, r) in rows {
         let rtt = if r.rtt_p50_ms.is_nan() {
             "n/a (re-encoded)".to_string()
@@ -201,13 +201,14 @@ fn write_capacity(out: &mut String, rows: &[(Kind, scenarios::Capacity)]) {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {rtt} | {:.0} |",
+            "| {} | {} | {} | {:.0} | {:.1} | {:.1} ({:.1}) | {:.2} | {rtt} | {:.0} |",
             kind.name(),
             r.sessions,
             r.connected,
             r.seconds,
             r.cpu_pct,
             r.cpu_us_per_packet,
+            r.sys_us_per_packet,
             r.loss_pct,
             r.rss_kib_per_session
         );

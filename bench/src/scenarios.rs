@@ -91,6 +91,9 @@ pub struct Capacity {
     pub seconds: f64,
     pub cpu_pct: f64,
     pub cpu_us_per_packet: f64,
+    /// The kernel's part of `cpu_us_per_packet` (system time: the UDP stack, on loopback also
+    /// delivering each packet into the receiver's socket).
+    pub sys_us_per_packet: f64,
     pub loss_pct: f64,
     pub rtt_p50_ms: f64,
     pub rtt_p99_ms: f64,
@@ -182,6 +185,7 @@ fn summarize(
         seconds,
         cpu_pct: cpu / seconds * 100.0,
         cpu_us_per_packet: cpu * 1e6 / tally.received.max(1) as f64,
+        sys_us_per_packet: (end.sys_s - start.sys_s) * 1e6 / tally.received.max(1) as f64,
         loss_pct: 100.0 * (1.0 - tally.received as f64 / tally.sent.max(1) as f64),
         rtt_p50_ms: quantile(&mut rtt, 0.5),
         rtt_p99_ms: quantile(&mut rtt, 0.99),

@@ -38,6 +38,8 @@ pub struct Server {
 pub struct Usage {
     /// User + system CPU seconds.
     pub cpu_s: f64,
+    /// System (kernel) CPU seconds alone.
+    pub sys_s: f64,
     /// Resident set size, KiB.
     pub rss_kib: u64,
     /// Open file descriptors.
@@ -189,6 +191,7 @@ pub fn usage(pid: u32) -> Usage {
     };
     // utime and stime are fields 14 and 15 of stat; here indices 11 and 12 after the name.
     let cpu_s = (ticks(11) + ticks(12)) / clock_ticks();
+    let sys_s = ticks(12) / clock_ticks();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kib = status
         .lines()
@@ -198,6 +201,7 @@ pub fn usage(pid: u32) -> Usage {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
     Usage {
         cpu_s,
+        sys_s,
         rss_kib,
         fds,
     }
