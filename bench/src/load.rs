@@ -89,6 +89,34 @@ pub struct Tally {
     pub rtt_us: Vec<u32>,
 }
 
+impl Tally {
+    /// Counts one received payload. `last_seq(session)` holds the highest sequence echoed so far
+    /// to that session, against which reordering is counted.
+    pub fn count<'a>(
+        &mut self,
+        payload: &[u8],
+        t0: Instant,
+        exact: bool,
+        last_seq: impl FnOnce(u32) -> Option<&'a mut Option<u32>>,
+    ) {
+        match parse(payload) {
+            Some((session, seq, sent_us)) => {
+                self.received += 1;
+                if let Some(last) = last_seq(session) {
+                    if last.is_some_and(|l| seq <= l) {
+                        self.out_of_order += 1;
+                    }
+                    *last = Some(last.map_or(seq, |l| l.max(seq)));
+                }
+                let rtt = (t0.elapsed().as_micros() as u64).saturating_sub(sent_us);
+                self.rtt_us.push(rtt.min(u32::MAX as u64) as u32);
+            }
+            None if !exact => self.received += 1,
+            None => self.foreign += 1,
+        }
+    }
+}
+
 /// Sends probes from `sender` at 50/s until `until`, while counting what `receiver` gets; drains
 /// stragglers for 500 ms after. `exact`: probes must come back unchanged (whip-echo); otherwise
 /// any packet counts (a decoding/re-encoding server).
@@ -119,19 +147,8 @@ pub async fn media(
             }
             packet = receiver.received.recv() => {
                 let Some(packet) = packet else { break };
-                match parse(&packet.payload) {
-                    Some((_, s, sent_us)) => {
-                        tally.received += 1;
-                        if last_seq.is_some_and(|l| s <= l) {
-                            tally.out_of_order += 1;
-                        }
-                        last_seq = Some(last_seq.map_or(s, |l| l.max(s)));
-                        let rtt = (t0.elapsed().as_micros() as u64).saturating_sub(sent_us);
-                        tally.rtt_us.push(rtt.min(u32::MAX as u64) as u32);
-                    }
-                    None if !exact => tally.received += 1,
-                    None => tally.foreign += 1,
-                }
+                let last = &mut last_seq;
+                tally.count(&packet.payload, t0, exact, move |_| Some(last));
             }
             _ = tokio::time::sleep_until(drain_until.into()) => break,
         }

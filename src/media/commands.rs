@@ -30,7 +30,7 @@ impl MediaLoop {
                 let result = if self.reserve() {
                     let created = self.create(role, stream, offer, &info, now);
                     if created.is_err() {
-                        self.live.fetch_sub(1, Ordering::SeqCst);
+                        self.release();
                     }
                     created
                 } else {
@@ -82,8 +82,13 @@ impl MediaLoop {
         if self.live.fetch_add(1, Ordering::SeqCst) < self.config.max_sessions {
             return true;
         }
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.release();
         false
+    }
+
+    /// Gives back a place taken by `reserve`.
+    pub(super) fn release(&self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn create(

@@ -3,7 +3,7 @@
 //! outgoing datagrams → next deadline). Commands from the HTTP plane are in `commands.rs`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -265,7 +265,7 @@ impl MediaLoop {
         let Some(mut conn) = self.sessions.remove(&key) else {
             return;
         };
-        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.release();
         // close() queues a DTLS close_notify so the peer learns at once instead of waiting for
         // its consent checks to fail (RFC 7675 §5.2).
         let _ = conn.pc.close();

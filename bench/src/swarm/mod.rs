@@ -75,10 +75,9 @@ impl Swarm {
     }
 
     /// Connects the sessions that have an answer, `CONNECTING` at a time.
-    pub fn connect(&mut self, shared: &Shared) -> usize {
+    pub fn connect(&mut self, shared: &Shared) {
         let deadline = Instant::now() + CONNECT_WAIT;
         let mut started = 0;
-        let mut t = Tally::default();
         while Instant::now() < deadline {
             let busy = self
                 .wires
@@ -90,9 +89,8 @@ impl Swarm {
             if busy == 0 && started == self.wires.len() {
                 break;
             }
-            self.turn(shared, started, &mut t, None);
+            self.turn(shared, started, None);
         }
-        self.connected()
     }
 
     /// Keeps answering consent checks for `d` without sending media.
@@ -100,7 +98,7 @@ impl Swarm {
         let until = Instant::now() + d;
         let all = self.wires.len();
         while Instant::now() < until {
-            self.turn(shared, all, &mut Tally::default(), None);
+            self.turn(shared, all, None);
         }
     }
 
@@ -114,17 +112,18 @@ impl Swarm {
     pub fn stream(&mut self, shared: &Shared, seconds: u64, exact: bool) -> Outcome {
         let t0 = Instant::now();
         let until = t0 + Duration::from_secs(seconds);
-        let mut tally = Tally::default();
         let mut pacer = Pacer {
             t0,
             until,
+            exact,
             done_ms: 0,
             seq: vec![0; self.wires.len()],
             failures: 0,
+            tally: Tally::default(),
         };
         let all = self.wires.len();
         while Instant::now() < until + DRAIN {
-            self.turn(shared, all, &mut tally, Some((&mut pacer, exact)));
+            self.turn(shared, all, Some(&mut pacer));
         }
         // Sessions whose echo stopped early (the server dropped or disconnected them); only
         // probes echoed unchanged carry their sequence.
@@ -138,20 +137,15 @@ impl Swarm {
             eprintln!("swarm: the echo of {stalled} sessions stopped more than 1 s early");
         }
         Outcome {
-            tally,
+            tally: pacer.tally,
             connected: self.connected(),
             send_failures: pacer.failures,
         }
     }
 
-    /// One turn: timers of the first `active` sessions, due probes, then ready sockets.
-    fn turn(
-        &mut self,
-        shared: &Shared,
-        active: usize,
-        tally: &mut Tally,
-        mut media: Option<(&mut Pacer, bool)>,
-    ) {
+    /// One turn: timers of the first `active` sessions, due probes (while streaming), then
+    /// ready sockets.
+    fn turn(&mut self, shared: &Shared, active: usize, mut media: Option<&mut Pacer>) {
         let now = Instant::now();
         // Timers and pacing once per tick, not once per wake-up: under load the socket wakes
         // the thread every few microseconds.
@@ -160,8 +154,8 @@ impl Swarm {
             for wire in &mut self.wires[..active] {
                 wire.on_tick(shared, now);
             }
-            if let Some((pacer, _)) = media.as_mut() {
-                pacer.send_due(&mut self.wires, tally, now);
+            if let Some(pacer) = media.as_mut() {
+                pacer.send_due(&mut self.wires, now);
             }
         }
         let wait = self.next_tick.saturating_duration_since(Instant::now());
@@ -169,8 +163,6 @@ impl Swarm {
         if self.poll.poll(events, Some(wait)).is_err() {
             return;
         }
-        let exact = media.as_ref().is_none_or(|(_, exact)| *exact);
-        let t0 = media.as_ref().map(|(p, _)| p.t0);
         let now = Instant::now();
         for event in self.events.iter() {
             let i = event.token().0;
@@ -184,35 +176,13 @@ impl Swarm {
                 else {
                     continue;
                 };
-                let Some(t0) = t0 else { continue };
-                count(tally, &mut self.last_seq, &payload, t0, exact);
-            }
-        }
-    }
-}
-
-/// Exact accounting of one echoed payload, as `load::media` does it.
-fn count(
-    tally: &mut Tally,
-    last_seq: &mut [Option<u32>],
-    payload: &[u8],
-    t0: Instant,
-    exact: bool,
-) {
-    match load::parse(payload) {
-        Some((session, seq, sent_us)) => {
-            tally.received += 1;
-            if let Some(last) = last_seq.get_mut(session as usize) {
-                if last.is_some_and(|l| seq <= l) {
-                    tally.out_of_order += 1;
+                if let Some(p) = media.as_mut() {
+                    let last_seq = &mut self.last_seq;
+                    p.tally
+                        .count(&payload, p.t0, p.exact, |s| last_seq.get_mut(s as usize));
                 }
-                *last = Some(last.map_or(seq, |l| l.max(seq)));
             }
-            let rtt = (t0.elapsed().as_micros() as u64).saturating_sub(sent_us);
-            tally.rtt_us.push(rtt.min(u32::MAX as u64) as u32);
         }
-        None if !exact => tally.received += 1,
-        None => tally.foreign += 1,
     }
 }
 
@@ -220,14 +190,17 @@ fn count(
 struct Pacer {
     t0: Instant,
     until: Instant,
+    /// Echoes must be this run's probes, unchanged.
+    exact: bool,
     /// Milliseconds since `t0` whose slot has been served.
     done_ms: u64,
     seq: Vec<u32>,
     failures: u64,
+    tally: Tally,
 }
 
 impl Pacer {
-    fn send_due(&mut self, wires: &mut [Wire], tally: &mut Tally, now: Instant) {
+    fn send_due(&mut self, wires: &mut [Wire], now: Instant) {
         let period_ms = 1000 / PPS;
         let due_ms = now.min(self.until).duration_since(self.t0).as_millis() as u64;
         while self.done_ms < due_ms {
@@ -239,7 +212,7 @@ impl Pacer {
                 }
                 let seq = self.seq[i];
                 self.seq[i] += 1;
-                tally.sent += 1;
+                self.tally.sent += 1;
                 let probe = load::payload(i as u32, seq, self.t0);
                 if !wires[i].send_rtp(&probe, seq.wrapping_mul(960)) {
                     self.failures += 1;
