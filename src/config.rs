@@ -15,6 +15,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a second publisher of a live stream gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublisherConflict {
+    /// The new publisher replaces the old one, whose session ends (a reconnecting encoder or a
+    /// reloaded page is never locked out; mediamtx's `overridePublisher: yes`). Viewers keep
+    /// playing on the same SSRC.
+    Takeover,
+    /// 409 while the old publisher is live; one whose consent checks already fail is replaced.
+    Reject,
+}
+
 /// whip-echo: a WHIP (RFC 9725) / WHEP audio echo server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whip-echo", version, about)]
@@ -60,6 +71,12 @@ pub struct Config {
     /// Maximum number of live sessions (publishers, viewers and echoes together); beyond it POST gets 503.
     #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
+
+    /// What a POST to a stream that already has a publisher (WHIP or echo) gets: `takeover`
+    /// (the new publisher replaces the old one) or `reject` (409).
+    #[arg(long, env = "WHIP_ECHO_PUBLISHER_CONFLICT", value_enum,
+          default_value_t = PublisherConflict::Takeover)]
+    pub publisher_conflict: PublisherConflict,
 
     /// Seconds without ICE connectivity (setup or consent, RFC 7675) before a session is torn down.
     #[arg(long, env = "WHIP_ECHO_ICE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
@@ -113,6 +130,7 @@ mod tests {
         assert_eq!(c.udp_port, 8189);
         assert_eq!(c.cors_origins, vec!["*".to_string()]);
         assert_eq!(c.ice_timeout, Duration::from_secs(30));
+        assert_eq!(c.publisher_conflict, PublisherConflict::Takeover);
     }
 
     #[test]

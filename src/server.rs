@@ -124,6 +124,7 @@ pub async fn start_media(
         public_ips: config.public_ips.clone(),
         max_sessions: config.max_sessions,
         ice_timeout: config.ice_timeout,
+        publisher_conflict: config.publisher_conflict,
     };
     let (media, tasks) =
         media::spawn(sockets, media_config, stop).map_err(io("starting the media plane"))?;

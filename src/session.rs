@@ -120,7 +120,8 @@ pub enum EndReason {
     SetupTimeout,
     /// The server is shutting down.
     Shutdown,
-    /// A new publisher took over the stream from this one, whose consent checks were failing.
+    /// A new publisher took over the stream from this one (`--publisher-conflict takeover`, or
+    /// this one's consent checks were failing).
     Replaced,
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use support::client::{Client, Mode};
 use support::{start, wait_idle, WAIT};
-use whip_echo::config::Config;
+use whip_echo::config::{Config, PublisherConflict};
 
 /// Sends `count` counter payloads tagged `tag` and checks every viewer receives them in order on one
 /// SSRC with consecutive sequence numbers.
@@ -31,9 +31,16 @@ async fn publish_and_check(publisher: &Client, viewers: &mut [&mut Client], tag:
     }
 }
 
+/// A server whose streams refuse a second live publisher (409).
+fn rejecting() -> Config {
+    let mut config = Config::for_tests();
+    config.publisher_conflict = PublisherConflict::Reject;
+    config
+}
+
 #[tokio::test]
 async fn whip_publisher_reaches_two_whep_viewers() {
-    let server = start(Config::for_tests()).await;
+    let server = start(rejecting()).await;
     let base = server.base_url();
     let mut publisher = Client::connect(&format!("{base}/whip/live"), Mode::SendRecv)
         .await
@@ -58,7 +65,7 @@ async fn whip_publisher_reaches_two_whep_viewers() {
     v2.wait_connected(WAIT).await;
     publish_and_check(&publisher, &mut [&mut v1, &mut v2], "pub", 30).await;
 
-    // A second publisher on a live stream is refused.
+    // With `reject`, a second publisher on a live stream is refused.
     let second = Client::connect(&format!("{base}/whip/live"), Mode::Send).await;
     assert_eq!(second.err().map(|r| r.status), Some(409));
 
@@ -161,7 +168,7 @@ async fn shutdown_closes_every_session() {
 
 #[tokio::test]
 async fn a_new_publisher_replaces_one_whose_consent_failed() {
-    let mut config = Config::for_tests();
+    let mut config = rejecting();
     config.ice_timeout = Duration::from_secs(20);
     let server = start(config).await;
     let url = format!("{}/whip/flaky", server.base_url());
@@ -184,6 +191,46 @@ async fn a_new_publisher_replaces_one_whose_consent_failed() {
     let new = Client::connected(&url, Mode::Send).await;
     assert_eq!(server.media.stats().borrow().sessions, 1);
     new.close().await;
+    wait_idle(&server).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_publisher_takes_over_a_live_one_and_viewers_keep_playing() {
+    // The default policy: a second publisher of a live stream replaces the first.
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let url = format!("{base}/whip/takeover");
+    let mut viewer = Client::connected(&format!("{base}/whep/takeover"), Mode::Recv).await;
+    let first = Client::connected(&url, Mode::Send).await;
+    publish_and_check(&first, &mut [&mut viewer], "first", 10).await;
+    let last = viewer_last(&mut viewer, &first, "first-end").await;
+
+    // The first publisher is connected and healthy; the second one still gets the stream.
+    let second = Client::connected(&url, Mode::Send).await;
+    let mut stats = server.media.stats();
+    tokio::time::timeout(WAIT, stats.wait_for(|s| s.sessions == 2))
+        .await
+        .expect("the first publisher's session ended")
+        .unwrap();
+    second.send(b"second-0000");
+    let got = viewer.next_packet(WAIT).await;
+    assert_eq!(got.payload, &b"second-0000"[..]);
+    assert_eq!(got.ssrc, last.ssrc, "the viewer's SSRC stays the same");
+    assert_eq!(got.seq, last.seq.wrapping_add(1), "sequence continues");
+    publish_and_check(&second, &mut [&mut viewer], "second", 10).await;
+
+    // What the first publisher sends now goes nowhere, and its resource still answers DELETE
+    // within the grace period.
+    first.send(b"stale");
+    second.send(b"second-end");
+    assert_eq!(viewer.next_packet(WAIT).await.payload, &b"second-end"[..]);
+    assert_eq!(first.delete().await, 200);
+    first.close().await;
+    for c in [second, viewer] {
+        assert_eq!(c.delete().await, 200);
+        c.close().await;
+    }
     wait_idle(&server).await;
     server.shutdown().await.unwrap();
 }

@@ -8,13 +8,15 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use whip_echo::config::Config;
+use whip_echo::config::{Config, PublisherConflict};
 use whip_echo::server::start_media;
 
 const OFFER: &str = include_str!("data/offer.sdp");
 const OBS_OFFER: &str = include_str!("data/obs-offer.sdp");
 const STEREO_PCMA_FIRST: &str = include_str!("data/pcma-first-stereo.sdp");
 const RECVONLY_OFFER: &str = include_str!("data/recvonly-offer.sdp");
+/// The shape GStreamer's `whepsrc` (webrtcbin 1.22) offers: recvonly audio + video, one bundle.
+const GSTREAMER_WHEP_OFFER: &str = include_str!("data/gstreamer-whep-offer.sdp");
 
 struct Api {
     router: Router,
@@ -163,6 +165,52 @@ async fn whep_and_echo_answer_directions() {
 }
 
 #[tokio::test]
+async fn whep_answers_a_sendrecv_offer_sendonly() {
+    let api = Api::new(Config::for_tests()).await;
+    let sendrecv = OFFER.replace("a=sendonly", "a=sendrecv");
+    assert!(audio_section(&sendrecv).contains("a=sendrecv"));
+    let (r, answer) = api.sdp("/whep/s1", &sendrecv).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
+    // WHEP draft §4.3.5: the resource only sends, whatever the player offered.
+    let audio = audio_section(&answer);
+    assert!(audio.contains("a=sendonly"), "{answer}");
+    assert!(!audio.contains("a=sendrecv"), "{answer}");
+}
+
+/// Every m-section of `sdp`, each starting at its `m=` line.
+fn sections(sdp: &str) -> Vec<&str> {
+    let mut starts: Vec<usize> = sdp.match_indices("\nm=").map(|(i, _)| i + 1).collect();
+    starts.push(sdp.len());
+    starts.windows(2).map(|w| &sdp[w[0]..w[1]]).collect()
+}
+
+#[tokio::test]
+async fn rejected_sections_carry_ice_and_dtls_attributes() {
+    let api = Api::new(Config::for_tests()).await;
+    for (path, offer) in [
+        ("/whep/gst", GSTREAMER_WHEP_OFFER),
+        ("/whip/obs", OBS_OFFER),
+    ] {
+        let (r, answer) = api.sdp(path, offer).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
+        let all = sections(&answer);
+        assert_eq!(all.len(), 2, "{answer}");
+        assert!(all[1].starts_with("m=video 0 "), "video rejected: {answer}");
+        let session_fingerprint = answer[..answer.find("\nm=").unwrap()].contains("a=fingerprint:");
+        // webrtcbin refuses an answer whose any section lacks these (even a rejected one).
+        for section in all {
+            for attr in ["a=mid:", "a=ice-ufrag:", "a=ice-pwd:", "a=setup:"] {
+                assert!(section.contains(attr), "{attr} missing in\n{section}");
+            }
+            assert!(
+                session_fingerprint || section.contains("a=fingerprint:"),
+                "{section}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn video_is_rejected_while_audio_connects() {
     let api = Api::new(Config::for_tests()).await;
     let (r, answer) = api.sdp("/whip/obs", OBS_OFFER).await;
@@ -231,6 +279,7 @@ async fn oversized_and_malformed_bodies_are_4xx() {
 #[tokio::test]
 async fn second_publisher_conflicts_and_cap_gives_503() {
     let mut config = Config::for_tests();
+    config.publisher_conflict = PublisherConflict::Reject;
     config.max_sessions = 2;
     let api = Api::new(config).await;
     assert_eq!(
@@ -250,6 +299,32 @@ async fn second_publisher_conflicts_and_cap_gives_503() {
     let (r, _) = api.sdp("/whep/a", RECVONLY_OFFER).await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(header_of(&r, "retry-after").parse::<u32>().is_ok());
+}
+
+#[tokio::test]
+async fn a_second_publisher_takes_over_by_default() {
+    let api = Api::new(Config::for_tests()).await;
+    let (r, _) = api.sdp("/whip/a", OFFER).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let old = header_of(&r, "location").to_owned();
+    let (r, text) = api.sdp("/echo/a", STEREO_PCMA_FIRST).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{text}");
+    let (r, text) = api.sdp("/whip/a", OFFER).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{text}");
+    let new = header_of(&r, "location").to_owned();
+    // The replaced session's resource still answers DELETE once, within the grace period.
+    assert_eq!(
+        api.call(Method::DELETE, &old).await.0.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &old).await.0.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.call(Method::GET, &new).await.0.status(),
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[tokio::test]

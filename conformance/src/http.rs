@@ -176,6 +176,26 @@ impl Http {
             .await
     }
 
+    /// POSTs a body the server may refuse (413) and close on before reading it all: the
+    /// response is read while the body is written, so the refusal is seen rather than the broken
+    /// pipe that follows it (RFC 9110 §15.5.14).
+    pub async fn post_unread(
+        &self,
+        url: &Url,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Exchange, String> {
+        let bearer = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let mut headers: Vec<(&str, &str)> = Vec::new();
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct));
+        }
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer));
+        }
+        crate::oversized::post(url, &headers, body).await
+    }
+
     /// A request without body.
     pub async fn call(&self, method: Method, url: &Url) -> Result<Exchange, String> {
         self.send(method, url, &[], Bytes::new(), Auth::Configured)

@@ -15,6 +15,7 @@
 
 mod checks;
 pub mod http;
+mod oversized;
 pub mod peer;
 pub mod report;
 pub mod sdp;

@@ -12,6 +12,7 @@ use super::offer::OfferInfo;
 use super::peer;
 use super::routes::SessionKey;
 use super::{Command, Created};
+use crate::config::PublisherConflict;
 use crate::error::ApiError;
 use crate::registry::Lookup;
 use crate::session::{EndReason, ResourceId, Role, StreamName};
@@ -99,10 +100,11 @@ impl MediaLoop {
         info: &OfferInfo,
         now: Instant,
     ) -> Result<Created, ApiError> {
+        let negotiated = peer::negotiate(&self.settings, role, info, offer, now)?;
+        // Only a publisher that is ready to go may push the current one out.
         if role.publishes() {
             self.claim_publisher_slot(&stream)?;
         }
-        let negotiated = peer::negotiate(&self.settings, role, info, offer, now)?;
         let key = self.next_key;
         self.next_key += 1;
         let resource = ResourceId::random();
@@ -138,15 +140,17 @@ impl MediaLoop {
         })
     }
 
-    /// A stream has one publisher. One whose consent checks already fail is on its way out (a
-    /// client reconnecting after a network change): the new one takes over rather than being
-    /// refused until the old one times out.
+    /// A stream has one publisher. By default a new one takes over (a reconnecting encoder after
+    /// a network drop, a reloaded page without DELETE): the old session ends through the one
+    /// teardown path, its resource still answers DELETE within the grace period, and viewers
+    /// continue on their own SSRC and sequence (`Forwarder`). With `reject`, only a publisher
+    /// whose consent checks already fail (RFC 7675) is replaced; a live one keeps the stream.
     fn claim_publisher_slot(&mut self, stream: &StreamName) -> Result<(), ApiError> {
         let Some(current) = self.registry.publisher(stream) else {
             return Ok(());
         };
         let fading = self.sessions.get(&current).map(|c| c.link) == Some(Link::Disconnected);
-        if !fading {
+        if !fading && self.config.publisher_conflict == PublisherConflict::Reject {
             return Err(ApiError::PublisherExists(stream.to_string()));
         }
         self.teardown(current, EndReason::Replaced);

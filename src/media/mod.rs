@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::PublisherConflict;
 use crate::error::ApiError;
 use crate::session::{ResourceId, Role, StreamName};
 
@@ -90,6 +91,8 @@ pub struct MediaConfig {
     pub max_sessions: usize,
     /// ICE setup and consent timeout.
     pub ice_timeout: Duration,
+    /// What a second publisher of a live stream gets.
+    pub publisher_conflict: PublisherConflict,
 }
 
 /// One media loop as the HTTP plane sees it.

@@ -20,7 +20,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
-use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 
 use crate::error::ApiError;
 use crate::media::offer::OfferInfo;
@@ -154,6 +154,9 @@ pub fn negotiate(
     let offer = RTCSessionDescription::offer(offer).map_err(|e| ApiError::BadSdp(e.to_string()))?;
     pc.set_remote_description(now, offer)
         .map_err(|e| ApiError::BadSdp(e.to_string()))?;
+    if role == Role::Viewer {
+        send_only(&mut pc);
+    }
     for candidate in &settings.candidates {
         pc.add_local_candidate(candidate.clone())
             .map_err(internal)?;
@@ -166,7 +169,7 @@ pub fn negotiate(
         .local_description()
         .ok_or_else(|| ApiError::Internal("no local description after answer".into()))?
         .sdp;
-    let answer = finish_answer(&answer);
+    let answer = complete_rejected_sections(&finish_answer(&answer));
     let ufrag = sdp_attribute(&answer, "ice-ufrag")
         .ok_or_else(|| ApiError::Internal("answer has no ice-ufrag".into()))?
         .to_owned();
@@ -193,6 +196,21 @@ pub fn negotiate(
         ufrag,
         sender,
     })
+}
+
+/// WHEP draft §4.3.5 (media direction): the resource only sends, so a viewer's `sendrecv` offer is answered
+/// `sendonly` (the twin of RFC 9725 §4.2's `recvonly` rule for WHIP) and nothing such a viewer
+/// sends is read. rtc pairs the offer's section with the send track's `sendrecv` transceiver, whose
+/// direction is narrowed here, before the answer is created.
+fn send_only(pc: &mut RTCPeerConnection) {
+    let ids: Vec<_> = pc.get_transceivers().collect();
+    for id in ids {
+        if let Some(mut transceiver) = pc.rtp_transceiver(id) {
+            if transceiver.sender().is_some() {
+                transceiver.set_direction(RTCRtpTransceiverDirection::Sendonly);
+            }
+        }
+    }
 }
 
 /// Opus at 48 kHz, two channels in the rtpmap as RFC 7587 §7 requires; `stereo=1` only when the
@@ -232,6 +250,45 @@ fn finish_answer(sdp: &str) -> String {
     out
 }
 
+/// Gives every rejected m-section (port 0) the session's ICE credentials, DTLS role and
+/// fingerprint. rtc writes only `a=mid` there, and GStreamer's webrtcbin (1.22) refuses the whole
+/// answer when any section lacks `a=ice-ufrag`, `a=ice-pwd` or `a=setup` ("media 1 is missing or
+/// contains an empty 'ice-ufrag' attribute"), although RFC 8843 §7.3.3 leaves a rejected section
+/// out of the bundle: its attributes are harmless to every other parser.
+fn complete_rejected_sections(sdp: &str) -> String {
+    const COPIED: [&str; 4] = ["ice-ufrag", "ice-pwd", "setup", "fingerprint"];
+    let values: Vec<(&str, &str)> = COPIED
+        .iter()
+        .filter_map(|key| sdp_attribute(sdp, key).map(|v| (*key, v)))
+        .collect();
+    let mut out = String::with_capacity(sdp.len() + 256);
+    let mut sections = sdp.split_inclusive('\n').peekable();
+    while let Some(line) = sections.next() {
+        out.push_str(line);
+        if !is_rejected_m_line(line) {
+            continue;
+        }
+        let mut section = String::new();
+        while let Some(next) = sections.next_if(|l| !l.starts_with("m=")) {
+            section.push_str(next);
+        }
+        out.push_str(&section);
+        for (key, value) in &values {
+            if sdp_attribute(&section, key).is_none() {
+                out.push_str(&format!("a={key}:{value}\r\n"));
+            }
+        }
+    }
+    out
+}
+
+/// `m=<media> 0 ...`: an m-line the answer rejects (RFC 8866 §5.14, RFC 3264 §6).
+fn is_rejected_m_line(line: &str) -> bool {
+    line.strip_prefix("m=")
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        == Some("0")
+}
+
 /// `a=candidate:<foundation> 2 ...`: a candidate for the RTCP component.
 fn is_rtcp_candidate(line: &str) -> bool {
     line.strip_prefix("a=candidate:")
@@ -263,6 +320,37 @@ mod tests {
         assert!(done.contains(" 1 udp "));
         assert!(!done.contains(" 2 udp "));
         assert_eq!(finish_answer(&done), done, "idempotent");
+    }
+
+    #[test]
+    fn rejected_sections_get_the_session_credentials() {
+        let sdp = "v=0\r\na=fingerprint:sha-256 AB:CD\r\na=group:BUNDLE 0\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=setup:passive\r\na=mid:0\r\n\
+                   a=ice-ufrag:uf\r\na=ice-pwd:pw\r\n\
+                   m=video 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n\
+                   m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
+        let done = complete_rejected_sections(sdp);
+        let video = &done[done.find("m=video").unwrap()..done.find("m=application").unwrap()];
+        let app = &done[done.find("m=application").unwrap()..];
+        for section in [video, app] {
+            for line in [
+                "a=ice-ufrag:uf\r\n",
+                "a=ice-pwd:pw\r\n",
+                "a=setup:passive\r\n",
+                "a=fingerprint:sha-256 AB:CD\r\n",
+            ] {
+                assert!(section.contains(line), "{line} in {section}");
+            }
+        }
+        assert!(
+            video.starts_with("m=video 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\n")
+        );
+        // The accepted section is untouched, and a second pass changes nothing.
+        assert_eq!(
+            done[..done.find("m=video").unwrap()],
+            sdp[..sdp.find("m=video").unwrap()]
+        );
+        assert_eq!(complete_rejected_sections(&done), done);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use crate::peer::{self, Mode};
 use crate::report::Level;
 
 const ROBUSTNESS: &str = "robustness (RFC 9110 §15.5)";
+/// Bodies larger than this are sent by `Http::post_unread`.
+const MAX_READ_FIRST: usize = 1 << 20;
 
 /// One bad POST: check id, reference, level, Content-Type, body.
 struct Case {
@@ -103,7 +105,13 @@ pub async fn run(ctx: &mut Ctx<'_>) {
         body,
     } in cases
     {
-        let result = ctx.post(&url, content_type, body).await;
+        // A server may refuse a huge body before reading it all and close the connection
+        // (RFC 9110 §15.5.14): read its answer while writing.
+        let result = if body.len() > MAX_READ_FIRST {
+            ctx.http.post_unread(&url, content_type, body.into()).await
+        } else {
+            ctx.post(&url, content_type, body).await
+        };
         // A server that serves video may accept the video-only offer: any non-5xx then passes.
         let ok = match &result {
             Ok(e) if id == "hostile-video-only-offer-is-4xx" => e.status < 500,

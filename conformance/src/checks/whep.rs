@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 
-use super::whip::{lifecycle, status_of};
+use super::whip::{lifecycle, sendrecv_offer_direction, status_of};
 use super::{whep_ref, Ctx, Proto};
 use crate::peer::Mode;
 use crate::report::Level;
@@ -31,6 +31,18 @@ pub async fn run(ctx: &mut Ctx<'_>) {
         None => {}
     }
     head_discovery(ctx).await;
+    // The WHEP resource only sends: a player's `sendrecv` offer gets a `sendonly` answer (the
+    // twin of RFC 9725 §4.2's recvonly rule).
+    sendrecv_offer_direction(
+        ctx,
+        Proto::Whep,
+        (
+            "whep-4.3.5-sendonly-answer-to-sendrecv-offer",
+            whep_ref!("4.3.5"),
+        ),
+        "sendonly",
+    )
+    .await;
 }
 
 /// WHEP §4.2: HEAD on the endpoint SHOULD give 200 with `Content-Type: application/sdp`.

@@ -254,8 +254,27 @@ async fn endpoint_checks(ctx: &mut Ctx<'_>, ids: &Ids, proto: Proto, url: &reqwe
 
 /// RFC 9725 §4.2: "The WHIP endpoint MUST use recvonly in the SDP answer", also for sendrecv.
 async fn sendrecv_offer_gets_recvonly(ctx: &mut Ctx<'_>) {
-    const ID: &str = "rfc9725-4.2-recvonly-answer-to-sendrecv-offer";
-    let Ok(url) = ctx.endpoint(Proto::Whip, "sendrecv") else {
+    sendrecv_offer_direction(
+        ctx,
+        Proto::Whip,
+        (
+            "rfc9725-4.2-recvonly-answer-to-sendrecv-offer",
+            whip_ref!("4.2"),
+        ),
+        "recvonly",
+    )
+    .await;
+}
+
+/// A `sendrecv` offer to `proto`'s endpoint must be answered with `expected` (WHIP: `recvonly`,
+/// WHEP: `sendonly`): each protocol's resource only moves media one way.
+pub async fn sendrecv_offer_direction(
+    ctx: &mut Ctx<'_>,
+    proto: Proto,
+    (id, reference): (&'static str, &'static str),
+    expected: &str,
+) {
+    let Ok(url) = ctx.endpoint(proto, "sendrecv") else {
         return;
     };
     match ctx.post_offer(&url, Mode::SendRecv).await {
@@ -263,10 +282,10 @@ async fn sendrecv_offer_gets_recvonly(ctx: &mut Ctx<'_>) {
             let direction = crate::sdp::Sdp::parse(&e.text())
                 .ok()
                 .and_then(|s| s.audio().map(|a| a.direction()));
-            let ok = direction == Some("recvonly");
+            let ok = direction == Some(expected);
             ctx.report.check(
-                ID,
-                whip_ref!("4.2"),
+                id,
+                reference,
                 Level::Must,
                 ok,
                 format!("audio a={direction:?}"),
@@ -275,7 +294,7 @@ async fn sendrecv_offer_gets_recvonly(ctx: &mut Ctx<'_>) {
         }
         other => ctx
             .report
-            .check(ID, whip_ref!("4.2"), Level::Must, false, status_of(&other)),
+            .check(id, reference, Level::Must, false, status_of(&other)),
     }
 }
 
