@@ -129,6 +129,7 @@ impl MediaLoop {
             armed: None,
             leg,
             span,
+            early_dtls: Vec::new(),
         };
         self.sessions.insert(key, conn);
         self.drive(key, now);

@@ -5,12 +5,13 @@ use std::time::Instant;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::RTCDtlsTransportState;
+use rtc::peer_connection::transport::{RTCDtlsTransport, RTCDtlsTransportState};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
-use tracing::{info, Span};
+use rtc::shared::TaggedBytesMut;
+use tracing::{debug, info, Span};
 
 use super::forward::Forwarder;
 use crate::session::{EndReason, ResourceId, Role, StreamName};
@@ -48,7 +49,14 @@ pub struct Conn {
     pub armed: Option<Instant>,
     pub leg: Option<Leg>,
     pub span: Span,
+    /// DTLS datagrams that arrived before ICE selected a pair, oldest first (see
+    /// [`Conn::hold_early_dtls`]).
+    pub early_dtls: Vec<TaggedBytesMut>,
 }
+
+/// Early DTLS datagrams kept per session: a ClientHello flight is one or two datagrams, and a
+/// client that retransmits meanwhile adds a copy per flight.
+const EARLY_DTLS_MAX: usize = 8;
 
 /// What draining a session's events and reads produced.
 #[derive(Default)]
@@ -62,8 +70,49 @@ pub struct Polled {
 }
 
 impl Conn {
+    /// Keeps a DTLS datagram that rtc would drop, if it arrived before ICE selected a pair.
+    ///
+    /// rtc passes non-STUN datagrams on only once a pair is selected, but RFC 8445 §12.1 lets an
+    /// agent send media as soon as a check succeeds, and libjuice (OBS's WHIP output, through
+    /// libdatachannel) does: its ClientHello arrives about 0.2 ms before its nominating check.
+    /// Dropped, it costs a 1 s DTLS retransmission timeout on every connect. The datagram came
+    /// from an address the routes learnt from this session's connectivity checks, so it is kept
+    /// (bounded) and handed to rtc in order by [`Conn::poll`] once the pair is selected. Returns
+    /// the datagram back when it need not be held.
+    pub fn hold_early_dtls(&mut self, input: TaggedBytesMut) -> Option<TaggedBytesMut> {
+        if self.link != Link::Connecting || self.pair_selected() {
+            return Some(input);
+        }
+        if self.early_dtls.len() < EARLY_DTLS_MAX {
+            self.span
+                .in_scope(|| debug!("DTLS before ICE nomination: held"));
+            self.early_dtls.push(input);
+        }
+        None
+    }
+
+    /// Whether ICE has selected a candidate pair, so rtc reads DTLS.
+    fn pair_selected(&mut self) -> bool {
+        self.dtls_transport(|t| t.ice_transport().get_selected_candidate_pair().is_some())
+            .unwrap_or(false)
+    }
+
+    /// Hands held early DTLS datagrams to rtc once a pair is selected.
+    fn release_early_dtls(&mut self) {
+        if self.early_dtls.is_empty() || !self.pair_selected() {
+            return;
+        }
+        for input in std::mem::take(&mut self.early_dtls) {
+            if let Err(e) = self.pc.handle_read(input) {
+                self.span
+                    .in_scope(|| debug!(error = %e, "early DTLS rejected"));
+            }
+        }
+    }
+
     /// Drains the peer connection's events and received messages.
     pub fn poll(&mut self) -> Polled {
+        self.release_early_dtls();
         let mut polled = Polled::default();
         while let Some(event) = self.pc.poll_event() {
             let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event else {
@@ -108,19 +157,17 @@ impl Conn {
     /// Whether the peer closed the DTLS transport (close_notify). rtc keeps the connection state
     /// at `connected` then (ICE is still up), so the transport itself is asked.
     pub fn dtls_closed(&mut self) -> bool {
+        self.dtls_transport(|t| t.state()) == Some(RTCDtlsTransportState::Closed)
+    }
+
+    /// Asks the session's one (bundled) DTLS transport, reached through its sender or receiver.
+    fn dtls_transport<T>(&mut self, f: impl FnOnce(&RTCDtlsTransport<'_>) -> T) -> Option<T> {
         let sender = self.pc.get_senders().next();
         let receiver = self.pc.get_receivers().next();
-        let state = match (sender, receiver) {
-            (Some(id), _) => self
-                .pc
-                .rtp_sender(id)
-                .and_then(|s| s.transport().map(|t| t.state())),
-            (None, Some(id)) => self
-                .pc
-                .rtp_receiver(id)
-                .and_then(|r| r.transport().map(|t| t.state())),
+        match (sender, receiver) {
+            (Some(id), _) => self.pc.rtp_sender(id)?.transport().map(|t| f(&t)),
+            (None, Some(id)) => self.pc.rtp_receiver(id)?.transport().map(|t| f(&t)),
             (None, None) => None,
-        };
-        state == Some(RTCDtlsTransportState::Closed)
+        }
     }
 }

@@ -150,8 +150,15 @@ impl MediaLoop {
                 },
                 message: data,
             };
-            if let Err(e) = conn.pc.handle_read(input) {
-                conn.span.in_scope(|| debug!(error = %e, "packet rejected"));
+            let input = if dtls {
+                conn.hold_early_dtls(input)
+            } else {
+                Some(input)
+            };
+            if let Some(input) = input {
+                if let Err(e) = conn.pc.handle_read(input) {
+                    conn.span.in_scope(|| debug!(error = %e, "packet rejected"));
+                }
             }
             match touched.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, seen)) => *seen |= dtls,

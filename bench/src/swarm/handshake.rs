@@ -25,7 +25,7 @@ use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST, BINDIN
 use rtc::stun::textattrs::Username;
 use rtc::stun::xoraddr::XorMappedAddress;
 
-use super::wire::{Phase, Wire};
+use super::wire::{Phase, Style, Wire};
 
 /// What every session shares: the crypto provider, one certificate and DTLS configs.
 pub struct Shared {
@@ -77,8 +77,9 @@ impl Shared {
 impl Wire {
     pub(super) fn send_check(&mut self, shared: &Shared) {
         let Some(remote) = &self.remote else { return };
-        let mut m = Message::new();
-        let built = m.build(&[
+        // A NominateAfterDtls session nominates only once its DTLS has started.
+        let nominate = self.style == Style::Aggressive || self.phase != Phase::Ice;
+        let mut setters: Vec<Box<dyn Setter>> = vec![
             Box::new(BINDING_REQUEST),
             Box::new(TransactionId::new()),
             Box::new(Username::new(
@@ -87,13 +88,19 @@ impl Wire {
             )),
             Box::new(AttrControlling(self.tie_breaker)),
             Box::new(PriorityAttr(2_130_706_431)),
-            Box::new(UseCandidateAttr),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+        ];
+        if nominate {
+            setters.push(Box::new(UseCandidateAttr));
+        }
+        setters.push(Box::new(
+            MessageIntegrity::new_short_term_integrity_with_provider(
                 remote.pwd.clone(),
                 shared.provider.crypto(),
-            )),
-            Box::new(FINGERPRINT),
-        ]);
+            ),
+        ));
+        setters.push(Box::new(FINGERPRINT));
+        let mut m = Message::new();
+        let built = m.build(&setters);
         if built.is_ok() {
             let _ = self.socket.send_to(&m.raw, remote.addr);
         }
@@ -128,8 +135,16 @@ impl Wire {
         } else if m.typ == BINDING_SUCCESS {
             self.checked = true;
         }
-        if self.phase == Phase::Ice && self.checked && self.answered {
+        let ready = match self.style {
+            Style::Aggressive => self.checked && self.answered,
+            Style::NominateAfterDtls => self.checked,
+        };
+        if self.phase == Phase::Ice && ready {
             self.start_dtls(shared, now);
+            if self.style == Style::NominateAfterDtls {
+                // The ClientHello is out; now the nominating check (libjuice's order).
+                self.send_check(shared);
+            }
         }
     }
 

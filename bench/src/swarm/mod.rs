@@ -9,6 +9,8 @@
 
 mod handshake;
 pub mod run;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 use std::io;
@@ -76,7 +78,12 @@ impl Swarm {
 
     /// Connects the sessions that have an answer, `CONNECTING` at a time.
     pub fn connect(&mut self, shared: &Shared) {
-        let deadline = Instant::now() + CONNECT_WAIT;
+        self.connect_within(shared, CONNECT_WAIT);
+    }
+
+    /// [`Swarm::connect`], giving up after `wait`.
+    pub fn connect_within(&mut self, shared: &Shared, wait: Duration) {
+        let deadline = Instant::now() + wait;
         let mut started = 0;
         while Instant::now() < deadline {
             let busy = self
@@ -85,10 +92,12 @@ impl Swarm {
                 .take(started)
                 .filter(|w| matches!(w.phase, Phase::Ice | Phase::Dtls))
                 .count();
-            started = (started + CONNECTING.saturating_sub(busy)).min(self.wires.len());
+            // Done once every session has been started and none is still connecting (judged on
+            // the sessions started so far, before more are let in).
             if busy == 0 && started == self.wires.len() {
                 break;
             }
+            started = (started + CONNECTING.saturating_sub(busy)).min(self.wires.len());
             self.turn(shared, started, None);
         }
     }

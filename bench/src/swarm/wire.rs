@@ -34,6 +34,20 @@ pub enum Phase {
     Failed,
 }
 
+/// How a session nominates its pair (RFC 8445 §8.1.1) and when it starts DTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// One check with USE-CANDIDATE; DTLS once that check succeeded and one of the server's was
+    /// answered; DTLS flights are retransmitted.
+    Aggressive,
+    /// As libjuice (OBS's WHIP output, through libdatachannel) does it: checks without
+    /// USE-CANDIDATE, the DTLS ClientHello right after the first successful check, and only then
+    /// the nominating check, so the ClientHello reaches the server before the pair is selected.
+    /// Flights are never retransmitted here: a server that drops that ClientHello never connects
+    /// this session (libdatachannel would resend it after its 1 s timer).
+    NominateAfterDtls,
+}
+
 /// The server's side, from its answer.
 pub(super) struct Remote {
     pub(super) ufrag: String,
@@ -61,6 +75,7 @@ pub struct Wire {
     pub(super) answered: bool,
     pub(super) next_check: Instant,
     pub(super) seq: u16,
+    pub style: Style,
 }
 
 impl Wire {
@@ -92,6 +107,7 @@ impl Wire {
             answered: false,
             next_check: Instant::now(),
             seq: 0,
+            style: Style::Aggressive,
         })
     }
 
@@ -159,7 +175,7 @@ impl Wire {
                 self.next_check = now + CHECK_EVERY;
                 self.send_check(shared);
             }
-            Phase::Dtls => {
+            Phase::Dtls if self.style == Style::Aggressive => {
                 if self.dtls.poll_timeout(&addr).is_some_and(|t| t <= now)
                     && self.dtls.handle_timeout(addr, now).is_err()
                 {
