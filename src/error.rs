@@ -6,6 +6,9 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::media::MediaError;
+use crate::session::BadStreamName;
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -57,6 +60,26 @@ impl ApiError {
             ApiError::OverCapacity | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+}
+
+impl From<MediaError> for ApiError {
+    /// The media plane's refusals as the API reports them.
+    fn from(e: MediaError) -> Self {
+        match e {
+            MediaError::BadOffer(why) => ApiError::BadSdp(why),
+            MediaError::PublisherExists(stream) => ApiError::PublisherExists(stream),
+            MediaError::UnknownResource => ApiError::NotFound("no such resource"),
+            MediaError::OverCapacity => ApiError::OverCapacity,
+            MediaError::NotRunning => ApiError::ShuttingDown,
+            MediaError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<BadStreamName> for ApiError {
+    fn from(e: BadStreamName) -> Self {
+        ApiError::BadStreamName(e.0)
     }
 }
 

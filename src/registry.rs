@@ -4,6 +4,7 @@
 //! guards it; every transition is a method here and unit-tested below.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::{Duration, Instant};
 
 use crate::session::{ResourceId, Role, StreamName};
@@ -23,11 +24,16 @@ pub enum Lookup<K> {
     Unknown,
 }
 
-#[derive(Debug)]
-struct Entry<K> {
-    key: K,
-    role: Role,
-    stream: StreamName,
+/// What the registry knows of a live session: the one place that holds its resource id, role and
+/// stream (the media loop's `Conn` holds only protocol state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The capability naming the session.
+    pub resource: ResourceId,
+    /// What the session does with its stream.
+    pub role: Role,
+    /// The stream it publishes or plays.
+    pub stream: StreamName,
 }
 
 #[derive(Debug)]
@@ -39,7 +45,8 @@ struct Stream<K> {
 /// The registry, generic over the media loop's session key.
 #[derive(Debug)]
 pub struct Registry<K> {
-    resources: HashMap<ResourceId, Entry<K>>,
+    sessions: HashMap<K, Entry>,
+    resources: HashMap<ResourceId, K>,
     streams: HashMap<StreamName, Stream<K>>,
     ended: HashMap<ResourceId, Instant>,
 }
@@ -47,6 +54,7 @@ pub struct Registry<K> {
 impl<K> Default for Registry<K> {
     fn default() -> Self {
         Registry {
+            sessions: HashMap::new(),
             resources: HashMap::new(),
             streams: HashMap::new(),
             ended: HashMap::new(),
@@ -54,15 +62,20 @@ impl<K> Default for Registry<K> {
     }
 }
 
-impl<K: Copy + PartialEq> Registry<K> {
+impl<K: Copy + Eq + Hash> Registry<K> {
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        self.resources.len()
+        self.sessions.len()
     }
 
     /// Whether no session is live and no stream is left.
     pub fn is_empty(&self) -> bool {
-        self.resources.is_empty() && self.streams.is_empty()
+        self.sessions.is_empty() && self.resources.is_empty() && self.streams.is_empty()
+    }
+
+    /// The live session `key`.
+    pub fn session(&self, key: K) -> Option<&Entry> {
+        self.sessions.get(&key)
     }
 
     /// The live publisher of `stream`, if any.
@@ -77,24 +90,25 @@ impl<K: Copy + PartialEq> Registry<K> {
 
     /// Adds a live session. A publishing role takes the stream's publisher slot; the caller has
     /// checked with [`Registry::publisher`] that it was free.
-    pub fn insert(&mut self, resource: ResourceId, key: K, role: Role, stream: StreamName) {
-        let entry = self.streams.entry(stream.clone()).or_insert(Stream {
+    pub fn insert(&mut self, key: K, entry: Entry) {
+        let stream = self.streams.entry(entry.stream.clone()).or_insert(Stream {
             publisher: None,
             viewers: Vec::new(),
         });
-        if role.publishes() {
-            entry.publisher = Some(key);
+        if entry.role.publishes() {
+            stream.publisher = Some(key);
         }
-        if role == Role::Viewer {
-            entry.viewers.push(key);
+        if entry.role == Role::Viewer {
+            stream.viewers.push(key);
         }
-        self.resources.insert(resource, Entry { key, role, stream });
+        self.resources.insert(entry.resource, key);
+        self.sessions.insert(key, entry);
     }
 
     /// What `resource` refers to at `now`.
     pub fn lookup(&self, resource: &ResourceId, now: Instant) -> Lookup<K> {
-        if let Some(entry) = self.resources.get(resource) {
-            return Lookup::Live(entry.key);
+        if let Some(key) = self.resources.get(resource) {
+            return Lookup::Live(*key);
         }
         match self.ended.get(resource) {
             Some(until) if *until > now => Lookup::Ended,
@@ -102,21 +116,21 @@ impl<K: Copy + PartialEq> Registry<K> {
         }
     }
 
-    /// Removes a live session; it stays deletable until `now + ENDED_GRACE`. Returns the stream it
-    /// belonged to.
-    pub fn end(&mut self, resource: &ResourceId, now: Instant) -> Option<StreamName> {
-        let entry = self.resources.remove(resource)?;
+    /// Removes the live session `key`; its resource stays deletable until `now + ENDED_GRACE`.
+    pub fn end(&mut self, key: K, now: Instant) -> Option<Entry> {
+        let entry = self.sessions.remove(&key)?;
+        self.resources.remove(&entry.resource);
         if let Some(stream) = self.streams.get_mut(&entry.stream) {
-            if entry.role.publishes() && stream.publisher == Some(entry.key) {
+            if stream.publisher == Some(key) {
                 stream.publisher = None;
             }
-            stream.viewers.retain(|k| *k != entry.key);
+            stream.viewers.retain(|k| *k != key);
             if stream.publisher.is_none() && stream.viewers.is_empty() {
                 self.streams.remove(&entry.stream);
             }
         }
-        self.ended.insert(*resource, now + ENDED_GRACE);
-        Some(entry.stream)
+        self.ended.insert(entry.resource, now + ENDED_GRACE);
+        Some(entry)
     }
 
     /// A DELETE of an ended resource: true (and forgotten) if it was still in its grace period.
@@ -138,6 +152,14 @@ mod tests {
         StreamName::parse(s).unwrap()
     }
 
+    fn entry(resource: ResourceId, role: Role, stream: &str) -> Entry {
+        Entry {
+            resource,
+            role,
+            stream: name(stream),
+        }
+    }
+
     #[test]
     fn publisher_and_viewers_share_a_stream() {
         let mut r = Registry::default();
@@ -146,13 +168,14 @@ mod tests {
             ResourceId::random(),
             ResourceId::random(),
         );
-        r.insert(v1, 1, Role::Viewer, name("s"));
+        r.insert(1, entry(v1, Role::Viewer, "s"));
         assert_eq!(r.publisher(&name("s")), None);
-        r.insert(p, 2, Role::Publisher, name("s"));
-        r.insert(v2, 3, Role::Viewer, name("s"));
+        r.insert(2, entry(p, Role::Publisher, "s"));
+        r.insert(3, entry(v2, Role::Viewer, "s"));
         assert_eq!(r.publisher(&name("s")), Some(2));
         assert_eq!(r.viewers(&name("s")), &[1, 3]);
         assert_eq!(r.len(), 3);
+        assert_eq!(r.session(2), Some(&entry(p, Role::Publisher, "s")));
     }
 
     #[test]
@@ -160,9 +183,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::default();
         let p = ResourceId::random();
-        r.insert(p, 1, Role::Echo, name("s"));
+        r.insert(1, entry(p, Role::Echo, "s"));
         assert_eq!(r.lookup(&p, t0), Lookup::Live(1));
-        assert_eq!(r.end(&p, t0), Some(name("s")));
+        assert_eq!(r.end(1, t0), Some(entry(p, Role::Echo, "s")));
+        assert_eq!(r.session(1), None);
         assert!(r.is_empty());
         assert_eq!(r.lookup(&p, t0), Lookup::Ended);
         assert_eq!(r.lookup(&p, t0 + ENDED_GRACE), Lookup::Unknown);
@@ -176,12 +200,12 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::default();
         let (p, v) = (ResourceId::random(), ResourceId::random());
-        r.insert(p, 1, Role::Publisher, name("s"));
-        r.insert(v, 2, Role::Viewer, name("s"));
-        r.end(&p, t0);
+        r.insert(1, entry(p, Role::Publisher, "s"));
+        r.insert(2, entry(v, Role::Viewer, "s"));
+        r.end(1, t0);
         assert_eq!(r.publisher(&name("s")), None);
         assert_eq!(r.viewers(&name("s")), &[2]);
-        r.end(&v, t0);
+        r.end(2, t0);
         assert!(r.is_empty());
         r.prune(t0 + ENDED_GRACE);
         assert!(r.ended.is_empty());

@@ -1,18 +1,18 @@
 //! `run(listener, config, shutdown)` is the server: it binds the shared UDP socket, starts the
 //! media loop, serves HTTP until `shutdown` resolves, then closes every session and returns.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::Config;
 use crate::http::{cors::CorsPolicy, router, AppState};
-use crate::media::{self, MediaConfig, MediaHandle};
+use crate::media::{self, MediaConfig, MediaHandle, MediaLoops};
 
 /// Start-up failures (the only errors `run` returns).
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,12 @@ pub enum ServerError {
     /// --udp-port plus --media-threads runs past port 65535.
     #[error("the UDP port range (--udp-port + --media-threads) runs past 65535")]
     PortRange,
+    /// The media plane could not start.
+    #[error("starting the media plane: {0}")]
+    Media(#[from] media::MediaError),
+    /// A media loop died (a panic); the process should be restarted.
+    #[error("media loop {0} died")]
+    MediaLoopDied(usize),
 }
 
 fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
@@ -62,9 +68,9 @@ impl Running {
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, ServerError> {
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let stop = CancellationToken::new();
-    let (media, media_tasks, app) = start_media(&config, stop.child_token()).await?;
+    let (media, loops, app) = start_media(&config, stop.child_token()).await?;
     let shutdown = stop.clone();
-    let task = tokio::spawn(serve(listener, app, media_tasks, shutdown));
+    let task = tokio::spawn(serve(listener, app, loops, shutdown));
     Ok(Running {
         http_addr,
         media,
@@ -80,21 +86,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let stop = CancellationToken::new();
-    let (_media, media_tasks, app) = start_media(&config, stop.child_token()).await?;
+    let (_media, loops, app) = start_media(&config, stop.child_token()).await?;
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
     });
-    serve(listener, app, media_tasks, stop).await
+    serve(listener, app, loops, stop).await
 }
 
-/// Builds both planes without serving: the router, the media handle and the media task (which ends
-/// when `stop` is cancelled). `router().oneshot` tests use this directly.
+/// Builds both planes without serving: the router, the media handle and the media loops (which
+/// end when `stop` is cancelled). `router().oneshot` tests use this directly.
 pub async fn start_media(
     config: &Config,
     stop: CancellationToken,
-) -> Result<(MediaHandle, Vec<JoinHandle<()>>, axum::Router), ServerError> {
+) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
     // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
     let last = config
         .udp_port
@@ -109,8 +115,9 @@ pub async fn start_media(
         } else {
             config.udp_port + i
         };
-        let udp = UdpSocket::bind((config.udp_host, port))
-            .await
+        let udp = std::net::UdpSocket::bind((config.udp_host, port))
+            .map_err(io("binding the UDP media socket"))?;
+        udp.set_nonblocking(true)
             .map_err(io("binding the UDP media socket"))?;
         sockets.push(udp);
     }
@@ -126,8 +133,7 @@ pub async fn start_media(
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
     };
-    let (media, tasks) =
-        media::spawn(sockets, media_config, stop).map_err(io("starting the media plane"))?;
+    let (media, loops) = media::spawn(sockets, media_config, stop)?;
     for udp in media.udp_addrs() {
         info!(%udp, "media plane listening");
     }
@@ -135,27 +141,70 @@ pub async fn start_media(
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
     };
-    Ok((media, tasks, router(state)))
+    Ok((media, loops, router(state)))
 }
 
-/// Serves HTTP until `stop`, then waits for the media loops, which tear every session down.
+/// Serves HTTP until `stop`, then waits for the media loops, which tear every session down. A
+/// media loop that dies ends the server with an error (so the process exits non-zero and a
+/// supervisor restarts it) rather than leaving it half alive.
 async fn serve(
     listener: TcpListener,
     app: axum::Router,
-    media_tasks: Vec<JoinHandle<()>>,
+    mut loops: MediaLoops,
     stop: CancellationToken,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     info!(%addr, "HTTP listening");
     let http_stop = stop.clone();
-    let served = axum::serve(listener, app)
+    let http = axum::serve(listener, app)
         .with_graceful_shutdown(async move { http_stop.cancelled().await })
-        .await
-        .map_err(io("serving HTTP"));
+        .into_future();
+    let outcome = tokio::select! {
+        served = http => served.map_err(io("serving HTTP")),
+        (index, media::LoopEnd::Died) = loops.next_end() => Err(ServerError::MediaLoopDied(index)),
+    };
     stop.cancel();
-    for task in media_tasks {
-        let _ = task.await;
+    let joined = loops.join().await;
+    if let Err(index) = joined {
+        error!(media_loop = index, "media loop died");
     }
     info!("server stopped");
-    served
+    outcome.and(joined.map_err(ServerError::MediaLoopDied))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(15);
+
+    /// A loop that panics (as one could in rtc's parsing of a hostile datagram) is not hidden: its
+    /// statistics say it is not running (so `/healthz` answers 503), and the server ends with an
+    /// error that names it, which `main` turns into a non-zero exit.
+    #[tokio::test]
+    async fn a_media_loop_that_dies_is_seen_and_ends_the_server() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = spawn(listener, Config::for_tests()).await.unwrap();
+        let http = reqwest::Client::new();
+        let health = format!("{}/healthz", server.base_url());
+        assert_eq!(http.get(&health).send().await.unwrap().status(), 200);
+
+        let mut stats = server.media.stats();
+        server.media.panic_loop(0).await;
+        tokio::time::timeout(WAIT, stats.wait_for(|s| !s.running))
+            .await
+            .expect("the dead loop is reported")
+            .unwrap();
+        let result = tokio::time::timeout(WAIT, server.shutdown())
+            .await
+            .expect("the server ends");
+        assert!(
+            matches!(result, Err(ServerError::MediaLoopDied(0))),
+            "{result:?}"
+        );
+        // Nothing is served any more: the HTTP listener is gone with the server.
+        assert!(http.get(&health).send().await.is_err());
+    }
 }

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use crate::error::ApiError;
-
 /// The capability that names one WHIP/WHEP session resource: 128 random bits, never derived from the
 /// stream name (RFC 9725 §4.2: the resource URL is how the client reaches its session, so it must not be
 /// guessable).
@@ -15,6 +13,24 @@ impl ResourceId {
     /// A fresh id from the operating system's CSPRNG (via `rand`'s thread RNG).
     pub fn random() -> Self {
         ResourceId(rand::random())
+    }
+
+    /// A fresh id owned by media loop `index` of `loops`: uniformly random among the ids whose
+    /// [`ResourceId::loop_index`] is `index`, so HTTP finds the owner without asking every loop
+    /// (the quinn habit: ids route to whoever issued them). With one loop that is every id; with
+    /// N it costs log2(N) of the 128 bits, leaving at least 122 unguessable.
+    pub fn random_for(index: usize, loops: usize) -> Self {
+        loop {
+            let id = ResourceId::random();
+            if id.loop_index(loops) == index {
+                return id;
+            }
+        }
+    }
+
+    /// The media loop (of `loops`) that owns this id.
+    pub fn loop_index(&self, loops: usize) -> usize {
+        (self.0 % loops.max(1) as u128) as usize
     }
 
     /// Parses the 32-hex-digit form used in resource URLs; anything else is `None`.
@@ -77,20 +93,23 @@ pub struct StreamName(String);
 /// Longest accepted stream name, in bytes.
 pub const MAX_STREAM_NAME: usize = 128;
 
+/// Why a stream name is not acceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("bad stream name: {0}")]
+pub struct BadStreamName(pub &'static str);
+
 impl StreamName {
     /// Accepts 1..=128 characters of `[A-Za-z0-9_.~-]`: safe in URLs, logs and file names.
-    pub fn parse(s: &str) -> Result<Self, ApiError> {
+    pub fn parse(s: &str) -> Result<Self, BadStreamName> {
         if s.is_empty() {
-            return Err(ApiError::BadStreamName("empty"));
+            return Err(BadStreamName("empty"));
         }
         if s.len() > MAX_STREAM_NAME {
-            return Err(ApiError::BadStreamName("longer than 128 characters"));
+            return Err(BadStreamName("longer than 128 characters"));
         }
         let ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'~');
         if !s.bytes().all(ok) {
-            return Err(ApiError::BadStreamName(
-                "only A-Z a-z 0-9 _ - . ~ are allowed",
-            ));
+            return Err(BadStreamName("only A-Z a-z 0-9 _ - . ~ are allowed"));
         }
         Ok(StreamName(s.to_owned()))
     }
@@ -112,6 +131,8 @@ impl fmt::Display for StreamName {
 pub enum EndReason {
     /// The client sent DELETE on the resource.
     Deleted,
+    /// The client went away before it got the 201, so nobody holds the resource URL.
+    Abandoned,
     /// ICE or DTLS failed, or consent freshness (RFC 7675) expired.
     Failed,
     /// The peer closed the connection (DTLS close_notify).
@@ -129,6 +150,7 @@ impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             EndReason::Deleted => "deleted",
+            EndReason::Abandoned => "abandoned",
             EndReason::Failed => "failed",
             EndReason::Closed => "closed",
             EndReason::SetupTimeout => "setup-timeout",
@@ -150,6 +172,20 @@ mod tests {
         assert_eq!(ResourceId::parse(&a.to_string()), Some(a));
         assert_eq!(a.location(), format!("/resource/{a}"));
         assert_eq!(a.to_string().len(), 32);
+    }
+
+    #[test]
+    fn resource_ids_name_their_loop() {
+        for loops in [1, 2, 3, 64] {
+            for index in 0..loops {
+                let id = ResourceId::random_for(index, loops);
+                assert_eq!(id.loop_index(loops), index);
+                // The text form carries it: a parsed id finds the same loop.
+                let parsed = ResourceId::parse(&id.to_string()).unwrap();
+                assert_eq!(parsed.loop_index(loops), index);
+            }
+        }
+        assert_ne!(ResourceId::random_for(1, 2), ResourceId::random_for(1, 2));
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Tally {
     /// Packets that were not this run's probes (a re-encoding server's output).
     pub foreign: u64,
     pub rtt_us: Vec<u32>,
+    /// When each `rtt_us` sample's probe was sent, µs since the run's `t0`.
+    pub sent_us: Vec<u64>,
 }
 
 impl Tally {
@@ -110,6 +112,7 @@ impl Tally {
                 }
                 let rtt = (t0.elapsed().as_micros() as u64).saturating_sub(sent_us);
                 self.rtt_us.push(rtt.min(u32::MAX as u64) as u32);
+                self.sent_us.push(sent_us);
             }
             None if !exact => self.received += 1,
             None => self.foreign += 1,

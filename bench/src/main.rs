@@ -3,6 +3,7 @@
 //! (`swarm/`) for the capacity sweep. Run it through `bench/run.sh`, which puts both servers and
 //! the load in a network namespace of their own.
 
+mod burst;
 mod callgrind;
 mod load;
 mod plot;
@@ -53,6 +54,10 @@ struct Cli {
     /// sessions as the first `--sessions` value.
     #[arg(long)]
     callgrind: bool,
+    /// Only scenario 5: a burst of this many POSTs while the first `--sessions` value of echo
+    /// sessions stream for `--seconds` (whip-echo only).
+    #[arg(long)]
+    burst: Option<usize>,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -78,6 +83,35 @@ async fn main() {
                 eprintln!("callgrind: {e}");
                 std::process::exit(1);
             }
+        }
+        return;
+    }
+    if let Some(posts) = cli.burst {
+        let sessions = cli.sessions.first().copied().unwrap_or(100);
+        let server = match Server::start(
+            Kind::WhipEcho,
+            &root,
+            sessions + posts + 100,
+            cli.media_threads,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        };
+        eprintln!(
+            "burst: {posts} POSTs while {sessions} sessions stream for {} s",
+            cli.seconds
+        );
+        let b = burst::run(&server, &Http::new(None), sessions, posts, cli.seconds).await;
+        server.stop().await;
+        let report = format!("{}{}", header(&cli), burst::table(&b));
+        print!("{report}");
+        if let Some(path) = cli.out {
+            std::fs::write(&path, &report).expect("write report");
         }
         return;
     }

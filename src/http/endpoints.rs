@@ -37,28 +37,25 @@ async fn create(
 ) -> Response {
     let result = async {
         let stream = StreamName::parse(&stream)?;
-        state.media.create(role, stream, offer).await
+        let created = state.media.create(role, stream, offer).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(APPLICATION_SDP),
+        );
+        // RFC 9725 §4.2: the Location header names the session resource.
+        headers.insert(header::LOCATION, header_value(created.resource.location())?);
+        headers.insert(header::ETAG, header_value(created.etag)?);
+        Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
     .await;
-    match result {
-        Ok(created) => {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(APPLICATION_SDP),
-            );
-            // RFC 9725 §4.2: the Location header names the session resource.
-            headers.insert(header::LOCATION, header_value(created.resource.location()));
-            headers.insert(header::ETAG, header_value(created.etag));
-            (StatusCode::CREATED, headers, created.answer).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn header_value(s: String) -> HeaderValue {
-    // Locations and ETags are built from hex and ICE ufrag characters only.
-    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+/// Locations and ETags are built from hex digits only, so a value that is not a valid header is
+/// a bug: a 500 that says so, not a made-up header.
+fn header_value(s: String) -> Result<HeaderValue, ApiError> {
+    HeaderValue::try_from(s).map_err(|e| ApiError::Internal(format!("header value: {e}")))
 }
 
 /// `OPTIONS` on an endpoint: 204 with `Accept-Post` and the CORS preflight headers.

@@ -1,4 +1,5 @@
-//! One peer connection inside the media loop and what the loop knows about it.
+//! One peer connection inside the media loop: its protocol state only (who it is, its role and
+//! stream live in the loop's `Registry`).
 
 use std::time::Instant;
 
@@ -8,13 +9,16 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{RTCDtlsTransport, RTCDtlsTransportState};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
 use rtc::shared::TaggedBytesMut;
 use tracing::{debug, info, Span};
 
+use super::cap::Permit;
 use super::forward::Forwarder;
-use crate::session::{EndReason, ResourceId, Role, StreamName};
+use super::peer::SendTrack;
+use crate::session::EndReason;
 
 /// Connectivity of a session as the media loop sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,19 +31,37 @@ pub enum Link {
     Disconnected,
 }
 
-/// The send leg of a viewer or echo session.
+/// One send track of a viewer or echo session: what it carries and how packets are rewritten
+/// for it. A session has one leg per negotiated send track, so fan-out matches kinds.
 pub struct Leg {
+    /// Audio or video.
+    pub kind: RtpCodecKind,
     /// The rtc sender that writes this leg's RTP.
     pub sender: RTCRtpSenderId,
     /// Rewriting state for this leg.
     pub forwarder: Forwarder,
 }
 
+impl Leg {
+    /// The leg of a negotiated send track; `frame_ticks` is the timestamp advance assumed at a
+    /// source change when less time has passed (one 20 ms frame for audio).
+    pub fn new(track: &SendTrack) -> Self {
+        let frame_ticks = track.clock_rate / 50;
+        Leg {
+            kind: track.kind,
+            sender: track.sender,
+            forwarder: Forwarder::new(
+                track.ssrc,
+                track.payload_type,
+                track.clock_rate,
+                frame_ticks,
+            ),
+        }
+    }
+}
+
 /// A session of the media loop.
 pub struct Conn {
-    pub resource: ResourceId,
-    pub role: Role,
-    pub stream: StreamName,
     pub pc: RTCPeerConnection,
     /// The local ICE ufrag (routing key and ETag).
     pub ufrag: String,
@@ -47,11 +69,16 @@ pub struct Conn {
     pub setup_deadline: Instant,
     /// The earliest deadline this session has armed in the loop's timers.
     pub armed: Option<Instant>,
-    pub leg: Option<Leg>,
+    /// One per send track (none for a publisher).
+    pub legs: Vec<Leg>,
     pub span: Span,
     /// DTLS datagrams that arrived before ICE selected a pair, oldest first (see
     /// [`Conn::hold_early_dtls`]).
     pub early_dtls: Vec<TaggedBytesMut>,
+    /// Kinds of the tracks received so far, by rtc's track id.
+    recv_kinds: Vec<(String, RtpCodecKind)>,
+    /// Its place under the session cap, given back when the session is dropped.
+    _permit: Permit,
 }
 
 /// Early DTLS datagrams kept per session: a ClientHello flight is one or two datagrams, and a
@@ -65,18 +92,41 @@ pub struct Polled {
     pub ended: Option<EndReason>,
     /// `link` changed.
     pub link_changed: bool,
-    /// RTP received from a publishing client.
-    pub media: Vec<Packet>,
+    /// RTP received from a publishing client, with the kind of the track it came on.
+    pub media: Vec<(RtpCodecKind, Packet)>,
 }
 
 impl Conn {
+    /// A freshly negotiated session, connecting until `setup_deadline`.
+    pub fn new(
+        pc: RTCPeerConnection,
+        ufrag: String,
+        legs: Vec<Leg>,
+        setup_deadline: Instant,
+        span: Span,
+        permit: Permit,
+    ) -> Self {
+        Conn {
+            pc,
+            ufrag,
+            link: Link::Connecting,
+            setup_deadline,
+            armed: None,
+            legs,
+            span,
+            early_dtls: Vec::new(),
+            recv_kinds: Vec::new(),
+            _permit: permit,
+        }
+    }
+
     /// Keeps a DTLS datagram that rtc would drop, if it arrived before ICE selected a pair.
     ///
     /// rtc passes non-STUN datagrams on only once a pair is selected, but RFC 8445 §12.1 lets an
     /// agent send media as soon as a check succeeds, and libjuice (OBS's WHIP output, through
     /// libdatachannel) does: its ClientHello arrives about 0.2 ms before its nominating check.
     /// Dropped, it costs a 1 s DTLS retransmission timeout on every connect. The datagram came
-    /// from an address the routes learnt from this session's connectivity checks, so it is kept
+    /// on a path the routes learnt from this session's connectivity checks, so it is kept
     /// (bounded) and handed to rtc in order by [`Conn::poll`] once the pair is selected. Returns
     /// the datagram back when it need not be held.
     pub fn hold_early_dtls(&mut self, input: TaggedBytesMut) -> Option<TaggedBytesMut> {
@@ -110,8 +160,9 @@ impl Conn {
         }
     }
 
-    /// Drains the peer connection's events and received messages.
-    pub fn poll(&mut self) -> Polled {
+    /// Drains the peer connection's events and received messages; received RTP is kept only
+    /// when `publishes` (a viewer's media goes nowhere).
+    pub fn poll(&mut self, publishes: bool) -> Polled {
         self.release_early_dtls();
         let mut polled = Polled::default();
         while let Some(event) = self.pc.poll_event() {
@@ -130,13 +181,30 @@ impl Conn {
             }
         }
         while let Some(message) = self.pc.poll_read() {
-            if let RTCMessage::RtpPacket(_, packet) = message.message {
-                if self.role.publishes() {
-                    polled.media.push(packet);
+            if let RTCMessage::RtpPacket(track, packet) = message.message {
+                if publishes {
+                    if let Some(kind) = self.kind_of(&track) {
+                        polled.media.push((kind, packet));
+                    }
                 }
             }
         }
         polled
+    }
+
+    /// The kind of the received track `track`, remembered after the first lookup.
+    fn kind_of(&mut self, track: &str) -> Option<RtpCodecKind> {
+        if let Some((_, kind)) = self.recv_kinds.iter().find(|(id, _)| id == track) {
+            return Some(*kind);
+        }
+        let receivers: Vec<_> = self.pc.get_receivers().collect();
+        let kind = receivers.into_iter().find_map(|id| {
+            let receiver = self.pc.rtp_receiver(id)?;
+            let t = receiver.track();
+            (t.track_id() == track).then(|| t.kind())
+        })?;
+        self.recv_kinds.push((track.to_owned(), kind));
+        Some(kind)
     }
 
     fn set_link(&mut self, link: Link, polled: &mut Polled) {

@@ -1,26 +1,23 @@
 //! The media loop: waits on a datagram batch, a command or the earliest deadline, feeds it to the
 //! sans-IO peer connections, then drives the touched sessions (events → received RTP → fan-out →
-//! outgoing datagrams → next deadline). Commands from the HTTP plane are in `commands.rs`.
+//! outgoing packets → next deadline). Inbound packets carry their path and outgoing ones leave by
+//! their transport (`transport.rs`). Commands from the HTTP plane are in `commands.rs`.
 
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::conn::{Conn, Link};
-use super::peer::PeerSettings;
 use super::routes::{Routes, SessionKey};
 use super::socket::UdpIo;
 use super::timers::Timers;
+use super::transport::{Inbound, PathId, Transports};
 use super::{Command, MediaConfig, Stats, StatsSlot};
 use crate::registry::Registry;
 use crate::session::{EndReason, Role};
@@ -29,11 +26,13 @@ use crate::session::{EndReason, Role};
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// Receive batches handled before the loop looks at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 8;
+/// Commands handled per wake-up. A command is cheap now (negotiation happens before it), but a
+/// burst of a few hundred must still not hold datagrams and timers back for its whole length.
+pub(super) const MAX_COMMANDS_PER_WAKE: usize = 16;
 
 /// State owned by the media task: nothing here is shared, so nothing is locked.
 pub(super) struct MediaLoop {
-    pub(super) io: UdpIo,
-    pub(super) settings: PeerSettings,
+    pub(super) transports: Transports,
     pub(super) config: MediaConfig,
     /// Keyed by the loop's own sequential keys, so a fast non-keyed hash is safe here (several
     /// lookups per packet; SipHash was ~4 % of the per-packet instructions under callgrind).
@@ -43,22 +42,13 @@ pub(super) struct MediaLoop {
     pub(super) registry: Registry<SessionKey>,
     pub(super) timers: Timers,
     pub(super) stats: StatsSlot,
-    /// Live sessions across every media loop (the `max_sessions` cap is global).
-    pub(super) live: Arc<AtomicUsize>,
     pub(super) unroutable: u64,
 }
 
 impl MediaLoop {
-    pub(super) fn new(
-        io: UdpIo,
-        settings: PeerSettings,
-        config: MediaConfig,
-        stats: StatsSlot,
-        live: Arc<AtomicUsize>,
-    ) -> Self {
+    pub(super) fn new(udp: UdpIo, config: MediaConfig, stats: StatsSlot) -> Self {
         MediaLoop {
-            io,
-            settings,
+            transports: Transports { udp },
             config,
             sessions: FxHashMap::default(),
             next_key: 0,
@@ -66,12 +56,12 @@ impl MediaLoop {
             registry: Registry::default(),
             timers: Timers::default(),
             stats,
-            live,
             unroutable: 0,
         }
     }
 
     /// Runs until `stop` is cancelled (or every handle is dropped), then tears every session down.
+    /// Each wake-up does a bounded amount of each kind of work: datagrams, commands, timers.
     pub(super) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -83,19 +73,20 @@ impl MediaLoop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                command = commands.recv() => match command {
-                    Some(command) => self.handle_command(command),
-                    None => break,
-                },
-                readable = self.io.readable() => match readable {
+                readable = self.transports.udp.readable() => match readable {
                     Ok(()) => {
                         self.read_datagrams();
                         // Under steady load the socket is readable again at once and, being
-                        // polled first, would starve the timer branch: consent checks (RFC 7675
-                        // §5.1) would stop and ICE would declare live sessions disconnected.
+                        // polled first, would starve the other branches: consent checks (RFC
+                        // 7675 §5.1) would stop and new sessions would wait.
+                        self.handle_commands(&mut commands, None);
                         self.fire_timers(Instant::now());
                     }
                     Err(e) => warn!(error = %e, "UDP socket not readable"),
+                },
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_commands(&mut commands, Some(command)),
+                    None => break,
                 },
                 _ = sleep_until(next_timer) => self.fire_timers(Instant::now()),
                 _ = prune.tick() => self.registry.prune(Instant::now()),
@@ -106,15 +97,35 @@ impl MediaLoop {
             self.teardown(key, EndReason::Shutdown);
         }
         info!(unroutable = self.unroutable, "media loop stopped");
-        self.stats.modify(|s| s.running = false);
+    }
+
+    /// Handles `first` and then whatever is queued, up to `MAX_COMMANDS_PER_WAKE` in all.
+    fn handle_commands(&mut self, commands: &mut mpsc::Receiver<Command>, first: Option<Command>) {
+        let mut handled = 0;
+        if let Some(command) = first {
+            self.handle_command(command);
+            handled += 1;
+        }
+        while handled < MAX_COMMANDS_PER_WAKE {
+            let Ok(command) = commands.try_recv() else {
+                break;
+            };
+            self.handle_command(command);
+            handled += 1;
+        }
     }
 
     fn read_datagrams(&mut self) {
-        let mut inbound: Vec<(SocketAddr, SocketAddr, BytesMut)> = Vec::new();
+        let mut inbound: Vec<Inbound> = Vec::new();
         for _ in 0..MAX_BATCHES_PER_WAKE {
-            let got = self.io.recv_batch(|d| {
+            let got = self.transports.udp.recv_batch(|d| {
                 if !d.data.is_empty() {
-                    inbound.push((d.from, d.local, BytesMut::from(d.data)));
+                    inbound.push(Inbound {
+                        path: PathId::Udp(d.from),
+                        local: d.local,
+                        peer: d.from,
+                        data: bytes::BytesMut::from(d.data),
+                    });
                 }
             });
             match got {
@@ -126,11 +137,15 @@ impl MediaLoop {
                 }
             }
         }
-        let now = Instant::now();
+        self.handle_inbound(inbound, Instant::now());
+    }
+
+    /// Feeds packets from any transport to their sessions, then drives the sessions touched.
+    fn handle_inbound(&mut self, inbound: Vec<Inbound>, now: Instant) {
         // Sessions touched by this batch, and whether a DTLS record reached them.
         let mut touched: Vec<(SessionKey, bool)> = Vec::new();
-        for (from, local, data) in inbound {
-            let Some(key) = self.routes.route(from, &data) else {
+        for packet in inbound {
+            let Some(key) = self.routes.route(packet.path, &packet.data) else {
                 self.unroutable += 1;
                 continue;
             };
@@ -139,17 +154,8 @@ impl MediaLoop {
             };
             // RFC 7983 §7: a first byte in 20..=63 is DTLS; after the handshake that is an
             // alert, possibly the peer's close_notify.
-            let dtls = (20..=63).contains(&data[0]);
-            let input = TaggedBytesMut {
-                now,
-                transport: TransportContext {
-                    local_addr: local,
-                    peer_addr: from,
-                    ecn: None,
-                    transport_protocol: TransportProtocol::UDP,
-                },
-                message: data,
-            };
+            let dtls = (20..=63).contains(&packet.data[0]);
+            let input = packet.into_tagged(now);
             let input = if dtls {
                 conn.hold_early_dtls(input)
             } else {
@@ -197,10 +203,14 @@ impl MediaLoop {
     /// Drains a session's events, received media and outgoing datagrams, forwards its media, and
     /// schedules its next deadline.
     pub(super) fn drive(&mut self, key: SessionKey, now: Instant) {
+        let publishes = self
+            .registry
+            .session(key)
+            .is_some_and(|e| e.role.publishes());
         let Some(conn) = self.sessions.get_mut(&key) else {
             return;
         };
-        let polled = conn.poll();
+        let polled = conn.poll(publishes);
         self.flush(key);
         if polled.link_changed {
             self.publish_stats();
@@ -214,10 +224,11 @@ impl MediaLoop {
         }
     }
 
-    /// Sends a publisher's packets to every connected receiving leg of its stream: its viewers,
-    /// and itself for `/echo`. A leg whose sender refuses a packet loses it; nobody waits.
-    fn fan_out(&mut self, from: SessionKey, media: Vec<Packet>, now: Instant) {
-        let Some(source) = self.sessions.get(&from) else {
+    /// Sends a publisher's packets to every connected receiving leg of its stream of the same
+    /// kind: its viewers, and itself for `/echo`. A leg whose sender refuses a packet loses it;
+    /// nobody waits.
+    fn fan_out(&mut self, from: SessionKey, media: Vec<(RtpCodecKind, Packet)>, now: Instant) {
+        let Some(source) = self.registry.session(from) else {
             return;
         };
         let mut targets = self.registry.viewers(&source.stream).to_vec();
@@ -227,7 +238,7 @@ impl MediaLoop {
         for target in targets {
             let Some(Conn {
                 pc,
-                leg: Some(leg),
+                legs,
                 link: Link::Connected,
                 span,
                 ..
@@ -235,7 +246,10 @@ impl MediaLoop {
             else {
                 continue;
             };
-            for packet in &media {
+            for (kind, packet) in &media {
+                let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
+                    continue;
+                };
                 let mut packet = packet.clone();
                 leg.forwarder.rewrite(&mut packet.header, now);
                 if let Some(mut sender) = pc.rtp_sender(leg.sender) {
@@ -255,10 +269,11 @@ impl MediaLoop {
             return;
         };
         while let Some(out) = conn.pc.poll_write() {
-            let (to, local) = (out.transport.peer_addr, out.transport.local_addr);
-            self.routes.learn(to, key);
-            if let Err(e) = self.io.send(to, local, &out.message) {
-                conn.span.in_scope(|| debug!(error = %e, "UDP send failed"));
+            if let Some(path) = self.transports.path_of(&out.transport) {
+                self.routes.learn(path, key);
+            }
+            if let Err(e) = self.transports.send(&out.transport, &out.message) {
+                conn.span.in_scope(|| debug!(error = %e, "send failed"));
             }
         }
         if let Some(at) = conn.next_deadline() {
@@ -272,20 +287,17 @@ impl MediaLoop {
         let Some(mut conn) = self.sessions.remove(&key) else {
             return;
         };
-        self.release();
         // close() queues a DTLS close_notify so the peer learns at once instead of waiting for
         // its consent checks to fail (RFC 7675 §5.2).
         let _ = conn.pc.close();
         while let Some(out) = conn.pc.poll_write() {
-            let _ = self.io.send(
-                out.transport.peer_addr,
-                out.transport.local_addr,
-                &out.message,
-            );
+            let _ = self.transports.send(&out.transport, &out.message);
         }
         self.routes.remove(key, &conn.ufrag);
-        self.registry.end(&conn.resource, Instant::now());
+        self.registry.end(key, Instant::now());
         conn.span.in_scope(|| info!(%reason, "session ended"));
+        // Dropping `conn` gives its place under the session cap back.
+        drop(conn);
         self.publish_stats();
     }
 

@@ -10,16 +10,15 @@ use std::time::Instant;
 
 use rtc::rtp::header::Header;
 
-/// Opus RTP clock rate (RFC 7587 §4.1).
-const CLOCK_RATE: u64 = 48_000;
-/// Timestamp advance assumed at a source change when less time has passed: one 20 ms Opus frame.
-const MIN_TS_GAP: u32 = 960;
-
 /// Per-leg rewriting state.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
     ssrc: u32,
     payload_type: u8,
+    /// The leg's RTP clock rate (Opus: 48 kHz, RFC 7587 §4.1; video: 90 kHz).
+    clock_rate: u32,
+    /// Timestamp advance assumed at a source change when less time has passed (one frame).
+    min_gap: u32,
     source: Option<Source>,
     last: Option<Last>,
 }
@@ -39,11 +38,14 @@ struct Last {
 }
 
 impl Forwarder {
-    /// A leg that sends with `ssrc` and `payload_type`.
-    pub fn new(ssrc: u32, payload_type: u8) -> Self {
+    /// A leg that sends with `ssrc` and `payload_type` at `clock_rate`, assuming at least
+    /// `min_gap` ticks between two sources.
+    pub fn new(ssrc: u32, payload_type: u8, clock_rate: u32, min_gap: u32) -> Self {
         Forwarder {
             ssrc,
             payload_type,
+            clock_rate,
+            min_gap,
             source: None,
             last: None,
         }
@@ -83,7 +85,8 @@ impl Forwarder {
             None => (0, 0),
             Some(last) => {
                 let elapsed = now.saturating_duration_since(last.at).as_micros() as u64;
-                let gap = ((elapsed * CLOCK_RATE / 1_000_000) as u32).max(MIN_TS_GAP);
+                let ticks = elapsed * u64::from(self.clock_rate) / 1_000_000;
+                let gap = (ticks.min(u64::from(u32::MAX)) as u32).max(self.min_gap);
                 (
                     last.seq
                         .wrapping_add(1)
@@ -127,7 +130,7 @@ mod tests {
 
     #[test]
     fn first_source_keeps_numbers_and_rewrites_identity() {
-        let mut f = Forwarder::new(42, 111);
+        let mut f = Forwarder::new(42, 111, 48_000, 960);
         let mut h = header(7, 100, 5000);
         f.rewrite(&mut h, Instant::now());
         assert_eq!(
@@ -140,7 +143,7 @@ mod tests {
     #[test]
     fn new_publisher_continues_sequence() {
         let t0 = Instant::now();
-        let mut f = Forwarder::new(42, 111);
+        let mut f = Forwarder::new(42, 111, 48_000, 960);
         for i in 0..3u16 {
             f.rewrite(&mut header(7, 65534u16.wrapping_add(i), 960 * i as u32), t0);
         }

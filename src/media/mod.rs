@@ -1,57 +1,69 @@
-//! The media plane: a media loop (one task) owns its UDP socket and every peer connection on it
-//! (sans-IO `rtc`), so protocol state needs no locks. By default there is one loop; with
-//! `--media-threads N` there are N, each with its own port, and a stream's sessions share a loop.
-//! The HTTP plane talks to them only through [`MediaHandle`].
+//! The media plane: a media loop owns its UDP socket and every peer connection on it (sans-IO
+//! `rtc`), so protocol state needs no locks. By default there is one loop; with `--media-threads
+//! N` there are N, each on its own OS thread and port, and a stream's sessions share a loop.
+//! The HTTP plane talks to them only through [`MediaHandle`], which negotiates each new peer
+//! connection on the request's own task and hands the finished connection to its loop.
 
+mod cap;
 mod commands;
 mod conn;
+mod error;
 mod event_loop;
 mod forward;
+mod loops;
 pub mod offer;
 mod peer;
 mod routes;
 mod socket;
 mod timers;
+mod transport;
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::PublisherConflict;
-use crate::error::ApiError;
 use crate::session::{ResourceId, Role, StreamName};
 
+pub use error::MediaError;
+pub use loops::{spawn, LoopEnd, MediaLoops};
 pub use peer::host_candidate;
 pub use socket::local_ips;
 
-/// Queue depth between the HTTP plane and the media loop.
+/// Queue depth between the HTTP plane and a media loop.
 const COMMAND_QUEUE: usize = 1024;
 
 /// A request from the HTTP plane, with the channel for its answer.
-#[derive(Debug)]
 pub(crate) enum Command {
+    /// Adopt a negotiated session.
     Create {
-        role: Role,
-        stream: StreamName,
-        offer: String,
-        info: offer::OfferInfo,
-        reply: oneshot::Sender<Result<Created, ApiError>>,
+        session: Box<NewSession>,
+        reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Delete {
         resource: ResourceId,
-        reply: oneshot::Sender<Result<(), ApiError>>,
+        reply: oneshot::Sender<Result<(), MediaError>>,
     },
     Exists {
         resource: ResourceId,
         reply: oneshot::Sender<bool>,
     },
+    /// Makes the loop panic, to test that a dead loop is seen.
+    #[cfg(test)]
+    Panic,
+}
+
+/// A session negotiated on the request's task, handed to its loop.
+pub(crate) struct NewSession {
+    pub resource: ResourceId,
+    pub role: Role,
+    pub stream: StreamName,
+    pub negotiated: peer::Negotiated,
+    pub permit: cap::Permit,
+    /// When negotiation started: the setup deadline counts from here.
+    pub started: Instant,
 }
 
 /// A session the media plane created.
@@ -76,7 +88,7 @@ pub struct Stats {
     pub disconnected: usize,
     /// No session, stream or route is left anywhere in the loop.
     pub idle: bool,
-    /// Whether the loop is still running.
+    /// Whether the loop is still running (cleared when it ends, a panic included).
     pub running: bool,
 }
 
@@ -100,6 +112,7 @@ pub struct MediaConfig {
 struct Shard {
     commands: mpsc::Sender<Command>,
     udp_addr: SocketAddr,
+    settings: Arc<peer::PeerSettings>,
 }
 
 /// The HTTP plane's handle on the media loops: cheap to clone.
@@ -107,55 +120,59 @@ struct Shard {
 pub struct MediaHandle {
     shards: Arc<[Shard]>,
     stats: watch::Receiver<Vec<Stats>>,
+    cap: cap::SessionCap,
 }
 
 impl MediaHandle {
-    /// Checks `offer` for `role` and asks the stream's media loop for a session on `stream`.
+    /// Checks `offer` for `role`, negotiates the peer connection here (on the caller's task, so
+    /// a burst of POSTs never stalls a loop's media) and hands it to the stream's media loop.
     pub async fn create(
         &self,
         role: Role,
         stream: StreamName,
         offer: String,
-    ) -> Result<Created, ApiError> {
-        // Parsing happens here, on the request's task, so the media loop only negotiates.
+    ) -> Result<Created, MediaError> {
         let info = offer::inspect(&offer, role)?;
-        let shard = self.shard_of(&stream);
-        self.request(shard, |reply| Command::Create {
+        let index = stream_loop(&stream, self.shards.len());
+        let shard = &self.shards[index];
+        let permit = self.cap.try_admit().ok_or(MediaError::OverCapacity)?;
+        let started = Instant::now();
+        let credentials = peer::IceCredentials::random_for(index);
+        let mut negotiated =
+            peer::negotiate(&shard.settings, role, &info, offer, credentials, started)?;
+        let resource = ResourceId::random_for(index, self.shards.len());
+        // RFC 9725 §4.3.1: the ETag identifies the ICE session; it changes only on ICE restart.
+        let etag = format!("\"{}\"", negotiated.ufrag);
+        let answer = std::mem::take(&mut negotiated.answer);
+        let session = Box::new(NewSession {
+            resource,
             role,
             stream,
-            offer,
-            info,
-            reply,
+            negotiated,
+            permit,
+            started,
+        });
+        self.request(shard, |reply| Command::Create { session, reply })
+            .await??;
+        Ok(Created {
+            resource,
+            answer,
+            etag,
         })
-        .await?
     }
 
     /// Ends the session `resource` (DELETE). An ended resource within its grace period is `Ok`.
-    /// Resource ids do not name their loop, so each loop is asked until one knows the id.
-    pub async fn delete(&self, resource: ResourceId) -> Result<(), ApiError> {
-        for shard in self.shards.iter() {
-            match self
-                .request(shard, |reply| Command::Delete { resource, reply })
-                .await?
-            {
-                Err(ApiError::NotFound(_)) => continue,
-                done => return done,
-            }
-        }
-        Err(ApiError::NotFound("no such resource"))
+    pub async fn delete(&self, resource: ResourceId) -> Result<(), MediaError> {
+        let shard = self.owner(&resource);
+        self.request(shard, |reply| Command::Delete { resource, reply })
+            .await?
     }
 
     /// Whether `resource` names a live or recently ended session.
-    pub async fn exists(&self, resource: ResourceId) -> Result<bool, ApiError> {
-        for shard in self.shards.iter() {
-            if self
-                .request(shard, |reply| Command::Exists { resource, reply })
-                .await?
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    pub async fn exists(&self, resource: ResourceId) -> Result<bool, MediaError> {
+        let shard = self.owner(&resource);
+        self.request(shard, |reply| Command::Exists { resource, reply })
+            .await
     }
 
     /// The statistics of every loop together, and a way to wait for changes.
@@ -168,27 +185,50 @@ impl MediaHandle {
         self.shards.iter().map(|s| s.udp_addr).collect()
     }
 
-    /// The loop that owns `stream`: every session of a stream lives in one loop, so a
-    /// publisher's packets reach its viewers without crossing threads.
-    fn shard_of(&self, stream: &StreamName) -> &Shard {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        stream.hash(&mut hasher);
-        &self.shards[(hasher.finish() % self.shards.len() as u64) as usize]
+    /// The loop whose session has the local ICE ufrag `ufrag` (its first two hex digits say
+    /// which): how a transport shared by every loop, such as one ICE-TCP port, finds the owner
+    /// of a connection from its first STUN request.
+    pub fn loop_of_ufrag(&self, ufrag: &str) -> Option<usize> {
+        peer::IceCredentials::loop_of(ufrag).filter(|i| *i < self.shards.len())
+    }
+
+    /// The loop that minted `resource` (its id says which).
+    fn owner(&self, resource: &ResourceId) -> &Shard {
+        &self.shards[resource.loop_index(self.shards.len())]
     }
 
     async fn request<T>(
         &self,
         shard: &Shard,
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
-    ) -> Result<T, ApiError> {
+    ) -> Result<T, MediaError> {
         let (reply, answer) = oneshot::channel();
         shard
             .commands
             .send(command(reply))
             .await
-            .map_err(|_| ApiError::ShuttingDown)?;
-        answer.await.map_err(|_| ApiError::ShuttingDown)
+            .map_err(|_| MediaError::NotRunning)?;
+        answer.await.map_err(|_| MediaError::NotRunning)
     }
+
+    /// Makes loop `index` panic (tests of crash visibility).
+    #[cfg(test)]
+    pub(crate) async fn panic_loop(&self, index: usize) {
+        let _ = self.shards[index].commands.send(Command::Panic).await;
+    }
+}
+
+/// The loop (of `loops`) that owns `stream`: every session of a stream lives in one loop, so a
+/// publisher's packets reach its viewers without crossing threads. FNV-1a over the name: stable
+/// across builds and platforms, unlike `DefaultHasher`, whose output std does not specify.
+pub fn stream_loop(stream: &StreamName, loops: usize) -> usize {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    let hash = stream
+        .as_str()
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    (hash % loops.max(1) as u64) as usize
 }
 
 /// The loops' statistics summed: counts add up; idle and running hold when they hold everywhere.
@@ -254,45 +294,20 @@ impl StatsSlot {
     }
 }
 
-/// Starts one media loop per socket. They run until `stop` is cancelled, then tear every session
-/// down and end; the returned `JoinHandle`s are their owner's to await. Sessions are capped at
-/// `config.max_sessions` across all loops.
-pub fn spawn(
-    sockets: Vec<UdpSocket>,
-    config: MediaConfig,
-    stop: CancellationToken,
-) -> std::io::Result<(MediaHandle, Vec<JoinHandle<()>>)> {
-    let idle = Stats {
-        idle: true,
-        running: true,
-        ..Stats::default()
-    };
-    let (board, stats_rx) = watch::channel(vec![idle; sockets.len()]);
-    let board = Arc::new(board);
-    let live = Arc::new(AtomicUsize::new(0));
-    let mut shards = Vec::with_capacity(sockets.len());
-    let mut tasks = Vec::with_capacity(sockets.len());
-    for (index, socket) in sockets.into_iter().enumerate() {
-        let udp_addr = socket.local_addr()?;
-        let io = socket::UdpIo::new(socket, &config.local_ips, &config.public_ips)?;
-        let settings = peer::PeerSettings::new(&io.candidate_addrs(), config.ice_timeout)
-            .map_err(std::io::Error::other)?;
-        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-        let slot = StatsSlot {
-            board: board.clone(),
-            index,
-        };
-        let media_loop =
-            event_loop::MediaLoop::new(io, settings, config.clone(), slot, live.clone());
-        tasks.push(tokio::spawn(media_loop.run(commands_rx, stop.clone())));
-        shards.push(Shard {
-            commands: commands_tx,
-            udp_addr,
-        });
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_map_to_loops_stably() {
+        let name = |s: &str| StreamName::parse(s).unwrap();
+        assert_eq!(stream_loop(&name("anything"), 1), 0);
+        // FNV-1a of one byte alternates parity with the byte: "a".."h" use both of two loops.
+        let two: Vec<usize> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|s| stream_loop(&name(s), 2))
+            .collect();
+        assert_eq!(two, [0, 1, 0, 1]);
+        assert!((0..100).all(|i| stream_loop(&name(&format!("s{i}")), 3) < 3));
     }
-    let handle = MediaHandle {
-        shards: shards.into(),
-        stats: stats_rx,
-    };
-    Ok((handle, tasks))
 }

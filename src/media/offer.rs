@@ -6,7 +6,7 @@ use std::io::Cursor;
 use rtc::sdp::description::media::MediaDescription;
 use rtc::sdp::description::session::SessionDescription;
 
-use crate::error::ApiError;
+use super::MediaError;
 use crate::session::Role;
 
 /// What the media plane needs to know about an accepted offer.
@@ -25,14 +25,14 @@ enum Direction {
     Inactive,
 }
 
-/// Checks an offer for `role`. Errors are client mistakes (400) with a short reason.
-pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, ApiError> {
-    let bad = |why: &str| ApiError::BadSdp(why.to_owned());
+/// Checks an offer for `role`. Errors are client mistakes with a short reason.
+pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
+    let bad = |why: &str| MediaError::BadOffer(why.to_owned());
     if !sdp.starts_with("v=") {
         return Err(bad("does not start with v="));
     }
     let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
-        .map_err(|e| ApiError::BadSdp(e.to_string()))?;
+        .map_err(MediaError::bad_offer)?;
     if parsed.media_descriptions.is_empty() {
         return Err(bad("no m= sections"));
     }
@@ -54,7 +54,7 @@ pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, ApiError> {
         Role::Echo => direction == Direction::SendRecv,
     };
     if !fits {
-        return Err(ApiError::BadSdp(format!(
+        return Err(MediaError::BadOffer(format!(
             "audio direction {direction:?} does not fit a {role} endpoint"
         )));
     }
@@ -143,7 +143,7 @@ mod tests {
         assert!(inspect(&recvonly, Role::Viewer).is_ok());
         assert!(matches!(
             inspect(&recvonly, Role::Publisher),
-            Err(ApiError::BadSdp(_))
+            Err(MediaError::BadOffer(_))
         ));
         let sendonly = offer("sendonly", OPUS_AFTER_PCMA, "");
         assert!(inspect(&sendonly, Role::Echo).is_err());

@@ -1,12 +1,15 @@
-//! Building one server-side peer connection from an offer: an Opus-only media engine, DTLS server
-//! role, mDNS off, the shared socket's host candidates, and the answer, all without any network
-//! round trip (the POST returns as soon as this does).
+//! Building one server-side peer connection from an offer, on the request's task (never on the
+//! media loop): an Opus-only media engine, the loop's one DTLS certificate, DTLS server role, mDNS
+//! off, ICE credentials that name the loop, the shared socket's host candidates, and the answer,
+//! all without any network round trip (the POST returns as soon as this does).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rtc::crypto::SignatureScheme;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -22,32 +25,65 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 
-use crate::error::ApiError;
+use super::MediaError;
 use crate::media::offer::OfferInfo;
 use crate::session::Role;
 
 /// Payload type whip-echo prefers for Opus; the answer uses the offer's own number.
 const OPUS_PT: u8 = 111;
+/// Opus RTP clock rate (RFC 7587 §4.1).
+const OPUS_CLOCK_RATE: u32 = 48_000;
 
 /// Settings shared by every peer connection of one media loop, computed once at start-up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerSettings {
     /// Host candidates of the shared socket, as `add_local_candidate` takes them.
     pub candidates: Vec<RTCIceCandidateInit>,
     /// Time without connectivity after which ICE reports `failed`.
     pub ice_timeout: Duration,
+    /// The loop's one DTLS certificate. Generating an ECDSA key and a self-signed certificate
+    /// per session cost more than the rest of the negotiation; browsers also reuse one
+    /// certificate across their connections. The fingerprint is public (it is in every answer),
+    /// the key never leaves the process.
+    pub certificate: RTCCertificate,
+    /// Which media loop the sessions built with these settings belong to.
+    pub loop_index: usize,
+}
+
+impl std::fmt::Debug for PeerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSettings")
+            .field("candidates", &self.candidates)
+            .field("ice_timeout", &self.ice_timeout)
+            .field("loop_index", &self.loop_index)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PeerSettings {
-    /// Settings announcing `addrs` (IP and the shared UDP port) as host candidates.
-    pub fn new(addrs: &[SocketAddr], ice_timeout: Duration) -> Result<Self, String> {
+    /// Settings announcing `addrs` (IP and the shared UDP port) as host candidates, for the
+    /// sessions of loop `loop_index`.
+    pub fn new(
+        addrs: &[SocketAddr],
+        ice_timeout: Duration,
+        loop_index: usize,
+    ) -> Result<Self, MediaError> {
         let candidates = addrs
             .iter()
             .map(|addr| host_candidate(*addr))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(MediaError::Internal)?;
+        let provider = rtc::crypto::default_provider().map_err(MediaError::internal)?;
+        let params =
+            CertificateParams::new(vec!["whip-echo".to_owned()]).map_err(MediaError::internal)?;
+        let certificate =
+            RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+                .map_err(MediaError::internal)?;
         Ok(PeerSettings {
             candidates,
             ice_timeout,
+            certificate,
+            loop_index,
         })
     }
 }
@@ -71,29 +107,101 @@ pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
         .map_err(|e| e.to_string())
 }
 
-/// A negotiated peer connection, ready to be driven by the media loop.
+/// A session's local ICE credentials (RFC 8445 §5.3: at least 24 random bits in the ufrag and
+/// 128 in the password), chosen by whip-echo rather than rtc so that the ufrag names the media
+/// loop: its first two hex digits are the loop index. A transport shared by every loop (ICE-TCP
+/// on one port) finds the owner of a STUN request from its USERNAME alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    /// 16 hex digits: the loop index (2), then 56 random bits.
+    pub ufrag: String,
+    /// 32 hex digits: 128 random bits.
+    pub pwd: String,
+}
+
+impl IceCredentials {
+    /// Fresh credentials for a session of loop `index` (at most 255).
+    pub fn random_for(index: usize) -> Self {
+        let random: u64 = rand::random();
+        IceCredentials {
+            ufrag: format!("{:02x}{:014x}", index.min(0xff), random >> 8),
+            pwd: format!("{:032x}", rand::random::<u128>()),
+        }
+    }
+
+    /// The loop a local ufrag minted by [`IceCredentials::random_for`] belongs to.
+    pub fn loop_of(ufrag: &str) -> Option<usize> {
+        usize::from_str_radix(ufrag.get(..2)?, 16).ok()
+    }
+}
+
+/// A send track of a viewer or echo session, as negotiated.
+#[derive(Debug, Clone, Copy)]
+pub struct SendTrack {
+    /// The rtc sender that writes it.
+    pub sender: RTCRtpSenderId,
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// The payload type negotiated for it.
+    pub payload_type: u8,
+    /// The codec's RTP clock rate.
+    pub clock_rate: u32,
+}
+
+/// A negotiated peer connection, ready to be handed to its media loop.
 pub struct Negotiated {
     /// The peer connection, with local and remote descriptions applied.
     pub pc: RTCPeerConnection,
     /// The SDP answer for the 201 body.
     pub answer: String,
-    /// The answer's ICE ufrag: the routing key of STUN requests for this session.
+    /// The local ICE ufrag: the routing key of STUN requests for this session, and its ETag.
     pub ufrag: String,
-    /// The sender of a `Viewer`/`Echo` session: its id, SSRC and negotiated payload type.
-    pub sender: Option<(RTCRtpSenderId, u32, u8)>,
+    /// The send tracks of a `Viewer`/`Echo` session (none for a publisher).
+    pub tracks: Vec<SendTrack>,
 }
 
-/// Answers `offer` for `role`. Errors from applying the offer are the client's (400); the others
-/// are internal.
+/// Answers `offer` for `role` with `credentials`. Errors from applying the offer are the
+/// client's ([`MediaError::BadOffer`]); the others are internal.
 pub fn negotiate(
     settings: &PeerSettings,
     role: Role,
     info: &OfferInfo,
     offer: String,
+    credentials: IceCredentials,
     now: Instant,
-) -> Result<Negotiated, ApiError> {
-    let internal = |e: rtc::shared::error::Error| ApiError::Internal(e.to_string());
+) -> Result<Negotiated, MediaError> {
     let codec = opus_codec(info.stereo);
+    let mut pc = build_peer(settings, &codec, &credentials, now)?;
+    let track = if role.receives() {
+        Some(add_send_track(&mut pc, codec)?)
+    } else {
+        None
+    };
+    apply_offer(&mut pc, role, offer, settings, now)?;
+    let answer = answer(&mut pc, now)?;
+    let tracks = track
+        .map(|(sender, ssrc)| negotiated_track(&mut pc, sender, ssrc))
+        .transpose()?
+        .into_iter()
+        .collect();
+    Ok(Negotiated {
+        pc,
+        answer,
+        ufrag: credentials.ufrag,
+        tracks,
+    })
+}
+
+/// The peer connection before any description: one codec, RTCP reports, consent timeouts, DTLS
+/// server role, mDNS off, the loop's certificate and the session's credentials.
+fn build_peer(
+    settings: &PeerSettings,
+    codec: &RTCRtpCodec,
+    credentials: &IceCredentials,
+    now: Instant,
+) -> Result<RTCPeerConnection, MediaError> {
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_codec(
@@ -103,7 +211,7 @@ pub fn negotiate(
             },
             RtpCodecKind::Audio,
         )
-        .map_err(internal)?;
+        .map_err(MediaError::internal)?;
     // Sender and receiver reports only: NACK and TWCC are of little use for Opus audio.
     let registry = configure_rtcp_reports(Registry::new());
     // RFC 7675 consent: `disconnected` after a short silence, `failed` when the configured timeout
@@ -121,80 +229,99 @@ pub fn negotiate(
             Some(settings.ice_timeout.saturating_sub(disconnected)),
             Some(keepalive),
         )
+        .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
         .build();
-    let mut pc = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+    let configuration = RTCConfigurationBuilder::new()
+        .with_certificates(vec![settings.certificate.clone()])
+        .build();
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(configuration)
         .with_media_engine(media_engine)
         .with_setting_engine(setting_engine)
         .with_interceptor_registry(registry)
         .build(now)
-        .map_err(internal)?;
+        .map_err(MediaError::internal)
+}
 
-    let sender = if role.receives() {
-        let ssrc: u32 = rand::random();
-        let track = MediaStreamTrack::new(
-            "whip-echo".to_owned(),
-            format!("whip-echo-audio-{ssrc:08x}"),
-            "whip-echo audio".to_owned(),
-            RtpCodecKind::Audio,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec,
+/// The audio track a viewer or echo session sends, with a random SSRC.
+fn add_send_track(
+    pc: &mut RTCPeerConnection,
+    codec: RTCRtpCodec,
+) -> Result<(RTCRtpSenderId, u32), MediaError> {
+    let ssrc: u32 = rand::random();
+    let track = MediaStreamTrack::new(
+        "whip-echo".to_owned(),
+        format!("whip-echo-audio-{ssrc:08x}"),
+        "whip-echo audio".to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
                 ..Default::default()
-            }],
-        );
-        Some((pc.add_track(track).map_err(internal)?, ssrc))
-    } else {
-        None
-    };
+            },
+            codec,
+            ..Default::default()
+        }],
+    );
+    let sender = pc.add_track(track).map_err(MediaError::internal)?;
+    Ok((sender, ssrc))
+}
 
-    let offer = RTCSessionDescription::offer(offer).map_err(|e| ApiError::BadSdp(e.to_string()))?;
+/// Applies the client's offer, narrows a viewer's direction, adds the shared socket's candidates.
+fn apply_offer(
+    pc: &mut RTCPeerConnection,
+    role: Role,
+    offer: String,
+    settings: &PeerSettings,
+    now: Instant,
+) -> Result<(), MediaError> {
+    let offer = RTCSessionDescription::offer(offer).map_err(MediaError::bad_offer)?;
     pc.set_remote_description(now, offer)
-        .map_err(|e| ApiError::BadSdp(e.to_string()))?;
+        .map_err(MediaError::bad_offer)?;
     if role == Role::Viewer {
-        send_only(&mut pc);
+        send_only(pc);
     }
     for candidate in &settings.candidates {
         pc.add_local_candidate(candidate.clone())
-            .map_err(internal)?;
+            .map_err(MediaError::internal)?;
     }
-    let answer = pc
-        .create_answer(None)
-        .map_err(|e| ApiError::BadSdp(e.to_string()))?;
-    pc.set_local_description(now, answer).map_err(internal)?;
-    let answer = pc
-        .local_description()
-        .ok_or_else(|| ApiError::Internal("no local description after answer".into()))?
-        .sdp;
-    let answer = complete_rejected_sections(&finish_answer(&answer));
-    let ufrag = sdp_attribute(&answer, "ice-ufrag")
-        .ok_or_else(|| ApiError::Internal("answer has no ice-ufrag".into()))?
-        .to_owned();
+    Ok(())
+}
 
-    let sender = match sender {
-        Some((id, ssrc)) => {
-            let pt = pc
-                .rtp_sender(id)
-                .and_then(|mut s| {
-                    s.get_parameters()
-                        .rtp_parameters
-                        .codecs
-                        .first()
-                        .map(|c| c.payload_type)
-                })
-                .ok_or_else(|| ApiError::BadSdp("no Opus codec negotiated for sending".into()))?;
-            Some((id, ssrc, pt))
-        }
-        None => None,
-    };
-    Ok(Negotiated {
-        pc,
-        answer,
-        ufrag,
+/// Creates and applies the answer; returns its text as the client gets it.
+fn answer(pc: &mut RTCPeerConnection, now: Instant) -> Result<String, MediaError> {
+    let answer = pc.create_answer(None).map_err(MediaError::bad_offer)?;
+    pc.set_local_description(now, answer)
+        .map_err(MediaError::internal)?;
+    let sdp = pc
+        .local_description()
+        .ok_or_else(|| MediaError::Internal("no local description after answer".into()))?
+        .sdp;
+    Ok(edit_answer(&sdp))
+}
+
+/// The negotiated parameters of a send track.
+fn negotiated_track(
+    pc: &mut RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+) -> Result<SendTrack, MediaError> {
+    let codec = pc.rtp_sender(sender).and_then(|mut s| {
+        let codec = s.get_parameters().rtp_parameters.codecs.first()?;
+        Some((codec.payload_type, codec.rtp_codec.clock_rate))
+    });
+    let (payload_type, clock_rate) =
+        codec.ok_or_else(|| MediaError::BadOffer("no Opus codec negotiated for sending".into()))?;
+    Ok(SendTrack {
         sender,
+        kind: RtpCodecKind::Audio,
+        ssrc,
+        payload_type,
+        clock_rate: if clock_rate == 0 {
+            OPUS_CLOCK_RATE
+        } else {
+            clock_rate
+        },
     })
 }
 
@@ -222,11 +349,18 @@ fn opus_codec(stereo: bool) -> RTCRtpCodec {
     }
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
+        clock_rate: OPUS_CLOCK_RATE,
         channels: 2,
         sdp_fmtp_line: fmtp,
         rtcp_feedback: vec![],
     }
+}
+
+/// The text edits of rtc's answer, in one place (rtc has no setting for either):
+/// [`finish_answer`], then [`complete_rejected_sections`]. The client gets this text, while rtc's
+/// `local_description()` keeps its own; the differences are attributes rtc does not act on.
+fn edit_answer(sdp: &str) -> String {
+    complete_rejected_sections(&finish_answer(sdp))
 }
 
 /// Final touches on rtc's answer text:
@@ -351,6 +485,24 @@ mod tests {
             sdp[..sdp.find("m=video").unwrap()]
         );
         assert_eq!(complete_rejected_sections(&done), done);
+    }
+
+    #[test]
+    fn credentials_name_their_loop_and_are_fresh() {
+        for index in [0, 1, 63, 255] {
+            let c = IceCredentials::random_for(index);
+            assert_eq!(c.ufrag.len(), 16);
+            assert_eq!(c.pwd.len(), 32);
+            // RFC 8839 §5.4: ice-char is ALPHA / DIGIT / "+" / "/".
+            assert!(c
+                .ufrag
+                .bytes()
+                .chain(c.pwd.bytes())
+                .all(|b| b.is_ascii_alphanumeric()));
+            assert_eq!(IceCredentials::loop_of(&c.ufrag), Some(index));
+        }
+        assert_ne!(IceCredentials::random_for(0), IceCredentials::random_for(0));
+        assert_eq!(IceCredentials::loop_of("x"), None);
     }
 
     #[test]

@@ -1,17 +1,19 @@
-//! Which session a datagram on the shared UDP socket belongs to.
+//! Which session an inbound packet belongs to.
 //!
-//! All sessions share one socket, so the media loop demultiplexes by hand (the design of pion's
-//! UDPMux and str0m's chat example): a STUN Binding request names its session by the local ufrag in
-//! USERNAME (RFC 8445 §7.2.2: "LFRAG:RFRAG" from the receiver's point of view); every other packet is
-//! routed by the remote address learnt from those requests, or from the addresses the session itself
-//! sends to (its own connectivity checks' responses carry no USERNAME).
+//! All sessions of a loop share its transports, so the media loop demultiplexes by hand (the
+//! design of pion's UDPMux and str0m's chat example): a STUN Binding request names its session by
+//! the local ufrag in USERNAME (RFC 8445 §7.2.2: "LFRAG:RFRAG" from the receiver's point of view);
+//! every other packet is routed by its path (a remote address on the UDP socket, or a TCP
+//! connection) learnt from those requests, or from the paths the session itself sends on (its own
+//! connectivity checks' responses carry no USERNAME).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, BINDING_REQUEST};
 use rustc_hash::FxHashMap;
+
+use super::transport::PathId;
 
 /// Index of a session inside the media loop.
 pub type SessionKey = usize;
@@ -21,8 +23,8 @@ pub type SessionKey = usize;
 pub struct Routes {
     by_ufrag: HashMap<String, SessionKey>,
     /// Remote addresses are chosen by clients: keep the DoS-resistant default hasher.
-    by_addr: HashMap<SocketAddr, SessionKey>,
-    addrs_of: FxHashMap<SessionKey, Vec<SocketAddr>>,
+    by_path: HashMap<PathId, SessionKey>,
+    paths_of: FxHashMap<SessionKey, Vec<PathId>>,
 }
 
 impl Routes {
@@ -31,30 +33,30 @@ impl Routes {
         self.by_ufrag.insert(ufrag.to_owned(), key);
     }
 
-    /// Learns that `addr` talks to session `key` (a later learner of the same address wins: a
+    /// Learns that `path` talks to session `key` (a later learner of the same path wins: a
     /// client that reuses its port for a new session moves the route with it).
-    pub fn learn(&mut self, addr: SocketAddr, key: SessionKey) {
-        if let Some(old) = self.by_addr.insert(addr, key) {
+    pub fn learn(&mut self, path: PathId, key: SessionKey) {
+        if let Some(old) = self.by_path.insert(path, key) {
             if old == key {
                 return;
             }
-            if let Some(list) = self.addrs_of.get_mut(&old) {
-                list.retain(|a| *a != addr);
+            if let Some(list) = self.paths_of.get_mut(&old) {
+                list.retain(|p| *p != path);
             }
         }
-        self.addrs_of.entry(key).or_default().push(addr);
+        self.paths_of.entry(key).or_default().push(path);
     }
 
-    /// The session an inbound datagram belongs to, learning its address when a STUN request names
-    /// the session by ufrag.
-    pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<SessionKey> {
-        if let Some(ufrag) = stun_request_local_ufrag(datagram) {
+    /// The session a packet that came on `path` belongs to, learning the path when a STUN
+    /// request names the session by ufrag.
+    pub fn route(&mut self, path: PathId, packet: &[u8]) -> Option<SessionKey> {
+        if let Some(ufrag) = stun_request_local_ufrag(packet) {
             if let Some(&key) = self.by_ufrag.get(&ufrag) {
-                self.learn(from, key);
+                self.learn(path, key);
                 return Some(key);
             }
         }
-        self.by_addr.get(&from).copied()
+        self.by_path.get(&path).copied()
     }
 
     /// Forgets everything about a session (part of teardown).
@@ -62,16 +64,16 @@ impl Routes {
         if self.by_ufrag.get(ufrag) == Some(&key) {
             self.by_ufrag.remove(ufrag);
         }
-        for addr in self.addrs_of.remove(&key).unwrap_or_default() {
-            if self.by_addr.get(&addr) == Some(&key) {
-                self.by_addr.remove(&addr);
+        for path in self.paths_of.remove(&key).unwrap_or_default() {
+            if self.by_path.get(&path) == Some(&key) {
+                self.by_path.remove(&path);
             }
         }
     }
 
     /// Whether no route is left (tests and leak checks).
     pub fn is_empty(&self) -> bool {
-        self.by_ufrag.is_empty() && self.by_addr.is_empty() && self.addrs_of.is_empty()
+        self.by_ufrag.is_empty() && self.by_path.is_empty() && self.paths_of.is_empty()
     }
 }
 
@@ -109,8 +111,12 @@ mod tests {
         m.raw
     }
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> PathId {
+        PathId::Udp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn tcp(n: u64) -> PathId {
+        PathId::Tcp(super::super::transport::TcpConnId(n))
     }
 
     #[test]
@@ -137,6 +143,27 @@ mod tests {
             routes.route(addr(1001), &binding_request("other:cli")),
             None
         );
+    }
+
+    #[test]
+    fn tcp_connections_route_like_addresses_and_never_collide_with_them() {
+        let mut routes = Routes::default();
+        routes.add_ufrag("srv", 7);
+        routes.add_ufrag("other", 8);
+        // A TCP connection is learnt from the STUN request that arrives on it.
+        assert_eq!(routes.route(tcp(1), &[0x80, 0]), None);
+        assert_eq!(routes.route(tcp(1), &binding_request("srv:cli")), Some(7));
+        assert_eq!(routes.route(tcp(1), &[0x80, 0]), Some(7));
+        // The same numbers as a UDP port, or another connection, are other paths.
+        assert_eq!(routes.route(addr(1), &[0x80, 0]), None);
+        assert_eq!(routes.route(tcp(2), &binding_request("other:cli")), Some(8));
+        assert_eq!(routes.route(tcp(2), &[0x80, 0]), Some(8));
+        routes.learn(addr(9), 7);
+        routes.remove(7, "srv");
+        assert_eq!(routes.route(tcp(1), &[0x80, 0]), None);
+        assert_eq!(routes.route(addr(9), &[0x80, 0]), None);
+        routes.remove(8, "other");
+        assert!(routes.is_empty());
     }
 
     #[test]

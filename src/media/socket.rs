@@ -42,20 +42,38 @@ pub struct UdpIo {
     metas: Vec<RecvMeta>,
 }
 
+/// The announced candidate IPs of a socket bound to `bound`, each with the source IP that replies
+/// from it must use (`None` where the kernel should choose: a specific bind address, or a NAT 1:1
+/// public address).
+pub fn candidates(
+    bound: SocketAddr,
+    local_ips: &[IpAddr],
+    public_ips: &[IpAddr],
+) -> Vec<(IpAddr, Option<IpAddr>)> {
+    let pick_source = !bound.ip().is_unspecified();
+    local_ips
+        .iter()
+        .map(|ip| (*ip, (!pick_source).then_some(*ip)))
+        .chain(public_ips.iter().map(|ip| (*ip, None)))
+        .collect()
+}
+
+/// The announced candidate addresses (IP and the shared port).
+pub fn candidate_addrs(candidates: &[(IpAddr, Option<IpAddr>)], port: u16) -> Vec<SocketAddr> {
+    candidates
+        .iter()
+        .map(|(ip, _)| SocketAddr::new(*ip, port))
+        .collect()
+}
+
 impl UdpIo {
-    /// Wraps `socket`, announcing `local_ips` (addresses of this machine) and `public_ips`.
-    pub fn new(socket: UdpSocket, local_ips: &[IpAddr], public_ips: &[IpAddr]) -> io::Result<Self> {
+    /// Wraps `socket`, announcing `candidates` (from [`candidates`]).
+    pub fn new(socket: UdpSocket, candidates: Vec<(IpAddr, Option<IpAddr>)>) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         // Bursts from thousands of sessions overflow the default ~208 KiB receive buffer long
         // before the loop is out of CPU; the kernel caps this at net.core.rmem_max.
         let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER);
         let bound = socket.local_addr()?;
-        let pick_source = !bound.ip().is_unspecified();
-        let candidates = local_ips
-            .iter()
-            .map(|ip| (*ip, (!pick_source).then_some(*ip)))
-            .chain(public_ips.iter().map(|ip| (*ip, None)))
-            .collect();
         Ok(UdpIo {
             port: bound.port(),
             socket,
@@ -64,14 +82,6 @@ impl UdpIo {
             bufs: vec![vec![0; SLOT]; BATCH],
             metas: vec![RecvMeta::default(); BATCH],
         })
-    }
-
-    /// The announced candidate addresses (IP and the shared port).
-    pub fn candidate_addrs(&self) -> Vec<SocketAddr> {
-        self.candidates
-            .iter()
-            .map(|(ip, _)| SocketAddr::new(*ip, self.port))
-            .collect()
     }
 
     /// Waits until the socket is readable.

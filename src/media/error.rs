@@ -1,0 +1,37 @@
+//! The media plane's own errors. They say what went wrong in media terms; the HTTP plane maps
+//! them to statuses in one place (`impl From<MediaError> for ApiError`), so nothing here knows HTTP.
+
+/// Everything the media plane can refuse or fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaError {
+    /// The offer is not usable SDP, or has no audio whip-echo can serve (the client's mistake).
+    #[error("bad SDP offer: {0}")]
+    BadOffer(String),
+    /// The stream already has a live publisher and the policy is `reject`.
+    #[error("stream {0:?} already has a live publisher")]
+    PublisherExists(String),
+    /// No live or recently ended session has this resource id.
+    #[error("no such resource")]
+    UnknownResource,
+    /// The session cap is reached.
+    #[error("server is at its session limit, retry later")]
+    OverCapacity,
+    /// The media loop is gone (shutting down, or it died).
+    #[error("media plane is not running")]
+    NotRunning,
+    /// A failure inside rtc that the client did not cause.
+    #[error("internal media error: {0}")]
+    Internal(String),
+}
+
+impl MediaError {
+    /// An rtc error while building or driving a peer connection.
+    pub(crate) fn internal(e: impl std::fmt::Display) -> Self {
+        MediaError::Internal(e.to_string())
+    }
+
+    /// An rtc error caused by the client's offer.
+    pub(crate) fn bad_offer(e: impl std::fmt::Display) -> Self {
+        MediaError::BadOffer(e.to_string())
+    }
+}

@@ -1,0 +1,130 @@
+//! The transport seam of a media loop: every inbound packet names the path it came on, every
+//! outgoing packet leaves by the path its protocol and peer name (the str0m habit: `Receive {
+//! proto, source, destination }`; quinn's `Endpoint::handle(remote, local_ip, ...)`). Today the
+//! loop has one transport, its UDP socket; ICE-TCP (RFC 6544 on a shared port, and on the HTTP
+//! port) adds a `PathId::Tcp` source, one select branch in the loop and one arm in
+//! [`Transports::send`], and touches nothing else.
+
+use std::io;
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+use super::socket::UdpIo;
+
+/// A TCP connection of a shared ICE-TCP listener, numbered by whoever accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpConnId(pub u64);
+
+/// What tells apart the sessions sharing one transport: the remote address on the shared UDP
+/// socket, the connection on a TCP listener (whose framed packets carry no address of their own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathId {
+    /// A remote address on the loop's UDP socket.
+    Udp(SocketAddr),
+    /// One accepted ICE-TCP connection (RFC 4571 framing). Constructed by the ICE-TCP listener
+    /// of the traversal issue; the routing tables already key on it.
+    #[allow(dead_code)]
+    Tcp(TcpConnId),
+}
+
+impl PathId {
+    /// The protocol rtc is told a packet on this path used.
+    pub fn protocol(&self) -> TransportProtocol {
+        match self {
+            PathId::Udp(_) => TransportProtocol::UDP,
+            PathId::Tcp(_) => TransportProtocol::TCP,
+        }
+    }
+}
+
+/// One inbound packet as a transport hands it to the loop.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The path it came on.
+    pub path: PathId,
+    /// The announced local candidate address it reached.
+    pub local: SocketAddr,
+    /// The remote address (for TCP, the connection's peer).
+    pub peer: SocketAddr,
+    /// The packet (one datagram, or one RFC 4571 frame).
+    pub data: BytesMut,
+}
+
+impl Inbound {
+    /// The packet as rtc's `handle_read` takes it.
+    pub fn into_tagged(self, now: std::time::Instant) -> TaggedBytesMut {
+        TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: self.peer,
+                ecn: None,
+                transport_protocol: self.path.protocol(),
+            },
+            message: self.data,
+        }
+    }
+}
+
+/// The transports a media loop owns.
+pub struct Transports {
+    /// The loop's shared UDP socket.
+    pub udp: UdpIo,
+}
+
+impl Transports {
+    /// The path an outgoing packet of rtc leaves by, learnt as a route of its session (its own
+    /// checks' responses carry no USERNAME). `None` for a protocol this loop has no transport for.
+    pub fn path_of(&self, transport: &TransportContext) -> Option<PathId> {
+        match transport.transport_protocol {
+            TransportProtocol::UDP => Some(PathId::Udp(transport.peer_addr)),
+            // rtc's enum is non-exhaustive; TCP joins when the ICE-TCP transport does.
+            _ => None,
+        }
+    }
+
+    /// Sends one packet by the transport its context names, without waiting (a full buffer
+    /// drops it: media is loss-tolerant and the loop never blocks on one slow path).
+    pub fn send(&self, transport: &TransportContext, data: &[u8]) -> io::Result<()> {
+        match transport.transport_protocol {
+            TransportProtocol::UDP => {
+                self.udp
+                    .send(transport.peer_addr, transport.local_addr, data)
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("this media loop has no {other:?} transport"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_packets_tell_rtc_their_protocol() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        for (path, protocol) in [
+            (PathId::Udp(peer), TransportProtocol::UDP),
+            (PathId::Tcp(TcpConnId(7)), TransportProtocol::TCP),
+        ] {
+            let inbound = Inbound {
+                path,
+                local,
+                peer,
+                data: BytesMut::from(&b"x"[..]),
+            };
+            let tagged = inbound.into_tagged(std::time::Instant::now());
+            assert_eq!(tagged.transport.transport_protocol, protocol);
+            assert_eq!(
+                (tagged.transport.local_addr, tagged.transport.peer_addr),
+                (local, peer)
+            );
+        }
+    }
+}
