@@ -5,9 +5,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The running binary; killed when dropped, so a failing test leaves no server behind.
 struct Server {
-    child: Child,
+    child: Option<Child>,
     base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Starts the built `whip-echo` on ephemeral loopback ports and reads its HTTP address from its
@@ -28,6 +38,10 @@ fn start() -> Server {
         .spawn()
         .expect("start whip-echo");
     let stdout = child.stdout.take().unwrap();
+    let mut server = Server {
+        child: Some(child),
+        base: String::new(),
+    };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -44,21 +58,20 @@ fn start() -> Server {
         .recv_timeout(Duration::from_secs(30))
         .expect("server logs its address")
         .expect("address field");
-    Server {
-        child,
-        base: format!("http://{addr}"),
-    }
+    server.base = format!("http://{addr}");
+    server
 }
 
 fn sigterm_and_wait(mut server: Server) {
+    let mut child = server.child.take().expect("running");
     let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(server.child.wait());
+        let _ = tx.send(child.wait());
     });
     let exit = rx
         .recv_timeout(Duration::from_secs(30))

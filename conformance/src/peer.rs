@@ -10,22 +10,17 @@ use bytes::{Bytes, BytesMut};
 use reqwest::{Method, Url};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsTransportState, RTCIceCandidate,
-    RTCIceCandidateInit,
-};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -279,7 +274,8 @@ fn offer_peer(
     let offer = pc.create_offer(None).map_err(e)?;
     pc.set_local_description(Instant::now(), offer).map_err(e)?;
     if let Some(addr) = candidate {
-        pc.add_local_candidate(host_candidate(addr)?).map_err(e)?;
+        pc.add_local_candidate(rtc_util::host_candidate(addr)?)
+            .map_err(e)?;
     }
     let sdp = pc.local_description().ok_or("no local description")?.sdp;
     Ok((pc, sdp))
@@ -300,7 +296,7 @@ async fn answer_counter_offer(
     let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(e)?;
     pc.set_remote_description(Instant::now(), offer)
         .map_err(e)?;
-    pc.add_local_candidate(host_candidate(local).map_err(failed)?)
+    pc.add_local_candidate(rtc_util::host_candidate(local).map_err(failed)?)
         .map_err(e)?;
     let answer = pc.create_answer(None).map_err(e)?;
     pc.set_local_description(Instant::now(), answer)
@@ -329,22 +325,12 @@ async fn answer_counter_offer(
     Ok(pc)
 }
 
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
 fn build_peer() -> Result<RTCPeerConnection, String> {
     let mut media_engine = MediaEngine::default();
     media_engine
         .register_codec(
             RTCRtpCodecParameters {
-                rtp_codec: opus(),
+                rtp_codec: rtc_util::opus_codec(false),
                 payload_type: 111,
             },
             RtpCodecKind::Audio,
@@ -376,7 +362,7 @@ fn add_transceiver(
                 ssrc: Some(rand::random()),
                 ..Default::default()
             },
-            codec: opus(),
+            codec: rtc_util::opus_codec(false),
             ..Default::default()
         }],
     );
@@ -400,41 +386,6 @@ fn add_transceiver(
         }
     }
     Ok(())
-}
-
-/// A UDP host candidate for `addr` (RFC 8445 §5.1.1.1).
-fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .map_err(|e| e.to_string())?;
-    RTCIceCandidate::from(&host)
-        .to_json()
-        .map_err(|e| e.to_string())
-}
-
-/// Whether the server closed the DTLS transport (rtc keeps the connection state at `connected`).
-fn dtls_closed(pc: &mut RTCPeerConnection) -> bool {
-    let sender = pc.get_senders().next();
-    let receiver = pc.get_receivers().next();
-    let state = match (sender, receiver) {
-        (Some(id), _) => pc
-            .rtp_sender(id)
-            .and_then(|s| s.transport().map(|t| t.state())),
-        (None, Some(id)) => pc
-            .rtp_receiver(id)
-            .and_then(|r| r.transport().map(|t| t.state())),
-        (None, None) => None,
-    };
-    state == Some(RTCDtlsTransportState::Closed)
 }
 
 fn write_packet(pc: &mut RTCPeerConnection, payload: Bytes, seq: u16, ts: u32) {
@@ -545,7 +496,7 @@ async fn drive(
                     },
                     message: BytesMut::from(&buf[..n]),
                 });
-                if dtls && dtls_closed(&mut pc) {
+                if dtls && rtc_util::dtls_closed(&mut pc) {
                     state.send_modify(|st| st.ended = true);
                 }
             }

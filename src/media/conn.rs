@@ -6,7 +6,6 @@ use std::time::Instant;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{RTCDtlsTransport, RTCDtlsTransportState};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -143,8 +142,10 @@ impl Conn {
 
     /// Whether ICE has selected a candidate pair, so rtc reads DTLS.
     fn pair_selected(&mut self) -> bool {
-        self.dtls_transport(|t| t.ice_transport().get_selected_candidate_pair().is_some())
-            .unwrap_or(false)
+        rtc_util::dtls_transport(&mut self.pc, |t| {
+            t.ice_transport().get_selected_candidate_pair().is_some()
+        })
+        .unwrap_or(false)
     }
 
     /// Hands held early DTLS datagrams to rtc once a pair is selected.
@@ -222,20 +223,8 @@ impl Conn {
         Some(rtc.map_or(self.setup_deadline, |w| w.min(self.setup_deadline)))
     }
 
-    /// Whether the peer closed the DTLS transport (close_notify). rtc keeps the connection state
-    /// at `connected` then (ICE is still up), so the transport itself is asked.
+    /// Whether the peer closed the DTLS transport (close_notify).
     pub fn dtls_closed(&mut self) -> bool {
-        self.dtls_transport(|t| t.state()) == Some(RTCDtlsTransportState::Closed)
-    }
-
-    /// Asks the session's one (bundled) DTLS transport, reached through its sender or receiver.
-    fn dtls_transport<T>(&mut self, f: impl FnOnce(&RTCDtlsTransport<'_>) -> T) -> Option<T> {
-        let sender = self.pc.get_senders().next();
-        let receiver = self.pc.get_receivers().next();
-        match (sender, receiver) {
-            (Some(id), _) => self.pc.rtp_sender(id)?.transport().map(|t| f(&t)),
-            (None, Some(id)) => self.pc.rtp_receiver(id)?.transport().map(|t| f(&t)),
-            (None, None) => None,
-        }
+        rtc_util::dtls_closed(&mut self.pc)
     }
 }

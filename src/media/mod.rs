@@ -29,7 +29,6 @@ use crate::session::{ResourceId, Role, StreamName};
 
 pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
-pub use peer::host_candidate;
 pub use socket::local_ips;
 
 /// Queue depth between the HTTP plane and a media loop.

@@ -11,13 +11,11 @@ use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
-use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
-};
+use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -31,8 +29,6 @@ use crate::session::Role;
 
 /// Payload type whip-echo prefers for Opus; the answer uses the offer's own number.
 const OPUS_PT: u8 = 111;
-/// Opus RTP clock rate (RFC 7587 §4.1).
-const OPUS_CLOCK_RATE: u32 = 48_000;
 
 /// Settings shared by every peer connection of one media loop, computed once at start-up.
 #[derive(Clone)]
@@ -70,7 +66,7 @@ impl PeerSettings {
     ) -> Result<Self, MediaError> {
         let candidates = addrs
             .iter()
-            .map(|addr| host_candidate(*addr))
+            .map(|addr| rtc_util::host_candidate(*addr))
             .collect::<Result<Vec<_>, _>>()
             .map_err(MediaError::Internal)?;
         let provider = rtc::crypto::default_provider().map_err(MediaError::internal)?;
@@ -86,25 +82,6 @@ impl PeerSettings {
             loop_index,
         })
     }
-}
-
-/// A UDP host candidate for `addr` (RFC 8445 §5.1.1.1), as `add_local_candidate` takes it.
-pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .map_err(|e| e.to_string())?;
-    RTCIceCandidate::from(&host)
-        .to_json()
-        .map_err(|e| e.to_string())
 }
 
 /// A session's local ICE credentials (RFC 8445 §5.3: at least 24 random bits in the ufrag and
@@ -172,7 +149,7 @@ pub fn negotiate(
     credentials: IceCredentials,
     now: Instant,
 ) -> Result<Negotiated, MediaError> {
-    let codec = opus_codec(info.stereo);
+    let codec = rtc_util::opus_codec(info.stereo);
     let mut pc = build_peer(settings, &codec, &credentials, now)?;
     let track = if role.receives() {
         Some(add_send_track(&mut pc, codec)?)
@@ -318,7 +295,7 @@ fn negotiated_track(
         ssrc,
         payload_type,
         clock_rate: if clock_rate == 0 {
-            OPUS_CLOCK_RATE
+            rtc_util::OPUS_CLOCK_RATE
         } else {
             clock_rate
         },
@@ -337,22 +314,6 @@ fn send_only(pc: &mut RTCPeerConnection) {
                 transceiver.set_direction(RTCRtpTransceiverDirection::Sendonly);
             }
         }
-    }
-}
-
-/// Opus at 48 kHz, two channels in the rtpmap as RFC 7587 §7 requires; `stereo=1` only when the
-/// client offered it.
-fn opus_codec(stereo: bool) -> RTCRtpCodec {
-    let mut fmtp = "minptime=10;useinbandfec=1".to_owned();
-    if stereo {
-        fmtp.push_str(";stereo=1;sprop-stereo=1");
-    }
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: OPUS_CLOCK_RATE,
-        channels: 2,
-        sdp_fmtp_line: fmtp,
-        rtcp_feedback: vec![],
     }
 }
 

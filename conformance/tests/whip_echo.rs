@@ -1,12 +1,21 @@
-//! The conformance checker against the in-process server: every MUST and every SHOULD whip-echo
-//! implements must pass; checks for features not yet built must be skips, not failures.
-
-mod support;
+//! The checker's own tests: against the in-process whip-echo server (every MUST and every SHOULD
+//! whip-echo implements must pass; checks for features not yet built must be skips, not
+//! failures), and against small fake servers for behaviours whip-echo does not show (a 307 in
+//! front, a WHEP counter-offer). The checker itself still talks to servers only over the wire.
 
 use reqwest::Url;
-use support::start;
 use whip_conformance::{run_all, Outcome, Target};
 use whip_echo::config::Config;
+use whip_echo::server::{self, Running};
+
+/// Generous upper bound for any event a test waits on.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Starts the real server in-process on ephemeral loopback ports.
+async fn start(config: Config) -> Running {
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    server::spawn(listener, config).await.unwrap()
+}
 
 /// SHOULDs whip-echo deliberately does not follow, with the reason.
 const DELIBERATE: &[(&str, &str)] = &[(
@@ -107,15 +116,16 @@ async fn checker_follows_307_from_a_load_balancer() {
 async fn checker_peer_follows_a_406_counter_offer() {
     let (base, server) = counter_offer::start().await;
     let url = format!("{base}/whep/janus-like");
-    let mut viewer = support::client::Client::connect(&url, support::client::Mode::Recv)
-        .await
-        .expect("406 followed by PATCH");
+    let mut viewer =
+        whip_conformance::peer::Client::connect(&url, whip_conformance::peer::Mode::Recv)
+            .await
+            .expect("406 followed by PATCH");
     assert!(
         viewer.counter_offer,
         "the server's 406 counter-offer was used"
     );
-    viewer.wait_connected(support::WAIT).await;
-    let packet = viewer.next_packet(support::WAIT).await;
+    viewer.wait_connected(WAIT).await;
+    let packet = viewer.next_packet(WAIT).await;
     assert_eq!(packet.payload, &b"counter-offer"[..]);
     viewer.close().await;
     server.abort();
@@ -132,14 +142,13 @@ mod counter_offer {
     use bytes::BytesMut;
     use rtc::interceptor::Registry;
     use rtc::media_stream::MediaStreamTrack;
-    use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+    use rtc::peer_connection::configuration::media_engine::MediaEngine;
     use rtc::peer_connection::sdp::RTCSessionDescription;
     use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
     use rtc::rtp::header::Header;
     use rtc::rtp::packet::Packet;
     use rtc::rtp_transceiver::rtp_sender::{
-        RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-        RtpCodecKind,
+        RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
     };
     use rtc::sansio::Protocol;
     use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -163,23 +172,13 @@ mod counter_offer {
         (base, task)
     }
 
-    fn opus() -> RTCRtpCodec {
-        RTCRtpCodec {
-            mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: 48_000,
-            channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-            rtcp_feedback: vec![],
-        }
-    }
-
     /// POST: ignore the client's offer, answer 406 with the server's own sendonly offer.
     async fn offer(State(pending): State<Pending>) -> impl IntoResponse {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let local = socket.local_addr().unwrap();
         let mut engine = MediaEngine::default();
         let params = RTCRtpCodecParameters {
-            rtp_codec: opus(),
+            rtp_codec: rtc_util::opus_codec(false),
             payload_type: 111,
         };
         engine.register_codec(params, RtpCodecKind::Audio).unwrap();
@@ -193,7 +192,7 @@ mod counter_offer {
                 ssrc: Some(4242),
                 ..Default::default()
             },
-            codec: opus(),
+            codec: rtc_util::opus_codec(false),
             ..Default::default()
         };
         let track = MediaStreamTrack::new(
@@ -206,7 +205,7 @@ mod counter_offer {
         pc.add_track(track).unwrap();
         let offer = pc.create_offer(None).unwrap();
         pc.set_local_description(Instant::now(), offer).unwrap();
-        pc.add_local_candidate(whip_echo::media::host_candidate(local).unwrap())
+        pc.add_local_candidate(rtc_util::host_candidate(local).unwrap())
             .unwrap();
         let sdp = pc.local_description().unwrap().sdp;
         *pending.lock().unwrap() = Some((pc, socket));

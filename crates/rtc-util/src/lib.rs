@@ -1,0 +1,100 @@
+//! Small helpers over webrtc-rs's sans-IO `rtc` that the server (`whip-echo`) and the
+//! conformance checker's client peer both need. Only rtc vocabulary lives here: the checker still
+//! talks to servers over the wire alone and knows nothing of whip-echo.
+
+use std::net::SocketAddr;
+
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsTransport, RTCDtlsTransportState, RTCIceCandidate,
+    RTCIceCandidateInit,
+};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
+
+/// Opus RTP clock rate (RFC 7587 §4.1).
+pub const OPUS_CLOCK_RATE: u32 = 48_000;
+
+/// A UDP host candidate for `addr` (RFC 8445 §5.1.1.1), as `add_local_candidate` takes it.
+pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(|e| e.to_string())?;
+    RTCIceCandidate::from(&host)
+        .to_json()
+        .map_err(|e| e.to_string())
+}
+
+/// Opus at 48 kHz, two channels in the rtpmap as RFC 7587 §7 requires; `stereo=1` and
+/// `sprop-stereo=1` only for stereo.
+pub fn opus_codec(stereo: bool) -> RTCRtpCodec {
+    let mut fmtp = "minptime=10;useinbandfec=1".to_owned();
+    if stereo {
+        fmtp.push_str(";stereo=1;sprop-stereo=1");
+    }
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: OPUS_CLOCK_RATE,
+        channels: 2,
+        sdp_fmtp_line: fmtp,
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Asks the connection's one (bundled) DTLS transport, reached through its first sender or
+/// receiver; `None` before there is either.
+pub fn dtls_transport<T>(
+    pc: &mut RTCPeerConnection,
+    f: impl FnOnce(&RTCDtlsTransport<'_>) -> T,
+) -> Option<T> {
+    let sender = pc.get_senders().next();
+    let receiver = pc.get_receivers().next();
+    match (sender, receiver) {
+        (Some(id), _) => pc.rtp_sender(id)?.transport().map(|t| f(&t)),
+        (None, Some(id)) => pc.rtp_receiver(id)?.transport().map(|t| f(&t)),
+        (None, None) => None,
+    }
+}
+
+/// Whether the other side closed the DTLS transport (its close_notify). rtc keeps the connection
+/// state at `connected` then (ICE is still up), so the transport itself is asked.
+pub fn dtls_closed(pc: &mut RTCPeerConnection) -> bool {
+    dtls_transport(pc, |t| t.state()) == Some(RTCDtlsTransportState::Closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_candidates_are_udp_component_1() {
+        let c = host_candidate("127.0.0.1:8189".parse().unwrap()).unwrap();
+        assert!(c.candidate.contains(" 1 udp "), "{}", c.candidate);
+        assert!(
+            c.candidate.contains("127.0.0.1 8189 typ host"),
+            "{}",
+            c.candidate
+        );
+    }
+
+    #[test]
+    fn opus_keeps_stereo_only_when_asked() {
+        assert_eq!(
+            opus_codec(false).sdp_fmtp_line,
+            "minptime=10;useinbandfec=1"
+        );
+        assert!(opus_codec(true)
+            .sdp_fmtp_line
+            .ends_with(";stereo=1;sprop-stereo=1"));
+        assert_eq!(opus_codec(true).channels, 2);
+    }
+}
