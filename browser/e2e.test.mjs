@@ -143,17 +143,37 @@ test("a second browser plays the stream another one publishes", async () => {
   const state = await waitForAudio(viewer.page);
   assert.ok(state.stats.packetsReceived > 0);
 
-  // A second publisher on the same stream: the page shows the server's 409 and its reason.
+  // A second publisher on the same stream takes it over (the default, like a reloaded page):
+  // the viewer keeps playing, now the second publisher's audio.
   const second = await openPage(stream);
   await second.page.click("#publish");
-  await second.page.waitForFunction(() => window.whipEcho.status === "failed", null, { timeout: WAIT });
-  const error = await second.page.textContent("#error");
-  assert.match(error, /409/);
-  assert.match(error, /already has a live publisher/);
-  await second.page.screenshot({ path: path.join(shots, "conflict.png"), fullPage: true });
-  for (const p of [publisher, viewer]) await p.page.click("#hangup");
+  await second.page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
+  const before = await viewer.page.evaluate(() => window.whipEcho.stats.packetsReceived);
+  await viewer.page.waitForFunction((n) => window.whipEcho.stats.packetsReceived > n + 50, before, { timeout: WAIT });
+  for (const p of [second, viewer, publisher]) await p.page.click("#hangup");
   for (const p of [publisher, viewer, second]) await p.context.close();
   await until(async () => (await sessions()) === 0, "the server to have no session");
+});
+
+test("with --publisher-conflict reject, a second publisher sees the server's 409 and its reason", async () => {
+  const { child, base: strict } = await startServer(["--publisher-conflict", "reject"]);
+  try {
+    const stream = `strict-${Date.now()}`;
+    const first = await openPage(stream, strict);
+    await first.page.click("#publish");
+    await first.page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
+    const second = await openPage(stream, strict);
+    await second.page.click("#publish");
+    await second.page.waitForFunction(() => window.whipEcho.status === "failed", null, { timeout: WAIT });
+    const error = await second.page.textContent("#error");
+    assert.match(error, /409/);
+    assert.match(error, /already has a live publisher/);
+    await second.page.screenshot({ path: path.join(shots, "conflict.png"), fullPage: true });
+    await first.page.click("#hangup");
+    for (const p of [first, second]) await p.context.close();
+  } finally {
+    child.kill("SIGTERM");
+  }
 });
 
 test("a page on another origin publishes and plays with plain fetch + RTCPeerConnection", async () => {
