@@ -7,20 +7,29 @@
 //! |--------------|-------------|
 //! | [`config`]   | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main` |
 //! | [`telemetry`]| tracing subscriber set-up |
-//! | [`server`]   | `run(listener, config, shutdown)`: binds the UDP sockets, starts both planes, stops them |
+//! | [`server`]   | `run(listener, config, shutdown)`: binds the UDP sockets, starts both planes, stops them; ends with an error if a media loop dies |
 //! | [`http`]     | the HTTP plane: `router()`, the offer extractor, CORS, one file per resource |
-//! | [`error`]    | `ApiError` and the one mapping of errors to statuses |
-//! | [`media`]    | the media plane: media loops, each one task owning a UDP socket and its `rtc` peer connections |
-//! | [`registry`] | resource id → session, stream → publisher + viewers (pure bookkeeping) |
-//! | [`session`]  | ids, roles, stream names, end reasons |
+//! | [`error`]    | `ApiError` and the one mapping of errors (the media plane's included) to statuses |
+//! | [`media`]    | the media plane: `MediaHandle` (negotiates on the caller's task, hands the connection over), media loops on their own threads, each owning a UDP socket and its `rtc` peer connections |
+//! | [`registry`] | session → resource id, role, stream; stream → publisher + viewers (pure bookkeeping) |
+//! | [`session`]  | loop-addressed resource ids, roles, stream names, end reasons |
+//!
+//! Inside [`media`]: `loops` (threads and their end guard), `peer` (negotiation, per-loop
+//! certificate, loop-addressed ICE credentials), `offer` (pure offer checks), `event_loop` (the
+//! loop), `commands` (the loop's side of the HTTP commands), `conn` (one session's protocol state
+//! and legs per track), `transport` (the transport seam: `PathId`, `Inbound`, `Transports`),
+//! `routes`, `timers`, `forward`, `cap`, `socket`, `error` (`MediaError`).
 //!
 //! # Ownership
 //!
-//! The HTTP plane holds only a [`media::MediaHandle`] (command channels). Each media loop owns its
-//! socket, peer connections, routing tables and registry, so nothing is locked (the one shared value
-//! is an atomic session count for the global cap): an HTTP request becomes a command with a oneshot
-//! reply, sent to the loop that owns the stream. Every session ends through one teardown function
-//! in the media loop (DELETE, ICE failure, setup timeout, peer close, shutdown).
+//! The HTTP plane holds only a [`media::MediaHandle`] (command channels, the per-loop peer
+//! settings, the session cap). It negotiates a new peer connection on the request's task and
+//! sends the finished connection to the loop that owns the stream, with a oneshot reply; DELETE
+//! and GET go to the loop that minted the resource id. Each media loop owns its socket, peer
+//! connections, routing tables and registry, so nothing is locked (the one shared value is the
+//! atomic session count behind the cap's permits). Every session ends through one teardown
+//! function in the media loop (DELETE, ICE failure, setup timeout, peer close, takeover,
+//! abandoned POST, shutdown).
 
 #![warn(missing_docs)]
 
