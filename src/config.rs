@@ -38,9 +38,9 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_UDP_PORT", default_value_t = 8189)]
     pub udp_port: u16,
 
-    /// Media loops, each on its own UDP port (udp-port, udp-port + 1, ...) and core. A stream's
-    /// sessions share one loop (chosen by stream name), so fan-out never crosses loops. Keep 1
-    /// where only one UDP port can be opened.
+    /// Media loops, each on an OS thread of its own and its own UDP port (udp-port, udp-port + 1,
+    /// ...); use up to one per core. A stream's sessions share one loop (chosen by stream name),
+    /// so fan-out never crosses loops. Keep 1 where only one UDP port can be opened.
     #[arg(long, env = "WHIP_ECHO_MEDIA_THREADS", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub media_threads: u16,

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::http::{cors::CorsPolicy, router, AppState};
 use crate::media::{self, MediaConfig, MediaHandle, MediaLoops};
 
-/// Start-up failures (the only errors `run` returns).
+/// Why the server could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// A socket could not be bound or used.
@@ -60,6 +60,11 @@ impl Running {
     /// Stops accepting, closes every session and waits for the server to finish.
     pub async fn shutdown(self) -> Result<(), ServerError> {
         self.stop.cancel();
+        self.wait().await
+    }
+
+    /// Waits for the server to end by itself (a media loop died), without stopping it.
+    pub async fn wait(self) -> Result<(), ServerError> {
         self.task.await.unwrap_or(Ok(()))
     }
 }
@@ -197,9 +202,10 @@ mod tests {
             .await
             .expect("the dead loop is reported")
             .unwrap();
-        let result = tokio::time::timeout(WAIT, server.shutdown())
+        // Nobody asks it to stop: the server ends by itself, with the loop's death as its error.
+        let result = tokio::time::timeout(WAIT, server.wait())
             .await
-            .expect("the server ends");
+            .expect("the server ends by itself");
         assert!(
             matches!(result, Err(ServerError::MediaLoopDied(0))),
             "{result:?}"

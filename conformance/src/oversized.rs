@@ -26,29 +26,59 @@ const MAX_RESPONSE: usize = 64 * 1024;
 /// Bytes written per call, so a refusal is noticed while the body is still being sent.
 const CHUNK: usize = 64 * 1024;
 
+/// Redirects followed at most (as `Http::send` does: RFC 9725 §4.5, 307 and 308 only).
+const MAX_REDIRECTS: usize = 5;
+
 /// POSTs `body` to `url` with `headers` on a fresh connection (`Connection: close`), reading the
-/// response while the body is being written. `Err` only when no response arrived at all.
+/// response while the body is being written, and following 307/308 with the same method and
+/// body. `Err` only when no response arrived at all.
 pub async fn post(url: &Url, headers: &[(&str, &str)], body: Bytes) -> Result<Exchange, String> {
     let started = Instant::now();
-    let host = url.host_str().ok_or("URL without host")?.to_owned();
-    let port = url.port_or_known_default().ok_or("URL without port")?;
-    let tcp = TcpStream::connect((host.as_str(), port))
+    let mut url = url.clone();
+    let mut redirects = Vec::new();
+    loop {
+        let (status, response_headers, response_body) =
+            post_once(&url, headers, body.clone()).await?;
+        let location = response_headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| url.join(l).ok());
+        if matches!(status, 307 | 308) && redirects.len() < MAX_REDIRECTS {
+            if let Some(next) = location {
+                redirects.push(status);
+                url = next;
+                continue;
+            }
+        }
+        return Ok(Exchange {
+            status,
+            headers: response_headers,
+            body: response_body,
+            url,
+            redirects,
+            elapsed: started.elapsed(),
+        });
+    }
+}
+
+async fn post_once(
+    url: &Url,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<(u16, HeaderMap, Bytes), String> {
+    // `socket_addrs` handles IPv6 literals (`[::1]`) and names alike.
+    let addrs = url
+        .socket_addrs(|| None)
+        .map_err(|e| format!("{url}: {e}"))?;
+    let tcp = TcpStream::connect(&addrs[..])
         .await
-        .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+        .map_err(|e| format!("connect {url}: {e}"))?;
     let head = request_head(url, headers, body.len());
     let raw = match url.scheme() {
-        "https" => exchange(tls(tcp, &host).await?, head, body).await?,
+        "https" => exchange(tls(tcp, url).await?, head, body).await?,
         _ => exchange(tcp, head, body).await?,
     };
-    let (status, headers, body) = parse_response(&raw)?;
-    Ok(Exchange {
-        status,
-        headers,
-        body,
-        url: url.clone(),
-        redirects: Vec::new(),
-        elapsed: started.elapsed(),
-    })
+    parse_response(&raw)
 }
 
 fn request_head(url: &Url, headers: &[(&str, &str)], len: usize) -> String {
@@ -80,31 +110,52 @@ where
         let mut got = Vec::new();
         let mut buf = vec![0u8; 8192];
         // A reset after the response is how a refusing server ends: keep what came before it.
+        // A server that keeps the connection open is done once the whole response is in.
         while let Ok(n) = reader.read(&mut buf).await {
-            if n == 0 || got.len() >= MAX_RESPONSE {
+            if n == 0 {
                 break;
             }
             got.extend_from_slice(&buf[..n]);
+            if got.len() >= MAX_RESPONSE || response_complete(&got) {
+                break;
+            }
         }
         got
     });
+    let mut read = read;
     let mut write_error = None;
+    let mut answered = None;
     if let Err(e) = writer.write_all(head.as_bytes()).await {
         write_error = Some(e);
     }
+    // A server that stops reading without closing would block the writer for good: the answer
+    // ends the writing as soon as it is in.
     for chunk in body.chunks(CHUNK) {
-        if write_error.is_some() || read.is_finished() {
+        if write_error.is_some() {
             break;
         }
-        if let Err(e) = writer.write_all(chunk).await {
-            write_error = Some(e);
+        tokio::select! {
+            written = writer.write_all(chunk) => {
+                if let Err(e) = written {
+                    write_error = Some(e);
+                }
+            }
+            done = &mut read => {
+                answered = Some(done);
+                break;
+            }
         }
     }
-    let _ = writer.flush().await;
-    let got = tokio::time::timeout(ANSWER_WAIT, read)
-        .await
-        .map_err(|_| "no response in time".to_owned())?
-        .map_err(|e| e.to_string())?;
+    let done = match answered {
+        Some(done) => done,
+        None => {
+            let _ = writer.flush().await;
+            tokio::time::timeout(ANSWER_WAIT, read)
+                .await
+                .map_err(|_| "no response in time".to_owned())?
+        }
+    };
+    let got = done.map_err(|e| e.to_string())?;
     if got.is_empty() {
         return Err(match write_error {
             Some(e) => format!("no response (writing the body: {e})"),
@@ -116,7 +167,7 @@ where
 
 async fn tls(
     tcp: TcpStream,
-    host: &str,
+    url: &Url,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -125,12 +176,30 @@ async fn tls(
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("TLS server name {host}: {e}"))?;
+    let name = match url.host() {
+        Some(url::Host::Domain(d)) => rustls::pki_types::ServerName::try_from(d.to_owned())
+            .map_err(|e| format!("TLS server name {d}: {e}"))?,
+        Some(url::Host::Ipv4(ip)) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+        Some(url::Host::Ipv6(ip)) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+        None => return Err(format!("{url}: no host")),
+    };
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS with {host}: {e}"))
+        .map_err(|e| format!("TLS with {url}: {e}"))
+}
+
+/// Whether `raw` holds a response head and as much body as its Content-Length says.
+fn response_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    length.is_some_and(|n| raw.len() >= end + 4 + n)
 }
 
 /// Status, headers and (possibly partial) body of an HTTP/1.x response.
@@ -179,12 +248,61 @@ mod tests {
     }
 
     #[test]
+    fn a_response_is_complete_with_its_body() {
+        assert!(!response_complete(
+            b"HTTP/1.1 413 X\r\ncontent-length: 4\r\n\r\nab"
+        ));
+        assert!(response_complete(
+            b"HTTP/1.1 413 X\r\nContent-Length: 4\r\n\r\nabcd"
+        ));
+        assert!(!response_complete(b"HTTP/1.1 413 X\r\n"));
+        // Without a length, only the end of the connection says.
+        assert!(!response_complete(b"HTTP/1.1 413 X\r\n\r\nabcd"));
+    }
+
+    #[test]
     fn head_names_path_host_and_length() {
         let url = Url::parse("http://127.0.0.1:8080/whip/x?a=1").unwrap();
         let head = request_head(&url, &[("content-type", "application/sdp")], 10);
         assert!(head.starts_with("POST /whip/x?a=1 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
         assert!(head.contains("Content-Length: 10\r\n"));
         assert!(head.ends_with("content-type: application/sdp\r\n\r\n"));
+    }
+
+    /// A 307 in front is followed; a server that keeps the connection open after its 413 is
+    /// still heard; an IPv6 literal host works.
+    #[tokio::test]
+    async fn redirects_open_connections_and_ipv6() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return; // no IPv6 loopback on this machine
+        };
+        let port = listener.local_addr().unwrap().port();
+        let url = Url::parse(&format!("http://[::1]:{port}/whip/x")).unwrap();
+        let server = tokio::spawn(async move {
+            let mut open = Vec::new();
+            for answer in [
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: /elsewhere\r\ncontent-length: 0\r\n\r\n",
+                "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig",
+            ] {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                conn.write_all(answer.as_bytes()).await.unwrap();
+                open.push(conn); // never closed while the client waits
+            }
+            open
+        });
+        let body = Bytes::from(vec![b'v'; 10 << 20]);
+        let e = tokio::time::timeout(
+            Duration::from_secs(20),
+            post(&url, &[("content-type", "application/sdp")], body),
+        )
+        .await
+        .expect("the open connection does not hold the answer back")
+        .unwrap();
+        assert_eq!((e.status, e.redirects.as_slice()), (413, &[307][..]));
+        assert_eq!(e.url.path(), "/elsewhere");
+        drop(server.await.unwrap());
     }
 
     /// A server that answers 413 after reading a little and closes with unread data (so its

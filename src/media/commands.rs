@@ -18,6 +18,11 @@ impl MediaLoop {
         let now = Instant::now();
         match command {
             Command::Create { session, reply } => {
+                // A client that gave up while its session waited in the queue must not take a
+                // stream over from a live publisher; dropping the session frees its place.
+                if reply.is_closed() {
+                    return;
+                }
                 let resource = session.resource;
                 let result = self.adopt(*session, now);
                 if reply.send(result).is_err() {

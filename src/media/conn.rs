@@ -15,8 +15,10 @@ use rtc::shared::TaggedBytesMut;
 use tracing::{debug, info, Span};
 
 use super::cap::Permit;
+use super::early_dtls::EarlyDtls;
 use super::forward::Forwarder;
 use super::peer::SendTrack;
+use super::transport::PathId;
 use crate::session::EndReason;
 
 /// Connectivity of a session as the media loop sees it.
@@ -71,18 +73,13 @@ pub struct Conn {
     /// One per send track (none for a publisher).
     pub legs: Vec<Leg>,
     pub span: Span,
-    /// DTLS datagrams that arrived before ICE selected a pair, oldest first (see
-    /// [`Conn::hold_early_dtls`]).
-    pub early_dtls: Vec<TaggedBytesMut>,
+    /// DTLS that arrived before ICE selected a pair (see [`Conn::hold_early_dtls`]).
+    pub early_dtls: EarlyDtls,
     /// Kinds of the tracks received so far, by rtc's track id.
     recv_kinds: Vec<(String, RtpCodecKind)>,
     /// Its place under the session cap, given back when the session is dropped.
     _permit: Permit,
 }
-
-/// Early DTLS datagrams kept per session: a ClientHello flight is one or two datagrams, and a
-/// client that retransmits meanwhile adds a copy per flight.
-const EARLY_DTLS_MAX: usize = 8;
 
 /// What draining a session's events and reads produced.
 #[derive(Default)]
@@ -113,29 +110,27 @@ impl Conn {
             armed: None,
             legs,
             span,
-            early_dtls: Vec::new(),
+            early_dtls: EarlyDtls::default(),
             recv_kinds: Vec::new(),
             _permit: permit,
         }
     }
 
-    /// Keeps a DTLS datagram that rtc would drop, if it arrived before ICE selected a pair.
-    ///
-    /// rtc passes non-STUN datagrams on only once a pair is selected, but RFC 8445 §12.1 lets an
-    /// agent send media as soon as a check succeeds, and libjuice (OBS's WHIP output, through
-    /// libdatachannel) does: its ClientHello arrives about 0.2 ms before its nominating check.
-    /// Dropped, it costs a 1 s DTLS retransmission timeout on every connect. The datagram came
-    /// on a path the routes learnt from this session's connectivity checks, so it is kept
-    /// (bounded) and handed to rtc in order by [`Conn::poll`] once the pair is selected. Returns
-    /// the datagram back when it need not be held.
-    pub fn hold_early_dtls(&mut self, input: TaggedBytesMut) -> Option<TaggedBytesMut> {
+    /// Keeps a DTLS datagram that came on `path` before ICE selected a pair, which rtc would
+    /// drop (OBS's libjuice sends its ClientHello before it nominates; see `early_dtls.rs` for
+    /// what qualifies). Held datagrams go to rtc in order from [`Conn::poll`] once the pair is
+    /// selected. Returns the datagram back when it is for rtc now.
+    pub fn hold_early_dtls(
+        &mut self,
+        path: PathId,
+        input: TaggedBytesMut,
+    ) -> Option<TaggedBytesMut> {
         if self.link != Link::Connecting || self.pair_selected() {
             return Some(input);
         }
-        if self.early_dtls.len() < EARLY_DTLS_MAX {
+        if self.early_dtls.hold(path, input) {
             self.span
                 .in_scope(|| debug!("DTLS before ICE nomination: held"));
-            self.early_dtls.push(input);
         }
         None
     }
@@ -153,7 +148,7 @@ impl Conn {
         if self.early_dtls.is_empty() || !self.pair_selected() {
             return;
         }
-        for input in std::mem::take(&mut self.early_dtls) {
+        for input in self.early_dtls.take() {
             if let Err(e) = self.pc.handle_read(input) {
                 self.span
                     .in_scope(|| debug!(error = %e, "early DTLS rejected"));

@@ -67,9 +67,11 @@ impl MediaLoop {
         mut commands: mpsc::Receiver<Command>,
         stop: CancellationToken,
     ) {
-        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
-            let next_timer = self.timers.next();
+            // The prune is a deadline like the sessions' ones, checked after every wake-up
+            // below, so a socket that is always readable cannot keep it from running.
+            let next_timer = Some(self.timers.next().map_or(next_prune, |t| t.min(next_prune)));
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -89,7 +91,11 @@ impl MediaLoop {
                     None => break,
                 },
                 _ = sleep_until(next_timer) => self.fire_timers(Instant::now()),
-                _ = prune.tick() => self.registry.prune(Instant::now()),
+            }
+            let now = Instant::now();
+            if now >= next_prune {
+                self.registry.prune(now);
+                next_prune = now + PRUNE_EVERY;
             }
         }
         let keys: Vec<SessionKey> = self.sessions.keys().copied().collect();
@@ -155,9 +161,10 @@ impl MediaLoop {
             // RFC 7983 §7: a first byte in 20..=63 is DTLS; after the handshake that is an
             // alert, possibly the peer's close_notify.
             let dtls = (20..=63).contains(&packet.data[0]);
+            let path = packet.path;
             let input = packet.into_tagged(now);
             let input = if dtls {
-                conn.hold_early_dtls(input)
+                conn.hold_early_dtls(path, input)
             } else {
                 Some(input)
             };
@@ -271,6 +278,9 @@ impl MediaLoop {
         while let Some(out) = conn.pc.poll_write() {
             if let Some(path) = self.transports.path_of(&out.transport) {
                 self.routes.learn(path, key);
+                if conn.link == Link::Connecting {
+                    conn.early_dtls.note_sent(path, &out.message);
+                }
             }
             if let Err(e) = self.transports.send(&out.transport, &out.message) {
                 conn.span.in_scope(|| debug!(error = %e, "send failed"));

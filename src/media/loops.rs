@@ -43,19 +43,22 @@ impl MediaLoops {
         }
     }
 
-    /// Waits for every loop's thread to finish (after `stop`); `Err` names a loop that died.
-    pub async fn join(self) -> Result<(), usize> {
-        let threads = self.threads;
-        let joined = tokio::task::spawn_blocking(move || {
-            threads
-                .into_iter()
-                .enumerate()
-                .map(|(i, t)| t.join().map_err(|_| i))
-                .collect::<Result<Vec<()>, usize>>()
-        })
-        .await
-        .unwrap_or(Err(0));
-        joined.map(|_| ())
+    /// Waits for every loop to end (after `stop`); `Err` names a loop that died.
+    pub async fn join(mut self) -> Result<(), usize> {
+        let mut died = None;
+        // The channel closes once every loop's guard has reported.
+        while let Some((index, end)) = self.ended.recv().await {
+            if end == LoopEnd::Died {
+                died.get_or_insert(index);
+            }
+        }
+        // Every loop has left its runtime, so joining only waits for the threads to exit.
+        for (index, thread) in self.threads.into_iter().enumerate() {
+            if thread.join().is_err() {
+                died.get_or_insert(index);
+            }
+        }
+        died.map_or(Ok(()), Err)
     }
 }
 
@@ -78,6 +81,42 @@ impl Drop for EndGuard {
         self.stats.modify(|s| s.running = false);
         let _ = self.ended.send((self.index, end));
     }
+}
+
+/// What one media loop's thread starts from.
+struct LoopParts {
+    socket: std::net::UdpSocket,
+    candidates: Vec<(std::net::IpAddr, Option<std::net::IpAddr>)>,
+    config: MediaConfig,
+    commands: mpsc::Receiver<super::Command>,
+    stop: CancellationToken,
+}
+
+/// Runs loop `index` on a thread of its own with a single-threaded runtime; `guard` reports how
+/// it ends.
+fn start_loop(
+    index: usize,
+    guard: EndGuard,
+    parts: LoopParts,
+) -> Result<JoinHandle<()>, MediaError> {
+    std::thread::Builder::new()
+        .name(format!("whip-echo-media-{index}"))
+        .spawn(move || {
+            let guard = guard;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a single-threaded runtime for the media loop");
+            runtime.block_on(async {
+                let socket = tokio::net::UdpSocket::from_std(parts.socket)
+                    .expect("the bound UDP socket joins the loop's runtime");
+                let io = UdpIo::new(socket, parts.candidates).expect("UDP socket options");
+                let media_loop = MediaLoop::new(io, parts.config, guard.stats.clone());
+                media_loop.run(parts.commands, parts.stop).await;
+            });
+            drop(guard);
+        })
+        .map_err(MediaError::internal)
 }
 
 /// Starts one media loop per socket (bound, non-blocking std sockets). They run until `stop` is
@@ -112,26 +151,14 @@ pub fn spawn(
             },
             ended: ended_tx.clone(),
         };
-        let (config, stop) = (config.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("whip-echo-media-{index}"))
-            .spawn(move || {
-                let guard = guard;
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a single-threaded runtime for the media loop");
-                runtime.block_on(async {
-                    let socket = tokio::net::UdpSocket::from_std(socket)
-                        .expect("the bound UDP socket joins the loop's runtime");
-                    let io = UdpIo::new(socket, candidates).expect("UDP socket options");
-                    let media_loop = MediaLoop::new(io, config, guard.stats.clone());
-                    media_loop.run(commands_rx, stop).await;
-                });
-                drop(guard);
-            })
-            .map_err(MediaError::internal)?;
-        threads.push(thread);
+        let run = LoopParts {
+            socket,
+            candidates,
+            config: config.clone(),
+            commands: commands_rx,
+            stop: stop.clone(),
+        };
+        threads.push(start_loop(index, guard, run)?);
         shards.push(Shard {
             commands: commands_tx,
             udp_addr,

@@ -4,9 +4,11 @@
 //! The HTTP plane talks to them only through [`MediaHandle`], which negotiates each new peer
 //! connection on the request's own task and hands the finished connection to its loop.
 
+mod answer;
 mod cap;
 mod commands;
 mod conn;
+mod early_dtls;
 mod error;
 mod event_loop;
 mod forward;
