@@ -3,7 +3,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -29,9 +29,10 @@ let base;
 let browser;
 
 /** Starts the release binary on ephemeral loopback ports; resolves with its base URL. */
-function startServer(extra = []) {
+function startServer(extra = [], mediaPort = "0") {
   const child = spawn(binary, [
-    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", "0", "--log-format", "json", ...extra,
+    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", mediaPort, "--tcp-port", mediaPort,
+    "--log-format", "json", ...extra,
   ], { stdio: ["ignore", "pipe", "inherit"] });
   return new Promise((resolve, reject) => {
     let buffered = "";
@@ -223,6 +224,35 @@ test("a page on another origin publishes and plays with plain fetch + RTCPeerCon
   assert.deepEqual(statuses, [200, 200]);
   await context.close();
   thirdParty.close();
+});
+
+test("where UDP is dropped, the echo connects over ICE-TCP on the shared TCP port", async () => {
+  // A server on fixed ports in this namespace (run.sh made it: only loopback), and an nftables
+  // rule that drops every UDP packet to or from its media port, as a PaaS host does.
+  const port = "18189";
+  const { child, base: tcpOnly } = await startServer([], port);
+  const nft = (...args) => execFileSync("nft", args, { encoding: "utf8" });
+  nft("add", "table", "inet", "noudp");
+  nft("add", "chain", "inet", "noudp", "out", "{ type filter hook output priority 0 ; }");
+  nft("add", "rule", "inet", "noudp", "out", "udp", "dport", port, "counter", "drop");
+  nft("add", "rule", "inet", "noudp", "out", "udp", "sport", port, "counter", "drop");
+  try {
+    const { context, page } = await openPage(`tcp-${Date.now()}`, tcpOnly);
+    await page.check("#single");
+    await page.click("#echo");
+    const state = await waitForAudio(page);
+    assert.ok(state.stats.packetsReceived > 0);
+    console.log(`# ICE-TCP: click -> first echoed audio ${state.firstAudioMs} ms`);
+    // UDP was tried and dropped, so the audio came back over TCP.
+    const dropped = nft("list", "table", "inet", "noudp").match(/packets (\d+)/g).map((m) => Number(m.split(" ")[1]));
+    assert.ok(dropped.some((n) => n > 0), `UDP to the media port was tried: ${dropped}`);
+    await page.screenshot({ path: path.join(shots, "ice-tcp.png"), fullPage: true });
+    await page.click("#hangup");
+    await context.close();
+  } finally {
+    nft("delete", "table", "inet", "noudp");
+    child.kill("SIGTERM");
+  }
 });
 
 test("when media cannot connect, the page says ICE failed and that UDP looks blocked", async () => {

@@ -38,6 +38,11 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_UDP_PORT", default_value_t = 8189)]
     pub udp_port: u16,
 
+    /// TCP port shared by every session's ICE-TCP connections (RFC 6544 passive candidates,
+    /// RFC 4571 framing), for clients whose network drops UDP (0 = ephemeral, for tests).
+    #[arg(long, env = "WHIP_ECHO_TCP_PORT", default_value_t = 8189)]
+    pub tcp_port: u16,
+
     /// Media loops, each on an OS thread of its own and its own UDP port (udp-port, udp-port + 1,
     /// ...); use up to one per core. A stream's sessions share one loop (chosen by stream name),
     /// so fan-out never crosses loops. Keep 1 where only one UDP port can be opened.
@@ -102,6 +107,7 @@ impl Config {
         let mut config = Config::parse_from(["whip-echo"]);
         config.listen = "127.0.0.1:0".parse().expect("literal address");
         config.udp_port = 0;
+        config.tcp_port = 0;
         config.udp_host = IpAddr::from([127, 0, 0, 1]);
         config
     }
@@ -128,6 +134,7 @@ mod tests {
         let c = Config::try_parse_from(["whip-echo"]).unwrap();
         assert_eq!(c.listen, "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(c.udp_port, 8189);
+        assert_eq!(c.tcp_port, 8189);
         assert_eq!(c.cors_origins, vec!["*".to_string()]);
         assert_eq!(c.ice_timeout, Duration::from_secs(30));
         assert_eq!(c.publisher_conflict, PublisherConflict::Takeover);

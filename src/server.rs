@@ -138,7 +138,13 @@ pub async fn start_media(
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
     };
-    let (media, loops) = media::spawn(sockets, media_config, stop)?;
+    let tcp = std::net::TcpListener::bind((config.udp_host, config.tcp_port))
+        .map_err(io("binding the ICE-TCP listener"))?;
+    tcp.set_nonblocking(true)
+        .map_err(io("binding the ICE-TCP listener"))?;
+    let tcp_addr = tcp.local_addr().map_err(io("ICE-TCP listener address"))?;
+    let (media, loops) = media::spawn(sockets, tcp, media_config, stop)?;
+    info!(tcp = %tcp_addr, "ICE-TCP listening");
     for udp in media.udp_addrs() {
         info!(%udp, "media plane listening");
     }

@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::conn::{Conn, Link};
 use super::routes::{Routes, SessionKey};
 use super::socket::UdpIo;
+use super::tcp::{TcpConns, TcpEvent};
 use super::timers::Timers;
 use super::transport::{Inbound, PathId, Transports};
 use super::{Command, MediaConfig, Stats, StatsSlot};
@@ -29,6 +30,8 @@ const MAX_BATCHES_PER_WAKE: usize = 8;
 /// Commands handled per wake-up. A command is cheap now (negotiation happens before it), but a
 /// burst of a few hundred must still not hold datagrams and timers back for its whole length.
 pub(super) const MAX_COMMANDS_PER_WAKE: usize = 16;
+/// ICE-TCP events (frames, mostly) handled per wake-up, like a few receive batches.
+const MAX_TCP_EVENTS_PER_WAKE: usize = 64;
 
 /// State owned by the media task: nothing here is shared, so nothing is locked.
 pub(super) struct MediaLoop {
@@ -48,7 +51,10 @@ pub(super) struct MediaLoop {
 impl MediaLoop {
     pub(super) fn new(udp: UdpIo, config: MediaConfig, stats: StatsSlot) -> Self {
         MediaLoop {
-            transports: Transports { udp },
+            transports: Transports {
+                udp,
+                tcp: TcpConns::default(),
+            },
             config,
             sessions: FxHashMap::default(),
             next_key: 0,
@@ -65,8 +71,10 @@ impl MediaLoop {
     pub(super) async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
+        mut tcp: mpsc::Receiver<TcpEvent>,
         stop: CancellationToken,
     ) {
+        let mut tcp_open = true;
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
             // The prune is a deadline like the sessions' ones, checked after every wake-up
@@ -85,6 +93,13 @@ impl MediaLoop {
                         self.fire_timers(Instant::now());
                     }
                     Err(e) => warn!(error = %e, "UDP socket not readable"),
+                },
+                event = tcp.recv(), if tcp_open => match event {
+                    Some(event) => {
+                        self.handle_tcp(&mut tcp, event);
+                        self.fire_timers(Instant::now());
+                    }
+                    None => tcp_open = false,
                 },
                 command = commands.recv() => match command {
                     Some(command) => self.handle_commands(&mut commands, Some(command)),
@@ -119,6 +134,43 @@ impl MediaLoop {
             self.handle_command(command);
             handled += 1;
         }
+    }
+
+    /// Takes `first` and whatever else the ICE-TCP connections have queued (bounded), then feeds
+    /// their frames in like datagrams.
+    fn handle_tcp(&mut self, events: &mut mpsc::Receiver<TcpEvent>, first: TcpEvent) {
+        let mut inbound = Vec::new();
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(event) = next.take() {
+            match event {
+                TcpEvent::Opened {
+                    id,
+                    peer,
+                    local,
+                    writer,
+                } => self.transports.tcp.open(id, peer, local, writer),
+                TcpEvent::Frame { id, data } => {
+                    if let Some((peer, local)) = self.transports.tcp.addrs(id) {
+                        inbound.push(Inbound {
+                            path: PathId::Tcp(id),
+                            local,
+                            peer,
+                            data,
+                        });
+                    }
+                }
+                TcpEvent::Closed { id } => {
+                    self.transports.tcp.close(id);
+                    self.routes.forget(PathId::Tcp(id));
+                }
+            }
+            handled += 1;
+            if handled < MAX_TCP_EVENTS_PER_WAKE {
+                next = events.try_recv().ok();
+            }
+        }
+        self.handle_inbound(inbound, Instant::now());
     }
 
     fn read_datagrams(&mut self) {

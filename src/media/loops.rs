@@ -10,12 +10,14 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::error;
 
 use super::cap::SessionCap;
 use super::event_loop::MediaLoop;
 use super::peer::PeerSettings;
 use super::socket::{self, UdpIo};
+use super::tcp::{Acceptor, TcpEvent};
 use super::{MediaConfig, MediaError, MediaHandle, Shard, Stats, StatsSlot, COMMAND_QUEUE};
 
 /// How a media loop ended.
@@ -27,11 +29,16 @@ pub enum LoopEnd {
     Died,
 }
 
-/// The running media loops: their threads and the reports of their ends.
+/// ICE-TCP events queued towards one loop before a connection task waits.
+const TCP_EVENT_QUEUE: usize = 1024;
+
+/// The running media loops: their threads, the reports of their ends, and the ICE-TCP tasks.
 #[derive(Debug)]
 pub struct MediaLoops {
     threads: Vec<JoinHandle<()>>,
     ended: mpsc::UnboundedReceiver<(usize, LoopEnd)>,
+    /// The ICE-TCP acceptor and its connections' tasks.
+    tcp_tasks: TaskTracker,
 }
 
 impl MediaLoops {
@@ -43,8 +50,10 @@ impl MediaLoops {
         }
     }
 
-    /// Waits for every loop to end (after `stop`); `Err` names a loop that died.
+    /// Waits for every loop and ICE-TCP task to end (after `stop`); `Err` names a loop that died.
     pub async fn join(mut self) -> Result<(), usize> {
+        self.tcp_tasks.close();
+        self.tcp_tasks.wait().await;
         let mut died = None;
         // The channel closes once every loop's guard has reported.
         while let Some((index, end)) = self.ended.recv().await {
@@ -89,6 +98,7 @@ struct LoopParts {
     candidates: Vec<(std::net::IpAddr, Option<std::net::IpAddr>)>,
     config: MediaConfig,
     commands: mpsc::Receiver<super::Command>,
+    tcp: mpsc::Receiver<TcpEvent>,
     stop: CancellationToken,
 }
 
@@ -112,7 +122,7 @@ fn start_loop(
                     .expect("the bound UDP socket joins the loop's runtime");
                 let io = UdpIo::new(socket, parts.candidates).expect("UDP socket options");
                 let media_loop = MediaLoop::new(io, parts.config, guard.stats.clone());
-                media_loop.run(parts.commands, parts.stop).await;
+                media_loop.run(parts.commands, parts.tcp, parts.stop).await;
             });
             drop(guard);
         })
@@ -124,9 +134,14 @@ fn start_loop(
 /// `config.max_sessions` across all loops.
 pub fn spawn(
     sockets: Vec<std::net::UdpSocket>,
+    tcp: std::net::TcpListener,
     config: MediaConfig,
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops), MediaError> {
+    let tcp_addr = tcp.local_addr().map_err(MediaError::internal)?;
+    let tcp_candidates = socket::candidates(tcp_addr, &config.local_ips, &config.public_ips);
+    let tcp_addrs = socket::candidate_addrs(&tcp_candidates, tcp_addr.port());
+    let mut tcp_loops = Vec::with_capacity(sockets.len());
     let idle = Stats {
         idle: true,
         running: true,
@@ -141,8 +156,15 @@ pub fn spawn(
         let udp_addr = socket.local_addr().map_err(MediaError::internal)?;
         let candidates = socket::candidates(udp_addr, &config.local_ips, &config.public_ips);
         let addrs = socket::candidate_addrs(&candidates, udp_addr.port());
-        let settings = Arc::new(PeerSettings::new(&addrs, config.ice_timeout, index)?);
+        let settings = Arc::new(PeerSettings::new(
+            &addrs,
+            &tcp_addrs,
+            config.ice_timeout,
+            index,
+        )?);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (tcp_tx, tcp_rx) = mpsc::channel(TCP_EVENT_QUEUE);
+        tcp_loops.push(tcp_tx);
         let guard = EndGuard {
             index,
             stats: StatsSlot {
@@ -156,6 +178,7 @@ pub fn spawn(
             candidates,
             config: config.clone(),
             commands: commands_rx,
+            tcp: tcp_rx,
             stop: stop.clone(),
         };
         threads.push(start_loop(index, guard, run)?);
@@ -170,5 +193,18 @@ pub fn spawn(
         stats: stats_rx,
         cap: SessionCap::new(config.max_sessions),
     };
-    Ok((handle, MediaLoops { threads, ended }))
+    let tcp_tasks = TaskTracker::new();
+    let listener = tokio::net::TcpListener::from_std(tcp).map_err(MediaError::internal)?;
+    let acceptor = Acceptor {
+        listener,
+        loops: tcp_loops,
+        candidates: tcp_candidates,
+    };
+    tcp_tasks.spawn(acceptor.run(tcp_tasks.clone(), stop));
+    let loops = MediaLoops {
+        threads,
+        ended,
+        tcp_tasks,
+    };
+    Ok((handle, loops))
 }

@@ -17,6 +17,7 @@ pub mod offer;
 mod peer;
 mod routes;
 mod socket;
+mod tcp;
 mod timers;
 mod transport;
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use rtc::crypto::SignatureScheme;
+use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
@@ -64,16 +65,21 @@ impl std::fmt::Debug for PeerSettings {
 }
 
 impl PeerSettings {
-    /// Settings announcing `addrs` (IP and the shared UDP port) as host candidates, for the
-    /// sessions of loop `loop_index`.
+    /// Settings announcing `udp` (IPs and the loop's UDP port) as host candidates, then `tcp`
+    /// (the shared ICE-TCP port) as passive TCP ones, for the sessions of loop `loop_index`.
     pub fn new(
-        addrs: &[SocketAddr],
+        udp: &[SocketAddr],
+        tcp: &[SocketAddr],
         ice_timeout: Duration,
         loop_index: usize,
     ) -> Result<Self, MediaError> {
-        let candidates = addrs
+        let candidates = udp
             .iter()
             .map(|addr| rtc_util::host_candidate(*addr))
+            .chain(
+                tcp.iter()
+                    .map(|addr| rtc_util::tcp_passive_candidate(*addr)),
+            )
             .collect::<Result<Vec<_>, _>>()
             .map_err(MediaError::Internal)?;
         Ok(PeerSettings {
@@ -226,6 +232,13 @@ fn build_peer(
             Some(keepalive),
         )
         .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        // RFC 6544: ICE-TCP beside UDP, for networks that drop UDP.
+        .with_network_types(vec![
+            NetworkType::Udp4,
+            NetworkType::Udp6,
+            NetworkType::Tcp4,
+            NetworkType::Tcp6,
+        ])
         .build();
     let configuration = RTCConfigurationBuilder::new()
         .with_certificates(vec![settings.certificate()?])
@@ -361,7 +374,7 @@ mod tests {
     #[test]
     fn the_loop_certificate_is_rotated_before_it_expires() {
         let addrs = ["127.0.0.1:8189".parse().unwrap()];
-        let settings = PeerSettings::new(&addrs, Duration::from_secs(30), 0).unwrap();
+        let settings = PeerSettings::new(&addrs, &[], Duration::from_secs(30), 0).unwrap();
         let first = settings.certificate().unwrap();
         assert!(first.expires > SystemTime::now() + CERTIFICATE_MARGIN);
         assert!(

@@ -59,6 +59,15 @@ impl Routes {
         self.by_path.get(&path).copied()
     }
 
+    /// Forgets a path that is gone (a closed ICE-TCP connection).
+    pub fn forget(&mut self, path: PathId) {
+        if let Some(key) = self.by_path.remove(&path) {
+            if let Some(list) = self.paths_of.get_mut(&key) {
+                list.retain(|p| *p != path);
+            }
+        }
+    }
+
     /// Forgets everything about a session (part of teardown).
     pub fn remove(&mut self, key: SessionKey, ufrag: &str) {
         if self.by_ufrag.get(ufrag) == Some(&key) {

@@ -143,7 +143,7 @@ impl UdpIo {
 /// The candidate address a datagram to `dst_ip` belongs to: the candidate itself when announced,
 /// otherwise (NAT 1:1: the packet reached a private address behind the public one) the first
 /// candidate of the same address family.
-fn map_local(
+pub(super) fn map_local(
     candidates: &[(IpAddr, Option<IpAddr>)],
     port: u16,
     dst_ip: Option<IpAddr>,

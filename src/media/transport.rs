@@ -1,9 +1,8 @@
 //! The transport seam of a media loop: every inbound packet names the path it came on, every
 //! outgoing packet leaves by the path its protocol and peer name (the str0m habit: `Receive {
-//! proto, source, destination }`; quinn's `Endpoint::handle(remote, local_ip, ...)`). Today the
-//! loop has one transport, its UDP socket; ICE-TCP (RFC 6544 on a shared port, and on the HTTP
-//! port) adds a `PathId::Tcp` source, one select branch in the loop and one arm in
-//! [`Transports::send`], and touches nothing else.
+//! proto, source, destination }`; quinn's `Endpoint::handle(remote, local_ip, ...)`). A loop has
+//! its UDP socket and the ICE-TCP connections handed to it (`tcp.rs`): each is one source in the
+//! loop's select and one arm in [`Transports::send`]; nothing else knows which carried a packet.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,6 +11,7 @@ use bytes::BytesMut;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 use super::socket::UdpIo;
+use super::tcp::TcpConns;
 
 /// A TCP connection of a shared ICE-TCP listener, numbered by whoever accepted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,9 +23,7 @@ pub struct TcpConnId(pub u64);
 pub enum PathId {
     /// A remote address on the loop's UDP socket.
     Udp(SocketAddr),
-    /// One accepted ICE-TCP connection (RFC 4571 framing). Constructed by the ICE-TCP listener
-    /// of the traversal issue; the routing tables already key on it.
-    #[allow(dead_code)]
+    /// One accepted ICE-TCP connection (RFC 4571 framing, `tcp.rs`).
     Tcp(TcpConnId),
 }
 
@@ -72,6 +70,8 @@ impl Inbound {
 pub struct Transports {
     /// The loop's shared UDP socket.
     pub udp: UdpIo,
+    /// The ICE-TCP connections whose first request named one of this loop's sessions.
+    pub tcp: TcpConns,
 }
 
 impl Transports {
@@ -80,7 +80,7 @@ impl Transports {
     pub fn path_of(&self, transport: &TransportContext) -> Option<PathId> {
         match transport.transport_protocol {
             TransportProtocol::UDP => Some(PathId::Udp(transport.peer_addr)),
-            // rtc's enum is non-exhaustive; TCP joins when the ICE-TCP transport does.
+            TransportProtocol::TCP => self.tcp.conn_to(transport.peer_addr).map(PathId::Tcp),
             _ => None,
         }
     }
@@ -93,6 +93,7 @@ impl Transports {
                 self.udp
                     .send(transport.peer_addr, transport.local_addr, data)
             }
+            TransportProtocol::TCP => self.tcp.send(transport.peer_addr, data),
             other => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!("this media loop has no {other:?} transport"),

@@ -34,6 +34,26 @@ pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A passive ICE-TCP host candidate for `addr` (RFC 6544 §4.5: the server only accepts
+/// connections; its priority is below the UDP one's, RFC 6544 §4.2).
+pub fn tcp_passive_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "tcp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+    }
+    .new_candidate_host()
+    .map_err(|e| e.to_string())?;
+    RTCIceCandidate::from(&host)
+        .to_json()
+        .map_err(|e| e.to_string())
+}
+
 /// Opus at 48 kHz, two channels in the rtpmap as RFC 7587 §7 requires; `stereo=1` and
 /// `sprop-stereo=1` only for stereo.
 pub fn opus_codec(stereo: bool) -> RTCRtpCodec {
@@ -81,6 +101,17 @@ mod tests {
         assert!(c.candidate.contains(" 1 udp "), "{}", c.candidate);
         assert!(
             c.candidate.contains("127.0.0.1 8189 typ host"),
+            "{}",
+            c.candidate
+        );
+    }
+
+    #[test]
+    fn tcp_candidates_are_passive() {
+        let c = tcp_passive_candidate("127.0.0.1:8189".parse().unwrap()).unwrap();
+        assert!(c.candidate.contains(" 1 tcp "), "{}", c.candidate);
+        assert!(
+            c.candidate.contains("typ host tcptype passive"),
             "{}",
             c.candidate
         );

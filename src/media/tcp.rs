@@ -1,0 +1,322 @@
+//! ICE-TCP (RFC 6544) on one TCP port shared by every session of every loop: passive host
+//! candidates, RFC 4571 framing (each packet preceded by its 16-bit length).
+//!
+//! One acceptor task takes connections; each connection gets one task that reads frames and
+//! writes the frames its loop hands it. The first frame must be a STUN Binding request: the
+//! local ufrag in its USERNAME names the media loop (`IceCredentials::loop_of`), which from then
+//! on owns the connection as one more path (`PathId::Tcp`) of its transports. A connection that
+//! does not start with a request for a known loop, or says nothing for `FIRST_FRAME_WAIT`, is
+//! closed. Every task is tracked and ends with the server's stop signal.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::peer::IceCredentials;
+use super::routes::stun_request_local_ufrag;
+use super::socket::map_local;
+use super::transport::TcpConnId;
+
+/// How long a new connection has to send its first STUN request.
+const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
+/// Frames queued towards one connection before further ones are dropped (media is lossy; the
+/// loop never waits on a slow connection).
+const WRITE_QUEUE: usize = 256;
+
+/// What a connection task tells its loop.
+pub enum TcpEvent {
+    /// A connection whose first STUN request named this loop.
+    Opened {
+        id: TcpConnId,
+        peer: SocketAddr,
+        /// The announced candidate address it reached.
+        local: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    },
+    /// One RFC 4571 frame.
+    Frame { id: TcpConnId, data: BytesMut },
+    /// The connection ended.
+    Closed { id: TcpConnId },
+}
+
+/// The ICE-TCP connections a loop owns, for sending: by id, and by the peer address rtc names.
+#[derive(Default)]
+pub struct TcpConns {
+    by_id: HashMap<TcpConnId, Conn>,
+    by_peer: HashMap<SocketAddr, TcpConnId>,
+}
+
+struct Conn {
+    peer: SocketAddr,
+    local: SocketAddr,
+    writer: mpsc::Sender<Bytes>,
+}
+
+impl TcpConns {
+    /// Adds an opened connection.
+    pub fn open(
+        &mut self,
+        id: TcpConnId,
+        peer: SocketAddr,
+        local: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    ) {
+        self.by_peer.insert(peer, id);
+        self.by_id.insert(
+            id,
+            Conn {
+                peer,
+                local,
+                writer,
+            },
+        );
+    }
+
+    /// Forgets a closed connection (dropping its writer ends its task's writing side).
+    pub fn close(&mut self, id: TcpConnId) {
+        if let Some(conn) = self.by_id.remove(&id) {
+            if self.by_peer.get(&conn.peer) == Some(&id) {
+                self.by_peer.remove(&conn.peer);
+            }
+        }
+    }
+
+    /// The remote and the announced local address of connection `id`.
+    pub fn addrs(&self, id: TcpConnId) -> Option<(SocketAddr, SocketAddr)> {
+        self.by_id.get(&id).map(|c| (c.peer, c.local))
+    }
+
+    /// The connection to `peer`.
+    pub fn conn_to(&self, peer: SocketAddr) -> Option<TcpConnId> {
+        self.by_peer.get(&peer).copied()
+    }
+
+    /// Queues one frame to `peer` without waiting; a full queue drops it.
+    pub fn send(&self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        let conn = self
+            .by_peer
+            .get(&peer)
+            .and_then(|id| self.by_id.get(id))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no ICE-TCP connection"))?;
+        conn.writer
+            .try_send(Bytes::copy_from_slice(data))
+            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "ICE-TCP queue full"))
+    }
+}
+
+/// The shared listener and where its connections go.
+pub struct Acceptor {
+    pub listener: TcpListener,
+    /// Each loop's event channel, by loop index.
+    pub loops: Vec<mpsc::Sender<TcpEvent>>,
+    /// Announced candidate IPs, to map an accepted connection's local address (as UDP does).
+    pub candidates: Vec<(IpAddr, Option<IpAddr>)>,
+}
+
+impl Acceptor {
+    /// Accepts connections until `stop`; each runs as a task of `tracker`.
+    pub async fn run(self, tracker: TaskTracker, stop: CancellationToken) {
+        let port = self.listener.local_addr().map_or(0, |a| a.port());
+        let shared = Arc::new((self.loops, self.candidates, AtomicU64::new(0)));
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let Ok((stream, peer)) = accepted else {
+                continue;
+            };
+            let shared = shared.clone();
+            let stop = stop.clone();
+            tracker.spawn(async move {
+                let (loops, candidates, ids) = &*shared;
+                let id = TcpConnId(ids.fetch_add(1, Ordering::Relaxed));
+                let dst = stream.local_addr().ok().map(|a| a.ip());
+                let local = map_local(candidates, port, dst, peer);
+                if let Err(e) = serve(stream, id, peer, local, loops, stop).await {
+                    debug!(%peer, error = %e, "ICE-TCP connection ended");
+                }
+            });
+        }
+    }
+}
+
+/// One connection: its first frame picks the loop; then frames flow both ways until either side
+/// ends or the server stops.
+async fn serve(
+    mut stream: TcpStream,
+    id: TcpConnId,
+    peer: SocketAddr,
+    local: SocketAddr,
+    loops: &[mpsc::Sender<TcpEvent>],
+    stop: CancellationToken,
+) -> io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let first = tokio::time::timeout(FIRST_FRAME_WAIT, read_frame(&mut stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no first frame"))??;
+    let owner = stun_request_local_ufrag(&first)
+        .and_then(|ufrag| IceCredentials::loop_of(&ufrag))
+        .and_then(|index| loops.get(index))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a request for a session"))?;
+    let (writer, mut outgoing) = mpsc::channel(WRITE_QUEUE);
+    let opened = TcpEvent::Opened {
+        id,
+        peer,
+        local,
+        writer,
+    };
+    let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "media loop gone");
+    owner.send(opened).await.map_err(|_| closed())?;
+    owner
+        .send(TcpEvent::Frame { id, data: first })
+        .await
+        .map_err(|_| closed())?;
+    let (mut reader, mut write_half) = stream.split();
+    let result = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            frame = read_frame(&mut reader) => match frame {
+                Ok(data) => {
+                    if owner.send(TcpEvent::Frame { id, data }).await.is_err() {
+                        break Err(closed());
+                    }
+                }
+                Err(e) => break Err(e),
+            },
+            out = outgoing.recv() => match out {
+                // RFC 4571 §2: a 16-bit length, then the packet.
+                Some(data) => {
+                    let len = u16::try_from(data.len()).unwrap_or(u16::MAX);
+                    let mut framed = Vec::with_capacity(2 + data.len());
+                    framed.extend_from_slice(&len.to_be_bytes());
+                    framed.extend_from_slice(&data[..usize::from(len)]);
+                    if let Err(e) = write_half.write_all(&framed).await {
+                        break Err(e);
+                    }
+                }
+                // The loop forgot the connection (its session ended).
+                None => break Ok(()),
+            },
+        }
+    };
+    let _ = owner.send(TcpEvent::Closed { id }).await;
+    result
+}
+
+/// Reads one RFC 4571 frame.
+async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<BytesMut> {
+    let len = stream.read_u16().await?;
+    let mut data = BytesMut::zeroed(usize::from(len));
+    stream.read_exact(&mut data).await?;
+    if data.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame"));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_are_length_prefixed() {
+        let mut wire: &[u8] = &[0, 3, b'a', b'b', b'c', 0, 1, b'z', 0, 0];
+        assert_eq!(&read_frame(&mut wire).await.unwrap()[..], b"abc");
+        assert_eq!(&read_frame(&mut wire).await.unwrap()[..], b"z");
+        assert!(read_frame(&mut wire).await.is_err(), "an empty frame");
+        let mut short: &[u8] = &[0, 5, b'a'];
+        assert!(read_frame(&mut short).await.is_err());
+    }
+
+    /// A connection whose first frame is not a STUN request for a loop's session is closed, and
+    /// no loop hears of it; one that names loop 1 reaches loop 1, and its frames flow both ways.
+    #[tokio::test]
+    async fn the_first_request_picks_the_loop() {
+        use rtc::stun::attributes::ATTR_USERNAME;
+        use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
+        use rtc::stun::textattrs::Username;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx0, mut rx0) = mpsc::channel(8);
+        let (tx1, mut rx1) = mpsc::channel(8);
+        let acceptor = Acceptor {
+            listener,
+            loops: vec![tx0, tx1],
+            candidates: vec![(addr.ip(), None)],
+        };
+        let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+        tracker.spawn(acceptor.run(tracker.clone(), stop.clone()));
+
+        let mut garbage = TcpStream::connect(addr).await.unwrap();
+        garbage
+            .write_all(&[0, 4, 0x16, 0xfe, 0xfd, 0])
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            garbage.read(&mut buf).await.unwrap(),
+            0,
+            "closed by the server"
+        );
+
+        let ufrag = IceCredentials::random_for(1).ufrag;
+        let mut request = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, format!("{ufrag}:client"))),
+        ];
+        request.build(&setters).unwrap();
+        let mut good = TcpStream::connect(addr).await.unwrap();
+        let mut framed = (request.raw.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&request.raw);
+        good.write_all(&framed).await.unwrap();
+        let Some(TcpEvent::Opened { local, writer, .. }) = rx1.recv().await else {
+            panic!("loop 1 hears of the connection first");
+        };
+        assert_eq!(local, addr);
+        let Some(TcpEvent::Frame { data, .. }) = rx1.recv().await else {
+            panic!("then its first frame");
+        };
+        assert_eq!(&data[..], &request.raw[..]);
+        writer.send(Bytes::from_static(b"hello")).await.unwrap();
+        let mut echoed = [0u8; 7];
+        good.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(&echoed, b"\0\x05hello");
+        drop(good);
+        assert!(matches!(rx1.recv().await, Some(TcpEvent::Closed { .. })));
+        assert!(rx0.try_recv().is_err(), "loop 0 heard nothing");
+        stop.cancel();
+        tracker.close();
+        tracker.wait().await;
+    }
+
+    #[test]
+    fn connections_are_found_by_peer_and_forgotten() {
+        let mut conns = TcpConns::default();
+        let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let (tx, mut rx) = mpsc::channel(1);
+        conns.open(TcpConnId(1), peer, peer, tx);
+        assert_eq!(conns.conn_to(peer), Some(TcpConnId(1)));
+        conns.send(peer, b"x").unwrap();
+        assert_eq!(&rx.try_recv().unwrap()[..], b"x");
+        conns.send(peer, b"y").unwrap();
+        assert!(conns.send(peer, b"z").is_err(), "a full queue drops");
+        conns.close(TcpConnId(1));
+        assert_eq!(conns.conn_to(peer), None);
+        assert!(conns.send(peer, b"x").is_err());
+    }
+}
