@@ -226,33 +226,47 @@ test("a page on another origin publishes and plays with plain fetch + RTCPeerCon
   thirdParty.close();
 });
 
-test("where UDP is dropped, the echo connects over ICE-TCP on the shared TCP port", async () => {
-  // A server on fixed ports in this namespace (run.sh made it: only loopback), and an nftables
-  // rule that drops every UDP packet to or from its media port, as a PaaS host does.
-  const port = "18189";
-  const { child, base: tcpOnly } = await startServer([], port);
+/**
+ * Runs an echo test against a server on fixed media ports `port` whose traffic matching each of
+ * `drops` (nftables match expressions, e.g. "udp dport 18189") is dropped in this namespace (run.sh
+ * made it: only loopback), as a PaaS host's firewall would; returns the drop counters.
+ */
+async function echoBehindFirewall(port, drops, shot) {
+  const { child, base: behind } = await startServer([], port);
   const nft = (...args) => execFileSync("nft", args, { encoding: "utf8" });
-  nft("add", "table", "inet", "noudp");
-  nft("add", "chain", "inet", "noudp", "out", "{ type filter hook output priority 0 ; }");
-  nft("add", "rule", "inet", "noudp", "out", "udp", "dport", port, "counter", "drop");
-  nft("add", "rule", "inet", "noudp", "out", "udp", "sport", port, "counter", "drop");
+  nft("add", "table", "inet", "firewall");
+  nft("add", "chain", "inet", "firewall", "out", "{ type filter hook output priority 0 ; }");
+  for (const rule of drops) nft("add", "rule", "inet", "firewall", "out", ...rule.split(" "), "counter", "drop");
   try {
-    const { context, page } = await openPage(`tcp-${Date.now()}`, tcpOnly);
+    const { context, page } = await openPage(`fw-${Date.now()}`, behind);
     await page.check("#single");
     await page.click("#echo");
     const state = await waitForAudio(page);
     assert.ok(state.stats.packetsReceived > 0);
-    console.log(`# ICE-TCP: click -> first echoed audio ${state.firstAudioMs} ms`);
-    // UDP was tried and dropped, so the audio came back over TCP.
-    const dropped = nft("list", "table", "inet", "noudp").match(/packets (\d+)/g).map((m) => Number(m.split(" ")[1]));
-    assert.ok(dropped.some((n) => n > 0), `UDP to the media port was tried: ${dropped}`);
-    await page.screenshot({ path: path.join(shots, "ice-tcp.png"), fullPage: true });
+    console.log(`# ${shot}: click -> first echoed audio ${state.firstAudioMs} ms`);
+    await page.screenshot({ path: path.join(shots, `${shot}.png`), fullPage: true });
     await page.click("#hangup");
     await context.close();
+    return nft("list", "table", "inet", "firewall").match(/packets (\d+)/g).map((m) => Number(m.split(" ")[1]));
   } finally {
-    nft("delete", "table", "inet", "noudp");
+    nft("delete", "table", "inet", "firewall");
     child.kill("SIGTERM");
   }
+}
+
+test("where UDP is dropped, the echo connects over ICE-TCP on the shared TCP port", async () => {
+  const port = "18189";
+  const dropped = await echoBehindFirewall(port, [`udp dport ${port}`, `udp sport ${port}`], "ice-tcp");
+  // UDP was tried and dropped, so the audio came back over TCP.
+  assert.ok(dropped[0] > 0, `UDP to the media port was tried: ${dropped}`);
+});
+
+test("where UDP and the ICE-TCP port are dropped, media flows on the HTTP port itself", async () => {
+  const port = "18190";
+  const dropped = await echoBehindFirewall(port,
+    [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`], "ice-tcp-http-port");
+  // Both media ports were tried and dropped: the audio came over the HTTP port's connection.
+  assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
 });
 
 test("when media cannot connect, the page says ICE failed and that UDP looks blocked", async () => {

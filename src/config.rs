@@ -43,6 +43,12 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_TCP_PORT", default_value_t = 8189)]
     pub tcp_port: u16,
 
+    /// Also take ICE-TCP connections on the HTTP port (told apart from HTTP by their first byte)
+    /// and announce it as a candidate, so a host that exposes one TCP port carries media too.
+    #[arg(long, env = "WHIP_ECHO_MEDIA_ON_HTTP_PORT", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub media_on_http_port: bool,
+
     /// Media loops, each on an OS thread of its own and its own UDP port (udp-port, udp-port + 1,
     /// ...); use up to one per core. A stream's sessions share one loop (chosen by stream name),
     /// so fan-out never crosses loops. Keep 1 where only one UDP port can be opened.
@@ -135,6 +141,9 @@ mod tests {
         assert_eq!(c.listen, "0.0.0.0:8080".parse::<SocketAddr>().unwrap());
         assert_eq!(c.udp_port, 8189);
         assert_eq!(c.tcp_port, 8189);
+        assert!(c.media_on_http_port);
+        let off = Config::try_parse_from(["whip-echo", "--media-on-http-port", "false"]).unwrap();
+        assert!(!off.media_on_http_port);
         assert_eq!(c.cors_origins, vec!["*".to_string()]);
         assert_eq!(c.ice_timeout, Duration::from_secs(30));
         assert_eq!(c.publisher_conflict, PublisherConflict::Takeover);

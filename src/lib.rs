@@ -18,7 +18,8 @@
 //! certificate, loop-addressed ICE credentials), `offer` (pure offer checks), `event_loop` (the
 //! loop), `commands` (the loop's side of the HTTP commands), `conn` (one session's protocol state
 //! and legs per track), `transport` (the transport seam: `PathId`, `Inbound`, `Transports`),
-//! `tcp` (ICE-TCP on the shared port), `early_dtls` (DTLS held until ICE nominates), `answer`
+//! `tcp` (ICE-TCP on the shared port), `shared_port` (the HTTP listener that also takes
+//! ICE-TCP), `early_dtls` (DTLS held until ICE nominates), `answer`
 //! (the one text edit of rtc's answer), `routes`, `timers`, `forward`, `cap`, `socket`, `error`
 //! (`MediaError`).
 //!

@@ -73,7 +73,8 @@ impl Running {
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, ServerError> {
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let stop = CancellationToken::new();
-    let (media, loops, app) = start_media(&config, stop.child_token()).await?;
+    let http = config.media_on_http_port.then_some(http_addr);
+    let (media, loops, app) = start_planes(&config, http, stop.child_token()).await?;
     let shutdown = stop.clone();
     let task = tokio::spawn(serve(listener, app, loops, shutdown));
     Ok(Running {
@@ -91,7 +92,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let stop = CancellationToken::new();
-    let (_media, loops, app) = start_media(&config, stop.child_token()).await?;
+    let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
+    let http = config.media_on_http_port.then_some(http_addr);
+    let (_media, loops, app) = start_planes(&config, http, stop.child_token()).await?;
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -101,9 +104,19 @@ pub async fn run(
 }
 
 /// Builds both planes without serving: the router, the media handle and the media loops (which
-/// end when `stop` is cancelled). `router().oneshot` tests use this directly.
+/// end when `stop` is cancelled). `router().oneshot` tests use this directly; it announces no
+/// ICE-TCP candidate on an HTTP port (there is none).
 pub async fn start_media(
     config: &Config,
+    stop: CancellationToken,
+) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
+    start_planes(config, None, stop).await
+}
+
+/// [`start_media`], announcing `http` (the HTTP listener's address) as an ICE-TCP candidate too.
+async fn start_planes(
+    config: &Config,
+    http: Option<SocketAddr>,
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
     // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
@@ -126,13 +139,16 @@ pub async fn start_media(
             .map_err(io("binding the UDP media socket"))?;
         sockets.push(udp);
     }
-    let local_ips = if config.public_ip_only {
-        Vec::new()
-    } else {
-        media::local_ips(config.udp_host)
+    let local_ips = |bind| {
+        if config.public_ip_only {
+            Vec::new()
+        } else {
+            media::local_ips(bind)
+        }
     };
     let media_config = MediaConfig {
-        local_ips,
+        local_ips: local_ips(config.udp_host),
+        http_local_ips: http.map_or_else(Vec::new, |addr| local_ips(addr.ip())),
         public_ips: config.public_ips.clone(),
         max_sessions: config.max_sessions,
         ice_timeout: config.ice_timeout,
@@ -143,7 +159,7 @@ pub async fn start_media(
     tcp.set_nonblocking(true)
         .map_err(io("binding the ICE-TCP listener"))?;
     let tcp_addr = tcp.local_addr().map_err(io("ICE-TCP listener address"))?;
-    let (media, loops) = media::spawn(sockets, tcp, media_config, stop)?;
+    let (media, loops) = media::spawn(sockets, tcp, http, media_config, stop)?;
     info!(tcp = %tcp_addr, "ICE-TCP listening");
     for udp in media.udp_addrs() {
         info!(%udp, "media plane listening");
@@ -153,6 +169,28 @@ pub async fn start_media(
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
     };
     Ok((media, loops, router(state)))
+}
+
+/// The HTTP listener as served: alone on its port, or sharing it with ICE-TCP.
+enum HttpListener {
+    Plain(TcpListener),
+    Shared(media::SharedPort),
+}
+
+/// Serves `app` on `listener` until `stop`, finishing the requests under way.
+async fn serve_http<L>(
+    listener: L,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .into_future()
+        .await
 }
 
 /// Serves HTTP until `stop`, then waits for the media loops, which tear every session down. A
@@ -166,10 +204,24 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     info!(%addr, "HTTP listening");
+    // With media on the HTTP port, RFC 4571-framed STUN there goes to the media plane and the
+    // rest to axum.
+    let listener = if loops.media_on_http_port() {
+        HttpListener::Shared(
+            loops
+                .shared_port(listener)
+                .map_err(io("sharing the HTTP port"))?,
+        )
+    } else {
+        HttpListener::Plain(listener)
+    };
     let http_stop = stop.clone();
-    let http = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { http_stop.cancelled().await })
-        .into_future();
+    let http = async move {
+        match listener {
+            HttpListener::Plain(plain) => serve_http(plain, app, http_stop).await,
+            HttpListener::Shared(shared) => serve_http(shared, app, http_stop).await,
+        }
+    };
     let outcome = tokio::select! {
         served = http => served.map_err(io("serving HTTP")),
         (index, media::LoopEnd::Died) = loops.next_end() => Err(ServerError::MediaLoopDied(index)),

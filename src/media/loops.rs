@@ -16,8 +16,9 @@ use tracing::error;
 use super::cap::SessionCap;
 use super::event_loop::MediaLoop;
 use super::peer::PeerSettings;
+use super::shared_port::SharedPort;
 use super::socket::{self, UdpIo};
-use super::tcp::{Acceptor, TcpEvent};
+use super::tcp::{Acceptor, Intake, TcpEvent};
 use super::{MediaConfig, MediaError, MediaHandle, Shard, Stats, StatsSlot, COMMAND_QUEUE};
 
 /// How a media loop ended.
@@ -39,6 +40,10 @@ pub struct MediaLoops {
     ended: mpsc::UnboundedReceiver<(usize, LoopEnd)>,
     /// The ICE-TCP acceptor and its connections' tasks.
     tcp_tasks: TaskTracker,
+    /// Where ICE-TCP connections go, from whichever listener.
+    intake: Intake,
+    /// The HTTP port's announced addresses, when it carries media too.
+    http_candidates: Option<Vec<(std::net::IpAddr, Option<std::net::IpAddr>)>>,
 }
 
 impl MediaLoops {
@@ -48,6 +53,18 @@ impl MediaLoops {
             Some(end) => end,
             None => std::future::pending().await,
         }
+    }
+
+    /// The HTTP listener, sharing its port with ICE-TCP when the media plane announced it
+    /// (`http` given to [`spawn`]); `None` otherwise.
+    pub fn shared_port(&self, listener: tokio::net::TcpListener) -> std::io::Result<SharedPort> {
+        let candidates = self.http_candidates.clone().unwrap_or_default();
+        SharedPort::new(listener, self.intake.clone(), candidates)
+    }
+
+    /// Whether the HTTP port was announced as an ICE-TCP candidate.
+    pub fn media_on_http_port(&self) -> bool {
+        self.http_candidates.is_some()
     }
 
     /// Waits for every loop and ICE-TCP task to end (after `stop`); `Err` names a loop that died.
@@ -135,12 +152,19 @@ fn start_loop(
 pub fn spawn(
     sockets: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
+    http: Option<std::net::SocketAddr>,
     config: MediaConfig,
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops), MediaError> {
     let tcp_addr = tcp.local_addr().map_err(MediaError::internal)?;
     let tcp_candidates = socket::candidates(tcp_addr, &config.local_ips, &config.public_ips);
-    let tcp_addrs = socket::candidate_addrs(&tcp_candidates, tcp_addr.port());
+    let http_candidates =
+        http.map(|addr| socket::candidates(addr, &config.http_local_ips, &config.public_ips));
+    // The shared ICE-TCP port first, then the HTTP port (same priority: RFC 6544 passive).
+    let mut tcp_addrs = socket::candidate_addrs(&tcp_candidates, tcp_addr.port());
+    if let (Some(addr), Some(candidates)) = (http, &http_candidates) {
+        tcp_addrs.extend(socket::candidate_addrs(candidates, addr.port()));
+    }
     let mut tcp_loops = Vec::with_capacity(sockets.len());
     let idle = Stats {
         idle: true,
@@ -195,16 +219,19 @@ pub fn spawn(
     };
     let tcp_tasks = TaskTracker::new();
     let listener = tokio::net::TcpListener::from_std(tcp).map_err(MediaError::internal)?;
+    let intake = Intake::new(tcp_loops, tcp_tasks.clone(), stop);
     let acceptor = Acceptor {
         listener,
-        loops: tcp_loops,
+        intake: intake.clone(),
         candidates: tcp_candidates,
     };
-    tcp_tasks.spawn(acceptor.run(tcp_tasks.clone(), stop));
+    tcp_tasks.spawn(acceptor.run());
     let loops = MediaLoops {
         threads,
         ended,
         tcp_tasks,
+        intake,
+        http_candidates,
     };
     Ok((handle, loops))
 }

@@ -16,6 +16,7 @@ mod loops;
 pub mod offer;
 mod peer;
 mod routes;
+mod shared_port;
 mod socket;
 mod tcp;
 mod timers;
@@ -32,6 +33,7 @@ use crate::session::{ResourceId, Role, StreamName};
 
 pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
+pub use shared_port::SharedPort;
 pub use socket::local_ips;
 
 /// Queue depth between the HTTP plane and a media loop.
@@ -101,6 +103,9 @@ pub struct MediaConfig {
     pub local_ips: Vec<std::net::IpAddr>,
     /// NAT 1:1 public addresses to announce.
     pub public_ips: Vec<std::net::IpAddr>,
+    /// Local interface addresses of the HTTP listener, announced with its port when it carries
+    /// ICE-TCP too.
+    pub http_local_ips: Vec<std::net::IpAddr>,
     /// Session cap.
     pub max_sessions: usize,
     /// ICE setup and consent timeout.

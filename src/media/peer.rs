@@ -77,8 +77,9 @@ impl PeerSettings {
             .iter()
             .map(|addr| rtc_util::host_candidate(*addr))
             .chain(
-                tcp.iter()
-                    .map(|addr| rtc_util::tcp_passive_candidate(*addr)),
+                (0..)
+                    .zip(tcp)
+                    .map(|(rank, addr)| rtc_util::tcp_passive_candidate(*addr, rank)),
             )
             .collect::<Result<Vec<_>, _>>()
             .map_err(MediaError::Internal)?;

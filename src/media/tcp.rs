@@ -35,6 +35,7 @@ const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 const WRITE_QUEUE: usize = 256;
 
 /// What a connection task tells its loop.
+#[derive(Debug)]
 pub enum TcpEvent {
     /// A connection whose first STUN request named this loop.
     Opened {
@@ -115,20 +116,78 @@ impl TcpConns {
     }
 }
 
-/// The shared listener and where its connections go.
+/// Where ICE-TCP connections go, from the shared ICE-TCP port and from the HTTP port alike:
+/// each becomes a tracked task that ends with the server's stop signal.
+#[derive(Debug, Clone)]
+pub struct Intake(Arc<IntakeInner>);
+
+#[derive(Debug)]
+struct IntakeInner {
+    /// Each loop's event channel, by loop index.
+    loops: Vec<mpsc::Sender<TcpEvent>>,
+    /// Connection ids, unique across every listener.
+    ids: AtomicU64,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Intake {
+    pub fn new(
+        loops: Vec<mpsc::Sender<TcpEvent>>,
+        tracker: TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        Intake(Arc::new(IntakeInner {
+            loops,
+            ids: AtomicU64::new(0),
+            tracker,
+            stop,
+        }))
+    }
+
+    /// Serves `stream` as an ICE-TCP connection whose announced local address is `local`.
+    pub fn take(&self, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+        let inner = self.0.clone();
+        self.0.tracker.spawn(async move {
+            let id = TcpConnId(inner.ids.fetch_add(1, Ordering::Relaxed));
+            let stop = inner.stop.clone();
+            if let Err(e) = serve(stream, id, peer, local, &inner.loops, stop).await {
+                debug!(%peer, error = %e, "ICE-TCP connection ended");
+            }
+        });
+    }
+
+    /// The tracker of the ICE-TCP tasks, and the stop signal they end with.
+    pub fn tasks(&self) -> (&TaskTracker, &CancellationToken) {
+        (&self.0.tracker, &self.0.stop)
+    }
+}
+
+/// The local address to tell rtc for a connection accepted on `port`: the announced candidate it
+/// reached (as for UDP: `socket::map_local`).
+pub fn announced_local(
+    candidates: &[(IpAddr, Option<IpAddr>)],
+    port: u16,
+    stream: &TcpStream,
+    peer: SocketAddr,
+) -> SocketAddr {
+    let dst = stream.local_addr().ok().map(|a| a.ip());
+    map_local(candidates, port, dst, peer)
+}
+
+/// The shared ICE-TCP port's acceptor.
 pub struct Acceptor {
     pub listener: TcpListener,
-    /// Each loop's event channel, by loop index.
-    pub loops: Vec<mpsc::Sender<TcpEvent>>,
-    /// Announced candidate IPs, to map an accepted connection's local address (as UDP does).
+    pub intake: Intake,
+    /// Announced candidate IPs, to map an accepted connection's local address.
     pub candidates: Vec<(IpAddr, Option<IpAddr>)>,
 }
 
 impl Acceptor {
-    /// Accepts connections until `stop`; each runs as a task of `tracker`.
-    pub async fn run(self, tracker: TaskTracker, stop: CancellationToken) {
+    /// Accepts connections until the intake's stop signal.
+    pub async fn run(self) {
         let port = self.listener.local_addr().map_or(0, |a| a.port());
-        let shared = Arc::new((self.loops, self.candidates, AtomicU64::new(0)));
+        let stop = self.intake.tasks().1.clone();
         loop {
             let accepted = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -137,17 +196,8 @@ impl Acceptor {
             let Ok((stream, peer)) = accepted else {
                 continue;
             };
-            let shared = shared.clone();
-            let stop = stop.clone();
-            tracker.spawn(async move {
-                let (loops, candidates, ids) = &*shared;
-                let id = TcpConnId(ids.fetch_add(1, Ordering::Relaxed));
-                let dst = stream.local_addr().ok().map(|a| a.ip());
-                let local = map_local(candidates, port, dst, peer);
-                if let Err(e) = serve(stream, id, peer, local, loops, stop).await {
-                    debug!(%peer, error = %e, "ICE-TCP connection ended");
-                }
-            });
+            let local = announced_local(&self.candidates, port, &stream, peer);
+            self.intake.take(stream, peer, local);
         }
     }
 }
@@ -252,13 +302,13 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (tx0, mut rx0) = mpsc::channel(8);
         let (tx1, mut rx1) = mpsc::channel(8);
+        let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
         let acceptor = Acceptor {
             listener,
-            loops: vec![tx0, tx1],
+            intake: Intake::new(vec![tx0, tx1], tracker.clone(), stop.clone()),
             candidates: vec![(addr.ip(), None)],
         };
-        let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
-        tracker.spawn(acceptor.run(tracker.clone(), stop.clone()));
+        tracker.spawn(acceptor.run());
 
         let mut garbage = TcpStream::connect(addr).await.unwrap();
         garbage

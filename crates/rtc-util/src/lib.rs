@@ -35,14 +35,20 @@ pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
 }
 
 /// A passive ICE-TCP host candidate for `addr` (RFC 6544 §4.5: the server only accepts
-/// connections; its priority is below the UDP one's, RFC 6544 §4.2).
-pub fn tcp_passive_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
+/// connections). Its priority follows RFC 6544 §4.2: host type preference 126, local preference
+/// 2^13 × 4 (passive) + other-pref, below every UDP host candidate; `rank` (0 first) lowers the
+/// other-pref so that several TCP candidates never share a priority (RFC 8445 §5.1.2.1).
+pub fn tcp_passive_candidate(addr: SocketAddr, rank: u16) -> Result<RTCIceCandidateInit, String> {
+    let other_pref = 8191u32.saturating_sub(u32::from(rank));
+    let local_pref = (1 << 13) * 4 + other_pref;
+    let priority = (1 << 24) * 126 + (1 << 8) * local_pref + (256 - 1);
     let host = CandidateHostConfig {
         base_config: CandidateConfig {
             network: "tcp".to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
+            priority,
             ..Default::default()
         },
         tcp_type: rtc::ice::tcp_type::TcpType::Passive,
@@ -108,8 +114,24 @@ mod tests {
 
     #[test]
     fn tcp_candidates_are_passive() {
-        let c = tcp_passive_candidate("127.0.0.1:8189".parse().unwrap()).unwrap();
-        assert!(c.candidate.contains(" 1 tcp "), "{}", c.candidate);
+        let c = tcp_passive_candidate("127.0.0.1:8189".parse().unwrap(), 0).unwrap();
+        assert!(
+            c.candidate.contains(" 1 tcp 2124414975 "),
+            "{}",
+            c.candidate
+        );
+        let second = tcp_passive_candidate("127.0.0.1:8080".parse().unwrap(), 1).unwrap();
+        assert!(
+            second.candidate.contains(" 1 tcp 2124414719 "),
+            "{}",
+            second.candidate
+        );
+        let udp = host_candidate("127.0.0.1:8189".parse().unwrap()).unwrap();
+        assert!(
+            udp.candidate.contains(" 1 udp 2130706431 "),
+            "{}",
+            udp.candidate
+        );
         assert!(
             c.candidate.contains("typ host tcptype passive"),
             "{}",
