@@ -10,7 +10,7 @@ target/bench-venv/bin/pip install -q -r bench/baseline/requirements.txt
 if [ "$(id -u)" = 0 ]; then ns=(unshare --net); else ns=(unshare --user --map-root-user --net); fi
 exec "${ns[@]}" bash -c '
   ip link set lo up && ip addr add 127.0.0.2/32 dev lo
-  target/release/whip-echo --listen 127.0.0.1:0 --udp-host 127.0.0.1 --udp-port 0 --log-format json --log warn,whip_echo::server=info > target/aiortc-connect.log &
+  target/release/whip-echo --listen 127.0.0.1:0 --udp-host 127.0.0.1 --udp-port 0 --tcp-port 0 --log-format json --log warn,whip_echo::server=info > target/aiortc-connect.log &
   server=$!
   trap "kill $server" EXIT
   for _ in $(seq 100); do

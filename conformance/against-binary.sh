@@ -14,7 +14,7 @@ if [ -z "${WHIP_ECHO_IN_NETNS:-}" ]; then
 fi
 
 log=$(mktemp)
-target/release/whip-echo --listen 127.0.0.1:0 --udp-host 127.0.0.1 --udp-port 0 \
+target/release/whip-echo --listen 127.0.0.1:0 --udp-host 127.0.0.1 --udp-port 0 --tcp-port 0 \
   --log-format json --log info >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; rm -f "$log"' EXIT

@@ -31,6 +31,8 @@ fn start() -> Server {
             "127.0.0.1",
             "--udp-port",
             "0",
+            "--tcp-port",
+            "0",
         ])
         .args(["--log-format", "json", "--log", "info"])
         .stdout(Stdio::piped())

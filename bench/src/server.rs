@@ -82,6 +82,8 @@ impl Server {
                     "127.0.0.1",
                     "--udp-port",
                     "0",
+                    "--tcp-port",
+                    "0",
                 ])
                 .args(["--log-format", "json", "--log"])
                 .arg(format!(

@@ -71,12 +71,16 @@ impl SharedPort {
                     continue;
                 };
                 let (tx, intake, candidates) = (tx.clone(), intake.clone(), candidates.clone());
+                let stop = stop.clone();
                 tracker.spawn(async move {
                     let mut first = [0u8; 1];
-                    let peeked = tokio::time::timeout(CLASSIFY_WAIT, stream.peek(&mut first)).await;
-                    let kind = match peeked {
-                        Ok(Ok(1)) => classify(first[0]),
-                        _ => Kind::Other,
+                    let peek = tokio::time::timeout(CLASSIFY_WAIT, stream.peek(&mut first));
+                    let kind = tokio::select! {
+                        _ = stop.cancelled() => Kind::Other,
+                        peeked = peek => match peeked {
+                            Ok(Ok(1)) => classify(first[0]),
+                            _ => Kind::Other,
+                        },
                     };
                     match kind {
                         Kind::Http => {

@@ -213,9 +213,11 @@ async fn serve(
     stop: CancellationToken,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let first = tokio::time::timeout(FIRST_FRAME_WAIT, read_frame(&mut stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no first frame"))??;
+    let first = tokio::select! {
+        _ = stop.cancelled() => return Ok(()),
+        first = tokio::time::timeout(FIRST_FRAME_WAIT, read_frame(&mut stream)) => first
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no first frame"))??,
+    };
     let owner = stun_request_local_ufrag(&first)
         .and_then(|ufrag| IceCredentials::loop_of(&ufrag))
         .and_then(|index| loops.get(index))
