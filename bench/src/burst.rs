@@ -22,6 +22,8 @@ const TAIL: Duration = Duration::from_millis(200);
 
 /// What the scenario measured.
 pub struct Burst {
+    /// Where the POSTs went.
+    pub target: &'static str,
     pub sessions: usize,
     pub connected: usize,
     pub posts: usize,
@@ -37,8 +39,12 @@ pub struct Burst {
     pub loss_pct: f64,
 }
 
+/// Streams on `server` and sends the burst to `target`: the same server, or (a control run)
+/// another server process on the same machine, which shows what the burst costs through CPU
+/// share alone.
 pub async fn run(
     server: &Server,
+    target: &Server,
     http: &Http,
     sessions: usize,
     posts: usize,
@@ -56,7 +62,7 @@ pub async fn run(
     let offer = peer::offer(Mode::SendRecv);
     let burst = {
         let http = http.clone();
-        let base = server.base.clone();
+        let base = target.base.clone();
         tokio::spawn(async move {
             let started = tokio::task::spawn_blocking(move || started_rx.recv().ok())
                 .await
@@ -115,6 +121,11 @@ pub async fn run(
         }
     }
     Burst {
+        target: if std::ptr::eq(server, target) {
+            "the streaming server"
+        } else {
+            "another whip-echo process"
+        },
         sessions,
         connected: outcome.connected,
         posts,
@@ -144,13 +155,14 @@ fn url(server: &Server, endpoint: &str, name: &str) -> Url {
 /// The report's table.
 pub fn table(b: &Burst) -> String {
     format!(
-        "### 5. Signalling burst ({} POSTs at once) while {} echo sessions stream\n\n\
+        "### 5. Signalling burst ({} POSTs at once, to {}) while {} echo sessions stream\n\n\
          | connected | created | burst (first POST → last answer) ms | POST → answer p50 / p99 ms | \
          echo RTT outside the burst p50 / p99 / max ms (samples) | echo RTT during the burst \
          p50 / p99 / max ms (samples) | echo loss % |\n|---|---|---|---|---|---|---|\n\
          | {} / {} | {} / {} | {:.0} | {:.1} / {:.1} | {:.2} / {:.2} / {:.2} ({}) | \
          {:.2} / {:.2} / {:.2} ({}) | {:.2} |\n",
         b.posts,
+        b.target,
         b.sessions,
         b.connected,
         b.sessions,

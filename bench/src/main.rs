@@ -58,6 +58,10 @@ struct Cli {
     /// sessions stream for `--seconds` (whip-echo only).
     #[arg(long)]
     burst: Option<usize>,
+    /// With `--burst`: send the POSTs to a second whip-echo process instead (a control run that
+    /// shows the burst's cost through CPU share alone).
+    #[arg(long)]
+    burst_elsewhere: bool,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -106,8 +110,31 @@ async fn main() {
             "burst: {posts} POSTs while {sessions} sessions stream for {} s",
             cli.seconds
         );
-        let b = burst::run(&server, &Http::new(None), sessions, posts, cli.seconds).await;
+        let other = if cli.burst_elsewhere {
+            match Server::start(Kind::WhipEcho, &root, posts + 100, 1).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        } else {
+            None
+        };
+        let target = other.as_ref().unwrap_or(&server);
+        let b = burst::run(
+            &server,
+            target,
+            &Http::new(None),
+            sessions,
+            posts,
+            cli.seconds,
+        )
+        .await;
         server.stop().await;
+        if let Some(other) = other {
+            other.stop().await;
+        }
         let report = format!("{}{}", header(&cli), burst::table(&b));
         print!("{report}");
         if let Some(path) = cli.out {

@@ -205,6 +205,11 @@ impl MediaLoop {
         for packet in inbound {
             let Some(key) = self.routes.route(packet.path, &packet.data) else {
                 self.unroutable += 1;
+                // A TCP connection exists for one session (RFC 6544); one that names none is
+                // closed rather than kept open for nothing.
+                if let PathId::Tcp(id) = packet.path {
+                    self.transports.tcp.close(id);
+                }
                 continue;
             };
             let Some(conn) = self.sessions.get_mut(&key) else {

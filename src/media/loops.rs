@@ -216,6 +216,7 @@ pub fn spawn(
         shards: shards.into(),
         stats: stats_rx,
         cap: SessionCap::new(config.max_sessions),
+        tcp_addr,
     };
     let tcp_tasks = TaskTracker::new();
     let listener = tokio::net::TcpListener::from_std(tcp).map_err(MediaError::internal)?;

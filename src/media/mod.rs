@@ -128,6 +128,7 @@ pub struct MediaHandle {
     shards: Arc<[Shard]>,
     stats: watch::Receiver<Vec<Stats>>,
     cap: cap::SessionCap,
+    tcp_addr: SocketAddr,
 }
 
 impl MediaHandle {
@@ -185,6 +186,11 @@ impl MediaHandle {
     /// The statistics of every loop together, and a way to wait for changes.
     pub fn stats(&self) -> StatsWatch {
         StatsWatch(self.stats.clone())
+    }
+
+    /// The bound address of the shared ICE-TCP listener.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
     }
 
     /// The bound addresses of every loop's UDP socket.

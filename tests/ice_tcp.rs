@@ -1,0 +1,70 @@
+//! ICE-TCP on the shared port and on the HTTP port, from the outside: what a client that is not
+//! a session gets (the media path itself is proven with Chromium in `browser/`).
+
+mod support;
+
+use std::time::Duration;
+
+use rtc::stun::attributes::ATTR_USERNAME;
+use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
+use rtc::stun::textattrs::Username;
+use support::{start, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use whip_echo::config::Config;
+
+/// An RFC 4571 frame holding a STUN Binding request for local ufrag `ufrag`.
+fn framed_request(ufrag: &str) -> Vec<u8> {
+    let mut m = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(Username::new(ATTR_USERNAME, format!("{ufrag}:client"))),
+    ];
+    m.build(&setters).unwrap();
+    let mut framed = (m.raw.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&m.raw);
+    framed
+}
+
+/// Whether the server closes `stream` (EOF or reset) within `WAIT`.
+async fn closed_by_server(mut stream: TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn connections_that_are_no_session_are_closed_and_http_still_works() {
+    let server = start(Config::for_tests()).await;
+    let tcp = server.media.tcp_addr();
+    let http = server.http_addr;
+
+    // On the ICE-TCP port: junk, and a request for a ufrag of loop 0 that no session has.
+    for first in [vec![0, 3, 1, 2, 3], framed_request("00ffffffffffffff")] {
+        let mut stream = TcpStream::connect(tcp).await.unwrap();
+        stream.write_all(&first).await.unwrap();
+        assert!(closed_by_server(stream).await, "{first:?}");
+    }
+    // On the HTTP port: the same stale request is closed too, and a byte that is neither HTTP
+    // nor ICE-TCP (TLS's 0x16 here) as well.
+    for first in [framed_request("00ffffffffffffff"), vec![0x16, 3, 1, 0, 5]] {
+        let mut stream = TcpStream::connect(http).await.unwrap();
+        stream.write_all(&first).await.unwrap();
+        assert!(closed_by_server(stream).await, "{first:?}");
+    }
+    // HTTP on the shared port is unaffected.
+    let health = reqwest::Client::new()
+        .get(format!("{}/healthz", server.base_url()))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    server.shutdown().await.unwrap();
+}
