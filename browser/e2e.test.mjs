@@ -5,7 +5,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -68,7 +69,8 @@ async function until(fn, what) {
 }
 
 async function openPage(stream, url = base) {
-  const context = await browser.newContext();
+  // The HTTPS test's certificate is self-signed.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
   await page.goto(url);
@@ -231,8 +233,9 @@ test("a page on another origin publishes and plays with plain fetch + RTCPeerCon
  * `drops` (nftables match expressions, e.g. "udp dport 18189") is dropped in this namespace (run.sh
  * made it: only loopback), as a PaaS host's firewall would; returns the drop counters.
  */
-async function echoBehindFirewall(port, drops, shot) {
-  const { child, base: behind } = await startServer([], port);
+async function echoBehindFirewall(port, drops, shot, extra = [], scheme = "http") {
+  const { child, base: plain } = await startServer(extra, port);
+  const behind = plain.replace(/^http:/, `${scheme}:`);
   const nft = (...args) => execFileSync("nft", args, { encoding: "utf8" });
   nft("add", "table", "inet", "firewall");
   nft("add", "chain", "inet", "firewall", "out", "{ type filter hook output priority 0 ; }");
@@ -266,6 +269,18 @@ test("where UDP and the ICE-TCP port are dropped, media flows on the HTTP port i
   const dropped = await echoBehindFirewall(port,
     [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`], "ice-tcp-http-port");
   // Both media ports were tried and dropped: the audio came over the HTTP port's connection.
+  assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
+});
+
+test("with HTTPS on the HTTP port and every other port dropped, page, signalling and media share it", async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "whip-echo-tls-"));
+  const [cert, key] = [path.join(dir, "cert.pem"), path.join(dir, "key.pem")];
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]);
+  const port = "18191";
+  const dropped = await echoBehindFirewall(port,
+    [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`], "ice-tcp-https-port",
+    ["--tls-cert", cert, "--tls-key", key], "https");
   assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
 });
 

@@ -2,6 +2,7 @@
 //! Library code never reads environment variables.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -42,6 +43,15 @@ pub struct Config {
     /// RFC 4571 framing), for clients whose network drops UDP (0 = ephemeral, for tests).
     #[arg(long, env = "WHIP_ECHO_TCP_PORT", default_value_t = 8189)]
     pub tcp_port: u16,
+
+    /// PEM certificate chain for HTTPS on the HTTP port (with --tls-key). Plain HTTP and ICE-TCP
+    /// stay available on the same port; a first byte of 0x16 is TLS.
+    #[arg(long, env = "WHIP_ECHO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WHIP_ECHO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Also take ICE-TCP connections on the HTTP port (told apart from HTTP by their first byte)
     /// and announce it as a candidate, so a host that exposes one TCP port carries media too.

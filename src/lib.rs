@@ -13,6 +13,7 @@
 //! | [`media`]    | the media plane: `MediaHandle` (negotiates on the caller's task, hands the connection over), media loops on their own threads, each owning a UDP socket and its `rtc` peer connections |
 //! | [`registry`] | session → resource id, role, stream; stream → publisher + viewers (pure bookkeeping) |
 //! | [`session`]  | loop-addressed resource ids, roles, stream names, end reasons |
+//! | [`tls`]      | the `--tls-cert`/`--tls-key` acceptor for HTTPS on the HTTP port |
 //!
 //! Inside [`media`]: `loops` (threads and their end guard), `peer` (negotiation, per-loop
 //! certificate, loop-addressed ICE credentials), `offer` (pure offer checks), `event_loop` (the
@@ -44,3 +45,4 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod tls;

@@ -31,6 +31,9 @@ pub enum ServerError {
     /// The media plane could not start.
     #[error("starting the media plane: {0}")]
     Media(#[from] media::MediaError),
+    /// The TLS certificate or key is unusable.
+    #[error("HTTPS: {0}")]
+    Tls(String),
     /// A media loop died (a panic); the process should be restarted.
     #[error("media loop {0} died")]
     MediaLoopDied(usize),
@@ -72,11 +75,12 @@ impl Running {
 /// Starts the server on `listener` in a background task.
 pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, ServerError> {
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
+    let tls = tls_acceptor(&config)?;
     let stop = CancellationToken::new();
     let http = config.media_on_http_port.then_some(http_addr);
     let (media, loops, app) = start_planes(&config, http, stop.child_token()).await?;
     let shutdown = stop.clone();
-    let task = tokio::spawn(serve(listener, app, loops, shutdown));
+    let task = tokio::spawn(serve(listener, app, loops, tls, shutdown));
     Ok(Running {
         http_addr,
         media,
@@ -91,6 +95,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let tls = tls_acceptor(&config)?;
     let stop = CancellationToken::new();
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let http = config.media_on_http_port.then_some(http_addr);
@@ -100,7 +105,7 @@ pub async fn run(
         shutdown.await;
         trigger.cancel();
     });
-    serve(listener, app, loops, stop).await
+    serve(listener, app, loops, tls, stop).await
 }
 
 /// Builds both planes without serving: the router, the media handle and the media loops (which
@@ -171,6 +176,16 @@ async fn start_planes(
     Ok((media, loops, router(state)))
 }
 
+/// The HTTPS acceptor, when a certificate is configured.
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, ServerError> {
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => crate::tls::acceptor(cert, key)
+            .map(Some)
+            .map_err(ServerError::Tls),
+        _ => Ok(None),
+    }
+}
+
 /// The HTTP listener as served: alone on its port, or sharing it with ICE-TCP.
 enum HttpListener {
     Plain(TcpListener),
@@ -200,18 +215,16 @@ async fn serve(
     listener: TcpListener,
     app: axum::Router,
     mut loops: MediaLoops,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     info!(%addr, "HTTP listening");
-    // With media on the HTTP port, RFC 4571-framed STUN there goes to the media plane and the
-    // rest to axum.
-    let listener = if loops.media_on_http_port() {
-        HttpListener::Shared(
-            loops
-                .shared_port(listener)
-                .map_err(io("sharing the HTTP port"))?,
-        )
+    // With media on the HTTP port, RFC 4571-framed STUN there goes to the media plane, TLS
+    // through its handshake to axum, and plain HTTP to axum.
+    let listener = if loops.media_on_http_port() || tls.is_some() {
+        let shared = loops.shared_port(listener, tls);
+        HttpListener::Shared(shared.map_err(io("sharing the HTTP port"))?)
     } else {
         HttpListener::Plain(listener)
     };

@@ -16,7 +16,7 @@ use tracing::error;
 use super::cap::SessionCap;
 use super::event_loop::MediaLoop;
 use super::peer::PeerSettings;
-use super::shared_port::SharedPort;
+use super::shared_port::{SharedPort, Sharing};
 use super::socket::{self, UdpIo};
 use super::tcp::{Acceptor, Intake, TcpEvent};
 use super::{MediaConfig, MediaError, MediaHandle, Shard, Stats, StatsSlot, COMMAND_QUEUE};
@@ -56,10 +56,23 @@ impl MediaLoops {
     }
 
     /// The HTTP listener, sharing its port with ICE-TCP when the media plane announced it
-    /// (`http` given to [`spawn`]); `None` otherwise.
-    pub fn shared_port(&self, listener: tokio::net::TcpListener) -> std::io::Result<SharedPort> {
-        let candidates = self.http_candidates.clone().unwrap_or_default();
-        SharedPort::new(listener, self.intake.clone(), candidates)
+    /// (`http` given to [`spawn`]), and with TLS when `tls` is given.
+    pub fn shared_port(
+        &self,
+        listener: tokio::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<SharedPort> {
+        let ice = self
+            .http_candidates
+            .clone()
+            .map(|candidates| (self.intake.clone(), candidates));
+        let (tracker, stop) = self.intake.tasks();
+        SharedPort::new(
+            listener,
+            Sharing { ice, tls },
+            tracker.clone(),
+            stop.clone(),
+        )
     }
 
     /// Whether the HTTP port was announced as an ICE-TCP candidate.

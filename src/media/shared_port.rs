@@ -1,24 +1,31 @@
 //! Media on the HTTP port itself: the HTTP listener also takes ICE-TCP connections, so a host
-//! that exposes a single TCP port (a PaaS such as Railway or Fly.io) carries signalling and media.
+//! that exposes a single TCP port (a PaaS such as Railway or Fly.io) carries signalling and media,
+//! and, with a certificate, HTTPS on that same port (browsers allow the microphone only on HTTPS
+//! origins), ICE-TCP staying plain beside it.
 //!
 //! Each accepted connection is classified by peeking at its first byte, never consuming it: an
 //! RFC 4571 frame starts with a 16-bit length, so a STUN request's first byte is 0x00..=0x03 (a
-//! frame under 1 KiB); an HTTP/1.1 request starts with the first letter of its method. ICE-TCP
-//! goes to the media plane's intake (the same path as the shared ICE-TCP port), HTTP to axum
-//! through [`axum::serve::Listener`]. Anything else, or silence for `CLASSIFY_WAIT`, is closed.
-//! Classifying runs in tracked tasks, so one slow client never holds up the others' accepts.
+//! frame under 1 KiB); a TLS record starts with 0x16 (handshake, RFC 8446 §5.1); an HTTP/1.1
+//! request starts with the first letter of its method. ICE-TCP goes to the media plane's intake
+//! (the same path as the shared ICE-TCP port), TLS through the handshake and then, like HTTP, to
+//! axum through [`axum::serve::Listener`]. Anything else, or silence for `CLASSIFY_WAIT`, is
+//! closed. Classifying runs in tracked tasks, so one slow client never holds up the others.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::tcp::{announced_local, Intake};
 
-/// How long a new connection has to send its first byte.
+/// How long a new connection has to send its first byte, and a TLS client to finish its handshake.
 const CLASSIFY_WAIT: Duration = Duration::from_secs(10);
 /// Classified HTTP connections waiting for axum to take them.
 const HTTP_QUEUE: usize = 128;
@@ -28,6 +35,8 @@ const HTTP_QUEUE: usize = 128;
 pub enum Kind {
     /// RFC 4571-framed STUN (ICE-TCP).
     IceTcp,
+    /// A TLS ClientHello (HTTPS).
+    Tls,
     /// An HTTP/1.x request.
     Http,
     /// Neither.
@@ -38,29 +47,41 @@ pub enum Kind {
 pub fn classify(first: u8) -> Kind {
     match first {
         0x00..=0x03 => Kind::IceTcp,
+        0x16 => Kind::Tls,
         b'A'..=b'Z' => Kind::Http,
         _ => Kind::Other,
     }
 }
 
-/// The HTTP listener, sharing its port with ICE-TCP: what axum serves.
+/// A connection axum serves: plain TCP or TLS over it.
+pub trait HttpIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo for T {}
+
+/// What shares the HTTP port with HTTP.
+pub struct Sharing {
+    /// ICE-TCP: where connections go, and the HTTP port's announced addresses.
+    pub ice: Option<(Intake, Vec<(IpAddr, Option<IpAddr>)>)>,
+    /// HTTPS: the acceptor of the configured certificate.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// The HTTP listener, sharing its port with ICE-TCP and TLS: what axum serves.
 pub struct SharedPort {
-    http: mpsc::Receiver<(TcpStream, SocketAddr)>,
+    http: mpsc::Receiver<(Box<dyn HttpIo>, SocketAddr)>,
     local: SocketAddr,
 }
 
 impl SharedPort {
-    /// Starts classifying `listener`'s connections; ICE-TCP ones go to `intake`, announced with
-    /// `candidates` (the HTTP port's addresses).
+    /// Starts classifying `listener`'s connections in tasks of `tracker`, until `stop`.
     pub fn new(
         listener: TcpListener,
-        intake: Intake,
-        candidates: Vec<(IpAddr, Option<IpAddr>)>,
+        sharing: Sharing,
+        tracker: TaskTracker,
+        stop: CancellationToken,
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, http) = mpsc::channel(HTTP_QUEUE);
-        let (tracker, stop) = intake.tasks();
-        let (tracker, stop) = (tracker.clone(), stop.clone());
+        let sharing = std::sync::Arc::new(sharing);
         tracker.clone().spawn(async move {
             loop {
                 let accepted = tokio::select! {
@@ -70,27 +91,11 @@ impl SharedPort {
                 let Ok((stream, peer)) = accepted else {
                     continue;
                 };
-                let (tx, intake, candidates) = (tx.clone(), intake.clone(), candidates.clone());
-                let stop = stop.clone();
+                let (tx, sharing, stop) = (tx.clone(), sharing.clone(), stop.clone());
                 tracker.spawn(async move {
-                    let mut first = [0u8; 1];
-                    let peek = tokio::time::timeout(CLASSIFY_WAIT, stream.peek(&mut first));
-                    let kind = tokio::select! {
-                        _ = stop.cancelled() => Kind::Other,
-                        peeked = peek => match peeked {
-                            Ok(Ok(1)) => classify(first[0]),
-                            _ => Kind::Other,
-                        },
-                    };
-                    match kind {
-                        Kind::Http => {
-                            let _ = tx.send((stream, peer)).await;
-                        }
-                        Kind::IceTcp => {
-                            let local = announced_local(&candidates, local.port(), &stream, peer);
-                            intake.take(stream, peer, local);
-                        }
-                        Kind::Other => debug!(%peer, "neither HTTP nor ICE-TCP: closed"),
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = route(stream, peer, local.port(), &sharing, tx) => {}
                     }
                 });
             }
@@ -99,11 +104,45 @@ impl SharedPort {
     }
 }
 
+/// Classifies one connection and hands it on.
+async fn route(
+    stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    sharing: &Sharing,
+    http: mpsc::Sender<(Box<dyn HttpIo>, SocketAddr)>,
+) {
+    let mut first = [0u8; 1];
+    let kind = match tokio::time::timeout(CLASSIFY_WAIT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => classify(first[0]),
+        // EOF before a byte is normal: browsers open speculative connections.
+        _ => Kind::Other,
+    };
+    match (kind, &sharing.ice, &sharing.tls) {
+        (Kind::Http, _, _) => {
+            let _ = http.send((Box::new(stream), peer)).await;
+        }
+        (Kind::IceTcp, Some((intake, candidates)), _) => {
+            let local = announced_local(candidates, port, &stream, peer);
+            intake.take(stream, peer, local);
+        }
+        (Kind::Tls, _, Some(tls)) => {
+            match tokio::time::timeout(CLASSIFY_WAIT, tls.accept(stream)).await {
+                Ok(Ok(secured)) => {
+                    let _ = http.send((Box::new(secured), peer)).await;
+                }
+                _ => debug!(%peer, "TLS handshake failed"),
+            }
+        }
+        _ => debug!(%peer, ?kind, "not served on this port: closed"),
+    }
+}
+
 impl axum::serve::Listener for SharedPort {
-    type Io = TcpStream;
+    type Io = Box<dyn HttpIo>;
     type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+    async fn accept(&mut self) -> (Box<dyn HttpIo>, SocketAddr) {
         match self.http.recv().await {
             Some(conn) => conn,
             // The classifier stopped (shutdown): no more connections.
@@ -127,8 +166,7 @@ mod tests {
         for method in ["GET", "POST", "DELETE", "OPTIONS", "PATCH", "HEAD"] {
             assert_eq!(classify(method.as_bytes()[0]), Kind::Http, "{method}");
         }
-        // TLS (0x16) is not served on this port yet; neither is anything else.
-        assert_eq!(classify(0x16), Kind::Other);
+        assert_eq!(classify(0x16), Kind::Tls);
         assert_eq!(classify(b'g'), Kind::Other);
         assert_eq!(classify(0xff), Kind::Other);
     }
