@@ -12,7 +12,7 @@
 //! closed. Classifying runs in tracked tasks, so one slow client never holds up the others.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::socket::Candidates;
 use super::tcp::{announced_local, Intake};
 
 /// How long a new connection has to send its first byte, and a TLS client to finish its handshake.
@@ -60,7 +61,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo for T {}
 /// What shares the HTTP port with HTTP.
 pub struct Sharing {
     /// ICE-TCP: where connections go, and the HTTP port's announced addresses.
-    pub ice: Option<(Intake, Vec<(IpAddr, Option<IpAddr>)>)>,
+    pub ice: Option<(Intake, Candidates)>,
     /// HTTPS: the acceptor of the configured certificate.
     pub tls: Option<TlsAcceptor>,
 }

@@ -42,6 +42,10 @@ pub struct UdpIo {
     metas: Vec<RecvMeta>,
 }
 
+/// Announced candidate IPs, each with the source IP replies from it must use (`None`: the
+/// kernel chooses).
+pub type Candidates = Vec<(IpAddr, Option<IpAddr>)>;
+
 /// The announced candidate IPs of a socket bound to `bound`, each with the source IP that replies
 /// from it must use (`None` where the kernel should choose: a specific bind address, or a NAT 1:1
 /// public address).
@@ -49,7 +53,7 @@ pub fn candidates(
     bound: SocketAddr,
     local_ips: &[IpAddr],
     public_ips: &[IpAddr],
-) -> Vec<(IpAddr, Option<IpAddr>)> {
+) -> Candidates {
     let pick_source = !bound.ip().is_unspecified();
     local_ips
         .iter()
