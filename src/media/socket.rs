@@ -49,11 +49,7 @@ pub type Candidates = Vec<(IpAddr, Option<IpAddr>)>;
 /// The announced candidate IPs of a socket bound to `bound`, each with the source IP that replies
 /// from it must use (`None` where the kernel should choose: a specific bind address, or a NAT 1:1
 /// public address).
-pub fn candidates(
-    bound: SocketAddr,
-    local_ips: &[IpAddr],
-    public_ips: &[IpAddr],
-) -> Candidates {
+pub fn candidates(bound: SocketAddr, local_ips: &[IpAddr], public_ips: &[IpAddr]) -> Candidates {
     let pick_source = !bound.ip().is_unspecified();
     local_ips
         .iter()
