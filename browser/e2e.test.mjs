@@ -284,6 +284,43 @@ test("with HTTPS on the HTTP port and every other port dropped, page, signalling
   assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
 });
 
+test("behind a port forward (a PaaS TCP proxy), --public-tcp announces the outside port and media flows through it", async () => {
+  // Outside port 18999 is forwarded (DNAT) to the ICE-TCP port 18192; UDP and every connection
+  // made straight to 18192 are dropped, and the HTTP port carries no media: the forward is the
+  // only way in, as on Railway.
+  const [port, outside] = ["18192", "18999"];
+  const { child, base: forwarded } = await startServer(
+    ["--public-tcp", `127.0.0.1:${outside}`, "--media-on-http-port", "false"], port);
+  const nft = (...args) => execFileSync("nft", args, { encoding: "utf8" });
+  nft("add", "table", "ip", "forward");
+  nft("add", "chain", "ip", "forward", "out", "{ type nat hook output priority -100 ; }");
+  nft("add", "rule", "ip", "forward", "out", "tcp", "dport", outside, "counter", "dnat", "to", `127.0.0.1:${port}`);
+  nft("add", "table", "inet", "firewall");
+  nft("add", "chain", "inet", "firewall", "out", "{ type filter hook output priority 0 ; }");
+  nft("add", "rule", "inet", "firewall", "out", "udp", "dport", port, "counter", "drop");
+  nft("add", "rule", "inet", "firewall", "out", "udp", "sport", port, "counter", "drop");
+  nft("add", "rule", "inet", "firewall", "out", "tcp", "dport", port, "ct", "original", "proto-dst", port, "counter", "drop");
+  try {
+    const { context, page } = await openPage(`fwd-${Date.now()}`, forwarded);
+    await page.check("#single");
+    await page.click("#echo");
+    const state = await waitForAudio(page);
+    assert.ok(state.stats.packetsReceived > 0);
+    console.log(`# port forward: click -> first echoed audio ${state.firstAudioMs} ms`);
+    const counters = (table) => nft("list", "table", ...table).match(/packets (\d+)/g).map((m) => Number(m.split(" ")[1]));
+    const [forwardedPackets] = counters(["ip", "forward"]);
+    const [, , direct] = counters(["inet", "firewall"]);
+    assert.ok(forwardedPackets > 0, "the connection came through the forward");
+    assert.ok(direct > 0, "the direct ICE-TCP candidate was tried and dropped");
+    await page.click("#hangup");
+    await context.close();
+  } finally {
+    nft("delete", "table", "inet", "firewall");
+    nft("delete", "table", "ip", "forward");
+    child.kill("SIGTERM");
+  }
+});
+
 test("when media cannot connect, the page says ICE failed and that UDP looks blocked", async () => {
   // A server that announces only an address it does not listen on (IPv6 loopback, while its
   // socket is IPv4): HTTP works, no UDP packet ever reaches it, as behind a UDP-blocking firewall.

@@ -76,6 +76,17 @@ pub struct Config {
     #[arg(long = "public-ip", env = "WHIP_ECHO_PUBLIC_IP", value_delimiter = ',')]
     pub public_ips: Vec<IpAddr>,
 
+    /// A public HOST:PORT (host name or address) that forwards to --tcp-port from outside, such
+    /// as a PaaS TCP proxy (Railway's generated `host:port`) or a port-forwarding NAT: announced
+    /// as one more passive ICE-TCP candidate. Host names are resolved at start-up. Repeatable;
+    /// as an env var, comma-separated.
+    #[arg(
+        long = "public-tcp",
+        env = "WHIP_ECHO_PUBLIC_TCP",
+        value_delimiter = ','
+    )]
+    pub public_tcp: Vec<String>,
+
     /// Announce only the --public-ip addresses, not the local interface addresses.
     #[arg(long, env = "WHIP_ECHO_PUBLIC_IP_ONLY", default_value_t = false)]
     pub public_ip_only: bool,

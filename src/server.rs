@@ -31,6 +31,9 @@ pub enum ServerError {
     /// The media plane could not start.
     #[error("starting the media plane: {0}")]
     Media(#[from] media::MediaError),
+    /// A configured address cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// The TLS certificate or key is unusable.
     #[error("HTTPS: {0}")]
     Tls(String),
@@ -154,6 +157,7 @@ async fn start_planes(
     let media_config = MediaConfig {
         local_ips: local_ips(config.udp_host),
         http_local_ips: http.map_or_else(Vec::new, |addr| local_ips(addr.ip())),
+        public_tcp: resolve_all(&config.public_tcp).await?,
         public_ips: config.public_ips.clone(),
         max_sessions: config.max_sessions,
         ice_timeout: config.ice_timeout,
@@ -174,6 +178,25 @@ async fn start_planes(
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
     };
     Ok((media, loops, router(state)))
+}
+
+/// Resolves each HOST:PORT (a host name is looked up once, here, at start-up).
+async fn resolve_all(targets: &[String]) -> Result<Vec<SocketAddr>, ServerError> {
+    let mut out = Vec::with_capacity(targets.len());
+    for target in targets {
+        let found = tokio::net::lookup_host(target.as_str())
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| {
+                ServerError::Config(format!(
+                    "--public-tcp {target}: not HOST:PORT that resolves"
+                ))
+            })?;
+        info!(%target, addr = %found, "announcing a public ICE-TCP address");
+        out.push(found);
+    }
+    Ok(out)
 }
 
 /// The HTTPS acceptor, when a certificate is configured.

@@ -68,3 +68,53 @@ async fn connections_that_are_no_session_are_closed_and_http_still_works() {
     assert_eq!(health.status(), 200);
     server.shutdown().await.unwrap();
 }
+
+/// The TCP candidates of an answer, as (address, port).
+fn tcp_candidates(answer: &str) -> Vec<(String, u16)> {
+    answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=candidate:"))
+        .filter(|c| c.contains(" tcp ") && c.contains("tcptype passive"))
+        .filter_map(|c| {
+            let f: Vec<&str> = c.split_whitespace().collect();
+            Some((f.get(4)?.to_string(), f.get(5)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn public_tcp_addresses_are_announced_after_the_others() {
+    let mut config = Config::for_tests();
+    config.public_tcp = vec!["127.0.0.1:19999".into(), "localhost:20000".into()];
+    let server = start(config).await;
+    let created = reqwest::Client::new()
+        .post(format!("{}/whip/mapped", server.base_url()))
+        .header("content-type", "application/sdp")
+        .body(include_str!("data/offer.sdp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let candidates = tcp_candidates(&created.text().await.unwrap());
+    let ports: Vec<u16> = candidates.iter().map(|(_, p)| *p).collect();
+    let tcp_port = server.media.tcp_addr().port();
+    let http_port = server.http_addr.port();
+    // The shared ICE-TCP port, the HTTP port, then the public ones in the order given (a host
+    // name resolved at start-up).
+    assert_eq!(ports, [tcp_port, http_port, 19999, 20000], "{candidates:?}");
+    assert_eq!(candidates[2].0, "127.0.0.1");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unresolvable_public_tcp_address_is_refused_at_start() {
+    let mut config = Config::for_tests();
+    config.public_tcp = vec!["no-port-here".into()];
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let result = whip_echo::server::spawn(listener, config).await;
+    assert!(
+        matches!(result, Err(whip_echo::server::ServerError::Config(_))),
+        "{:?}",
+        result.err()
+    );
+}

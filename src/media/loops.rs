@@ -178,6 +178,9 @@ pub fn spawn(
     if let (Some(addr), Some(candidates)) = (http, &http_candidates) {
         tcp_addrs.extend(socket::candidate_addrs(candidates, addr.port()));
     }
+    // Forwarded from outside to the ICE-TCP port: a connection through it reaches the listener
+    // like any other and is told to rtc as one of the listener's own candidates.
+    tcp_addrs.extend(&config.public_tcp);
     let mut tcp_loops = Vec::with_capacity(sockets.len());
     let idle = Stats {
         idle: true,

@@ -103,6 +103,8 @@ pub struct MediaConfig {
     pub local_ips: Vec<std::net::IpAddr>,
     /// NAT 1:1 public addresses to announce.
     pub public_ips: Vec<std::net::IpAddr>,
+    /// Public addresses that forward to the ICE-TCP port (announced after the others).
+    pub public_tcp: Vec<SocketAddr>,
     /// Local interface addresses of the HTTP listener, announced with its port when it carries
     /// ICE-TCP too.
     pub http_local_ips: Vec<std::net::IpAddr>,
