@@ -79,6 +79,20 @@ impl Exchange {
     }
 }
 
+/// Where a 307 or 308 sends a request next, with the same method and body (RFC 9725 §4.5), while
+/// fewer than `MAX_REDIRECTS` have been followed; `None` for any other answer.
+pub(crate) fn redirect_target(
+    status: u16,
+    headers: &HeaderMap,
+    url: &Url,
+    followed: usize,
+) -> Option<Url> {
+    if !matches!(status, 307 | 308) || followed >= MAX_REDIRECTS {
+        return None;
+    }
+    url.join(headers.get("location")?.to_str().ok()?).ok()
+}
+
 /// The client.
 #[derive(Debug, Clone)]
 pub struct Http {
@@ -133,17 +147,10 @@ impl Http {
                 .await
                 .map_err(|e| format!("{method} {url}: {e}"))?;
             let status = response.status().as_u16();
-            let location = response
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|l| url.join(l).ok());
-            if matches!(status, 307 | 308) && redirects.len() < MAX_REDIRECTS {
-                if let Some(next) = location {
-                    redirects.push(status);
-                    url = next;
-                    continue;
-                }
+            if let Some(next) = redirect_target(status, response.headers(), &url, redirects.len()) {
+                redirects.push(status);
+                url = next;
+                continue;
             }
             if matches!(status, 301..=303) {
                 redirects.push(status);

@@ -17,7 +17,7 @@ use reqwest::Url;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http::Exchange;
+use crate::http::{redirect_target, Exchange};
 
 /// How long the server has to answer once the body is written (or refused).
 const ANSWER_WAIT: Duration = Duration::from_secs(30);
@@ -25,9 +25,6 @@ const ANSWER_WAIT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE: usize = 64 * 1024;
 /// Bytes written per call, so a refusal is noticed while the body is still being sent.
 const CHUNK: usize = 64 * 1024;
-
-/// Redirects followed at most (as `Http::send` does: RFC 9725 §4.5, 307 and 308 only).
-const MAX_REDIRECTS: usize = 5;
 
 /// POSTs `body` to `url` with `headers` on a fresh connection (`Connection: close`), reading the
 /// response while the body is being written, and following 307/308 with the same method and
@@ -39,16 +36,10 @@ pub async fn post(url: &Url, headers: &[(&str, &str)], body: Bytes) -> Result<Ex
     loop {
         let (status, response_headers, response_body) =
             post_once(&url, headers, body.clone()).await?;
-        let location = response_headers
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| url.join(l).ok());
-        if matches!(status, 307 | 308) && redirects.len() < MAX_REDIRECTS {
-            if let Some(next) = location {
-                redirects.push(status);
-                url = next;
-                continue;
-            }
+        if let Some(next) = redirect_target(status, &response_headers, &url, redirects.len()) {
+            redirects.push(status);
+            url = next;
+            continue;
         }
         return Ok(Exchange {
             status,
