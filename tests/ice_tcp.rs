@@ -27,6 +27,33 @@ fn framed_request(ufrag: &str) -> Vec<u8> {
     framed
 }
 
+/// An RFC 4571 frame holding a controlling connectivity check for `ufrag`, signed with `pwd`,
+/// from the client of `tests/data/offer.sdp` (whose ufrag is `Xk3d`).
+fn framed_check(ufrag: &str, pwd: &str) -> Vec<u8> {
+    use rtc::ice::attributes::control::AttrControlling;
+    use rtc::ice::attributes::priority::PriorityAttr;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    let provider = rtc::crypto::default_provider().unwrap();
+    let mut m = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(Username::new(ATTR_USERNAME, format!("{ufrag}:Xk3d"))),
+        Box::new(AttrControlling(7)),
+        Box::new(PriorityAttr(2_105_524_479)),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            pwd.to_owned(),
+            provider.crypto(),
+        )),
+        Box::new(FINGERPRINT),
+    ];
+    m.build(&setters).unwrap();
+    let mut framed = (m.raw.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&m.raw);
+    framed
+}
+
 /// Whether the server closes `stream` (EOF or reset) within `WAIT`.
 async fn closed_by_server(mut stream: TcpStream) -> bool {
     let mut buf = [0u8; 64];
@@ -117,4 +144,52 @@ async fn an_unresolvable_public_tcp_address_is_refused_at_start() {
         "{:?}",
         result.err()
     );
+}
+
+#[tokio::test]
+async fn a_sessions_tcp_connection_ends_with_the_session() {
+    let server = start(Config::for_tests()).await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!("{}/whip/tcp-owner", server.base_url()))
+        .header("content-type", "application/sdp")
+        .body(include_str!("data/offer.sdp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let answer = created.text().await.unwrap();
+    let ufrag = answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .to_owned();
+    let pwd = answer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-pwd:"))
+        .unwrap()
+        .to_owned();
+    // A valid connectivity check over TCP: the server answers it, so the loop owns the
+    // connection before the session is deleted, and nothing more is sent on it afterwards (so
+    // only the teardown can close it).
+    let mut stream = TcpStream::connect(server.media.tcp_addr()).await.unwrap();
+    stream.write_all(&framed_check(&ufrag, &pwd)).await.unwrap();
+    let mut head = [0u8; 4];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut head))
+        .await
+        .expect("the check is answered")
+        .unwrap();
+    assert_eq!(&head[2..4], &[0x01, 0x01], "a Binding success");
+    let len = u16::from_be_bytes([head[0], head[1]]) as usize;
+    let mut rest = vec![0u8; len - 2];
+    stream.read_exact(&mut rest).await.unwrap();
+    let deleted = http
+        .delete(format!("{}{location}", server.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert!(closed_by_server(stream).await, "closed with its session");
+    server.shutdown().await.unwrap();
 }

@@ -88,7 +88,8 @@ impl MediaLoop {
                         self.read_datagrams();
                         // Under steady load the socket is readable again at once and, being
                         // polled first, would starve the other branches: consent checks (RFC
-                        // 7675 §5.1) would stop and new sessions would wait.
+                        // 7675 §5.1) would stop, ICE-TCP would stall and new sessions would wait.
+                        self.handle_tcp(&mut tcp, None);
                         self.handle_commands(&mut commands, None);
                         self.fire_timers(Instant::now());
                     }
@@ -96,7 +97,8 @@ impl MediaLoop {
                 },
                 event = tcp.recv(), if tcp_open => match event {
                     Some(event) => {
-                        self.handle_tcp(&mut tcp, event);
+                        self.handle_tcp(&mut tcp, Some(event));
+                        self.handle_commands(&mut commands, None);
                         self.fire_timers(Instant::now());
                     }
                     None => tcp_open = false,
@@ -138,9 +140,10 @@ impl MediaLoop {
 
     /// Takes `first` and whatever else the ICE-TCP connections have queued (bounded), then feeds
     /// their frames in like datagrams.
-    fn handle_tcp(&mut self, events: &mut mpsc::Receiver<TcpEvent>, first: TcpEvent) {
+    fn handle_tcp(&mut self, events: &mut mpsc::Receiver<TcpEvent>, first: Option<TcpEvent>) {
         let mut inbound = Vec::new();
-        let mut next = Some(first);
+        let mut closed = Vec::new();
+        let mut next = first.or_else(|| events.try_recv().ok());
         let mut handled = 0;
         while let Some(event) = next.take() {
             match event {
@@ -160,10 +163,8 @@ impl MediaLoop {
                         });
                     }
                 }
-                TcpEvent::Closed { id } => {
-                    self.transports.tcp.close(id);
-                    self.routes.forget(PathId::Tcp(id));
-                }
+                // Applied after this batch's frames, which may still name the connection.
+                TcpEvent::Closed { id } => closed.push(id),
             }
             handled += 1;
             if handled < MAX_TCP_EVENTS_PER_WAKE {
@@ -171,6 +172,10 @@ impl MediaLoop {
             }
         }
         self.handle_inbound(inbound, Instant::now());
+        for id in closed {
+            self.transports.tcp.close(id);
+            self.routes.forget(PathId::Tcp(id));
+        }
     }
 
     fn read_datagrams(&mut self) {
@@ -360,7 +365,12 @@ impl MediaLoop {
         while let Some(out) = conn.pc.poll_write() {
             let _ = self.transports.send(&out.transport, &out.message);
         }
-        self.routes.remove(key, &conn.ufrag);
+        for path in self.routes.remove(key, &conn.ufrag) {
+            // RFC 6544: an ICE-TCP connection belongs to its one session; it ends with it.
+            if let PathId::Tcp(id) = path {
+                self.transports.tcp.close(id);
+            }
+        }
         self.registry.end(key, Instant::now());
         conn.span.in_scope(|| info!(%reason, "session ended"));
         // Dropping `conn` gives its place under the session cap back.

@@ -62,17 +62,13 @@ impl MediaLoops {
         listener: tokio::net::TcpListener,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> std::io::Result<SharedPort> {
-        let ice = self
-            .http_candidates
-            .clone()
-            .map(|candidates| (self.intake.clone(), candidates));
+        let sharing = Sharing {
+            intake: self.intake.clone(),
+            ice: self.http_candidates.clone(),
+            tls,
+        };
         let (tracker, stop) = self.intake.tasks();
-        SharedPort::new(
-            listener,
-            Sharing { ice, tls },
-            tracker.clone(),
-            stop.clone(),
-        )
+        SharedPort::new(listener, sharing, tracker.clone(), stop.clone())
     }
 
     /// Whether the HTTP port was announced as an ICE-TCP candidate.

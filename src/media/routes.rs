@@ -68,16 +68,19 @@ impl Routes {
         }
     }
 
-    /// Forgets everything about a session (part of teardown).
-    pub fn remove(&mut self, key: SessionKey, ufrag: &str) {
+    /// Forgets everything about a session (part of teardown); returns the paths it had, so
+    /// that connections of its own (ICE-TCP) can be closed.
+    pub fn remove(&mut self, key: SessionKey, ufrag: &str) -> Vec<PathId> {
         if self.by_ufrag.get(ufrag) == Some(&key) {
             self.by_ufrag.remove(ufrag);
         }
-        for path in self.paths_of.remove(&key).unwrap_or_default() {
-            if self.by_path.get(&path) == Some(&key) {
-                self.by_path.remove(&path);
+        let paths = self.paths_of.remove(&key).unwrap_or_default();
+        for path in &paths {
+            if self.by_path.get(path) == Some(&key) {
+                self.by_path.remove(path);
             }
         }
+        paths
     }
 
     /// Whether no route is left (tests and leak checks).

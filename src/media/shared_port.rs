@@ -17,14 +17,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use super::socket::Candidates;
-use super::tcp::{announced_local, Intake};
+use super::tcp::{accept_failed, announced_local, Intake};
 
 /// How long a new connection has to send its first byte, and a TLS client to finish its handshake.
 const CLASSIFY_WAIT: Duration = Duration::from_secs(10);
@@ -60,8 +60,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo for T {}
 
 /// What shares the HTTP port with HTTP.
 pub struct Sharing {
-    /// ICE-TCP: where connections go, and the HTTP port's announced addresses.
-    pub ice: Option<(Intake, Candidates)>,
+    /// Where ICE-TCP connections go, and whose cap on unclassified connections applies here.
+    pub intake: Intake,
+    /// ICE-TCP on this port: its announced addresses (`None`: ICE-TCP is not taken here).
+    pub ice: Option<Candidates>,
     /// HTTPS: the acceptor of the configured certificate.
     pub tls: Option<TlsAcceptor>,
 }
@@ -82,6 +84,7 @@ impl SharedPort {
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, http) = mpsc::channel(HTTP_QUEUE);
+        let pending = sharing.intake.clone();
         let sharing = std::sync::Arc::new(sharing);
         tracker.clone().spawn(async move {
             loop {
@@ -89,14 +92,21 @@ impl SharedPort {
                     _ = stop.cancelled() => break,
                     accepted = listener.accept() => accepted,
                 };
-                let Ok((stream, peer)) = accepted else {
-                    continue;
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        accept_failed(e, &stop).await;
+                        continue;
+                    }
+                };
+                let Some(pending) = pending.admit() else {
+                    continue; // dropped: too many connections say nothing yet
                 };
                 let (tx, sharing, stop) = (tx.clone(), sharing.clone(), stop.clone());
                 tracker.spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = route(stream, peer, local.port(), &sharing, tx) => {}
+                        _ = route(stream, peer, local.port(), &sharing, tx, pending) => {}
                     }
                 });
             }
@@ -112,6 +122,7 @@ async fn route(
     port: u16,
     sharing: &Sharing,
     http: mpsc::Sender<(Box<dyn HttpIo>, SocketAddr)>,
+    pending: OwnedSemaphorePermit,
 ) {
     let mut first = [0u8; 1];
     let kind = match tokio::time::timeout(CLASSIFY_WAIT, stream.peek(&mut first)).await {
@@ -121,15 +132,17 @@ async fn route(
     };
     match (kind, &sharing.ice, &sharing.tls) {
         (Kind::Http, _, _) => {
+            drop(pending);
             let _ = http.send((Box::new(stream), peer)).await;
         }
-        (Kind::IceTcp, Some((intake, candidates)), _) => {
+        (Kind::IceTcp, Some(candidates), _) => {
             let local = announced_local(candidates, port, &stream, peer);
-            intake.take(stream, peer, local);
+            sharing.intake.take(stream, peer, local, pending);
         }
         (Kind::Tls, _, Some(tls)) => {
             match tokio::time::timeout(CLASSIFY_WAIT, tls.accept(stream)).await {
                 Ok(Ok(secured)) => {
+                    drop(pending);
                     let _ = http.send((Box::new(secured), peer)).await;
                 }
                 _ => debug!(%peer, "TLS handshake failed"),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
@@ -33,6 +33,16 @@ const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
 /// Frames queued towards one connection before further ones are dropped (media is lossy; the
 /// loop never waits on a slow connection).
 const WRITE_QUEUE: usize = 256;
+/// A bound connection that sends nothing for this long is closed.
+const IDLE_WAIT: Duration = Duration::from_secs(30);
+/// How long one frame may take to write before the peer counts as gone.
+const WRITE_WAIT: Duration = Duration::from_secs(5);
+/// Connections accepted but not yet bound to a session (or, on the HTTP port, not yet
+/// classified), across every listener: beyond this, new ones are closed at once.
+pub const MAX_PENDING: usize = 1024;
+/// Pause after an accept error that is not the connection's own (out of descriptors, say), so
+/// that the loop does not spin on a backlog it cannot take (axum's listener does the same).
+const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What a connection task tells its loop.
 #[derive(Debug)]
@@ -55,7 +65,9 @@ pub enum TcpEvent {
 #[derive(Default)]
 pub struct TcpConns {
     by_id: HashMap<TcpConnId, Conn>,
-    by_peer: HashMap<SocketAddr, TcpConnId>,
+    /// By (announced local, peer): one client port may hold a connection to the ICE-TCP port
+    /// and another to the HTTP port.
+    by_path: HashMap<(SocketAddr, SocketAddr), TcpConnId>,
 }
 
 struct Conn {
@@ -73,7 +85,7 @@ impl TcpConns {
         local: SocketAddr,
         writer: mpsc::Sender<Bytes>,
     ) {
-        self.by_peer.insert(peer, id);
+        self.by_path.insert((local, peer), id);
         self.by_id.insert(
             id,
             Conn {
@@ -87,8 +99,8 @@ impl TcpConns {
     /// Forgets a closed connection (dropping its writer ends its task's writing side).
     pub fn close(&mut self, id: TcpConnId) {
         if let Some(conn) = self.by_id.remove(&id) {
-            if self.by_peer.get(&conn.peer) == Some(&id) {
-                self.by_peer.remove(&conn.peer);
+            if self.by_path.get(&(conn.local, conn.peer)) == Some(&id) {
+                self.by_path.remove(&(conn.local, conn.peer));
             }
         }
     }
@@ -98,16 +110,22 @@ impl TcpConns {
         self.by_id.get(&id).map(|c| (c.peer, c.local))
     }
 
-    /// The connection to `peer`.
-    pub fn conn_to(&self, peer: SocketAddr) -> Option<TcpConnId> {
-        self.by_peer.get(&peer).copied()
+    /// The connection between `local` and `peer`.
+    pub fn conn_to(&self, local: SocketAddr, peer: SocketAddr) -> Option<TcpConnId> {
+        self.by_path.get(&(local, peer)).copied()
     }
 
-    /// Queues one frame to `peer` without waiting; a full queue drops it.
-    pub fn send(&self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+    /// Queues one frame from `local` to `peer` without waiting; a full queue drops it.
+    pub fn send(&self, local: SocketAddr, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+        if data.len() > usize::from(u16::MAX) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "longer than an RFC 4571 frame",
+            ));
+        }
         let conn = self
-            .by_peer
-            .get(&peer)
+            .by_path
+            .get(&(local, peer))
             .and_then(|id| self.by_id.get(id))
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no ICE-TCP connection"))?;
         conn.writer
@@ -127,6 +145,8 @@ struct IntakeInner {
     loops: Vec<mpsc::Sender<TcpEvent>>,
     /// Connection ids, unique across every listener.
     ids: AtomicU64,
+    /// Places for connections not yet bound to a session.
+    pending: Arc<Semaphore>,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -140,18 +160,33 @@ impl Intake {
         Intake(Arc::new(IntakeInner {
             loops,
             ids: AtomicU64::new(0),
+            pending: Arc::new(Semaphore::new(MAX_PENDING)),
             tracker,
             stop,
         }))
     }
 
-    /// Serves `stream` as an ICE-TCP connection whose announced local address is `local`.
-    pub fn take(&self, stream: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    /// A place for a connection not yet bound to a session, if one is free: a flood of
+    /// connections that say nothing holds at most `MAX_PENDING` of them.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.pending.clone().try_acquire_owned().ok()
+    }
+
+    /// Serves `stream` as an ICE-TCP connection whose announced local address is `local`;
+    /// `pending` is its place until it is bound.
+    pub fn take(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        pending: OwnedSemaphorePermit,
+    ) {
         let inner = self.0.clone();
         self.0.tracker.spawn(async move {
             let id = TcpConnId(inner.ids.fetch_add(1, Ordering::Relaxed));
             let stop = inner.stop.clone();
-            if let Err(e) = serve(stream, id, peer, local, &inner.loops, stop).await {
+            let loops = &inner.loops;
+            if let Err(e) = serve(stream, id, (peer, local), loops, pending, stop).await {
                 debug!(%peer, error = %e, "ICE-TCP connection ended");
             }
         });
@@ -175,6 +210,22 @@ pub fn announced_local(
     map_local(candidates, port, dst, peer)
 }
 
+/// After a failed accept: nothing for the connection's own errors, a pause for the others.
+pub async fn accept_failed(e: io::Error, stop: &CancellationToken) {
+    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    debug!(error = %e, "accept failed; pausing");
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = tokio::time::sleep(ACCEPT_PAUSE) => {}
+    }
+}
+
 /// The shared ICE-TCP port's acceptor.
 pub struct Acceptor {
     pub listener: TcpListener,
@@ -193,11 +244,18 @@ impl Acceptor {
                 _ = stop.cancelled() => break,
                 accepted = self.listener.accept() => accepted,
             };
-            let Ok((stream, peer)) = accepted else {
-                continue;
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(e, &stop).await;
+                    continue;
+                }
+            };
+            let Some(pending) = self.intake.admit() else {
+                continue; // dropped: too many connections say nothing yet
             };
             let local = announced_local(&self.candidates, port, &stream, peer);
-            self.intake.take(stream, peer, local);
+            self.intake.take(stream, peer, local, pending);
         }
     }
 }
@@ -207,9 +265,9 @@ impl Acceptor {
 async fn serve(
     mut stream: TcpStream,
     id: TcpConnId,
-    peer: SocketAddr,
-    local: SocketAddr,
+    (peer, local): (SocketAddr, SocketAddr),
     loops: &[mpsc::Sender<TcpEvent>],
+    pending: OwnedSemaphorePermit,
     stop: CancellationToken,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
@@ -235,33 +293,42 @@ async fn serve(
         .send(TcpEvent::Frame { id, data: first })
         .await
         .map_err(|_| closed())?;
-    let (mut reader, mut write_half) = stream.split();
-    let result = loop {
-        tokio::select! {
-            _ = stop.cancelled() => break Ok(()),
-            frame = read_frame(&mut reader) => match frame {
-                Ok(data) => {
+    drop(pending);
+    let (mut reader, mut write_half) = stream.into_split();
+    // Reading and writing are two futures of their own: a frame is never half-read and then
+    // resumed by another future (reads are not cancel-safe), and a peer that stops reading
+    // holds only the writer, for at most `WRITE_WAIT`. Whichever ends first ends the connection.
+    let reading = async {
+        loop {
+            // RFC 7675: a live peer sends consent checks every few seconds.
+            match tokio::time::timeout(IDLE_WAIT, read_frame(&mut reader)).await {
+                Ok(Ok(data)) => {
                     if owner.send(TcpEvent::Frame { id, data }).await.is_err() {
-                        break Err(closed());
+                        return Err(closed());
                     }
                 }
-                Err(e) => break Err(e),
-            },
-            out = outgoing.recv() => match out {
-                // RFC 4571 §2: a 16-bit length, then the packet.
-                Some(data) => {
-                    let len = u16::try_from(data.len()).unwrap_or(u16::MAX);
-                    let mut framed = Vec::with_capacity(2 + data.len());
-                    framed.extend_from_slice(&len.to_be_bytes());
-                    framed.extend_from_slice(&data[..usize::from(len)]);
-                    if let Err(e) = write_half.write_all(&framed).await {
-                        break Err(e);
-                    }
-                }
-                // The loop forgot the connection (its session ended).
-                None => break Ok(()),
-            },
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "idle")),
+            }
         }
+    };
+    let writing = async {
+        while let Some(data) = outgoing.recv().await {
+            // RFC 4571 §2: a 16-bit length, then the packet (`TcpConns::send` refuses longer).
+            let mut framed = Vec::with_capacity(2 + data.len());
+            framed.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&data);
+            tokio::time::timeout(WRITE_WAIT, write_half.write_all(&framed))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer not reading"))??;
+        }
+        // The loop forgot the connection (its session ended).
+        Ok(())
+    };
+    let result = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        read = reading => read,
+        written = writing => written,
     };
     let _ = owner.send(TcpEvent::Closed { id }).await;
     result
@@ -348,6 +415,21 @@ mod tests {
         let mut echoed = [0u8; 7];
         good.read_exact(&mut echoed).await.unwrap();
         assert_eq!(&echoed, b"\0\x05hello");
+        // A frame that arrives in two pieces, with outgoing frames written in between, comes
+        // through whole (the read is never abandoned half-way).
+        good.write_all(&framed[..5]).await.unwrap();
+        writer
+            .send(Bytes::from_static(b"in-between"))
+            .await
+            .unwrap();
+        let mut between = [0u8; 12];
+        good.read_exact(&mut between).await.unwrap();
+        assert_eq!(&between[2..], b"in-between");
+        good.write_all(&framed[5..]).await.unwrap();
+        let Some(TcpEvent::Frame { data, .. }) = rx1.recv().await else {
+            panic!("the split frame");
+        };
+        assert_eq!(&data[..], &request.raw[..]);
         drop(good);
         assert!(matches!(rx1.recv().await, Some(TcpEvent::Closed { .. })));
         assert!(rx0.try_recv().is_err(), "loop 0 heard nothing");
@@ -361,14 +443,25 @@ mod tests {
         let mut conns = TcpConns::default();
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let (tx, mut rx) = mpsc::channel(1);
-        conns.open(TcpConnId(1), peer, peer, tx);
-        assert_eq!(conns.conn_to(peer), Some(TcpConnId(1)));
-        conns.send(peer, b"x").unwrap();
+        let local: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        conns.open(TcpConnId(1), peer, local, tx);
+        assert_eq!(conns.conn_to(local, peer), Some(TcpConnId(1)));
+        let other_local: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(
+            conns.conn_to(other_local, peer),
+            None,
+            "another listener's connection"
+        );
+        conns.send(local, peer, b"x").unwrap();
         assert_eq!(&rx.try_recv().unwrap()[..], b"x");
-        conns.send(peer, b"y").unwrap();
-        assert!(conns.send(peer, b"z").is_err(), "a full queue drops");
+        assert!(
+            conns.send(local, peer, &vec![0; 70_000]).is_err(),
+            "too long to frame"
+        );
+        conns.send(local, peer, b"y").unwrap();
+        assert!(conns.send(local, peer, b"z").is_err(), "a full queue drops");
         conns.close(TcpConnId(1));
-        assert_eq!(conns.conn_to(peer), None);
-        assert!(conns.send(peer, b"x").is_err());
+        assert_eq!(conns.conn_to(local, peer), None);
+        assert!(conns.send(local, peer, b"x").is_err());
     }
 }

@@ -80,7 +80,10 @@ impl Transports {
     pub fn path_of(&self, transport: &TransportContext) -> Option<PathId> {
         match transport.transport_protocol {
             TransportProtocol::UDP => Some(PathId::Udp(transport.peer_addr)),
-            TransportProtocol::TCP => self.tcp.conn_to(transport.peer_addr).map(PathId::Tcp),
+            TransportProtocol::TCP => self
+                .tcp
+                .conn_to(transport.local_addr, transport.peer_addr)
+                .map(PathId::Tcp),
             _ => None,
         }
     }
@@ -93,7 +96,10 @@ impl Transports {
                 self.udp
                     .send(transport.peer_addr, transport.local_addr, data)
             }
-            TransportProtocol::TCP => self.tcp.send(transport.peer_addr, data),
+            TransportProtocol::TCP => {
+                self.tcp
+                    .send(transport.local_addr, transport.peer_addr, data)
+            }
             other => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!("this media loop has no {other:?} transport"),
