@@ -231,12 +231,17 @@ test("a page on another origin publishes and plays with plain fetch + RTCPeerCon
 /**
  * Runs an echo test against a server on fixed media ports `port` whose traffic matching each of
  * `drops` (nftables match expressions, e.g. "udp dport 18189") is dropped in this namespace (run.sh
- * made it: only loopback), as a PaaS host's firewall would; returns the drop counters.
+ * made it: only loopback), as a PaaS host's firewall would; `forwards` ({ match, to }) are DNAT
+ * rules in front, as a TCP proxy would be. Returns the drop and forward counters.
  */
-async function echoBehindFirewall(port, drops, shot, extra = [], scheme = "http") {
+async function echoBehindFirewall(port, drops, shot, { extra = [], scheme = "http", forwards = [] } = {}) {
   const { child, base: plain } = await startServer(extra, port);
   const behind = plain.replace(/^http:/, `${scheme}:`);
   const nft = (...args) => execFileSync("nft", args, { encoding: "utf8" });
+  const counters = (...table) => nft("list", "table", ...table).match(/packets (\d+)/g).map((m) => Number(m.split(" ")[1]));
+  nft("add", "table", "ip", "forward");
+  nft("add", "chain", "ip", "forward", "out", "{ type nat hook output priority -100 ; }");
+  for (const { match, to } of forwards) nft("add", "rule", "ip", "forward", "out", ...match.split(" "), "counter", "dnat", "to", to);
   nft("add", "table", "inet", "firewall");
   nft("add", "chain", "inet", "firewall", "out", "{ type filter hook output priority 0 ; }");
   for (const rule of drops) nft("add", "rule", "inet", "firewall", "out", ...rule.split(" "), "counter", "drop");
@@ -250,23 +255,24 @@ async function echoBehindFirewall(port, drops, shot, extra = [], scheme = "http"
     await page.screenshot({ path: path.join(shots, `${shot}.png`), fullPage: true });
     await page.click("#hangup");
     await context.close();
-    return nft("list", "table", "inet", "firewall").match(/packets (\d+)/g).map((m) => Number(m.split(" ")[1]));
+    return { dropped: counters("inet", "firewall"), forwarded: forwards.length ? counters("ip", "forward") : [] };
   } finally {
     nft("delete", "table", "inet", "firewall");
+    nft("delete", "table", "ip", "forward");
     child.kill("SIGTERM");
   }
 }
 
 test("where UDP is dropped, the echo connects over ICE-TCP on the shared TCP port", async () => {
   const port = "18189";
-  const dropped = await echoBehindFirewall(port, [`udp dport ${port}`, `udp sport ${port}`], "ice-tcp");
+  const { dropped } = await echoBehindFirewall(port, [`udp dport ${port}`, `udp sport ${port}`], "ice-tcp");
   // UDP was tried and dropped, so the audio came back over TCP.
   assert.ok(dropped[0] > 0, `UDP to the media port was tried: ${dropped}`);
 });
 
 test("where UDP and the ICE-TCP port are dropped, media flows on the HTTP port itself", async () => {
   const port = "18190";
-  const dropped = await echoBehindFirewall(port,
+  const { dropped } = await echoBehindFirewall(port,
     [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`], "ice-tcp-http-port");
   // Both media ports were tried and dropped: the audio came over the HTTP port's connection.
   assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
@@ -278,9 +284,9 @@ test("with HTTPS on the HTTP port and every other port dropped, page, signalling
   execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
     "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]);
   const port = "18191";
-  const dropped = await echoBehindFirewall(port,
+  const { dropped } = await echoBehindFirewall(port,
     [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`], "ice-tcp-https-port",
-    ["--tls-cert", cert, "--tls-key", key], "https");
+    { extra: ["--tls-cert", cert, "--tls-key", key], scheme: "https" });
   assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
 });
 
@@ -289,36 +295,13 @@ test("behind a port forward (a PaaS TCP proxy), --public-tcp announces the outsi
   // made straight to 18192 are dropped, and the HTTP port carries no media: the forward is the
   // only way in, as on Railway.
   const [port, outside] = ["18192", "18999"];
-  const { child, base: forwarded } = await startServer(
-    ["--public-tcp", `127.0.0.1:${outside}`, "--media-on-http-port", "false"], port);
-  const nft = (...args) => execFileSync("nft", args, { encoding: "utf8" });
-  nft("add", "table", "ip", "forward");
-  nft("add", "chain", "ip", "forward", "out", "{ type nat hook output priority -100 ; }");
-  nft("add", "rule", "ip", "forward", "out", "tcp", "dport", outside, "counter", "dnat", "to", `127.0.0.1:${port}`);
-  nft("add", "table", "inet", "firewall");
-  nft("add", "chain", "inet", "firewall", "out", "{ type filter hook output priority 0 ; }");
-  nft("add", "rule", "inet", "firewall", "out", "udp", "dport", port, "counter", "drop");
-  nft("add", "rule", "inet", "firewall", "out", "udp", "sport", port, "counter", "drop");
-  nft("add", "rule", "inet", "firewall", "out", "tcp", "dport", port, "ct", "original", "proto-dst", port, "counter", "drop");
-  try {
-    const { context, page } = await openPage(`fwd-${Date.now()}`, forwarded);
-    await page.check("#single");
-    await page.click("#echo");
-    const state = await waitForAudio(page);
-    assert.ok(state.stats.packetsReceived > 0);
-    console.log(`# port forward: click -> first echoed audio ${state.firstAudioMs} ms`);
-    const counters = (table) => nft("list", "table", ...table).match(/packets (\d+)/g).map((m) => Number(m.split(" ")[1]));
-    const [forwardedPackets] = counters(["ip", "forward"]);
-    const [, , direct] = counters(["inet", "firewall"]);
-    assert.ok(forwardedPackets > 0, "the connection came through the forward");
-    assert.ok(direct > 0, "the direct ICE-TCP candidate was tried and dropped");
-    await page.click("#hangup");
-    await context.close();
-  } finally {
-    nft("delete", "table", "inet", "firewall");
-    nft("delete", "table", "ip", "forward");
-    child.kill("SIGTERM");
-  }
+  const { dropped, forwarded } = await echoBehindFirewall(port,
+    [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port} ct original proto-dst ${port}`], "port-forward", {
+      extra: ["--public-tcp", `127.0.0.1:${outside}`, "--media-on-http-port", "false"],
+      forwards: [{ match: `tcp dport ${outside}`, to: `127.0.0.1:${port}` }],
+    });
+  assert.ok(forwarded[0] > 0, "the connection came through the forward");
+  assert.ok(dropped[2] > 0, "the direct ICE-TCP candidate was tried and dropped");
 });
 
 test("when media cannot connect, the page says ICE failed and that UDP looks blocked", async () => {

@@ -96,6 +96,19 @@ async fn connections_that_are_no_session_are_closed_and_http_still_works() {
     server.shutdown().await.unwrap();
 }
 
+/// POSTs `tests/data/offer.sdp` to `/whip/{stream}` and checks the 201.
+async fn publish(server: &whip_echo::server::Running, stream: &str) -> reqwest::Response {
+    let created = reqwest::Client::new()
+        .post(format!("{}/whip/{stream}", server.base_url()))
+        .header("content-type", "application/sdp")
+        .body(include_str!("data/offer.sdp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    created
+}
+
 /// The TCP candidates of an answer, as (address, port).
 fn tcp_candidates(answer: &str) -> Vec<(String, u16)> {
     answer
@@ -114,14 +127,7 @@ async fn public_tcp_addresses_are_announced_after_the_others() {
     let mut config = Config::for_tests();
     config.public_tcp = vec!["127.0.0.1:19999".into(), "localhost:20000".into()];
     let server = start(config).await;
-    let created = reqwest::Client::new()
-        .post(format!("{}/whip/mapped", server.base_url()))
-        .header("content-type", "application/sdp")
-        .body(include_str!("data/offer.sdp"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    let created = publish(&server, "mapped").await;
     let candidates = tcp_candidates(&created.text().await.unwrap());
     let ports: Vec<u16> = candidates.iter().map(|(_, p)| *p).collect();
     let tcp_port = server.media.tcp_addr().port();
@@ -150,14 +156,7 @@ async fn an_unresolvable_public_tcp_address_is_refused_at_start() {
 async fn a_sessions_tcp_connection_ends_with_the_session() {
     let server = start(Config::for_tests()).await;
     let http = reqwest::Client::new();
-    let created = http
-        .post(format!("{}/whip/tcp-owner", server.base_url()))
-        .header("content-type", "application/sdp")
-        .body(include_str!("data/offer.sdp"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    let created = publish(&server, "tcp-owner").await;
     let location = created.headers()["location"].to_str().unwrap().to_owned();
     let answer = created.text().await.unwrap();
     let ufrag = answer

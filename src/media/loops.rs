@@ -192,12 +192,7 @@ pub fn spawn(
         let udp_addr = socket.local_addr().map_err(MediaError::internal)?;
         let candidates = socket::candidates(udp_addr, &config.local_ips, &config.public_ips);
         let addrs = socket::candidate_addrs(&candidates, udp_addr.port());
-        let settings = Arc::new(PeerSettings::new(
-            &addrs,
-            &tcp_addrs,
-            config.ice_timeout,
-            index,
-        )?);
+        let settings = Arc::new(PeerSettings::new(&addrs, &tcp_addrs, config.ice_timeout)?);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (tcp_tx, tcp_rx) = mpsc::channel(TCP_EVENT_QUEUE);
         tcp_loops.push(tcp_tx);

@@ -200,13 +200,6 @@ impl MediaHandle {
         self.shards.iter().map(|s| s.udp_addr).collect()
     }
 
-    /// The loop whose session has the local ICE ufrag `ufrag` (its first two hex digits say
-    /// which): how a transport shared by every loop, such as one ICE-TCP port, finds the owner
-    /// of a connection from its first STUN request.
-    pub fn loop_of_ufrag(&self, ufrag: &str) -> Option<usize> {
-        peer::IceCredentials::loop_of(ufrag).filter(|i| *i < self.shards.len())
-    }
-
     /// The loop that minted `resource` (its id says which).
     fn owner(&self, resource: &ResourceId) -> &Shard {
         &self.shards[resource.loop_index(self.shards.len())]

@@ -50,8 +50,6 @@ pub struct PeerSettings {
     /// never leaves the process. A `std` mutex: held only to clone or replace it, never across
     /// an await.
     current: Mutex<RTCCertificate>,
-    /// Which media loop the sessions built with these settings belong to.
-    pub loop_index: usize,
 }
 
 impl std::fmt::Debug for PeerSettings {
@@ -59,19 +57,17 @@ impl std::fmt::Debug for PeerSettings {
         f.debug_struct("PeerSettings")
             .field("candidates", &self.candidates)
             .field("ice_timeout", &self.ice_timeout)
-            .field("loop_index", &self.loop_index)
             .finish_non_exhaustive()
     }
 }
 
 impl PeerSettings {
     /// Settings announcing `udp` (IPs and the loop's UDP port) as host candidates, then `tcp`
-    /// (the shared ICE-TCP port) as passive TCP ones, for the sessions of loop `loop_index`.
+    /// (the shared ICE-TCP port) as passive TCP ones.
     pub fn new(
         udp: &[SocketAddr],
         tcp: &[SocketAddr],
         ice_timeout: Duration,
-        loop_index: usize,
     ) -> Result<Self, MediaError> {
         let candidates = udp
             .iter()
@@ -87,7 +83,6 @@ impl PeerSettings {
             candidates,
             ice_timeout,
             current: Mutex::new(new_certificate()?),
-            loop_index,
         })
     }
 
@@ -375,7 +370,7 @@ mod tests {
     #[test]
     fn the_loop_certificate_is_rotated_before_it_expires() {
         let addrs = ["127.0.0.1:8189".parse().unwrap()];
-        let settings = PeerSettings::new(&addrs, &[], Duration::from_secs(30), 0).unwrap();
+        let settings = PeerSettings::new(&addrs, &[], Duration::from_secs(30)).unwrap();
         let first = settings.certificate().unwrap();
         assert!(first.expires > SystemTime::now() + CERTIFICATE_MARGIN);
         assert!(

@@ -314,11 +314,7 @@ async fn serve(
     };
     let writing = async {
         while let Some(data) = outgoing.recv().await {
-            // RFC 4571 §2: a 16-bit length, then the packet (`TcpConns::send` refuses longer).
-            let mut framed = Vec::with_capacity(2 + data.len());
-            framed.extend_from_slice(&(data.len() as u16).to_be_bytes());
-            framed.extend_from_slice(&data);
-            tokio::time::timeout(WRITE_WAIT, write_half.write_all(&framed))
+            tokio::time::timeout(WRITE_WAIT, write_half.write_all(&frame(&data)))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer not reading"))??;
         }
@@ -332,6 +328,15 @@ async fn serve(
     };
     let _ = owner.send(TcpEvent::Closed { id }).await;
     result
+}
+
+/// One packet as an RFC 4571 §2 frame: a 16-bit length, then the packet (`TcpConns::send`
+/// refuses packets too long for it).
+fn frame(packet: &[u8]) -> Vec<u8> {
+    let mut framed = Vec::with_capacity(2 + packet.len());
+    framed.extend_from_slice(&(packet.len() as u16).to_be_bytes());
+    framed.extend_from_slice(packet);
+    framed
 }
 
 /// Reads one RFC 4571 frame.
@@ -400,8 +405,7 @@ mod tests {
         ];
         request.build(&setters).unwrap();
         let mut good = TcpStream::connect(addr).await.unwrap();
-        let mut framed = (request.raw.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(&request.raw);
+        let framed = frame(&request.raw);
         good.write_all(&framed).await.unwrap();
         let Some(TcpEvent::Opened { local, writer, .. }) = rx1.recv().await else {
             panic!("loop 1 hears of the connection first");

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use rtc::ice::tcp_type::TcpType;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsTransport, RTCDtlsTransportState, RTCIceCandidate,
@@ -17,21 +18,7 @@ pub const OPUS_CLOCK_RATE: u32 = 48_000;
 
 /// A UDP host candidate for `addr` (RFC 8445 §5.1.1.1), as `add_local_candidate` takes it.
 pub fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit, String> {
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .map_err(|e| e.to_string())?;
-    RTCIceCandidate::from(&host)
-        .to_json()
-        .map_err(|e| e.to_string())
+    host(addr, "udp", TcpType::Unspecified, 0)
 }
 
 /// A passive ICE-TCP host candidate for `addr` (RFC 6544 §4.5: the server only accepts
@@ -42,16 +29,26 @@ pub fn tcp_passive_candidate(addr: SocketAddr, rank: u16) -> Result<RTCIceCandid
     let other_pref = 8191u32.saturating_sub(u32::from(rank));
     let local_pref = (1 << 13) * 4 + other_pref;
     let priority = (1 << 24) * 126 + (1 << 8) * local_pref + (256 - 1);
+    host(addr, "tcp", TcpType::Passive, priority)
+}
+
+/// A component-1 host candidate; `priority` 0 lets rtc compute it.
+fn host(
+    addr: SocketAddr,
+    network: &str,
+    tcp_type: TcpType,
+    priority: u32,
+) -> Result<RTCIceCandidateInit, String> {
     let host = CandidateHostConfig {
         base_config: CandidateConfig {
-            network: "tcp".to_owned(),
+            network: network.to_owned(),
             address: addr.ip().to_string(),
             port: addr.port(),
             component: 1,
             priority,
             ..Default::default()
         },
-        tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+        tcp_type,
     }
     .new_candidate_host()
     .map_err(|e| e.to_string())?;
