@@ -87,7 +87,24 @@ pub struct Config {
     )]
     pub public_tcp: Vec<String>,
 
-    /// Announce only the --public-ip addresses, not the local interface addresses.
+    /// A public HOST:PORT that forwards UDP to --udp-port from outside (a port-forwarding NAT
+    /// whose outside port differs from the bound one), announced as one more UDP host
+    /// candidate. With --media-threads N, loop i is reached at PORT + i. Host names are resolved
+    /// at start-up. Repeatable; as an env var, comma-separated.
+    #[arg(
+        long = "public-udp",
+        env = "WHIP_ECHO_PUBLIC_UDP",
+        value_delimiter = ','
+    )]
+    pub public_udp: Vec<String>,
+
+    /// A STUN server (HOST:PORT) asked at start-up which public address the UDP media socket
+    /// has; the answer is announced like a --public-ip. Off by default.
+    #[arg(long, env = "WHIP_ECHO_STUN_DISCOVER")]
+    pub stun_discover: Option<String>,
+
+    /// Announce only the --public-ip, --public-tcp and --public-udp addresses, not the local
+    /// interface addresses.
     #[arg(long, env = "WHIP_ECHO_PUBLIC_IP_ONLY", default_value_t = false)]
     pub public_ip_only: bool,
 
@@ -114,6 +131,12 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_ICE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub ice_timeout: Duration,
 
+    /// At start-up, connect a loopback client to every media path (each UDP port, the ICE-TCP
+    /// port, the HTTP port) and report which answer, in the log and in `/healthz`.
+    #[arg(long, env = "WHIP_ECHO_SELF_TEST", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub self_test: bool,
+
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `whip_echo=debug`). The default keeps
     /// the WebRTC stack's per-connection chatter out.
     #[arg(
@@ -136,6 +159,8 @@ impl Config {
         config.udp_port = 0;
         config.tcp_port = 0;
         config.udp_host = IpAddr::from([127, 0, 0, 1]);
+        // Its sessions would count against the caps that tests measure.
+        config.self_test = false;
         config
     }
 }

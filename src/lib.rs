@@ -38,10 +38,13 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod discover;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod ports;
 pub mod registry;
+pub mod selftest;
 pub mod server;
 pub mod session;
 pub mod telemetry;

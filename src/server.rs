@@ -6,13 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::discover;
 use crate::http::{cors::CorsPolicy, router, AppState};
 use crate::media::{self, MediaConfig, MediaHandle, MediaLoops};
+use crate::ports;
+use crate::selftest::{self, SelfTest};
 
 /// Why the server could not start, or stopped on its own.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The media plane (statistics, UDP address).
     pub media: MediaHandle,
+    /// What the start-up self-test found (it changes once, when done).
+    pub self_test: watch::Receiver<SelfTest>,
     stop: CancellationToken,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -81,12 +87,15 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, Ser
     let tls = tls_acceptor(&config)?;
     let stop = CancellationToken::new();
     let http = config.media_on_http_port.then_some(http_addr);
-    let (media, loops, app) = start_planes(&config, http, stop.child_token()).await?;
+    let planes = start_planes(&config, http, stop.child_token()).await?;
+    let media = planes.media.clone();
+    let self_test = planes.self_test_rx.clone();
     let shutdown = stop.clone();
-    let task = tokio::spawn(serve(listener, app, loops, tls, shutdown));
+    let task = tokio::spawn(serve(listener, planes, tls, shutdown));
     Ok(Running {
         http_addr,
         media,
+        self_test,
         stop,
         task,
     })
@@ -102,13 +111,13 @@ pub async fn run(
     let stop = CancellationToken::new();
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let http = config.media_on_http_port.then_some(http_addr);
-    let (_media, loops, app) = start_planes(&config, http, stop.child_token()).await?;
+    let planes = start_planes(&config, http, stop.child_token()).await?;
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
     });
-    serve(listener, app, loops, tls, stop).await
+    serve(listener, planes, tls, stop).await
 }
 
 /// Builds both planes without serving: the router, the media handle and the media loops (which
@@ -118,7 +127,18 @@ pub async fn start_media(
     config: &Config,
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
-    start_planes(config, None, stop).await
+    let planes = start_planes(config, None, stop).await?;
+    Ok((planes.media, planes.loops, planes.app))
+}
+
+/// Both planes, built and not yet served.
+struct Planes {
+    media: MediaHandle,
+    loops: MediaLoops,
+    app: axum::Router,
+    /// Where the self-test reports, when it is on.
+    self_test: Option<watch::Sender<SelfTest>>,
+    self_test_rx: watch::Receiver<SelfTest>,
 }
 
 /// [`start_media`], announcing `http` (the HTTP listener's address) as an ICE-TCP candidate too.
@@ -126,7 +146,7 @@ async fn start_planes(
     config: &Config,
     http: Option<SocketAddr>,
     stop: CancellationToken,
-) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
+) -> Result<Planes, ServerError> {
     // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
     let last = config
         .udp_port
@@ -154,11 +174,17 @@ async fn start_planes(
             media::local_ips(bind)
         }
     };
+    let mut public_ips = config.public_ips.clone();
+    if let Some(server) = &config.stun_discover {
+        let server = resolve_all("--stun-discover", std::slice::from_ref(server)).await?[0];
+        discover_public_ip(&sockets[0], server, &mut public_ips).await;
+    }
     let media_config = MediaConfig {
         local_ips: local_ips(config.udp_host),
         http_local_ips: http.map_or_else(Vec::new, |addr| local_ips(addr.ip())),
-        public_tcp: resolve_all(&config.public_tcp).await?,
-        public_ips: config.public_ips.clone(),
+        public_tcp: resolve_all("--public-tcp", &config.public_tcp).await?,
+        public_udp: resolve_all("--public-udp", &config.public_udp).await?,
+        public_ips,
         max_sessions: config.max_sessions,
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
@@ -173,15 +199,54 @@ async fn start_planes(
     for udp in media.udp_addrs() {
         info!(%udp, "media plane listening");
     }
+    for warning in ports::warnings(&media.announced()) {
+        warn!("{warning}; announce another port or address (README: Deploying)");
+    }
+    let initial = if config.self_test {
+        SelfTest::Running
+    } else {
+        SelfTest::Disabled
+    };
+    let (self_test, self_test_rx) = watch::channel(initial);
     let state = AppState {
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
+        self_test: self_test_rx.clone(),
     };
-    Ok((media, loops, router(state)))
+    Ok(Planes {
+        app: router(state),
+        media,
+        loops,
+        self_test: config.self_test.then_some(self_test),
+        self_test_rx,
+    })
+}
+
+/// Asks the STUN server `server` for the public address of `socket` and adds its IP to
+/// `public_ips`. A failure is logged, not fatal: the local addresses are still announced.
+async fn discover_public_ip(
+    socket: &std::net::UdpSocket,
+    server: SocketAddr,
+    public_ips: &mut Vec<std::net::IpAddr>,
+) {
+    let bound = socket.local_addr().map_or(0, |a| a.port());
+    match discover::mapped_address(socket, server).await {
+        Ok(mapped) => {
+            info!(%server, %mapped, "discovered the public address of the media socket");
+            if mapped.port() != bound {
+                warn!(%mapped, bound, "the NAT changes the media port: forward it and announce \
+                       the outside port with --public-udp, or media may not connect");
+            }
+            if !public_ips.contains(&mapped.ip()) {
+                public_ips.push(mapped.ip());
+            }
+        }
+        Err(error) => warn!(%server, %error, "STUN discovery failed; announcing local addresses"),
+    }
 }
 
 /// Resolves each HOST:PORT (a host name is looked up once, here, at start-up).
-async fn resolve_all(targets: &[String]) -> Result<Vec<SocketAddr>, ServerError> {
+async fn resolve_all(flag: &str, targets: &[String]) -> Result<Vec<SocketAddr>, ServerError> {
     let mut out = Vec::with_capacity(targets.len());
     for target in targets {
         let found = tokio::net::lookup_host(target.as_str())
@@ -189,11 +254,9 @@ async fn resolve_all(targets: &[String]) -> Result<Vec<SocketAddr>, ServerError>
             .ok()
             .and_then(|mut addrs| addrs.next())
             .ok_or_else(|| {
-                ServerError::Config(format!(
-                    "--public-tcp {target}: not HOST:PORT that resolves"
-                ))
+                ServerError::Config(format!("{flag} {target}: not HOST:PORT that resolves"))
             })?;
-        info!(%target, addr = %found, "announcing a public ICE-TCP address");
+        info!(%target, addr = %found, "announcing {flag}");
         out.push(found);
     }
     Ok(out)
@@ -236,13 +299,24 @@ where
 /// supervisor restarts it) rather than leaving it half alive.
 async fn serve(
     listener: TcpListener,
-    app: axum::Router,
-    mut loops: MediaLoops,
+    planes: Planes,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
 ) -> Result<(), ServerError> {
+    let Planes {
+        media,
+        mut loops,
+        app,
+        self_test,
+        ..
+    } = planes;
     let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     info!(%addr, "HTTP listening");
+    let http_media = loops.media_on_http_port().then_some(addr);
+    let self_test = self_test.map(|report| {
+        let paths = selftest::paths(&media, http_media);
+        tokio::spawn(run_self_test(media, paths, report, stop.clone()))
+    });
     // With media on the HTTP port, RFC 4571-framed STUN there goes to the media plane, TLS
     // through its handshake to axum, and plain HTTP to axum.
     let listener = if loops.media_on_http_port() || tls.is_some() {
@@ -263,12 +337,36 @@ async fn serve(
         (index, media::LoopEnd::Died) = loops.next_end() => Err(ServerError::MediaLoopDied(index)),
     };
     stop.cancel();
+    if let Some(task) = self_test {
+        let _ = task.await;
+    }
     let joined = loops.join().await;
     if let Err(index) = joined {
         error!(media_loop = index, "media loop died");
     }
     info!("server stopped");
     outcome.and(joined.map_err(ServerError::MediaLoopDied))
+}
+
+/// Runs the self-test once (it ends early with `stop`), logs and publishes what it found.
+async fn run_self_test(
+    media: MediaHandle,
+    paths: Vec<(selftest::PathKind, SocketAddr)>,
+    report: watch::Sender<SelfTest>,
+    stop: CancellationToken,
+) {
+    let reports = tokio::select! {
+        _ = stop.cancelled() => return,
+        reports = selftest::run(&media, &paths) => reports,
+    };
+    for (line, r) in selftest::summary(&reports).iter().zip(&reports) {
+        if r.ok() {
+            info!("self-test: {line}");
+        } else {
+            warn!("self-test: {line}");
+        }
+    }
+    report.send_replace(SelfTest::Done(reports));
 }
 
 #[cfg(test)]

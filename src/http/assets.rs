@@ -3,6 +3,8 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::selftest::{self, SelfTest};
+
 // The page, embedded at build time so the binary needs no files next to it.
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
@@ -40,14 +42,55 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `GET /healthz`: 200 while the media plane runs.
+/// `GET /healthz`: 200 while the media plane runs, with the session count and what the start-up
+/// self-test found on each media path; as JSON when the client accepts only that (the page).
 pub async fn healthz(
     axum::extract::State(state): axum::extract::State<super::AppState>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let stats = state.media.stats().borrow();
-    if stats.running {
-        (StatusCode::OK, format!("ok sessions={}\n", stats.sessions)).into_response()
+    let self_test = state.self_test.borrow().clone();
+    let status = if stats.running {
+        StatusCode::OK
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "media plane stopped\n").into_response()
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if wants_json {
+        let body = Health {
+            status: if stats.running {
+                "ok"
+            } else {
+                "media plane stopped"
+            },
+            sessions: stats.sessions,
+            self_test,
+        };
+        return (status, axum::Json(body)).into_response();
     }
+    if !stats.running {
+        return (status, "media plane stopped\n").into_response();
+    }
+    let mut text = format!("ok sessions={}\n", stats.sessions);
+    match &self_test {
+        SelfTest::Disabled => {}
+        SelfTest::Running => text.push_str("media self-test running\n"),
+        SelfTest::Done(reports) => {
+            for line in selftest::summary(reports) {
+                text.push_str(&format!("media {line}\n"));
+            }
+        }
+    }
+    (status, text).into_response()
+}
+
+/// `/healthz` as JSON.
+#[derive(serde::Serialize)]
+struct Health {
+    status: &'static str,
+    sessions: usize,
+    self_test: SelfTest,
 }

@@ -23,6 +23,8 @@ pub struct AppState {
     pub media: MediaHandle,
     /// Allowed origins.
     pub cors: Arc<cors::CorsPolicy>,
+    /// What the start-up self-test found.
+    pub self_test: tokio::sync::watch::Receiver<crate::selftest::SelfTest>,
 }
 
 /// The one list of routes and layers.

@@ -43,7 +43,7 @@ pub struct MediaLoops {
     /// Where ICE-TCP connections go, from whichever listener.
     intake: Intake,
     /// The HTTP port's announced addresses, when it carries media too.
-    http_candidates: Option<Vec<(std::net::IpAddr, Option<std::net::IpAddr>)>>,
+    http_candidates: Option<socket::Candidates>,
 }
 
 impl MediaLoops {
@@ -121,7 +121,7 @@ impl Drop for EndGuard {
 /// What one media loop's thread starts from.
 struct LoopParts {
     socket: std::net::UdpSocket,
-    candidates: Vec<(std::net::IpAddr, Option<std::net::IpAddr>)>,
+    candidates: socket::Candidates,
     config: MediaConfig,
     commands: mpsc::Receiver<super::Command>,
     tcp: mpsc::Receiver<TcpEvent>,
@@ -166,17 +166,22 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops), MediaError> {
     let tcp_addr = tcp.local_addr().map_err(MediaError::internal)?;
-    let tcp_candidates = socket::candidates(tcp_addr, &config.local_ips, &config.public_ips);
-    let http_candidates =
-        http.map(|addr| socket::candidates(addr, &config.http_local_ips, &config.public_ips));
-    // The shared ICE-TCP port first, then the HTTP port (same priority: RFC 6544 passive).
-    let mut tcp_addrs = socket::candidate_addrs(&tcp_candidates, tcp_addr.port());
-    if let (Some(addr), Some(candidates)) = (http, &http_candidates) {
-        tcp_addrs.extend(socket::candidate_addrs(candidates, addr.port()));
-    }
+    let tcp_direct = socket::candidates(tcp_addr, &config.local_ips, &config.public_ips, &[]);
     // Forwarded from outside to the ICE-TCP port: a connection through it reaches the listener
     // like any other and is told to rtc as one of the listener's own candidates.
-    tcp_addrs.extend(&config.public_tcp);
+    let tcp_forwarded = socket::candidates(tcp_addr, &[], &[], &config.public_tcp);
+    let http_candidates =
+        http.map(|addr| socket::candidates(addr, &config.http_local_ips, &config.public_ips, &[]));
+    // The shared ICE-TCP port first, then the HTTP port (same priority: RFC 6544 passive), then
+    // the forwards.
+    let mut tcp_addrs = socket::candidate_addrs(&tcp_direct);
+    tcp_addrs.extend(
+        http_candidates
+            .iter()
+            .flat_map(|c| socket::candidate_addrs(c)),
+    );
+    tcp_addrs.extend(socket::candidate_addrs(&tcp_forwarded));
+    let tcp_candidates = [tcp_direct, tcp_forwarded].concat();
     let mut tcp_loops = Vec::with_capacity(sockets.len());
     let idle = Stats {
         idle: true,
@@ -190,8 +195,16 @@ pub fn spawn(
     let mut threads = Vec::with_capacity(sockets.len());
     for (index, socket) in sockets.into_iter().enumerate() {
         let udp_addr = socket.local_addr().map_err(MediaError::internal)?;
-        let candidates = socket::candidates(udp_addr, &config.local_ips, &config.public_ips);
-        let addrs = socket::candidate_addrs(&candidates, udp_addr.port());
+        // Loop i's UDP port is reached from outside through each forward's port + i.
+        let forwarded: Vec<_> = (config.public_udp.iter())
+            .filter_map(|addr| {
+                let port = addr.port().checked_add(u16::try_from(index).ok()?)?;
+                Some(std::net::SocketAddr::new(addr.ip(), port))
+            })
+            .collect();
+        let candidates =
+            socket::candidates(udp_addr, &config.local_ips, &config.public_ips, &forwarded);
+        let addrs = socket::candidate_addrs(&candidates);
         let settings = Arc::new(PeerSettings::new(&addrs, &tcp_addrs, config.ice_timeout)?);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (tcp_tx, tcp_rx) = mpsc::channel(TCP_EVENT_QUEUE);

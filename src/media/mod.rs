@@ -70,6 +70,24 @@ pub(crate) struct NewSession {
     pub started: Instant,
 }
 
+/// The transport protocol of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP (RFC 6544 passive, RFC 4571 framing).
+    Tcp,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        })
+    }
+}
+
 /// A session the media plane created.
 #[derive(Debug, Clone)]
 pub struct Created {
@@ -105,6 +123,8 @@ pub struct MediaConfig {
     pub public_ips: Vec<std::net::IpAddr>,
     /// Public addresses that forward to the ICE-TCP port (announced after the others).
     pub public_tcp: Vec<SocketAddr>,
+    /// Public addresses that forward to the first loop's UDP port (loop i: port + i).
+    pub public_udp: Vec<SocketAddr>,
     /// Local interface addresses of the HTTP listener, announced with its port when it carries
     /// ICE-TCP too.
     pub http_local_ips: Vec<std::net::IpAddr>,
@@ -198,6 +218,22 @@ impl MediaHandle {
     /// The bound addresses of every loop's UDP socket.
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         self.shards.iter().map(|s| s.udp_addr).collect()
+    }
+
+    /// Every announced candidate address, each once: the loops' UDP ones, then the TCP ones.
+    pub fn announced(&self) -> Vec<(Transport, SocketAddr)> {
+        let mut all: Vec<(Transport, SocketAddr)> = Vec::new();
+        let udp = self.shards.iter().flat_map(|s| s.settings.udp.iter());
+        let tcp = self.shards.iter().flat_map(|s| s.settings.tcp.iter());
+        for entry in udp
+            .map(|a| (Transport::Udp, *a))
+            .chain(tcp.map(|a| (Transport::Tcp, *a)))
+        {
+            if !all.contains(&entry) {
+                all.push(entry);
+            }
+        }
+        all
     }
 
     /// The loop that minted `resource` (its id says which).

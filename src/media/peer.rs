@@ -42,6 +42,10 @@ const CERTIFICATE_MARGIN: Duration = Duration::from_secs(24 * 3600);
 pub struct PeerSettings {
     /// Host candidates of the shared socket, as `add_local_candidate` takes them.
     pub candidates: Vec<RTCIceCandidateInit>,
+    /// The announced UDP candidate addresses, in order.
+    pub udp: Vec<SocketAddr>,
+    /// The announced passive TCP candidate addresses, in order.
+    pub tcp: Vec<SocketAddr>,
     /// Time without connectivity after which ICE reports `failed`.
     pub ice_timeout: Duration,
     /// The loop's DTLS certificate. Generating an ECDSA key and a self-signed certificate per
@@ -81,6 +85,8 @@ impl PeerSettings {
             .map_err(MediaError::Internal)?;
         Ok(PeerSettings {
             candidates,
+            udp: udp.to_vec(),
+            tcp: tcp.to_vec(),
             ice_timeout,
             current: Mutex::new(new_certificate()?),
         })

@@ -35,40 +35,62 @@ pub struct UdpIo {
     socket: UdpSocket,
     state: UdpSocketState,
     port: u16,
-    /// Announced candidate IPs, each with the source IP replies from it must use (`None` where the
-    /// kernel should choose: a specific bind address, or a NAT 1:1 public address).
-    candidates: Vec<(IpAddr, Option<IpAddr>)>,
+    /// Announced candidates, to map each datagram's destination and each reply's source.
+    candidates: Candidates,
     bufs: Vec<Vec<u8>>,
     metas: Vec<RecvMeta>,
 }
 
-/// Announced candidate IPs, each with the source IP replies from it must use (`None`: the
-/// kernel chooses).
-pub type Candidates = Vec<(IpAddr, Option<IpAddr>)>;
+/// One announced candidate address, with the source IP replies from it must use (`None` where
+/// the kernel should choose: a specific bind address, a NAT 1:1 public address, or a forwarded
+/// one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announced {
+    /// The address put in the answer (and told to rtc as the packet's local address).
+    pub addr: SocketAddr,
+    /// The source IP of replies, when the socket must be told.
+    pub source: Option<IpAddr>,
+}
 
-/// The announced candidate IPs of a socket bound to `bound`, each with the source IP that replies
-/// from it must use (`None` where the kernel should choose: a specific bind address, or a NAT 1:1
-/// public address).
-pub fn candidates(bound: SocketAddr, local_ips: &[IpAddr], public_ips: &[IpAddr]) -> Candidates {
+/// Every announced candidate of one socket or listener.
+pub type Candidates = Vec<Announced>;
+
+/// The announced candidates of a socket bound to `bound`: the local interface addresses and the
+/// NAT 1:1 public addresses on the bound port, then `forwarded` addresses (a port-forwarding NAT
+/// or a PaaS proxy that reaches the bound port from another one).
+pub fn candidates(
+    bound: SocketAddr,
+    local_ips: &[IpAddr],
+    public_ips: &[IpAddr],
+    forwarded: &[SocketAddr],
+) -> Candidates {
     let pick_source = !bound.ip().is_unspecified();
+    let at = |ip: IpAddr| SocketAddr::new(ip, bound.port());
     local_ips
         .iter()
-        .map(|ip| (*ip, (!pick_source).then_some(*ip)))
-        .chain(public_ips.iter().map(|ip| (*ip, None)))
+        .map(|ip| Announced {
+            addr: at(*ip),
+            source: (!pick_source).then_some(*ip),
+        })
+        .chain(public_ips.iter().map(|ip| Announced {
+            addr: at(*ip),
+            source: None,
+        }))
+        .chain(forwarded.iter().map(|addr| Announced {
+            addr: *addr,
+            source: None,
+        }))
         .collect()
 }
 
-/// The announced candidate addresses (IP and the shared port).
-pub fn candidate_addrs(candidates: &[(IpAddr, Option<IpAddr>)], port: u16) -> Vec<SocketAddr> {
-    candidates
-        .iter()
-        .map(|(ip, _)| SocketAddr::new(*ip, port))
-        .collect()
+/// The announced candidate addresses, in order.
+pub fn candidate_addrs(candidates: &[Announced]) -> Vec<SocketAddr> {
+    candidates.iter().map(|c| c.addr).collect()
 }
 
 impl UdpIo {
     /// Wraps `socket`, announcing `candidates` (from [`candidates`]).
-    pub fn new(socket: UdpSocket, candidates: Vec<(IpAddr, Option<IpAddr>)>) -> io::Result<Self> {
+    pub fn new(socket: UdpSocket, candidates: Candidates) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
         // Bursts from thousands of sessions overflow the default ~208 KiB receive buffer long
         // before the loop is out of CPU; the kernel caps this at net.core.rmem_max.
@@ -125,8 +147,8 @@ impl UdpIo {
         let src_ip = self
             .candidates
             .iter()
-            .find(|(ip, _)| *ip == local.ip())
-            .and_then(|(_, source)| *source);
+            .find(|c| c.addr == local)
+            .and_then(|c| c.source);
         let transmit = Transmit {
             destination: to,
             ecn: None,
@@ -140,22 +162,27 @@ impl UdpIo {
     }
 }
 
-/// The candidate address a datagram to `dst_ip` belongs to: the candidate itself when announced,
-/// otherwise (NAT 1:1: the packet reached a private address behind the public one) the first
-/// candidate of the same address family.
+/// The candidate address a datagram to `dst_ip` (on a socket bound to `port`) belongs to: the
+/// candidate itself when announced, otherwise (NAT 1:1 or a port forward: the packet reached a
+/// private address behind the public one) the first candidate of the same address family.
 pub(super) fn map_local(
-    candidates: &[(IpAddr, Option<IpAddr>)],
+    candidates: &[Announced],
     port: u16,
     dst_ip: Option<IpAddr>,
     from: SocketAddr,
 ) -> SocketAddr {
-    let same_family = |ip: &IpAddr| ip.is_ipv4() == from.is_ipv4();
-    let ip = dst_ip
-        .filter(|dst| candidates.iter().any(|(ip, _)| ip == dst))
-        .or_else(|| candidates.iter().map(|(ip, _)| *ip).find(same_family))
-        .or_else(|| candidates.first().map(|(ip, _)| *ip))
-        .unwrap_or(from.ip());
-    SocketAddr::new(ip, port)
+    let same_family = |c: &&Announced| c.addr.is_ipv4() == from.is_ipv4();
+    dst_ip
+        .and_then(|dst| {
+            let exact = SocketAddr::new(dst, port);
+            candidates
+                .iter()
+                .find(|c| c.addr == exact)
+                .or_else(|| candidates.iter().find(|c| c.addr.ip() == dst))
+        })
+        .or_else(|| candidates.iter().find(same_family))
+        .or_else(|| candidates.first())
+        .map_or(SocketAddr::new(from.ip(), port), |c| c.addr)
 }
 
 /// The machine's interface addresses to announce for a socket bound to `bind`: `bind` itself when
@@ -199,14 +226,23 @@ mod tests {
         let private: IpAddr = "10.0.0.5".parse().unwrap();
         let public: IpAddr = "203.0.113.9".parse().unwrap();
         let from: SocketAddr = "198.51.100.1:5000".parse().unwrap();
-        let both = [(private, Some(private)), (public, None)];
+        let bound: SocketAddr = "0.0.0.0:8189".parse().unwrap();
+        let both = candidates(bound, &[private], &[public], &[]);
         assert_eq!(map_local(&both, 8189, Some(private), from).ip(), private);
-        let public_only = [(public, None)];
+        let public_only = candidates(bound, &[], &[public], &[]);
         assert_eq!(
             map_local(&public_only, 8189, Some(private), from).ip(),
             public
         );
         assert_eq!(map_local(&public_only, 8189, None, from).port(), 8189);
+        // A port forward: only the outside address is announced, and a datagram reaching the
+        // bound port is told to rtc as having reached it.
+        let outside: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+        let forwarded = candidates(bound, &[], &[], &[outside]);
+        assert_eq!(map_local(&forwarded, 8189, Some(private), from), outside);
+        // Replies from an interface address name it as their source; the others do not.
+        assert_eq!(both[0].source, Some(private));
+        assert_eq!(both[1].source, None);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use tracing::debug;
 
 use super::peer::IceCredentials;
 use super::routes::stun_request_local_ufrag;
-use super::socket::map_local;
+use super::socket::{map_local, Announced, Candidates};
 use super::transport::TcpConnId;
 
 /// How long a new connection has to send its first STUN request.
@@ -201,7 +201,7 @@ impl Intake {
 /// The local address to tell rtc for a connection accepted on `port`: the announced candidate it
 /// reached (as for UDP: `socket::map_local`).
 pub fn announced_local(
-    candidates: &[(IpAddr, Option<IpAddr>)],
+    candidates: &[Announced],
     port: u16,
     stream: &TcpStream,
     peer: SocketAddr,
@@ -231,7 +231,7 @@ pub struct Acceptor {
     pub listener: TcpListener,
     pub intake: Intake,
     /// Announced candidate IPs, to map an accepted connection's local address.
-    pub candidates: Vec<(IpAddr, Option<IpAddr>)>,
+    pub candidates: Candidates,
 }
 
 impl Acceptor {
@@ -380,7 +380,7 @@ mod tests {
         let acceptor = Acceptor {
             listener,
             intake: Intake::new(vec![tx0, tx1], tracker.clone(), stop.clone()),
-            candidates: vec![(addr.ip(), None)],
+            candidates: crate::media::socket::candidates(addr, &[addr.ip()], &[], &[]),
         };
         tracker.spawn(acceptor.run());
 

@@ -1,0 +1,178 @@
+//! External address mapping for UDP: behind a port forward whose outside port differs from the
+//! bound one, `--public-udp` announces the outside address and media flows through it; and
+//! `--stun-discover` learns the public address from a STUN server at start-up.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use support::client::{Client, Mode};
+use support::{start, wait_idle, WAIT};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use whip_echo::config::Config;
+
+/// A one-client UDP port forward (it rewrites the source as well, as a full-cone NAT does):
+/// datagrams to its outside address go to `inside` from its own socket, and replies go back to
+/// the last client seen. Returns the outside address and a count of datagrams relayed inward.
+async fn forward(inside: SocketAddr) -> (SocketAddr, watch::Receiver<usize>) {
+    let outside = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let toward = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    toward.connect(inside).await.unwrap();
+    let addr = outside.local_addr().unwrap();
+    let (count_tx, count) = watch::channel(0);
+    let (client_tx, mut client_rx) = watch::channel(None::<SocketAddr>);
+    let (o, t) = (outside.clone(), toward.clone());
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = o.recv_from(&mut buf).await {
+            client_tx.send_replace(Some(from));
+            let _ = t.send(&buf[..n]).await;
+            count_tx.send_modify(|c| *c += 1);
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok(n) = toward.recv(&mut buf).await {
+            let client = *client_rx.borrow_and_update();
+            if let Some(client) = client {
+                let _ = outside.send_to(&buf[..n], client).await;
+            }
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test]
+async fn media_flows_through_the_announced_udp_forward() {
+    // The forward needs the server's UDP port before the server announces the forward's, so
+    // the server gets a fixed port picked from a socket the test binds and frees.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (outside, mut relayed) = forward(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    let mut config = Config::for_tests();
+    config.udp_port = port;
+    config.public_udp = vec![outside.to_string()];
+    // Only the forward is announced: the client has no other way in.
+    config.public_ip_only = true;
+    let server = start(config).await;
+
+    let url = format!("{}/echo/forwarded", server.base_url());
+    let mut client = Client::connect(&url, Mode::SendRecv).await.expect("201");
+    let udp_candidates: Vec<&str> = client
+        .answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" udp "))
+        .collect();
+    let announced = format!(" {} {} typ host", outside.ip(), outside.port());
+    assert_eq!(udp_candidates.len(), 1, "{}", client.answer);
+    assert!(udp_candidates[0].contains(&announced), "{}", client.answer);
+
+    client.wait_connected(WAIT).await;
+    client.send(b"through the forward");
+    assert_eq!(
+        &client.next_packet(WAIT).await.payload[..],
+        b"through the forward"
+    );
+    assert!(
+        *relayed.borrow_and_update() > 0,
+        "the media came through the forward"
+    );
+    client.delete().await;
+    wait_idle(&server).await;
+    client.close().await;
+    server.shutdown().await.unwrap();
+}
+
+/// A STUN server that answers Binding requests as if a NAT had rewritten the sender's address
+/// to `public` (keeping the port), counting the requests it saw.
+async fn stun_server(public: std::net::IpAddr) -> (SocketAddr, watch::Receiver<usize>) {
+    use rtc::stun::message::{Message, Setter, BINDING_SUCCESS};
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (seen_tx, seen) = watch::channel(0);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let mut request = Message::new();
+            if request.unmarshal_binary(&buf[..n]).is_err() {
+                continue;
+            }
+            seen_tx.send_modify(|c| *c += 1);
+            let answer = {
+                let mapped = XorMappedAddress {
+                    ip: public,
+                    port: from.port(),
+                };
+                let mut answer = Message::new();
+                let setters: Vec<Box<dyn Setter>> = vec![
+                    Box::new(BINDING_SUCCESS),
+                    Box::new(request.transaction_id),
+                    Box::new(mapped),
+                ];
+                answer.build(&setters).unwrap();
+                answer.raw
+            };
+            let _ = socket.send_to(&answer, from).await;
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn the_address_a_stun_server_sees_is_announced() {
+    let public: std::net::IpAddr = "203.0.113.77".parse().unwrap();
+    let (stun, seen) = stun_server(public).await;
+    let mut config = Config::for_tests();
+    config.stun_discover = Some(stun.to_string());
+    let server = start(config).await;
+    assert_eq!(*seen.borrow(), 1, "asked once, from the media socket");
+    let client = Client::connect(
+        &format!("{}/echo/discovered", server.base_url()),
+        Mode::SendRecv,
+    )
+    .await
+    .expect("201");
+    let udp_port = server.media.udp_addrs()[0].port();
+    let tcp_port = server.media.tcp_addr().port();
+    for (transport, port) in [("udp", udp_port), ("tcp", tcp_port)] {
+        let wanted = format!(" {transport} ");
+        let found = client.answer.lines().any(|l| {
+            l.starts_with("a=candidate:")
+                && l.contains(&wanted)
+                && l.contains(&format!(" {public} {port} typ host"))
+        });
+        assert!(
+            found,
+            "{transport} {public}:{port} announced:\n{}",
+            client.answer
+        );
+    }
+    client.close().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stun_server_that_never_answers_does_not_stop_the_server() {
+    // A bound socket that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut config = Config::for_tests();
+    config.stun_discover = Some(silent.local_addr().unwrap().to_string());
+    let server = start(config).await;
+    let mut client = Client::connect(
+        &format!("{}/echo/undiscovered", server.base_url()),
+        Mode::SendRecv,
+    )
+    .await
+    .expect("201");
+    client.wait_connected(WAIT).await;
+    assert!(!client.answer.contains("203.0.113."), "{}", client.answer);
+    client.close().await;
+    server.shutdown().await.unwrap();
+}
