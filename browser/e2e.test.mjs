@@ -3,54 +3,23 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdirSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { fileURLToPath } from "node:url";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const binary = process.env.WHIP_ECHO_BIN || path.join(root, "target/release/whip-echo");
-const shots = path.join(root, "target/browser");
-const WAIT = 20_000;
-
-const FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-  "--autoplay-policy=no-user-gesture-required",
-  // The namespace has only loopback: let WebRTC use it, with real addresses rather than mDNS names.
-  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
-];
+import { FLAGS, WAIT, launch, selfSignedCert, shots, waitForAudio } from "./support.mjs";
 
 let server;
 let base;
 let browser;
 
 /** Starts the release binary on ephemeral loopback ports; resolves with its base URL. */
-function startServer(extra = [], mediaPort = "0") {
-  const child = spawn(binary, [
-    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", mediaPort, "--tcp-port", mediaPort,
-    "--log-format", "json", ...extra,
-  ], { stdio: ["ignore", "pipe", "inherit"] });
-  return new Promise((resolve, reject) => {
-    let buffered = "";
-    const timer = setTimeout(() => reject(new Error("whip-echo did not start")), WAIT);
-    child.on("exit", (code) => reject(new Error(`whip-echo exited with ${code}`)));
-    child.stdout.on("data", (chunk) => {
-      buffered += chunk;
-      const match = buffered.match(/"message":"HTTP listening","addr":"([^"]+)"/) ||
-        buffered.match(/"addr":"([^"]+)".*HTTP listening/);
-      if (match) {
-        clearTimeout(timer);
-        child.stdout.removeAllListeners("data");
-        child.stdout.resume();
-        resolve({ child, base: `http://${match[1]}` });
-      }
-    });
-  });
+async function startServer(extra = [], mediaPort = "0") {
+  const { child, addr } = await launch([
+    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", mediaPort, "--tcp-port", mediaPort, ...extra,
+  ]);
+  return { child, base: `http://${addr}` };
 }
 
 async function sessions() {
@@ -78,13 +47,6 @@ async function openPage(stream, url = base) {
   return { context, page };
 }
 
-/** Waits for the page's first received audio packet and returns the page state. */
-async function waitForAudio(page) {
-  await page.waitForFunction(() => window.whipEcho.firstAudioMs !== undefined, null, { timeout: WAIT });
-  await page.waitForFunction(() => (window.whipEcho.stats.packetsReceived || 0) > 0, null, { timeout: WAIT });
-  return page.evaluate(() => window.whipEcho);
-}
-
 const MARKS = ["POST sent", "201 received", "ICE connected", "DTLS connected", "first audio received"];
 
 before(async () => {
@@ -108,6 +70,12 @@ for (const single of [false, true]) {
     const labels = state.timeline.map((m) => m.label);
     for (const mark of MARKS) assert.ok(labels.includes(mark), `timeline has "${mark}": ${JSON.stringify(state.timeline)}`);
     await page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
+    // Nothing blocks UDP here: every leg's media goes over it, and the timeline says so.
+    assert.deepEqual(state.paths.map((p) => p.name), single ? ["udp"] : ["udp", "udp"]);
+    assert.ok(state.timeline.some((m) => m.label.startsWith("media path: UDP to 127.0.0.1:")), JSON.stringify(state.timeline));
+    // The server's start-up self-test of its media paths is on the page.
+    assert.match(await page.textContent("#server-paths"),
+      /^Server self-test: UDP \d+ ok · TCP \d+ ok · TCP on the HTTP port \d+ ok$/);
     console.log(`# ${mode}: click -> first echoed audio ${state.firstAudioMs} ms; timeline ${JSON.stringify(state.timeline)}; steps ${JSON.stringify(state.trace)}`);
     // The level meters move: Chromium's fake microphone beeps, and the beep comes back.
     await page.waitForFunction(() => (window.whipEcho.peak.in || 0) > 0.05 && (window.whipEcho.peak.out || 0) > 0.05,
@@ -255,7 +223,7 @@ async function echoBehindFirewall(port, drops, shot, { extra = [], scheme = "htt
     await page.screenshot({ path: path.join(shots, `${shot}.png`), fullPage: true });
     await page.click("#hangup");
     await context.close();
-    return { dropped: counters("inet", "firewall"), forwarded: forwards.length ? counters("ip", "forward") : [] };
+    return { state, dropped: counters("inet", "firewall"), forwarded: forwards.length ? counters("ip", "forward") : [] };
   } finally {
     nft("delete", "table", "inet", "firewall");
     nft("delete", "table", "ip", "forward");
@@ -265,29 +233,29 @@ async function echoBehindFirewall(port, drops, shot, { extra = [], scheme = "htt
 
 test("where UDP is dropped, the echo connects over ICE-TCP on the shared TCP port", async () => {
   const port = "18189";
-  const { dropped } = await echoBehindFirewall(port, [`udp dport ${port}`, `udp sport ${port}`], "ice-tcp");
-  // UDP was tried and dropped, so the audio came back over TCP.
+  const { dropped, state } = await echoBehindFirewall(port, [`udp dport ${port}`, `udp sport ${port}`], "ice-tcp");
+  // UDP was tried and dropped, so the audio came back over TCP, and the page says so.
   assert.ok(dropped[0] > 0, `UDP to the media port was tried: ${dropped}`);
+  assert.equal(state.paths[0].label, `TCP to 127.0.0.1:${port}`);
 });
 
 test("where UDP and the ICE-TCP port are dropped, media flows on the HTTP port itself", async () => {
   const port = "18190";
-  const { dropped } = await echoBehindFirewall(port,
+  const { dropped, state } = await echoBehindFirewall(port,
     [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`], "ice-tcp-http-port");
   // Both media ports were tried and dropped: the audio came over the HTTP port's connection.
   assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
+  assert.equal(state.paths[0].name, "tcp-http-port");
 });
 
 test("with HTTPS on the HTTP port and every other port dropped, page, signalling and media share it", async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "whip-echo-tls-"));
-  const [cert, key] = [path.join(dir, "cert.pem"), path.join(dir, "key.pem")];
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]);
+  const { cert, key } = selfSignedCert("127.0.0.1");
   const port = "18191";
-  const { dropped } = await echoBehindFirewall(port,
+  const { dropped, state } = await echoBehindFirewall(port,
     [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`], "ice-tcp-https-port",
     { extra: ["--tls-cert", cert, "--tls-key", key], scheme: "https" });
   assert.ok(dropped[0] > 0 && dropped[2] > 0, `UDP and TCP to the media port were tried: ${dropped}`);
+  assert.equal(state.paths[0].name, "tcp-http-port");
 });
 
 test("behind a port forward (a PaaS TCP proxy), --public-tcp announces the outside port and media flows through it", async () => {
@@ -295,12 +263,13 @@ test("behind a port forward (a PaaS TCP proxy), --public-tcp announces the outsi
   // made straight to 18192 are dropped, and the HTTP port carries no media: the forward is the
   // only way in, as on Railway.
   const [port, outside] = ["18192", "18999"];
-  const { dropped, forwarded } = await echoBehindFirewall(port,
+  const { dropped, forwarded, state } = await echoBehindFirewall(port,
     [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port} ct original proto-dst ${port}`], "port-forward", {
       extra: ["--public-tcp", `127.0.0.1:${outside}`, "--media-on-http-port", "false"],
       forwards: [{ match: `tcp dport ${outside}`, to: `127.0.0.1:${port}` }],
     });
   assert.ok(forwarded[0] > 0, "the connection came through the forward");
+  assert.equal(state.paths[0].label, `TCP to 127.0.0.1:${outside}`);
   assert.ok(dropped[2] > 0, "the direct ICE-TCP candidate was tried and dropped");
 });
 
@@ -317,6 +286,8 @@ test("when media cannot connect, the page says ICE failed and that UDP looks blo
     assert.match(error, /ICE failed/);
     assert.match(error, /UDP/);
     assert.match(error, /Tried: .*udp/);
+    // It names the ports the answer announced, to open on the server.
+    assert.match(error, /open UDP \d+ or TCP \d+, \d+ on the server/);
     await page.screenshot({ path: path.join(shots, "ice-failed.png"), fullPage: true });
     // The page gave up cleanly: its session is deleted rather than left for the server to reap.
     await until(async () => {

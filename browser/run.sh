@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Browser end-to-end tests: headless Debian Chromium (driven by playwright-core) against the real
 # release binary. Server and browser run in a fresh network namespace that has only loopback, so
-# Chromium's ICE candidates cannot send a packet anywhere else.
+# Chromium's ICE candidates cannot send a packet anywhere else; nat.test.mjs builds its router and
+# server namespaces inside it.
 # Needs: /usr/bin/chromium (apt-get install chromium), node, and `npm ci` in this folder.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -9,4 +10,4 @@ cd "$here"
 [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 (cd .. && cargo build --release --locked --bin whip-echo)
 if [ "$(id -u)" = 0 ]; then ns=(unshare --net); else ns=(unshare --user --map-root-user --net); fi
-exec "${ns[@]}" bash -c 'ip link set lo up && exec node --test --test-concurrency=1 e2e.test.mjs'
+exec "${ns[@]}" bash -c 'ip link set lo up && exec node --test --test-concurrency=1 e2e.test.mjs nat.test.mjs'

@@ -211,15 +211,20 @@ async fn check_udp(addr: SocketAddr, ufrag: &str, pwd: &str) -> Result<(), Strin
         IpAddr::V6(Ipv6Addr::UNSPECIFIED)
     };
     let socket = UdpSocket::bind((any, 0)).await.map_err(|e| e.to_string())?;
-    socket.connect(addr).await.map_err(|e| e.to_string())?;
     let request = check_request(ufrag, pwd)?;
     let mut buf = vec![0u8; 1500];
     loop {
-        // A refused send (ICMP unreachable from an earlier one) is the answer: nobody listens.
-        socket.send(&request.raw).await.map_err(|e| e.to_string())?;
+        socket
+            .send_to(&request.raw, addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Not a connected socket: on a socket bound to every interface the server answers from
+        // its announced address, not from loopback. The transaction id and MESSAGE-INTEGRITY say
+        // whether a datagram is the answer.
         let deadline = tokio::time::Instant::now() + RETRANSMIT;
-        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
-            let n = received.map_err(|e| e.to_string())?;
+        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
+        {
+            let Ok((n, _)) = received else { continue };
             if is_answer(&buf[..n], &request, pwd) {
                 return Ok(());
             }

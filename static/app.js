@@ -90,6 +90,7 @@ function watchLeg(session) {
   pc.addEventListener("connectionstatechange", () => {
     if (pc.connectionState === "connected") {
       mark("DTLS connected");
+      findPath(session);
       if (legs.every((l) => l.pc.connectionState === "connected")) {
         setStatus("connected", "Connected.");
         setTimeout(startMeters, 0);
@@ -110,14 +111,81 @@ async function iceFailed(pc) {
   for (const s of stats.values()) {
     if (s.type === "local-candidate" || s.type === "remote-candidate") kinds.add(`${s.type.split("-")[0]} ${s.protocol}/${s.candidateType}`);
   }
+  // The ports the server's answer announced (RFC 8839 §5.1: foundation component transport
+  // priority address port typ ...), whether or not this browser could pair with them.
+  const ports = { udp: new Set(), tcp: new Set() };
+  for (const [, transport, port] of (pc.remoteDescription?.sdp || "").matchAll(/^a=candidate:\S+ \d+ (\w+) \d+ \S+ (\d+) /gm)) {
+    ports[transport.toLowerCase()]?.add(Number(port));
+  }
   const tried = [...kinds].sort().join(", ") || "no candidates";
   const how = pc.iceConnectionState === "failed" ? "ICE failed" : `ICE failed: not connected after ${CONNECT_TIMEOUT_MS / 1000} s`;
+  const list = (set) => [...set].sort((a, b) => a - b).join(", ");
+  const open = [ports.udp.size && `UDP ${list(ports.udp)}`, ports.tcp.size && `TCP ${list(ports.tcp)}`].filter(Boolean).join(" or ");
   showError(`Media could not connect (${how}). Tried: ${tried}.\n` +
-    "The HTTP part worked, so UDP to the server is probably blocked on this network: " +
-    "try another network, or ask the operator to open the server's UDP port.");
+    "The HTTP part worked, so UDP to the server is probably blocked on this network, and TCP to its media ports too. " +
+    (open ? `Ask the operator to open ${open} on the server (the ports its answer announced), ` : "Ask the operator to open the server's media ports, ") +
+    "or try another network.");
   setStatus("failed", "ICE failed.");
   await hangup({ quiet: true, keepState: true }); // DELETE: the server need not wait for a timeout
 }
+
+/**
+ * The transport of a connection's selected candidate pair, as people name it: "UDP", "TCP",
+ * "TCP on the HTTP port" (whip-echo takes ICE-TCP on the port that serves this page) or "relay".
+ */
+async function mediaPath(pc) {
+  const stats = await pc.getStats().catch(() => new Map());
+  let pair = null;
+  for (const s of stats.values()) {
+    if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+  }
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId);
+  const remote = stats.get(pair.remoteCandidateId);
+  if (!local || !remote) return null;
+  const where = `${remote.address}:${remote.port}`;
+  if (local.candidateType === "relay" || remote.candidateType === "relay") {
+    return { name: "relay", label: `relay (TURN over ${local.relayProtocol || local.protocol}) to ${where}` };
+  }
+  if (remote.protocol === "udp") return { name: "udp", label: `UDP to ${where}` };
+  const pagePort = Number(location.port || (location.protocol === "https:" ? 443 : 80));
+  if (remote.port === pagePort) return { name: "tcp-http-port", label: `TCP on the HTTP port (${where})` };
+  return { name: "tcp", label: `TCP to ${where}` };
+}
+
+/** Names the leg's media path on the timeline once its connection has a selected pair. */
+async function findPath(session) {
+  if (session.path) return;
+  const path = await mediaPath(session.pc);
+  if (!path || session.path) return;
+  session.path = path;
+  state.paths = legs.filter((l) => l.path).map((l) => ({ kind: l.kind, ...l.path }));
+  mark(`media path: ${path.label}`);
+}
+
+/**
+ * The server's start-up self-test of its media paths (GET /healthz as JSON), shown once it is
+ * done (it takes milliseconds, but a page loaded right after start-up may ask before).
+ */
+async function showServerPaths(attempts = 40) {
+  let health;
+  try {
+    const res = await fetch("/healthz", { headers: { Accept: "application/json" } });
+    health = await res.json();
+  } catch {
+    return; // an older server or another origin: nothing to show
+  }
+  state.serverPaths = health.self_test;
+  if (health.self_test?.state === "running" && attempts > 0) {
+    setTimeout(() => showServerPaths(attempts - 1), 250);
+    return;
+  }
+  if (health.self_test?.state !== "done") return;
+  const name = { udp: "UDP", tcp: "TCP", "tcp-http-port": "TCP on the HTTP port" };
+  $("server-paths").textContent = "Server self-test: " + health.self_test.paths
+    .map((p) => `${name[p.path] || p.path} ${p.addr.split(":").pop()} ${p.error ? "failed" : "ok"}`).join(" · ");
+}
+showServerPaths();
 
 // ---------- actions ----------
 async function run(action) {
@@ -128,6 +196,7 @@ async function run(action) {
   pendingMeters = [];
   state.resources = [];
   state.firstAudioMs = undefined;
+  state.paths = [];
   $("timeline").replaceChildren();
   showError(null);
   setStatus("connecting", "Connecting…");
@@ -212,6 +281,7 @@ function startStats() {
   const poll = async () => {
     const out = {};
     for (const leg of legs) {
+      if (leg.pc.connectionState === "connected") await findPath(leg);
       const stats = await leg.pc.getStats().catch(() => new Map());
       for (const s of stats.values()) {
         if (s.type === "inbound-rtp" && s.kind === "audio") {
@@ -247,6 +317,7 @@ function renderStats(s) {
     ["Jitter", s.jitterMs !== undefined ? `${s.jitterMs} ms` : undefined],
     ["Packets sent", s.packetsSent],
     ["Round-trip time", s.rttMs !== undefined ? `${s.rttMs} ms` : undefined],
+    ...(state.paths || []).map((p) => [`Media path (${p.kind})`, p.label]),
   ].filter(([, v]) => v !== undefined);
   $("stats").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt");

@@ -1,0 +1,69 @@
+// Shared by the browser test files: the binary, Chromium's flags, starting the server, waiting for
+// audio, and a self-signed certificate.
+
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const binary = process.env.WHIP_ECHO_BIN || path.join(root, "target/release/whip-echo");
+export const shots = path.join(root, "target/browser");
+export const WAIT = 20_000;
+
+export const FLAGS = [
+  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+  "--autoplay-policy=no-user-gesture-required",
+  // The namespace has only loopback: let WebRTC use it, with real addresses rather than mDNS names.
+  "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns",
+];
+
+/**
+ * Starts the release binary with `args` (after `prefix`, e.g. nsenter into a namespace); resolves
+ * with the child and the HTTP address it logged.
+ */
+export function launch(args, prefix = []) {
+  const [command, ...rest] = [...prefix, binary, "--log-format", "json", ...args];
+  const child = spawn(command, rest, { stdio: ["ignore", "pipe", "inherit"] });
+  return new Promise((resolve, reject) => {
+    let buffered = "";
+    const timer = setTimeout(() => reject(new Error("whip-echo did not start")), WAIT);
+    child.on("exit", (code) => reject(new Error(`whip-echo exited with ${code}`)));
+    child.stdout.on("data", (chunk) => {
+      buffered += chunk;
+      const match = buffered.match(/"message":"HTTP listening","addr":"([^"]+)"/) ||
+        buffered.match(/"addr":"([^"]+)".*HTTP listening/);
+      if (match) {
+        clearTimeout(timer);
+        child.stdout.removeAllListeners("data");
+        child.stdout.resume();
+        resolve({ child, addr: match[1] });
+      }
+    });
+  });
+}
+
+/**
+ * Waits for the page's first received audio packet and for the media path of every leg, and
+ * returns the page state.
+ */
+export async function waitForAudio(page) {
+  await page.waitForFunction(() => window.whipEcho.firstAudioMs !== undefined, null, { timeout: WAIT });
+  await page.waitForFunction(() => (window.whipEcho.stats.packetsReceived || 0) > 0, null, { timeout: WAIT });
+  await page.waitForFunction(() => window.whipEcho.paths.length === window.whipEcho.resources.length,
+    null, { timeout: WAIT });
+  return page.evaluate(() => window.whipEcho);
+}
+
+/** A self-signed certificate (and key) for `ip`, in a fresh temporary folder. */
+export function selfSignedCert(ip) {
+  const dir = mkdtempSync(path.join(tmpdir(), "whip-echo-tls-"));
+  const [cert, key] = [path.join(dir, "cert.pem"), path.join(dir, "key.pem")];
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+    "-days", "2", "-subj", "/CN=localhost", "-addext", `subjectAltName=IP:${ip}`, "-keyout", key, "-out", cert],
+  { stdio: "ignore" });
+  return { cert, key };
+}
