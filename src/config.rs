@@ -66,10 +66,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub media_threads: u16,
 
-    /// Address the UDP socket binds to. With 0.0.0.0 the host candidates are the machine's interface
-    /// addresses; with a specific address, only that one.
+    /// Address (or host name, resolved at start-up) the UDP sockets bind to. With 0.0.0.0 the
+    /// host candidates are the machine's interface addresses; with a specific address, only that
+    /// one. On Fly.io: `fly-global-services`.
     #[arg(long, env = "WHIP_ECHO_UDP_HOST", default_value = "0.0.0.0")]
-    pub udp_host: IpAddr,
+    pub udp_host: String,
+
+    /// Address (or host name) the ICE-TCP listener binds to; by default the --udp-host address.
+    /// On Fly.io, where UDP binds `fly-global-services`, TCP must bind 0.0.0.0.
+    #[arg(long, env = "WHIP_ECHO_TCP_HOST")]
+    pub tcp_host: Option<String>,
 
     /// Public address announced as an extra host candidate (NAT 1:1, e.g. a cloud VM's elastic IP).
     /// Repeatable; as an env var, comma-separated.
@@ -158,7 +164,7 @@ impl Config {
         config.listen = "127.0.0.1:0".parse().expect("literal address");
         config.udp_port = 0;
         config.tcp_port = 0;
-        config.udp_host = IpAddr::from([127, 0, 0, 1]);
+        config.udp_host = "127.0.0.1".into();
         // Its sessions would count against the caps that tests measure.
         config.self_test = false;
         config

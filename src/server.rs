@@ -154,6 +154,11 @@ async fn start_planes(
     if config.udp_port != 0 && last.is_none() {
         return Err(ServerError::PortRange);
     }
+    let udp_host = resolve_host("--udp-host", &config.udp_host).await?;
+    let tcp_host = match &config.tcp_host {
+        Some(host) => resolve_host("--tcp-host", host).await?,
+        None => udp_host,
+    };
     let mut sockets = Vec::new();
     for i in 0..config.media_threads {
         let port = if config.udp_port == 0 {
@@ -161,7 +166,7 @@ async fn start_planes(
         } else {
             config.udp_port + i
         };
-        let udp = std::net::UdpSocket::bind((config.udp_host, port))
+        let udp = std::net::UdpSocket::bind((udp_host, port))
             .map_err(io("binding the UDP media socket"))?;
         udp.set_nonblocking(true)
             .map_err(io("binding the UDP media socket"))?;
@@ -180,7 +185,8 @@ async fn start_planes(
         discover_public_ip(&sockets[0], server, &mut public_ips).await;
     }
     let media_config = MediaConfig {
-        local_ips: local_ips(config.udp_host),
+        local_ips: local_ips(udp_host),
+        tcp_local_ips: local_ips(tcp_host),
         http_local_ips: http.map_or_else(Vec::new, |addr| local_ips(addr.ip())),
         public_tcp: resolve_all("--public-tcp", &config.public_tcp).await?,
         public_udp: resolve_all("--public-udp", &config.public_udp).await?,
@@ -189,7 +195,7 @@ async fn start_planes(
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
     };
-    let tcp = std::net::TcpListener::bind((config.udp_host, config.tcp_port))
+    let tcp = std::net::TcpListener::bind((tcp_host, config.tcp_port))
         .map_err(io("binding the ICE-TCP listener"))?;
     tcp.set_nonblocking(true)
         .map_err(io("binding the ICE-TCP listener"))?;
@@ -243,6 +249,20 @@ async fn discover_public_ip(
         }
         Err(error) => warn!(%server, %error, "STUN discovery failed; announcing local addresses"),
     }
+}
+
+/// The address of a bind host given as an address or a host name (looked up once, here).
+async fn resolve_host(flag: &str, host: &str) -> Result<std::net::IpAddr, ServerError> {
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    let found = tokio::net::lookup_host((host, 0))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ServerError::Config(format!("{flag} {host}: does not resolve")))?;
+    info!(%host, addr = %found.ip(), "{flag} resolved");
+    Ok(found.ip())
 }
 
 /// Resolves each HOST:PORT (a host name is looked up once, here, at start-up).

@@ -176,3 +176,25 @@ async fn a_stun_server_that_never_answers_does_not_stop_the_server() {
     client.close().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn bind_hosts_may_be_names_and_a_bad_one_is_refused_at_start() {
+    // A name that resolves (Fly.io's is `fly-global-services`); TCP bound apart from UDP.
+    let mut config = Config::for_tests();
+    config.udp_host = "localhost".into();
+    config.tcp_host = Some("127.0.0.1".into());
+    let server = start(config).await;
+    assert!(server.media.udp_addrs()[0].ip().is_loopback());
+    assert_eq!(server.media.tcp_addr().ip().to_string(), "127.0.0.1");
+    server.shutdown().await.unwrap();
+
+    let mut config = Config::for_tests();
+    config.udp_host = "no-such-host.invalid".into();
+    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+    let result = whip_echo::server::spawn(listener, config).await;
+    assert!(
+        matches!(result, Err(whip_echo::server::ServerError::Config(ref m)) if m.contains("--udp-host")),
+        "{:?}",
+        result.err()
+    );
+}

@@ -166,7 +166,7 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops), MediaError> {
     let tcp_addr = tcp.local_addr().map_err(MediaError::internal)?;
-    let tcp_direct = socket::candidates(tcp_addr, &config.local_ips, &config.public_ips, &[]);
+    let tcp_direct = socket::candidates(tcp_addr, &config.tcp_local_ips, &config.public_ips, &[]);
     // Forwarded from outside to the ICE-TCP port: a connection through it reaches the listener
     // like any other and is told to rtc as one of the listener's own candidates.
     let tcp_forwarded = socket::candidates(tcp_addr, &[], &[], &config.public_tcp);

@@ -117,8 +117,10 @@ pub struct Stats {
 /// Settings of the media plane.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// Local interface addresses to announce.
+    /// Local interface addresses to announce for UDP.
     pub local_ips: Vec<std::net::IpAddr>,
+    /// Local interface addresses to announce for the ICE-TCP port.
+    pub tcp_local_ips: Vec<std::net::IpAddr>,
     /// NAT 1:1 public addresses to announce.
     pub public_ips: Vec<std::net::IpAddr>,
     /// Public addresses that forward to the ICE-TCP port (announced after the others).
