@@ -1,7 +1,7 @@
 //! Command-line and environment configuration: one clap struct, parsed once in `main` and passed down.
 //! Library code never reads environment variables.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -77,10 +77,11 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_TCP_HOST")]
     pub tcp_host: Option<String>,
 
-    /// Public address announced as an extra host candidate (NAT 1:1, e.g. a cloud VM's elastic IP).
-    /// Repeatable; as an env var, comma-separated.
+    /// Public address announced as an extra host candidate (NAT 1:1, e.g. a cloud VM's elastic IP),
+    /// or a host name whose addresses are (resolved at start-up). Repeatable; as an env var,
+    /// comma-separated.
     #[arg(long = "public-ip", env = "WHIP_ECHO_PUBLIC_IP", value_delimiter = ',')]
-    pub public_ips: Vec<IpAddr>,
+    pub public_ips: Vec<String>,
 
     /// A public HOST:PORT (host name or address) that forwards to --tcp-port from outside, such
     /// as a PaaS TCP proxy (Railway's generated `host:port`) or a port-forwarding NAT: announced

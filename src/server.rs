@@ -179,7 +179,14 @@ async fn start_planes(
             media::local_ips(bind)
         }
     };
-    let mut public_ips = config.public_ips.clone();
+    let mut public_ips = Vec::new();
+    for host in &config.public_ips {
+        for ip in resolve_ips("--public-ip", host).await? {
+            if !public_ips.contains(&ip) {
+                public_ips.push(ip);
+            }
+        }
+    }
     if let Some(server) = &config.stun_discover {
         let server = resolve_all("--stun-discover", std::slice::from_ref(server)).await?[0];
         discover_public_ip(&sockets[0], server, &mut public_ips).await;
@@ -253,16 +260,27 @@ async fn discover_public_ip(
 
 /// The address of a bind host given as an address or a host name (looked up once, here).
 async fn resolve_host(flag: &str, host: &str) -> Result<std::net::IpAddr, ServerError> {
+    Ok(resolve_ips(flag, host).await?[0])
+}
+
+/// The addresses of `host`, an address or a host name (looked up once, here); never empty.
+async fn resolve_ips(flag: &str, host: &str) -> Result<Vec<std::net::IpAddr>, ServerError> {
     if let Ok(ip) = host.parse() {
-        return Ok(ip);
+        return Ok(vec![ip]);
     }
-    let found = tokio::net::lookup_host((host, 0))
+    let mut ips: Vec<std::net::IpAddr> = tokio::net::lookup_host((host, 0))
         .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| ServerError::Config(format!("{flag} {host}: does not resolve")))?;
-    info!(%host, addr = %found.ip(), "{flag} resolved");
-    Ok(found.ip())
+        .map_err(|_| ServerError::Config(format!("{flag} {host}: does not resolve")))?
+        .map(|addr| addr.ip())
+        .collect();
+    ips.dedup();
+    if ips.is_empty() {
+        return Err(ServerError::Config(format!(
+            "{flag} {host}: does not resolve"
+        )));
+    }
+    info!(%host, addrs = ?ips, "{flag} resolved");
+    Ok(ips)
 }
 
 /// Resolves each HOST:PORT (a host name is looked up once, here, at start-up).

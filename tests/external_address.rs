@@ -188,13 +188,44 @@ async fn bind_hosts_may_be_names_and_a_bad_one_is_refused_at_start() {
     assert_eq!(server.media.tcp_addr().ip().to_string(), "127.0.0.1");
     server.shutdown().await.unwrap();
 
+    for flag in ["--udp-host", "--public-ip"] {
+        let mut config = Config::for_tests();
+        match flag {
+            "--udp-host" => config.udp_host = "no-such-host.invalid".into(),
+            _ => config.public_ips = vec!["no-such-host.invalid".into()],
+        }
+        let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
+        let result = whip_echo::server::spawn(listener, config).await;
+        assert!(
+            matches!(result, Err(whip_echo::server::ServerError::Config(ref m)) if m.contains(flag)),
+            "{flag}: {:?}",
+            result.err()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_public_host_name_announces_its_addresses() {
     let mut config = Config::for_tests();
-    config.udp_host = "no-such-host.invalid".into();
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let result = whip_echo::server::spawn(listener, config).await;
+    config.public_ips = vec!["localhost".into()];
+    config.public_ip_only = true;
+    let server = start(config).await;
+    let client = Client::connect(&format!("{}/echo/named", server.base_url()), Mode::SendRecv)
+        .await
+        .expect("201");
+    let udp_port = server.media.udp_addrs()[0].port();
+    let announced: Vec<&str> = client
+        .answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" udp "))
+        .collect();
+    // localhost is 127.0.0.1 and perhaps ::1: each is announced on the UDP port.
     assert!(
-        matches!(result, Err(whip_echo::server::ServerError::Config(ref m)) if m.contains("--udp-host")),
-        "{:?}",
-        result.err()
+        announced
+            .iter()
+            .any(|l| l.contains(&format!(" 127.0.0.1 {udp_port} typ host"))),
+        "{announced:?}"
     );
+    client.close().await;
+    server.shutdown().await.unwrap();
 }

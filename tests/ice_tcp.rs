@@ -192,3 +192,76 @@ async fn a_sessions_tcp_connection_ends_with_the_session() {
     assert!(closed_by_server(stream).await, "closed with its session");
     server.shutdown().await.unwrap();
 }
+
+/// The server's ufrag and password in an answer.
+fn credentials(answer: &str) -> (String, String) {
+    let attr = |name: &str| {
+        answer
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap()
+            .to_owned()
+    };
+    (attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
+}
+
+/// Reads one RFC 4571 frame and checks that it is a Binding success.
+async fn expect_binding_success(stream: &mut TcpStream) {
+    let len = tokio::time::timeout(WAIT, stream.read_u16())
+        .await
+        .expect("the check is answered")
+        .unwrap();
+    let mut packet = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut packet).await.unwrap();
+    assert_eq!(&packet[..2], &[0x01, 0x01], "a Binding success");
+}
+
+#[tokio::test]
+async fn a_check_dribbled_byte_by_byte_onto_the_http_port_is_answered() {
+    let server = start(Config::for_tests()).await;
+    let (ufrag, pwd) = credentials(&publish(&server, "dribble").await.text().await.unwrap());
+    // One byte per write, each its own segment: the classifier sees a lone 0x00 first, and the
+    // framing reader gets the frame in 100-odd pieces.
+    let mut stream = TcpStream::connect(server.http_addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for byte in framed_check(&ufrag, &pwd) {
+        stream.write_all(&[byte]).await.unwrap();
+        stream.flush().await.unwrap();
+        tokio::task::yield_now().await;
+    }
+    expect_binding_success(&mut stream).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn silent_connections_hold_nothing_up_and_are_closed() {
+    let server = start(Config::for_tests()).await;
+    // Connections that never send a byte (browsers open speculative ones), on both ports.
+    let mut silent = Vec::new();
+    for addr in [server.http_addr, server.media.tcp_addr()] {
+        for _ in 0..20 {
+            silent.push(TcpStream::connect(addr).await.unwrap());
+        }
+    }
+    // Meanwhile HTTP is served and an ICE check is answered, on each port.
+    let (ufrag, pwd) = credentials(
+        &publish(&server, "beside-silence")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    for addr in [server.http_addr, server.media.tcp_addr()] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&framed_check(&ufrag, &pwd)).await.unwrap();
+        expect_binding_success(&mut stream).await;
+    }
+    // And the silent ones are closed (after the classifier's and the first frame's 10 s waits).
+    for stream in silent {
+        assert!(
+            closed_by_server(stream).await,
+            "a silent connection is closed"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
