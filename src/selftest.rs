@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::media::MediaHandle;
+use crate::media::{stream_loop, MediaHandle};
 use crate::session::{Role, StreamName};
 
 /// How long one path may take to answer.
@@ -139,8 +139,20 @@ fn loopback(bound: SocketAddr) -> SocketAddr {
 
 /// Creates a session, checks `addr` against it, deletes it.
 async fn probe(media: &MediaHandle, path: PathKind, addr: SocketAddr) -> Result<(), String> {
-    let name = format!("whip-echo.self-test.{path}.{:08x}", rand::random::<u32>());
-    let stream = StreamName::parse(&name).map_err(|e| e.to_string())?;
+    // A UDP socket belongs to one loop, and a session lives in its stream's loop: the name must
+    // map to the loop being checked (ICE-TCP routes to any loop by the ufrag).
+    let udp = media.udp_addrs();
+    let owner = (path == PathKind::Udp)
+        .then(|| udp.iter().position(|bound| loopback(*bound) == addr))
+        .flatten();
+    let stream = std::iter::repeat_with(|| {
+        let name = format!("whip-echo.self-test.{path}.{:08x}", rand::random::<u32>());
+        StreamName::parse(&name).ok()
+    })
+    .take(1000)
+    .flatten()
+    .find(|stream| owner.is_none_or(|index| stream_loop(stream, udp.len()) == index))
+    .ok_or("no stream name maps to the loop")?;
     let created = media
         .create(Role::Echo, stream, OFFER.to_owned())
         .await
