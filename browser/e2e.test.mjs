@@ -274,9 +274,16 @@ test("behind a port forward (a PaaS TCP proxy), --public-tcp announces the outsi
 });
 
 test("when media cannot connect, the page says ICE failed and that UDP looks blocked", async () => {
-  // A server that announces only an address it does not listen on (IPv6 loopback, while its
-  // socket is IPv4): HTTP works, no UDP packet ever reaches it, as behind a UDP-blocking firewall.
-  const { child, base: unreachable } = await startServer(["--public-ip", "::1", "--public-ip-only"]);
+  // Every media packet to and from the server's media port is dropped (and the HTTP port carries
+  // no media), as behind a firewall that passes only HTTP.
+  const port = "18193";
+  const { child, base: unreachable } = await startServer(["--media-on-http-port", "false"], port);
+  const nft = (...args) => execFileSync("nft", args, { encoding: "utf8" });
+  nft("add", "table", "inet", "blocked");
+  nft("add", "chain", "inet", "blocked", "out", "{ type filter hook output priority 0 ; }");
+  for (const rule of [`udp dport ${port}`, `udp sport ${port}`, `tcp dport ${port}`, `tcp sport ${port}`]) {
+    nft("add", "rule", "inet", "blocked", "out", ...rule.split(" "), "drop");
+  }
   try {
     const { context, page } = await openPage(undefined, unreachable);
     await page.check("#single");
@@ -287,7 +294,7 @@ test("when media cannot connect, the page says ICE failed and that UDP looks blo
     assert.match(error, /UDP/);
     assert.match(error, /Tried: .*udp/);
     // It names the ports the answer announced, to open on the server.
-    assert.match(error, /open UDP \d+ or TCP \d+, \d+ on the server/);
+    assert.match(error, new RegExp(`open UDP ${port} or TCP ${port} on the server`));
     await page.screenshot({ path: path.join(shots, "ice-failed.png"), fullPage: true });
     // The page gave up cleanly: its session is deleted rather than left for the server to reap.
     await until(async () => {
@@ -296,6 +303,7 @@ test("when media cannot connect, the page says ICE failed and that UDP looks blo
     }, "the failed session to be deleted");
     await context.close();
   } finally {
+    nft("delete", "table", "inet", "blocked");
     child.kill("SIGTERM");
   }
 });

@@ -212,8 +212,16 @@ async fn start_planes(
     for udp in media.udp_addrs() {
         info!(%udp, "media plane listening");
     }
-    for warning in ports::warnings(&media.announced()) {
+    let announced = media.announced();
+    for warning in ports::warnings(&announced) {
         warn!("{warning}; announce another port or address (README: Deploying)");
+    }
+    if announced.is_empty() {
+        warn!(
+            "no candidate to announce (--public-ip-only without a --public-ip, --public-udp, \
+             --public-tcp or --stun-discover answer of the bound address family): no client can \
+             connect (README: Deploying)"
+        );
     }
     let initial = if config.self_test {
         SelfTest::Running

@@ -143,7 +143,8 @@ async function mediaPath(pc) {
   const local = stats.get(pair.localCandidateId);
   const remote = stats.get(pair.remoteCandidateId);
   if (!local || !remote) return null;
-  const where = `${remote.address}:${remote.port}`;
+  // Chromium hides a peer-reflexive remote's address (RFC 8445 §7.3.1.3 learnt it from a check).
+  const where = remote.address ? `${remote.address}:${remote.port}` : `port ${remote.port}`;
   if (local.candidateType === "relay" || remote.candidateType === "relay") {
     return { name: "relay", label: `relay (TURN over ${local.relayProtocol || local.protocol}) to ${where}` };
   }

@@ -66,13 +66,17 @@ pub fn candidates(
 ) -> Candidates {
     let pick_source = !bound.ip().is_unspecified();
     let at = |ip: IpAddr| SocketAddr::new(ip, bound.port());
+    // An IPv4 socket cannot be reached over IPv6 (a [::] socket takes both, as Linux binds it
+    // dual-stack): announcing the other family would send clients nowhere.
+    let dual_stack = bound.is_ipv6() && bound.ip().is_unspecified();
+    let reachable = |ip: &&IpAddr| ip.is_ipv4() == bound.is_ipv4() || dual_stack;
     local_ips
         .iter()
         .map(|ip| Announced {
             addr: at(*ip),
             source: (!pick_source).then_some(*ip),
         })
-        .chain(public_ips.iter().map(|ip| Announced {
+        .chain(public_ips.iter().filter(reachable).map(|ip| Announced {
             addr: at(*ip),
             source: None,
         }))
@@ -240,6 +244,11 @@ mod tests {
         let outside: SocketAddr = "203.0.113.9:40000".parse().unwrap();
         let forwarded = candidates(bound, &[], &[], &[outside]);
         assert_eq!(map_local(&forwarded, 8189, Some(private), from), outside);
+        // A public IPv6 address is not announced for an IPv4 socket, but is for a [::] one.
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(candidates(bound, &[], &[public, v6], &[]).len(), 1);
+        let any6: SocketAddr = "[::]:8189".parse().unwrap();
+        assert_eq!(candidates(any6, &[], &[public, v6], &[]).len(), 2);
         // Replies from an interface address name it as their source; the others do not.
         assert_eq!(both[0].source, Some(private));
         assert_eq!(both[1].source, None);
