@@ -1,7 +1,8 @@
 //! The one error type of the HTTP API and its one mapping to statuses.
 //!
-//! Client mistakes become 4xx with a short plain-text reason and are logged at debug level; internal
-//! failures are logged once with their cause and answered 500 with no internals in the body.
+//! Client mistakes become 4xx with a short plain-text reason and are logged at debug level; a full
+//! or stopping server (503) is logged at warn; internal failures are logged once at error with
+//! their cause and answered 500 with no internals in the body.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -89,8 +90,13 @@ const RETRY_AFTER_SECS: &str = "5";
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // One policy: a client's mistake is its own business (debug), a full or stopping
+        // server is the operator's (warn), a bug is everyone's (error, with its cause).
         match &self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
+            ApiError::OverCapacity | ApiError::ShuttingDown => {
+                tracing::warn!(%status, reason = %self, "request refused")
+            }
             _ => tracing::debug!(%status, reason = %self, "request rejected"),
         }
         let mut response = (status, format!("{self}\n")).into_response();

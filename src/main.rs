@@ -10,7 +10,7 @@ async fn main() -> std::process::ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            tracing::error!(addr = %config.listen, error = %e, "cannot bind the HTTP listener");
+            tracing::error!("binding HTTP {}: {e}", config.listen);
             return std::process::ExitCode::FAILURE;
         }
     };

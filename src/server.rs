@@ -24,8 +24,8 @@ pub enum ServerError {
     /// A socket could not be bound or used.
     #[error("{what}: {source}")]
     Io {
-        /// What was being done.
-        what: &'static str,
+        /// What was being done (with the address, for binds).
+        what: String,
         /// The cause.
         source: std::io::Error,
     },
@@ -46,7 +46,8 @@ pub enum ServerError {
     MediaLoopDied(usize),
 }
 
-fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> ServerError {
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let what = what.into();
     move |source| ServerError::Io { what, source }
 }
 
@@ -166,10 +167,10 @@ async fn start_planes(
         } else {
             config.udp_port + i
         };
-        let udp = std::net::UdpSocket::bind((udp_host, port))
-            .map_err(io("binding the UDP media socket"))?;
+        let at = SocketAddr::new(udp_host, port);
+        let udp = std::net::UdpSocket::bind(at).map_err(io(format!("binding UDP {at}")))?;
         udp.set_nonblocking(true)
-            .map_err(io("binding the UDP media socket"))?;
+            .map_err(io(format!("binding UDP {at}")))?;
         sockets.push(udp);
     }
     let local_ips = |bind| {
@@ -202,10 +203,10 @@ async fn start_planes(
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
     };
-    let tcp = std::net::TcpListener::bind((tcp_host, config.tcp_port))
-        .map_err(io("binding the ICE-TCP listener"))?;
+    let at = SocketAddr::new(tcp_host, config.tcp_port);
+    let tcp = std::net::TcpListener::bind(at).map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;
     tcp.set_nonblocking(true)
-        .map_err(io("binding the ICE-TCP listener"))?;
+        .map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;
     let tcp_addr = tcp.local_addr().map_err(io("ICE-TCP listener address"))?;
     let (media, loops) = media::spawn(sockets, tcp, http, media_config, stop)?;
     info!(tcp = %tcp_addr, "ICE-TCP listening");
@@ -422,6 +423,26 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(15);
+
+    /// A port already taken is named in the error, with its protocol and address.
+    #[tokio::test]
+    async fn a_bind_failure_names_the_address() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let mut config = Config::for_tests();
+        config.udp_port = port;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let error = spawn(listener, config)
+            .await
+            .err()
+            .expect("the port is taken");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("binding UDP 127.0.0.1:{port}: ")),
+            "{error}"
+        );
+    }
 
     /// A loop that panics (as one could in rtc's parsing of a hostile datagram) is not hidden: its
     /// statistics say it is not running (so `/healthz` answers 503), and the server ends with an

@@ -111,6 +111,12 @@ impl StreamName {
         if !s.bytes().all(ok) {
             return Err(BadStreamName("only A-Z a-z 0-9 _ - . ~ are allowed"));
         }
+        // RFC 3986 §5.2.4: clients remove `.` and `..` segments, so `/whip/..` reaches `/`.
+        if s == "." || s == ".." {
+            return Err(BadStreamName(
+                "\".\" and \"..\" are path segments, not names",
+            ));
+        }
         Ok(StreamName(s.to_owned()))
     }
 
@@ -203,5 +209,10 @@ mod tests {
         assert!(StreamName::parse("é").is_err());
         assert!(StreamName::parse(&"a".repeat(129)).is_err());
         assert!(StreamName::parse(&"a".repeat(128)).is_ok());
+        // Dot segments never reach the server (clients remove them); other dots are fine.
+        assert!(StreamName::parse(".").is_err());
+        assert!(StreamName::parse("..").is_err());
+        assert!(StreamName::parse("...").is_ok());
+        assert!(StreamName::parse(".hidden").is_ok());
     }
 }

@@ -447,3 +447,39 @@ async fn configured_origins_only() {
     let (r, _) = api.send(with_origin("https://evil.example")).await;
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn messages_are_in_users_words() {
+    let api = Api::new(Config::for_tests()).await;
+    // A recvonly offer to the echo endpoint: SDP's own word, and what would fit.
+    let (res, text) = api.sdp("/echo/words", RECVONLY_OFFER).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(text.contains("audio is recvonly"), "{text}");
+    assert!(text.contains("offer sendrecv"), "{text}");
+    // `.` and `..` are path segments clients remove: never stream names.
+    for name in [".", ".."] {
+        let (res, text) = api.sdp(&format!("/whip/{name}"), OFFER).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{name}");
+        assert!(text.contains("path segments"), "{text}");
+    }
+    // Any method the page's files and /healthz do not take: 405 with a reason and Allow.
+    for (method, path) in [
+        (Method::POST, "/"),
+        (Method::DELETE, "/healthz"),
+        (Method::PUT, "/app.js"),
+    ] {
+        let (res, text) = api.call(method.clone(), path).await;
+        assert_eq!(
+            res.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(res.headers()[header::ALLOW], "GET, HEAD");
+        assert_eq!(text, "method not allowed\n");
+    }
+    // The icon browsers ask for on every first load.
+    let (res, _) = api.call(Method::GET, "/favicon.ico").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "image/x-icon");
+    api.stop.cancel();
+}

@@ -10,6 +10,7 @@ const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
 const WHIP_CLIENT_JS: &str = include_str!("../../static/whip-client.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
+const FAVICON: &[u8] = include_bytes!("../../static/favicon.ico");
 
 /// `GET /`.
 pub async fn index() -> Response {
@@ -29,6 +30,23 @@ pub async fn whip_client_js() -> Response {
 /// `GET /style.css`.
 pub async fn style_css() -> Response {
     asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+/// `GET /favicon.ico`: a 32×32 icon (browsers ask for it on every first load).
+pub async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/x-icon"),
+            (header::CACHE_CONTROL, "max-age=86400"),
+        ],
+        FAVICON,
+    )
+        .into_response()
+}
+
+/// Any method but GET and HEAD on the page's files and `/healthz`.
+pub async fn not_allowed() -> crate::error::ApiError {
+    crate::error::ApiError::MethodNotAllowed { allow: "GET, HEAD" }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

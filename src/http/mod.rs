@@ -34,12 +34,15 @@ pub fn router(state: AppState) -> Router {
             .get(endpoints::get)
             .fallback(endpoints::not_allowed)
     };
+    // GET (and HEAD) only; any other method gets a 405 with its reason like every error.
+    let page = |get: MethodRouter<AppState>| get.fallback(assets::not_allowed);
     Router::new()
-        .route("/", get(assets::index))
-        .route("/app.js", get(assets::app_js))
-        .route("/whip-client.js", get(assets::whip_client_js))
-        .route("/style.css", get(assets::style_css))
-        .route("/healthz", get(assets::healthz))
+        .route("/", page(get(assets::index)))
+        .route("/app.js", page(get(assets::app_js)))
+        .route("/whip-client.js", page(get(assets::whip_client_js)))
+        .route("/style.css", page(get(assets::style_css)))
+        .route("/favicon.ico", page(get(assets::favicon)))
+        .route("/healthz", page(get(assets::healthz)))
         .route(
             "/whip/{stream}",
             endpoint(axum::routing::post(endpoints::post_whip)),
@@ -64,6 +67,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             cors::layer,
         ))
-        .layer(TraceLayer::new_for_http())
+        // The trace layer would log every 5xx at ERROR; ApiError logs each refusal once, at
+        // the level its status deserves.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }

@@ -25,6 +25,18 @@ enum Direction {
     Inactive,
 }
 
+impl std::fmt::Display for Direction {
+    /// As SDP spells it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        })
+    }
+}
+
 /// Checks an offer for `role`. Errors are client mistakes with a short reason.
 pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
     let bad = |why: &str| MediaError::BadOffer(why.to_owned());
@@ -54,8 +66,13 @@ pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
         Role::Echo => direction == Direction::SendRecv,
     };
     if !fits {
+        let needs = match role {
+            Role::Publisher => "a WHIP endpoint receives the client's audio: offer sendonly",
+            Role::Viewer => "a WHEP endpoint sends audio to the client: offer recvonly",
+            Role::Echo => "the echo endpoint sends the client's audio back: offer sendrecv",
+        };
         return Err(MediaError::BadOffer(format!(
-            "audio direction {direction:?} does not fit a {role} endpoint"
+            "the offer's audio is {direction}, but {needs}"
         )));
     }
     Ok(OfferInfo {
@@ -148,6 +165,15 @@ mod tests {
         let sendonly = offer("sendonly", OPUS_AFTER_PCMA, "");
         assert!(inspect(&sendonly, Role::Echo).is_err());
         assert!(inspect(&sendonly, Role::Viewer).is_err());
+        // The reason is in SDP's words and says what would fit.
+        let Err(MediaError::BadOffer(why)) = inspect(&recvonly, Role::Echo) else {
+            panic!("refused")
+        };
+        assert_eq!(
+            why,
+            "the offer's audio is recvonly, but the echo endpoint sends the client's audio back: \
+             offer sendrecv"
+        );
     }
 
     #[test]

@@ -855,7 +855,10 @@ impl Agent {
 
         let name = self.get_name().to_string();
         if self.candidate_pairs.is_empty() {
-            warn!(
+            // whip-echo patch (log level): normal for a controlled agent whose peer sent no
+            // candidates (it learns them from the peer's checks, RFC 8445 §7.3.1.3); as a warning
+            // this printed every 200 ms per such session.
+            debug!(
                 "[{}]: pingAllCandidates called with no candidate pairs. Connection is not possible yet.",
                 name,
             );
