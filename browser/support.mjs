@@ -28,22 +28,32 @@ export const FLAGS = [
 export function launch(args, prefix = []) {
   const [command, ...rest] = [...prefix, binary, "--log-format", "json", ...args];
   const child = spawn(command, rest, { stdio: ["ignore", "pipe", "inherit"] });
+  // Every log line, for tests that check what an operator would read.
+  child.logs = [];
+  let partial = "";
+  child.stdout.on("data", (chunk) => {
+    const lines = (partial + chunk).split("\n");
+    partial = lines.pop();
+    child.logs.push(...lines.filter(Boolean));
+  });
   return new Promise((resolve, reject) => {
-    let buffered = "";
     const timer = setTimeout(() => reject(new Error("whip-echo did not start")), WAIT);
     child.on("exit", (code) => reject(new Error(`whip-echo exited with ${code}`)));
-    child.stdout.on("data", (chunk) => {
-      buffered += chunk;
-      const match = buffered.match(/"message":"HTTP listening","addr":"([^"]+)"/) ||
-        buffered.match(/"addr":"([^"]+)".*HTTP listening/);
-      if (match) {
-        clearTimeout(timer);
-        child.stdout.removeAllListeners("data");
-        child.stdout.resume();
-        resolve({ child, addr: match[1] });
-      }
-    });
+    const started = () => {
+      const line = child.logs.find((l) => l.includes("HTTP listening"));
+      const match = line && line.match(/"addr":"([^"]+)"/);
+      if (!match) return;
+      clearTimeout(timer);
+      child.stdout.off("data", started);
+      resolve({ child, addr: match[1] });
+    };
+    child.stdout.on("data", started);
   });
+}
+
+/** The log lines of `child` at WARN or ERROR level. */
+export function warnings(child) {
+  return child.logs.filter((l) => /"level":"(WARN|ERROR)"/.test(l));
 }
 
 /**

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// No such resource or route.
     #[error("{0}")]
     NotFound(&'static str),
+    /// The session of this resource has ended (and why); it is gone for good.
+    #[error("session ended: {0}")]
+    Ended(&'static str),
     /// The method is not supported on this path; `allow` lists the ones that are.
     #[error("method not allowed")]
     MethodNotAllowed {
@@ -56,6 +59,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadSdp(_) | ApiError::BadStreamName(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Ended(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PublisherExists(_) => StatusCode::CONFLICT,
             ApiError::OverCapacity | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

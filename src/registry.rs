@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use crate::session::{ResourceId, Role, StreamName};
+use crate::session::{EndReason, ResourceId, Role, StreamName};
 
 /// How long an ended resource still answers DELETE with 200. Some clients (the `whip-whep` JS
 /// library) close the peer connection first and send DELETE right after.
@@ -18,8 +18,8 @@ pub const ENDED_GRACE: Duration = Duration::from_secs(60);
 pub enum Lookup<K> {
     /// A live session.
     Live(K),
-    /// A session that ended within the grace period.
-    Ended,
+    /// A session that ended within the grace period, and why.
+    Ended(EndReason),
     /// Never existed, or ended long ago.
     Unknown,
 }
@@ -48,7 +48,16 @@ pub struct Registry<K> {
     sessions: HashMap<K, Entry>,
     resources: HashMap<ResourceId, K>,
     streams: HashMap<StreamName, Stream<K>>,
-    ended: HashMap<ResourceId, Instant>,
+    ended: HashMap<ResourceId, Ended>,
+}
+
+/// A resource whose session ended: until when it is remembered, why it ended, and whether a
+/// DELETE still answers 200 (once, RFC 9725 §4.4; after that, 404).
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    until: Instant,
+    reason: EndReason,
+    deletable: bool,
 }
 
 impl<K> Default for Registry<K> {
@@ -111,13 +120,14 @@ impl<K: Copy + Eq + Hash> Registry<K> {
             return Lookup::Live(*key);
         }
         match self.ended.get(resource) {
-            Some(until) if *until > now => Lookup::Ended,
+            Some(ended) if ended.until > now => Lookup::Ended(ended.reason),
             _ => Lookup::Unknown,
         }
     }
 
-    /// Removes the live session `key`; its resource stays deletable until `now + ENDED_GRACE`.
-    pub fn end(&mut self, key: K, now: Instant) -> Option<Entry> {
+    /// Removes the live session `key`, which ended for `reason`; its resource stays deletable
+    /// (and says why it ended) until `now + ENDED_GRACE`.
+    pub fn end(&mut self, key: K, now: Instant, reason: EndReason) -> Option<Entry> {
         let entry = self.sessions.remove(&key)?;
         self.resources.remove(&entry.resource);
         if let Some(stream) = self.streams.get_mut(&entry.stream) {
@@ -129,18 +139,30 @@ impl<K: Copy + Eq + Hash> Registry<K> {
                 self.streams.remove(&entry.stream);
             }
         }
-        self.ended.insert(entry.resource, now + ENDED_GRACE);
+        let ended = Ended {
+            until: now + ENDED_GRACE,
+            reason,
+            deletable: reason != EndReason::Deleted,
+        };
+        self.ended.insert(entry.resource, ended);
         Some(entry)
     }
 
-    /// A DELETE of an ended resource: true (and forgotten) if it was still in its grace period.
-    pub fn forget_ended(&mut self, resource: &ResourceId, now: Instant) -> bool {
-        matches!(self.ended.remove(resource), Some(until) if until > now)
+    /// A DELETE of an ended resource: true once if it was still in its grace period (it keeps
+    /// saying why it ended, to GET, until the grace period is over).
+    pub fn delete_ended(&mut self, resource: &ResourceId, now: Instant) -> bool {
+        match self.ended.get_mut(resource) {
+            Some(ended) if ended.until > now && ended.deletable => {
+                ended.deletable = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops ended resources whose grace period is over.
     pub fn prune(&mut self, now: Instant) {
-        self.ended.retain(|_, until| *until > now);
+        self.ended.retain(|_, ended| ended.until > now);
     }
 }
 
@@ -185,14 +207,26 @@ mod tests {
         let p = ResourceId::random();
         r.insert(1, entry(p, Role::Echo, "s"));
         assert_eq!(r.lookup(&p, t0), Lookup::Live(1));
-        assert_eq!(r.end(1, t0), Some(entry(p, Role::Echo, "s")));
+        assert_eq!(
+            r.end(1, t0, EndReason::Replaced),
+            Some(entry(p, Role::Echo, "s"))
+        );
         assert_eq!(r.session(1), None);
         assert!(r.is_empty());
-        assert_eq!(r.lookup(&p, t0), Lookup::Ended);
+        assert_eq!(r.lookup(&p, t0), Lookup::Ended(EndReason::Replaced));
         assert_eq!(r.lookup(&p, t0 + ENDED_GRACE), Lookup::Unknown);
-        assert!(r.forget_ended(&p, t0));
-        assert!(!r.forget_ended(&p, t0));
+        assert!(r.delete_ended(&p, t0));
+        assert!(!r.delete_ended(&p, t0));
+        // Deleted, it still says why it ended until the grace period is over.
+        assert_eq!(r.lookup(&p, t0), Lookup::Ended(EndReason::Replaced));
+        r.prune(t0 + ENDED_GRACE);
         assert_eq!(r.lookup(&p, t0), Lookup::Unknown);
+        // A session ended by DELETE is not deletable again.
+        let q = ResourceId::random();
+        r.insert(2, entry(q, Role::Echo, "s"));
+        r.end(2, t0, EndReason::Deleted);
+        assert!(!r.delete_ended(&q, t0));
+        assert_eq!(r.lookup(&q, t0), Lookup::Ended(EndReason::Deleted));
     }
 
     #[test]
@@ -202,10 +236,10 @@ mod tests {
         let (p, v) = (ResourceId::random(), ResourceId::random());
         r.insert(1, entry(p, Role::Publisher, "s"));
         r.insert(2, entry(v, Role::Viewer, "s"));
-        r.end(1, t0);
+        r.end(1, t0, EndReason::Deleted);
         assert_eq!(r.publisher(&name("s")), None);
         assert_eq!(r.viewers(&name("s")), &[2]);
-        r.end(2, t0);
+        r.end(2, t0, EndReason::Deleted);
         assert!(r.is_empty());
         r.prune(t0 + ENDED_GRACE);
         assert!(r.ended.is_empty());

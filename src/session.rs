@@ -152,6 +152,22 @@ pub enum EndReason {
     Replaced,
 }
 
+impl EndReason {
+    /// Why the session ended, in the words of someone who was in it (a `GET` of an ended
+    /// resource says this, and the page shows it).
+    pub fn describe(self) -> &'static str {
+        match self {
+            EndReason::Deleted => "its resource was deleted (a DELETE request)",
+            EndReason::Abandoned => "the client went away before the session was set up",
+            EndReason::Failed => "the server lost contact with the client (ICE consent expired)",
+            EndReason::Closed => "the client closed the connection",
+            EndReason::SetupTimeout => "ICE did not connect in time",
+            EndReason::Shutdown => "the server is shutting down",
+            EndReason::Replaced => "a new publisher took the stream over",
+        }
+    }
+}
+
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -1,25 +1,46 @@
 // The whip-echo page: echo test (WHIP publish + WHEP play, or the /echo extension), publish, play,
-// hang up; a timeline from the click; level meters; connection statistics. Its state is mirrored on
-// `window.whipEcho` so that tests (and curious people) can read it.
+// hang up; a status and a timeline per leg; level meters; connection statistics; the measured echo
+// latency; a delayed echo. Its state is mirrored on `window.whipEcho` so that tests (and curious
+// people) can read it.
 
 import { HttpError, Session, supportsTrickle } from "/whip-client.js";
+import { delayedPlayback, measure, median } from "/latency.js";
+import { describeEnd, iceFailure, mediaPath, showServerPaths } from "/diagnose.js";
 
 const $ = (id) => document.getElementById(id);
-const state = (window.whipEcho = { status: "idle", timeline: [], trace: [], error: null, stats: {}, resources: [], peak: {} });
+const state = (window.whipEcho = {
+  status: "idle", legs: {}, timeline: [], trace: [], error: null, stats: {}, resources: [], peak: {}, paths: [],
+});
+/** The legs of the current action, in start order; each a Session with `name`, `state`, `stream`. */
 let legs = [];
+/** The legs the current action will have (a leg waiting for the microphone is planned, not started). */
+let plan = [];
 let t0 = 0;
 let mic = null;
 let statsTimer = null;
 let audioCtx = null;
+let playback = null;
 
-// ---------- stream name and URLs ----------
+const LEG_NAMES = { whip: "publish", whep: "play", echo: "echo" };
+const title = (s) => s[0].toUpperCase() + s.slice(1);
+
+// ---------- stream name, URLs and publisher set-ups ----------
 $("stream").value = `echo-${Math.random().toString(36).slice(2, 8)}`;
 const endpoint = (kind) => new URL(`/${kind}/${encodeURIComponent($("stream").value.trim())}`, location.href).href;
 function showUrls() {
   $("whip-url").value = endpoint("whip");
   $("whep-url").value = endpoint("whep");
+  $("obs-server").value = endpoint("whip");
+  const token = $("token").value.trim();
+  const auth = token ? ` auth-token="${token}"` : "";
+  $("gst-publish").value = "gst-launch-1.0 audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! " +
+    `opusenc ! rtpopuspay ! whipsink whip-endpoint="${endpoint("whip")}"${auth}`;
+  $("gst-play").value = `gst-launch-1.0 whepsrc whep-endpoint="${endpoint("whep")}"${auth} video-caps="" ` +
+    "audio-caps=\"application/x-rtp,media=audio,encoding-name=OPUS,payload=111\" ! " +
+    "rtpopusdepay ! opusdec ! audioconvert ! autoaudiosink";
 }
 $("stream").addEventListener("input", showUrls);
+$("token").addEventListener("input", showUrls);
 showUrls();
 // Whether this server takes trickle ICE, asked once at load so that no click waits for it.
 const trickle = supportsTrickle(endpoint("whip"));
@@ -31,14 +52,39 @@ for (const button of document.querySelectorAll("button.copy")) {
     setTimeout(() => (button.textContent = "Copy"), 1200);
   });
 }
+showServerPaths(state, $("server-paths"));
 
 // ---------- status, errors, timeline ----------
-function setStatus(status, text) {
-  state.status = status;
-  $("status").textContent = text;
-  const busy = status === "connecting" || status === "connected";
+/** One leg's state; the page status is derived from all planned legs. */
+function setLeg(name, legState) {
+  state.legs[name] = legState;
+  renderStatus();
+}
+function renderStatus() {
+  const names = plan.length ? plan : Object.keys(state.legs);
+  const of = (n) => state.legs[n] || "not started";
+  const all = (s) => names.length && names.every((n) => [].concat(s).includes(of(n)));
+  const connectedStates = ["connected", "waiting for the publisher", "receiving audio"];
+  if (state.status === "failed" || state.status === "ended") {
+    // Kept until the next action: the error says what happened.
+  } else if (!names.length) {
+    state.status = "idle";
+  } else if (all(connectedStates)) {
+    state.status = "connected";
+  } else {
+    state.status = "connecting";
+  }
+  const text = names.length === 1 ? `${title(of(names[0]))}.` : names.map((n) => `${title(n)}: ${of(n)}`).join(" · ");
+  $("status").textContent = names.length ? text : state.idleText || "Idle.";
+  const busy = state.status === "connecting" || state.status === "connected";
   for (const id of ["echo", "publish", "play"]) $(id).disabled = busy;
   $("hangup").disabled = !busy;
+  $("latency").disabled = !(state.status === "connected" && canMeasure());
+}
+function fail(status, message) {
+  state.status = status;
+  showError(message);
+  renderStatus();
 }
 function showError(message) {
   state.error = message;
@@ -49,12 +95,14 @@ function showError(message) {
 function trace(what) {
   state.trace.push({ what, ms: Math.round(performance.now() - t0) });
 }
-function mark(label) {
-  if (state.timeline.some((m) => m.label === label)) return;
+/** A timeline mark; with two legs, each mark names its leg. */
+function mark(label, leg) {
+  const full = leg && plan.length > 1 ? `${leg}: ${label}` : label;
+  if (state.timeline.some((m) => m.label === full)) return;
   const ms = Math.round(performance.now() - t0);
-  state.timeline.push({ label, ms });
+  state.timeline.push({ label: full, ms });
   const li = document.createElement("li");
-  li.textContent = `${label}: ${ms} ms`;
+  li.textContent = `${full}: ${ms} ms`;
   $("timeline").append(li);
 }
 
@@ -63,95 +111,83 @@ function mark(label) {
 const CONNECT_TIMEOUT_MS = 10_000;
 
 async function startLeg(kind, track) {
+  const name = LEG_NAMES[kind];
   const onStep = (label) => {
     trace(`${kind} ${label}`);
-    if (label === "POST sent" || label === "201 received") mark(label);
+    if (label === "POST sent" || label === "201 received") mark(label, name);
   };
   const token = $("token").value.trim();
   const session = new Session({ endpoint: endpoint(kind), kind, track, token, onStep, trickle: token ? undefined : trickle });
+  session.name = name;
   legs.push(session);
+  setLeg(name, "connecting");
   watchLeg(session);
-  await session.start();
+  try {
+    await session.start();
+  } catch (e) {
+    throw Object.assign(e, { leg: name });
+  }
   state.resources.push(session.resource);
+  watchTransport(session);
   setTimeout(() => {
-    const pc = session.pc;
-    if (legs.includes(session) && pc.connectionState !== "connected" && state.status !== "failed") iceFailed(pc);
+    if (legs.includes(session) && session.pc.connectionState !== "connected") legEnded(session, "timeout");
   }, CONNECT_TIMEOUT_MS);
   return session;
 }
 
-/** Timeline marks and failure hints from one leg's connection. */
+/** Timeline marks, states and the received track of one leg's connection. */
 function watchLeg(session) {
-  const { pc } = session;
+  const { pc, name } = session;
   pc.addEventListener("iceconnectionstatechange", () => {
-    if (pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed") mark("ICE connected");
-    if (pc.iceConnectionState === "failed") iceFailed(pc);
+    if (pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed") mark("ICE connected", name);
+    if (pc.iceConnectionState === "failed") legEnded(session, "ice-failed");
   });
   pc.addEventListener("connectionstatechange", () => {
     if (pc.connectionState === "connected") {
-      mark("DTLS connected");
+      mark("DTLS connected", name);
+      if (!session.receives) setLeg(name, "connected");
+      else if (!session.firstAudio) setLeg(name, session.kind === "whep" ? "waiting for the publisher" : "connected");
       findPath(session);
-      if (legs.every((l) => l.pc.connectionState === "connected")) {
-        setStatus("connected", "Connected.");
-        setTimeout(startMeters, 0);
-      }
+      if (state.status === "connected") setTimeout(startMeters, 0);
     }
-    if (pc.connectionState === "failed") iceFailed(pc);
+    if (pc.connectionState === "failed") legEnded(session, "ice-failed");
   });
+  session.receives = session.kind !== "whip";
   pc.addEventListener("track", (e) => {
-    const stream = e.streams[0] || new MediaStream([e.track]);
-    $("out").srcObject = stream;
-    meterLater(stream, $("out-level"), "out");
+    session.stream = e.streams[0] || new MediaStream([e.track]);
+    $("out").srcObject = session.stream;
+    meterLater(session.stream, $("out-level"), "out");
   });
-}
-
-async function iceFailed(pc) {
-  const kinds = new Set();
-  const stats = await pc.getStats().catch(() => new Map());
-  for (const s of stats.values()) {
-    if (s.type === "local-candidate" || s.type === "remote-candidate") kinds.add(`${s.type.split("-")[0]} ${s.protocol}/${s.candidateType}`);
-  }
-  // The ports the server's answer announced (RFC 8839 §5.1: foundation component transport
-  // priority address port typ ...), whether or not this browser could pair with them.
-  const ports = { udp: new Set(), tcp: new Set() };
-  for (const [, transport, port] of (pc.remoteDescription?.sdp || "").matchAll(/^a=candidate:\S+ \d+ (\w+) \d+ \S+ (\d+) /gm)) {
-    ports[transport.toLowerCase()]?.add(Number(port));
-  }
-  const tried = [...kinds].sort().join(", ") || "no candidates";
-  const how = pc.iceConnectionState === "failed" ? "ICE failed" : `ICE failed: not connected after ${CONNECT_TIMEOUT_MS / 1000} s`;
-  const list = (set) => [...set].sort((a, b) => a - b).join(", ");
-  const open = [ports.udp.size && `UDP ${list(ports.udp)}`, ports.tcp.size && `TCP ${list(ports.tcp)}`].filter(Boolean).join(" or ");
-  showError(`Media could not connect (${how}). Tried: ${tried}.\n` +
-    "The HTTP part worked, so UDP to the server is probably blocked on this network, and TCP to its media ports too. " +
-    (open ? `Ask the operator to open ${open} on the server (the ports its answer announced), ` : "Ask the operator to open the server's media ports, ") +
-    "or try another network.");
-  setStatus("failed", "ICE failed.");
-  await hangup({ quiet: true, keepState: true }); // DELETE: the server need not wait for a timeout
 }
 
 /**
- * The transport of a connection's selected candidate pair, as people name it: "UDP", "TCP",
- * "TCP on the HTTP port" (whip-echo takes ICE-TCP on the port that serves this page) or "relay".
+ * The server closes a session with a DTLS close_notify (DELETE by someone else, a publisher that
+ * takes over, shutdown); Chromium then reports the DTLS transport `closed` at once, while the
+ * connection itself stays "connected" until consent fails 6-17 s later.
  */
-async function mediaPath(pc) {
-  const stats = await pc.getStats().catch(() => new Map());
-  let pair = null;
-  for (const s of stats.values()) {
-    if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+function watchTransport(session) {
+  const transport = session.pc.getSenders()[0]?.transport || session.pc.getReceivers()[0]?.transport;
+  transport?.addEventListener("statechange", () => {
+    if (transport.state === "closed" || transport.state === "failed") legEnded(session, "dtls-" + transport.state);
+  });
+}
+
+/** A leg stopped without a hang-up: find out whether the server ended it or the network failed. */
+async function legEnded(session, how) {
+  if (!legs.includes(session) || session.ending) return;
+  session.ending = true;
+  trace(`${session.kind} ended (${how})`);
+  const ended = await describeEnd(session.resource, { closed: how.startsWith("dtls") });
+  if (!legs.includes(session)) return; // hung up meanwhile
+  const leg = plan.length > 1 ? `${title(session.name)}: ` : "";
+  if (ended) {
+    setLeg(session.name, "ended");
+    fail("ended", `${leg}${ended}`);
+  } else {
+    setLeg(session.name, "failed");
+    fail("failed", leg + await iceFailure(session.pc, how === "timeout" ? CONNECT_TIMEOUT_MS : 0));
   }
-  if (!pair) return null;
-  const local = stats.get(pair.localCandidateId);
-  const remote = stats.get(pair.remoteCandidateId);
-  if (!local || !remote) return null;
-  // Chromium hides a peer-reflexive remote's address (RFC 8445 §7.3.1.3 learnt it from a check).
-  const where = remote.address ? `${remote.address}:${remote.port}` : `port ${remote.port}`;
-  if (local.candidateType === "relay" || remote.candidateType === "relay") {
-    return { name: "relay", label: `relay (TURN over ${local.relayProtocol || local.protocol}) to ${where}` };
-  }
-  if (remote.protocol === "udp") return { name: "udp", label: `UDP to ${where}` };
-  const pagePort = Number(location.port || (location.protocol === "https:" ? 443 : 80));
-  if (remote.port === pagePort) return { name: "tcp-http-port", label: `TCP on the HTTP port (${where})` };
-  return { name: "tcp", label: `TCP to ${where}` };
+  await hangup({ keep: true }); // DELETE: the server need not wait for a timeout
 }
 
 /** Names the leg's media path on the timeline once its connection has a selected pair. */
@@ -161,57 +197,32 @@ async function findPath(session) {
   if (!path || session.path) return;
   session.path = path;
   state.paths = legs.filter((l) => l.path).map((l) => ({ kind: l.kind, ...l.path }));
-  mark(`media path: ${path.label}`);
+  mark(`media path: ${path.label}`, session.name);
 }
-
-/**
- * The server's start-up self-test of its media paths (GET /healthz as JSON), shown once it is
- * done (it takes milliseconds, but a page loaded right after start-up may ask before).
- */
-async function showServerPaths(attempts = 40) {
-  let health;
-  try {
-    const res = await fetch("/healthz", { headers: { Accept: "application/json" } });
-    health = await res.json();
-  } catch {
-    return; // an older server or another origin: nothing to show
-  }
-  state.serverPaths = health.self_test;
-  if (health.self_test?.state === "running" && attempts > 0) {
-    setTimeout(() => showServerPaths(attempts - 1), 250);
-    return;
-  }
-  if (health.self_test?.state !== "done") return;
-  const name = { udp: "UDP", tcp: "TCP", "tcp-http-port": "TCP on the HTTP port" };
-  $("server-paths").textContent = "Server self-test: " + health.self_test.paths
-    .map((p) => `${name[p.path] || p.path} ${p.addr.split(":").pop()} ${p.error ? "failed" : "ok"}`).join(" · ");
-}
-showServerPaths();
 
 // ---------- actions ----------
-async function run(action) {
-  await hangup({ quiet: true });
+async function run(planned, action) {
+  await hangup({ keep: false, quiet: true });
   t0 = performance.now();
-  state.timeline = [];
-  state.trace = [];
+  Object.assign(state, { timeline: [], trace: [], resources: [], paths: [], legs: {}, firstAudioMs: undefined, status: "connecting" });
+  plan = planned;
   pendingMeters = [];
-  state.resources = [];
-  state.firstAudioMs = undefined;
-  state.paths = [];
   $("timeline").replaceChildren();
   showError(null);
-  setStatus("connecting", "Connecting…");
+  renderStatus();
   try {
     await action();
     startStats();
   } catch (e) {
-    showError(describe(e));
-    setStatus("failed", "Failed.");
-    await hangup({ quiet: true, keepState: true });
+    if (e.leg) setLeg(e.leg, "failed");
+    const leg = e.leg && plan.length > 1 ? `${title(e.leg)}: ` : "";
+    fail("failed", leg + describe(e));
+    await hangup({ keep: true });
   }
 }
 
 async function microphone() {
+  if (plan.includes("publish")) setLeg("publish", "waiting for the microphone");
   if (!mic) mic = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
   trace("microphone ready");
   meterLater(mic, $("in-level"), "in");
@@ -225,28 +236,81 @@ function describe(e) {
   return `Error: ${e && e.message ? e.message : e}`;
 }
 
-async function hangup({ quiet = false, keepState = false } = {}) {
+/** Stops every leg; `keep` leaves the status and error of a failure on the page. */
+async function hangup({ keep = false, quiet = false } = {}) {
   clearInterval(statsTimer);
   statsTimer = null;
   const stopping = legs;
   legs = [];
+  playback?.stop();
+  playback = null;
   await Promise.all(stopping.map((l) => l.stop()));
   $("out").srcObject = null;
-  if (!quiet || (!keepState && stopping.length)) setStatus("idle", quiet ? "Idle." : "Hung up.");
+  if (keep) return;
+  plan = [];
+  state.legs = {};
+  state.status = "idle";
+  state.idleText = quiet ? "Idle." : "Hung up.";
+  renderStatus();
 }
 
-$("echo").addEventListener("click", () => run(async () => {
-  if ($("single").checked) {
-    await startLeg("echo", await microphone());
-  } else {
-    // Both legs at once: the player needs no microphone, so it starts while permission is asked.
-    await Promise.all([startLeg("whep"), microphone().then((track) => startLeg("whip", track))]);
-  }
-}));
-$("publish").addEventListener("click", () => run(async () => startLeg("whip", await microphone())));
-$("play").addEventListener("click", () => run(async () => startLeg("whep")));
+$("echo").addEventListener("click", () => {
+  const single = $("single").checked;
+  run(single ? ["echo"] : ["play", "publish"], async () => {
+    if (single) {
+      await startLeg("echo", await microphone());
+    } else {
+      // Both legs at once: the player needs no microphone, so it starts while permission is asked.
+      await Promise.all([startLeg("whep"), microphone().then((track) => startLeg("whip", track))]);
+    }
+  });
+});
+$("publish").addEventListener("click", () => run(["publish"], async () => startLeg("whip", await microphone())));
+$("play").addEventListener("click", () => run(["play"], async () => startLeg("whep")));
 $("hangup").addEventListener("click", () => hangup());
 addEventListener("pagehide", () => { for (const l of legs) l.stop({ keepalive: true }); });
+
+// ---------- playback: volume, delayed echo, latency ----------
+function context() {
+  audioCtx ||= new AudioContext();
+  audioCtx.resume().catch(() => {});
+  return audioCtx;
+}
+const volume = () => Number($("volume").value);
+const delayS = () => Number($("delay").value);
+/** Plays the received stream directly, or through a DelayNode for the delayed echo. */
+function updatePlayback() {
+  const receiving = legs.find((l) => l.receives && l.stream);
+  $("out").volume = volume();
+  playback?.stop();
+  playback = null;
+  $("out").muted = delayS() > 0;
+  // Chromium feeds a remote stream into WebAudio only while a media element plays it (muted).
+  if (receiving && delayS() > 0) playback = delayedPlayback(context(), receiving.stream, delayS(), volume());
+}
+$("volume").addEventListener("input", () => { $("out").volume = volume(); playback?.setVolume(volume()); });
+$("delay").addEventListener("change", updatePlayback);
+
+function canMeasure() {
+  return legs.some((l) => l.kind !== "whep") && legs.some((l) => l.receives && l.stream);
+}
+$("latency").addEventListener("click", async () => {
+  const sending = legs.find((l) => l.kind !== "whep");
+  const receiving = legs.find((l) => l.receives && l.stream);
+  const sender = sending?.pc.getSenders().find((s) => s.track?.kind === "audio");
+  if (!sender || !receiving) return;
+  $("latency").disabled = true;
+  $("latency-result").textContent = "Measuring…";
+  const ctx = context();
+  const tap = playback?.tap || ctx.createMediaStreamSource(receiving.stream);
+  const times = await measure(ctx, sender, tap, { extraDelayS: delayS() });
+  const ms = median(times);
+  state.latency = { ms, times };
+  $("latency-result").textContent = ms === undefined ? "No burst came back." :
+    `Echo latency ${ms} ms (median of ${times.length}: ${times.join(", ")} ms)` +
+    (state.stats.rttMs !== undefined ? `; ICE round trip ${state.stats.rttMs} ms.` : ".");
+  renderStatus();
+});
 
 // ---------- meters ----------
 // Starting an AudioContext blocks the page for tens of milliseconds, so meters start only once
@@ -258,19 +322,20 @@ function meterLater(stream, element, name) {
 }
 function startMeters() {
   for (const args of pendingMeters.splice(0)) meter(...args);
+  updatePlayback();
 }
 function meter(stream, element, name) {
-  audioCtx ||= new AudioContext();
-  audioCtx.resume().catch(() => {});
-  const analyser = audioCtx.createAnalyser();
+  const ctx = context();
+  const analyser = ctx.createAnalyser();
   analyser.fftSize = 512;
-  audioCtx.createMediaStreamSource(stream).connect(analyser);
+  ctx.createMediaStreamSource(stream).connect(analyser);
   const data = new Float32Array(analyser.fftSize);
   const draw = () => {
     analyser.getFloatTimeDomainData(data);
     let peak = 0;
     for (const v of data) peak = Math.max(peak, Math.abs(v));
-    element.value = Math.min(1, peak * 1.5);
+    // Rise at once, fall smoothly (about 10 dB per 100 ms at 60 frames per second).
+    element.value = Math.max(Math.min(1, peak * 1.5), element.value * 0.9);
     state.peak[name] = Math.max(state.peak[name] || 0, peak);
     if (stream.active) requestAnimationFrame(draw);
   };
@@ -289,7 +354,7 @@ function startStats() {
           out.packetsReceived = s.packetsReceived;
           out.packetsLost = s.packetsLost;
           out.jitterMs = Math.round((s.jitter || 0) * 1000);
-          if (s.packetsReceived > 0) firstAudio();
+          if (s.packetsReceived > 0) firstAudio(leg);
         }
         if (s.type === "outbound-rtp" && s.kind === "audio") out.packetsSent = s.packetsSent;
         if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
@@ -305,10 +370,12 @@ function startStats() {
   statsTimer = setInterval(poll, 1000);
 }
 
-function firstAudio() {
-  if (state.firstAudioMs !== undefined) return;
-  mark("first audio received");
-  state.firstAudioMs = state.timeline.find((m) => m.label === "first audio received").ms;
+function firstAudio(leg) {
+  if (leg.firstAudio) return;
+  leg.firstAudio = true;
+  mark("first audio received", leg.name);
+  state.firstAudioMs ??= state.timeline.at(-1).ms;
+  if (leg.pc.connectionState === "connected") setLeg(leg.name, leg.kind === "whep" ? "receiving audio" : "connected");
 }
 
 function renderStats(s) {
@@ -318,7 +385,7 @@ function renderStats(s) {
     ["Jitter", s.jitterMs !== undefined ? `${s.jitterMs} ms` : undefined],
     ["Packets sent", s.packetsSent],
     ["Round-trip time", s.rttMs !== undefined ? `${s.rttMs} ms` : undefined],
-    ...(state.paths || []).map((p) => [`Media path (${p.kind})`, p.label]),
+    ...state.paths.map((p) => [`Media path (${LEG_NAMES[p.kind]})`, p.label]),
   ].filter(([, v]) => v !== undefined);
   $("stats").replaceChildren(...rows.flatMap(([k, v]) => {
     const dt = document.createElement("dt");

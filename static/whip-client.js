@@ -107,7 +107,8 @@ export class Session {
     const body = await res.text();
     if (res.status !== 201) throw new HttpError(res.status, body.trim());
     this.onStep("201 received");
-    this.resource = new URL(res.headers.get("Location"), this.endpoint).href;
+    // RFC 9725 §4.5: after a redirect, the Location is relative to where the POST ended up.
+    this.resource = new URL(res.headers.get("Location"), res.url || this.endpoint).href;
     this.etag = res.headers.get("ETag");
     await pc.setRemoteDescription({ type: "answer", sdp: body });
     if (trickle) this.trickle(pending);

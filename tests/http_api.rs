@@ -139,9 +139,12 @@ async fn whip_post_creates_a_resource() {
         api.call(Method::DELETE, &location).await.0.status(),
         StatusCode::NOT_FOUND
     );
+    // Gone, and it says why (for the grace period; a client whose connection closed asks).
+    let (r, text) = api.call(Method::GET, &location).await;
+    assert_eq!(r.status(), StatusCode::GONE);
     assert_eq!(
-        api.call(Method::GET, &location).await.0.status(),
-        StatusCode::NOT_FOUND
+        text,
+        "session ended: its resource was deleted (a DELETE request)\n"
     );
 }
 
@@ -312,7 +315,14 @@ async fn a_second_publisher_takes_over_by_default() {
     let (r, text) = api.sdp("/whip/a", OFFER).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{text}");
     let new = header_of(&r, "location").to_owned();
-    // The replaced session's resource still answers DELETE once, within the grace period.
+    // The replaced session's resource says why it ended (410, so its client can tell the user)...
+    let (r, text) = api.call(Method::GET, &old).await;
+    assert_eq!(r.status(), StatusCode::GONE);
+    assert_eq!(
+        text,
+        "session ended: a new publisher took the stream over\n"
+    );
+    // ...and still answers DELETE once, within the grace period.
     assert_eq!(
         api.call(Method::DELETE, &old).await.0.status(),
         StatusCode::OK

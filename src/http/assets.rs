@@ -9,6 +9,8 @@ use crate::selftest::{self, SelfTest};
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
 const WHIP_CLIENT_JS: &str = include_str!("../../static/whip-client.js");
+const LATENCY_JS: &str = include_str!("../../static/latency.js");
+const DIAGNOSE_JS: &str = include_str!("../../static/diagnose.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 const FAVICON: &[u8] = include_bytes!("../../static/favicon.ico");
 
@@ -25,6 +27,16 @@ pub async fn app_js() -> Response {
 /// `GET /whip-client.js`: the WHIP/WHEP client module.
 pub async fn whip_client_js() -> Response {
     asset("text/javascript; charset=utf-8", WHIP_CLIENT_JS)
+}
+
+/// `GET /latency.js`: the latency measurement and the delayed echo.
+pub async fn latency_js() -> Response {
+    asset("text/javascript; charset=utf-8", LATENCY_JS)
+}
+
+/// `GET /diagnose.js`: what the page says when media does not flow.
+pub async fn diagnose_js() -> Response {
+    asset("text/javascript; charset=utf-8", DIAGNOSE_JS)
 }
 
 /// `GET /style.css`.

@@ -40,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", page(get(assets::index)))
         .route("/app.js", page(get(assets::app_js)))
         .route("/whip-client.js", page(get(assets::whip_client_js)))
+        .route("/latency.js", page(get(assets::latency_js)))
+        .route("/diagnose.js", page(get(assets::diagnose_js)))
         .route("/style.css", page(get(assets::style_css)))
         .route("/favicon.ico", page(get(assets::favicon)))
         .route("/healthz", page(get(assets::healthz)))

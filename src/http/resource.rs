@@ -6,6 +6,7 @@ use axum::response::Response;
 
 use super::{cors, AppState};
 use crate::error::ApiError;
+use crate::media::ResourceState;
 use crate::session::ResourceId;
 
 /// Methods of a session resource. PATCH (trickle ICE, ICE restart) is not offered yet.
@@ -21,16 +22,18 @@ pub async fn delete(
     Ok(StatusCode::OK)
 }
 
-/// `GET /resource/{id}`: 2xx without content while the resource exists.
+/// `GET /resource/{id}`: 204 while the session lives; 410 with the reason once it has ended by
+/// itself (for the grace period in which DELETE still answers 200), so a client that sees its
+/// connection close can learn why; 404 otherwise.
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let resource = parse(&id)?;
-    if state.media.exists(resource).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("no such resource"))
+    match state.media.exists(resource).await? {
+        ResourceState::Live => Ok(StatusCode::NO_CONTENT),
+        ResourceState::Ended(reason) => Err(ApiError::Ended(reason.describe())),
+        ResourceState::Unknown => Err(ApiError::NotFound("no such resource")),
     }
 }
 

@@ -8,7 +8,7 @@ use tracing::info;
 use super::conn::{Conn, Leg, Link};
 use super::event_loop::MediaLoop;
 use super::routes::SessionKey;
-use super::{Command, MediaError, NewSession};
+use super::{Command, MediaError, NewSession, ResourceState};
 use crate::config::PublisherConflict;
 use crate::registry::{Entry, Lookup};
 use crate::session::{EndReason, ResourceId, StreamName};
@@ -36,7 +36,11 @@ impl MediaLoop {
                 let _ = reply.send(self.delete(resource, now));
             }
             Command::Exists { resource, reply } => {
-                let _ = reply.send(self.registry.lookup(&resource, now) != Lookup::Unknown);
+                let _ = reply.send(match self.registry.lookup(&resource, now) {
+                    Lookup::Live(_) => ResourceState::Live,
+                    Lookup::Ended(reason) => ResourceState::Ended(reason),
+                    Lookup::Unknown => ResourceState::Unknown,
+                });
             }
             #[cfg(test)]
             Command::Panic => panic!("media loop told to panic (test)"),
@@ -49,14 +53,10 @@ impl MediaLoop {
         match self.registry.lookup(&resource, now) {
             Lookup::Live(key) => {
                 self.teardown(key, EndReason::Deleted);
-                self.registry.forget_ended(&resource, now);
                 Ok(())
             }
-            Lookup::Ended => {
-                self.registry.forget_ended(&resource, now);
-                Ok(())
-            }
-            Lookup::Unknown => Err(MediaError::UnknownResource),
+            Lookup::Ended(_) if self.registry.delete_ended(&resource, now) => Ok(()),
+            Lookup::Ended(_) | Lookup::Unknown => Err(MediaError::UnknownResource),
         }
     }
 

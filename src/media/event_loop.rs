@@ -371,7 +371,7 @@ impl MediaLoop {
                 self.transports.tcp.close(id);
             }
         }
-        self.registry.end(key, Instant::now());
+        self.registry.end(key, Instant::now(), reason);
         conn.span.in_scope(|| info!(%reason, "session ended"));
         // Dropping `conn` gives its place under the session cap back.
         drop(conn);

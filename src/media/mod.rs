@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::PublisherConflict;
-use crate::session::{ResourceId, Role, StreamName};
+use crate::session::{EndReason, ResourceId, Role, StreamName};
 
 pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
@@ -52,7 +52,7 @@ pub(crate) enum Command {
     },
     Exists {
         resource: ResourceId,
-        reply: oneshot::Sender<bool>,
+        reply: oneshot::Sender<ResourceState>,
     },
     /// Makes the loop panic, to test that a dead loop is seen.
     #[cfg(test)]
@@ -68,6 +68,17 @@ pub(crate) struct NewSession {
     pub permit: cap::Permit,
     /// When negotiation started: the setup deadline counts from here.
     pub started: Instant,
+}
+
+/// What a resource id names, as `GET /resource/{id}` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceState {
+    /// A live session.
+    Live,
+    /// A session that ended within the grace period.
+    Ended(EndReason),
+    /// Nothing (never, or ended long ago).
+    Unknown,
 }
 
 /// The transport protocol of a candidate.
@@ -200,8 +211,9 @@ impl MediaHandle {
             .await?
     }
 
-    /// Whether `resource` names a live or recently ended session.
-    pub async fn exists(&self, resource: ResourceId) -> Result<bool, MediaError> {
+    /// Whether `resource` names a live session, one that ended within the grace period (and
+    /// why), or nothing.
+    pub async fn exists(&self, resource: ResourceId) -> Result<ResourceState, MediaError> {
         let shard = self.owner(&resource);
         self.request(shard, |reply| Command::Exists { resource, reply })
             .await
