@@ -68,11 +68,14 @@ for (const single of [false, true]) {
     await page.click("#echo");
     const state = await waitForAudio(page);
     const labels = state.timeline.map((m) => m.label);
-    for (const mark of MARKS) assert.ok(labels.includes(mark), `timeline has "${mark}": ${JSON.stringify(state.timeline)}`);
+    // With two legs every mark names its leg; only the player receives audio.
+    const marks = single ? MARKS : [...MARKS.map((m) => `play: ${m}`), ...MARKS.slice(0, 4).map((m) => `publish: ${m}`)];
+    for (const mark of marks) assert.ok(labels.includes(mark), `timeline has "${mark}": ${JSON.stringify(state.timeline)}`);
     await page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
+    assert.match(await page.textContent("#status"), single ? /^Connected\.$/ : /^Play: receiving audio · Publish: connected$/);
     // Nothing blocks UDP here: every leg's media goes over it, and the timeline says so.
     assert.deepEqual(state.paths.map((p) => p.name), single ? ["udp"] : ["udp", "udp"]);
-    assert.ok(state.timeline.some((m) => m.label.startsWith("media path: UDP to 127.0.0.1:")), JSON.stringify(state.timeline));
+    assert.ok(state.timeline.some((m) => m.label.includes("media path: UDP to 127.0.0.1:")), JSON.stringify(state.timeline));
     // The server's start-up self-test of its media paths is on the page.
     assert.match(await page.textContent("#server-paths"),
       /^Server self-test: UDP \d+ ok · TCP \d+ ok · TCP on the HTTP port \d+ ok$/);
@@ -90,12 +93,13 @@ for (const single of [false, true]) {
       await page.screenshot({ path: path.join(shots, "echo-phone.png"), fullPage: true });
     }
 
-    // Hang up: the server's sessions end and every resource URL answers 404.
+    // Hang up: the server's sessions end and every resource URL is gone (410, saying so).
     const resources = state.resources;
     assert.equal(resources.length, single ? 1 : 2);
     await page.click("#hangup");
     await until(async () => (await sessions()) === 0, "the server to have no session");
-    for (const url of resources) assert.equal((await fetch(url)).status, 404, url);
+    for (const url of resources) assert.equal((await fetch(url)).status, 410, url);
+    assert.equal(await page.textContent("#status"), "Hung up.");
     await context.close();
     // A session that went well leaves nothing for an operator to worry about in the log
     // (rtc-dtls used to warn ~18 times per Chromium connection about TLS extensions).
@@ -124,7 +128,12 @@ test("a second browser plays the stream another one publishes", async () => {
   await second.page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
   const before = await viewer.page.evaluate(() => window.whipEcho.stats.packetsReceived);
   await viewer.page.waitForFunction((n) => window.whipEcho.stats.packetsReceived > n + 50, before, { timeout: WAIT });
-  for (const p of [second, viewer, publisher]) await p.page.click("#hangup");
+  // The first publisher's page learns at once (DTLS close_notify, then GET 410) that the server
+  // ended its session, and why, instead of staying "connected" until consent fails.
+  await publisher.page.waitForFunction(() => window.whipEcho.status === "ended", null, { timeout: WAIT });
+  assert.equal(await publisher.page.textContent("#error"),
+    "The server ended the session: a new publisher took the stream over.");
+  for (const p of [second, viewer]) await p.page.click("#hangup");
   for (const p of [publisher, viewer, second]) await p.context.close();
   await until(async () => (await sessions()) === 0, "the server to have no session");
 });

@@ -113,7 +113,7 @@ async function echoBoth(base, scenario) {
     await page.setChecked("#single", single);
     await page.click("#echo");
     const state = await waitForAudio(page);
-    const posted = state.timeline.find((m) => m.label === "POST sent").ms;
+    const posted = state.timeline.find((m) => m.label.endsWith("POST sent")).ms;
     runs.push({ mode: single ? "/echo" : "WHIP + WHEP", state, postToAudio: state.firstAudioMs - posted });
     await page.screenshot({ path: path.join(shots, `nat-${scenario.id}${single ? "-echo" : ""}.png`), fullPage: true });
     await page.click("#hangup");

@@ -35,8 +35,8 @@ function showUrls() {
   const auth = token ? ` auth-token="${token}"` : "";
   $("gst-publish").value = "gst-launch-1.0 audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! " +
     `opusenc ! rtpopuspay ! whipsink whip-endpoint="${endpoint("whip")}"${auth}`;
-  $("gst-play").value = `gst-launch-1.0 whepsrc whep-endpoint="${endpoint("whep")}"${auth} video-caps="" ` +
-    "audio-caps=\"application/x-rtp,media=audio,encoding-name=OPUS,payload=111\" ! " +
+  // Both checked with GStreamer 1.22 and gst-plugin-webrtchttp 0.15.4 against whip-echo.
+  $("gst-play").value = `gst-launch-1.0 whepsrc whep-endpoint="${endpoint("whep")}"${auth} ! ` +
     "rtpopusdepay ! opusdec ! audioconvert ! autoaudiosink";
 }
 $("stream").addEventListener("input", showUrls);
@@ -141,6 +141,9 @@ function watchLeg(session) {
   pc.addEventListener("iceconnectionstatechange", () => {
     if (pc.iceConnectionState === "connected" || pc.iceConnectionState === "completed") mark("ICE connected", name);
     if (pc.iceConnectionState === "failed") legEnded(session, "ice-failed");
+    // Consent checks stopped getting answers (~6 s before "failed"): if the server has already
+    // reaped the session, say so now; a passing glitch says nothing.
+    if (pc.iceConnectionState === "disconnected") legEnded(session, "ice-disconnected", { onlyIfEnded: true });
   });
   pc.addEventListener("connectionstatechange", () => {
     if (pc.connectionState === "connected") {
@@ -173,12 +176,17 @@ function watchTransport(session) {
 }
 
 /** A leg stopped without a hang-up: find out whether the server ended it or the network failed. */
-async function legEnded(session, how) {
+async function legEnded(session, how, { onlyIfEnded = false } = {}) {
   if (!legs.includes(session) || session.ending) return;
   session.ending = true;
-  trace(`${session.kind} ended (${how})`);
-  const ended = await describeEnd(session.resource, { closed: how.startsWith("dtls") });
+  trace(`${session.kind} ${how}`);
+  // Only the server sends close_notify: a transport that failed says nothing about who ended it.
+  const ended = await describeEnd(session.resource, { closed: how === "dtls-closed" });
   if (!legs.includes(session)) return; // hung up meanwhile
+  if (!ended && onlyIfEnded) {
+    session.ending = false;
+    return;
+  }
   const leg = plan.length > 1 ? `${title(session.name)}: ` : "";
   if (ended) {
     setLeg(session.name, "ended");
