@@ -10,4 +10,4 @@ cd "$here"
 [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund
 (cd .. && cargo build --release --locked --bin whip-echo)
 if [ "$(id -u)" = 0 ]; then ns=(unshare --net); else ns=(unshare --user --map-root-user --net); fi
-exec "${ns[@]}" bash -c 'ip link set lo up && exec node --test --test-concurrency=1 e2e.test.mjs page.test.mjs nat.test.mjs'
+exec "${ns[@]}" bash -c 'ip link set lo up && exec node --test --test-concurrency=1 --test-timeout=180000 e2e.test.mjs page.test.mjs nat.test.mjs'

@@ -88,6 +88,17 @@ impl From<BadStreamName> for ApiError {
     }
 }
 
+/// Whether a refusal of a full or stopping server may be logged at warn now: at most once a
+/// second, since a client retrying in a loop sets the pace (the others go to debug).
+fn warn_now() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    LAST.swap(now, Ordering::Relaxed) != now
+}
+
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
@@ -98,7 +109,7 @@ impl IntoResponse for ApiError {
         // server is the operator's (warn), a bug is everyone's (error, with its cause).
         match &self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
-            ApiError::OverCapacity | ApiError::ShuttingDown => {
+            ApiError::OverCapacity | ApiError::ShuttingDown if warn_now() => {
                 tracing::warn!(%status, reason = %self, "request refused")
             }
             _ => tracing::debug!(%status, reason = %self, "request rejected"),

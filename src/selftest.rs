@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::media::{stream_loop, MediaHandle};
+use crate::media::{stream_loop, MediaError, MediaHandle};
 use crate::session::{Role, StreamName};
 
 /// How long one path may take to answer.
@@ -101,29 +101,24 @@ pub fn paths(media: &MediaHandle, http: Option<SocketAddr>) -> Vec<(PathKind, So
         .collect()
 }
 
-/// Checks every path, concurrently; the reports come in the order of `paths`.
+/// Checks every path, one after the other (each takes about a millisecond, and one session at a
+/// time leaves the session cap to real clients); the reports come in the order of `paths`.
 pub async fn run(media: &MediaHandle, paths: &[(PathKind, SocketAddr)]) -> Vec<PathReport> {
-    let mut probes = tokio::task::JoinSet::new();
-    for (index, &(path, addr)) in paths.iter().enumerate() {
-        let media = media.clone();
-        probes.spawn(async move {
-            let started = Instant::now();
-            let outcome = probe(&media, path, addr).await;
-            let report = PathReport {
-                path,
-                addr,
-                ms: outcome
-                    .as_ref()
-                    .ok()
-                    .map(|_| started.elapsed().as_secs_f64() * 1e3),
-                error: outcome.err(),
-            };
-            (index, report)
+    let mut reports = Vec::with_capacity(paths.len());
+    for &(path, addr) in paths {
+        let started = Instant::now();
+        let outcome = probe(media, path, addr).await;
+        reports.push(PathReport {
+            path,
+            addr,
+            ms: outcome
+                .as_ref()
+                .ok()
+                .map(|_| started.elapsed().as_secs_f64() * 1e3),
+            error: outcome.err(),
         });
     }
-    let mut reports: Vec<(usize, PathReport)> = probes.join_all().await;
-    reports.sort_by_key(|(index, _)| *index);
-    reports.into_iter().map(|(_, report)| report).collect()
+    reports
 }
 
 /// A bound address as a client on this host reaches it: the loopback address of its family
@@ -156,7 +151,10 @@ async fn probe(media: &MediaHandle, path: PathKind, addr: SocketAddr) -> Result<
     let created = media
         .create(Role::Echo, stream, OFFER.to_owned())
         .await
-        .map_err(|e| format!("creating a session: {e}"))?;
+        .map_err(|e| match e {
+            MediaError::OverCapacity => "not checked: the session cap is full".to_owned(),
+            e => format!("creating a session: {e}"),
+        })?;
     let (ufrag, pwd) = credentials(&created.answer).ok_or("no ICE credentials in the answer")?;
     let checked = tokio::time::timeout(PROBE_WAIT, async {
         match path {

@@ -129,6 +129,10 @@ pub async fn start_media(
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
     let planes = start_planes(config, None, stop).await?;
+    // Nothing serves these planes' self-test: say so rather than "running" for ever.
+    if let Some(report) = planes.self_test {
+        report.send_replace(SelfTest::Disabled);
+    }
     Ok((planes.media, planes.loops, planes.app))
 }
 
@@ -189,7 +193,18 @@ async fn start_planes(
         }
     }
     if let Some(server) = &config.stun_discover {
-        let server = resolve_all("--stun-discover", std::slice::from_ref(server)).await?[0];
+        // A dual-stack name (stun.l.google.com) often lists IPv6 first: ask over the socket's
+        // own family.
+        let v4 = udp_host.is_ipv4();
+        let server = tokio::net::lookup_host(server.as_str())
+            .await
+            .ok()
+            .and_then(|mut all| all.find(|a| a.is_ipv4() == v4))
+            .ok_or_else(|| {
+                ServerError::Config(format!(
+                    "--stun-discover {server}: no address of the UDP socket's family"
+                ))
+            })?;
         discover_public_ip(&sockets[0], server, &mut public_ips).await;
     }
     let media_config = MediaConfig {
@@ -268,8 +283,19 @@ async fn discover_public_ip(
 }
 
 /// The address of a bind host given as an address or a host name (looked up once, here).
+/// A name with several addresses binds its first IPv4 one (like the default 0.0.0.0), else its
+/// first.
 async fn resolve_host(flag: &str, host: &str) -> Result<std::net::IpAddr, ServerError> {
-    Ok(resolve_ips(flag, host).await?[0])
+    let ips = resolve_ips(flag, host).await?;
+    let ip = ips
+        .iter()
+        .copied()
+        .find(|ip| ip.is_ipv4())
+        .unwrap_or(ips[0]);
+    if ips.len() > 1 {
+        info!(%host, bound = %ip, "{flag}: binding one of the name's addresses");
+    }
+    Ok(ip)
 }
 
 /// The addresses of `host`, an address or a host name (looked up once, here); never empty.
@@ -341,6 +367,23 @@ where
         .await
 }
 
+/// The HTTP listener as served, and its address. With media on the HTTP port, RFC 4571-framed
+/// STUN there goes to the media plane, TLS through its handshake to axum, and plain HTTP to axum.
+fn http_listener(
+    listener: TcpListener,
+    loops: &MediaLoops,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(HttpListener, SocketAddr), ServerError> {
+    let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
+    let listener = if loops.media_on_http_port() || tls.is_some() {
+        let shared = loops.shared_port(listener, tls);
+        HttpListener::Shared(shared.map_err(io("sharing the HTTP port"))?)
+    } else {
+        HttpListener::Plain(listener)
+    };
+    Ok((listener, addr))
+}
+
 /// Serves HTTP until `stop`, then waits for the media loops, which tear every session down. A
 /// media loop that dies ends the server with an error (so the process exits non-zero and a
 /// supervisor restarts it) rather than leaving it half alive.
@@ -357,21 +400,21 @@ async fn serve(
         self_test,
         ..
     } = planes;
-    let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
+    let (listener, addr) = match http_listener(listener, &loops, tls) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            // The loops are already running: they stop with everything else.
+            stop.cancel();
+            let _ = loops.join().await;
+            return Err(e);
+        }
+    };
     info!(%addr, "HTTP listening");
     let http_media = loops.media_on_http_port().then_some(addr);
     let self_test = self_test.map(|report| {
         let paths = selftest::paths(&media, http_media);
         tokio::spawn(run_self_test(media, paths, report, stop.clone()))
     });
-    // With media on the HTTP port, RFC 4571-framed STUN there goes to the media plane, TLS
-    // through its handshake to axum, and plain HTTP to axum.
-    let listener = if loops.media_on_http_port() || tls.is_some() {
-        let shared = loops.shared_port(listener, tls);
-        HttpListener::Shared(shared.map_err(io("sharing the HTTP port"))?)
-    } else {
-        HttpListener::Plain(listener)
-    };
     let http_stop = stop.clone();
     let http = async move {
         match listener {

@@ -20,6 +20,11 @@ let mic = null;
 let statsTimer = null;
 let audioCtx = null;
 let playback = null;
+/** Bumped by every hang-up: work of an older action (a late POST, a granted microphone, a
+ * measurement) sees it and stops instead of coming back to life. */
+let generation = 0;
+/** The latency measurement under way, if any (one at a time: it swaps the sender's track). */
+let measuring = null;
 
 const LEG_NAMES = { whip: "publish", whep: "play", echo: "echo" };
 const title = (s) => s[0].toUpperCase() + s.slice(1);
@@ -79,7 +84,7 @@ function renderStatus() {
   const busy = state.status === "connecting" || state.status === "connected";
   for (const id of ["echo", "publish", "play"]) $(id).disabled = busy;
   $("hangup").disabled = !busy;
-  $("latency").disabled = !(state.status === "connected" && canMeasure());
+  $("latency").disabled = !!measuring || !(state.status === "connected" && canMeasure());
 }
 function fail(status, message) {
   state.status = status;
@@ -110,7 +115,8 @@ function mark(label, leg) {
 /** Browsers can stay in "checking" for a minute when no UDP gets through; say so much sooner. */
 const CONNECT_TIMEOUT_MS = 10_000;
 
-async function startLeg(kind, track) {
+async function startLeg(kind, track, gen) {
+  if (gen !== generation) throw Object.assign(new Error("hung up"), { stale: true });
   const name = LEG_NAMES[kind];
   const onStep = (label) => {
     trace(`${kind} ${label}`);
@@ -130,7 +136,7 @@ async function startLeg(kind, track) {
   state.resources.push(session.resource);
   watchTransport(session);
   setTimeout(() => {
-    if (legs.includes(session) && session.pc.connectionState !== "connected") legEnded(session, "timeout");
+    if (legs.includes(session) && !session.connected) legEnded(session, "timeout");
   }, CONNECT_TIMEOUT_MS);
   return session;
 }
@@ -147,6 +153,7 @@ function watchLeg(session) {
   });
   pc.addEventListener("connectionstatechange", () => {
     if (pc.connectionState === "connected") {
+      session.connected = true;
       mark("DTLS connected", name);
       if (!session.receives) setLeg(name, "connected");
       else if (!session.firstAudio) setLeg(name, session.kind === "whep" ? "waiting for the publisher" : "connected");
@@ -181,7 +188,8 @@ async function legEnded(session, how, { onlyIfEnded = false } = {}) {
   session.ending = true;
   trace(`${session.kind} ${how}`);
   // Only the server sends close_notify: a transport that failed says nothing about who ended it.
-  const ended = await describeEnd(session.resource, { closed: how === "dtls-closed" });
+  // While ICE is merely disconnected, an unreachable server may be this network's glitch.
+  const ended = await describeEnd(session.resource, { closed: how === "dtls-closed", unreachableIsEnd: !onlyIfEnded });
   if (!legs.includes(session)) return; // hung up meanwhile
   if (!ended && onlyIfEnded) {
     session.ending = false;
@@ -211,6 +219,7 @@ async function findPath(session) {
 // ---------- actions ----------
 async function run(planned, action) {
   await hangup({ keep: false, quiet: true });
+  const gen = generation;
   t0 = performance.now();
   Object.assign(state, { timeline: [], trace: [], resources: [], paths: [], legs: {}, firstAudioMs: undefined, status: "connecting" });
   plan = planned;
@@ -219,9 +228,11 @@ async function run(planned, action) {
   showError(null);
   renderStatus();
   try {
-    await action();
-    startStats();
+    await action(gen);
+    if (gen === generation) startStats();
   } catch (e) {
+    // A hung-up action's late error (its POST answered after the hang-up) is nobody's business.
+    if (gen !== generation || e.stale) return;
     if (e.leg) setLeg(e.leg, "failed");
     const leg = e.leg && plan.length > 1 ? `${title(e.leg)}: ` : "";
     fail("failed", leg + describe(e));
@@ -246,6 +257,7 @@ function describe(e) {
 
 /** Stops every leg; `keep` leaves the status and error of a failure on the page. */
 async function hangup({ keep = false, quiet = false } = {}) {
+  generation++;
   clearInterval(statsTimer);
   statsTimer = null;
   const stopping = legs;
@@ -254,7 +266,12 @@ async function hangup({ keep = false, quiet = false } = {}) {
   playback = null;
   await Promise.all(stopping.map((l) => l.stop()));
   $("out").srcObject = null;
-  if (keep) return;
+  if (keep) {
+    // The legs that did not fail themselves were stopped with them: say so.
+    for (const n of plan) if (!["failed", "ended"].includes(state.legs[n])) state.legs[n] = state.legs[n] ? "stopped" : "not started";
+    renderStatus();
+    return;
+  }
   plan = [];
   state.legs = {};
   state.status = "idle";
@@ -264,17 +281,17 @@ async function hangup({ keep = false, quiet = false } = {}) {
 
 $("echo").addEventListener("click", () => {
   const single = $("single").checked;
-  run(single ? ["echo"] : ["play", "publish"], async () => {
+  run(single ? ["echo"] : ["play", "publish"], async (gen) => {
     if (single) {
-      await startLeg("echo", await microphone());
+      await startLeg("echo", await microphone(), gen);
     } else {
       // Both legs at once: the player needs no microphone, so it starts while permission is asked.
-      await Promise.all([startLeg("whep"), microphone().then((track) => startLeg("whip", track))]);
+      await Promise.all([startLeg("whep", null, gen), microphone().then((track) => startLeg("whip", track, gen))]);
     }
   });
 });
-$("publish").addEventListener("click", () => run(["publish"], async () => startLeg("whip", await microphone())));
-$("play").addEventListener("click", () => run(["play"], async () => startLeg("whep")));
+$("publish").addEventListener("click", () => run(["publish"], async (gen) => startLeg("whip", await microphone(), gen)));
+$("play").addEventListener("click", () => run(["play"], async (gen) => startLeg("whep", null, gen)));
 $("hangup").addEventListener("click", () => hangup());
 addEventListener("pagehide", () => { for (const l of legs) l.stop({ keepalive: true }); });
 
@@ -306,12 +323,18 @@ $("latency").addEventListener("click", async () => {
   const sending = legs.find((l) => l.kind !== "whep");
   const receiving = legs.find((l) => l.receives && l.stream);
   const sender = sending?.pc.getSenders().find((s) => s.track?.kind === "audio");
-  if (!sender || !receiving) return;
-  $("latency").disabled = true;
+  if (!sender || !receiving || measuring) return;
+  const gen = generation;
   $("latency-result").textContent = "Measuring…";
   const ctx = context();
   const tap = playback?.tap || ctx.createMediaStreamSource(receiving.stream);
-  const times = await measure(ctx, sender, tap, { extraDelayS: delayS() });
+  measuring = measure(ctx, sender, tap, { extraDelayS: delayS(), cancelled: () => gen !== generation });
+  renderStatus();
+  const times = await measuring.finally(() => (measuring = null));
+  if (gen !== generation) {
+    $("latency-result").textContent = "";
+    return;
+  }
   const ms = median(times);
   state.latency = { ms, times };
   $("latency-result").textContent = ms === undefined ? "No burst came back." :
@@ -374,7 +397,8 @@ function startStats() {
     renderStats(out);
   };
   // Fast polling until the first packet arrives (for the timeline), then about once a second.
-  const fast = setInterval(() => (state.firstAudioMs !== undefined || !legs.length ? clearInterval(fast) : poll()), 20);
+  const fast = setInterval(() => (state.firstAudioMs !== undefined || !legs.some((l) => l.receives)
+    ? clearInterval(fast) : poll()), 20);
   statsTimer = setInterval(poll, 1000);
 }
 

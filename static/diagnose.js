@@ -4,15 +4,17 @@
 /**
  * Why the server ended the session of `resource`, in words, or null when it did not (the
  * resource is still live: the network failed). `closed`: the DTLS transport was closed by the
- * peer (a close_notify), which only the server sends.
+ * peer (a close_notify), which only the server sends. `unreachableIsEnd`: whether a server that
+ * does not answer counts as ended.
  */
-export async function describeEnd(resource, { closed = false } = {}) {
+export async function describeEnd(resource, { closed = false, unreachableIsEnd = true } = {}) {
   if (!resource) return null;
   let res;
   try {
-    res = await fetch(resource, { method: "GET", cache: "no-store" });
+    // A black-holed network must not keep the page waiting for its verdict.
+    res = await fetch(resource, { method: "GET", cache: "no-store", signal: AbortSignal.timeout(3000) });
   } catch {
-    return "The server stopped, or cannot be reached any more: the session ended.";
+    return unreachableIsEnd ? "The server stopped, or cannot be reached any more: the session ended." : null;
   }
   // 410: whip-echo says why the session ended (GET on an ended resource).
   if (res.status === 410) {

@@ -17,7 +17,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * times each one at `tap` (an AudioNode carrying what the user hears). Resolves with the times in
  * milliseconds of the bursts that arrived, in order.
  */
-export async function measure(ctx, sender, tap, { bursts = 5, gapMs = 500, extraDelayS = 0 } = {}) {
+export async function measure(ctx, sender, tap, { bursts = 5, gapMs = 500, extraDelayS = 0, cancelled = () => false } = {}) {
   const oscillator = ctx.createOscillator();
   oscillator.frequency.value = TONE_HZ;
   const gain = ctx.createGain();
@@ -41,17 +41,19 @@ export async function measure(ctx, sender, tap, { bursts = 5, gapMs = 500, extra
   try {
     // Let what the microphone sent before the switch play out (plus any echo delay).
     await waitQuiet(level, 300 + extraDelayS * 1000);
-    for (let i = 0; i < bursts; i++) {
+    for (let i = 0; i < bursts && !cancelled(); i++) {
       const start = ctx.currentTime + 0.05;
       gain.gain.setValueAtTime(0.8, start);
       gain.gain.setValueAtTime(0, start + BURST_S);
-      const arrived = await until(() => ctx.currentTime > start && level() > THRESHOLD,
+      const arrived = await until(() => cancelled() || (ctx.currentTime > start && level() > THRESHOLD),
         (GIVE_UP_S + extraDelayS) * 1000);
+      if (cancelled()) break;
       if (arrived) times.push(Math.round((ctx.currentTime - start) * 1000));
       // The burst's tail must be gone before the next one is timed.
       await waitQuiet(level, gapMs);
     }
   } finally {
+    // Back to the microphone (a closed connection refuses; nothing to restore then).
     await sender.replaceTrack(original).catch(() => {});
     oscillator.stop();
     tap.disconnect(analyser);

@@ -105,6 +105,12 @@ export class Session {
       body: pc.localDescription.sdp,
     });
     const body = await res.text();
+    if (this.stopped) {
+      // Hung up while the POST was in flight: the session it created must not be left behind.
+      const location = res.status === 201 && res.headers.get("Location");
+      if (location) fetch(new URL(location, res.url || this.endpoint), { method: "DELETE", headers: this.headers() }).catch(() => {});
+      throw Object.assign(new Error("hung up"), { stale: true });
+    }
     if (res.status !== 201) throw new HttpError(res.status, body.trim());
     this.onStep("201 received");
     // RFC 9725 §4.5: after a redirect, the Location is relative to where the POST ended up.
@@ -128,6 +134,7 @@ export class Session {
 
   /** Closes the connection and DELETEs the resource (`keepalive` so it survives page unload). */
   async stop({ keepalive = false } = {}) {
+    this.stopped = true;
     this.pc.close();
     if (!this.resource) return null;
     const url = this.resource;
