@@ -124,6 +124,34 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// A bearer token that may publish (WHIP and /echo): `TOKEN` (every stream), `TOKEN@stream`
+    /// or `TOKEN@prefix*`. Repeatable; as an env var, comma-separated. With no token and no JWT
+    /// key configured, anyone may publish and play.
+    #[arg(
+        long = "publish-token",
+        env = "WHIP_ECHO_PUBLISH_TOKEN",
+        value_delimiter = ','
+    )]
+    pub publish_tokens: Vec<String>,
+
+    /// A bearer token that may play (WHEP), scoped like --publish-token.
+    #[arg(
+        long = "play-token",
+        env = "WHIP_ECHO_PLAY_TOKEN",
+        value_delimiter = ','
+    )]
+    pub play_tokens: Vec<String>,
+
+    /// Shared secret (at least 32 bytes) of HS256 JWT bearer tokens with claims `exp`, `stream`
+    /// (a name, `prefix*` or `*`) and `actions` (`publish`, `play`).
+    #[arg(long, env = "WHIP_ECHO_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key of RS256 (RSA) or ES256 (EC P-256) JWT bearer tokens, claims as for
+    /// --jwt-secret.
+    #[arg(long, env = "WHIP_ECHO_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
     /// Maximum number of live sessions (publishers, viewers and echoes together); beyond it POST gets 503.
     #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,

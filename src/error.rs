@@ -28,6 +28,17 @@ pub enum ApiError {
     /// No such resource or route.
     #[error("{0}")]
     NotFound(&'static str),
+    /// No bearer token, or one that is not valid here (RFC 6750 §3).
+    #[error("{why}")]
+    Unauthorized {
+        /// Whether a token was given (then `error="invalid_token"`).
+        invalid_token: bool,
+        /// A short reason.
+        why: &'static str,
+    },
+    /// A valid token that does not cover this action or stream.
+    #[error("{0}")]
+    Forbidden(String),
     /// The session of this resource has ended (and why); it is gone for good.
     #[error("session ended: {0}")]
     Ended(&'static str),
@@ -59,6 +70,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadSdp(_) | ApiError::BadStreamName(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Ended(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PublisherExists(_) => StatusCode::CONFLICT,
@@ -78,6 +91,18 @@ impl From<MediaError> for ApiError {
             MediaError::OverCapacity => ApiError::OverCapacity,
             MediaError::NotRunning => ApiError::ShuttingDown,
             MediaError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<crate::auth::Denied> for ApiError {
+    fn from(d: crate::auth::Denied) -> Self {
+        match d {
+            crate::auth::Denied::Unauthenticated { given, why } => ApiError::Unauthorized {
+                invalid_token: given,
+                why,
+            },
+            crate::auth::Denied::Forbidden(why) => ApiError::Forbidden(why),
         }
     }
 }
@@ -123,6 +148,18 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::MethodNotAllowed { allow } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            // RFC 6750 §3: the scheme and realm, and the error code when a token was refused.
+            ApiError::Unauthorized { invalid_token, .. } => {
+                let challenge = if invalid_token {
+                    r#"Bearer realm="whip-echo", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="whip-echo""#
+                };
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
             }
             ApiError::OverCapacity | ApiError::ShuttingDown => {
                 headers.insert(

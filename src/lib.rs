@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod discover;
 pub mod error;

@@ -152,6 +152,17 @@ async fn start_planes(
     http: Option<SocketAddr>,
     stop: CancellationToken,
 ) -> Result<Planes, ServerError> {
+    // Configuration errors first, before any socket or thread exists.
+    let auth = crate::auth::Auth::from_config(
+        &config.publish_tokens,
+        &config.play_tokens,
+        config.jwt_secret.as_deref(),
+        config.jwt_public_key.as_deref(),
+    )
+    .map_err(ServerError::Config)?;
+    if let Some(auth) = &auth {
+        info!(?auth, "bearer tokens required to publish and play");
+    }
     // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
     let last = config
         .udp_port
@@ -246,6 +257,7 @@ async fn start_planes(
     };
     let (self_test, self_test_rx) = watch::channel(initial);
     let state = AppState {
+        auth: auth.map(Arc::new),
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
         self_test: self_test_rx.clone(),

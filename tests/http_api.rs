@@ -493,3 +493,98 @@ async fn messages_are_in_users_words() {
     assert_eq!(res.headers()[header::CONTENT_TYPE], "image/x-icon");
     api.stop.cancel();
 }
+
+/// An ES256 JWT for `stream` and `actions`, expiring `exp_in` seconds from now.
+fn es256_jwt(stream: &str, actions: &[&str], exp_in: i64) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({ "exp": now + exp_in, "stream": stream, "actions": actions });
+    let key = EncodingKey::from_ec_pem(include_bytes!("data/jwt-es256-private.pem")).unwrap();
+    encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn bearer_tokens_guard_publishing_and_playing() {
+    let mut config = Config::for_tests();
+    config.publish_tokens = vec!["pub-secret@room".into()];
+    config.play_tokens = vec!["play-secret".into()];
+    config.jwt_public_key = Some(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/jwt-es256-public.pem"
+        )
+        .into(),
+    );
+    let api = Api::new(config).await;
+    let post = |path: &'static str, token: Option<String>, content_type: &'static str| {
+        let mut request = Request::post(path).header(header::CONTENT_TYPE, content_type);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let offer = match path.split('/').nth(1) {
+            Some("whep") => RECVONLY_OFFER,
+            Some("echo") => STEREO_PCMA_FIRST,
+            _ => OFFER,
+        };
+        request.body(Body::from(offer)).unwrap()
+    };
+    let www = |r: &Response| {
+        r.headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let sdp = "application/sdp";
+
+    // No token: 401 and the challenge (RFC 6750 §3), before the body is even looked at.
+    for content_type in [sdp, "text/plain"] {
+        let (r, text) = api.send(post("/whip/room", None, content_type)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{text}");
+        assert_eq!(www(&r).as_deref(), Some(r#"Bearer realm="whip-echo""#));
+    }
+    // A token nobody issued, and an expired JWT: 401 with error="invalid_token".
+    for token in ["guess".to_owned(), es256_jwt("*", &["publish"], -300)] {
+        let (r, _) = api.send(post("/whip/room", Some(token), sdp)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            www(&r).as_deref(),
+            Some(r#"Bearer realm="whip-echo", error="invalid_token""#)
+        );
+    }
+    // Valid tokens for another action or stream: 403 with the reason.
+    for (path, token) in [
+        ("/whip/room", "play-secret".to_owned()),
+        ("/whip/other", "pub-secret".to_owned()),
+        ("/echo/room", "play-secret".to_owned()),
+        ("/whep/room", "pub-secret".to_owned()),
+        ("/whip/room", es256_jwt("room", &["play"], 300)),
+        ("/whep/other", es256_jwt("room*", &["play"], 300)),
+    ] {
+        let (r, text) = api.send(post(path, Some(token), sdp)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}: {text}");
+        assert!(text.starts_with("this token does not allow"), "{text}");
+    }
+    // The right ones: 201, and the resource URL alone is enough to delete the session.
+    for (path, token) in [
+        ("/whip/room", "pub-secret".to_owned()),
+        ("/whep/room", "play-secret".to_owned()),
+        ("/whep/room-2", es256_jwt("room*", &["play"], 300)),
+        ("/echo/room", "pub-secret".to_owned()),
+    ] {
+        let (r, text) = api.send(post(path, Some(token), sdp)).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{path}: {text}");
+        let location = header_of(&r, "location").to_owned();
+        assert_eq!(
+            api.call(Method::DELETE, &location).await.0.status(),
+            StatusCode::OK
+        );
+    }
+    // Preflights need no token.
+    assert_eq!(
+        api.call(Method::OPTIONS, "/whip/room").await.0.status(),
+        StatusCode::NO_CONTENT
+    );
+    api.stop.cancel();
+}

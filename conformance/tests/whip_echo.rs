@@ -37,10 +37,36 @@ async fn whip_echo_with_two_media_loops_passes_the_conformance_suite() {
     passes_the_suite(config).await;
 }
 
+/// With bearer tokens required (RFC 9725 §4.7.1): the checker sends its `--token` everywhere, and
+/// its authentication checks run instead of being skipped.
+#[tokio::test]
+async fn whip_echo_with_tokens_passes_the_conformance_suite_and_its_auth_checks() {
+    let mut config = Config::for_tests();
+    config.publish_tokens = vec!["conformance-token".into()];
+    config.play_tokens = vec!["conformance-token".into()];
+    let report = passes_the_suite_with(config, Some("conformance-token")).await;
+    for id in [
+        "rfc9725-4.7.1-missing-token-is-401",
+        "rfc9725-4.7.1-wrong-token-is-401",
+        "rfc9725-4.7.1-valid-token-is-accepted",
+    ] {
+        assert_eq!(
+            report.get(id).map(|r| r.outcome),
+            Some(Outcome::Pass),
+            "{id}"
+        );
+    }
+}
+
 async fn passes_the_suite(config: Config) {
+    passes_the_suite_with(config, None).await;
+}
+
+async fn passes_the_suite_with(config: Config, token: Option<&str>) -> whip_conformance::Report {
     let server = start(config).await;
     let mut target = Target::new(Url::parse(&server.base_url()).unwrap());
     target.echo_path = Some("/echo/{stream}".into());
+    target.token = token.map(str::to_owned);
     let report = run_all(&target).await;
     println!("{}", report.to_text());
 
@@ -72,6 +98,7 @@ async fn passes_the_suite(config: Config) {
         );
     }
     server.shutdown().await.unwrap();
+    report
 }
 
 /// RFC 9725 §4.5: a load balancer in front answers 307; the checker follows it with the same

@@ -12,7 +12,7 @@ use super::sdp::APPLICATION_SDP;
 use super::AppState;
 
 /// Response headers a script on another origin may read.
-const EXPOSE: &str = "Location, ETag, Link, Accept-Post, Retry-After";
+const EXPOSE: &str = "Location, ETag, Link, Accept-Post, Retry-After, WWW-Authenticate";
 /// Request headers a script on another origin may send.
 const ALLOW_HEADERS: &str = "Authorization, If-Match, Content-Type";
 

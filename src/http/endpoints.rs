@@ -8,35 +8,70 @@ use axum::response::{IntoResponse, Response};
 
 use super::sdp::{SdpOffer, APPLICATION_SDP};
 use super::{cors, AppState};
+use crate::auth::Action;
 use crate::error::ApiError;
 use crate::session::{Role, StreamName};
 
 /// Methods of every endpoint.
 pub const ENDPOINT_METHODS: &str = "OPTIONS, GET, HEAD, POST";
 
+/// The offer, or why the body is not one (checked after the token: an unauthenticated client
+/// learns nothing about what the server accepts).
+type Offer = Result<SdpOffer, ApiError>;
+
 /// `POST /whip/{stream}`: RFC 9725 §4.2 ingest; the answer is `recvonly`.
-pub async fn post_whip(state: State<AppState>, stream: Path<String>, offer: SdpOffer) -> Response {
-    create(state, Role::Publisher, stream, offer).await
+pub async fn post_whip(
+    state: State<AppState>,
+    stream: Path<String>,
+    h: HeaderMap,
+    offer: Offer,
+) -> Response {
+    create(state, Role::Publisher, stream, h, offer).await
 }
 
 /// `POST /whep/{stream}`: WHEP draft §4.2 egress; the answer is `sendonly`.
-pub async fn post_whep(state: State<AppState>, stream: Path<String>, offer: SdpOffer) -> Response {
-    create(state, Role::Viewer, stream, offer).await
+pub async fn post_whep(
+    state: State<AppState>,
+    stream: Path<String>,
+    h: HeaderMap,
+    offer: Offer,
+) -> Response {
+    create(state, Role::Viewer, stream, h, offer).await
 }
 
 /// `POST /echo/{stream}`: the single-connection echo extension; the answer is `sendrecv`.
-pub async fn post_echo(state: State<AppState>, stream: Path<String>, offer: SdpOffer) -> Response {
-    create(state, Role::Echo, stream, offer).await
+pub async fn post_echo(
+    state: State<AppState>,
+    stream: Path<String>,
+    h: HeaderMap,
+    offer: Offer,
+) -> Response {
+    create(state, Role::Echo, stream, h, offer).await
 }
 
 async fn create(
     State(state): State<AppState>,
     role: Role,
     Path(stream): Path<String>,
-    SdpOffer(offer): SdpOffer,
+    request_headers: HeaderMap,
+    offer: Offer,
 ) -> Response {
     let result = async {
         let stream = StreamName::parse(&stream)?;
+        // RFC 9725 §4.7.1: bearer tokens, when the server is configured with any.
+        if let Some(auth) = &state.auth {
+            let bearer = request_headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::auth::bearer);
+            let action = if role.publishes() {
+                Action::Publish
+            } else {
+                Action::Play
+            };
+            auth.check(bearer, action, &stream)?;
+        }
+        let SdpOffer(offer) = offer?;
         let created = state.media.create(role, stream, offer).await?;
         let mut headers = HeaderMap::new();
         headers.insert(

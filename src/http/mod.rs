@@ -25,6 +25,8 @@ pub struct AppState {
     pub cors: Arc<cors::CorsPolicy>,
     /// What the start-up self-test found.
     pub self_test: tokio::sync::watch::Receiver<crate::selftest::SelfTest>,
+    /// Who may publish and play; `None`: anyone.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// The one list of routes and layers.
