@@ -5,7 +5,8 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { createSocket } from "node:dgram";
 import { createServer } from "node:http";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -124,6 +125,61 @@ test("log levels: a client's mistake is debug, a full server warns, nothing is a
   }
 });
 
+/** Starts coturn on loopback with a TURN REST shared secret; resolves once it answers STUN. */
+async function startTurn(port, secret) {
+  const turn = spawn("turnserver", ["-n", "--no-cli", "--no-tls", "--no-dtls", "--listening-ip=127.0.0.1",
+    "--relay-ip=127.0.0.1", `--listening-port=${port}`, "--min-port=49160", "--max-port=49200",
+    "--use-auth-secret", `--static-auth-secret=${secret}`, "--realm=whip-echo", "--allow-loopback-peers",
+    "--pidfile=/tmp/whip-echo-test-turn.pid", "--log-file=stdout", "--simple-log"], { stdio: "ignore" });
+  // A STUN Binding request (RFC 8489 §6) every 100 ms until the server answers.
+  const socket = createSocket("udp4");
+  const request = Buffer.alloc(20);
+  request.writeUInt16BE(0x0001, 0);
+  request.writeUInt32BE(0x2112a442, 4);
+  try {
+    await new Promise((resolve, reject) => {
+      const deadline = setTimeout(() => reject(new Error("coturn did not answer")), WAIT);
+      socket.on("message", () => { clearTimeout(deadline); clearInterval(ping); resolve(); });
+      const ping = setInterval(() => socket.send(request, port, "127.0.0.1"), 100);
+    });
+  } finally {
+    socket.close();
+  }
+  return turn;
+}
+
+test("a TURN server from the Link headers: a browser that may only relay still hears its echo", async () => {
+  const [port, secret] = [34781, "a-turn-rest-secret"];
+  const turn = await startTurn(port, secret);
+  const own = await startServer(["--ice-server", `turn:127.0.0.1:${port}?transport=udp`, "--turn-secret", secret]);
+  try {
+    // The OPTIONS answer carries the server, with credentials minted for it (RFC 9725 §4.6).
+    const options = await fetch(`${own.base}/echo/relayed`, { method: "OPTIONS" });
+    assert.match(options.headers.get("link"),
+      new RegExp(`^<turn:127.0.0.1:${port}\\?transport=udp>; rel="ice-server"; username="\\d+:whip-echo"; credential="[^"]+"; credential-type="password"$`));
+    // Only relay candidates: the media can only flow through coturn.
+    const init = () => {
+      const Real = window.RTCPeerConnection;
+      window.RTCPeerConnection = function (config) { return new Real({ ...config, iceTransportPolicy: "relay" }); };
+      window.RTCPeerConnection.prototype = Real.prototype;
+      Real.prototype.setConfiguration = new Proxy(Real.prototype.setConfiguration, {
+        apply: (f, pc, [config]) => f.call(pc, { ...config, iceTransportPolicy: "relay" }),
+      });
+    };
+    const { context, page } = await openPage(own.base, { init });
+    await page.check("#single");
+    await page.click("#echo");
+    const state = await waitForAudio(page);
+    assert.equal(state.paths[0].name, "relay", JSON.stringify(state.paths));
+    console.log(`# TURN relay: click -> first echoed audio ${state.firstAudioMs} ms via ${state.paths[0].label}`);
+    await page.click("#hangup");
+    await context.close();
+  } finally {
+    own.child.kill("SIGTERM");
+    turn.kill("SIGTERM");
+  }
+});
+
 test("echo test with a slow microphone prompt: per-leg status, never 'Connected' before both legs are", async () => {
   // The permission prompt takes 1.5 s; the player leg connects meanwhile.
   const init = () => {
@@ -221,6 +277,14 @@ test("first-visit details: a valid pattern, a favicon, and no 404 on load", asyn
   });
   assert.deepEqual(validity, { good: true, slash: false, space: false });
   assert.equal((await fetch(`${base}/favicon.ico`)).headers.get("content-type"), "image/x-icon");
+  // Link values as fetch joins several fields (", "), a comma and a quote inside a credential.
+  const servers = await page.evaluate(async () => (await import("/whip-client.js")).iceServers(
+    '<stun:stun.example.net>; rel="ice-server", <turn:t.example.net:3478?transport=udp>; rel="ice-server"; ' +
+    'username="1700:whip-echo"; credential="a,b\\"c"; credential-type="password", <https://x>; rel="help"'));
+  assert.deepEqual(servers, [
+    { urls: "stun:stun.example.net" },
+    { urls: "turn:t.example.net:3478?transport=udp", username: "1700:whip-echo", credential: 'a,b"c' },
+  ]);
   // Advice against feedback, and the publisher set-ups for the current stream.
   assert.match(await page.textContent(".lead"), /Use headphones/);
   await page.fill("#stream", "setups");
@@ -246,7 +310,7 @@ test("after a 307 the resource URL is resolved against where the POST ended up (
     const resource = await page.evaluate(async (endpoint) => {
       const { Session } = await import("/whip-client.js");
       const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
-      const session = new Session({ endpoint, kind: "whip", track: mic.getAudioTracks()[0], trickle: Promise.resolve(false) });
+      const session = new Session({ endpoint, kind: "whip", track: mic.getAudioTracks()[0], discovered: Promise.resolve({ trickle: false, iceServers: [] }) });
       await session.start();
       const url = session.resource;
       await session.stop();

@@ -152,6 +152,33 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
 
+    /// A STUN or TURN server told to clients in a `Link` header (RFC 9725 §4.6) on every 201 and
+    /// OPTIONS, e.g. `stun:stun.example.org:3478` or `turn:turn.example.org:3478?transport=udp`.
+    /// Repeatable; as an env var, comma-separated.
+    #[arg(
+        long = "ice-server",
+        env = "WHIP_ECHO_ICE_SERVERS",
+        value_delimiter = ','
+    )]
+    pub ice_servers: Vec<String>,
+
+    /// Shared secret of the TURN servers (coturn `use-auth-secret`): credentials are minted per
+    /// request as `<expiry>:whip-echo` and base64 HMAC-SHA1.
+    #[arg(long, env = "WHIP_ECHO_TURN_SECRET", conflicts_with = "turn_username")]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of minted TURN credentials, in seconds.
+    #[arg(long, env = "WHIP_ECHO_TURN_TTL", default_value = "86400", value_parser = parse_seconds)]
+    pub turn_ttl: Duration,
+
+    /// Static TURN username (with --turn-password), for TURN servers without a shared secret.
+    #[arg(long, env = "WHIP_ECHO_TURN_USERNAME", requires = "turn_password")]
+    pub turn_username: Option<String>,
+
+    /// Static TURN password.
+    #[arg(long, env = "WHIP_ECHO_TURN_PASSWORD", requires = "turn_username")]
+    pub turn_password: Option<String>,
+
     /// Maximum number of live sessions (publishers, viewers and echoes together); beyond it POST gets 503.
     #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,

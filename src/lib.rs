@@ -42,6 +42,7 @@ pub mod config;
 pub mod discover;
 pub mod error;
 pub mod http;
+pub mod ice_servers;
 pub mod media;
 pub mod ports;
 pub mod registry;

@@ -14,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::discover;
 use crate::http::{cors::CorsPolicy, router, AppState};
+use crate::ice_servers::{IceServers, TurnCredentials};
 use crate::media::{self, MediaConfig, MediaHandle, MediaLoops};
 use crate::ports;
 use crate::selftest::{self, SelfTest};
@@ -163,6 +164,22 @@ async fn start_planes(
     if let Some(auth) = &auth {
         info!(?auth, "bearer tokens required to publish and play");
     }
+    let turn = match (
+        &config.turn_secret,
+        &config.turn_username,
+        &config.turn_password,
+    ) {
+        (Some(secret), _, _) => TurnCredentials::Rest {
+            secret: secret.clone(),
+            ttl: config.turn_ttl,
+        },
+        (None, Some(username), Some(password)) => TurnCredentials::Static {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        _ => TurnCredentials::None,
+    };
+    let ice_servers = IceServers::new(&config.ice_servers, turn).map_err(ServerError::Config)?;
     // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
     let last = config
         .udp_port
@@ -258,6 +275,7 @@ async fn start_planes(
     let (self_test, self_test_rx) = watch::channel(initial);
     let state = AppState {
         auth: auth.map(Arc::new),
+        ice_servers: ice_servers.map(Arc::new),
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
         self_test: self_test_rx.clone(),

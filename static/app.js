@@ -3,7 +3,7 @@
 // latency; a delayed echo. Its state is mirrored on `window.whipEcho` so that tests (and curious
 // people) can read it.
 
-import { HttpError, Session, supportsTrickle } from "/whip-client.js";
+import { HttpError, Session, discover } from "/whip-client.js";
 import { delayedPlayback, measure, median } from "/latency.js";
 import { describeEnd, iceFailure, mediaPath, showServerPaths } from "/diagnose.js";
 
@@ -47,8 +47,9 @@ function showUrls() {
 $("stream").addEventListener("input", showUrls);
 $("token").addEventListener("input", showUrls);
 showUrls();
-// Whether this server takes trickle ICE, asked once at load so that no click waits for it.
-const trickle = supportsTrickle(endpoint("whip"));
+// Whether this server takes trickle ICE, and its STUN/TURN servers: asked once at load (OPTIONS)
+// so that no click waits for it.
+const discovered = discover(endpoint("whip"));
 for (const button of document.querySelectorAll("button.copy")) {
   button.addEventListener("click", async () => {
     const input = $(button.dataset.copy);
@@ -123,7 +124,7 @@ async function startLeg(kind, track, gen) {
     if (label === "POST sent" || label === "201 received") mark(label, name);
   };
   const token = $("token").value.trim();
-  const session = new Session({ endpoint: endpoint(kind), kind, track, token, onStep, trickle: token ? undefined : trickle });
+  const session = new Session({ endpoint: endpoint(kind), kind, track, token, onStep, discovered: token ? undefined : discovered });
   session.name = name;
   legs.push(session);
   setLeg(name, "connecting");

@@ -35,15 +35,44 @@ function gathered(pc, ms, settleMs = 10) {
   });
 }
 
-/** Whether the endpoint supports PATCH (trickle ICE), from its OPTIONS answer. */
-export async function supportsTrickle(url, headers = {}) {
+/**
+ * What the endpoint's OPTIONS answer says: whether it takes PATCH (trickle ICE), and the STUN/TURN
+ * servers of its `Link: <url>; rel="ice-server"` headers (RFC 9725 §4.6), as RTCIceServer objects.
+ */
+export async function discover(url, headers = {}) {
   try {
     const res = await fetch(url, { method: "OPTIONS", headers });
     const methods = `${res.headers.get("Allow") || ""},${res.headers.get("Access-Control-Allow-Methods") || ""}`;
-    return /\bPATCH\b/i.test(methods);
+    return { trickle: /\bPATCH\b/i.test(methods), iceServers: iceServers(res.headers.get("Link") || "") };
   } catch {
-    return false;
+    return { trickle: false, iceServers: [] };
   }
+}
+
+/** Whether the endpoint supports PATCH (trickle ICE), from its OPTIONS answer. */
+export async function supportsTrickle(url, headers = {}) {
+  return (await discover(url, headers)).trickle;
+}
+
+/**
+ * The ice-server links of a `Link` value (RFC 8288: `<target>; param="quoted"`, fields joined by
+ * commas, and a comma may sit inside a quoted credential).
+ */
+export function iceServers(value) {
+  const servers = [];
+  const re = /<([^>]*)>((?:\s*;\s*[\w-]+\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^;,]*))*)/g;
+  for (const [, url, params] of value.matchAll(re)) {
+    const p = {};
+    for (const [, k, quoted, bare] of params.matchAll(/;\s*([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;,]*))/g)) {
+      p[k.toLowerCase()] = quoted !== undefined ? quoted.replace(/\\(.)/g, "$1") : bare.trim();
+    }
+    if (p.rel !== "ice-server") continue;
+    const server = { urls: url };
+    if (p.username !== undefined) server.username = p.username;
+    if (p.credential !== undefined) server.credential = p.credential;
+    servers.push(server);
+  }
+  return servers;
 }
 
 /** The SDP fragment (RFC 8840) carrying `candidates` for the first m-line. */
@@ -61,17 +90,18 @@ function sdpFrag(pc, candidates) {
  * One WHIP or WHEP session.
  * kind: "whip" | "whep" | "echo"; track: the microphone track to send (whip/echo).
  * onStep(label): called at each step ("offer created", "POST sent", "201 received", ...).
- * trickle: a promise of whether the server takes trickle ICE by PATCH (asked with OPTIONS when not
- * given; a page can ask once, ahead of time, to keep the round trip out of the connect time).
+ * discovered: a promise of `discover(endpoint)` (trickle support and ICE servers; asked with
+ * OPTIONS when not given; a page can ask once, ahead of time, to keep the round trip out of the
+ * connect time).
  */
 export class Session {
-  constructor({ endpoint, kind, track, token, trickle, onStep = () => {} }) {
+  constructor({ endpoint, kind, track, token, discovered, onStep = () => {} }) {
     this.endpoint = endpoint;
     this.kind = kind;
     this.track = track;
     this.token = token;
     this.onStep = onStep;
-    this.trickleSupport = trickle;
+    this.discovered = discovered;
     this.pc = new RTCPeerConnection({ bundlePolicy: "max-bundle" });
     this.resource = null;
     this.etag = null;
@@ -86,14 +116,19 @@ export class Session {
     const direction = kind === "whip" ? "sendonly" : kind === "whep" ? "recvonly" : "sendrecv";
     if (this.track && direction !== "recvonly") pc.addTransceiver(this.track, { direction });
     else pc.addTransceiver("audio", { direction });
-    // Ask about trickle support (if nobody did) while the offer is being made, not before.
-    const trickleSupport = this.trickleSupport ?? supportsTrickle(this.endpoint, this.headers());
+    // The OPTIONS answer (asked ahead of time by the page, or now): trickle support and the ICE
+    // servers, which must be configured before gathering starts.
+    const info = await (this.discovered ?? discover(this.endpoint, this.headers()));
+    const trickle = info.trickle;
+    this.onStep("OPTIONS answered");
+    if (info.iceServers.length) {
+      pc.setConfiguration({ ...pc.getConfiguration(), iceServers: info.iceServers });
+      this.onStep(`ICE servers: ${info.iceServers.map((s) => s.urls).join(" ")}`);
+    }
     const pending = [];
     pc.addEventListener("icecandidate", (e) => pending.push(e.candidate));
     const offerGathered = pc.createOffer().then((offer) => pc.setLocalDescription(offer))
       .then(() => this.onStep("offer created"));
-    const trickle = await trickleSupport;
-    this.onStep("OPTIONS answered");
     await offerGathered;
     // Without trickle the offer carries the candidates (RFC 9725 §4.3.2).
     if (!trickle) await gathered(pc, 2000);

@@ -588,3 +588,34 @@ async fn bearer_tokens_guard_publishing_and_playing() {
     );
     api.stop.cancel();
 }
+
+#[tokio::test]
+async fn ice_servers_are_announced_one_link_field_each() {
+    let mut config = Config::for_tests();
+    config.ice_servers = vec![
+        "stun:stun.example.net".into(),
+        "turn:turn.example.net:3478?transport=udp".into(),
+    ];
+    config.turn_secret = Some("shared".into());
+    let api = Api::new(config).await;
+    let (created, _) = api.sdp("/whip/linked", OFFER).await;
+    let (options, _) = api.call(Method::OPTIONS, "/whip/linked").await;
+    for r in [&created, &options] {
+        let links: Vec<&str> = r
+            .headers()
+            .get_all(header::LINK)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(links.len(), 2, "{links:?}");
+        assert_eq!(links[0], r#"<stun:stun.example.net>; rel="ice-server""#);
+        assert!(
+            links[1].starts_with(
+                r#"<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username=""#
+            ) && links[1].ends_with(r#""; credential-type="password""#),
+            "{}",
+            links[1]
+        );
+    }
+    api.stop.cancel();
+}

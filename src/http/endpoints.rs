@@ -81,6 +81,7 @@ async fn create(
         // RFC 9725 §4.2: the Location header names the session resource.
         headers.insert(header::LOCATION, header_value(created.resource.location())?);
         headers.insert(header::ETAG, header_value(created.etag)?);
+        append_links(&state, &mut headers)?;
         Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
     .await;
@@ -93,9 +94,26 @@ fn header_value(s: String) -> Result<HeaderValue, ApiError> {
     HeaderValue::try_from(s).map_err(|e| ApiError::Internal(format!("header value: {e}")))
 }
 
-/// `OPTIONS` on an endpoint: 204 with `Accept-Post` and the CORS preflight headers.
-pub async fn options() -> Response {
-    cors::options(ENDPOINT_METHODS)
+/// RFC 9725 §4.6: one `Link: <url>; rel="ice-server"` field per configured STUN/TURN server,
+/// TURN credentials minted for this response. One per field, not a comma-separated list: OBS
+/// splits the value on commas and keeps the space, and then refuses the second server.
+fn append_links(state: &AppState, headers: &mut HeaderMap) -> Result<(), ApiError> {
+    if let Some(servers) = &state.ice_servers {
+        for link in servers.links(std::time::SystemTime::now()) {
+            headers.append(header::LINK, header_value(link)?);
+        }
+    }
+    Ok(())
+}
+
+/// `OPTIONS` on an endpoint: 204 with `Accept-Post`, the CORS preflight headers and the ICE
+/// servers (so a client can configure its peer connection before it makes the offer).
+pub async fn options(State(state): State<AppState>) -> Response {
+    let mut response = cors::options(ENDPOINT_METHODS);
+    if let Err(e) = append_links(&state, response.headers_mut()) {
+        return e.into_response();
+    }
+    response
 }
 
 /// `GET` on an endpoint: RFC 9725 §4.1 and the WHEP draft require a 2xx without content.

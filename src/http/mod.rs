@@ -27,6 +27,8 @@ pub struct AppState {
     pub self_test: tokio::sync::watch::Receiver<crate::selftest::SelfTest>,
     /// Who may publish and play; `None`: anyone.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// STUN/TURN servers for the `Link` headers; `None`: none announced.
+    pub ice_servers: Option<Arc<crate::ice_servers::IceServers>>,
 }
 
 /// The one list of routes and layers.
