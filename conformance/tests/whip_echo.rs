@@ -40,12 +40,19 @@ async fn whip_echo_with_two_media_loops_passes_the_conformance_suite() {
 /// With bearer tokens required (RFC 9725 §4.7.1): the checker sends its `--token` everywhere, and
 /// its authentication checks run instead of being skipped.
 #[tokio::test]
-async fn whip_echo_with_tokens_passes_the_conformance_suite_and_its_auth_checks() {
+async fn whip_echo_with_tokens_and_ice_servers_passes_the_suite_and_its_auth_and_link_checks() {
     let mut config = Config::for_tests();
     config.publish_tokens = vec!["conformance-token".into()];
     config.play_tokens = vec!["conformance-token".into()];
+    // And ICE servers in Link headers (RFC 9725 §4.6), TURN credentials minted per request.
+    config.ice_servers = vec![
+        "stun:stun.example.net".into(),
+        "turn:turn.example.net:3478?transport=udp".into(),
+    ];
+    config.turn_secret = Some("conformance-turn-secret".into());
     let report = passes_the_suite_with(config, Some("conformance-token")).await;
     for id in [
+        "rfc9725-4.6-link-ice-server-syntax",
         "rfc9725-4.7.1-missing-token-is-401",
         "rfc9725-4.7.1-wrong-token-is-401",
         "rfc9725-4.7.1-valid-token-is-accepted",
