@@ -180,6 +180,33 @@ test("a TURN server from the Link headers: a browser that may only relay still h
   }
 });
 
+test("a server that wants tokens: the page says so, and the typed token works", async () => {
+  const own = await startServer(["--publish-token", "s3cret-token", "--play-token", "s3cret-token"]);
+  try {
+    const { context, page } = await openPage(own.base);
+    await page.check("#single");
+    for (const [token, reason] of [["", "a bearer token is required"], ["guess", "the bearer token is not valid here"]]) {
+      await page.fill("#token", token);
+      await page.click("#echo");
+      await statusIs(page, "failed");
+      assert.match(await page.textContent("#error"), new RegExp(`^The server answered 401: ${reason}`));
+    }
+    await page.fill("#token", "s3cret-token");
+    await page.click("#echo");
+    await waitForAudio(page);
+    await page.click("#hangup");
+    // Two legs, one token for both.
+    await page.uncheck("#single");
+    await page.click("#echo");
+    await waitForAudio(page);
+    await statusIs(page, "connected");
+    await page.click("#hangup");
+    await context.close();
+  } finally {
+    own.child.kill("SIGTERM");
+  }
+});
+
 test("echo test with a slow microphone prompt: per-leg status, never 'Connected' before both legs are", async () => {
   // The permission prompt takes 1.5 s; the player leg connects meanwhile.
   const init = () => {
