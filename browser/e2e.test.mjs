@@ -8,7 +8,7 @@ import { createServer } from "node:http";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { FLAGS, WAIT, launch, selfSignedCert, shots, waitForAudio, warnings } from "./support.mjs";
+import { FLAGS, WAIT, gotoPage, launch, selfSignedCert, shots, waitForAudio, warnings } from "./support.mjs";
 
 let server;
 let base;
@@ -42,7 +42,7 @@ async function openPage(stream, url = base) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
-  await page.goto(url);
+  await gotoPage(page, url);
   if (stream) await page.fill("#stream", stream);
   return { context, page };
 }

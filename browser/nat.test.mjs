@@ -15,7 +15,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { FLAGS, WAIT, launch, selfSignedCert, shots, waitForAudio } from "./support.mjs";
+import { FLAGS, WAIT, gotoPage, launch, selfSignedCert, shots, waitForAudio } from "./support.mjs";
 
 const PUBLIC = "10.10.0.1";
 const SERVER = "10.20.0.2";
@@ -106,7 +106,9 @@ async function echoBoth(base, scenario) {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
-  await page.goto(base);
+  page.on("requestfailed", (r) => console.error("request failed:", r.url(), r.failure()?.errorText));
+  page.on("console", (m) => { if (m.type() === "error") console.error("console:", m.text()); });
+  await gotoPage(page, base);
   const runs = [];
   for (const single of [false, true]) {
     await page.fill("#stream", `nat-${scenario.id}-${single ? "echo" : "whip"}`);
@@ -161,7 +163,7 @@ test("NAT, nothing but HTTP open and media off the HTTP port: the page says whic
   try {
     const context = await browser.newContext();
     const page = await context.newPage();
-    await page.goto(`http://${PUBLIC}:${HTTP}/`);
+    await gotoPage(page, `http://${PUBLIC}:${HTTP}/`);
     await page.check("#single");
     await page.click("#echo");
     await page.waitForFunction(() => window.whipEcho.status === "failed", null, { timeout: WAIT });

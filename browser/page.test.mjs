@@ -11,7 +11,7 @@ import { createServer } from "node:http";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
-import { FLAGS, WAIT, launch, root, shots, waitForAudio, warnings } from "./support.mjs";
+import { FLAGS, WAIT, gotoPage, launch, root, shots, waitForAudio, warnings } from "./support.mjs";
 
 let server;
 let base;
@@ -28,7 +28,7 @@ async function openPage(url = base, { stream, init, context: options = {} } = {}
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error("page error:", e));
   if (init) await page.addInitScript(init);
-  await page.goto(url);
+  await gotoPage(page, url);
   if (stream) await page.fill("#stream", stream);
   return { context, page };
 }

@@ -77,3 +77,20 @@ export function selfSignedCert(ip) {
   { stdio: "ignore" });
   return { cert, key };
 }
+
+/**
+ * Opens whip-echo's page at `url` and waits for its script to run. Once in CI (1 run in about 30)
+ * a first load in a fresh browser left the module script unrun, with no request or page error to
+ * show why; the test then says so and reloads once rather than failing on an unrelated check.
+ */
+export async function gotoPage(page, url) {
+  await page.goto(url);
+  const ready = () => page.waitForFunction(() => window.whipEcho !== undefined, null, { timeout: 5000 });
+  try {
+    await ready();
+  } catch {
+    console.error(`# the page's script did not run after loading ${url}: reloading once`);
+    await page.reload();
+    await ready();
+  }
+}
