@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rtc::stun::message::{
-    Getter, Message, Setter, TransactionId, BINDING_REQUEST, BINDING_SUCCESS,
-};
+use rtc::stun::message::{Getter, Message, Setter, TransactionId, BINDING_REQUEST};
 use rtc::stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
+
+use crate::stun_client;
 
 /// How long the STUN server may take, in all.
 const DISCOVER_WAIT: Duration = Duration::from_secs(3);
@@ -32,27 +32,14 @@ pub async fn mapped_address(
     let setters: Vec<Box<dyn Setter>> =
         vec![Box::new(BINDING_REQUEST), Box::new(TransactionId::new())];
     request.build(&setters).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 1500];
-    let exchange = async {
-        loop {
-            probe
-                .send_to(&request.raw, server)
-                .await
-                .map_err(|e| e.to_string())?;
-            let deadline = tokio::time::Instant::now() + RETRANSMIT;
-            while let Ok(received) =
-                tokio::time::timeout_at(deadline, probe.recv_from(&mut buf)).await
-            {
-                let Ok((n, from)) = received else { continue };
-                if from != server {
-                    continue;
-                }
-                if let Some(mapped) = parse_answer(&buf[..n], &request) {
-                    return Ok(mapped);
-                }
+    let exchange =
+        stun_client::udp_exchange(&probe, server, &request, RETRANSMIT, |from, packet| {
+            if from == server {
+                parse_answer(packet, &request)
+            } else {
+                None
             }
-        }
-    };
+        });
     tokio::time::timeout(DISCOVER_WAIT, exchange)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} s", DISCOVER_WAIT.as_secs())))
@@ -60,11 +47,7 @@ pub async fn mapped_address(
 
 /// The XOR-MAPPED-ADDRESS of `packet`, when it is the success answer to `request`.
 fn parse_answer(packet: &[u8], request: &Message) -> Option<SocketAddr> {
-    let mut m = Message::new();
-    m.unmarshal_binary(packet).ok()?;
-    if m.typ != BINDING_SUCCESS || m.transaction_id != request.transaction_id {
-        return None;
-    }
+    let m = stun_client::success_answer(packet, request)?;
     let mut mapped = XorMappedAddress::default();
     mapped.get_from(&m).ok()?;
     Some(SocketAddr::new(mapped.ip, mapped.port))
@@ -73,6 +56,7 @@ fn parse_answer(packet: &[u8], request: &Message) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::stun::message::BINDING_SUCCESS;
 
     #[test]
     fn only_the_answer_to_our_request_counts() {

@@ -49,5 +49,6 @@ pub mod registry;
 pub mod selftest;
 pub mod server;
 pub mod session;
+mod stun_client;
 pub mod telemetry;
 pub mod tls;

@@ -20,14 +20,15 @@ use rtc::ice::attributes::priority::PriorityAttr;
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::fingerprint::FINGERPRINT;
 use rtc::stun::integrity::MessageIntegrity;
-use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST, BINDING_SUCCESS};
+use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
 use rtc::stun::textattrs::Username;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::media::{stream_loop, MediaError, MediaHandle};
+use crate::media::{read_rfc4571_frame, rfc4571_frame, stream_loop, MediaError, MediaHandle};
 use crate::session::{Role, StreamName};
+use crate::stun_client;
 
 /// How long one path may take to answer.
 const PROBE_WAIT: Duration = Duration::from_secs(3);
@@ -207,11 +208,9 @@ fn is_answer(packet: &[u8], request: &Message, pwd: &str) -> bool {
     let Ok(provider) = rtc::crypto::default_provider() else {
         return false;
     };
-    let mut m = Message::new();
-    m.unmarshal_binary(packet).is_ok()
-        && m.typ == BINDING_SUCCESS
-        && m.transaction_id == request.transaction_id
-        && MessageIntegrity::check(&mut m, pwd.as_bytes(), provider.crypto()).is_ok()
+    stun_client::success_answer(packet, request).is_some_and(|mut m| {
+        MessageIntegrity::check(&mut m, pwd.as_bytes(), provider.crypto()).is_ok()
+    })
 }
 
 async fn check_udp(addr: SocketAddr, ufrag: &str, pwd: &str) -> Result<(), String> {
@@ -222,24 +221,13 @@ async fn check_udp(addr: SocketAddr, ufrag: &str, pwd: &str) -> Result<(), Strin
     };
     let socket = UdpSocket::bind((any, 0)).await.map_err(|e| e.to_string())?;
     let request = check_request(ufrag, pwd)?;
-    let mut buf = vec![0u8; 1500];
-    loop {
-        socket
-            .send_to(&request.raw, addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        // Not a connected socket: on a socket bound to every interface the server answers from
-        // its announced address, not from loopback. The transaction id and MESSAGE-INTEGRITY say
-        // whether a datagram is the answer.
-        let deadline = tokio::time::Instant::now() + RETRANSMIT;
-        while let Ok(received) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await
-        {
-            let Ok((n, _)) = received else { continue };
-            if is_answer(&buf[..n], &request, pwd) {
-                return Ok(());
-            }
-        }
-    }
+    // Not a connected socket, and any sender: on a socket bound to every interface the server
+    // answers from its announced address, not from loopback. The transaction id and
+    // MESSAGE-INTEGRITY say whether a datagram is the answer.
+    stun_client::udp_exchange(&socket, addr, &request, RETRANSMIT, |_, packet| {
+        is_answer(packet, &request, pwd).then_some(())
+    })
+    .await
 }
 
 async fn check_tcp(addr: SocketAddr, ufrag: &str, pwd: &str) -> Result<(), String> {
@@ -247,19 +235,12 @@ async fn check_tcp(addr: SocketAddr, ufrag: &str, pwd: &str) -> Result<(), Strin
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     let request = check_request(ufrag, pwd)?;
-    // RFC 4571 §2: each packet preceded by its 16-bit length.
-    let len = u16::try_from(request.raw.len()).map_err(|e| e.to_string())?;
-    let mut framed = len.to_be_bytes().to_vec();
-    framed.extend_from_slice(&request.raw);
-    stream.write_all(&framed).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(&rfc4571_frame(&request.raw))
+        .await
+        .map_err(|e| e.to_string())?;
     loop {
-        let len = stream
-            .read_u16()
-            .await
-            .map_err(|_| "closed by the server".to_owned())?;
-        let mut packet = vec![0u8; usize::from(len)];
-        stream
-            .read_exact(&mut packet)
+        let packet = read_rfc4571_frame(&mut stream)
             .await
             .map_err(|_| "closed by the server".to_owned())?;
         if is_answer(&packet, &request, pwd) {

@@ -35,6 +35,7 @@ pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
 pub use shared_port::SharedPort;
 pub use socket::local_ips;
+pub(crate) use tcp::{frame as rfc4571_frame, read_frame as read_rfc4571_frame};
 
 /// Queue depth between the HTTP plane and a media loop.
 const COMMAND_QUEUE: usize = 1024;

@@ -332,7 +332,7 @@ async fn serve(
 
 /// One packet as an RFC 4571 §2 frame: a 16-bit length, then the packet (`TcpConns::send`
 /// refuses packets too long for it).
-fn frame(packet: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
     let mut framed = Vec::with_capacity(2 + packet.len());
     framed.extend_from_slice(&(packet.len() as u16).to_be_bytes());
     framed.extend_from_slice(packet);
@@ -340,7 +340,7 @@ fn frame(packet: &[u8]) -> Vec<u8> {
 }
 
 /// Reads one RFC 4571 frame.
-async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<BytesMut> {
+pub(crate) async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<BytesMut> {
     let len = stream.read_u16().await?;
     let mut data = BytesMut::zeroed(usize::from(len));
     stream.read_exact(&mut data).await?;
