@@ -91,7 +91,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, Ser
     let http = config.media_on_http_port.then_some(http_addr);
     let planes = start_planes(&config, http, stop.child_token()).await?;
     let media = planes.media.clone();
-    let self_test = planes.self_test_rx.clone();
+    let self_test = planes.self_test.subscribe();
     let shutdown = stop.clone();
     let task = tokio::spawn(serve(listener, planes, tls, shutdown));
     Ok(Running {
@@ -131,9 +131,7 @@ pub async fn start_media(
 ) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
     let planes = start_planes(config, None, stop).await?;
     // Nothing serves these planes' self-test: say so rather than "running" for ever.
-    if let Some(report) = planes.self_test {
-        report.send_replace(SelfTest::Disabled);
-    }
+    planes.self_test.send_replace(SelfTest::Disabled);
     Ok((planes.media, planes.loops, planes.app))
 }
 
@@ -142,9 +140,8 @@ struct Planes {
     media: MediaHandle,
     loops: MediaLoops,
     app: axum::Router,
-    /// Where the self-test reports, when it is on.
-    self_test: Option<watch::Sender<SelfTest>>,
-    self_test_rx: watch::Receiver<SelfTest>,
+    /// Where the self-test reports; it starts `Running` when the self-test is on.
+    self_test: watch::Sender<SelfTest>,
 }
 
 /// [`start_media`], announcing `http` (the HTTP listener's address) as an ICE-TCP candidate too.
@@ -278,14 +275,13 @@ async fn start_planes(
         ice_servers: ice_servers.map(Arc::new),
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
-        self_test: self_test_rx.clone(),
+        self_test: self_test_rx,
     };
     Ok(Planes {
         app: router(state),
         media,
         loops,
-        self_test: config.self_test.then_some(self_test),
-        self_test_rx,
+        self_test,
     })
 }
 
@@ -428,7 +424,6 @@ async fn serve(
         mut loops,
         app,
         self_test,
-        ..
     } = planes;
     let (listener, addr) = match http_listener(listener, &loops, tls) {
         Ok(prepared) => prepared,
@@ -441,9 +436,10 @@ async fn serve(
     };
     info!(%addr, "HTTP listening");
     let http_media = loops.media_on_http_port().then_some(addr);
-    let self_test = self_test.map(|report| {
+    let wanted = *self_test.borrow() == SelfTest::Running;
+    let self_test = wanted.then(|| {
         let paths = selftest::paths(&media, http_media);
-        tokio::spawn(run_self_test(media, paths, report, stop.clone()))
+        tokio::spawn(run_self_test(media, paths, self_test, stop.clone()))
     });
     let http_stop = stop.clone();
     let http = async move {
