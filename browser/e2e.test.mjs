@@ -7,20 +7,11 @@ import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { FLAGS, WAIT, gotoPage, launch, selfSignedCert, shots, waitForAudio, warnings } from "./support.mjs";
+import { WAIT, gotoPage, launchChromium, startServer, selfSignedCert, shots, waitForAudio, warnings } from "./support.mjs";
 
 let server;
 let base;
 let browser;
-
-/** Starts the release binary on ephemeral loopback ports; resolves with its base URL. */
-async function startServer(extra = [], mediaPort = "0") {
-  const { child, addr } = await launch([
-    "--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", mediaPort, "--tcp-port", mediaPort, ...extra,
-  ]);
-  return { child, base: `http://${addr}` };
-}
 
 async function sessions() {
   const text = await (await fetch(`${base}/healthz`)).text();
@@ -52,7 +43,7 @@ const MARKS = ["POST sent", "201 received", "ICE connected", "DTLS connected", "
 before(async () => {
   mkdirSync(shots, { recursive: true });
   ({ child: server, base } = await startServer());
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+  browser = await launchChromium();
 });
 
 after(async () => {

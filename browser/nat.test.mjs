@@ -14,8 +14,7 @@ import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { FLAGS, WAIT, gotoPage, launch, selfSignedCert, shots, waitForAudio } from "./support.mjs";
+import { WAIT, gotoPage, launch, launchChromium, selfSignedCert, shots, waitForAudio } from "./support.mjs";
 
 const PUBLIC = "10.10.0.1";
 const SERVER = "10.20.0.2";
@@ -88,11 +87,8 @@ before(async () => {
   sh(router, `ip link set lo up && ip addr add ${PUBLIC}/24 dev r0 && ip addr add 10.20.0.1/24 dev r1 &&
     ip link set r0 up && ip link set r1 up && echo 1 > /proc/sys/net/ipv4/ip_forward`);
   sh(serverNs, `ip link set lo up && ip addr add ${SERVER}/24 dev s0 && ip link set s0 up && ip route add default via 10.20.0.1`);
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    // The page's origin is a plain-HTTP private address: let it use the (fake) microphone.
-    args: [...FLAGS, `--unsafely-treat-insecure-origin-as-secure=http://${PUBLIC}:${HTTP}`],
-  });
+  // The page's origin is a plain-HTTP private address: let it use the (fake) microphone.
+  browser = await launchChromium([`--unsafely-treat-insecure-origin-as-secure=http://${PUBLIC}:${HTTP}`]);
 });
 
 after(async () => {

@@ -10,18 +10,11 @@ import { createSocket } from "node:dgram";
 import { createServer } from "node:http";
 import { mkdirSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { chromium } from "playwright-core";
-import { FLAGS, WAIT, gotoPage, launch, root, shots, waitForAudio, warnings } from "./support.mjs";
+import { WAIT, gotoPage, launchChromium, startServer, root, shots, waitForAudio, warnings } from "./support.mjs";
 
 let server;
 let base;
 let browser;
-
-async function startServer(extra = [], port = "0") {
-  const { child, addr } = await launch(["--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", port,
-    "--tcp-port", port, ...extra]);
-  return { child, base: `http://${addr}` };
-}
 
 async function openPage(url = base, { stream, init, context: options = {} } = {}) {
   const context = await (options.browser || browser).newContext(options.newContext || {});
@@ -39,7 +32,7 @@ const statusText = (page) => page.textContent("#status");
 before(async () => {
   mkdirSync(shots, { recursive: true });
   ({ child: server, base } = await startServer());
-  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: FLAGS });
+  browser = await launchChromium();
 });
 
 after(async () => {

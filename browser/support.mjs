@@ -2,6 +2,7 @@
 // audio, and a self-signed certificate.
 
 import { spawn, execFileSync } from "node:child_process";
+import { chromium } from "playwright-core";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
@@ -54,6 +55,18 @@ export function launch(args, prefix = []) {
 /** The log lines of `child` at WARN or ERROR level. */
 export function warnings(child) {
   return child.logs.filter((l) => /"level":"(WARN|ERROR)"/.test(l));
+}
+
+/** Starts the release binary on ephemeral (or `port`) loopback ports; resolves with its base URL. */
+export async function startServer(extra = [], port = "0") {
+  const { child, addr } = await launch(["--listen", "127.0.0.1:0", "--udp-host", "127.0.0.1", "--udp-port", port,
+    "--tcp-port", port, ...extra]);
+  return { child, base: `http://${addr}` };
+}
+
+/** Debian's Chromium, headless, with the test flags and `extra` ones. */
+export function launchChromium(extra = []) {
+  return chromium.launch({ executablePath: "/usr/bin/chromium", args: [...FLAGS, ...extra] });
 }
 
 /**
