@@ -49,11 +49,6 @@ export async function discover(url, headers = {}) {
   }
 }
 
-/** Whether the endpoint supports PATCH (trickle ICE), from its OPTIONS answer. */
-export async function supportsTrickle(url, headers = {}) {
-  return (await discover(url, headers)).trickle;
-}
-
 /**
  * The ice-server links of a `Link` value (RFC 8288: `<target>; param="quoted"`, fields joined by
  * commas, and a comma may sit inside a quoted credential).
