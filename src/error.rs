@@ -13,12 +13,25 @@ use crate::session::BadStreamName;
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// RFC 9725 §4.2: the offer MUST be `application/sdp`.
-    #[error("Content-Type must be application/sdp")]
-    UnsupportedMediaType,
-    /// The body is larger than the offer size cap.
-    #[error("SDP body larger than {0} bytes")]
+    /// RFC 9725 §4.2: the offer MUST be `application/sdp`; §4.3.1: a PATCH body
+    /// `application/trickle-ice-sdpfrag`. The media type this route takes.
+    #[error("Content-Type must be {0}")]
+    UnsupportedMediaType(&'static str),
+    /// The body is larger than the size cap.
+    #[error("body larger than {0} bytes")]
     PayloadTooLarge(usize),
+    /// A PATCH body that is not an RFC 8840 SDP fragment.
+    #[error("bad SDP fragment: {0}")]
+    BadFragment(String),
+    /// RFC 9725 §4.3.1: `If-Match` names an ICE session that is not the current one.
+    #[error("If-Match does not match the current ICE session's ETag")]
+    PreconditionFailed,
+    /// RFC 9725 §4.3.1: an ICE restart without `If-Match` (RFC 6585 §3).
+    #[error("an ICE restart needs If-Match (\"*\" or the current ETag)")]
+    PreconditionRequired,
+    /// A valid fragment that the session cannot apply.
+    #[error("cannot apply the SDP fragment: {0}")]
+    Unprocessable(String),
     /// The offer is not usable SDP, or has no audio that whip-echo can serve.
     #[error("bad SDP offer: {0}")]
     BadSdp(String),
@@ -66,9 +79,14 @@ impl ApiError {
     /// The status each variant maps to: the one place where that decision is made.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadSdp(_) | ApiError::BadStreamName(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadSdp(_) | ApiError::BadStreamName(_) | ApiError::BadFragment(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -91,6 +109,9 @@ impl From<MediaError> for ApiError {
             MediaError::OverCapacity => ApiError::OverCapacity,
             MediaError::NotRunning => ApiError::ShuttingDown,
             MediaError::Internal(cause) => ApiError::Internal(cause),
+            MediaError::StaleIceSession => ApiError::PreconditionFailed,
+            MediaError::RestartNeedsIfMatch => ApiError::PreconditionRequired,
+            MediaError::CannotApply(why) => ApiError::Unprocessable(why),
         }
     }
 }

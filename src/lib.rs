@@ -46,6 +46,7 @@ pub mod ice_servers;
 pub mod media;
 pub mod ports;
 pub mod registry;
+pub mod sdpfrag;
 pub mod selftest;
 pub mod server;
 pub mod session;

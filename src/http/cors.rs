@@ -1,18 +1,19 @@
 //! CORS for browser clients on other origins (RFC 9725 §4.1: WHIP endpoints must support OPTIONS
 //! for CORS; the WHEP draft says the same). Written out rather than with tower-http's CorsLayer
-//! because preflight answers must also carry `Accept-Post` and per-route methods, and must not list
-//! PATCH until trickle is supported (clients such as Eyevinn's decide to trickle from that list).
+//! because preflight answers must also carry `Accept-Post`/`Accept-Patch` and per-route methods
+//! (clients such as Eyevinn's decide to trickle from the endpoint's list of methods).
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::sdp::APPLICATION_SDP;
+use super::sdp::{APPLICATION_SDP, TRICKLE_ICE_SDPFRAG};
 use super::AppState;
 
 /// Response headers a script on another origin may read.
-const EXPOSE: &str = "Location, ETag, Link, Accept-Post, Retry-After, WWW-Authenticate";
+const EXPOSE: &str =
+    "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After, WWW-Authenticate";
 /// Request headers a script on another origin may send.
 const ALLOW_HEADERS: &str = "Authorization, If-Match, Content-Type";
 
@@ -62,14 +63,16 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// A 204 answer to OPTIONS listing `methods` (both as `Allow` and for CORS preflight), with
-/// `Accept-Post: application/sdp` where POST is among them (RFC 9725 §4.1).
-pub fn options(methods: &'static str) -> Response {
+/// A 204 answer to OPTIONS: `allow` as `Allow`, `cors_methods` for CORS preflight, with
+/// `Accept-Post: application/sdp` where POST is allowed (RFC 9725 §4.1), and `Accept-Patch` (RFC
+/// 5789 §3.1) for the SDP fragments of trickle ICE and ICE restarts (RFC 9725 §4.3.1), which
+/// every session of every endpoint takes.
+pub fn options(allow: &'static str, cors_methods: &'static str) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(header::ALLOW, HeaderValue::from_static(methods));
+    headers.insert(header::ALLOW, HeaderValue::from_static(allow));
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(methods),
+        HeaderValue::from_static(cors_methods),
     );
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -79,9 +82,13 @@ pub fn options(methods: &'static str) -> Response {
         header::ACCESS_CONTROL_MAX_AGE,
         HeaderValue::from_static("86400"),
     );
-    if methods.contains("POST") {
+    if allow.contains("POST") {
         headers.insert("accept-post", HeaderValue::from_static(APPLICATION_SDP));
     }
+    headers.insert(
+        "accept-patch",
+        HeaderValue::from_static(TRICKLE_ICE_SDPFRAG),
+    );
     (StatusCode::NO_CONTENT, headers).into_response()
 }
 

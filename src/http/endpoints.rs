@@ -14,6 +14,10 @@ use crate::session::{Role, StreamName};
 
 /// Methods of every endpoint.
 pub const ENDPOINT_METHODS: &str = "OPTIONS, GET, HEAD, POST";
+/// The endpoint's CORS methods: its own, and those of the sessions it creates. Clients (the
+/// Eyevinn WHIP/WHEP library, whip-echo's page) decide to trickle when PATCH is listed here, as
+/// mediamtx lists it.
+const ENDPOINT_CORS_METHODS: &str = "OPTIONS, GET, HEAD, POST, PATCH, DELETE";
 
 /// The offer, or why the body is not one (checked after the token: an unauthenticated client
 /// learns nothing about what the server accepts).
@@ -81,6 +85,11 @@ async fn create(
         // RFC 9725 §4.2: the Location header names the session resource.
         headers.insert(header::LOCATION, header_value(created.resource.location())?);
         headers.insert(header::ETAG, header_value(created.etag)?);
+        // RFC 9725 §4.3.1: the session takes trickle ICE and ICE restarts by PATCH.
+        headers.insert(
+            "accept-patch",
+            HeaderValue::from_static(super::sdp::TRICKLE_ICE_SDPFRAG),
+        );
         append_links(&state, &mut headers)?;
         Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
@@ -90,7 +99,7 @@ async fn create(
 
 /// Locations and ETags are built from hex digits only, so a value that is not a valid header is
 /// a bug: a 500 that says so, not a made-up header.
-fn header_value(s: String) -> Result<HeaderValue, ApiError> {
+pub(super) fn header_value(s: String) -> Result<HeaderValue, ApiError> {
     HeaderValue::try_from(s).map_err(|e| ApiError::Internal(format!("header value: {e}")))
 }
 
@@ -109,7 +118,7 @@ fn append_links(state: &AppState, headers: &mut HeaderMap) -> Result<(), ApiErro
 /// `OPTIONS` on an endpoint: 204 with `Accept-Post`, the CORS preflight headers and the ICE
 /// servers (so a client can configure its peer connection before it makes the offer).
 pub async fn options(State(state): State<AppState>) -> Response {
-    let mut response = cors::options(ENDPOINT_METHODS);
+    let mut response = cors::options(ENDPOINT_METHODS, ENDPOINT_CORS_METHODS);
     if let Err(e) = append_links(&state, response.headers_mut()) {
         return e.into_response();
     }

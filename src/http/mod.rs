@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/resource/{id}",
             axum::routing::delete(resource::delete)
+                .patch(resource::patch)
                 .get(resource::get)
                 .options(resource::options)
                 .fallback(resource::not_allowed),

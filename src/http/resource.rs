@@ -1,16 +1,74 @@
 //! The session resource (`/resource/{id}`) that a 201 `Location` names.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 
+use super::endpoints::header_value;
+use super::sdp::{SdpFragment, TRICKLE_ICE_SDPFRAG};
 use super::{cors, AppState};
 use crate::error::ApiError;
-use crate::media::ResourceState;
+use crate::media::{IcePatch, IfMatch, Patched, ResourceState};
+use crate::sdpfrag;
 use crate::session::ResourceId;
 
-/// Methods of a session resource. PATCH (trickle ICE, ICE restart) is not offered yet.
-pub const RESOURCE_METHODS: &str = "OPTIONS, GET, HEAD, DELETE";
+/// Methods of a session resource.
+pub const RESOURCE_METHODS: &str = "OPTIONS, GET, HEAD, PATCH, DELETE";
+
+/// `PATCH /resource/{id}`: RFC 9725 §4.3. Trickled candidates: 204 without an ETag (§4.3.2); new
+/// ICE credentials: an ICE restart, 200 with the server's fragment and the new ETag (§4.3.3).
+/// `If-Match` is checked against the current ICE session by the media plane (§4.3.1). DELETE,
+/// unlike PATCH, ignores `If-Match`: ending a session never depends on its ICE generation.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<SdpFragment, ApiError>,
+) -> Result<Response, ApiError> {
+    let resource = parse(&id)?;
+    let SdpFragment(text) = body?;
+    let frag = sdpfrag::parse(&text).map_err(|e| ApiError::BadFragment(e.to_string()))?;
+    let patch = IcePatch {
+        frag,
+        if_match: if_match(&headers),
+    };
+    Ok(match state.media.patch(resource, patch).await? {
+        Patched::Trickled => StatusCode::NO_CONTENT.into_response(),
+        Patched::Restarted { frag, etag } => {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(TRICKLE_ICE_SDPFRAG),
+            );
+            headers.insert(header::ETAG, header_value(etag)?);
+            (StatusCode::OK, headers, frag).into_response()
+        }
+    })
+}
+
+/// The `If-Match` fields of a request (RFC 9110 §13.1.1): `*`, or the listed entity tags as
+/// sent. A value that is not text (or empty) is a precondition nothing satisfies.
+fn if_match(headers: &HeaderMap) -> IfMatch {
+    let values: Vec<&str> = headers
+        .get_all(header::IF_MATCH)
+        .iter()
+        .map(|v| v.to_str().unwrap_or(""))
+        .collect();
+    if values.is_empty() {
+        return IfMatch::Absent;
+    }
+    let tags: Vec<String> = values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .collect();
+    if tags.iter().any(|t| t == "*") {
+        IfMatch::Any
+    } else {
+        IfMatch::Tags(tags)
+    }
+}
 
 /// `DELETE /resource/{id}`: RFC 9725 §4.4: 200 and the session is torn down.
 pub async fn delete(
@@ -39,11 +97,10 @@ pub async fn get(
 
 /// `OPTIONS` on a resource.
 pub async fn options() -> Response {
-    cors::options(RESOURCE_METHODS)
+    cors::options(RESOURCE_METHODS, RESOURCE_METHODS)
 }
 
-/// Any other method, PATCH included until trickle ICE is implemented (RFC 9725 §4.3.1 lets a
-/// server without trickle support answer 405).
+/// Any other method.
 pub async fn not_allowed() -> ApiError {
     ApiError::MethodNotAllowed {
         allow: RESOURCE_METHODS,
@@ -52,4 +109,29 @@ pub async fn not_allowed() -> ApiError {
 
 fn parse(id: &str) -> Result<ResourceId, ApiError> {
     ResourceId::parse(id).ok_or(ApiError::NotFound("no such resource"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::IF_MATCH, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn if_match_fields() {
+        assert_eq!(if_match(&HeaderMap::new()), IfMatch::Absent);
+        assert_eq!(if_match(&with(&["*"])), IfMatch::Any);
+        assert_eq!(
+            if_match(&with(&["\"a\", W/\"b\"", "\"c\""])),
+            IfMatch::Tags(vec!["\"a\"".into(), "W/\"b\"".into(), "\"c\"".into()])
+        );
+        // Present but empty: a precondition that nothing satisfies.
+        assert_eq!(if_match(&with(&[""])), IfMatch::Tags(vec![]));
+    }
 }

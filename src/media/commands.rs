@@ -42,6 +42,17 @@ impl MediaLoop {
                     Lookup::Unknown => ResourceState::Unknown,
                 });
             }
+            Command::Patch {
+                resource,
+                patch,
+                reply,
+            } => {
+                let result = match self.live_key(&resource, now) {
+                    Some(key) => self.patch(key, patch, now),
+                    None => Err(MediaError::UnknownResource),
+                };
+                let _ = reply.send(result);
+            }
             #[cfg(test)]
             Command::Panic => panic!("media loop told to panic (test)"),
         }

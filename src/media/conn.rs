@@ -66,6 +66,12 @@ pub struct Conn {
     pub pc: RTCPeerConnection,
     /// The local ICE ufrag (routing key and ETag).
     pub ufrag: String,
+    /// The local ufrag before the last ICE restart, still routed: checks of the old generation
+    /// may still be in flight, and its paths were learnt under it.
+    pub previous_ufrag: Option<String>,
+    /// Remote ufrags of ICE generations before the current one: a late trickle PATCH of an old
+    /// generation is ignored, not taken for a restart back to it.
+    pub old_remote_ufrags: Vec<String>,
     pub link: Link,
     pub setup_deadline: Instant,
     /// The earliest deadline this session has armed in the loop's timers.
@@ -105,6 +111,8 @@ impl Conn {
         Conn {
             pc,
             ufrag,
+            previous_ufrag: None,
+            old_remote_ufrags: Vec::new(),
             link: Link::Connecting,
             setup_deadline,
             armed: None,

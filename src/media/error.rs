@@ -19,6 +19,15 @@ pub enum MediaError {
     /// The media loop is gone (shutting down, or it died).
     #[error("media plane is not running")]
     NotRunning,
+    /// RFC 9725 §4.3.1: a PATCH's `If-Match` names another ICE session than the current one.
+    #[error("If-Match does not match the current ICE session")]
+    StaleIceSession,
+    /// RFC 9725 §4.3.1: an ICE restart came without `If-Match`.
+    #[error("an ICE restart needs If-Match")]
+    RestartNeedsIfMatch,
+    /// A well-formed PATCH fragment the session cannot apply (rtc refused the restart).
+    #[error("cannot apply: {0}")]
+    CannotApply(String),
     /// A failure inside rtc that the client did not cause.
     #[error("internal media error: {0}")]
     Internal(String),

@@ -365,6 +365,9 @@ impl MediaLoop {
         while let Some(out) = conn.pc.poll_write() {
             let _ = self.transports.send(&out.transport, &out.message);
         }
+        if let Some(previous) = &conn.previous_ufrag {
+            self.routes.remove_ufrag(previous, key);
+        }
         for path in self.routes.remove(key, &conn.ufrag) {
             // RFC 6544: an ICE-TCP connection belongs to its one session; it ends with it.
             if let PathId::Tcp(id) = path {

@@ -14,6 +14,7 @@ mod event_loop;
 mod forward;
 mod loops;
 pub mod offer;
+mod patch;
 mod peer;
 mod routes;
 mod shared_port;
@@ -55,6 +56,12 @@ pub(crate) enum Command {
         resource: ResourceId,
         reply: oneshot::Sender<ResourceState>,
     },
+    /// Trickled candidates or an ICE restart (RFC 9725 §4.3).
+    Patch {
+        resource: ResourceId,
+        patch: IcePatch,
+        reply: oneshot::Sender<Result<Patched, MediaError>>,
+    },
     /// Makes the loop panic, to test that a dead loop is seen.
     #[cfg(test)]
     Panic,
@@ -69,6 +76,40 @@ pub(crate) struct NewSession {
     pub permit: cap::Permit,
     /// When negotiation started: the setup deadline counts from here.
     pub started: Instant,
+}
+
+/// A PATCH of a session as the HTTP plane parsed it: the fragment and the request's `If-Match`.
+#[derive(Debug, Clone)]
+pub struct IcePatch {
+    /// The RFC 8840 fragment.
+    pub frag: crate::sdpfrag::SdpFrag,
+    /// The `If-Match` precondition.
+    pub if_match: IfMatch,
+}
+
+/// An `If-Match` header (RFC 9110 §13.1.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IfMatch {
+    /// No `If-Match`.
+    Absent,
+    /// `If-Match: *`.
+    Any,
+    /// The entity tags listed, as sent (quoted; weak tags never match: RFC 9110 §8.8.3.2).
+    Tags(Vec<String>),
+}
+
+/// What a PATCH did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Patched {
+    /// Candidates added (or ignored), or end-of-candidates noted: 204.
+    Trickled,
+    /// ICE restarted: 200 with the server's new credentials and candidates, and a new ETag.
+    Restarted {
+        /// The `application/trickle-ice-sdpfrag` body.
+        frag: String,
+        /// The new entity tag, quoted.
+        etag: String,
+    },
 }
 
 /// What a resource id names, as `GET /resource/{id}` reports it.
@@ -218,6 +259,17 @@ impl MediaHandle {
         let shard = self.owner(&resource);
         self.request(shard, |reply| Command::Exists { resource, reply })
             .await
+    }
+
+    /// Applies a PATCH (RFC 9725 §4.3) to the session `resource`.
+    pub async fn patch(&self, resource: ResourceId, patch: IcePatch) -> Result<Patched, MediaError> {
+        let shard = self.owner(&resource);
+        self.request(shard, |reply| Command::Patch {
+            resource,
+            patch,
+            reply,
+        })
+        .await?
     }
 
     /// The statistics of every loop together, and a way to wait for changes.

@@ -340,7 +340,7 @@ fn negotiated_track(
 /// `sendonly` (the twin of RFC 9725 §4.2's `recvonly` rule for WHIP) and nothing such a viewer
 /// sends is read. rtc pairs the offer's section with the send track's `sendrecv` transceiver, whose
 /// direction is narrowed here, before the answer is created.
-fn send_only(pc: &mut RTCPeerConnection) {
+pub(super) fn send_only(pc: &mut RTCPeerConnection) {
     let ids: Vec<_> = pc.get_transceivers().collect();
     for id in ids {
         if let Some(mut transceiver) = pc.rtp_transceiver(id) {

@@ -33,6 +33,13 @@ impl Routes {
         self.by_ufrag.insert(ufrag.to_owned(), key);
     }
 
+    /// Forgets a ufrag of session `key` (the one before an ICE restart's).
+    pub fn remove_ufrag(&mut self, ufrag: &str, key: SessionKey) {
+        if self.by_ufrag.get(ufrag) == Some(&key) {
+            self.by_ufrag.remove(ufrag);
+        }
+    }
+
     /// Learns that `path` talks to session `key` (a later learner of the same path wins: a
     /// client that reuses its port for a new session moves the route with it).
     pub fn learn(&mut self, path: PathId, key: SessionKey) {
@@ -71,9 +78,7 @@ impl Routes {
     /// Forgets everything about a session (part of teardown); returns the paths it had, so
     /// that connections of its own (ICE-TCP) can be closed.
     pub fn remove(&mut self, key: SessionKey, ufrag: &str) -> Vec<PathId> {
-        if self.by_ufrag.get(ufrag) == Some(&key) {
-            self.by_ufrag.remove(ufrag);
-        }
+        self.remove_ufrag(ufrag, key);
         let paths = self.paths_of.remove(&key).unwrap_or_default();
         for path in &paths {
             if self.by_path.get(path) == Some(&key) {
