@@ -244,7 +244,10 @@ mod tests {
                 "a=candidate:1 1 udp 1 10.0.0.1 5 type host\r\n",
                 FragError::Candidate(1),
             ),
-            ("a=candidate:1 x udp 1 h 5 typ host\r\n", FragError::Candidate(1)),
+            (
+                "a=candidate:1 x udp 1 h 5 typ host\r\n",
+                FragError::Candidate(1),
+            ),
             ("a=ice-ufrag:ab\r\n", FragError::Credential(1, "ufrag")),
             ("a=ice-pwd:short\r\n", FragError::Credential(1, "password")),
             ("a=ice-ufrag:ab cd\r\n", FragError::Credential(1, "ufrag")),
@@ -258,7 +261,9 @@ mod tests {
         }
         // The same credentials at session and media level are one pair.
         let pwd = "0123456789012345678901";
-        let twice = format!("a=ice-ufrag:abcd\na=ice-pwd:{pwd}\nm=audio 9 x 0\na=ice-ufrag:abcd\na=ice-pwd:{pwd}\n");
+        let twice = format!(
+            "a=ice-ufrag:abcd\na=ice-pwd:{pwd}\nm=audio 9 x 0\na=ice-ufrag:abcd\na=ice-pwd:{pwd}\n"
+        );
         assert_eq!(parse(&twice).unwrap().ufrag.as_deref(), Some("abcd"));
     }
 

@@ -401,11 +401,18 @@ async fn methods_options_and_cors() {
         assert_eq!(r.status(), StatusCode::NO_CONTENT, "{path}");
         assert_eq!(header_of(&r, "accept-post"), "application/sdp");
         assert_eq!(header_of(&r, "access-control-allow-origin"), "*");
+        // PATCH is listed for the sessions the endpoint creates: clients decide to trickle
+        // from this list (RFC 9725 §4.3.1 servers that take trickle ICE advertise it).
         let methods = header_of(&r, "access-control-allow-methods");
         assert!(
-            methods.contains("POST") && !methods.contains("PATCH"),
+            methods.contains("POST") && methods.contains("PATCH"),
             "{methods}"
         );
+        assert_eq!(
+            header_of(&r, "accept-patch"),
+            "application/trickle-ice-sdpfrag"
+        );
+        assert!(!header_of(&r, "allow").contains("PATCH"), "{path}");
         let allowed = header_of(&r, "access-control-allow-headers").to_ascii_lowercase();
         for h in ["authorization", "if-match", "content-type"] {
             assert!(allowed.contains(h), "{allowed}");
@@ -423,17 +430,86 @@ async fn methods_options_and_cors() {
         .unwrap();
     let (r, _) = api.send(request).await;
     let exposed = header_of(&r, "access-control-expose-headers").to_ascii_lowercase();
-    for h in ["location", "etag", "link"] {
+    for h in ["location", "etag", "link", "accept-patch"] {
         assert!(exposed.contains(h), "{exposed}");
     }
+    assert_eq!(
+        header_of(&r, "accept-patch"),
+        "application/trickle-ice-sdpfrag"
+    );
     let location = header_of(&r, "location").to_owned();
-    // PATCH is not supported yet: 405, and not advertised.
-    let (r, text) = api.call(Method::PATCH, &location).await;
-    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{text}");
-    assert!(!header_of(&r, "allow").contains("PATCH"));
+    let etag = header_of(&r, "etag").to_owned();
+    // The resource takes PATCH, and says so.
     let (r, _) = api.call(Method::OPTIONS, &location).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    assert!(!header_of(&r, "access-control-allow-methods").contains("PATCH"));
+    assert!(header_of(&r, "allow").contains("PATCH"));
+    assert!(header_of(&r, "access-control-allow-methods").contains("PATCH"));
+    assert_eq!(
+        header_of(&r, "accept-patch"),
+        "application/trickle-ice-sdpfrag"
+    );
+    let (r, _) = api.call(Method::PUT, &location).await;
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(header_of(&r, "allow").contains("PATCH"));
+
+    // RFC 9725 §4.3: the refusals of PATCH, each with a reason.
+    let patch = |uri: &str, content_type: Option<&str>, if_match: Option<&str>, body: Vec<u8>| {
+        let mut request = Request::builder().method(Method::PATCH).uri(uri);
+        if let Some(t) = content_type {
+            request = request.header(header::CONTENT_TYPE, t);
+        }
+        if let Some(tag) = if_match {
+            request = request.header(header::IF_MATCH, tag);
+        }
+        request.body(Body::from(body)).unwrap()
+    };
+    const FRAG: &str = "application/trickle-ice-sdpfrag";
+    let candidate = b"a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n".to_vec();
+    let guessed = "/resource/00000000000000000000000000000000";
+    for (request, status) in [
+        (patch(&location, None, None, candidate.clone()), 415),
+        (patch(&location, Some("application/sdp"), None, candidate.clone()), 415),
+        (patch(&location, Some(FRAG), None, vec![b'a'; 20_000]), 413),
+        (patch(&location, Some(FRAG), None, vec![0xff, 0xfe]), 400),
+        (patch(&location, Some(FRAG), None, b"not sdp".to_vec()), 400),
+        (patch(&location, Some(FRAG), None, b"a=candidate:x\r\n".to_vec()), 400),
+        (patch(&location, Some(FRAG), Some("\"stale\""), candidate.clone()), 412),
+        (patch(guessed, Some(FRAG), None, candidate.clone()), 404),
+        (patch("/resource/nope", Some(FRAG), None, candidate.clone()), 404),
+        // A trickle needs no If-Match; the current ETag or * are fine too.
+        (patch(&location, Some(FRAG), None, candidate.clone()), 204),
+        (patch(&location, Some(FRAG), Some(&etag), candidate.clone()), 204),
+        (patch(&location, Some(FRAG), Some("*"), b"a=end-of-candidates\r\n".to_vec()), 204),
+        // Candidates of an unknown mid, and duplicates, are ignored, not errors.
+        (
+            patch(
+                &location,
+                Some(FRAG),
+                None,
+                b"m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:nope\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n".to_vec(),
+            ),
+            204,
+        ),
+        (patch(&location, Some(FRAG), None, candidate.clone()), 204),
+    ] {
+        let (r, text) = api.send(request).await;
+        assert_eq!(r.status().as_u16(), status, "{text}");
+        if status != 204 {
+            assert!(!text.trim().is_empty(), "a reason for {status}");
+        } else {
+            assert!(text.is_empty() && r.headers().get("etag").is_none());
+        }
+    }
+    // DELETE ignores If-Match; after it, PATCH finds nothing.
+    let delete = Request::delete(&location)
+        .header(header::IF_MATCH, "\"stale\"")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(delete).await.0.status(), StatusCode::OK);
+    let (r, _) = api
+        .send(patch(&location, Some(FRAG), None, candidate))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

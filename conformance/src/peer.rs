@@ -73,8 +73,29 @@ pub struct State {
     pub ended: bool,
 }
 
+/// How a [`Client`] hands its candidates over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Offer without candidates, then send the candidate by PATCH (RFC 9725 §4.3.2), as
+    /// trickling browsers and the `whip-whep` JS library do.
+    pub trickle: bool,
+    /// Send no connectivity check of its own until the server's first check arrives (it still
+    /// answers checks). The server can then only reach a candidate it was told about: the
+    /// trickled one, not one learnt from the client's checks (peer-reflexive, RFC 8445
+    /// §7.3.1.3). A test of trickle ICE needs this, or "it connects" proves nothing.
+    pub wait_for_server_check: bool,
+}
+
+/// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
+/// fragment.
+type RestartOffer = Result<String, String>;
+
 enum Control {
     Send(Bytes),
+    /// Stage and apply an ICE restart; reply with the fragment to PATCH.
+    Restart(tokio::sync::oneshot::Sender<RestartOffer>),
+    /// Apply the server's restart fragment (its new credentials and candidates).
+    RestartAnswer(String, tokio::sync::oneshot::Sender<Result<(), String>>),
     /// Close the peer connection politely (DTLS close_notify) and stop.
     Close,
     /// Stop without a word, as a crashed or vanished client would.
@@ -106,6 +127,10 @@ pub struct Client {
     pub post_rtt: Duration,
     /// Whether the server answered with a 406 counter-offer (WHEP draft §4.3.2).
     pub counter_offer: bool,
+    /// With [`Options::trickle`]: the status of the PATCH that carried the candidate.
+    pub trickle_status: Option<u16>,
+    /// The current ETag of the session (the POST's, then a restart's).
+    pub etag: Option<String>,
     /// Received RTP packets.
     pub received: mpsc::UnboundedReceiver<Received>,
     state: watch::Receiver<State>,
@@ -138,12 +163,23 @@ impl Client {
         mode: Mode,
         local_ip: IpAddr,
     ) -> Result<Client, Rejected> {
+        Client::connect_with_options(http, url, mode, local_ip, Options::default()).await
+    }
+
+    /// [`Client::connect_with`], handing candidates over as `options` say.
+    pub async fn connect_with_options(
+        http: &Http,
+        url: &Url,
+        mode: Mode,
+        local_ip: IpAddr,
+        options: Options,
+    ) -> Result<Client, Rejected> {
         let failed = |e: String| Rejected { status: 0, body: e };
         let socket = UdpSocket::bind((local_ip, 0))
             .await
             .map_err(|e| failed(e.to_string()))?;
         let local = socket.local_addr().map_err(|e| failed(e.to_string()))?;
-        let (mut pc, offer) = offer_peer(mode, Some(local)).map_err(failed)?;
+        let (mut pc, offer) = offer_peer(mode, Some(local), !options.trickle).map_err(failed)?;
         let posted_at = Instant::now();
         let exchange = http
             .post(url, Some("application/sdp"), offer)
@@ -173,10 +209,22 @@ impl Client {
             pc.set_remote_description(Instant::now(), answer)
                 .map_err(|e| failed(e.to_string()))?;
         }
+        let etag = exchange.header("etag").map(str::to_owned);
+        let trickle_status = if options.trickle {
+            let frag = client_frag(&pc, local).map_err(failed)?;
+            let patched = patch(http, &resource, etag.as_deref(), &frag)
+                .await
+                .map_err(failed)?;
+            Some(patched.status)
+        } else {
+            None
+        };
         let (received_tx, received) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(State::default());
         let (control, control_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(drive(pc, socket, local, control_rx, received_tx, state_tx));
+        let silent = options.wait_for_server_check;
+        let io = Io { socket, local };
+        let task = tokio::spawn(drive(pc, io, silent, control_rx, received_tx, state_tx));
         Ok(Client {
             resource_url: resource.to_string(),
             answer: body,
@@ -184,6 +232,8 @@ impl Client {
             posted_at,
             post_rtt,
             counter_offer,
+            trickle_status,
+            etag,
             received,
             state,
             control,
@@ -233,6 +283,55 @@ impl Client {
             .flatten()
     }
 
+    /// Restarts ICE as RFC 9725 §4.3.3 says: new local credentials, a PATCH with them and
+    /// `If-Match: *`, then the server's fragment applied. Returns the PATCH's exchange; the ETag
+    /// is updated from it.
+    pub async fn restart(&mut self) -> Result<crate::http::Exchange, String> {
+        let (reply, offer) = tokio::sync::oneshot::channel();
+        let _ = self.control.send(Control::Restart(reply));
+        let frag = offer.await.map_err(|_| "client stopped")??;
+        let url = Url::parse(&self.resource_url).map_err(|e| e.to_string())?;
+        let patched = patch(&self.http, &url, Some("*"), &frag).await?;
+        if patched.status != 200 {
+            return Err(format!(
+                "restart PATCH: {} {}",
+                patched.status,
+                patched.text()
+            ));
+        }
+        let (reply, applied) = tokio::sync::oneshot::channel();
+        let _ = self
+            .control
+            .send(Control::RestartAnswer(patched.text(), reply));
+        applied.await.map_err(|_| "client stopped")??;
+        self.etag = patched.header("etag").map(str::to_owned);
+        Ok(patched)
+    }
+
+    /// Sends a PATCH with `content_type`, `if_match` (none when `None`) and `body` to the
+    /// session resource, without touching the peer connection (for the refusals' tests).
+    pub async fn patch_raw(
+        &self,
+        content_type: &str,
+        if_match: Option<&str>,
+        body: &str,
+    ) -> Result<crate::http::Exchange, String> {
+        let url = Url::parse(&self.resource_url).map_err(|e| e.to_string())?;
+        let mut headers = vec![("content-type", content_type)];
+        if let Some(tag) = if_match {
+            headers.push(("if-match", tag));
+        }
+        self.http
+            .send(
+                Method::PATCH,
+                &url,
+                &headers,
+                body.to_owned().into(),
+                Auth::Configured,
+            )
+            .await
+    }
+
     /// Sends DELETE to the session resource and returns the status (0 when the request failed).
     pub async fn delete(&self) -> u16 {
         let Ok(url) = Url::parse(&self.resource_url) else {
@@ -259,26 +358,30 @@ impl Client {
 
 /// An SDP offer for `mode` without candidates: enough for HTTP-level checks, which never connect.
 pub fn offer(mode: Mode) -> String {
-    offer_peer(mode, None)
+    offer_peer(mode, None, true)
         .map(|(_, sdp)| sdp)
         .expect("a local offer")
 }
 
+/// A peer with `candidate` as its local candidate, and its offer, with the candidate in it when
+/// `in_offer` (else the offer has none: the candidate is trickled).
 fn offer_peer(
     mode: Mode,
     candidate: Option<SocketAddr>,
+    in_offer: bool,
 ) -> Result<(RTCPeerConnection, String), String> {
     let e = |e: rtc::shared::error::Error| e.to_string();
     let mut pc = build_peer()?;
     add_transceiver(&mut pc, mode).map_err(e)?;
     let offer = pc.create_offer(None).map_err(e)?;
     pc.set_local_description(Instant::now(), offer).map_err(e)?;
+    let without = pc.local_description().ok_or("no local description")?.sdp;
     if let Some(addr) = candidate {
         pc.add_local_candidate(rtc_util::host_candidate(addr)?)
             .map_err(e)?;
     }
     let sdp = pc.local_description().ok_or("no local description")?.sdp;
-    Ok((pc, sdp))
+    Ok((pc, if in_offer { sdp } else { without }))
 }
 
 async fn answer_counter_offer(
@@ -419,14 +522,21 @@ fn write_packet(pc: &mut RTCPeerConnection, payload: Bytes, seq: u16, ts: u32) {
     let _ = sender.write_rtp(Instant::now(), Packet { header, payload });
 }
 
-async fn drive(
-    mut pc: RTCPeerConnection,
+/// The client's socket and its address.
+struct Io {
     socket: UdpSocket,
     local: SocketAddr,
+}
+
+async fn drive(
+    mut pc: RTCPeerConnection,
+    io: Io,
+    mut silent: bool,
     mut control: mpsc::UnboundedReceiver<Control>,
     received: mpsc::UnboundedSender<Received>,
     state: watch::Sender<State>,
 ) {
+    let Io { socket, local } = io;
     let mut buf = vec![0u8; 2048];
     let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
     loop {
@@ -452,6 +562,9 @@ async fn drive(
             let _ = pc.handle_timeout(Instant::now());
         }
         while let Some(out) = pc.poll_write() {
+            if silent && is_binding_request(&out.message) {
+                continue;
+            }
             let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
         while let Some(message) = pc.poll_read() {
@@ -482,9 +595,18 @@ async fn drive(
                     return;
                 }
                 Some(Control::Vanish) => return,
+                Some(Control::Restart(reply)) => {
+                    let _ = reply.send(restart_offer(&mut pc, local));
+                }
+                Some(Control::RestartAnswer(frag, reply)) => {
+                    let _ = reply.send(apply_restart_answer(&mut pc, &frag));
+                }
             },
             result = socket.recv_from(&mut buf) => {
                 let Ok((n, peer)) = result else { return };
+                if is_binding_request(&buf[..n]) {
+                    silent = false;
+                }
                 let dtls = n > 0 && (20..=63).contains(&buf[0]);
                 let _ = pc.handle_read(TaggedBytesMut {
                     now: Instant::now(),
@@ -505,4 +627,107 @@ async fn drive(
             }
         }
     }
+}
+
+/// Whether `datagram` is a STUN Binding request (RFC 8489 §5: type 0x0001, magic cookie).
+fn is_binding_request(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[..2] == [0, 1] && datagram[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
+/// The value of the first `a=<key>:` line of `sdp`.
+fn attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
+    sdp.lines().find_map(|l| {
+        l.trim_end()
+            .strip_prefix("a=")?
+            .strip_prefix(key)?
+            .strip_prefix(':')
+    })
+}
+
+/// An RFC 8840 fragment with the client's current credentials, its first mid and its host
+/// candidate on `local`, then `a=end-of-candidates`.
+fn client_frag(pc: &RTCPeerConnection, local: SocketAddr) -> Result<String, String> {
+    let sdp = pc.local_description().ok_or("no local description")?.sdp;
+    let get = |k| attribute(&sdp, k).ok_or(format!("no {k} in the offer"));
+    let candidate = rtc_util::host_candidate(local)?.candidate;
+    let candidate = candidate.strip_prefix("candidate:").unwrap_or(&candidate);
+    Ok(format!(
+        "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{}\r\n\
+         a=candidate:{candidate}\r\na=end-of-candidates\r\n",
+        get("ice-ufrag")?,
+        get("ice-pwd")?,
+        get("mid")?,
+    ))
+}
+
+/// PATCHes `frag` to `resource` with `if_match` (none when `None`).
+async fn patch(
+    http: &Http,
+    resource: &Url,
+    if_match: Option<&str>,
+    frag: &str,
+) -> Result<crate::http::Exchange, String> {
+    let mut headers = vec![("content-type", "application/trickle-ice-sdpfrag")];
+    if let Some(tag) = if_match {
+        headers.push(("if-match", tag));
+    }
+    http.send(
+        Method::PATCH,
+        resource,
+        &headers,
+        frag.to_owned().into(),
+        Auth::Configured,
+    )
+    .await
+}
+
+/// Stages and applies an ICE restart as the offerer (JSEP: `restartIce`, then a new offer and
+/// `setLocalDescription`), and returns the fragment with the new credentials.
+fn restart_offer(pc: &mut RTCPeerConnection, local: SocketAddr) -> RestartOffer {
+    let e = |e: rtc::shared::error::Error| e.to_string();
+    pc.restart_ice();
+    let offer = pc.create_offer(None).map_err(e)?;
+    pc.set_local_description(Instant::now(), offer).map_err(e)?;
+    client_frag(pc, local)
+}
+
+/// Applies the server's restart fragment: its answer again with the new credentials, then its
+/// candidates.
+fn apply_restart_answer(pc: &mut RTCPeerConnection, frag: &str) -> Result<(), String> {
+    let e = |e: rtc::shared::error::Error| e.to_string();
+    let ufrag = attribute(frag, "ice-ufrag").ok_or("no ice-ufrag in the server's fragment")?;
+    let pwd = attribute(frag, "ice-pwd").ok_or("no ice-pwd in the server's fragment")?;
+    let previous = pc
+        .remote_description()
+        .ok_or("no remote description")?
+        .sdp
+        .clone();
+    let mut answer = String::new();
+    for line in previous.lines().map(str::trim_end) {
+        let line = if line.starts_with("a=ice-ufrag:") {
+            format!("a=ice-ufrag:{ufrag}")
+        } else if line.starts_with("a=ice-pwd:") {
+            format!("a=ice-pwd:{pwd}")
+        } else if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        } else {
+            line.to_owned()
+        };
+        answer.push_str(&line);
+        answer.push_str("\r\n");
+    }
+    let answer = RTCSessionDescription::answer(answer).map_err(e)?;
+    pc.set_remote_description(Instant::now(), answer)
+        .map_err(e)?;
+    for candidate in frag
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("a=candidate:"))
+    {
+        pc.add_remote_candidate(rtc::peer_connection::transport::RTCIceCandidateInit {
+            candidate: format!("candidate:{candidate}"),
+            ..Default::default()
+        })
+        .map_err(e)?;
+    }
+    Ok(())
 }

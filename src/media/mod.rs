@@ -262,7 +262,11 @@ impl MediaHandle {
     }
 
     /// Applies a PATCH (RFC 9725 §4.3) to the session `resource`.
-    pub async fn patch(&self, resource: ResourceId, patch: IcePatch) -> Result<Patched, MediaError> {
+    pub async fn patch(
+        &self,
+        resource: ResourceId,
+        patch: IcePatch,
+    ) -> Result<Patched, MediaError> {
         let shard = self.owner(&resource);
         self.request(shard, |reply| Command::Patch {
             resource,

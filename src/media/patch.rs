@@ -55,7 +55,11 @@ impl MediaLoop {
             .map(|d| d.sdp.clone())
             .unwrap_or_default();
         let intent = intent(&patch.frag, &remote, &conn.old_remote_ufrags);
-        precondition(&patch.if_match, &etag(&conn.ufrag), intent == Intent::Restart)?;
+        precondition(
+            &patch.if_match,
+            &etag(&conn.ufrag),
+            intent == Intent::Restart,
+        )?;
         let result = match intent {
             Intent::Late => {
                 conn.span
@@ -117,7 +121,11 @@ impl MediaLoop {
         conn.setup_deadline = now + self.config.ice_timeout;
         conn.span
             .in_scope(|| info!(ufrag = %credentials.ufrag, "ICE restart"));
-        let body = sdpfrag::build(&credentials.ufrag, &credentials.pwd, &local_sections(&local));
+        let body = sdpfrag::build(
+            &credentials.ufrag,
+            &credentials.pwd,
+            &local_sections(&local),
+        );
         Ok(Patched::Restarted {
             frag: body,
             etag: etag(&credentials.ufrag),
