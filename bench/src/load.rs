@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use whip_conformance::http::Http;
-use whip_conformance::peer::{Client, Mode, SendHandle};
+use whip_conformance::peer::{Client, Mode, Options, SendHandle};
 
 /// Opus packets per second (20 ms frames).
 pub const PPS: u64 = 50;
@@ -50,8 +50,19 @@ pub struct Session {
 
 /// POSTs and waits until connected.
 pub async fn open(http: &Http, url: &Url, id: u32, mode: Mode) -> Result<Session, String> {
+    open_with(http, url, id, mode, Options::default()).await
+}
+
+/// [`open`], handing the candidate over as `options` say (in the offer, or trickled by PATCH).
+pub async fn open_with(
+    http: &Http,
+    url: &Url,
+    id: u32,
+    mode: Mode,
+    options: Options,
+) -> Result<Session, String> {
     let local = IpAddr::from([127, 0, 0, 1]);
-    let mut client = Client::connect_with(http, url, mode, local)
+    let mut client = Client::connect_with_options(http, url, mode, local, options)
         .await
         .map_err(|r| format!("POST: {} {}", r.status, r.body.trim()))?;
     if !client.until(CONNECT_WAIT, |s| s.connected).await {

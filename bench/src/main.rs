@@ -62,6 +62,10 @@ struct Cli {
     /// shows the burst's cost through CPU share alone).
     #[arg(long)]
     burst_elsewhere: bool,
+    /// Scenario 1 only, for whip-echo only: sessions whose client puts its candidate in the
+    /// offer, then sessions whose client offers none and trickles it by PATCH (RFC 9725 §4.3.2).
+    #[arg(long)]
+    trickle: bool,
     /// Also write the report to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -142,6 +146,14 @@ async fn main() {
         }
         return;
     }
+    if cli.trickle {
+        let report = format!("{}{}", header(&cli), trickle_connect(&root, &cli).await);
+        print!("{report}");
+        if let Some(path) = cli.out {
+            std::fs::write(&path, &report).expect("write report");
+        }
+        return;
+    }
     let kinds: Vec<Kind> = match cli.servers.as_str() {
         "whip-echo" => vec![Kind::WhipEcho],
         "baseline" => vec![Kind::Baseline],
@@ -171,7 +183,7 @@ async fn main() {
             }
         };
         eprintln!("{}: connect x{}", kind.name(), cli.connect);
-        let c = scenarios::connect(&server, &http, cli.connect, exact).await;
+        let c = scenarios::connect(&server, &http, cli.connect, exact, Default::default()).await;
         connect_p50.push((kind, c.first_echo_ms.clone(), c.post_ms.clone()));
         write_connect(&mut report, kind, c);
         for &n in &cli.sessions {
@@ -212,6 +224,42 @@ async fn main() {
         let dir = path.parent().unwrap_or(std::path::Path::new("."));
         write_plots(dir, &connect_p50, &capacity_rows);
     }
+}
+
+/// `--trickle`: scenario 1 twice against one whip-echo, candidates in the offer vs trickled.
+async fn trickle_connect(root: &std::path::Path, cli: &Cli) -> String {
+    let server = match Server::start(Kind::WhipEcho, root, 100, cli.media_threads).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let http = Http::new(None);
+    let mut out = String::from(
+        "### Connect with and without trickle ICE (sequential /echo sessions), ms, p50 / p95 / p99\n\n\
+         | candidates | ok / failed | POST → 201 | POST → connected | POST → first echo |\n|---|---|---|---|---|\n",
+    );
+    for (label, trickle) in [("in the offer", false), ("trickled by PATCH", true)] {
+        eprintln!("connect x{} ({label})", cli.connect);
+        let options = whip_conformance::peer::Options {
+            trickle,
+            wait_for_server_check: false,
+        };
+        let mut c = scenarios::connect(&server, &http, cli.connect, true, options).await;
+        let _ = writeln!(
+            out,
+            "| {label} | {} / {} | {} | {} | {} |",
+            c.ok,
+            c.failed,
+            pct3(&mut c.post_ms),
+            pct3(&mut c.connected_ms),
+            pct3(&mut c.first_echo_ms)
+        );
+    }
+    server.stop().await;
+    out.push('\n');
+    out
 }
 
 fn header(cli: &Cli) -> String {

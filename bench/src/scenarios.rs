@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use tokio::sync::Semaphore;
 use whip_conformance::http::Http;
-use whip_conformance::peer::Mode;
+use whip_conformance::peer::{Mode, Options};
 
 use crate::load::{self, ms, quantile, Session, Tally};
 use crate::server::{Server, Usage};
@@ -28,7 +28,13 @@ pub struct Connect {
     pub first_echo_ms: Vec<f64>,
 }
 
-pub async fn connect(server: &Server, http: &Http, count: usize, exact: bool) -> Connect {
+pub async fn connect(
+    server: &Server,
+    http: &Http,
+    count: usize,
+    exact: bool,
+    options: Options,
+) -> Connect {
     let mut out = Connect {
         ok: 0,
         failed: 0,
@@ -39,7 +45,8 @@ pub async fn connect(server: &Server, http: &Http, count: usize, exact: bool) ->
     let t0 = Instant::now();
     for i in 0..count {
         let url = echo_url(server, &format!("connect-{i}"));
-        let mut session = match load::open(http, &url, i as u32, Mode::SendRecv).await {
+        let mut session = match load::open_with(http, &url, i as u32, Mode::SendRecv, options).await
+        {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("connect {i}: {e}");

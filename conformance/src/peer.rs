@@ -210,12 +210,8 @@ impl Client {
                 .map_err(|e| failed(e.to_string()))?;
         }
         let etag = exchange.header("etag").map(str::to_owned);
-        let trickle_status = if options.trickle {
-            let frag = client_frag(&pc, local).map_err(failed)?;
-            let patched = patch(http, &resource, etag.as_deref(), &frag)
-                .await
-                .map_err(failed)?;
-            Some(patched.status)
+        let frag = if options.trickle {
+            Some(client_frag(&pc, local).map_err(failed)?)
         } else {
             None
         };
@@ -224,7 +220,17 @@ impl Client {
         let (control, control_rx) = mpsc::unbounded_channel();
         let silent = options.wait_for_server_check;
         let io = Io { socket, local };
+        // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
         let task = tokio::spawn(drive(pc, io, silent, control_rx, received_tx, state_tx));
+        let trickle_status = match frag {
+            Some(frag) => Some(
+                patch(http, &resource, etag.as_deref(), &frag)
+                    .await
+                    .map_err(failed)?
+                    .status,
+            ),
+            None => None,
+        };
         Ok(Client {
             resource_url: resource.to_string(),
             answer: body,
