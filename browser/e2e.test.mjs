@@ -38,7 +38,10 @@ async function openPage(stream, url = base) {
   return { context, page };
 }
 
-const MARKS = ["POST sent", "201 received", "ICE connected", "DTLS connected", "first audio received"];
+// whip-echo advertises trickle ICE (Accept-Patch), so the page sends its offer at once and its
+// candidates (Chromium gathers 127.0.0.1 here) and their end by PATCH, each answered 204.
+const MARKS = ["POST sent", "201 received", "candidates trickled: 204", "end of candidates trickled: 204",
+  "ICE connected", "DTLS connected", "first audio received"];
 
 before(async () => {
   mkdirSync(shots, { recursive: true });
@@ -60,7 +63,8 @@ for (const single of [false, true]) {
     const state = await waitForAudio(page);
     const labels = state.timeline.map((m) => m.label);
     // With two legs every mark names its leg; only the player receives audio.
-    const marks = single ? MARKS : [...MARKS.map((m) => `play: ${m}`), ...MARKS.slice(0, 4).map((m) => `publish: ${m}`)];
+    const sent = MARKS.filter((m) => m !== "first audio received");
+    const marks = single ? MARKS : [...MARKS.map((m) => `play: ${m}`), ...sent.map((m) => `publish: ${m}`)];
     for (const mark of marks) assert.ok(labels.includes(mark), `timeline has "${mark}": ${JSON.stringify(state.timeline)}`);
     await page.waitForFunction(() => window.whipEcho.status === "connected", null, { timeout: WAIT });
     assert.match(await page.textContent("#status"), single ? /^Connected\.$/ : /^Play: receiving audio · Publish: connected$/);
@@ -97,6 +101,48 @@ for (const single of [false, true]) {
     assert.deepEqual(warnings(server), []);
   });
 }
+
+test("trickle ICE vs candidates in the offer: both connect, only trickle PATCHes; connect times", async () => {
+  const { context, page } = await openPage();
+  const patches = [];
+  page.on("request", (r) => { if (r.method() === "PATCH") patches.push(r.url()); });
+  const runs = 10;
+  const results = await page.evaluate(async ({ runs }) => {
+    const { Session } = await import("/whip-client.js");
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const out = { trickle: [], offer: [] };
+    for (let i = 0; i < runs * 2; i++) {
+      const trickle = i % 2 === 0;
+      const steps = {};
+      const t0 = performance.now();
+      const session = new Session({
+        endpoint: `/echo/trickle-${i}`, kind: "echo", track: mic.getAudioTracks()[0],
+        discovered: Promise.resolve({ trickle, iceServers: [] }),
+        onStep: (label) => { steps[label] ??= performance.now() - t0; },
+      });
+      const connected = new Promise((resolve) => session.pc.addEventListener("connectionstatechange", () => {
+        if (session.pc.connectionState === "connected") resolve(performance.now() - t0);
+      }));
+      await session.start();
+      const ms = await connected;
+      // Let the last trickle PATCH answer before hanging up.
+      if (trickle) while (!(steps["end of candidates trickled: 204"] >= 0)) await new Promise((r) => setTimeout(r, 5));
+      (trickle ? out.trickle : out.offer).push({ ms, post: steps["POST sent"], trickled: session.trickled });
+      await session.stop();
+    }
+    return out;
+  }, { runs });
+  const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  for (const r of results.trickle) {
+    assert.ok(r.trickled.candidates > 0 && r.trickled.statuses.every((s) => s === 204), JSON.stringify(r));
+  }
+  assert.ok(results.offer.every((r) => r.trickled === undefined));
+  assert.equal(patches.length, results.trickle.reduce((n, r) => n + r.trickled.patches, 0));
+  const fmt = (rs) => `start -> POST ${median(rs.map((r) => r.post)).toFixed(1)} ms, start -> connected ${median(rs.map((r) => r.ms)).toFixed(1)} ms`;
+  console.log(`# Chromium connect, median of ${runs}: trickle ICE: ${fmt(results.trickle)}; candidates in the offer: ${fmt(results.offer)}`);
+  await context.close();
+  await until(async () => (await sessions()) === 0, "the server to have no session");
+});
 
 test("a second browser plays the stream another one publishes", async () => {
   const stream = `shared-${Date.now()}`;

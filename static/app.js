@@ -121,7 +121,9 @@ async function startLeg(kind, track, gen) {
   const name = LEG_NAMES[kind];
   const onStep = (label) => {
     trace(`${kind} ${label}`);
-    if (label === "POST sent" || label === "201 received") mark(label, name);
+    // The timeline shows the signalling steps; with trickle ICE the first trickle PATCH's answer
+    // and the end of candidates too (each once).
+    if (label === "POST sent" || label === "201 received" || /trickle/.test(label)) mark(label, name);
   };
   const token = $("token").value.trim();
   const session = new Session({ endpoint: endpoint(kind), kind, track, token, onStep, discovered: token ? undefined : discovered });

@@ -36,14 +36,17 @@ function gathered(pc, ms, settleMs = 10) {
 }
 
 /**
- * What the endpoint's OPTIONS answer says: whether it takes PATCH (trickle ICE), and the STUN/TURN
- * servers of its `Link: <url>; rel="ice-server"` headers (RFC 9725 §4.6), as RTCIceServer objects.
+ * What the endpoint's OPTIONS answer says: whether its sessions take trickle ICE (`Accept-Patch:
+ * application/trickle-ice-sdpfrag`, or PATCH among its methods as some servers say it), and the
+ * STUN/TURN servers of its `Link: <url>; rel="ice-server"` headers (RFC 9725 §4.6), as
+ * RTCIceServer objects.
  */
 export async function discover(url, headers = {}) {
   try {
     const res = await fetch(url, { method: "OPTIONS", headers });
     const methods = `${res.headers.get("Allow") || ""},${res.headers.get("Access-Control-Allow-Methods") || ""}`;
-    return { trickle: /\bPATCH\b/i.test(methods), iceServers: iceServers(res.headers.get("Link") || "") };
+    const patches = /trickle-ice-sdpfrag/i.test(res.headers.get("Accept-Patch") || "");
+    return { trickle: patches || /\bPATCH\b/i.test(methods), iceServers: iceServers(res.headers.get("Link") || "") };
   } catch {
     return { trickle: false, iceServers: [] };
   }
@@ -125,9 +128,11 @@ export class Session {
     const offerGathered = pc.createOffer().then((offer) => pc.setLocalDescription(offer))
       .then(() => this.onStep("offer created"));
     await offerGathered;
-    // Without trickle the offer carries the candidates (RFC 9725 §4.3.2).
+    // Without trickle the offer carries the candidates (RFC 9725 §4.3.2); with it, the offer goes
+    // at once and the candidates follow by PATCH.
     if (!trickle) await gathered(pc, 2000);
-    this.onStep("candidates in offer");
+    this.trickling = trickle;
+    this.onStep(trickle ? "offer without waiting for candidates (trickle ICE)" : "candidates in offer");
     this.onStep("POST sent");
     const res = await fetch(this.endpoint, {
       method: "POST",
@@ -151,13 +156,27 @@ export class Session {
     return this;
   }
 
-  /** Sends buffered and later candidates by PATCH (RFC 9725 §4.3.2), best effort. */
+  /**
+   * Sends buffered and later candidates by PATCH (RFC 9725 §4.3.2), best effort; each answer is a
+   * step ("candidates trickled: 204", "end of candidates trickled: 204"), counted in `trickled`.
+   */
   trickle(pending) {
-    const send = (candidates) => fetch(this.resource, {
-      method: "PATCH",
-      headers: this.headers({ "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": this.etag || "*" }),
-      body: sdpFrag(this.pc, candidates),
-    }).catch(() => {});
+    this.trickled = { candidates: 0, patches: 0, statuses: [] };
+    const send = (candidates) => {
+      if (!this.resource) return;
+      const real = candidates.filter(Boolean);
+      const label = real.length ? "candidates trickled" : "end of candidates trickled";
+      fetch(this.resource, {
+        method: "PATCH",
+        headers: this.headers({ "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": this.etag || "*" }),
+        body: sdpFrag(this.pc, candidates),
+      }).then((res) => {
+        this.trickled.patches += 1;
+        this.trickled.candidates += real.length;
+        this.trickled.statuses.push(res.status);
+        this.onStep(`${label}: ${res.status}`);
+      }).catch(() => this.onStep(`${label}: failed`));
+    };
     if (pending.length) send(pending.splice(0));
     this.pc.addEventListener("icecandidate", (e) => send([e.candidate]));
   }
