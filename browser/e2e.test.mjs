@@ -144,6 +144,56 @@ test("trickle ICE vs candidates in the offer: both connect, only trickle PATCHes
   await until(async () => (await sessions()) === 0, "the server to have no session");
 });
 
+test("Chromium restarts ICE mid-echo by PATCH: new ETag, the echo carries on", async () => {
+  const { context, page } = await openPage();
+  const result = await page.evaluate(async () => {
+    const { Session } = await import("/whip-client.js");
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    const session = new Session({ endpoint: "/echo/restart-browser", kind: "echo", track: mic.getAudioTracks()[0] });
+    const received = async () => {
+      const stats = await session.pc.getStats();
+      return [...stats.values()].find((s) => s.type === "inbound-rtp")?.packetsReceived ?? 0;
+    };
+    const until = async (f, ms = 10000) => {
+      const end = performance.now() + ms;
+      while (!(await f())) {
+        if (performance.now() > end) throw new Error(`timed out: ${f}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    await session.start();
+    await until(async () => (await received()) > 20);
+    const etag = session.etag;
+    const ufrag = (s) => s.match(/a=ice-ufrag:(.*)\r?\n/)?.[1];
+    const before = ufrag(session.pc.remoteDescription.sdp);
+    const states = [];
+    session.pc.addEventListener("iceconnectionstatechange", () => states.push(session.pc.iceConnectionState));
+    // Chromium's transport stats: the local ufrag in use and how often the pair changed.
+    const transport = async () => [...(await session.pc.getStats()).values()].find((s) => s.type === "transport");
+    const first = await transport();
+    const t0 = performance.now();
+    const res = await session.restartIce();
+    // The new generation is in use once Chromium's transport runs on the new local ufrag.
+    const local = ufrag(session.pc.localDescription.sdp);
+    await until(async () => (await transport())?.iceLocalUsernameFragment === local);
+    const switched = performance.now() - t0;
+    const n = await received();
+    await until(async () => (await received()) > n + 25);
+    const ms = performance.now() - t0;
+    const second = await transport();
+    const after = { etag: session.etag, ufrag: ufrag(session.pc.remoteDescription.sdp), status: res.status };
+    await session.stop();
+    return { etag, before, after, states, ms, switched, changes: [first.selectedCandidatePairChanges, second.selectedCandidatePairChanges] };
+  });
+  assert.equal(result.after.status, 200);
+  assert.notEqual(result.after.etag, result.etag);
+  assert.notEqual(result.after.ufrag, result.before);
+  assert.ok(result.changes[1] > result.changes[0], `a new candidate pair was selected: ${result.changes}`);
+  console.log(`# Chromium ICE restart: restartIce() -> new generation in use ${result.switched.toFixed(0)} ms, -> 25 more echoed packets ${result.ms.toFixed(0)} ms; ICE states [${result.states.join(" > ")}]; selected pair changes ${result.changes.join(" -> ")}`);
+  await context.close();
+  await until(async () => (await sessions()) === 0, "the server to have no session");
+});
+
 test("a second browser plays the stream another one publishes", async () => {
   const stream = `shared-${Date.now()}`;
   const publisher = await openPage(stream);

@@ -162,7 +162,10 @@ export class Session {
    */
   trickle(pending) {
     this.trickled = { candidates: 0, patches: 0, statuses: [] };
-    const send = (candidates) => {
+    const send = async (candidates) => {
+      // Candidates of a restart's new generation wait for its PATCH: they need its ETag, and the
+      // server must know the new credentials first (RFC 9725 §4.3.3).
+      await this.restarting;
       if (!this.resource) return;
       const real = candidates.filter(Boolean);
       const label = real.length ? "candidates trickled" : "end of candidates trickled";
@@ -179,6 +182,47 @@ export class Session {
     };
     if (pending.length) send(pending.splice(0));
     this.pc.addEventListener("icecandidate", (e) => send([e.candidate]));
+  }
+
+  /**
+   * Restarts ICE (RFC 9725 §4.3.3), e.g. after a network change: new local credentials by
+   * `restartIce()`, a PATCH with them and `If-Match: *`, then the server's fragment (its new
+   * credentials and candidates) applied to the connection. DTLS and the tracks carry on.
+   */
+  async restartIce() {
+    let done;
+    this.restarting = new Promise((resolve) => { done = resolve; });
+    try {
+      return await this.restartNow();
+    } finally {
+      done();
+    }
+  }
+
+  async restartNow() {
+    const { pc } = this;
+    pc.restartIce();
+    await pc.setLocalDescription(await pc.createOffer());
+    const res = await fetch(this.resource, {
+      method: "PATCH",
+      headers: this.headers({ "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*" }),
+      body: sdpFrag(pc, []),
+    });
+    const body = await res.text();
+    if (res.status !== 200) throw new HttpError(res.status, body.trim());
+    this.etag = res.headers.get("ETag") || this.etag;
+    const ufrag = body.match(/a=ice-ufrag:(.*)\r?\n/)?.[1];
+    const pwd = body.match(/a=ice-pwd:(.*)\r?\n/)?.[1];
+    const candidates = [...body.matchAll(/^a=(candidate:.*?)\r?$/gm)].map((m) => m[1]);
+    const sdp = pc.remoteDescription.sdp
+      .replace(/a=ice-ufrag:.*\r?\n/g, `a=ice-ufrag:${ufrag}\r\n`)
+      .replace(/a=ice-pwd:.*\r?\n/g, `a=ice-pwd:${pwd}\r\n`)
+      .replace(/a=(candidate:.*|end-of-candidates)\r?\n/g, "");
+    await pc.setRemoteDescription({ type: "answer", sdp });
+    const mid = pc.getTransceivers()[0]?.mid ?? "0";
+    for (const candidate of candidates) await pc.addIceCandidate({ candidate, sdpMid: mid });
+    this.onStep(`ICE restarted: ${res.status}`);
+    return res;
   }
 
   /** Closes the connection and DELETEs the resource (`keepalive` so it survives page unload). */

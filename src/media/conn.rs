@@ -66,8 +66,8 @@ pub struct Conn {
     pub pc: RTCPeerConnection,
     /// The local ICE ufrag (routing key and ETag).
     pub ufrag: String,
-    /// The local ufrag before the last ICE restart, still routed: checks of the old generation
-    /// may still be in flight, and its paths were learnt under it.
+    /// The local ufrag before the last ICE restart, routed until the restart completes (the new
+    /// generation connects): checks of the old one may still be in flight.
     pub previous_ufrag: Option<String>,
     /// Remote ufrags of ICE generations before the current one: a late trickle PATCH of an old
     /// generation is ignored, not taken for a restart back to it.

@@ -280,6 +280,13 @@ impl MediaLoop {
             return;
         };
         let polled = conn.poll(publishes);
+        // An ICE restart completes when the new generation connects: the old ufrag has no
+        // checks left in flight, so it stops naming the session.
+        if polled.link_changed && conn.link == Link::Connected {
+            if let Some(previous) = conn.previous_ufrag.take() {
+                self.routes.remove_ufrag(&previous, key);
+            }
+        }
         self.flush(key);
         if polled.link_changed {
             self.publish_stats();

@@ -77,7 +77,8 @@ impl MediaLoop {
     }
 
     /// RFC 9725 §4.3.3: restarts ICE with the client's new credentials and fresh local ones (which
-    /// still name this loop), keeps the old local ufrag routed for the checks still in flight, and
+    /// still name this loop), keeps the old local ufrag routed until the new generation connects
+    /// (`drive` drops it then; a second restart before that drops the oldest), and
     /// gives the session a new setup deadline. A restart rtc refuses ends the session: its peer
     /// connection is then in no state to carry on.
     fn restart(
