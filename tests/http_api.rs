@@ -89,6 +89,13 @@ fn video_only_offer() -> String {
     format!("{}{}", &OBS_OFFER[..audio], &OBS_OFFER[video..])
 }
 
+/// `offer` with its video codecs renamed to H.263, which whip-echo cannot forward.
+fn with_h263_video(offer: &str) -> String {
+    ["H264/90000", "VP8/90000", "VP9/90000", "AV1/90000"]
+        .iter()
+        .fold(offer.to_owned(), |o, codec| o.replace(codec, "H263/90000"))
+}
+
 fn audio_section(sdp: &str) -> &str {
     let start = sdp.find("m=audio").expect("answer has audio");
     let rest = &sdp[start..];
@@ -190,11 +197,12 @@ fn sections(sdp: &str) -> Vec<&str> {
 #[tokio::test]
 async fn rejected_sections_carry_ice_and_dtls_attributes() {
     let api = Api::new(Config::for_tests()).await;
+    // A section whip-echo cannot serve (video in a codec it does not forward) is rejected.
     for (path, offer) in [
         ("/whep/gst", GSTREAMER_WHEP_OFFER),
         ("/whip/obs", OBS_OFFER),
     ] {
-        let (r, answer) = api.sdp(path, offer).await;
+        let (r, answer) = api.sdp(path, &with_h263_video(offer)).await;
         assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
         let all = sections(&answer);
         assert_eq!(all.len(), 2, "{answer}");
@@ -214,18 +222,28 @@ async fn rejected_sections_carry_ice_and_dtls_attributes() {
 }
 
 #[tokio::test]
-async fn video_is_rejected_while_audio_connects() {
+async fn obs_audio_and_h264_video_are_both_accepted() {
     let api = Api::new(Config::for_tests()).await;
     let (r, answer) = api.sdp("/whip/obs", OBS_OFFER).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{answer}");
+    // OBS's shape (obs-webrtc: Opus + H.264 packetization-mode 1 with RTX): both sections are
+    // accepted, each with the one codec whip-echo forwards, and video asks for NACK and PLI.
+    let video = &answer[answer.find("m=video").expect("a video section")..];
     assert!(
-        answer.contains("m=video 0 "),
-        "video m-line rejected with port 0:\n{answer}"
+        video.starts_with("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+        "{answer}"
     );
+    assert!(video.contains("a=rtpmap:96 H264/90000"), "{answer}");
+    assert!(video.contains("packetization-mode=1"), "{answer}");
+    // Only the RTX the offer pairs with H.264 is left out (whip-echo negotiates no RTX).
+    assert!(!video.contains("apt=96"), "{answer}");
+    assert!(video.contains("a=recvonly"), "{answer}");
     assert!(
         !audio_section(&answer).starts_with("m=audio 0 "),
         "{answer}"
     );
+    let (r, answer) = api.sdp("/whip/obs-video", &video_only_offer()).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "video alone: {answer}");
 }
 
 #[tokio::test]
@@ -262,7 +280,10 @@ async fn oversized_and_malformed_bodies_are_4xx() {
             "no m-lines",
             b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".to_vec(),
         ),
-        ("video only", video_only_offer().into_bytes()),
+        (
+            "video only, in a codec whip-echo cannot forward",
+            with_h263_video(&video_only_offer()).into_bytes(),
+        ),
     ];
     for (name, body) in cases {
         let (r, text) = api.post("/whip/s", Some("application/sdp"), body).await;

@@ -19,6 +19,7 @@ async fn trickling(url: &str, mode: Mode) -> Client {
     let options = Options {
         trickle: true,
         wait_for_server_check: true,
+        ..Options::default()
     };
     let url = Url::parse(url).unwrap();
     let loopback = IpAddr::from([127, 0, 0, 1]);

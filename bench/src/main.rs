@@ -244,7 +244,7 @@ async fn trickle_connect(root: &std::path::Path, cli: &Cli) -> String {
         eprintln!("connect x{} ({label})", cli.connect);
         let options = whip_conformance::peer::Options {
             trickle,
-            wait_for_server_check: false,
+            ..Default::default()
         };
         let mut c = scenarios::connect(&server, &http, cli.connect, true, options).await;
         let _ = writeln!(

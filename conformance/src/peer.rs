@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, Url};
 use rtc::interceptor::Registry;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -17,12 +16,7 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp::header::Header;
-use rtc::rtp::packet::Packet;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
@@ -30,6 +24,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::http::{Auth, Http};
+
+mod media;
+
+pub use media::{AudioCodec, VideoCodec};
 
 /// What the client does with audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +43,10 @@ pub enum Mode {
 /// A received RTP packet.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// Payload type.
+    pub payload_type: u8,
     /// SSRC.
     pub ssrc: u32,
     /// Sequence number.
@@ -84,6 +86,10 @@ pub struct Options {
     /// trickled one, not one learnt from the client's checks (peer-reflexive, RFC 8445
     /// §7.3.1.3). A test of trickle ICE needs this, or "it connects" proves nothing.
     pub wait_for_server_check: bool,
+    /// The one audio codec offered (Opus by default; `None` offers no audio).
+    pub audio: AudioCodec,
+    /// The one video codec offered, if any.
+    pub video: Option<VideoCodec>,
 }
 
 /// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
@@ -91,7 +97,7 @@ pub struct Options {
 type RestartOffer = Result<String, String>;
 
 enum Control {
-    Send(Bytes),
+    Send(RtpCodecKind, Bytes),
     /// Stage and apply an ICE restart; reply with the fragment to PATCH.
     Restart(tokio::sync::oneshot::Sender<RestartOffer>),
     /// Apply the server's restart fragment (its new credentials and candidates).
@@ -107,9 +113,16 @@ enum Control {
 pub struct SendHandle(mpsc::UnboundedSender<Control>);
 
 impl SendHandle {
-    /// Sends one RTP packet with `payload`.
+    /// Sends one RTP packet with `payload` on the audio track.
     pub fn send(&self, payload: &[u8]) {
-        let _ = self.0.send(Control::Send(Bytes::copy_from_slice(payload)));
+        self.send_kind(RtpCodecKind::Audio, payload);
+    }
+
+    /// Sends one RTP packet with `payload` on the track of `kind`.
+    pub fn send_kind(&self, kind: RtpCodecKind, payload: &[u8]) {
+        let _ = self
+            .0
+            .send(Control::Send(kind, Bytes::copy_from_slice(payload)));
     }
 }
 
@@ -179,7 +192,7 @@ impl Client {
             .await
             .map_err(|e| failed(e.to_string()))?;
         let local = socket.local_addr().map_err(|e| failed(e.to_string()))?;
-        let (mut pc, offer) = offer_peer(mode, Some(local), !options.trickle).map_err(failed)?;
+        let (mut pc, offer) = offer_peer(mode, Some(local), &options).map_err(failed)?;
         let posted_at = Instant::now();
         let exchange = http
             .post(url, Some("application/sdp"), offer)
@@ -266,9 +279,14 @@ impl Client {
 
     /// Sends one RTP packet with `payload`.
     pub fn send(&self, payload: &[u8]) {
+        self.send_kind(RtpCodecKind::Audio, payload);
+    }
+
+    /// Sends one RTP packet with `payload` on the track of `kind`.
+    pub fn send_kind(&self, kind: RtpCodecKind, payload: &[u8]) {
         let _ = self
             .control
-            .send(Control::Send(Bytes::copy_from_slice(payload)));
+            .send(Control::Send(kind, Bytes::copy_from_slice(payload)));
     }
 
     /// A handle that sends RTP on this client while its receiver is borrowed elsewhere.
@@ -364,21 +382,22 @@ impl Client {
 
 /// An SDP offer for `mode` without candidates: enough for HTTP-level checks, which never connect.
 pub fn offer(mode: Mode) -> String {
-    offer_peer(mode, None, true)
+    offer_peer(mode, None, &Options::default())
         .map(|(_, sdp)| sdp)
         .expect("a local offer")
 }
 
-/// A peer with `candidate` as its local candidate, and its offer, with the candidate in it when
-/// `in_offer` (else the offer has none: the candidate is trickled).
+/// A peer with `candidate` as its local candidate and the codecs of `options`, and its offer,
+/// with the candidate in it unless `options.trickle` (then it is sent by PATCH).
 fn offer_peer(
     mode: Mode,
     candidate: Option<SocketAddr>,
-    in_offer: bool,
+    options: &Options,
 ) -> Result<(RTCPeerConnection, String), String> {
     let e = |e: rtc::shared::error::Error| e.to_string();
-    let mut pc = build_peer()?;
-    add_transceiver(&mut pc, mode).map_err(e)?;
+    let in_offer = !options.trickle;
+    let mut pc = build_peer(options)?;
+    media::add_tracks(&mut pc, mode, options.audio, options.video).map_err(e)?;
     let offer = pc.create_offer(None).map_err(e)?;
     pc.set_local_description(Instant::now(), offer).map_err(e)?;
     let without = pc.local_description().ok_or("no local description")?.sdp;
@@ -401,7 +420,7 @@ async fn answer_counter_offer(
         body: e,
     };
     let e = |e: rtc::shared::error::Error| failed(e.to_string());
-    let mut pc = build_peer().map_err(failed)?;
+    let mut pc = build_peer(&Options::default()).map_err(failed)?;
     let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(e)?;
     pc.set_remote_description(Instant::now(), offer)
         .map_err(e)?;
@@ -434,17 +453,9 @@ async fn answer_counter_offer(
     Ok(pc)
 }
 
-fn build_peer() -> Result<RTCPeerConnection, String> {
+fn build_peer(options: &Options) -> Result<RTCPeerConnection, String> {
     let mut media_engine = MediaEngine::default();
-    media_engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: rtc_util::opus_codec(false),
-                payload_type: 111,
-            },
-            RtpCodecKind::Audio,
-        )
-        .map_err(|e| e.to_string())?;
+    media::register(&mut media_engine, options.audio, options.video)?;
     // mDNS off: rtc-ice would send every packet from a peer port 5353 down its mDNS path.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -455,77 +466,6 @@ fn build_peer() -> Result<RTCPeerConnection, String> {
         .with_interceptor_registry(Registry::new())
         .build(Instant::now())
         .map_err(|e| e.to_string())
-}
-
-fn add_transceiver(
-    pc: &mut RTCPeerConnection,
-    mode: Mode,
-) -> Result<(), rtc::shared::error::Error> {
-    let track = MediaStreamTrack::new(
-        "whip-conformance".into(),
-        "whip-conformance-audio".into(),
-        "conformance audio".into(),
-        RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(rand::random()),
-                ..Default::default()
-            },
-            codec: rtc_util::opus_codec(false),
-            ..Default::default()
-        }],
-    );
-    let init = |direction| RTCRtpTransceiverInit {
-        direction,
-        streams: vec![],
-        send_encodings: vec![],
-    };
-    match mode {
-        Mode::Send => {
-            pc.add_transceiver_from_track(track, Some(init(RTCRtpTransceiverDirection::Sendonly)))?;
-        }
-        Mode::SendRecv => {
-            pc.add_track(track)?;
-        }
-        Mode::Recv => {
-            pc.add_transceiver_from_kind(
-                RtpCodecKind::Audio,
-                Some(init(RTCRtpTransceiverDirection::Recvonly)),
-            )?;
-        }
-    }
-    Ok(())
-}
-
-fn write_packet(pc: &mut RTCPeerConnection, payload: Bytes, seq: u16, ts: u32) {
-    let Some(sender_id) = pc.get_senders().next() else {
-        return;
-    };
-    let Some(mut sender) = pc.rtp_sender(sender_id) else {
-        return;
-    };
-    let params = sender.get_parameters();
-    let pt = params
-        .rtp_parameters
-        .codecs
-        .first()
-        .map_or(111, |c| c.payload_type);
-    let Some(ssrc) = params
-        .encodings
-        .first()
-        .and_then(|e| e.rtp_coding_parameters.ssrc)
-    else {
-        return;
-    };
-    let header = Header {
-        version: 2,
-        payload_type: pt,
-        sequence_number: seq,
-        timestamp: ts,
-        ssrc,
-        ..Default::default()
-    };
-    let _ = sender.write_rtp(Instant::now(), Packet { header, payload });
 }
 
 /// The client's socket and its address.
@@ -544,7 +484,8 @@ async fn drive(
 ) {
     let Io { socket, local } = io;
     let mut buf = vec![0u8; 2048];
-    let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+    // Sequence and timestamp per kind: audio, video.
+    let mut clocks = [0; 2].map(|_| (rand::random::<u16>(), rand::random::<u32>()));
     loop {
         let mut events = false;
         while let Some(event) = pc.poll_event() {
@@ -574,8 +515,10 @@ async fn drive(
             let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
         while let Some(message) = pc.poll_read() {
-            if let RTCMessage::RtpPacket(_, packet) = message.message {
+            if let RTCMessage::RtpPacket(track, packet) = message.message {
                 let _ = received.send(Received {
+                    kind: media::kind_of(&mut pc, &track),
+                    payload_type: packet.header.payload_type,
                     ssrc: packet.header.ssrc,
                     seq: packet.header.sequence_number,
                     timestamp: packet.header.timestamp,
@@ -588,10 +531,14 @@ async fn drive(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             command = control.recv() => match command {
-                Some(Control::Send(payload)) => {
-                    write_packet(&mut pc, payload, seq, ts);
-                    seq = seq.wrapping_add(1);
-                    ts = ts.wrapping_add(960);
+                Some(Control::Send(kind, payload)) => {
+                    let video = kind == RtpCodecKind::Video;
+                    let (seq, ts) = &mut clocks[usize::from(video)];
+                    media::write_packet(&mut pc, kind, payload, *seq, *ts);
+                    *seq = seq.wrapping_add(1);
+                    // 20 ms of audio (Opus 960 ticks; whatever the codec, servers pass it
+                    // through), or one video frame at 30 fps.
+                    *ts = ts.wrapping_add(if video { 3000 } else { 960 });
                 }
                 Some(Control::Close) | None => {
                     let _ = pc.close();

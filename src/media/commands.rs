@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+use super::codecs::StreamCodecs;
 use super::conn::{Conn, Leg, Link};
 use super::event_loop::MediaLoop;
 use super::routes::SessionKey;
@@ -42,6 +43,9 @@ impl MediaLoop {
                     Lookup::Unknown => ResourceState::Unknown,
                 });
             }
+            Command::StreamCodecs { stream, reply } => {
+                let _ = reply.send(self.stream_codecs(&stream));
+            }
             Command::Patch {
                 resource,
                 patch,
@@ -68,6 +72,19 @@ impl MediaLoop {
             }
             Lookup::Ended(_) if self.registry.delete_ended(&resource, now) => Ok(()),
             Lookup::Ended(_) | Lookup::Unknown => Err(MediaError::UnknownResource),
+        }
+    }
+
+    /// The codecs of `stream`'s live publisher, and those its first viewer was given.
+    fn stream_codecs(&self, stream: &StreamName) -> StreamCodecs {
+        let codecs_of = |key: Option<SessionKey>| {
+            key.and_then(|k| self.sessions.get(&k))
+                .map(|c| c.codecs.clone())
+                .unwrap_or_default()
+        };
+        StreamCodecs {
+            publisher: codecs_of(self.registry.publisher(stream)),
+            viewers: codecs_of(self.registry.viewers(stream).first().copied()),
         }
     }
 
@@ -106,11 +123,13 @@ impl MediaLoop {
             },
         );
         let legs = negotiated.tracks.iter().map(Leg::new).collect();
+        let codecs = negotiated.codecs;
         let deadline = started + self.config.ice_timeout;
         let conn = Conn::new(
             negotiated.pc,
             negotiated.ufrag,
             legs,
+            codecs,
             deadline,
             span,
             permit,

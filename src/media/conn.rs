@@ -39,6 +39,13 @@ pub struct Leg {
     pub kind: RtpCodecKind,
     /// The rtc sender that writes this leg's RTP.
     pub sender: RTCRtpSenderId,
+    /// The codec negotiated for it ([`super::codecs::Codec::key`]): only packets of the same
+    /// codec are forwarded here.
+    pub codec: String,
+    /// [`super::codecs::key_id`] of `codec`.
+    pub codec_id: u64,
+    /// Whether a packet of another codec was already refused (logged once).
+    pub mismatch_logged: bool,
     /// Rewriting state for this leg.
     pub forwarder: Forwarder,
 }
@@ -51,6 +58,9 @@ impl Leg {
         Leg {
             kind: track.kind,
             sender: track.sender,
+            codec: track.codec.clone(),
+            codec_id: super::codecs::key_id(&track.codec),
+            mismatch_logged: false,
             forwarder: Forwarder::new(
                 track.ssrc,
                 track.payload_type,
@@ -78,6 +88,8 @@ pub struct Conn {
     pub armed: Option<Instant>,
     /// One per send track (none for a publisher).
     pub legs: Vec<Leg>,
+    /// The codec negotiated per kind: for a publisher, what its packets are.
+    pub codecs: Vec<(RtpCodecKind, String)>,
     pub span: Span,
     /// DTLS that arrived before ICE selected a pair (see [`Conn::hold_early_dtls`]).
     pub early_dtls: EarlyDtls,
@@ -104,6 +116,7 @@ impl Conn {
         pc: RTCPeerConnection,
         ufrag: String,
         legs: Vec<Leg>,
+        codecs: Vec<(RtpCodecKind, String)>,
         setup_deadline: Instant,
         span: Span,
         permit: Permit,
@@ -117,6 +130,7 @@ impl Conn {
             setup_deadline,
             armed: None,
             legs,
+            codecs,
             span,
             early_dtls: EarlyDtls::default(),
             recv_kinds: Vec::new(),

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::codecs;
 use super::conn::{Conn, Link};
 use super::routes::{Routes, SessionKey};
 use super::socket::UdpIo;
@@ -311,6 +312,21 @@ impl MediaLoop {
         if source.role == Role::Echo {
             targets.push(from);
         }
+        // The codec of each kind the publisher sends: a leg of another codec gets none of it.
+        // Compared by a hash of the key, so this per-packet path allocates nothing.
+        let codec_id = |kind: RtpCodecKind| {
+            self.sessions.get(&from).and_then(|c| {
+                c.codecs
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, key)| codecs::key_id(key))
+            })
+        };
+        let (audio, video) = (codec_id(RtpCodecKind::Audio), codec_id(RtpCodecKind::Video));
+        let codec_of = |kind: RtpCodecKind| match kind {
+            RtpCodecKind::Video => video,
+            _ => audio,
+        };
         for target in targets {
             let Some(Conn {
                 pc,
@@ -326,6 +342,16 @@ impl MediaLoop {
                 let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
                     continue;
                 };
+                if codec_of(*kind) != Some(leg.codec_id) {
+                    if !leg.mismatch_logged {
+                        leg.mismatch_logged = true;
+                        let codec = &leg.codec;
+                        span.in_scope(
+                            || info!(%codec, "the publisher sends another codec: not forwarded"),
+                        );
+                    }
+                    continue;
+                }
                 let mut packet = packet.clone();
                 leg.forwarder.rewrite(&mut packet.header, now);
                 if let Some(mut sender) = pc.rtp_sender(leg.sender) {

@@ -6,6 +6,7 @@
 
 mod answer;
 mod cap;
+mod codecs;
 mod commands;
 mod conn;
 mod early_dtls;
@@ -55,6 +56,11 @@ pub(crate) enum Command {
     Exists {
         resource: ResourceId,
         reply: oneshot::Sender<ResourceState>,
+    },
+    /// The codecs of a stream's publisher and viewers, for a new session's negotiation.
+    StreamCodecs {
+        stream: StreamName,
+        reply: oneshot::Sender<codecs::StreamCodecs>,
     },
     /// Trickled candidates or an ICE restart (RFC 9725 §4.3).
     Patch {
@@ -221,10 +227,25 @@ impl MediaHandle {
         let index = stream_loop(&stream, self.shards.len());
         let shard = &self.shards[index];
         let permit = self.cap.try_admit().ok_or(MediaError::OverCapacity)?;
+        // The stream's codecs first (one round trip to the loop): a viewer gets its publisher's,
+        // a publisher prefers its waiting viewers' (whip-echo forwards, never transcodes).
+        let stream_codecs = self
+            .request(shard, |reply| Command::StreamCodecs {
+                stream: stream.clone(),
+                reply,
+            })
+            .await?;
         let started = Instant::now();
         let credentials = peer::IceCredentials::random_for(index);
-        let mut negotiated =
-            peer::negotiate(&shard.settings, role, &info, offer, credentials, started)?;
+        let mut negotiated = peer::negotiate(
+            &shard.settings,
+            role,
+            &info,
+            offer,
+            credentials,
+            &stream_codecs,
+            started,
+        )?;
         let resource = ResourceId::random_for(index, self.shards.len());
         // RFC 9725 §4.3.1: the ETag identifies the ICE session; it changes only on ICE restart.
         let etag = format!("\"{}\"", negotiated.ufrag);

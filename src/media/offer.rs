@@ -1,19 +1,36 @@
 //! Pure checks on an SDP offer before any peer connection is built: is it SDP, does it carry audio
-//! whip-echo can serve (Opus), and does its direction fit the endpoint.
+//! or video whip-echo can forward, and do its directions fit the endpoint. Which codec each section
+//! gets is decided at negotiation (`codecs::choose`), where the stream's other sessions are known.
 
 use std::io::Cursor;
 
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sdp::description::media::MediaDescription;
 use rtc::sdp::description::session::SessionDescription;
 
+use super::codecs::{self, Offered};
 use super::MediaError;
 use crate::session::Role;
 
-/// What the media plane needs to know about an accepted offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the media plane needs to know about an accepted offer: its first active audio and video
+/// sections (one track of each kind per session).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OfferInfo {
-    /// The offer asked for stereo Opus (`stereo=1` in its fmtp); the answer keeps it.
-    pub stereo: bool,
+    /// The codecs of the first active audio section, in the offer's order.
+    pub audio: Option<Vec<Offered>>,
+    /// The codecs of the first active video section, in the offer's order.
+    pub video: Option<Vec<Offered>>,
+}
+
+impl OfferInfo {
+    /// The offered codecs of `kind`'s section, if the offer has one.
+    pub fn section(&self, kind: RtpCodecKind) -> Option<&[Offered]> {
+        match kind {
+            RtpCodecKind::Audio => self.audio.as_deref(),
+            RtpCodecKind::Video => self.video.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Direction of an offered audio section (RFC 8866 §6.7, default `sendrecv`).
@@ -48,45 +65,96 @@ pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
     if parsed.media_descriptions.is_empty() {
         return Err(bad("no m= sections"));
     }
-    let audio = parsed
-        .media_descriptions
-        .iter()
-        .filter(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
-        .find_map(|m| opus_payload_type(m).map(|pt| (m, pt)));
-    let Some((media, pt)) = audio else {
+    let mut info = OfferInfo::default();
+    for media in &parsed.media_descriptions {
+        let kind = match media.media_name.media.as_str() {
+            "audio" => RtpCodecKind::Audio,
+            "video" => RtpCodecKind::Video,
+            _ => continue,
+        };
+        let direction = direction(media);
+        if media.media_name.port.value == 0 || direction == Direction::Inactive {
+            continue;
+        }
+        let slot = match kind {
+            RtpCodecKind::Audio => &mut info.audio,
+            _ => &mut info.video,
+        };
+        let offered = offered_codecs(media);
+        if slot.is_some() || codecs::choose(kind, &offered, None, None).is_none() {
+            continue;
+        }
+        check_direction(kind, direction, role)?;
+        *slot = Some(offered);
+    }
+    if info.audio.is_none() && info.video.is_none() {
         return Err(bad(
-            "no Opus audio section (whip-echo serves Opus audio only)",
+            "no audio or video whip-echo can forward (it takes Opus, PCMU, PCMA, G722, VP8, \
+             VP9, H264 with packetization-mode=1 and AV1)",
         ));
-    };
-    let direction = direction(media);
-    // RFC 9725 §4.2: a WHIP client sends media; WHEP (draft §4.2) clients receive it.
+    }
+    Ok(info)
+}
+
+/// RFC 9725 §4.2: a WHIP client sends media; WHEP (draft §4.2) clients receive it.
+fn check_direction(kind: RtpCodecKind, direction: Direction, role: Role) -> Result<(), MediaError> {
     let fits = match role {
         Role::Publisher => matches!(direction, Direction::SendOnly | Direction::SendRecv),
         Role::Viewer => matches!(direction, Direction::RecvOnly | Direction::SendRecv),
         Role::Echo => direction == Direction::SendRecv,
     };
-    if !fits {
-        let needs = match role {
-            Role::Publisher => "a WHIP endpoint receives the client's audio: offer sendonly",
-            Role::Viewer => "a WHEP endpoint sends audio to the client: offer recvonly",
-            Role::Echo => "the echo endpoint sends the client's audio back: offer sendrecv",
-        };
-        return Err(MediaError::BadOffer(format!(
-            "the offer's audio is {direction}, but {needs}"
-        )));
+    if fits {
+        return Ok(());
     }
-    Ok(OfferInfo {
-        stereo: fmtp_param(media, &pt, "stereo") == Some("1"),
-    })
+    let kind = if kind == RtpCodecKind::Audio {
+        "audio"
+    } else {
+        "video"
+    };
+    let needs = match role {
+        Role::Publisher => format!("a WHIP endpoint receives the client's {kind}: offer sendonly"),
+        Role::Viewer => format!("a WHEP endpoint sends {kind} to the client: offer recvonly"),
+        Role::Echo => format!("the echo endpoint sends the client's {kind} back: offer sendrecv"),
+    };
+    Err(MediaError::BadOffer(format!(
+        "the offer's {kind} is {direction}, but {needs}"
+    )))
 }
 
-/// The payload type of the first `opus/48000` rtpmap of a media section.
-fn opus_payload_type(media: &MediaDescription) -> Option<String> {
-    attributes(media, "rtpmap").find_map(|value| {
-        let (pt, codec) = value.split_once(' ')?;
-        let codec = codec.to_ascii_lowercase();
-        (codec == "opus/48000" || codec.starts_with("opus/48000/")).then(|| pt.to_owned())
-    })
+/// The `a=rtpmap`s of a section with their `a=fmtp`s, in the order of the m-line's formats.
+fn offered_codecs(media: &MediaDescription) -> Vec<Offered> {
+    let rtpmaps: Vec<Offered> = attributes(media, "rtpmap")
+        .filter_map(|value| {
+            let (pt, codec) = value.split_once(' ')?;
+            let payload_type = pt.parse().ok()?;
+            let mut parts = codec.split('/');
+            let name = parts.next()?.to_owned();
+            let clock_rate = parts.next()?.parse().ok()?;
+            let channels = parts.next().and_then(|c| c.parse().ok());
+            let fmtp = attributes(media, "fmtp")
+                .find_map(|f| f.split_once(' ').filter(|(p, _)| *p == pt).map(|(_, v)| v))
+                .unwrap_or_default()
+                .to_owned();
+            Some(Offered {
+                payload_type,
+                name,
+                clock_rate,
+                channels,
+                fmtp,
+            })
+        })
+        .collect();
+    let order = |o: &Offered| {
+        media
+            .media_name
+            .formats
+            .iter()
+            .position(|f| f.parse::<u8>().ok() == Some(o.payload_type))
+            .unwrap_or(usize::MAX)
+    };
+    let mut sorted = rtpmaps;
+    sorted.sort_by_key(order);
+    sorted
 }
 
 fn direction(media: &MediaDescription) -> Direction {
@@ -100,20 +168,6 @@ fn direction(media: &MediaDescription) -> Direction {
     } else {
         Direction::SendRecv
     }
-}
-
-/// The value of `param` in the fmtp line of payload type `pt`.
-fn fmtp_param<'a>(media: &'a MediaDescription, pt: &str, param: &str) -> Option<&'a str> {
-    attributes(media, "fmtp").find_map(|value| {
-        let (fmt, params) = value.split_once(' ')?;
-        if fmt != pt {
-            return None;
-        }
-        params.split(';').find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            k.eq_ignore_ascii_case(param).then_some(v.trim())
-        })
-    })
 }
 
 fn attributes<'a>(media: &'a MediaDescription, key: &'a str) -> impl Iterator<Item = &'a str> {
@@ -138,10 +192,24 @@ mod tests {
 
     const OPUS_AFTER_PCMA: &str = "a=rtpmap:8 PCMA/8000\r\na=rtpmap:111 opus/48000/2\r\n";
 
+    fn audio_choice(sdp: &str, role: Role) -> codecs::Codec {
+        let info = inspect(sdp, role).unwrap();
+        codecs::choose(
+            RtpCodecKind::Audio,
+            info.audio.as_deref().unwrap(),
+            None,
+            None,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn opus_found_even_when_not_first() {
-        let info = inspect(&offer("sendonly", OPUS_AFTER_PCMA, ""), Role::Publisher).unwrap();
-        assert!(!info.stereo);
+        let c = audio_choice(&offer("sendonly", OPUS_AFTER_PCMA, ""), Role::Publisher);
+        assert_eq!(
+            (c.name(), c.payload_type, c.key().as_str()),
+            ("opus", 111, "audio/opus/1")
+        );
     }
 
     #[test]
@@ -151,7 +219,24 @@ mod tests {
             OPUS_AFTER_PCMA,
             "a=fmtp:111 minptime=10;stereo=1\r\n",
         );
-        assert!(inspect(&sdp, Role::Echo).unwrap().stereo);
+        assert_eq!(audio_choice(&sdp, Role::Echo).key(), "audio/opus/2");
+    }
+
+    #[test]
+    fn codecs_keep_the_m_line_order_and_their_fmtp() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=mid:0\r\na=sendonly\r\n\
+                   a=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\n\
+                   a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
+        let info = inspect(sdp, Role::Publisher).unwrap();
+        assert!(info.audio.is_none());
+        let video = info.video.unwrap();
+        assert_eq!(video[0].name, "H264");
+        assert_eq!(
+            video[0].fmtp,
+            "packetization-mode=1;profile-level-id=42e01f"
+        );
+        assert_eq!(video[1].name, "VP8");
     }
 
     #[test]
@@ -177,13 +262,29 @@ mod tests {
     }
 
     #[test]
-    fn rejects_garbage_and_no_audio() {
+    fn rejects_garbage_and_what_cannot_be_forwarded() {
         assert!(inspect("hello", Role::Publisher).is_err());
         assert!(inspect("v=0\r\n", Role::Publisher).is_err());
-        let no_opus = offer("sendonly", "a=rtpmap:8 PCMA/8000\r\n", "");
-        assert!(inspect(&no_opus, Role::Publisher).is_err());
-        let video = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
-                     m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
-        assert!(inspect(video, Role::Publisher).is_err());
+        // G.711 alone is fine; G.729 alone is not.
+        let pcma = offer("sendonly", "a=rtpmap:8 PCMA/8000\r\n", "");
+        assert_eq!(audio_choice(&pcma, Role::Publisher).name(), "PCMA");
+        let g729 = offer("sendonly", "a=rtpmap:18 G729/8000\r\n", "");
+        assert!(inspect(&g729, Role::Publisher).is_err());
+        let video = |codec: &str| {
+            format!(
+                "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\na=rtpmap:96 {codec}\r\n"
+            )
+        };
+        assert!(inspect(&video("VP8/90000"), Role::Publisher)
+            .unwrap()
+            .video
+            .is_some());
+        assert!(inspect(&video("H263/90000"), Role::Publisher).is_err());
+        // A video section's direction is checked like audio's.
+        let Err(MediaError::BadOffer(why)) = inspect(&video("VP8/90000"), Role::Viewer) else {
+            panic!("refused")
+        };
+        assert!(why.starts_with("the offer's video is sendonly"), "{why}");
     }
 }

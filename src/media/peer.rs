@@ -1,5 +1,6 @@
 //! Building one server-side peer connection from an offer, on the request's task (never on the
-//! media loop): an Opus-only media engine, the loop's one DTLS certificate, DTLS server role, mDNS
+//! media loop): a media engine with the one codec per kind chosen for it (`codecs.rs`), the loop's
+//! one DTLS certificate, DTLS server role, mDNS
 //! off, ICE credentials that name the loop, the shared socket's host candidates, and the answer,
 //! all without any network round trip (the POST returns as soon as this does).
 
@@ -12,7 +13,9 @@ use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
-use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_twcc_receiver_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -20,18 +23,15 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 
 use super::answer::edit_answer;
+use super::codecs::{self, Codec, StreamCodecs};
 use super::MediaError;
 use crate::media::offer::OfferInfo;
 use crate::session::Role;
-
-/// Payload type whip-echo prefers for Opus; the answer uses the offer's own number.
-const OPUS_PT: u8 = 111;
 
 /// A certificate is replaced when less than this is left of its validity. rtc gives its
 /// self-signed certificates a far-off end, except on 32-bit ARM, where it caps them at 48 hours
@@ -140,7 +140,7 @@ impl IceCredentials {
 }
 
 /// A send track of a viewer or echo session, as negotiated.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SendTrack {
     /// The rtc sender that writes it.
     pub sender: RTCRtpSenderId,
@@ -152,6 +152,8 @@ pub struct SendTrack {
     pub payload_type: u8,
     /// The codec's RTP clock rate.
     pub clock_rate: u32,
+    /// The codec's identity ([`Codec::key`]): what the stream's packets must be to go here.
+    pub codec: String,
 }
 
 /// A negotiated peer connection, ready to be handed to its media loop.
@@ -164,60 +166,112 @@ pub struct Negotiated {
     pub ufrag: String,
     /// The send tracks of a `Viewer`/`Echo` session (none for a publisher).
     pub tracks: Vec<SendTrack>,
+    /// The codec negotiated per kind ([`Codec::key`]): for a publisher, what it sends.
+    pub codecs: Vec<(RtpCodecKind, String)>,
 }
 
-/// Answers `offer` for `role` with `credentials`. Errors from applying the offer are the
-/// client's ([`MediaError::BadOffer`]); the others are internal.
+/// Answers `offer` for `role` with `credentials`, one codec per kind as `stream`'s other sessions
+/// allow. Errors from applying the offer are the client's ([`MediaError::BadOffer`]); the others
+/// are internal.
 pub fn negotiate(
     settings: &PeerSettings,
     role: Role,
     info: &OfferInfo,
     offer: String,
     credentials: IceCredentials,
+    stream: &StreamCodecs,
     now: Instant,
 ) -> Result<Negotiated, MediaError> {
-    let codec = rtc_util::opus_codec(info.stereo);
-    let mut pc = build_peer(settings, &codec, &credentials, now)?;
-    let track = if role.receives() {
-        Some(add_send_track(&mut pc, codec)?)
-    } else {
-        None
-    };
+    let chosen = choose_codecs(role, info, stream)?;
+    let mut pc = build_peer(settings, role, &chosen, &credentials, now)?;
+    let mut senders = Vec::new();
+    if role.receives() {
+        for codec in &chosen {
+            senders.push((add_send_track(&mut pc, codec)?, codec));
+        }
+    }
     apply_offer(&mut pc, role, offer, settings, now)?;
     let answer = answer(&mut pc, now)?;
-    let tracks = track
-        .map(|(sender, ssrc)| negotiated_track(&mut pc, sender, ssrc))
-        .transpose()?
+    let tracks = senders
         .into_iter()
-        .collect();
+        .map(|((sender, ssrc), codec)| negotiated_track(&mut pc, sender, ssrc, codec))
+        .collect::<Result<_, _>>()?;
     Ok(Negotiated {
         pc,
         answer,
         ufrag: credentials.ufrag,
         tracks,
+        codecs: chosen.iter().map(|c| (c.kind, c.key())).collect(),
     })
 }
 
-/// The peer connection before any description: one codec, RTCP reports, consent timeouts, DTLS
-/// server role, mDNS off, the loop's certificate and the session's credentials.
+/// One codec per offered kind: a viewer takes the live publisher's, a publisher prefers its
+/// waiting viewers' (`codecs::choose`). A kind without a common codec is left out (rtc rejects
+/// its section); an offer left with nothing is refused, saying what the stream carries.
+fn choose_codecs(
+    role: Role,
+    info: &OfferInfo,
+    stream: &StreamCodecs,
+) -> Result<Vec<Codec>, MediaError> {
+    let mut chosen = Vec::new();
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        let Some(offered) = info.section(kind) else {
+            continue;
+        };
+        let required = (role == Role::Viewer)
+            .then(|| stream.publisher_of(kind))
+            .flatten();
+        let preferred = role.publishes().then(|| stream.viewers_of(kind)).flatten();
+        if let Some(codec) = codecs::choose(kind, offered, required, preferred) {
+            chosen.push(codec);
+        }
+    }
+    if chosen.is_empty() {
+        let published: Vec<&str> = stream.publisher.iter().map(|(_, k)| k.as_str()).collect();
+        return Err(MediaError::BadOffer(format!(
+            "the stream is published as {} (whip-echo does not transcode), and the offer has none \
+             of these",
+            published.join(" + ")
+        )));
+    }
+    Ok(chosen)
+}
+
+/// The peer connection before any description: the chosen codecs, RTCP reports (and for video
+/// NACK, and TWCC feedback where the client sends video), consent timeouts, DTLS server role, mDNS
+/// off, the loop's certificate and the session's credentials.
 fn build_peer(
     settings: &PeerSettings,
-    codec: &RTCRtpCodec,
+    role: Role,
+    chosen: &[Codec],
     credentials: &IceCredentials,
     now: Instant,
 ) -> Result<RTCPeerConnection, MediaError> {
     let mut media_engine = MediaEngine::default();
-    media_engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec.clone(),
-                payload_type: OPUS_PT,
-            },
-            RtpCodecKind::Audio,
-        )
-        .map_err(MediaError::internal)?;
-    // Sender and receiver reports only: NACK and TWCC are of little use for Opus audio.
-    let registry = configure_rtcp_reports(Registry::new());
+    for codec in chosen {
+        media_engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec.rtc_codec(),
+                    payload_type: codec.payload_type,
+                },
+                codec.kind,
+            )
+            .map_err(MediaError::internal)?;
+    }
+    // Sender and receiver reports always. For video also NACK (RFC 4585): lost packets are asked
+    // for again from a publisher and answered from the send buffer for a viewer; and, where the
+    // client sends video, transport-wide congestion control feedback (TWCC), without which a
+    // browser's encoder never raises its bitrate. Audio-only sessions get neither: Opus copes
+    // with loss itself, and they stay as cheap as before.
+    let mut registry = configure_rtcp_reports(Registry::new());
+    if chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
+        registry = configure_nack(registry, &mut media_engine);
+        if role.publishes() {
+            registry = configure_twcc_receiver_only(registry, &mut media_engine)
+                .map_err(MediaError::internal)?;
+        }
+    }
     // RFC 7675 consent: `disconnected` after a short silence, `failed` when the configured timeout
     // has passed without any response.
     let disconnected = (settings.ice_timeout / 2).min(Duration::from_secs(5));
@@ -254,23 +308,28 @@ fn build_peer(
         .map_err(MediaError::internal)
 }
 
-/// The audio track a viewer or echo session sends, with a random SSRC.
+/// The track of `codec`'s kind that a viewer or echo session sends, with a random SSRC.
 fn add_send_track(
     pc: &mut RTCPeerConnection,
-    codec: RTCRtpCodec,
+    codec: &Codec,
 ) -> Result<(RTCRtpSenderId, u32), MediaError> {
     let ssrc: u32 = rand::random();
+    let kind = if codec.kind == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
     let track = MediaStreamTrack::new(
         "whip-echo".to_owned(),
-        format!("whip-echo-audio-{ssrc:08x}"),
-        "whip-echo audio".to_owned(),
-        RtpCodecKind::Audio,
+        format!("whip-echo-{kind}-{ssrc:08x}"),
+        format!("whip-echo {kind}"),
+        codec.kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
                 ..Default::default()
             },
-            codec,
+            codec: codec.rtc_codec(),
             ..Default::default()
         }],
     );
@@ -311,28 +370,31 @@ fn answer(pc: &mut RTCPeerConnection, now: Instant) -> Result<String, MediaError
     Ok(edit_answer(&sdp))
 }
 
-/// The negotiated parameters of a send track.
+/// The negotiated parameters of a send track of `codec`.
 fn negotiated_track(
     pc: &mut RTCPeerConnection,
     sender: RTCRtpSenderId,
     ssrc: u32,
+    codec: &Codec,
 ) -> Result<SendTrack, MediaError> {
-    let codec = pc.rtp_sender(sender).and_then(|mut s| {
-        let codec = s.get_parameters().rtp_parameters.codecs.first()?;
-        Some((codec.payload_type, codec.rtp_codec.clock_rate))
+    let negotiated = pc.rtp_sender(sender).and_then(|mut s| {
+        let c = s.get_parameters().rtp_parameters.codecs.first()?;
+        Some((c.payload_type, c.rtp_codec.clock_rate))
     });
-    let (payload_type, clock_rate) =
-        codec.ok_or_else(|| MediaError::BadOffer("no Opus codec negotiated for sending".into()))?;
+    let (payload_type, clock_rate) = negotiated.ok_or_else(|| {
+        MediaError::BadOffer(format!("no {} negotiated for sending", codec.name()))
+    })?;
     Ok(SendTrack {
         sender,
-        kind: RtpCodecKind::Audio,
+        kind: codec.kind,
         ssrc,
         payload_type,
         clock_rate: if clock_rate == 0 {
-            rtc_util::OPUS_CLOCK_RATE
+            codec.clock_rate
         } else {
             clock_rate
         },
+        codec: codec.key(),
     })
 }
 

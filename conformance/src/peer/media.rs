@@ -1,0 +1,253 @@
+//! The client peer's media: which codec it offers per kind, its tracks, and writing synthetic RTP
+//! (any payload: servers that forward, like whip-echo, pass it through unchanged).
+
+use bytes::Bytes;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_AV1, MIME_TYPE_G722, MIME_TYPE_H264, MIME_TYPE_PCMA, MIME_TYPE_PCMU,
+    MIME_TYPE_VP8, MIME_TYPE_VP9,
+};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp::header::Header;
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use std::time::Instant;
+
+use super::Mode;
+
+/// The audio codec the client offers (only that one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AudioCodec {
+    /// Opus, mono (48 kHz).
+    #[default]
+    Opus,
+    /// Opus with `stereo=1; sprop-stereo=1`.
+    OpusStereo,
+    /// G.711 µ-law.
+    Pcmu,
+    /// G.711 A-law.
+    Pcma,
+    /// G.722.
+    G722,
+    /// No audio section at all.
+    None,
+}
+
+/// The video codec the client offers (only that one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8.
+    Vp8,
+    /// VP9 profile 0.
+    Vp9,
+    /// H.264 constrained baseline, packetization-mode 1 (what browsers and OBS send).
+    H264,
+    /// AV1 profile 0.
+    Av1,
+}
+
+impl AudioCodec {
+    /// The codec and its payload type, `None` for [`AudioCodec::None`].
+    pub fn rtc(self) -> Option<(RTCRtpCodec, u8)> {
+        let simple = |mime: &str, pt| {
+            let codec = RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate: 8000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            };
+            Some((codec, pt))
+        };
+        match self {
+            AudioCodec::Opus => Some((rtc_util::opus_codec(false), 111)),
+            AudioCodec::OpusStereo => Some((rtc_util::opus_codec(true), 111)),
+            AudioCodec::Pcmu => simple(MIME_TYPE_PCMU, 0),
+            AudioCodec::Pcma => simple(MIME_TYPE_PCMA, 8),
+            AudioCodec::G722 => simple(MIME_TYPE_G722, 9),
+            AudioCodec::None => None,
+        }
+    }
+
+    /// RTP timestamp ticks per 20 ms frame.
+    pub fn frame_ticks(self) -> u32 {
+        match self {
+            AudioCodec::Opus | AudioCodec::OpusStereo => 960,
+            _ => 160,
+        }
+    }
+}
+
+impl VideoCodec {
+    /// The codec, with NACK, PLI and FIR feedback, and its payload type.
+    pub fn rtc(self) -> (RTCRtpCodec, u8) {
+        let (mime, fmtp, pt) = match self {
+            VideoCodec::Vp8 => (MIME_TYPE_VP8, "", 96),
+            VideoCodec::Vp9 => (MIME_TYPE_VP9, "profile-id=0", 98),
+            VideoCodec::H264 => (
+                MIME_TYPE_H264,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                102,
+            ),
+            VideoCodec::Av1 => (MIME_TYPE_AV1, "profile-id=0", 45),
+        };
+        let fb = |typ: &str, parameter: &str| RTCPFeedback {
+            typ: typ.to_owned(),
+            parameter: parameter.to_owned(),
+        };
+        let codec = RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+        };
+        (codec, pt)
+    }
+}
+
+/// Registers the client's codecs.
+pub fn register(
+    media_engine: &mut MediaEngine,
+    audio: AudioCodec,
+    video: Option<VideoCodec>,
+) -> Result<(), String> {
+    let e = |e: rtc::shared::error::Error| e.to_string();
+    if let Some((rtp_codec, payload_type)) = audio.rtc() {
+        let params = RTCRtpCodecParameters {
+            rtp_codec,
+            payload_type,
+        };
+        media_engine
+            .register_codec(params, RtpCodecKind::Audio)
+            .map_err(e)?;
+    }
+    if let Some((rtp_codec, payload_type)) = video.map(VideoCodec::rtc) {
+        let params = RTCRtpCodecParameters {
+            rtp_codec,
+            payload_type,
+        };
+        media_engine
+            .register_codec(params, RtpCodecKind::Video)
+            .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Adds the client's transceivers for `mode`: audio (unless none), then video (if any).
+pub fn add_tracks(
+    pc: &mut RTCPeerConnection,
+    mode: Mode,
+    audio: AudioCodec,
+    video: Option<VideoCodec>,
+) -> Result<(), rtc::shared::error::Error> {
+    let audio = audio.rtc().map(|(c, _)| (RtpCodecKind::Audio, c));
+    let video = video.map(|v| (RtpCodecKind::Video, v.rtc().0));
+    for (kind, codec) in audio.into_iter().chain(video) {
+        add_transceiver(pc, mode, kind, codec)?;
+    }
+    Ok(())
+}
+
+fn add_transceiver(
+    pc: &mut RTCPeerConnection,
+    mode: Mode,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+) -> Result<(), rtc::shared::error::Error> {
+    let name = if kind == RtpCodecKind::Video {
+        "video"
+    } else {
+        "audio"
+    };
+    let track = MediaStreamTrack::new(
+        "whip-conformance".into(),
+        format!("whip-conformance-{name}"),
+        format!("conformance {name}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(rand::random()),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    );
+    let init = |direction| RTCRtpTransceiverInit {
+        direction,
+        streams: vec![],
+        send_encodings: vec![],
+    };
+    match mode {
+        Mode::Send => {
+            pc.add_transceiver_from_track(track, Some(init(RTCRtpTransceiverDirection::Sendonly)))?;
+        }
+        Mode::SendRecv => {
+            pc.add_track(track)?;
+        }
+        Mode::Recv => {
+            pc.add_transceiver_from_kind(kind, Some(init(RTCRtpTransceiverDirection::Recvonly)))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes one RTP packet with `payload` on the client's sender of `kind`.
+pub fn write_packet(
+    pc: &mut RTCPeerConnection,
+    kind: RtpCodecKind,
+    payload: Bytes,
+    seq: u16,
+    ts: u32,
+) {
+    let senders: Vec<_> = pc.get_senders().collect();
+    for id in senders {
+        let Some(mut sender) = pc.rtp_sender(id) else {
+            continue;
+        };
+        if sender.track().kind() != kind {
+            continue;
+        }
+        let params = sender.get_parameters();
+        let Some(pt) = params.rtp_parameters.codecs.first().map(|c| c.payload_type) else {
+            return;
+        };
+        let Some(ssrc) = params
+            .encodings
+            .first()
+            .and_then(|e| e.rtp_coding_parameters.ssrc)
+        else {
+            return;
+        };
+        let header = Header {
+            version: 2,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            // A video frame of one packet: the marker ends it (RFC 3550 §5.1).
+            marker: kind == RtpCodecKind::Video,
+            ..Default::default()
+        };
+        let _ = sender.write_rtp(Instant::now(), Packet { header, payload });
+        return;
+    }
+}
+
+/// The kind of the received track `track`.
+pub fn kind_of(pc: &mut RTCPeerConnection, track: &str) -> RtpCodecKind {
+    let receivers: Vec<_> = pc.get_receivers().collect();
+    receivers
+        .into_iter()
+        .find_map(|id| {
+            let receiver = pc.rtp_receiver(id)?;
+            let t = receiver.track();
+            (t.track_id() == track).then(|| t.kind())
+        })
+        .unwrap_or(RtpCodecKind::Audio)
+}
