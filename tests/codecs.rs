@@ -272,3 +272,79 @@ async fn round_trip_handle(
     }
     got
 }
+
+/// Sends a video packet every 20 ms on `sender` until the returned guard is dropped.
+fn stream_video(sender: support::client::SendHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for i in 0u32.. {
+            tick.tick().await;
+            sender.send_kind(VIDEO, format!("frame-{i}").as_bytes());
+        }
+    })
+}
+
+#[tokio::test]
+async fn keyframes_are_asked_for_a_late_viewer_and_on_pli_at_most_every_500_ms() {
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let mut publisher = connect(
+        &format!("{base}/whip/kf"),
+        Mode::Send,
+        AudioCodec::Opus,
+        Some(VideoCodec::Vp8),
+    )
+    .await;
+    let video = stream_video(publisher.clone_sender());
+    // The publisher connecting asks for one (its viewers, now or later, start on a keyframe).
+    assert!(
+        publisher.until(WAIT, |s| s.keyframe_requests >= 1).await,
+        "a keyframe request once video flows"
+    );
+    let after_connect = publisher.state().keyframe_requests;
+
+    // A viewer joining a live stream: its video leg coming up asks the publisher upstream.
+    let mut viewer = connect(
+        &format!("{base}/whep/kf"),
+        Mode::Recv,
+        AudioCodec::Opus,
+        Some(VideoCodec::Vp8),
+    )
+    .await;
+    assert!(
+        publisher
+            .until(WAIT, |s| s.keyframe_requests > after_connect)
+            .await,
+        "the late viewer's keyframe request reaches the publisher"
+    );
+    viewer.next_packet(WAIT).await;
+
+    // A burst of PLIs from the viewer reaches the publisher as at most two requests: one at once
+    // (or when the interval since the last ends) and the one kept meanwhile (`keyframes.rs` has
+    // the interval's unit test).
+    let before = publisher.state().keyframe_requests;
+    for _ in 0..10 {
+        viewer.request_keyframe();
+    }
+    assert!(
+        publisher
+            .until(WAIT, |s| s.keyframe_requests > before)
+            .await,
+        "the viewer's PLI reaches the publisher"
+    );
+    let more_than_two = move |s: &support::client::State| s.keyframe_requests > before + 2;
+    assert!(
+        !publisher
+            .until(Duration::from_millis(1200), more_than_two)
+            .await,
+        "ten PLIs make at most two requests upstream, not ten"
+    );
+    video.abort();
+    for c in [&publisher, &viewer] {
+        assert_eq!(c.delete().await, 200);
+    }
+    wait_idle(&server).await;
+    publisher.close().await;
+    viewer.close().await;
+    server.shutdown().await.unwrap();
+}

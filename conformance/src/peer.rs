@@ -73,6 +73,8 @@ pub struct State {
     pub connected: bool,
     /// The server ended the session: DTLS close_notify, ICE failure or close.
     pub ended: bool,
+    /// Keyframe requests (RTCP PLI or FIR) received for the video this client sends.
+    pub keyframe_requests: u32,
 }
 
 /// How a [`Client`] hands its candidates over.
@@ -100,6 +102,8 @@ enum Control {
     Send(RtpCodecKind, Bytes),
     /// Stage and apply an ICE restart; reply with the fragment to PATCH.
     Restart(tokio::sync::oneshot::Sender<RestartOffer>),
+    /// Send a PLI for the video received (RFC 4585 §6.3.1).
+    RequestKeyframe,
     /// Apply the server's restart fragment (its new credentials and candidates).
     RestartAnswer(String, tokio::sync::oneshot::Sender<Result<(), String>>),
     /// Close the peer connection politely (DTLS close_notify) and stop.
@@ -277,6 +281,11 @@ impl Client {
         )
     }
 
+    /// The connection state as last seen.
+    pub fn state(&self) -> State {
+        *self.state.borrow()
+    }
+
     /// Sends one RTP packet with `payload`.
     pub fn send(&self, payload: &[u8]) {
         self.send_kind(RtpCodecKind::Audio, payload);
@@ -305,6 +314,11 @@ impl Client {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Asks the sender of the video this client receives for a keyframe (an RTCP PLI).
+    pub fn request_keyframe(&self) {
+        let _ = self.control.send(Control::RequestKeyframe);
     }
 
     /// Restarts ICE as RFC 9725 §4.3.3 says: new local credentials, a PATCH with them and
@@ -463,7 +477,8 @@ fn build_peer(options: &Options) -> Result<RTCPeerConnection, String> {
     RTCPeerConnectionBuilder::new()
         .with_media_engine(media_engine)
         .with_setting_engine(settings)
-        .with_interceptor_registry(Registry::new())
+        // Keyframe requests for the video it sends reach the client (tests count them).
+        .with_interceptor_registry(rtc_util::with_keyframe_feedback(Registry::new()))
         .build(Instant::now())
         .map_err(|e| e.to_string())
 }
@@ -484,6 +499,8 @@ async fn drive(
 ) {
     let Io { socket, local } = io;
     let mut buf = vec![0u8; 2048];
+    // The SSRC of the video received, for keyframe requests.
+    let mut video_from = None;
     // Sequence and timestamp per kind: audio, video.
     let mut clocks = [0; 2].map(|_| (rand::random::<u16>(), rand::random::<u32>()));
     loop {
@@ -515,9 +532,16 @@ async fn drive(
             let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
         while let Some(message) = pc.poll_read() {
+            if media::asks_for_keyframe(&message.message) {
+                state.send_modify(|st| st.keyframe_requests += 1);
+            }
             if let RTCMessage::RtpPacket(track, packet) = message.message {
+                let kind = media::kind_of(&mut pc, &track);
+                if kind == RtpCodecKind::Video {
+                    video_from = Some(packet.header.ssrc);
+                }
                 let _ = received.send(Received {
-                    kind: media::kind_of(&mut pc, &track),
+                    kind,
                     payload_type: packet.header.payload_type,
                     ssrc: packet.header.ssrc,
                     seq: packet.header.sequence_number,
@@ -548,6 +572,11 @@ async fn drive(
                     return;
                 }
                 Some(Control::Vanish) => return,
+                Some(Control::RequestKeyframe) => {
+                    if let Some(ssrc) = video_from {
+                        media::request_keyframe(&mut pc, ssrc);
+                    }
+                }
                 Some(Control::Restart(reply)) => {
                     let _ = reply.send(restart_offer(&mut pc, local));
                 }
@@ -560,6 +589,7 @@ async fn drive(
                 if is_binding_request(&buf[..n]) {
                     silent = false;
                 }
+
                 let dtls = n > 0 && (20..=63).contains(&buf[0]);
                 let _ = pc.handle_read(TaggedBytesMut {
                     now: Instant::now(),

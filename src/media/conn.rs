@@ -17,6 +17,7 @@ use tracing::{debug, info, Span};
 use super::cap::Permit;
 use super::early_dtls::EarlyDtls;
 use super::forward::Forwarder;
+use super::keyframes::{asks_for_keyframe, Keyframes};
 use super::peer::SendTrack;
 use super::transport::PathId;
 use crate::session::EndReason;
@@ -90,6 +91,8 @@ pub struct Conn {
     pub legs: Vec<Leg>,
     /// The codec negotiated per kind: for a publisher, what its packets are.
     pub codecs: Vec<(RtpCodecKind, String)>,
+    /// Keyframe requests to this session, as a publisher of video.
+    pub keyframes: Keyframes,
     pub span: Span,
     /// DTLS that arrived before ICE selected a pair (see [`Conn::hold_early_dtls`]).
     pub early_dtls: EarlyDtls,
@@ -108,6 +111,8 @@ pub struct Polled {
     pub link_changed: bool,
     /// RTP received from a publishing client, with the kind of the track it came on.
     pub media: Vec<(RtpCodecKind, Packet)>,
+    /// The client asked for a keyframe of the video it receives (PLI or FIR).
+    pub keyframe_wanted: bool,
 }
 
 impl Conn {
@@ -121,7 +126,12 @@ impl Conn {
         span: Span,
         permit: Permit,
     ) -> Self {
+        let remote = pc
+            .remote_description()
+            .map(|d| d.sdp.clone())
+            .unwrap_or_default();
         Conn {
+            keyframes: Keyframes::for_offer(&remote),
             pc,
             ufrag,
             previous_ufrag: None,
@@ -199,9 +209,15 @@ impl Conn {
             }
         }
         while let Some(message) = self.pc.poll_read() {
+            if asks_for_keyframe(&message.message) {
+                polled.keyframe_wanted = true;
+            }
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 if publishes {
                     if let Some(kind) = self.kind_of(&track) {
+                        if kind == RtpCodecKind::Video {
+                            self.keyframes.video_ssrc = Some(packet.header.ssrc);
+                        }
                         polled.media.push((kind, packet));
                     }
                 }

@@ -281,9 +281,11 @@ impl MediaLoop {
             return;
         };
         let polled = conn.poll(publishes);
+        let connected_now = polled.link_changed && conn.link == Link::Connected;
+        let plays_video = conn.legs.iter().any(|l| l.kind == RtpCodecKind::Video);
         // An ICE restart completes when the new generation connects: the old ufrag has no
         // checks left in flight, so it stops naming the session.
-        if polled.link_changed && conn.link == Link::Connected {
+        if connected_now {
             if let Some(previous) = conn.previous_ufrag.take() {
                 self.routes.remove_ufrag(&previous, key);
             }
@@ -295,6 +297,18 @@ impl MediaLoop {
         if let Some(reason) = polled.ended {
             self.teardown(key, reason);
             return;
+        }
+        // Keyframes (`keyframes.rs`): a viewer's PLI/FIR, or its video leg coming up, asks the
+        // publisher; a publisher that connects (a new one taking a stream over too) is asked
+        // at once, so that its viewers start with a decodable picture.
+        if polled.keyframe_wanted || (connected_now && plays_video) {
+            self.request_keyframe_upstream(key, now);
+        }
+        if publishes {
+            if connected_now {
+                self.request_keyframe(key, now);
+            }
+            self.send_due_keyframe_request(key, now);
         }
         if !polled.media.is_empty() {
             self.fan_out(key, polled.media, now);
@@ -366,7 +380,7 @@ impl MediaLoop {
 
     /// Sends a session's pending datagrams, learning their destinations as its routes, and
     /// re-arms its timer.
-    fn flush(&mut self, key: SessionKey) {
+    pub(super) fn flush(&mut self, key: SessionKey) {
         let Some(conn) = self.sessions.get_mut(&key) else {
             return;
         };

@@ -13,6 +13,7 @@ mod early_dtls;
 mod error;
 mod event_loop;
 mod forward;
+mod keyframes;
 mod loops;
 pub mod offer;
 mod patch;

@@ -266,6 +266,8 @@ fn build_peer(
     // with loss itself, and they stay as cheap as before.
     let mut registry = configure_rtcp_reports(Registry::new());
     if chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
+        // Viewers' keyframe requests reach the loop, which passes them upstream (`keyframes.rs`).
+        registry = rtc_util::with_keyframe_feedback(registry);
         registry = configure_nack(registry, &mut media_engine);
         if role.publishes() {
             registry = configure_twcc_receiver_only(registry, &mut media_engine)

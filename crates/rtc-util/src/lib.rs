@@ -2,6 +2,9 @@
 //! conformance checker's client peer both need. Only rtc vocabulary lives here: the checker still
 //! talks to servers over the wire alone and knows nothing of whip-echo.
 
+mod keyframe_feedback;
+pub use keyframe_feedback::{asks_for_keyframe, with_keyframe_feedback, KeyframeFeedback};
+
 use std::net::SocketAddr;
 
 use rtc::ice::tcp_type::TcpType;
