@@ -194,6 +194,45 @@ test("Chromium restarts ICE mid-echo by PATCH: new ETag, the echo carries on", a
   await until(async () => (await sessions()) === 0, "the server to have no session");
 });
 
+test("video: one browser publishes camera + microphone by WHIP, another plays both by WHEP", async () => {
+  const stream = `video-${Date.now()}`;
+  const publisher = await openPage();
+  const viewer = await openPage();
+  await publisher.page.evaluate(async (stream) => {
+    const { Session } = await import("/whip-client.js");
+    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 320, height: 240 } });
+    const session = new Session({ endpoint: `/whip/${stream}`, kind: "whip", track: media.getAudioTracks()[0], video: media.getVideoTracks()[0] });
+    await session.start();
+    window.published = session;
+  }, stream);
+  const result = await viewer.page.evaluate(async (stream) => {
+    const { Session } = await import("/whip-client.js");
+    const session = new Session({ endpoint: `/whep/${stream}`, kind: "whep", video: true });
+    await session.start();
+    const inbound = async (kind) => [...(await session.pc.getStats()).values()].find((s) => s.type === "inbound-rtp" && s.kind === kind);
+    const end = performance.now() + 15000;
+    for (;;) {
+      const [video, audio] = [await inbound("video"), await inbound("audio")];
+      if ((video?.framesDecoded ?? 0) > 10 && (audio?.packetsReceived ?? 0) > 20) {
+        const codec = [...(await session.pc.getStats()).values()].find((s) => s.type === "codec" && s.id === video.codecId);
+        const out = { framesDecoded: video.framesDecoded, width: video.frameWidth, keyFramesDecoded: video.keyFramesDecoded,
+          audioPackets: audio.packetsReceived, codec: codec?.mimeType, firstFrameMs: performance.now() };
+        await session.stop();
+        return out;
+      }
+      if (performance.now() > end) return { timedOut: true, video, audio };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }, stream);
+  assert.ok(!result.timedOut, JSON.stringify(result));
+  assert.ok(result.framesDecoded > 10 && result.keyFramesDecoded >= 1, JSON.stringify(result));
+  assert.equal(result.width, 320);
+  console.log(`# Chromium video: WHEP viewer decoded ${result.framesDecoded} frames (${result.codec}, ${result.keyFramesDecoded} keyframes) and ${result.audioPackets} audio packets`);
+  await publisher.page.evaluate(() => window.published.stop());
+  for (const p of [publisher, viewer]) await p.context.close();
+  await until(async () => (await sessions()) === 0, "the server to have no session");
+});
+
 test("a second browser plays the stream another one publishes", async () => {
   const stream = `shared-${Date.now()}`;
   const publisher = await openPage(stream);

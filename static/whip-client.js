@@ -86,17 +86,19 @@ function sdpFrag(pc, candidates) {
 
 /**
  * One WHIP or WHEP session.
- * kind: "whip" | "whep" | "echo"; track: the microphone track to send (whip/echo).
+ * kind: "whip" | "whep" | "echo"; track: the microphone track to send (whip/echo); video: a camera
+ * track to send as well (whip/echo), or `true` to receive video too (whep).
  * onStep(label): called at each step ("offer created", "POST sent", "201 received", ...).
  * discovered: a promise of `discover(endpoint)` (trickle support and ICE servers; asked with
  * OPTIONS when not given; a page can ask once, ahead of time, to keep the round trip out of the
  * connect time).
  */
 export class Session {
-  constructor({ endpoint, kind, track, token, discovered, onStep = () => {} }) {
+  constructor({ endpoint, kind, track, video, token, discovered, onStep = () => {} }) {
     this.endpoint = endpoint;
     this.kind = kind;
     this.track = track;
+    this.video = video;
     this.token = token;
     this.onStep = onStep;
     this.discovered = discovered;
@@ -114,6 +116,8 @@ export class Session {
     const direction = kind === "whip" ? "sendonly" : kind === "whep" ? "recvonly" : "sendrecv";
     if (this.track && direction !== "recvonly") pc.addTransceiver(this.track, { direction });
     else pc.addTransceiver("audio", { direction });
+    if (this.video instanceof MediaStreamTrack && direction !== "recvonly") pc.addTransceiver(this.video, { direction });
+    else if (this.video) pc.addTransceiver("video", { direction });
     // The OPTIONS answer (asked ahead of time by the page, or now): trickle support and the ICE
     // servers, which must be configured before gathering starts.
     const info = await (this.discovered ?? discover(this.endpoint, this.headers()));
