@@ -189,6 +189,11 @@ pub struct Config {
           default_value_t = PublisherConflict::Takeover)]
     pub publisher_conflict: PublisherConflict,
 
+    /// Most a publishing session may send, in bits per second (RTP payloads and headers, audio and
+    /// video together); packets beyond it are dropped, not forwarded. 0: no cap.
+    #[arg(long, env = "WHIP_ECHO_MAX_BITRATE", default_value_t = 8_000_000)]
+    pub max_bitrate: u64,
+
     /// Seconds without ICE connectivity (setup or consent, RFC 7675) before a session is torn down.
     #[arg(long, env = "WHIP_ECHO_ICE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub ice_timeout: Duration,

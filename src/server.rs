@@ -242,6 +242,7 @@ async fn start_planes(
         max_sessions: config.max_sessions,
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
+        max_bitrate: config.max_bitrate,
     };
     let at = SocketAddr::new(tcp_host, config.tcp_port);
     let tcp = std::net::TcpListener::bind(at).map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;

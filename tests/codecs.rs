@@ -348,3 +348,51 @@ async fn keyframes_are_asked_for_a_late_viewer_and_on_pli_at_most_every_500_ms()
     viewer.close().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_bitrate_cap_drops_what_a_publisher_sends_over_it() {
+    // 80 kbit/s: 10,000 bytes a second, 5,000 at once.
+    let mut config = Config::for_tests();
+    config.max_bitrate = 80_000;
+    let server = start(config).await;
+    let base = server.base_url();
+    let publisher = connect(
+        &format!("{base}/whip/cap"),
+        Mode::Send,
+        AudioCodec::Opus,
+        Some(VideoCodec::Vp8),
+    )
+    .await;
+    let mut viewer = connect(
+        &format!("{base}/whep/cap"),
+        Mode::Recv,
+        AudioCodec::Opus,
+        Some(VideoCodec::Vp8),
+    )
+    .await;
+    // Under the cap, everything passes (the viewer's leg is up once one packet arrives).
+    let sender = publisher.clone_sender();
+    round_trip_handle(&sender, &mut viewer, VIDEO, 3).await;
+    // 200 packets of 1,000 bytes at once, 200 kB: about 5 kB of them pass.
+    let big = vec![b'x'; 1000];
+    for _ in 0..200 {
+        sender.send_kind(VIDEO, &big);
+    }
+    let mut got = 0;
+    while let Some(p) = viewer.try_next_packet(Duration::from_millis(500)).await {
+        if p.payload.len() == 1000 {
+            got += 1;
+        }
+    }
+    assert!(
+        (1..=20).contains(&got),
+        "{got} of 200 packets over an 80 kbit/s cap"
+    );
+    for c in [&publisher, &viewer] {
+        assert_eq!(c.delete().await, 200);
+    }
+    wait_idle(&server).await;
+    publisher.close().await;
+    viewer.close().await;
+    server.shutdown().await.unwrap();
+}

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+use super::bitrate::Budget;
 use super::codecs::StreamCodecs;
 use super::conn::{Conn, Leg, Link};
 use super::event_loop::MediaLoop;
@@ -130,6 +131,7 @@ impl MediaLoop {
             negotiated.ufrag,
             legs,
             codecs,
+            Budget::new(self.config.max_bitrate),
             deadline,
             span,
             permit,

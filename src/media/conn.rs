@@ -14,6 +14,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::TaggedBytesMut;
 use tracing::{debug, info, Span};
 
+use super::bitrate::Budget;
 use super::cap::Permit;
 use super::early_dtls::EarlyDtls;
 use super::forward::Forwarder;
@@ -93,6 +94,8 @@ pub struct Conn {
     pub codecs: Vec<(RtpCodecKind, String)>,
     /// Keyframe requests to this session, as a publisher of video.
     pub keyframes: Keyframes,
+    /// What this session may send, as a publisher (`--max-bitrate`).
+    pub budget: Budget,
     pub span: Span,
     /// DTLS that arrived before ICE selected a pair (see [`Conn::hold_early_dtls`]).
     pub early_dtls: EarlyDtls,
@@ -122,6 +125,7 @@ impl Conn {
         ufrag: String,
         legs: Vec<Leg>,
         codecs: Vec<(RtpCodecKind, String)>,
+        budget: Budget,
         setup_deadline: Instant,
         span: Span,
         permit: Permit,
@@ -132,6 +136,7 @@ impl Conn {
             .unwrap_or_default();
         Conn {
             keyframes: Keyframes::for_offer(&remote),
+            budget,
             pc,
             ufrag,
             previous_ufrag: None,

@@ -280,7 +280,21 @@ impl MediaLoop {
         let Some(conn) = self.sessions.get_mut(&key) else {
             return;
         };
-        let polled = conn.poll(publishes);
+        let mut polled = conn.poll(publishes);
+        // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
+        if !polled.media.is_empty() {
+            let before = conn.budget.dropped;
+            polled.media.retain(|(_, p)| {
+                // The fixed RTP header and the payload (extensions left out: a few bytes).
+                let bytes = 12 + 4 * p.header.csrc.len() + p.payload.len();
+                conn.budget.admit(bytes, now)
+            });
+            if before == 0 && conn.budget.dropped > 0 {
+                let cap = self.config.max_bitrate;
+                conn.span
+                    .in_scope(|| info!(cap, "over the bitrate cap: packets dropped"));
+            }
+        }
         let connected_now = polled.link_changed && conn.link == Link::Connected;
         let plays_video = conn.legs.iter().any(|l| l.kind == RtpCodecKind::Video);
         // An ICE restart completes when the new generation connects: the old ufrag has no

@@ -5,6 +5,7 @@
 //! connection on the request's own task and hands the finished connection to its loop.
 
 mod answer;
+mod bitrate;
 mod cap;
 mod codecs;
 mod commands;
@@ -196,6 +197,8 @@ pub struct MediaConfig {
     pub ice_timeout: Duration,
     /// What a second publisher of a live stream gets.
     pub publisher_conflict: PublisherConflict,
+    /// Bits per second a publishing session may send (0: no cap).
+    pub max_bitrate: u64,
 }
 
 /// One media loop as the HTTP plane sees it.
