@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::bitrate::Budget;
 use super::codecs::StreamCodecs;
-use super::conn::{Conn, Leg, Link};
+use super::conn::{Conn, Link};
 use super::event_loop::MediaLoop;
 use super::routes::SessionKey;
 use super::{Command, MediaError, NewSession, ResourceState};
@@ -123,19 +123,9 @@ impl MediaLoop {
                 stream,
             },
         );
-        let legs = negotiated.tracks.iter().map(Leg::new).collect();
-        let codecs = negotiated.codecs;
         let deadline = started + self.config.ice_timeout;
-        let conn = Conn::new(
-            negotiated.pc,
-            negotiated.ufrag,
-            legs,
-            codecs,
-            Budget::new(self.config.max_bitrate),
-            deadline,
-            span,
-            permit,
-        );
+        let budget = Budget::new(self.config.max_bitrate);
+        let conn = Conn::new(negotiated, budget, deadline, span, permit);
         self.sessions.insert(key, conn);
         self.drive(key, now);
         self.publish_stats();

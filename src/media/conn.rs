@@ -19,7 +19,7 @@ use super::cap::Permit;
 use super::early_dtls::EarlyDtls;
 use super::forward::Forwarder;
 use super::keyframes::{asks_for_keyframe, Keyframes};
-use super::peer::SendTrack;
+use super::peer::{Negotiated, SendTrack};
 use super::transport::PathId;
 use crate::session::EndReason;
 
@@ -119,17 +119,23 @@ pub struct Polled {
 }
 
 impl Conn {
-    /// A freshly negotiated session, connecting until `setup_deadline`.
+    /// A freshly negotiated session, connecting until `setup_deadline`, with one leg per send
+    /// track.
     pub fn new(
-        pc: RTCPeerConnection,
-        ufrag: String,
-        legs: Vec<Leg>,
-        codecs: Vec<(RtpCodecKind, String)>,
+        negotiated: Negotiated,
         budget: Budget,
         setup_deadline: Instant,
         span: Span,
         permit: Permit,
     ) -> Self {
+        let Negotiated {
+            pc,
+            ufrag,
+            tracks,
+            codecs,
+            ..
+        } = negotiated;
+        let legs = tracks.iter().map(Leg::new).collect();
         let remote = pc
             .remote_description()
             .map(|d| d.sdp.clone())
