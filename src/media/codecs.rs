@@ -61,7 +61,8 @@ impl Codec {
     /// The identity two sessions must share for one's packets to go to the other: the MIME type
     /// and, where a payload format says so, the parameters that change the bitstream: H.264's
     /// profile (`profile_idc` and `profile-iop`, not the level: RFC 6184 §8.2.2) and
-    /// packetization mode, VP9's and AV1's profile, and Opus's channel count.
+    /// packetization mode, VP9's and AV1's profile. Not Opus's `stereo`: it states what a
+    /// receiver prefers, and every Opus decoder plays mono and stereo alike (RFC 7587 §3.4, §6.1).
     pub fn key(&self) -> String {
         let param = |name: &str| fmtp_param(&self.fmtp, name);
         match self.mime {
@@ -75,10 +76,6 @@ impl Codec {
             }
             MIME_TYPE_VP9 | MIME_TYPE_AV1 => {
                 format!("{}/{}", self.mime, param("profile-id").unwrap_or("0"))
-            }
-            MIME_TYPE_OPUS => {
-                let stereo = param("stereo") == Some("1");
-                format!("{}/{}", self.mime, if stereo { 2 } else { 1 })
             }
             mime => mime.to_owned(),
         }
@@ -258,7 +255,7 @@ mod tests {
             (MIME_TYPE_OPUS, 111, 2)
         );
         assert!(c.fmtp.contains("stereo=1") && c.fmtp.contains("sprop-stereo=1"));
-        assert_eq!(c.key(), "audio/opus/2");
+        assert_eq!(c.key(), "audio/opus");
         assert!(choose(AUDIO_KIND, &[offered(18, "G729", 8000, "")], None, None).is_none());
     }
 
@@ -314,8 +311,13 @@ mod tests {
         };
         assert_eq!(vp9(""), vp9("profile-id=0"));
         assert_ne!(vp9("profile-id=0"), vp9("profile-id=2"));
+        // Stereo or not, Opus is Opus: a mono viewer plays a stereo publisher.
         let mono = choose(AUDIO_KIND, &[offered(111, "opus", 48000, "")], None, None).unwrap();
-        assert_eq!(mono.key(), "audio/opus/1");
+        let stereo = offered(111, "opus", 48000, "stereo=1");
+        assert_eq!(
+            mono.key(),
+            choose(AUDIO_KIND, &[stereo], None, None).unwrap().key()
+        );
         assert_eq!(mono.name(), "opus");
     }
 }

@@ -101,6 +101,8 @@ pub struct Conn {
     pub early_dtls: EarlyDtls,
     /// Kinds of the tracks received so far, by rtc's track id.
     recv_kinds: Vec<(String, RtpCodecKind)>,
+    /// The kind of each negotiated payload type.
+    payload_types: Vec<(u8, RtpCodecKind)>,
     /// Its place under the session cap, given back when the session is dropped.
     _permit: Permit,
 }
@@ -133,6 +135,7 @@ impl Conn {
             ufrag,
             tracks,
             codecs,
+            payload_types,
             ..
         } = negotiated;
         let legs = tracks.iter().map(Leg::new).collect();
@@ -155,6 +158,7 @@ impl Conn {
             span,
             early_dtls: EarlyDtls::default(),
             recv_kinds: Vec::new(),
+            payload_types,
             _permit: permit,
         }
     }
@@ -225,7 +229,9 @@ impl Conn {
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 if publishes {
-                    if let Some(kind) = self.kind_of(&track) {
+                    let pt = packet.header.payload_type;
+                    let by_pt = self.payload_types.iter().find(|(p, _)| *p == pt);
+                    if let Some(kind) = by_pt.map(|(_, k)| *k).or_else(|| self.kind_of(&track)) {
                         if kind == RtpCodecKind::Video {
                             self.keyframes.video_ssrc = Some(packet.header.ssrc);
                         }

@@ -73,7 +73,11 @@ pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
             _ => continue,
         };
         let direction = direction(media);
-        if media.media_name.port.value == 0 || direction == Direction::Inactive {
+        // Port 0 rejects a section, except with `a=bundle-only` (RFC 8843 §6: it then lives on
+        // the bundle's transport; GStreamer's webrtcbin offers video that way).
+        let bundle_only = media.attributes.iter().any(|a| a.key == "bundle-only");
+        let rejected = media.media_name.port.value == 0 && !bundle_only;
+        if rejected || direction == Direction::Inactive {
             continue;
         }
         let slot = match kind {
@@ -208,7 +212,7 @@ mod tests {
         let c = audio_choice(&offer("sendonly", OPUS_AFTER_PCMA, ""), Role::Publisher);
         assert_eq!(
             (c.name(), c.payload_type, c.key().as_str()),
-            ("opus", 111, "audio/opus/1")
+            ("opus", 111, "audio/opus")
         );
     }
 
@@ -219,7 +223,8 @@ mod tests {
             OPUS_AFTER_PCMA,
             "a=fmtp:111 minptime=10;stereo=1\r\n",
         );
-        assert_eq!(audio_choice(&sdp, Role::Echo).key(), "audio/opus/2");
+        let c = audio_choice(&sdp, Role::Echo);
+        assert!(c.fmtp.contains("stereo=1") && c.fmtp.contains("sprop-stereo=1"));
     }
 
     #[test]
@@ -281,6 +286,14 @@ mod tests {
             .video
             .is_some());
         assert!(inspect(&video("H263/90000"), Role::Publisher).is_err());
+        // Port 0 is a rejected section, unless bundle-only (RFC 8843 §6).
+        let port0 = video("VP8/90000").replace("m=video 9 ", "m=video 0 ");
+        assert!(inspect(&port0, Role::Publisher).is_err());
+        let bundle_only = format!("{port0}a=bundle-only\r\n");
+        assert!(inspect(&bundle_only, Role::Publisher)
+            .unwrap()
+            .video
+            .is_some());
         // A video section's direction is checked like audio's.
         let Err(MediaError::BadOffer(why)) = inspect(&video("VP8/90000"), Role::Viewer) else {
             panic!("refused")

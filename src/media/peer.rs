@@ -168,6 +168,9 @@ pub struct Negotiated {
     pub tracks: Vec<SendTrack>,
     /// The codec negotiated per kind ([`Codec::key`]): for a publisher, what it sends.
     pub codecs: Vec<(RtpCodecKind, String)>,
+    /// The payload type negotiated per kind: a received packet's kind is its payload type's
+    /// (GStreamer gives every track one msid, so rtc's track ids do not tell kinds apart).
+    pub payload_types: Vec<(u8, RtpCodecKind)>,
 }
 
 /// Answers `offer` for `role` with `credentials`, one codec per kind as `stream`'s other sessions
@@ -202,6 +205,7 @@ pub fn negotiate(
         ufrag: credentials.ufrag,
         tracks,
         codecs: chosen.iter().map(|c| (c.kind, c.key())).collect(),
+        payload_types: chosen.iter().map(|c| (c.payload_type, c.kind)).collect(),
     })
 }
 
