@@ -99,8 +99,8 @@ pub struct Conn {
     pub span: Span,
     /// DTLS that arrived before ICE selected a pair (see [`Conn::hold_early_dtls`]).
     pub early_dtls: EarlyDtls,
-    /// Kinds of the tracks received so far, by rtc's track id.
-    recv_kinds: Vec<(String, RtpCodecKind)>,
+    /// Kinds of the streams received so far, by SSRC.
+    recv_kinds: Vec<(u32, RtpCodecKind)>,
     /// The kind of each negotiated payload type.
     payload_types: Vec<(u8, RtpCodecKind)>,
     /// Its place under the session cap, given back when the session is dropped.
@@ -229,9 +229,8 @@ impl Conn {
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 if publishes {
-                    let pt = packet.header.payload_type;
-                    let by_pt = self.payload_types.iter().find(|(p, _)| *p == pt);
-                    if let Some(kind) = by_pt.map(|(_, k)| *k).or_else(|| self.kind_of(&track)) {
+                    let (ssrc, pt) = (packet.header.ssrc, packet.header.payload_type);
+                    if let Some(kind) = self.kind_of(&track, ssrc, pt) {
                         if kind == RtpCodecKind::Video {
                             self.keyframes.video_ssrc = Some(packet.header.ssrc);
                         }
@@ -243,18 +242,38 @@ impl Conn {
         polled
     }
 
-    /// The kind of the received track `track`, remembered after the first lookup.
-    fn kind_of(&mut self, track: &str) -> Option<RtpCodecKind> {
-        if let Some((_, kind)) = self.recv_kinds.iter().find(|(id, _)| id == track) {
+    /// The kind of a received packet, remembered per SSRC after the first lookup: the kind of
+    /// the receiver whose track has that SSRC (rtc demultiplexed it by SSRC or mid), else of its
+    /// payload type when only one kind uses it, else of the track `track`. Track ids alone do
+    /// not do: GStreamer gives every track one msid, and its payloaders all default to payload
+    /// type 96, so neither tells audio from video there.
+    fn kind_of(&mut self, track: &str, ssrc: u32, pt: u8) -> Option<RtpCodecKind> {
+        if let Some((_, kind)) = self.recv_kinds.iter().find(|(s, _)| *s == ssrc) {
             return Some(*kind);
         }
         let receivers: Vec<_> = self.pc.get_receivers().collect();
-        let kind = receivers.into_iter().find_map(|id| {
-            let receiver = self.pc.rtp_receiver(id)?;
+        let mut by_ssrc = None;
+        let mut by_track = None;
+        for id in receivers {
+            let Some(receiver) = self.pc.rtp_receiver(id) else {
+                continue;
+            };
             let t = receiver.track();
-            (t.track_id() == track).then(|| t.kind())
-        })?;
-        self.recv_kinds.push((track.to_owned(), kind));
+            if t.ssrcs().any(|s| s == ssrc) {
+                by_ssrc = Some(t.kind());
+                break;
+            }
+            if by_track.is_none() && t.track_id() == track {
+                by_track = Some(t.kind());
+            }
+        }
+        let mut kinds_of_pt = self.payload_types.iter().filter(|(p, _)| *p == pt);
+        let by_pt = match (kinds_of_pt.next(), kinds_of_pt.next()) {
+            (Some((_, kind)), None) => Some(*kind),
+            _ => None,
+        };
+        let kind = by_ssrc.or(by_pt).or(by_track)?;
+        self.recv_kinds.push((ssrc, kind));
         Some(kind)
     }
 
