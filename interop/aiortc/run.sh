@@ -13,17 +13,9 @@ exec "${ns[@]}" bash -c '
   set -euo pipefail
   ip link set lo up && ip addr add 127.0.0.2/32 dev lo
   log=$(mktemp)
-  target/release/whip-echo --listen 127.0.0.1:0 --udp-host 127.0.0.1 --udp-port 0 --tcp-port 0 \
-    --log-format json --log info > "$log" 2>&1 &
-  server=$!
+  . interop/lib.sh
+  start_whip_echo "$log"
   trap "kill $server 2>/dev/null; rm -f $log" EXIT
-  addr=
-  for _ in $(seq 300); do
-    addr=$(grep "HTTP listening" "$log" | grep -o "\"addr\":\"[^\"]*\"" | cut -d\" -f4 || true)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { cat "$log"; exit 1; }
   if ! timeout 120 target/bench-venv/bin/python interop/aiortc/client.py "http://$addr"; then
     tail -30 "$log"
     exit 1

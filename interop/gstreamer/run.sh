@@ -35,18 +35,10 @@ exec "${ns[@]}" bash -c '
   ip addr add 127.0.0.2/32 dev v0
   ip link set v0 up && ip link set v1 up
   dir=$(mktemp -d)
+  . interop/lib.sh
   # A short ICE timeout: the elements do not always DELETE, and scenario 2 starts from no session.
-  target/release/whip-echo --listen 127.0.0.1:0 --udp-host 127.0.0.1 --udp-port 0 --tcp-port 0 \
-    --ice-timeout 3 --log-format json --log info > "$dir/server.log" 2>&1 &
-  server=$!
+  start_whip_echo "$dir/server.log" --ice-timeout 3
   trap "kill $server 2>/dev/null || true; rm -rf $dir" EXIT
-  addr=
-  for _ in $(seq 300); do
-    addr=$(grep "HTTP listening" "$dir/server.log" | grep -o "\"addr\":\"[^\"]*\"" | cut -d\" -f4 || true)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { cat "$dir/server.log"; exit 1; }
   base="http://$addr"
   fail() {
     echo "gstreamer: $1" >&2

@@ -9,6 +9,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use tracing::{debug, info};
 
+use super::answer::sdp_attribute as attribute;
 use super::conn::{Conn, Link};
 use super::event_loop::MediaLoop;
 use super::peer::{send_only, IceCredentials};
@@ -288,16 +289,6 @@ fn local_sections(local: &str) -> Vec<(String, Vec<String>)> {
         .map(str::to_owned)
         .collect();
     vec![(mid, candidates)]
-}
-
-/// The value of the first `a=<key>:<value>` line.
-fn attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
-    sdp.lines().find_map(|line| {
-        line.trim_end()
-            .strip_prefix("a=")?
-            .strip_prefix(key)?
-            .strip_prefix(':')
-    })
 }
 
 #[cfg(test)]

@@ -118,24 +118,16 @@ pub fn register(
     audio: AudioCodec,
     video: Option<VideoCodec>,
 ) -> Result<(), String> {
-    let e = |e: rtc::shared::error::Error| e.to_string();
-    if let Some((rtp_codec, payload_type)) = audio.rtc() {
+    let audio = audio.rtc().map(|c| (RtpCodecKind::Audio, c));
+    let video = video.map(|v| (RtpCodecKind::Video, v.rtc()));
+    for (kind, (rtp_codec, payload_type)) in audio.into_iter().chain(video) {
         let params = RTCRtpCodecParameters {
             rtp_codec,
             payload_type,
         };
         media_engine
-            .register_codec(params, RtpCodecKind::Audio)
-            .map_err(e)?;
-    }
-    if let Some((rtp_codec, payload_type)) = video.map(VideoCodec::rtc) {
-        let params = RTCRtpCodecParameters {
-            rtp_codec,
-            payload_type,
-        };
-        media_engine
-            .register_codec(params, RtpCodecKind::Video)
-            .map_err(e)?;
+            .register_codec(params, kind)
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
