@@ -188,6 +188,12 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
             }
+            // RFC 5789 §2.2: a 415 to a PATCH says which patch documents are taken.
+            ApiError::UnsupportedMediaType(expected)
+                if expected == crate::http::sdp::TRICKLE_ICE_SDPFRAG =>
+            {
+                headers.insert("accept-patch", HeaderValue::from_static(expected));
+            }
             _ => {}
         }
         response

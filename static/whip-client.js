@@ -173,9 +173,12 @@ export class Session {
       if (!this.resource) return;
       const real = candidates.filter(Boolean);
       const label = real.length ? "candidates trickled" : "end of candidates trickled";
+      // A trickle names the ICE session it belongs to, or none (never "*": with new credentials
+      // that would restart ICE, RFC 9725 §4.3.1).
+      const match = this.etag ? { "If-Match": this.etag } : {};
       fetch(this.resource, {
         method: "PATCH",
-        headers: this.headers({ "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": this.etag || "*" }),
+        headers: this.headers({ "Content-Type": "application/trickle-ice-sdpfrag", ...match }),
         body: sdpFrag(this.pc, candidates),
       }).then((res) => {
         this.trickled.patches += 1;
@@ -213,7 +216,11 @@ export class Session {
       body: sdpFrag(pc, []),
     });
     const body = await res.text();
-    if (res.status !== 200) throw new HttpError(res.status, body.trim());
+    if (res.status !== 200) {
+      // The server kept the old ICE session: so does the connection.
+      await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+      throw new HttpError(res.status, body.trim());
+    }
     this.etag = res.headers.get("ETag") || this.etag;
     const ufrag = body.match(/a=ice-ufrag:(.*)\r?\n/)?.[1];
     const pwd = body.match(/a=ice-pwd:(.*)\r?\n/)?.[1];

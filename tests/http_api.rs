@@ -515,6 +515,10 @@ async fn methods_options_and_cors() {
     ] {
         let (r, text) = api.send(request).await;
         assert_eq!(r.status().as_u16(), status, "{text}");
+        if status == 415 {
+            // RFC 5789 §2.2: the 415 names the patch document type taken.
+            assert_eq!(header_of(&r, "accept-patch"), FRAG);
+        }
         if status != 204 {
             assert!(!text.trim().is_empty(), "a reason for {status}");
         } else {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 /// How much of a second's allowance may arrive at once: a video keyframe is a burst of packets
 /// well above the average rate, and must pass whole.
 const BURST: Duration = Duration::from_millis(500);
+/// The bucket holds at least one full-size packet, or a small cap would pass nothing at all.
+const MIN_CAPACITY: f64 = 1500.0;
 
 /// A token bucket in bytes.
 #[derive(Debug, Clone)]
@@ -24,7 +26,7 @@ impl Budget {
     /// A budget of `bits_per_second` (0: unlimited).
     pub fn new(bits_per_second: u64) -> Self {
         let bytes_per_second = bits_per_second as f64 / 8.0;
-        let capacity = bytes_per_second * BURST.as_secs_f64();
+        let capacity = (bytes_per_second * BURST.as_secs_f64()).max(MIN_CAPACITY);
         Budget {
             bytes_per_second,
             capacity,
@@ -77,6 +79,15 @@ mod tests {
             at += Duration::from_millis(100);
             assert!(b.admit(1000, at));
         }
+    }
+
+    #[test]
+    fn a_small_cap_still_passes_full_size_packets_at_its_rate() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(16_000);
+        assert!(b.admit(1200, t0));
+        assert!(!b.admit(1200, t0));
+        assert!(b.admit(1200, t0 + Duration::from_millis(600)));
     }
 
     #[test]

@@ -23,6 +23,10 @@ use super::peer::{Negotiated, SendTrack};
 use super::transport::PathId;
 use crate::session::EndReason;
 
+/// How long the source forwarded for a kind may be silent before another SSRC of that kind
+/// replaces it (a client that restarts its encoder under a new SSRC).
+const SOURCE_SILENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Connectivity of a session as the media loop sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
@@ -84,6 +88,8 @@ pub struct Conn {
     /// Remote ufrags of ICE generations before the current one: a late trickle PATCH of an old
     /// generation is ignored, not taken for a restart back to it.
     pub old_remote_ufrags: Vec<String>,
+    /// Candidates trickled by PATCH in the current ICE generation (capped).
+    pub trickled: usize,
     pub link: Link,
     pub setup_deadline: Instant,
     /// The earliest deadline this session has armed in the loop's timers.
@@ -103,6 +109,8 @@ pub struct Conn {
     recv_kinds: Vec<(u32, RtpCodecKind)>,
     /// The kind of each negotiated payload type.
     payload_types: Vec<(u8, RtpCodecKind)>,
+    /// The one source forwarded per kind (audio, video), and when it last sent.
+    sources: [Option<(u32, Instant)>; 2],
     /// Its place under the session cap, given back when the session is dropped.
     _permit: Permit,
 }
@@ -150,6 +158,7 @@ impl Conn {
             ufrag,
             previous_ufrag: None,
             old_remote_ufrags: Vec::new(),
+            trickled: 0,
             link: Link::Connecting,
             setup_deadline,
             armed: None,
@@ -159,6 +168,7 @@ impl Conn {
             early_dtls: EarlyDtls::default(),
             recv_kinds: Vec::new(),
             payload_types,
+            sources: [None; 2],
             _permit: permit,
         }
     }
@@ -231,6 +241,9 @@ impl Conn {
                 if publishes {
                     let (ssrc, pt) = (packet.header.ssrc, packet.header.payload_type);
                     if let Some(kind) = self.kind_of(&track, ssrc, pt) {
+                        if !self.is_source(kind, ssrc, message.now) {
+                            continue;
+                        }
                         if kind == RtpCodecKind::Video {
                             self.keyframes.video_ssrc = Some(packet.header.ssrc);
                         }
@@ -275,6 +288,21 @@ impl Conn {
         let kind = by_ssrc.or(by_pt).or(by_track)?;
         self.recv_kinds.push((ssrc, kind));
         Some(kind)
+    }
+
+    /// Whether a packet of `kind` from `ssrc` is from the one source of that kind forwarded: the
+    /// first seen, until it has been silent for [`SOURCE_SILENCE`]. A viewer's leg carries one
+    /// stream per kind, so a simulcast publisher's other layers, or a second track of a kind,
+    /// must not be interleaved into it (its forwarder would switch source on every packet).
+    fn is_source(&mut self, kind: RtpCodecKind, ssrc: u32, now: Instant) -> bool {
+        let slot = &mut self.sources[usize::from(kind == RtpCodecKind::Video)];
+        match slot {
+            Some((current, last)) if *current != ssrc && now < *last + SOURCE_SILENCE => false,
+            _ => {
+                *slot = Some((ssrc, now));
+                true
+            }
+        }
     }
 
     fn set_link(&mut self, link: Link, polled: &mut Polled) {

@@ -22,6 +22,12 @@ use crate::session::{EndReason, Role};
 /// are unlikely, and each entry is a few bytes).
 const OLD_GENERATIONS: usize = 4;
 
+/// Trickled candidates taken per ICE generation. A client has a handful (one per interface and
+/// transport, a server-reflexive and a relay or two); without a bound, anyone holding the
+/// resource URL could grow the session's candidate pairs without end and have the server send
+/// checks to any address it names.
+pub(super) const MAX_TRICKLED: usize = 32;
+
 /// What a fragment asks for, given the session's current remote credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Intent {
@@ -109,8 +115,12 @@ impl MediaLoop {
                 return Err(MediaError::CannotApply(why));
             }
         };
+        conn.trickled = 0;
         add_candidates(conn, frag, remote);
-        if let Some(old_remote) = attribute(remote, "ice-ufrag") {
+        // Only a ufrag that changed is an earlier generation's (a password-only restart keeps it);
+        // the new one is current, not old, even if it was used before.
+        conn.old_remote_ufrags.retain(|u| u != ufrag);
+        if let Some(old_remote) = attribute(remote, "ice-ufrag").filter(|u| u != ufrag) {
             conn.old_remote_ufrags.push(old_remote.to_owned());
             let excess = conn.old_remote_ufrags.len().saturating_sub(OLD_GENERATIONS);
             conn.old_remote_ufrags.drain(..excess);
@@ -202,7 +212,8 @@ pub(super) fn etag(ufrag: &str) -> String {
 
 /// Adds the fragment's candidates to the session's ICE agent. Candidates of an unknown mid, of the
 /// RTCP component (whip-echo multiplexes, RFC 8858), or that rtc refuses (duplicates, mDNS
-/// names) are skipped, not errors: RFC 8838 §11 lets an agent ignore what it cannot use.
+/// names, and those beyond [`MAX_TRICKLED`] per ICE generation) are skipped, not errors: RFC 8838
+/// §11 lets an agent ignore what it cannot use.
 /// `a=end-of-candidates` needs no action: the agent's own timeouts end the checks.
 fn add_candidates(conn: &mut Conn, frag: &SdpFrag, remote: &str) {
     let mids: Vec<&str> = remote
@@ -223,6 +234,12 @@ fn add_candidates(conn: &mut Conn, frag: &SdpFrag, remote: &str) {
             if candidate.split(' ').nth(1) != Some("1") {
                 continue;
             }
+            if conn.trickled >= MAX_TRICKLED {
+                conn.span
+                    .in_scope(|| debug!(%candidate, "trickled candidate over the limit ignored"));
+                continue;
+            }
+            conn.trickled += 1;
             let init = RTCIceCandidateInit {
                 candidate: candidate.clone(),
                 sdp_mid: Some(mids[position].to_owned()),
