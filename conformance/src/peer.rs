@@ -532,7 +532,7 @@ async fn drive(
             let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
         while let Some(message) = pc.poll_read() {
-            if media::asks_for_keyframe(&message.message) {
+            if rtc_util::message_asks_for_keyframe(&message.message) {
                 state.send_modify(|st| st.keyframe_requests += 1);
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {

@@ -18,7 +18,7 @@ use super::bitrate::Budget;
 use super::cap::Permit;
 use super::early_dtls::EarlyDtls;
 use super::forward::Forwarder;
-use super::keyframes::{asks_for_keyframe, Keyframes};
+use super::keyframes::Keyframes;
 use super::peer::{Negotiated, SendTrack};
 use super::transport::PathId;
 use crate::session::EndReason;
@@ -234,7 +234,7 @@ impl Conn {
             }
         }
         while let Some(message) = self.pc.poll_read() {
-            if asks_for_keyframe(&message.message) {
+            if rtc_util::message_asks_for_keyframe(&message.message) {
                 polled.keyframe_wanted = true;
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {

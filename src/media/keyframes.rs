@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use rtc::peer_connection::message::RTCMessage;
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -64,11 +63,6 @@ impl Keyframes {
         self.last = Some(now);
         true
     }
-}
-
-/// Whether an RTCP message from a viewer asks for a keyframe (PLI or FIR).
-pub fn asks_for_keyframe(message: &RTCMessage) -> bool {
-    matches!(message, RTCMessage::RtcpPacket(_, packets) if rtc_util::asks_for_keyframe(packets))
 }
 
 impl MediaLoop {

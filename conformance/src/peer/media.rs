@@ -7,7 +7,6 @@ use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_AV1, MIME_TYPE_G722, MIME_TYPE_H264, MIME_TYPE_PCMA, MIME_TYPE_PCMU,
     MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
-use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::header::Header;
@@ -244,11 +243,6 @@ pub fn kind_of(pc: &mut RTCPeerConnection, track: &str) -> RtpCodecKind {
             (t.track_id() == track).then(|| t.kind())
         })
         .unwrap_or(RtpCodecKind::Audio)
-}
-
-/// Whether an RTCP message asks for a keyframe (PLI or FIR).
-pub fn asks_for_keyframe(message: &RTCMessage) -> bool {
-    matches!(message, RTCMessage::RtcpPacket(_, packets) if rtc_util::asks_for_keyframe(packets))
 }
 
 /// Sends a PLI for `media_ssrc` on the client's video receiver.

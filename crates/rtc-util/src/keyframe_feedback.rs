@@ -37,6 +37,13 @@ pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     })
 }
 
+/// Whether a message the application read from a connection is such a request (the server's
+/// loop and the test client both ask this of every message they read).
+pub fn message_asks_for_keyframe(message: &rtc::peer_connection::message::RTCMessage) -> bool {
+    use rtc::peer_connection::message::RTCMessage;
+    matches!(message, RTCMessage::RtcpPacket(_, packets) if asks_for_keyframe(packets))
+}
+
 impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;

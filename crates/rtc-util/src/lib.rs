@@ -3,7 +3,9 @@
 //! talks to servers over the wire alone and knows nothing of whip-echo.
 
 mod keyframe_feedback;
-pub use keyframe_feedback::{asks_for_keyframe, with_keyframe_feedback, KeyframeFeedback};
+pub use keyframe_feedback::{
+    asks_for_keyframe, message_asks_for_keyframe, with_keyframe_feedback, KeyframeFeedback,
+};
 
 use std::net::SocketAddr;
 
