@@ -396,3 +396,71 @@ async fn the_bitrate_cap_drops_what_a_publisher_sends_over_it() {
     viewer.close().await;
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn after_a_publisher_change_viewers_get_video_from_the_new_publishers_first_keyframe() {
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let (whip, whep) = (format!("{base}/whip/change"), format!("{base}/whep/change"));
+    let mut viewer = connect(&whep, Mode::Recv, AudioCodec::Opus, Some(VideoCodec::Vp8)).await;
+    let first = connect(&whip, Mode::Send, AudioCodec::Opus, Some(VideoCodec::Vp8)).await;
+    let got = round_trip_handle(&first.clone_sender(), &mut viewer, VIDEO, 5).await;
+    assert_eq!(first.delete().await, 200);
+    first.close().await;
+    // The last of the first publisher's video, once nothing more is in flight.
+    let mut last_seq = got[got.len() - 1].seq;
+    while let Some(p) = viewer.try_next_packet(Duration::from_millis(300)).await {
+        if p.kind == VIDEO {
+            last_seq = p.seq;
+        }
+    }
+
+    let mut second = connect(&whip, Mode::Send, AudioCodec::Opus, Some(VideoCodec::Vp8)).await;
+    let sender = second.clone_sender();
+    // Frames that are not key frames: the viewer's decoder could not use them, so none is
+    // forwarded, and the waiting viewer asks the new publisher for a keyframe.
+    let requests = second.state().keyframe_requests;
+    for i in 0..10 {
+        sender.send_video_frame(format!("delta-{i}").as_bytes(), false);
+        if let Some(p) = viewer.try_next_packet(Duration::from_millis(30)).await {
+            assert_ne!(
+                p.kind, VIDEO,
+                "a frame before the new publisher's keyframe: {p:?}"
+            );
+        }
+    }
+    assert!(
+        second.until(WAIT, |s| s.keyframe_requests > requests).await,
+        "the waiting viewer's keyframe request reaches the new publisher"
+    );
+    // Its key frame and what follows reach the viewer, the sequence continuing the first
+    // publisher's (RFC 3550 §5.1: one SSRC toward the viewer, no gap for the frames held back).
+    sender.send_video_frame(b"key", true);
+    for i in 0..5 {
+        sender.send_video_frame(format!("after-{i}").as_bytes(), false);
+    }
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        let p = viewer.next_packet(WAIT).await;
+        if p.kind == VIDEO {
+            got.push(p);
+        }
+    }
+    assert!(
+        got[0].keyframe && &got[0].payload[..] == b"key",
+        "{:?}",
+        got[0]
+    );
+    assert_eq!(got[0].seq, last_seq.wrapping_add(1));
+    for (i, p) in got[1..].iter().enumerate() {
+        assert_eq!(&p.payload[..], format!("after-{i}").as_bytes());
+        assert_eq!(p.seq, last_seq.wrapping_add(2 + i as u16));
+    }
+    for c in [&second, &viewer] {
+        assert_eq!(c.delete().await, 200);
+    }
+    wait_idle(&server).await;
+    second.close().await;
+    viewer.close().await;
+    server.shutdown().await.unwrap();
+}

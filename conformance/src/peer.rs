@@ -53,8 +53,11 @@ pub struct Received {
     pub seq: u16,
     /// RTP timestamp.
     pub timestamp: u32,
-    /// Payload.
+    /// Payload (of video, without the payload header the client's frames carry: see
+    /// [`VideoCodec::payload_header`]).
     pub payload: Bytes,
+    /// Whether it is a video key frame (always true for audio).
+    pub keyframe: bool,
 }
 
 /// A POST that did not create a session.
@@ -99,7 +102,9 @@ pub struct Options {
 type RestartOffer = Result<String, String>;
 
 enum Control {
-    Send(RtpCodecKind, Bytes),
+    /// A payload of a kind; for video, whether it is a key frame, or `None` for one when the
+    /// first frame or a keyframe request calls for it (as an encoder does).
+    Send(RtpCodecKind, Bytes, Option<bool>),
     /// Stage and apply an ICE restart; reply with the fragment to PATCH.
     Restart(tokio::sync::oneshot::Sender<RestartOffer>),
     /// Send a PLI for the video received (RFC 4585 §6.3.1).
@@ -126,7 +131,16 @@ impl SendHandle {
     pub fn send_kind(&self, kind: RtpCodecKind, payload: &[u8]) {
         let _ = self
             .0
-            .send(Control::Send(kind, Bytes::copy_from_slice(payload)));
+            .send(Control::Send(kind, Bytes::copy_from_slice(payload), None));
+    }
+
+    /// Sends one video frame, a key frame or not whatever was asked for.
+    pub fn send_video_frame(&self, payload: &[u8], key: bool) {
+        let _ = self.0.send(Control::Send(
+            RtpCodecKind::Video,
+            Bytes::copy_from_slice(payload),
+            Some(key),
+        ));
     }
 }
 
@@ -238,7 +252,16 @@ impl Client {
         let silent = options.wait_for_server_check;
         let io = Io { socket, local };
         // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
-        let task = tokio::spawn(drive(pc, io, silent, control_rx, received_tx, state_tx));
+        let video = options.video;
+        let task = tokio::spawn(drive(
+            pc,
+            io,
+            video,
+            silent,
+            control_rx,
+            received_tx,
+            state_tx,
+        ));
         let trickle_status = match frag {
             Some(frag) => Some(
                 patch(http, &resource, etag.as_deref(), &frag)
@@ -295,7 +318,7 @@ impl Client {
     pub fn send_kind(&self, kind: RtpCodecKind, payload: &[u8]) {
         let _ = self
             .control
-            .send(Control::Send(kind, Bytes::copy_from_slice(payload)));
+            .send(Control::Send(kind, Bytes::copy_from_slice(payload), None));
     }
 
     /// A handle that sends RTP on this client while its receiver is borrowed elsewhere.
@@ -492,6 +515,7 @@ struct Io {
 async fn drive(
     mut pc: RTCPeerConnection,
     io: Io,
+    video: Option<VideoCodec>,
     mut silent: bool,
     mut control: mpsc::UnboundedReceiver<Control>,
     received: mpsc::UnboundedSender<Received>,
@@ -501,6 +525,8 @@ async fn drive(
     let mut buf = vec![0u8; 2048];
     // The SSRC of the video received, for keyframe requests.
     let mut video_from = None;
+    // The next video frame sent is a key frame: the first, and the first after a request.
+    let mut keyframe_due = true;
     // Sequence and timestamp per kind: audio, video.
     let mut clocks = [0; 2].map(|_| (rand::random::<u16>(), rand::random::<u32>()));
     loop {
@@ -534,11 +560,17 @@ async fn drive(
         while let Some(message) = pc.poll_read() {
             if rtc_util::message_asks_for_keyframe(&message.message) {
                 state.send_modify(|st| st.keyframe_requests += 1);
+                keyframe_due = true;
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 let kind = media::kind_of(&mut pc, &track);
+                let (mut keyframe, mut payload) = (true, packet.payload);
                 if kind == RtpCodecKind::Video {
                     video_from = Some(packet.header.ssrc);
+                    if let Some((key, rest)) = video.and_then(|v| v.strip_payload_header(&payload))
+                    {
+                        (keyframe, payload) = (key, rest);
+                    }
                 }
                 let _ = received.send(Received {
                     kind,
@@ -546,7 +578,8 @@ async fn drive(
                     ssrc: packet.header.ssrc,
                     seq: packet.header.sequence_number,
                     timestamp: packet.header.timestamp,
-                    payload: packet.payload,
+                    payload,
+                    keyframe,
                 });
             }
         }
@@ -555,14 +588,19 @@ async fn drive(
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             command = control.recv() => match command {
-                Some(Control::Send(kind, payload)) => {
-                    let video = kind == RtpCodecKind::Video;
-                    let (seq, ts) = &mut clocks[usize::from(video)];
+                Some(Control::Send(kind, mut payload, key)) => {
+                    let is_video = kind == RtpCodecKind::Video;
+                    if let (true, Some(codec)) = (is_video, video) {
+                        let key = key.unwrap_or(keyframe_due);
+                        keyframe_due &= !key;
+                        payload = [codec.payload_header(key), &payload].concat().into();
+                    }
+                    let (seq, ts) = &mut clocks[usize::from(is_video)];
                     media::write_packet(&mut pc, kind, payload, *seq, *ts);
                     *seq = seq.wrapping_add(1);
                     // 20 ms of audio (Opus 960 ticks; whatever the codec, servers pass it
                     // through), or one video frame at 30 fps.
-                    *ts = ts.wrapping_add(if video { 3000 } else { 960 });
+                    *ts = ts.wrapping_add(if is_video { 3000 } else { 960 });
                 }
                 Some(Control::Close) | None => {
                     let _ = pc.close();

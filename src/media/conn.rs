@@ -20,6 +20,7 @@ use super::early_dtls::EarlyDtls;
 use super::forward::Forwarder;
 use super::keyframes::Keyframes;
 use super::peer::{Negotiated, SendTrack};
+use super::random_access::Format;
 use super::transport::PathId;
 use crate::session::EndReason;
 
@@ -52,6 +53,8 @@ pub struct Leg {
     pub codec_id: u64,
     /// Whether a packet of another codec was already refused (logged once).
     pub mismatch_logged: bool,
+    /// How its codec marks a keyframe: a new source is switched to only at one.
+    pub format: Format,
     /// Rewriting state for this leg.
     pub forwarder: Forwarder,
 }
@@ -67,6 +70,7 @@ impl Leg {
             codec: track.codec.clone(),
             codec_id: super::codecs::key_id(&track.codec),
             mismatch_logged: false,
+            format: Format::of(track.kind, &track.codec),
             forwarder: Forwarder::new(
                 track.ssrc,
                 track.payload_type,
@@ -74,6 +78,15 @@ impl Leg {
                 frame_ticks,
             ),
         }
+    }
+
+    /// Whether `packet` may go out on this leg now: any packet of the source it forwards, but a
+    /// new source's (the leg's first, a new publisher, a restarted encoder) only from a packet
+    /// that starts a keyframe, so that its viewer never decodes frames against pictures it
+    /// never had.
+    pub fn admits(&self, packet: &Packet) -> bool {
+        self.forwarder.source_ssrc() == Some(packet.header.ssrc)
+            || self.format.starts_keyframe(&packet.payload)
     }
 }
 

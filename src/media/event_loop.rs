@@ -355,6 +355,8 @@ impl MediaLoop {
             RtpCodecKind::Video => video,
             _ => audio,
         };
+        // A leg waiting for a new source's keyframe asks for one (rate-limited per publisher).
+        let mut keyframe_wanted = false;
         for target in targets {
             let Some(Conn {
                 pc,
@@ -380,6 +382,10 @@ impl MediaLoop {
                     }
                     continue;
                 }
+                if !leg.admits(packet) {
+                    keyframe_wanted = true;
+                    continue;
+                }
                 let mut packet = packet.clone();
                 leg.forwarder.rewrite(&mut packet.header, now);
                 if let Some(mut sender) = pc.rtp_sender(leg.sender) {
@@ -389,6 +395,9 @@ impl MediaLoop {
                 }
             }
             self.flush(target);
+        }
+        if keyframe_wanted {
+            self.request_keyframe(from, now);
         }
     }
 

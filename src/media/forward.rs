@@ -51,6 +51,11 @@ impl Forwarder {
         }
     }
 
+    /// The publisher SSRC this leg forwards now (none before its first packet).
+    pub fn source_ssrc(&self) -> Option<u32> {
+        self.source.map(|s| s.ssrc)
+    }
+
     /// Rewrites `header` (a copy of the publisher's) for this leg.
     pub fn rewrite(&mut self, header: &mut Header, now: Instant) {
         let source = match self.source {

@@ -19,6 +19,7 @@ mod loops;
 pub mod offer;
 mod patch;
 mod peer;
+mod random_access;
 mod routes;
 mod shared_port;
 mod socket;

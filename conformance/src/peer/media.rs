@@ -84,6 +84,36 @@ impl AudioCodec {
 }
 
 impl VideoCodec {
+    /// The payload header the client puts before a video payload, in the codec's RTP payload
+    /// format: one packet that is a whole frame, a key frame or not (RFC 7741 §4.2 descriptor
+    /// S=1 PID=0 then the VP8 header's P bit; RFC 9628 §4.2 B, E and P bits; RFC 6184 NAL type 5
+    /// IDR or 1 non-IDR; AV1 aggregation header W=1 with N for a new coded video sequence). A
+    /// server may forward a new source only from a key frame, so the client marks its frames as
+    /// an encoder would.
+    pub fn payload_header(self, key: bool) -> &'static [u8] {
+        match (self, key) {
+            (VideoCodec::Vp8, true) => &[0x10, 0x00],
+            (VideoCodec::Vp8, false) => &[0x10, 0x01],
+            (VideoCodec::Vp9, true) => &[0x0C],
+            (VideoCodec::Vp9, false) => &[0x4C],
+            (VideoCodec::H264, true) => &[0x65],
+            (VideoCodec::H264, false) => &[0x41],
+            (VideoCodec::Av1, true) => &[0x18],
+            (VideoCodec::Av1, false) => &[0x10],
+        }
+    }
+
+    /// A received payload without the header [`VideoCodec::payload_header`] put before it, and
+    /// whether it was a key frame's; `None` when it does not start with either header.
+    pub fn strip_payload_header(self, payload: &Bytes) -> Option<(bool, Bytes)> {
+        [true, false].into_iter().find_map(|key| {
+            let header = self.payload_header(key);
+            payload
+                .starts_with(header)
+                .then(|| (key, payload.slice(header.len()..)))
+        })
+    }
+
     /// The codec, with NACK, PLI and FIR feedback, and its payload type.
     pub fn rtc(self) -> (RTCRtpCodec, u8) {
         let (mime, fmtp, pt) = match self {
