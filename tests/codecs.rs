@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use support::client::{AudioCodec, Client, Mode, Options, Received, VideoCodec};
-use support::{start, wait_idle, WAIT};
+use support::{delete_all_and_stop, start, wait_idle, WAIT};
 use whip_conformance::http::Http;
 use whip_echo::config::Config;
 
@@ -170,15 +170,8 @@ async fn a_whip_publisher_with_audio_and_video_reaches_two_whep_viewers_on_both_
         let audio = round_trip_handle(&sender, viewer, AUDIO, 15).await;
         assert_passed_through(&audio, AUDIO, answered_pt(&viewer.answer, "audio"));
     }
-    for c in viewers.iter().chain([&publisher]) {
-        assert_eq!(c.delete().await, 200);
-    }
-    wait_idle(&server).await;
-    publisher.close().await;
-    for v in viewers {
-        v.close().await;
-    }
-    server.shutdown().await.unwrap();
+    viewers.push(publisher);
+    delete_all_and_stop(server, viewers).await;
 }
 
 #[tokio::test]
@@ -232,14 +225,7 @@ async fn a_viewer_gets_the_publishers_codec_or_a_reason() {
     };
     assert_eq!(refused.status, 400);
     assert!(refused.body.contains("video/H264"), "{}", refused.body);
-    for c in [&publisher, &h264, &vp8] {
-        assert_eq!(c.delete().await, 200);
-    }
-    wait_idle(&server).await;
-    for c in [publisher, h264, vp8] {
-        c.close().await;
-    }
-    server.shutdown().await.unwrap();
+    delete_all_and_stop(server, vec![publisher, h264, vp8]).await;
 }
 
 /// Sends numbered payloads of `kind` by `from` until `to` has received `count` of them (sending
@@ -340,13 +326,7 @@ async fn keyframes_are_asked_for_a_late_viewer_and_on_pli_at_most_every_500_ms()
         "ten PLIs make at most two requests upstream, not ten"
     );
     video.abort();
-    for c in [&publisher, &viewer] {
-        assert_eq!(c.delete().await, 200);
-    }
-    wait_idle(&server).await;
-    publisher.close().await;
-    viewer.close().await;
-    server.shutdown().await.unwrap();
+    delete_all_and_stop(server, vec![publisher, viewer]).await;
 }
 
 #[tokio::test]
@@ -388,13 +368,7 @@ async fn the_bitrate_cap_drops_what_a_publisher_sends_over_it() {
         (1..=20).contains(&got),
         "{got} of 200 packets over an 80 kbit/s cap"
     );
-    for c in [&publisher, &viewer] {
-        assert_eq!(c.delete().await, 200);
-    }
-    wait_idle(&server).await;
-    publisher.close().await;
-    viewer.close().await;
-    server.shutdown().await.unwrap();
+    delete_all_and_stop(server, vec![publisher, viewer]).await;
 }
 
 #[tokio::test]
@@ -456,11 +430,5 @@ async fn after_a_publisher_change_viewers_get_video_from_the_new_publishers_firs
         assert_eq!(&p.payload[..], format!("after-{i}").as_bytes());
         assert_eq!(p.seq, last_seq.wrapping_add(2 + i as u16));
     }
-    for c in [&second, &viewer] {
-        assert_eq!(c.delete().await, 200);
-    }
-    wait_idle(&server).await;
-    second.close().await;
-    viewer.close().await;
-    server.shutdown().await.unwrap();
+    delete_all_and_stop(server, vec![second, viewer]).await;
 }

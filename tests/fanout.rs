@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use support::client::{Client, Mode};
-use support::{start, wait_idle, WAIT};
+use support::{delete_all_and_stop, start, wait_idle, WAIT};
 use whip_echo::config::{Config, PublisherConflict};
 
 /// Sends `count` counter payloads tagged `tag` and checks every viewer receives them in order on one
@@ -69,12 +69,7 @@ async fn whip_publisher_reaches_two_whep_viewers() {
     let second = Client::connect(&format!("{base}/whip/live"), Mode::Send).await;
     assert_eq!(second.err().map(|r| r.status), Some(409));
 
-    for c in [publisher, v1, v2] {
-        assert_eq!(c.delete().await, 200);
-        c.close().await;
-    }
-    wait_idle(&server).await;
-    server.shutdown().await.unwrap();
+    delete_all_and_stop(server, vec![publisher, v1, v2]).await;
 }
 
 #[tokio::test]
@@ -227,10 +222,5 @@ async fn a_new_publisher_takes_over_a_live_one_and_viewers_keep_playing() {
     assert_eq!(viewer.next_packet(WAIT).await.payload, &b"second-end"[..]);
     assert_eq!(first.delete().await, 200);
     first.close().await;
-    for c in [second, viewer] {
-        assert_eq!(c.delete().await, 200);
-        c.close().await;
-    }
-    wait_idle(&server).await;
-    server.shutdown().await.unwrap();
+    delete_all_and_stop(server, vec![second, viewer]).await;
 }

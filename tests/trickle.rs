@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use support::client::{Client, Mode, Options, SendHandle};
-use support::{start, wait_idle, WAIT};
+use support::{delete_all_and_stop, start, wait_idle, WAIT};
 use whip_conformance::http::Http;
 use whip_echo::config::Config;
 
@@ -92,13 +92,7 @@ async fn trickling_publisher_and_viewer_over_whip_and_whep() {
     publisher.restart().await.expect("publisher restart");
     let got = exchange(&publisher.clone_sender(), &mut viewer, "r", 20).await;
     assert!(got.iter().any(|p| p.starts_with("r-")));
-    for c in [&publisher, &viewer] {
-        assert_eq!(c.delete().await, 200);
-    }
-    wait_idle(&server).await;
-    publisher.close().await;
-    viewer.close().await;
-    server.shutdown().await.unwrap();
+    delete_all_and_stop(server, vec![publisher, viewer]).await;
 }
 
 #[tokio::test]

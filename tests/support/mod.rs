@@ -31,3 +31,16 @@ pub async fn wait_idle(server: &Running) {
         .expect("server idle in time")
         .expect("media loop alive");
 }
+
+/// Ends a test: every client's session is deleted (each DELETE answers 200), the media plane
+/// becomes idle (no session, stream or route leaked), the clients close and the server stops.
+pub async fn delete_all_and_stop(server: Running, clients: Vec<client::Client>) {
+    for c in &clients {
+        assert_eq!(c.delete().await, 200, "DELETE {}", c.resource_url);
+    }
+    wait_idle(&server).await;
+    for c in clients {
+        c.close().await;
+    }
+    server.shutdown().await.unwrap();
+}
