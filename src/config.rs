@@ -183,6 +183,33 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS", default_value_t = 2000)]
     pub max_sessions: usize,
 
+    /// Most live sessions one client IP may hold; beyond it POST gets 429. 0: no limit. Behind a
+    /// reverse proxy every client has the proxy's IP: set --client-ip-header.
+    #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS_PER_IP", default_value_t = 100)]
+    pub max_sessions_per_ip: usize,
+
+    /// A request header naming the client's IP, set by a reverse proxy in front (e.g.
+    /// `X-Forwarded-For`, `Fly-Client-IP`); its last comma-separated entry is taken (the one the
+    /// nearest proxy added). Unset: the TCP peer's address. Only set it behind a proxy that
+    /// writes the header, or clients choose their own IP.
+    #[arg(long, env = "WHIP_ECHO_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
+
+    /// Open HTTP connections at most; a connection beyond it is answered 503 and closed.
+    #[arg(long, env = "WHIP_ECHO_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
+    pub max_http_connections: usize,
+
+    /// Seconds a client has to send a request's headers; also how long an idle keep-alive
+    /// connection stays open (a slow or silent client holds a connection no longer).
+    #[arg(long, env = "WHIP_ECHO_HTTP_HEADER_TIMEOUT", default_value = "10",
+          value_parser = parse_seconds)]
+    pub http_header_timeout: Duration,
+
+    /// Seconds a request may take once its headers are in, body included; then 408.
+    #[arg(long, env = "WHIP_ECHO_HTTP_REQUEST_TIMEOUT", default_value = "15",
+          value_parser = parse_seconds)]
+    pub http_request_timeout: Duration,
+
     /// What a POST to a stream that already has a publisher (WHIP or echo) gets: `takeover`
     /// (the new publisher replaces the old one) or `reject` (409).
     #[arg(long, env = "WHIP_ECHO_PUBLISHER_CONFLICT", value_enum,

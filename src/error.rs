@@ -67,6 +67,12 @@ pub enum ApiError {
     /// The session cap is reached.
     #[error("server is at its session limit, retry later")]
     OverCapacity,
+    /// This client IP holds as many sessions as `--max-sessions-per-ip` allows.
+    #[error("too many sessions from your address ({0} at most), end one first")]
+    TooManyFromClient(usize),
+    /// The request (its body included) took longer than `--http-request-timeout`.
+    #[error("request took too long")]
+    RequestTimeout,
     /// The media plane is gone (shutting down).
     #[error("server is shutting down")]
     ShuttingDown,
@@ -93,6 +99,8 @@ impl ApiError {
             ApiError::Ended(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PublisherExists(_) => StatusCode::CONFLICT,
+            ApiError::TooManyFromClient(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::OverCapacity | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -107,6 +115,7 @@ impl From<MediaError> for ApiError {
             MediaError::PublisherExists(stream) => ApiError::PublisherExists(stream),
             MediaError::UnknownResource => ApiError::NotFound("no such resource"),
             MediaError::OverCapacity => ApiError::OverCapacity,
+            MediaError::TooManyFromClient(max) => ApiError::TooManyFromClient(max),
             MediaError::NotRunning => ApiError::ShuttingDown,
             MediaError::Internal(cause) => ApiError::Internal(cause),
             MediaError::StaleIceSession => ApiError::PreconditionFailed,
@@ -155,7 +164,9 @@ impl IntoResponse for ApiError {
         // server is the operator's (warn), a bug is everyone's (error, with its cause).
         match &self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
-            ApiError::OverCapacity | ApiError::ShuttingDown if warn_now() => {
+            ApiError::OverCapacity | ApiError::ShuttingDown | ApiError::TooManyFromClient(_)
+                if warn_now() =>
+            {
                 tracing::warn!(%status, reason = %self, "request refused")
             }
             _ => tracing::debug!(%status, reason = %self, "request rejected"),
@@ -182,7 +193,8 @@ impl IntoResponse for ApiError {
                     HeaderValue::from_static(challenge),
                 );
             }
-            ApiError::OverCapacity | ApiError::ShuttingDown => {
+            // RFC 6585 §4 (429) and RFC 9110 §10.2.3: when to try again.
+            ApiError::OverCapacity | ApiError::ShuttingDown | ApiError::TooManyFromClient(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),

@@ -1,7 +1,7 @@
 //! `run(listener, config, shutdown)` is the server: it binds the shared UDP socket, starts the
 //! media loop, serves HTTP until `shutdown` resolves, then closes every session and returns.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::discover;
-use crate::http::{cors::CorsPolicy, router, AppState};
+use crate::http::{self, cors::CorsPolicy, router, AppState};
 use crate::ice_servers::{IceServers, TurnCredentials};
 use crate::media::{self, MediaConfig, MediaHandle, MediaLoops};
 use crate::ports;
@@ -140,6 +140,8 @@ struct Planes {
     media: MediaHandle,
     loops: MediaLoops,
     app: axum::Router,
+    /// The HTTP connection loop's limits.
+    limits: http::Limits,
     /// Where the self-test reports; it starts `Running` when the self-test is on.
     self_test: watch::Sender<SelfTest>,
 }
@@ -240,6 +242,7 @@ async fn start_planes(
         public_udp: resolve_all("--public-udp", &config.public_udp).await?,
         public_ips,
         max_sessions: config.max_sessions,
+        max_sessions_per_ip: config.max_sessions_per_ip,
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
         max_bitrate: config.max_bitrate,
@@ -277,13 +280,34 @@ async fn start_planes(
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
         self_test: self_test_rx,
+        client_ip_header: client_ip_header(config)?,
+        request_timeout: config.http_request_timeout,
+    };
+    let limits = http::Limits {
+        header_timeout: config.http_header_timeout,
+        request_timeout: config.http_request_timeout,
+        max_connections: config.max_http_connections.max(1),
     };
     Ok(Planes {
         app: router(state),
+        limits,
         media,
         loops,
         self_test,
     })
+}
+
+/// `--client-ip-header` as a header name.
+fn client_ip_header(config: &Config) -> Result<Option<axum::http::HeaderName>, ServerError> {
+    config
+        .client_ip_header
+        .as_deref()
+        .map(|name| {
+            axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
+                ServerError::Config(format!("--client-ip-header {name}: not a header name"))
+            })
+        })
+        .transpose()
 }
 
 /// Asks the STUN server `server` for the public address of `socket` and adds its IP to
@@ -378,22 +402,6 @@ enum HttpListener {
     Shared(media::SharedPort),
 }
 
-/// Serves `app` on `listener` until `stop`, finishing the requests under way.
-async fn serve_http<L>(
-    listener: L,
-    app: axum::Router,
-    stop: CancellationToken,
-) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .into_future()
-        .await
-}
-
 /// The HTTP listener as served, and its address. With media on the HTTP port, RFC 4571-framed
 /// STUN there goes to the media plane, TLS through its handshake to axum, and plain HTTP to axum.
 fn http_listener(
@@ -424,6 +432,7 @@ async fn serve(
         media,
         mut loops,
         app,
+        limits,
         self_test,
     } = planes;
     let (listener, addr) = match http_listener(listener, &loops, tls) {
@@ -445,12 +454,12 @@ async fn serve(
     let http_stop = stop.clone();
     let http = async move {
         match listener {
-            HttpListener::Plain(plain) => serve_http(plain, app, http_stop).await,
-            HttpListener::Shared(shared) => serve_http(shared, app, http_stop).await,
+            HttpListener::Plain(plain) => http::serve(plain, app, limits, http_stop).await,
+            HttpListener::Shared(shared) => http::serve(shared, app, limits, http_stop).await,
         }
     };
     let outcome = tokio::select! {
-        served = http => served.map_err(io("serving HTTP")),
+        () = http => Ok(()),
         (index, media::LoopEnd::Died) = loops.next_end() => Err(ServerError::MediaLoopDied(index)),
     };
     stop.cancel();

@@ -91,6 +91,8 @@ impl Server {
                     server_log().unwrap_or("warn")
                 ))
                 .args(["--max-sessions", &max_sessions.to_string()])
+                // The load generator is one client IP.
+                .args(["--max-sessions-per-ip", "0"])
                 .args(["--media-threads", &threads.to_string()]);
                 c
             }

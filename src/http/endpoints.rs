@@ -5,9 +5,10 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use super::sdp::{SdpOffer, APPLICATION_SDP};
-use super::{cors, AppState};
+use super::{cors, AppState, PeerAddr};
 use crate::auth::Action;
 use crate::error::ApiError;
 use crate::session::{Role, StreamName};
@@ -28,9 +29,10 @@ pub async fn post_whip(
     state: State<AppState>,
     stream: Path<String>,
     h: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
     offer: Offer,
 ) -> Response {
-    create(state, Role::Publisher, stream, h, offer).await
+    create(state, Role::Publisher, stream, h, peer, offer).await
 }
 
 /// `POST /whep/{stream}`: WHEP draft §4.2 egress; the answer is `sendonly`.
@@ -38,9 +40,10 @@ pub async fn post_whep(
     state: State<AppState>,
     stream: Path<String>,
     h: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
     offer: Offer,
 ) -> Response {
-    create(state, Role::Viewer, stream, h, offer).await
+    create(state, Role::Viewer, stream, h, peer, offer).await
 }
 
 /// `POST /echo/{stream}`: the single-connection echo extension; the answer is `sendrecv`.
@@ -48,9 +51,10 @@ pub async fn post_echo(
     state: State<AppState>,
     stream: Path<String>,
     h: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
     offer: Offer,
 ) -> Response {
-    create(state, Role::Echo, stream, h, offer).await
+    create(state, Role::Echo, stream, h, peer, offer).await
 }
 
 async fn create(
@@ -58,6 +62,7 @@ async fn create(
     role: Role,
     Path(stream): Path<String>,
     request_headers: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
     offer: Offer,
 ) -> Response {
     let result = async {
@@ -76,7 +81,8 @@ async fn create(
             auth.check(bearer, action, &stream)?;
         }
         let SdpOffer(offer) = offer?;
-        let created = state.media.create(role, stream, offer).await?;
+        let client = super::client_ip(&state, &request_headers, peer);
+        let created = state.media.create(role, stream, offer, client).await?;
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,

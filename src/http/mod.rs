@@ -6,6 +6,9 @@ pub mod cors;
 mod endpoints;
 mod resource;
 pub mod sdp;
+mod serve;
+
+pub use serve::{serve, Limits, PeerAddr};
 
 use std::sync::Arc;
 
@@ -29,6 +32,48 @@ pub struct AppState {
     pub auth: Option<Arc<crate::auth::Auth>>,
     /// STUN/TURN servers for the `Link` headers; `None`: none announced.
     pub ice_servers: Option<Arc<crate::ice_servers::IceServers>>,
+    /// The header a reverse proxy names the client's IP in (`--client-ip-header`); `None`: the
+    /// TCP peer's address is the client's.
+    pub client_ip_header: Option<axum::http::HeaderName>,
+    /// The longest a request may take, body included (then 408).
+    pub request_timeout: std::time::Duration,
+}
+
+/// The client's IP: from `--client-ip-header` when configured (its last entry, the one the
+/// nearest proxy wrote), else the TCP peer's. `None` when neither is known (a request that did
+/// not come over a connection, as in the router's own tests): not counted per IP.
+fn client_ip(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    peer: Option<axum::Extension<PeerAddr>>,
+) -> Option<std::net::IpAddr> {
+    if let Some(name) = &state.client_ip_header {
+        let from_proxy = headers
+            .get_all(name)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok());
+        if from_proxy.is_some() {
+            return from_proxy;
+        }
+    }
+    peer.map(|axum::Extension(PeerAddr(addr))| addr.ip())
+}
+
+/// A request, its body included, that takes longer than the request timeout is answered 408
+/// (RFC 9110 §15.5.9) and dropped.
+async fn request_timeout(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout.into_response(),
+    }
 }
 
 /// The one list of routes and layers.
@@ -73,6 +118,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::layer,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
         ))
         // The trace layer would log every 5xx at ERROR; ApiError logs each refusal once, at
         // the level its status deserves.

@@ -1,44 +1,99 @@
-//! The session cap shared by every media loop, as a guard owned by the session it admits.
+//! The session caps shared by every media loop (the whole plane's, and each client IP's), as a
+//! guard owned by the session it admits.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// The live-session count of the whole media plane and its cap.
+use super::error::MediaError;
+
+/// The live-session count of the whole media plane and of each client IP, and their caps.
 #[derive(Debug, Clone)]
-pub struct SessionCap {
-    live: Arc<AtomicUsize>,
+pub struct SessionCap(Arc<Counts>);
+
+#[derive(Debug)]
+struct Counts {
+    live: AtomicUsize,
     max: usize,
+    /// Live sessions per client IP (only IPs with at least one); touched at admission and
+    /// teardown, never per packet.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// 0: no per-IP cap.
+    max_per_ip: usize,
 }
 
-/// One admitted session's place under the cap, given back when it is dropped: with the session
+/// One admitted session's place under the caps, given back when it is dropped: with the session
 /// at teardown, or with a request that never became a session.
 #[derive(Debug)]
-pub struct Permit(Arc<AtomicUsize>);
+pub struct Permit {
+    counts: Arc<Counts>,
+    ip: Option<IpAddr>,
+}
 
 impl SessionCap {
-    /// A cap of `max` live sessions.
-    pub fn new(max: usize) -> Self {
-        SessionCap {
-            live: Arc::new(AtomicUsize::new(0)),
+    /// A cap of `max` live sessions, at most `max_per_ip` of them (0: any number) from one IP.
+    pub fn new(max: usize, max_per_ip: usize) -> Self {
+        SessionCap(Arc::new(Counts {
+            live: AtomicUsize::new(0),
             max,
-        }
+            per_ip: Mutex::new(HashMap::new()),
+            max_per_ip,
+        }))
     }
 
-    /// A place under the cap, if one is free.
-    pub fn try_admit(&self) -> Option<Permit> {
-        let taken = self
+    /// A place under the caps for a session of `client` (none: not counted per IP), if one is
+    /// free.
+    pub fn try_admit(&self, client: Option<IpAddr>) -> Result<Permit, MediaError> {
+        let counts = &self.0;
+        // An IPv4 client seen on a dual-stack socket is the same client as over IPv4.
+        let ip = client
+            .map(|ip| ip.to_canonical())
+            .filter(|_| counts.max_per_ip > 0);
+        if let Some(ip) = ip {
+            let mut per_ip = counts.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= counts.max_per_ip {
+                return Err(MediaError::TooManyFromClient(counts.max_per_ip));
+            }
+            *n += 1;
+        }
+        let taken = counts
             .live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < counts.max).then_some(n + 1)
             })
             .is_ok();
-        taken.then(|| Permit(self.live.clone()))
+        if !taken {
+            counts.release_ip(ip);
+            return Err(MediaError::OverCapacity);
+        }
+        Ok(Permit {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Counts {
+    fn release_ip(&self, ip: Option<IpAddr>) {
+        let Some(ip) = ip else {
+            return;
+        };
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.counts.release_ip(self.ip);
+        self.counts.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -48,15 +103,41 @@ mod tests {
 
     #[test]
     fn permits_are_capped_and_given_back_on_drop() {
-        let cap = SessionCap::new(2);
-        let a = cap.try_admit().unwrap();
-        let b = cap.try_admit().unwrap();
-        assert!(cap.try_admit().is_none());
+        let cap = SessionCap::new(2, 0);
+        let a = cap.try_admit(None).unwrap();
+        let b = cap.try_admit(None).unwrap();
+        assert_eq!(cap.try_admit(None).err(), Some(MediaError::OverCapacity));
         drop(a);
-        let c = cap.try_admit().unwrap();
-        assert!(cap.try_admit().is_none());
+        let c = cap.try_admit(None).unwrap();
+        assert!(cap.try_admit(None).is_err());
         drop((b, c));
-        let again: Vec<Permit> = (0..2).filter_map(|_| cap.try_admit()).collect();
+        let again: Vec<Permit> = (0..2).filter_map(|_| cap.try_admit(None).ok()).collect();
         assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn one_ip_is_capped_apart_from_the_others() {
+        let cap = SessionCap::new(3, 2);
+        let one: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let a = cap.try_admit(Some(one)).unwrap();
+        let _b = cap.try_admit(Some(mapped)).unwrap();
+        assert_eq!(
+            cap.try_admit(Some(one)).err(),
+            Some(MediaError::TooManyFromClient(2)),
+            "the IPv4-mapped address is the same client"
+        );
+        let _c = cap.try_admit(Some(other)).unwrap();
+        // The plane is full: refused as such, and the IP's count is not left raised.
+        assert_eq!(
+            cap.try_admit(Some(other)).err(),
+            Some(MediaError::OverCapacity)
+        );
+        assert_eq!(cap.0.per_ip.lock().unwrap().get(&other), Some(&1));
+        drop(a);
+        let d = cap.try_admit(Some(one));
+        assert!(d.is_ok(), "{d:?}");
+        assert!(cap.try_admit(None).is_err());
     }
 }

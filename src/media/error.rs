@@ -16,6 +16,9 @@ pub enum MediaError {
     /// The session cap is reached.
     #[error("server is at its session limit, retry later")]
     OverCapacity,
+    /// The client's IP holds as many sessions as its limit (the number).
+    #[error("too many sessions from this client IP ({0} at most)")]
+    TooManyFromClient(usize),
     /// The media loop is gone (shutting down, or it died).
     #[error("media plane is not running")]
     NotRunning,

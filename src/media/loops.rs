@@ -235,7 +235,7 @@ pub fn spawn(
     let handle = MediaHandle {
         shards: shards.into(),
         stats: stats_rx,
-        cap: SessionCap::new(config.max_sessions),
+        cap: SessionCap::new(config.max_sessions, config.max_sessions_per_ip),
         tcp_addr,
     };
     let tcp_tasks = TaskTracker::new();

@@ -194,6 +194,8 @@ pub struct MediaConfig {
     pub http_local_ips: Vec<std::net::IpAddr>,
     /// Session cap.
     pub max_sessions: usize,
+    /// Session cap per client IP (0: none).
+    pub max_sessions_per_ip: usize,
     /// ICE setup and consent timeout.
     pub ice_timeout: Duration,
     /// What a second publisher of a live stream gets.
@@ -227,11 +229,12 @@ impl MediaHandle {
         role: Role,
         stream: StreamName,
         offer: String,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Created, MediaError> {
         let info = offer::inspect(&offer, role)?;
         let index = stream_loop(&stream, self.shards.len());
         let shard = &self.shards[index];
-        let permit = self.cap.try_admit().ok_or(MediaError::OverCapacity)?;
+        let permit = self.cap.try_admit(client)?;
         // The stream's codecs first (one round trip to the loop): a viewer gets its publisher's,
         // a publisher prefers its waiting viewers' (whip-echo forwards, never transcodes).
         let stream_codecs = self

@@ -1,0 +1,108 @@
+//! The HTTP connection loop: what `axum::serve` does, plus the limits a server exposed to the
+//! internet needs and `axum::serve` does not have. A client must send a request's headers within
+//! the header timeout (which also closes an idle keep-alive connection), so a slow or silent
+//! client (slowloris) holds a connection for no longer; open connections are capped, one beyond
+//! the cap is answered 503 and closed at once; the request timeout (body included) is a layer of
+//! the router. Each connection's task is owned here: at shutdown the requests under way finish
+//! (bounded by the request timeout) and the rest are dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+/// The limits of the connection loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time to send a request's headers, and the most a keep-alive connection stays idle.
+    pub header_timeout: Duration,
+    /// The longest request (the router's timeout layer): how long shutdown waits for them.
+    pub request_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+}
+
+/// The TCP peer of the connection a request came on (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Largest request head (request line and headers) hyper reads; beyond it: 431. Small on purpose:
+/// whip-echo's requests carry a few short headers (a browser's, cookies included, fit).
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// Serves `app` on `listener` until `stop`, then lets the requests under way finish.
+pub async fn serve<L>(mut listener: L, app: Router, limits: Limits, stop: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let (io, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            Some(_) = connections.join_next() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, max = limits.max_connections, "HTTP connection refused: at the cap");
+            connections.spawn(refuse(io));
+            continue;
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: Request<_>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(MAX_HEAD_BYTES);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        connections.spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%peer, error = %e, "HTTP connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Requests under way finish; idle connections close now. Whatever is left after the longest
+    // a request may take is dropped with `connections`.
+    let drained = tokio::time::timeout(limits.request_timeout, graceful.shutdown()).await;
+    if drained.is_err() {
+        warn!(
+            left = connections.len(),
+            "HTTP connections still open at shutdown: closed"
+        );
+    }
+}
+
+/// Answers a connection over the cap with 503 and closes it, without reading its request.
+async fn refuse<Io>(mut io: Io)
+where
+    Io: tokio::io::AsyncWrite + Unpin,
+{
+    const BODY: &str = "too many open HTTP connections, retry shortly\n";
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; \
+         charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let write = async {
+        io.write_all(response.as_bytes()).await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
