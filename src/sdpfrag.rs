@@ -138,9 +138,14 @@ fn credential(
     line: usize,
     what: &'static str,
 ) -> Result<String, FragError> {
-    let ok = (min..=256).contains(&value.len()) && value.bytes().all(is_ice_char);
-    ok.then(|| value.to_owned())
+    valid_ice_credential(value, min)
+        .then(|| value.to_owned())
         .ok_or(FragError::Credential(line, what))
+}
+
+/// RFC 8839 §5.4: an `ice-ufrag` (`min` 4) or `ice-pwd` (`min` 22) of `min` to 256 ice-chars.
+pub fn valid_ice_credential(value: &str, min: usize) -> bool {
+    (min..=256).contains(&value.len()) && value.bytes().all(is_ice_char)
 }
 
 /// RFC 8839 §5.4: ice-char = ALPHA / DIGIT / "+" / "/".

@@ -26,6 +26,7 @@ mod socket;
 mod tcp;
 mod timers;
 mod transport;
+mod transport_attrs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

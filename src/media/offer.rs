@@ -54,17 +54,35 @@ impl std::fmt::Display for Direction {
     }
 }
 
+/// The most m= sections an offer may have. A WHIP or WHEP session uses one per kind; browsers
+/// with a few extra transceivers stay far below; 1,000 would make rtc build 1,000 transceivers.
+const MAX_SECTIONS: usize = 16;
+
+/// The longest SDP line taken (candidates, fingerprints and fmtp lines are a few hundred bytes).
+const MAX_LINE: usize = 4096;
+
 /// Checks an offer for `role`. Errors are client mistakes with a short reason.
 pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
     let bad = |why: &str| MediaError::BadOffer(why.to_owned());
     if !sdp.starts_with("v=") {
         return Err(bad("does not start with v="));
     }
+    if sdp.lines().any(|l| l.len() > MAX_LINE) {
+        return Err(MediaError::BadOffer(format!(
+            "a line longer than {MAX_LINE} bytes"
+        )));
+    }
     let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
         .map_err(MediaError::bad_offer)?;
     if parsed.media_descriptions.is_empty() {
         return Err(bad("no m= sections"));
     }
+    if parsed.media_descriptions.len() > MAX_SECTIONS {
+        return Err(MediaError::BadOffer(format!(
+            "more than {MAX_SECTIONS} m= sections"
+        )));
+    }
+    super::transport_attrs::check(&parsed).map_err(MediaError::BadOffer)?;
     let mut info = OfferInfo::default();
     for media in &parsed.media_descriptions {
         let kind = match media.media_name.media.as_str() {

@@ -1,0 +1,390 @@
+//! Every hostile HTTP input we could think of, against a real server over real sockets: each gets
+//! its 4xx with a plain-text reason (never a 5xx), nothing is left behind, and a normal echo
+//! session works afterwards.
+
+mod support;
+
+use std::net::IpAddr;
+
+use reqwest::{Method, Url};
+use support::client::{Client, Mode, Options};
+use support::{start, wait_idle, WAIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use whip_conformance::http::Http;
+use whip_echo::config::Config;
+
+const OFFER: &str = include_str!("data/offer.sdp");
+const SDP: Option<&str> = Some("application/sdp");
+
+/// `OFFER` with `from` replaced by `to` (once).
+fn edit(from: &str, to: &str) -> String {
+    assert!(OFFER.contains(from), "{from}");
+    OFFER.replacen(from, to, 1)
+}
+
+/// `OFFER` with `extra` inserted after its `a=mid:0` line.
+fn with_lines(extra: &str) -> String {
+    edit("a=mid:0\r\n", &format!("a=mid:0\r\n{extra}"))
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    path: String,
+    content_type: Option<&'static str>,
+    body: Vec<u8>,
+    status: u16,
+}
+
+fn case(
+    name: &'static str,
+    method: Method,
+    path: impl Into<String>,
+    content_type: Option<&'static str>,
+    body: impl Into<Vec<u8>>,
+    status: u16,
+) -> Case {
+    Case {
+        name,
+        method,
+        path: path.into(),
+        content_type,
+        body: body.into(),
+        status,
+    }
+}
+
+fn offers() -> Vec<Case> {
+    let post = |name, body: Vec<u8>, status| case(name, Method::POST, "/whip/h", SDP, body, status);
+    let many_sections: String = (0..1000)
+        .map(|i| format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{i}\r\n"))
+        .collect();
+    vec![
+        post("empty body", vec![], 400),
+        post("10 MB body", vec![b'v'; 10 * 1024 * 1024], 413),
+        post("binary", (0..=255u8).cycle().take(4096).collect(), 400),
+        post("not UTF-8", b"v=0\r\n\xff\xfe\xfd\r\n".to_vec(), 400),
+        post(
+            "no m-lines",
+            b"v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n".to_vec(),
+            400,
+        ),
+        post(
+            "1,000 m-lines",
+            format!("{OFFER}{many_sections}").into_bytes(),
+            400,
+        ),
+        post(
+            "a 100 KB attribute line",
+            with_lines(&format!("a=x-junk:{}\r\n", "j".repeat(100_000))).into_bytes(),
+            400,
+        ),
+        post(
+            "two ICE ufrags",
+            with_lines("a=ice-ufrag:Other\r\n").into_bytes(),
+            400,
+        ),
+        post(
+            "two ICE passwords",
+            with_lines("a=ice-pwd:AnotherPasswordOf22Chars\r\n").into_bytes(),
+            400,
+        ),
+        post(
+            "conflicting sha-256 fingerprints",
+            with_lines(&format!(
+                "a=fingerprint:sha-256 {}\r\n",
+                ["00"; 32].join(":")
+            ))
+            .into_bytes(),
+            400,
+        ),
+        post(
+            "bogus fingerprint",
+            edit("a=fingerprint:sha-256 3A:1F", "a=fingerprint:sha-256 ZZ:1F").into_bytes(),
+            400,
+        ),
+        post(
+            "fingerprint with an unknown hash",
+            edit("a=fingerprint:sha-256", "a=fingerprint:sha-1024").into_bytes(),
+            400,
+        ),
+        post(
+            "ufrag too short",
+            edit("a=ice-ufrag:Xk3d", "a=ice-ufrag:Xk").into_bytes(),
+            400,
+        ),
+        post(
+            "no ICE credentials",
+            edit("a=ice-pwd:9fK2mQ8sLr4TzP1vWc7nYb0e\r\n", "")
+                .replacen("a=ice-ufrag:Xk3d\r\n", "", 1)
+                .into_bytes(),
+            400,
+        ),
+        post(
+            "no fingerprint",
+            OFFER
+                .lines()
+                .filter(|l| !l.starts_with("a=fingerprint"))
+                .map(|l| format!("{l}\r\n"))
+                .collect::<String>()
+                .into_bytes(),
+            400,
+        ),
+        post(
+            "no setup role",
+            edit("a=setup:actpass\r\n", "").into_bytes(),
+            201,
+        ),
+        post(
+            "setup holdconn",
+            edit("a=setup:actpass", "a=setup:holdconn").into_bytes(),
+            400,
+        ),
+        post(
+            "SDP cut in half",
+            OFFER.as_bytes()[..OFFER.len() / 2].to_vec(),
+            400,
+        ),
+    ]
+}
+
+fn requests() -> Vec<Case> {
+    let offer = || OFFER.as_bytes().to_vec();
+    vec![
+        case(
+            "no Content-Type",
+            Method::POST,
+            "/whip/h",
+            None,
+            offer(),
+            415,
+        ),
+        case(
+            "Content-Type text/plain",
+            Method::POST,
+            "/whip/h",
+            Some("text/plain"),
+            offer(),
+            415,
+        ),
+        case(
+            "Content-Type application/sdpx",
+            Method::POST,
+            "/whip/h",
+            Some("application/sdpx"),
+            offer(),
+            415,
+        ),
+        case(
+            "Content-Type garbage",
+            Method::POST,
+            "/whip/h",
+            Some(";;;/"),
+            offer(),
+            415,
+        ),
+        case(
+            "stream name of 128 characters",
+            Method::POST,
+            format!("/whip/{}", "n".repeat(128)),
+            SDP,
+            offer(),
+            201,
+        ),
+        case(
+            "stream name of 129 characters",
+            Method::POST,
+            format!("/whip/{}", "n".repeat(129)),
+            SDP,
+            offer(),
+            400,
+        ),
+        case(
+            "stream name with a NUL",
+            Method::POST,
+            "/whip/a%00b",
+            SDP,
+            offer(),
+            400,
+        ),
+        case(
+            "stream name with a space",
+            Method::POST,
+            "/whip/a%20b",
+            SDP,
+            offer(),
+            400,
+        ),
+        case(
+            "stream name with a slash",
+            Method::POST,
+            "/whip/a%2Fb",
+            SDP,
+            offer(),
+            400,
+        ),
+        case(
+            "empty stream name",
+            Method::POST,
+            "/whip/",
+            SDP,
+            offer(),
+            404,
+        ),
+        case(
+            "guessed resource id",
+            Method::DELETE,
+            format!("/resource/{}", "0".repeat(32)),
+            None,
+            vec![],
+            404,
+        ),
+        case(
+            "resource id of 10,000 characters",
+            Method::DELETE,
+            format!("/resource/{}", "f".repeat(10_000)),
+            None,
+            vec![],
+            404,
+        ),
+        case(
+            "resource id not hex",
+            Method::GET,
+            "/resource/zz%ff",
+            None,
+            vec![],
+            400,
+        ),
+        case(
+            "PATCH of a guessed resource",
+            Method::PATCH,
+            "/resource/00112233445566778899aabbccddeeff",
+            Some("application/trickle-ice-sdpfrag"),
+            b"a=end-of-candidates\r\n".to_vec(),
+            404,
+        ),
+        case(
+            "PUT on an endpoint",
+            Method::PUT,
+            "/whip/h",
+            SDP,
+            offer(),
+            405,
+        ),
+        case(
+            "DELETE on an endpoint",
+            Method::DELETE,
+            "/whep/h",
+            None,
+            vec![],
+            405,
+        ),
+        case("POST to the page", Method::POST, "/", SDP, offer(), 405),
+        case(
+            "unknown path",
+            Method::GET,
+            "/admin/../../etc/passwd",
+            None,
+            vec![],
+            404,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_hostile_request_gets_its_4xx_with_a_reason_and_the_server_still_echoes() {
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let http = reqwest::Client::new();
+    let mut created = Vec::new();
+    for c in offers().into_iter().chain(requests()) {
+        let mut request = http.request(c.method.clone(), format!("{base}{}", c.path));
+        if let Some(ct) = c.content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.body(c.body).send().await.unwrap();
+        let status = response.status().as_u16();
+        if let Some(location) = response.headers().get("location") {
+            created.push(location.to_str().unwrap().to_owned());
+        }
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, c.status, "{}: {text}", c.name);
+        assert!(status < 500, "{}: {status}", c.name);
+        if status >= 400 {
+            assert!(
+                !text.trim().is_empty() && text.len() < 400,
+                "{}: a short reason, got {text:?}",
+                c.name
+            );
+        }
+    }
+
+    // Deleted resources: PATCH and a second DELETE are 404, not a crash.
+    let first = created.first().expect("a created session").clone();
+    assert_eq!(
+        http.delete(format!("{base}{first}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for method in [Method::DELETE, Method::PATCH, Method::GET] {
+        let status = http
+            .request(method.clone(), format!("{base}{first}"))
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .body("a=end-of-candidates\r\n")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        // GET says for 60 s that the session ended (410); DELETE and PATCH find nothing.
+        let expected = if method == Method::GET { 410 } else { 404 };
+        assert_eq!(status, expected, "{method} after DELETE");
+    }
+    for location in &created[1..] {
+        assert_eq!(
+            http.delete(format!("{base}{location}"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+
+    // Huge headers, over raw TCP (clients refuse to send them): 431.
+    let mut raw = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "h".repeat(200_000)
+    );
+    let _ = raw.write_all(head.as_bytes()).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(WAIT, raw.read_to_end(&mut got)).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    // Still serving, with nothing left of any of it.
+    wait_idle(&server).await;
+    let url = Url::parse(&format!("{base}/echo/after")).unwrap();
+    let mut client = Client::connect_with_options(
+        &Http::new(None),
+        &url,
+        Mode::SendRecv,
+        IpAddr::from([127, 0, 0, 1]),
+        Options::default(),
+    )
+    .await
+    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
+    client.wait_connected(WAIT).await;
+    client.send(b"still here");
+    assert_eq!(&client.next_packet(WAIT).await.payload[..], b"still here");
+    support::delete_all_and_stop(server, vec![client]).await;
+}
