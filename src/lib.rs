@@ -44,6 +44,7 @@ pub mod error;
 pub mod http;
 pub mod ice_servers;
 pub mod media;
+pub mod metrics;
 pub mod ports;
 pub mod registry;
 pub mod sdpfrag;

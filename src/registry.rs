@@ -77,6 +77,11 @@ impl<K: Copy + Eq + Hash> Registry<K> {
         self.sessions.len()
     }
 
+    /// Number of streams with a publisher or a viewer.
+    pub fn streams(&self) -> usize {
+        self.streams.len()
+    }
+
     /// Whether no session is live and no stream is left.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty() && self.resources.is_empty() && self.streams.is_empty()

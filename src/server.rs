@@ -152,6 +152,8 @@ async fn start_planes(
     http: Option<SocketAddr>,
     stop: CancellationToken,
 ) -> Result<Planes, ServerError> {
+    let metrics = crate::metrics::Metrics::new();
+    let stop_http = stop.clone();
     // Configuration errors first, before any socket or thread exists.
     let auth = crate::auth::Auth::from_config(
         &config.publish_tokens,
@@ -246,6 +248,7 @@ async fn start_planes(
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
         max_bitrate: config.max_bitrate,
+        metrics: metrics.for_loops(),
     };
     let at = SocketAddr::new(tcp_host, config.tcp_port);
     let tcp = std::net::TcpListener::bind(at).map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;
@@ -281,6 +284,8 @@ async fn start_planes(
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
         self_test: self_test_rx,
         client_ip_header: client_ip_header(config)?,
+        metrics,
+        stopping: stop_http.clone(),
         request_timeout: config.http_request_timeout,
     };
     let limits = http::Limits {
@@ -502,6 +507,40 @@ mod tests {
     use super::*;
 
     const WAIT: Duration = Duration::from_secs(15);
+
+    /// `/readyz` says 503, with the reason, once a media loop died and once the server stops.
+    #[tokio::test]
+    async fn readyz_follows_the_media_loops_and_shutdown() {
+        use tower::ServiceExt;
+        let stop = CancellationToken::new();
+        let (media, _loops, router) = start_media(&Config::for_tests(), stop.clone())
+            .await
+            .unwrap();
+        let readyz = |router: axum::Router| async move {
+            let request = axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = axum::body::to_bytes(response.into_body(), 1024)
+                .await
+                .unwrap();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        };
+        assert_eq!(readyz(router.clone()).await, (200, "ready\n".into()));
+        let mut stats = media.stats();
+        media.panic_loop(0).await;
+        tokio::time::timeout(WAIT, stats.wait_for(|s| !s.running))
+            .await
+            .expect("the dead loop is reported")
+            .unwrap();
+        assert_eq!(
+            readyz(router.clone()).await,
+            (503, "a media loop stopped\n".into())
+        );
+        stop.cancel();
+        assert_eq!(readyz(router).await, (503, "shutting down\n".into()));
+    }
 
     /// A port already taken is named in the error, with its protocol and address.
     #[tokio::test]

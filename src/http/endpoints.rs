@@ -11,6 +11,7 @@ use super::sdp::{SdpOffer, APPLICATION_SDP};
 use super::{cors, AppState, PeerAddr};
 use crate::auth::Action;
 use crate::error::ApiError;
+use crate::metrics::Rejection;
 use crate::session::{Role, StreamName};
 
 /// Methods of every endpoint.
@@ -100,6 +101,11 @@ async fn create(
         Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
     .await;
+    match &result {
+        Err(ApiError::OverCapacity) => state.metrics.rejected(Rejection::Capacity),
+        Err(ApiError::TooManyFromClient(_)) => state.metrics.rejected(Rejection::PerIp),
+        _ => {}
+    }
     result.unwrap_or_else(IntoResponse::into_response)
 }
 

@@ -4,6 +4,7 @@
 mod assets;
 pub mod cors;
 mod endpoints;
+mod ops;
 mod resource;
 pub mod sdp;
 mod serve;
@@ -37,6 +38,10 @@ pub struct AppState {
     pub client_ip_header: Option<axum::http::HeaderName>,
     /// The longest a request may take, body included (then 408).
     pub request_timeout: std::time::Duration,
+    /// What `/metrics` reports.
+    pub metrics: crate::metrics::Metrics,
+    /// Cancelled when the server begins to stop (`/readyz` then answers 503).
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// The client's IP: from `--client-ip-header` when configured (its last entry, the one the
@@ -94,6 +99,8 @@ pub fn router(state: AppState) -> Router {
         .route("/style.css", page(get(assets::style_css)))
         .route("/favicon.ico", page(get(assets::favicon)))
         .route("/healthz", page(get(assets::healthz)))
+        .route("/readyz", page(get(ops::readyz)))
+        .route("/metrics", page(get(ops::metrics)))
         .route(
             "/whip/{stream}",
             endpoint(axum::routing::post(endpoints::post_whip)),
@@ -114,7 +121,7 @@ pub fn router(state: AppState) -> Router {
                 .options(resource::options)
                 .fallback(resource::not_allowed),
         )
-        .fallback(|| async { ApiError::NotFound("no such endpoint") })
+        .fallback(ops::no_route)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::layer,
@@ -122,6 +129,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
+        ))
+        // Outside the timeout: a 408 is counted too. A route layer, so that the matched route
+        // is known; the fallback counts its own 404s.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_responses,
         ))
         // The trace layer would log every 5xx at ERROR; ApiError logs each refusal once, at
         // the level its status deserves.

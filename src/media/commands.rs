@@ -125,7 +125,7 @@ impl MediaLoop {
         );
         let deadline = started + self.config.ice_timeout;
         let budget = Budget::new(self.config.max_bitrate);
-        let conn = Conn::new(negotiated, budget, deadline, span, permit);
+        let conn = Conn::new(negotiated, budget, started, deadline, span, permit);
         self.sessions.insert(key, conn);
         self.drive(key, now);
         self.publish_stats();

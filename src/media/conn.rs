@@ -124,6 +124,10 @@ pub struct Conn {
     payload_types: Vec<(u8, RtpCodecKind)>,
     /// The one source forwarded per kind (audio, video), and when it last sent.
     sources: [Option<(u32, Instant)>; 2],
+    /// When its POST was taken (for the connect-time metric).
+    pub started: Instant,
+    /// Whether it has been connected once (an ICE restart's reconnect is not a new connect).
+    pub ever_connected: bool,
     /// Its place under the session cap, given back when the session is dropped.
     _permit: Permit,
 }
@@ -147,6 +151,7 @@ impl Conn {
     pub fn new(
         negotiated: Negotiated,
         budget: Budget,
+        started: Instant,
         setup_deadline: Instant,
         span: Span,
         permit: Permit,
@@ -182,6 +187,8 @@ impl Conn {
             recv_kinds: Vec::new(),
             payload_types,
             sources: [None; 2],
+            started,
+            ever_connected: false,
             _permit: permit,
         }
     }

@@ -21,6 +21,7 @@ use super::tcp::{TcpConns, TcpEvent};
 use super::timers::Timers;
 use super::transport::{Inbound, PathId, Transports};
 use super::{Command, MediaConfig, Stats, StatsSlot};
+use crate::metrics::Dropped;
 use crate::registry::Registry;
 use crate::session::{EndReason, Role};
 
@@ -211,6 +212,7 @@ impl MediaLoop {
         for packet in inbound {
             let Some(key) = self.routes.route(packet.path, &packet.data) else {
                 self.unroutable += 1;
+                self.config.metrics.dropped(Dropped::Unroutable, 1);
                 // A TCP connection exists for one session (RFC 6544); one that names none is
                 // closed rather than kept open for nothing.
                 if let PathId::Tcp(id) = packet.path {
@@ -284,11 +286,13 @@ impl MediaLoop {
         // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
         if !polled.media.is_empty() {
             let before = conn.budget.dropped;
+            let metrics = &self.config.metrics;
             polled.media.retain(|(_, p)| {
-                // The fixed RTP header and the payload (extensions left out: a few bytes).
-                let bytes = 12 + 4 * p.header.csrc.len() + p.payload.len();
+                let bytes = rtp_bytes(p);
+                metrics.received(bytes);
                 conn.budget.admit(bytes, now)
             });
+            metrics.dropped(Dropped::RateCap, conn.budget.dropped - before);
             if before == 0 && conn.budget.dropped > 0 {
                 let cap = self.config.max_bitrate;
                 conn.span
@@ -296,6 +300,12 @@ impl MediaLoop {
             }
         }
         let connected_now = polled.link_changed && conn.link == Link::Connected;
+        if connected_now && !conn.ever_connected {
+            conn.ever_connected = true;
+            self.config
+                .metrics
+                .connected(now.saturating_duration_since(conn.started));
+        }
         let plays_video = conn.legs.iter().any(|l| l.kind == RtpCodecKind::Video);
         // An ICE restart completes when the new generation connects: the old ufrag has no
         // checks left in flight, so it stops naming the session.
@@ -373,6 +383,7 @@ impl MediaLoop {
                     continue;
                 };
                 if codec_of(*kind) != Some(leg.codec_id) {
+                    self.config.metrics.dropped(Dropped::CodecMismatch, 1);
                     if !leg.mismatch_logged {
                         leg.mismatch_logged = true;
                         let codec = &leg.codec;
@@ -383,14 +394,20 @@ impl MediaLoop {
                     continue;
                 }
                 if !leg.admits(packet) {
+                    self.config.metrics.dropped(Dropped::AwaitingKeyframe, 1);
                     keyframe_wanted = true;
                     continue;
                 }
                 let mut packet = packet.clone();
                 leg.forwarder.rewrite(&mut packet.header, now);
+                let bytes = rtp_bytes(&packet);
                 if let Some(mut sender) = pc.rtp_sender(leg.sender) {
-                    if let Err(e) = sender.write_rtp(now, packet) {
-                        span.in_scope(|| debug!(error = %e, "RTP not sent"));
+                    match sender.write_rtp(now, packet) {
+                        Ok(()) => self.config.metrics.sent(bytes),
+                        Err(e) => {
+                            self.config.metrics.dropped(Dropped::SendFailed, 1);
+                            span.in_scope(|| debug!(error = %e, "RTP not sent"));
+                        }
                     }
                 }
             }
@@ -445,6 +462,7 @@ impl MediaLoop {
             }
         }
         self.registry.end(key, Instant::now(), reason);
+        self.config.metrics.ended(reason);
         conn.span.in_scope(|| info!(%reason, "session ended"));
         // Dropping `conn` gives its place under the session cap back.
         drop(conn);
@@ -454,14 +472,39 @@ impl MediaLoop {
     pub(super) fn publish_stats(&self) {
         let idle = self.sessions.is_empty() && self.registry.is_empty() && self.routes.is_empty();
         let count = |link| self.sessions.values().filter(|s| s.link == link).count();
+        let mut by_role = [[0; 3]; 3];
+        for (key, conn) in &self.sessions {
+            let Some(entry) = self.registry.session(*key) else {
+                continue;
+            };
+            let role = match entry.role {
+                Role::Publisher => 0,
+                Role::Viewer => 1,
+                Role::Echo => 2,
+            };
+            let link = match conn.link {
+                Link::Connecting => 0,
+                Link::Connected => 1,
+                Link::Disconnected => 2,
+            };
+            by_role[role][link] += 1;
+        }
         self.stats.publish(Stats {
             sessions: self.sessions.len(),
             connected: count(Link::Connected),
             disconnected: count(Link::Disconnected),
             idle,
             running: true,
+            by_role,
+            streams: self.registry.streams(),
         });
     }
+}
+
+/// An RTP packet's size as counted for the bitrate cap and the metrics: the fixed header, its
+/// CSRCs and the payload (extensions left out: a few bytes).
+fn rtp_bytes(packet: &Packet) -> usize {
+    12 + 4 * packet.header.csrc.len() + packet.payload.len()
 }
 
 async fn sleep_until(at: Option<Instant>) {

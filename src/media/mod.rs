@@ -175,6 +175,11 @@ pub struct Stats {
     pub idle: bool,
     /// Whether the loop is still running (cleared when it ends, a panic included).
     pub running: bool,
+    /// Live sessions by role (publisher, viewer, echo) and link (connecting, connected,
+    /// disconnected).
+    pub by_role: [[usize; 3]; 3],
+    /// Streams with a publisher or a viewer.
+    pub streams: usize,
 }
 
 /// Settings of the media plane.
@@ -203,6 +208,8 @@ pub struct MediaConfig {
     pub publisher_conflict: PublisherConflict,
     /// Bits per second a publishing session may send (0: no cap).
     pub max_bitrate: u64,
+    /// The counters the loops move.
+    pub metrics: crate::metrics::LoopMetrics,
 }
 
 /// One media loop as the HTTP plane sees it.
@@ -414,6 +421,10 @@ fn total(all: &[Stats]) -> Stats {
             disconnected: t.disconnected + s.disconnected,
             idle: t.idle && s.idle,
             running: t.running && s.running,
+            by_role: std::array::from_fn(|r| {
+                std::array::from_fn(|l| t.by_role[r][l] + s.by_role[r][l])
+            }),
+            streams: t.streams + s.streams,
         },
     )
 }

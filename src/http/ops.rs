@@ -1,0 +1,66 @@
+//! What an operator's tools read: `/metrics` (Prometheus text format), `/readyz` (readiness, for
+//! load balancers and orchestrators; `/healthz` is liveness), and the response counter every
+//! request passes through.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+/// The Prometheus text exposition format's media type (version 0.0.4).
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let stats = state.media.stats().borrow();
+    let body = state.metrics.encode(&stats);
+    ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
+}
+
+/// `GET /readyz`: 200 while the server takes sessions: its sockets are bound (it is serving
+/// this), every media loop runs and it is not stopping; 503 with the reason otherwise, so a
+/// load balancer stops sending it clients before it goes.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let text = |status, body: &'static str| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            body,
+        )
+            .into_response()
+    };
+    if state.stopping.is_cancelled() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if !state.media.stats().borrow().running {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "a media loop stopped\n");
+    }
+    text(StatusCode::OK, "ready\n")
+}
+
+/// Counts each response by route pattern (`/whip/{stream}`, not the stream's name, so that
+/// clients cannot grow the label set) and status.
+pub async fn count_responses(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .http_response(&route, response.status().as_u16());
+    response
+}
+
+/// Any path that is not a route: 404, counted as route `unmatched`.
+pub async fn no_route(State(state): State<AppState>) -> Response {
+    state.metrics.http_response("unmatched", 404);
+    crate::error::ApiError::NotFound("no such endpoint").into_response()
+}

@@ -1,0 +1,300 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4) through `prometheus-client`. Counters
+//! are atomics shared with the media loops, which hold their own handles ([`LoopMetrics`]) so the
+//! packet path never looks a label up; session and stream gauges are read off the loops'
+//! published statistics at each scrape. Names follow Prometheus conventions: the `whip_echo_`
+//! prefix, base units (`_seconds`, `_bytes`) and `_total` on counters.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::media::Stats;
+use crate::session::EndReason;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionLabels {
+    role: &'static str,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: u16,
+}
+
+/// Why a packet was not forwarded.
+#[derive(Debug, Clone, Copy)]
+pub enum Dropped {
+    /// It named no session (unknown ufrag, unknown source address).
+    Unroutable,
+    /// Its publisher was over `--max-bitrate`.
+    RateCap,
+    /// The viewer's leg has another codec than the publisher sends.
+    CodecMismatch,
+    /// The viewer's leg waits for a keyframe of a new source.
+    AwaitingKeyframe,
+    /// The viewer's sender or socket refused it (a slow viewer).
+    SendFailed,
+}
+
+impl Dropped {
+    const ALL: [Dropped; 5] = [
+        Dropped::Unroutable,
+        Dropped::RateCap,
+        Dropped::CodecMismatch,
+        Dropped::AwaitingKeyframe,
+        Dropped::SendFailed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Dropped::Unroutable => "unroutable",
+            Dropped::RateCap => "rate_cap",
+            Dropped::CodecMismatch => "codec_mismatch",
+            Dropped::AwaitingKeyframe => "awaiting_keyframe",
+            Dropped::SendFailed => "send_failed",
+        }
+    }
+}
+
+/// Why a session was refused before it was created.
+#[derive(Debug, Clone, Copy)]
+pub enum Rejection {
+    /// `--max-sessions` reached (503).
+    Capacity,
+    /// `--max-sessions-per-ip` reached (429).
+    PerIp,
+}
+
+/// Every metric of the server; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: Registry,
+    loops: LoopMetrics,
+    rejected: [Counter; 2],
+    sessions: Family<SessionLabels, Gauge>,
+    streams: Gauge,
+    http: Family<HttpLabels, Counter>,
+    /// One scrape at a time sets the gauges and encodes.
+    scrape: Mutex<()>,
+}
+
+/// The counters a media loop moves, resolved once.
+#[derive(Clone)]
+pub struct LoopMetrics {
+    rtp_received: Counter,
+    rtp_received_bytes: Counter,
+    rtp_sent: Counter,
+    rtp_sent_bytes: Counter,
+    dropped: [Counter; 5],
+    ended: Family<ReasonLabel, Counter>,
+    connect_seconds: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl std::fmt::Debug for LoopMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoopMetrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("whip_echo");
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let rtp_received = counter(
+            &mut registry,
+            "rtp_packets_received",
+            "RTP packets received from publishers",
+        );
+        let rtp_received_bytes = counter(
+            &mut registry,
+            "rtp_received_bytes",
+            "RTP bytes (header and payload) received from publishers",
+        );
+        let rtp_sent = counter(
+            &mut registry,
+            "rtp_packets_sent",
+            "RTP packets forwarded to viewers and echo sessions",
+        );
+        let rtp_sent_bytes = counter(
+            &mut registry,
+            "rtp_sent_bytes",
+            "RTP bytes (header and payload) forwarded",
+        );
+        let dropped_family = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "dropped_packets",
+            "Packets not forwarded, by cause",
+            dropped_family.clone(),
+        );
+        let dropped = Dropped::ALL.map(|d| {
+            dropped_family
+                .get_or_create(&CauseLabel { cause: d.label() })
+                .clone()
+        });
+        let ended = Family::<ReasonLabel, Counter>::default();
+        registry.register("sessions_ended", "Sessions ended, by reason", ended.clone());
+        // 1 ms to about 16 s.
+        let connect_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "connect_seconds",
+            "Time from POST to ICE and DTLS connected",
+            connect_seconds.clone(),
+        );
+        let rejected_family = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "sessions_rejected",
+            "POSTs refused before a session was created, by cause",
+            rejected_family.clone(),
+        );
+        let rejected = ["capacity", "per_ip"]
+            .map(|cause| rejected_family.get_or_create(&CauseLabel { cause }).clone());
+        let sessions = Family::<SessionLabels, Gauge>::default();
+        registry.register(
+            "sessions",
+            "Live sessions by role and state",
+            sessions.clone(),
+        );
+        let streams = Gauge::default();
+        registry.register(
+            "streams",
+            "Streams with a publisher or a viewer",
+            streams.clone(),
+        );
+        let http = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP responses by route and status",
+            http.clone(),
+        );
+        Metrics(Arc::new(Inner {
+            registry,
+            loops: LoopMetrics {
+                rtp_received,
+                rtp_received_bytes,
+                rtp_sent,
+                rtp_sent_bytes,
+                dropped,
+                ended,
+                connect_seconds,
+            },
+            rejected,
+            sessions,
+            streams,
+            http,
+            scrape: Mutex::new(()),
+        }))
+    }
+
+    /// The media loops' handles.
+    pub fn for_loops(&self) -> LoopMetrics {
+        self.0.loops.clone()
+    }
+
+    /// A POST refused before its session existed.
+    pub fn rejected(&self, why: Rejection) {
+        self.0.rejected[why as usize].inc();
+    }
+
+    /// One HTTP response on `route` (the matched path pattern, e.g. `/whip/{stream}`, so that
+    /// the label set stays small).
+    pub fn http_response(&self, route: &str, status: u16) {
+        self.0
+            .http
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// The text exposition, with the gauges set from the loops' latest statistics.
+    pub fn encode(&self, stats: &Stats) -> String {
+        let _one = self.0.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        let roles = [("publisher", 0), ("viewer", 1), ("echo", 2)];
+        let states = [("connecting", 0), ("connected", 1), ("disconnected", 2)];
+        for (role, r) in roles {
+            for (state, s) in states {
+                let n = stats.by_role[r][s];
+                self.0
+                    .sessions
+                    .get_or_create(&SessionLabels { role, state })
+                    .set(n as i64);
+            }
+        }
+        self.0.streams.set(stats.streams as i64);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
+        out
+    }
+}
+
+impl LoopMetrics {
+    /// A publisher's packet of `bytes` received.
+    pub fn received(&self, bytes: usize) {
+        self.rtp_received.inc();
+        self.rtp_received_bytes.inc_by(bytes as u64);
+    }
+
+    /// A packet of `bytes` forwarded.
+    pub fn sent(&self, bytes: usize) {
+        self.rtp_sent.inc();
+        self.rtp_sent_bytes.inc_by(bytes as u64);
+    }
+
+    /// `n` packets not forwarded for `why`.
+    pub fn dropped(&self, why: Dropped, n: u64) {
+        self.dropped[why as usize].inc_by(n);
+    }
+
+    /// A session ended.
+    pub fn ended(&self, reason: EndReason) {
+        self.ended
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A session connected `after` its POST.
+    pub fn connected(&self, after: Duration) {
+        self.connect_seconds.observe(after.as_secs_f64());
+    }
+}

@@ -1,0 +1,164 @@
+//! `/metrics` (Prometheus text format) and `/readyz` against a real server with a real echo
+//! session: the values move as sessions come, stream and go.
+
+mod support;
+
+use std::net::IpAddr;
+
+use reqwest::Url;
+use support::client::{Client, Mode, Options};
+use support::{start, wait_idle, WAIT};
+use whip_conformance::http::Http;
+use whip_echo::config::Config;
+
+/// The value of the sample `name` (with its labels, as exposed) in `text`, 0 when absent.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    let response = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    response.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn metrics_move_with_sessions_packets_and_refusals() {
+    let mut config = Config::for_tests();
+    config.max_sessions_per_ip = 1;
+    let server = start(config).await;
+    let base = server.base_url();
+    let http = reqwest::Client::new();
+    let before = scrape(&http, &base).await;
+    for name in [
+        "whip_echo_rtp_packets_received_total",
+        "whip_echo_rtp_packets_sent_total",
+        "whip_echo_dropped_packets_total{cause=\"unroutable\"}",
+        "whip_echo_connect_seconds_count",
+        "whip_echo_streams",
+        "whip_echo_sessions{role=\"echo\",state=\"connected\"}",
+    ] {
+        assert!(
+            before.contains(name),
+            "{name} is exposed from the start:\n{before}"
+        );
+        assert_eq!(sample(&before, name), 0.0, "{name}");
+    }
+    assert!(before.contains("# TYPE whip_echo_connect_seconds histogram"));
+
+    let url = Url::parse(&format!("{base}/echo/m")).unwrap();
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let mut client = Client::connect_with_options(
+        &Http::new(None),
+        &url,
+        Mode::SendRecv,
+        loopback,
+        Options::default(),
+    )
+    .await
+    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
+    client.wait_connected(WAIT).await;
+    for i in 0..10u8 {
+        client.send(&[i; 100]);
+        client.next_packet(WAIT).await;
+    }
+    // A second session from the same IP is over --max-sessions-per-ip.
+    let refused = http
+        .post(format!("{base}/whip/m2"))
+        .header("content-type", "application/sdp")
+        .body(include_str!("data/offer.sdp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+
+    let during = scrape(&http, &base).await;
+    assert_eq!(
+        sample(&during, "whip_echo_rtp_packets_received_total"),
+        10.0
+    );
+    assert_eq!(sample(&during, "whip_echo_rtp_packets_sent_total"), 10.0);
+    // 12 bytes of header and 100 of payload each.
+    assert_eq!(sample(&during, "whip_echo_rtp_sent_bytes_total"), 1120.0);
+    assert_eq!(
+        sample(
+            &during,
+            "whip_echo_sessions{role=\"echo\",state=\"connected\"}"
+        ),
+        1.0
+    );
+    assert_eq!(sample(&during, "whip_echo_streams"), 1.0);
+    assert_eq!(sample(&during, "whip_echo_connect_seconds_count"), 1.0);
+    assert_eq!(
+        sample(
+            &during,
+            "whip_echo_sessions_rejected_total{cause=\"per_ip\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "whip_echo_http_responses_total{route=\"/echo/{stream}\",status=\"201\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &during,
+            "whip_echo_http_responses_total{route=\"/whip/{stream}\",status=\"429\"}"
+        ),
+        1.0
+    );
+
+    assert_eq!(client.delete().await, 200);
+    wait_idle(&server).await;
+    let after = scrape(&http, &base).await;
+    assert_eq!(
+        sample(&after, "whip_echo_sessions_ended_total{reason=\"deleted\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "whip_echo_sessions{role=\"echo\",state=\"connected\"}"
+        ),
+        0.0
+    );
+    assert_eq!(sample(&after, "whip_echo_streams"), 0.0);
+    let unknown = http.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let last = scrape(&http, &base).await;
+    assert_eq!(
+        sample(
+            &last,
+            "whip_echo_http_responses_total{route=\"unmatched\",status=\"404\"}"
+        ),
+        1.0
+    );
+    client.close().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_is_200_while_serving() {
+    // 503 once a media loop died or the server stops: `server.rs`'s unit tests (they can kill
+    // a loop).
+    let server = start(Config::for_tests()).await;
+    let response = reqwest::get(format!("{}/readyz", server.base_url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ready\n");
+    server.shutdown().await.unwrap();
+}
