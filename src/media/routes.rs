@@ -4,8 +4,8 @@
 //! design of pion's UDPMux and str0m's chat example): a STUN Binding request names its session by
 //! the local ufrag in USERNAME (RFC 8445 §7.2.2: "LFRAG:RFRAG" from the receiver's point of view);
 //! every other packet is routed by its path (a remote address on the UDP socket, or a TCP
-//! connection) learnt from those requests, or from the paths the session itself sends on (its own
-//! connectivity checks' responses carry no USERNAME).
+//! connection) learnt from the paths the session itself sends on: its answers to those requests
+//! (sent only for requests that pass the integrity check) and its own connectivity checks.
 
 use std::collections::HashMap;
 
@@ -54,12 +54,14 @@ impl Routes {
         self.paths_of.entry(key).or_default().push(path);
     }
 
-    /// The session a packet that came on `path` belongs to, learning the path when a STUN
-    /// request names the session by ufrag.
-    pub fn route(&mut self, path: PathId, packet: &[u8]) -> Option<SessionKey> {
+    /// The session a packet that came on `path` belongs to: the one a STUN request names by
+    /// ufrag, else the one that path was learnt for. A request does not teach its path: its
+    /// USERNAME is not yet checked (anyone who saw or guessed the ufrag can send one, from any
+    /// address), so the path is learnt only when the session answers on it ([`Routes::learn`]
+    /// from the loop's sends), which rtc does for a request whose integrity checks out.
+    pub fn route(&self, path: PathId, packet: &[u8]) -> Option<SessionKey> {
         if let Some(ufrag) = stun_request_local_ufrag(packet) {
             if let Some(&key) = self.by_ufrag.get(&ufrag) {
-                self.learn(path, key);
                 return Some(key);
             }
         }
@@ -147,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn learns_address_from_ufrag_then_routes_by_address() {
+    fn a_request_routes_by_ufrag_but_only_an_answer_teaches_its_path() {
         let mut routes = Routes::default();
         routes.add_ufrag("srv", 7);
         assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), None);
@@ -155,6 +157,10 @@ mod tests {
             routes.route(addr(1000), &binding_request("srv:cli")),
             Some(7)
         );
+        // Not checked yet (a spoofed source or a guessed ufrag): the path is not the session's.
+        assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), None);
+        // The session answered on it (rtc checked the request's integrity).
+        routes.learn(addr(1000), 7);
         assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), Some(7));
         assert_eq!(
             routes.route(addr(1001), &binding_request("other:cli")),
@@ -167,13 +173,14 @@ mod tests {
         let mut routes = Routes::default();
         routes.add_ufrag("srv", 7);
         routes.add_ufrag("other", 8);
-        // A TCP connection is learnt from the STUN request that arrives on it.
         assert_eq!(routes.route(tcp(1), &[0x80, 0]), None);
         assert_eq!(routes.route(tcp(1), &binding_request("srv:cli")), Some(7));
+        routes.learn(tcp(1), 7);
         assert_eq!(routes.route(tcp(1), &[0x80, 0]), Some(7));
         // The same numbers as a UDP port, or another connection, are other paths.
         assert_eq!(routes.route(addr(1), &[0x80, 0]), None);
         assert_eq!(routes.route(tcp(2), &binding_request("other:cli")), Some(8));
+        routes.learn(tcp(2), 8);
         assert_eq!(routes.route(tcp(2), &[0x80, 0]), Some(8));
         routes.learn(addr(9), 7);
         routes.remove(7, "srv");

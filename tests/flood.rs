@@ -1,0 +1,200 @@
+//! A flood of hostile datagrams on the media port while an echo session runs: garbage, STUN
+//! binding requests with unknown and with the session's own ufrag (and a made-up integrity),
+//! truncated DTLS records, RTP from addresses no session has. The echo goes on, what names no
+//! session is counted and dropped, and memory stays flat across a second flood.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use reqwest::Url;
+use support::client::{Client, Mode, Options};
+use support::{start, WAIT};
+use tokio::net::UdpSocket;
+use whip_conformance::http::Http;
+use whip_echo::config::Config;
+
+/// Datagrams per flood.
+const FLOOD: usize = 100_000;
+/// Sockets the flood comes from.
+const SENDERS: usize = 8;
+
+/// A STUN Binding request (RFC 8489 §5) with `username` and a MESSAGE-INTEGRITY that no
+/// password produced.
+fn binding_request(username: &str, n: u32) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    let mut attr = |typ: u16, value: &[u8]| {
+        attrs.extend_from_slice(&typ.to_be_bytes());
+        attrs.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(value);
+        attrs.resize(attrs.len().div_ceil(4) * 4, 0);
+    };
+    attr(0x0006, username.as_bytes());
+    attr(0x0008, &[0xAB; 20]);
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    m.extend_from_slice(&n.to_be_bytes());
+    m.extend_from_slice(&[7; 8]);
+    m.extend_from_slice(&attrs);
+    m
+}
+
+/// The `n`-th hostile datagram, of five kinds in turn.
+fn hostile(n: u32, server_ufrag: &str) -> Vec<u8> {
+    match n % 5 {
+        // Garbage, of a first byte no demultiplexer claims (RFC 7983: 64..=127 is TURN
+        // channel data, unused here).
+        0 => (0..64)
+            .map(|i| (n.wrapping_mul(31).wrapping_add(i) % 256) as u8 | 0x40)
+            .collect(),
+        1 => binding_request(&format!("nosuchufrag:{n}"), n),
+        2 => binding_request(&format!("{server_ufrag}:evil"), n),
+        // A DTLS handshake record header that promises more than it carries.
+        3 => vec![22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 1, 0x40, 0x00, 1, 2],
+        // RTP (version 2, Opus payload type) from an address no session has.
+        _ => {
+            let mut rtp = vec![0x80, 111];
+            rtp.extend_from_slice(&(n as u16).to_be_bytes());
+            rtp.extend_from_slice(&n.to_be_bytes());
+            rtp.extend_from_slice(&0xDEAD_BEEFu32.to_be_bytes());
+            rtp.extend_from_slice(&[0x55; 80]);
+            rtp
+        }
+    }
+}
+
+/// Sends `FLOOD` hostile datagrams to `target` from `SENDERS` sockets.
+async fn flood(target: SocketAddr, server_ufrag: String) {
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ufrag = server_ufrag.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..FLOOD / SENDERS {
+                let n = (i * SENDERS + s) as u32;
+                // A full receive buffer on loopback is not an error of the test's.
+                let _ = socket.send_to(&hostile(n, &ufrag), target).await;
+                if i % 256 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+}
+
+/// Resident set size of this process (server and test together), in KiB.
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+
+/// Echoes `count` numbered payloads one at a time; returns how many came back within 200 ms
+/// each.
+async fn echo(client: &mut Client, tag: &str, count: usize) -> usize {
+    let mut back = 0;
+    for i in 0..count {
+        let payload = format!("{tag}-{i}");
+        client.send(payload.as_bytes());
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while let Some(p) = client
+            .try_next_packet(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            if p.payload == payload.as_bytes() {
+                back += 1;
+                break;
+            }
+        }
+    }
+    back
+}
+
+fn unroutable(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("whip_echo_dropped_packets_total{cause=\"unroutable\"} ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_hostile_datagrams_leaves_the_echo_running_and_memory_flat() {
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let url = Url::parse(&format!("{base}/echo/flood")).unwrap();
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let mut client = Client::connect_with_options(
+        &Http::new(None),
+        &url,
+        Mode::SendRecv,
+        loopback,
+        Options::default(),
+    )
+    .await
+    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
+    client.wait_connected(WAIT).await;
+    let server_ufrag = client
+        .answer
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .to_owned();
+    let target = server.media.udp_addrs()[0];
+    assert_eq!(echo(&mut client, "before", 20).await, 20);
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let r = http.get(format!("{base}/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    };
+
+    let mut rss = Vec::new();
+    for round in 0..2 {
+        let flooding = tokio::spawn(flood(target, server_ufrag.clone()));
+        // The echo during the flood: the flood shares the two cores and the socket's receive
+        // buffer with it, so some loss is the flood's own doing; the session must live on.
+        let mut during = (0, 0);
+        while !flooding.is_finished() {
+            during.0 += echo(&mut client, &format!("during-{round}"), 10).await;
+            during.1 += 10;
+        }
+        flooding.await.unwrap();
+        println!(
+            "# flood round {round}: {} of {} echoed during {FLOOD} hostile datagrams",
+            during.0, during.1
+        );
+        // Afterwards, everything comes back.
+        assert_eq!(echo(&mut client, &format!("after-{round}"), 50).await, 50);
+        rss.push(rss_kib());
+    }
+    assert!(client.state().connected && !client.state().ended);
+    let counted = unroutable(&scrape().await);
+    // Garbage, unknown ufrags and RTP and DTLS from unknown addresses name no session (the
+    // kernel may drop some of the flood before the server reads it).
+    println!(
+        "# unroutable datagrams counted: {counted} of {}",
+        2 * FLOOD * 4 / 5
+    );
+    assert!(
+        counted > (FLOOD / 2) as f64,
+        "{counted} unroutable datagrams counted"
+    );
+    let growth = rss[1].saturating_sub(rss[0]);
+    println!(
+        "# RSS after the first flood {} KiB, after the second {} KiB",
+        rss[0], rss[1]
+    );
+    assert!(
+        growth < 8 * 1024,
+        "RSS grew {growth} KiB over the second flood"
+    );
+    support::delete_all_and_stop(server, vec![client]).await;
+}
