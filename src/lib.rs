@@ -41,6 +41,8 @@ pub mod auth;
 pub mod config;
 pub mod discover;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod ice_servers;
 pub mod media;

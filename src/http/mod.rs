@@ -9,6 +9,7 @@ mod resource;
 pub mod sdp;
 mod serve;
 
+pub(crate) use resource::if_match;
 pub use serve::{serve, Limits, PeerAddr};
 
 use std::sync::Arc;
@@ -52,7 +53,18 @@ fn client_ip(
     headers: &axum::http::HeaderMap,
     peer: Option<axum::Extension<PeerAddr>>,
 ) -> Option<std::net::IpAddr> {
-    if let Some(name) = &state.client_ip_header {
+    let peer = peer.map(|axum::Extension(PeerAddr(addr))| addr);
+    client_ip_from(state.client_ip_header.as_ref(), headers, peer)
+}
+
+/// [`client_ip`] from its parts: the configured header's name, the request's headers and the
+/// TCP peer.
+pub(crate) fn client_ip_from(
+    header: Option<&axum::http::HeaderName>,
+    headers: &axum::http::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<std::net::IpAddr> {
+    if let Some(name) = header {
         let from_proxy = headers
             .get_all(name)
             .iter()
@@ -64,7 +76,7 @@ fn client_ip(
             return from_proxy;
         }
     }
-    peer.map(|axum::Extension(PeerAddr(addr))| addr.ip())
+    peer.map(|addr| addr.ip())
 }
 
 /// A request, its body included, that takes longer than the request timeout is answered 408

@@ -48,7 +48,7 @@ pub async fn patch(
 
 /// The `If-Match` fields of a request (RFC 9110 §13.1.1): `*`, or the listed entity tags as
 /// sent. A value that is not text (or empty) is a precondition nothing satisfies.
-fn if_match(headers: &HeaderMap) -> IfMatch {
+pub(crate) fn if_match(headers: &HeaderMap) -> IfMatch {
     let values: Vec<&str> = headers
         .get_all(header::IF_MATCH)
         .iter()

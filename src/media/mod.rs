@@ -41,6 +41,40 @@ pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
 pub use shared_port::SharedPort;
 pub use socket::local_ips;
+
+pub(crate) use routes::stun_request_local_ufrag;
+
+/// The media loop a local ufrag names (fuzzing entry).
+pub(crate) fn loop_of_ufrag(ufrag: &str) -> Option<usize> {
+    peer::IceCredentials::loop_of(ufrag)
+}
+
+/// What a connection on the HTTP port is, by its first byte (fuzzing entry).
+pub(crate) fn classify_first_byte(first: u8) -> shared_port::Kind {
+    shared_port::classify(first)
+}
+
+/// The RFC 4571 frames of a byte stream, read as an ICE-TCP connection reads them, up to the
+/// first error (fuzzing entry).
+pub(crate) fn read_frames(mut data: &[u8]) -> Vec<bytes::BytesMut> {
+    use std::future::Future;
+    let mut frames = Vec::new();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        // Reading a slice never waits, so one poll finishes the read.
+        let read = std::pin::pin!(tcp::read_frame(&mut data)).poll(&mut cx);
+        match read {
+            std::task::Poll::Ready(Ok(frame)) => frames.push(frame),
+            _ => return frames,
+        }
+    }
+}
+
+/// Whether `payload` starts a keyframe, in every video format whip-echo reads (fuzzing entry).
+pub(crate) fn starts_keyframe_any_format(payload: &[u8]) -> [bool; 4] {
+    use random_access::Format;
+    [Format::Vp8, Format::Vp9, Format::H264, Format::Av1].map(|f| f.starts_keyframe(payload))
+}
 pub(crate) use tcp::{frame as rfc4571_frame, read_frame as read_rfc4571_frame};
 
 /// Queue depth between the HTTP plane and a media loop.

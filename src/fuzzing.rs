@@ -1,0 +1,150 @@
+//! Entry points for the fuzz targets (`fuzz/`) and the property tests (`tests/properties.rs`):
+//! every parser and validator that reads bytes a client or peer controls, each wrapped so that
+//! it must not panic on any input and must keep its invariants. Not an API.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
+
+use crate::auth::{Action, Auth};
+use crate::session::{Role, StreamName};
+
+/// An SDP offer: the checks every POST runs before a peer connection exists.
+pub fn offer(data: &[u8]) {
+    let Ok(sdp) = std::str::from_utf8(data) else {
+        return;
+    };
+    for role in [Role::Publisher, Role::Viewer, Role::Echo] {
+        if let Ok(info) = crate::media::offer::inspect(sdp, role) {
+            assert!(info.audio.is_some() || info.video.is_some());
+        }
+    }
+}
+
+/// A stream name from a URL path segment.
+pub fn stream_name(data: &[u8]) {
+    let Ok(name) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(parsed) = StreamName::parse(name) {
+        let text = parsed.to_string();
+        assert!(!text.is_empty() && text.len() <= 128, "{text:?}");
+        assert!(
+            !text.contains('/') && text != "." && text != "..",
+            "{text:?}"
+        );
+    }
+}
+
+/// A datagram on the media port: its STUN USERNAME's local ufrag (routing), the media loop it
+/// names, and the RFC 7983 demultiplexing of the HTTP port's first byte.
+pub fn datagram(data: &[u8]) {
+    if let Some(ufrag) = crate::media::stun_request_local_ufrag(data) {
+        assert!(!ufrag.contains(':'));
+        let _ = crate::media::loop_of_ufrag(&ufrag);
+    }
+    if let Some(&first) = data.first() {
+        let _ = crate::media::classify_first_byte(first);
+    }
+}
+
+/// A byte stream on an ICE-TCP connection: RFC 4571 frames read one after the other, and the
+/// media loop the first one names.
+pub fn tcp_stream(data: &[u8]) {
+    let frames = crate::media::read_frames(data);
+    let total: usize = frames.iter().map(|f| 2 + f.len()).sum();
+    assert!(total <= data.len());
+    if let Some(first) = frames.first() {
+        datagram(first);
+    }
+}
+
+/// An RFC 8840 fragment (a PATCH body): what parses builds into a fragment that parses again
+/// to the same credentials and candidates.
+pub fn sdpfrag(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(frag) = crate::sdpfrag::parse(text) else {
+        return;
+    };
+    let (Some(ufrag), Some(pwd)) = (&frag.ufrag, &frag.pwd) else {
+        return;
+    };
+    let sections: Vec<(String, Vec<String>)> = frag
+        .sections
+        .iter()
+        .map(|s| {
+            let mid = s.mid.clone().unwrap_or_else(|| s.index.to_string());
+            (mid, s.candidates.clone())
+        })
+        .collect();
+    let again = crate::sdpfrag::parse(&crate::sdpfrag::build(ufrag, pwd, &sections))
+        .expect("a built fragment parses");
+    assert_eq!((&again.ufrag, &again.pwd), (&frag.ufrag, &frag.pwd));
+    let candidates = |f: &crate::sdpfrag::SdpFrag| {
+        f.sections
+            .iter()
+            .flat_map(|s| s.candidates.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(candidates(&again), candidates(&frag));
+}
+
+/// `If-Match` field values, split at NUL bytes (one field each).
+pub fn if_match(data: &[u8]) {
+    let mut headers = axum::http::HeaderMap::new();
+    for value in data.split(|&b| b == 0) {
+        if let Ok(v) = axum::http::HeaderValue::from_bytes(value) {
+            headers.append(axum::http::header::IF_MATCH, v);
+        }
+    }
+    if let crate::media::IfMatch::Tags(tags) = crate::http::if_match(&headers) {
+        assert!(tags.iter().all(|t| !t.is_empty() && t != "*"));
+    }
+}
+
+/// An `Authorization` header: the bearer token taken from it, checked against static tokens
+/// and an HS256 JWT secret.
+pub fn authorization(data: &[u8]) {
+    static AUTH: OnceLock<Auth> = OnceLock::new();
+    let auth = AUTH.get_or_init(|| {
+        Auth::from_config(
+            &["publish-secret@live".to_owned()],
+            &["play-secret".to_owned()],
+            Some("a-jwt-secret-of-at-least-thirty-two-bytes"),
+            None,
+        )
+        .expect("valid test policy")
+        .expect("auth on")
+    });
+    let Ok(header) = std::str::from_utf8(data) else {
+        return;
+    };
+    let token = crate::auth::bearer(header);
+    let stream = StreamName::parse("live").expect("a valid name");
+    for action in [Action::Publish, Action::Play] {
+        let allowed = auth.check(token, action, &stream).is_ok();
+        if allowed {
+            // Only the configured secrets or a signed JWT get through.
+            let t = token.unwrap_or_default();
+            assert!(t == "publish-secret" || t == "play-secret" || t.matches('.').count() == 2);
+        }
+    }
+}
+
+/// A video RTP payload: does it start a keyframe, in each format whip-echo reads.
+pub fn video_payload(data: &[u8]) {
+    crate::media::starts_keyframe_any_format(data);
+}
+
+/// The client IP from a proxy's header, as `--client-ip-header` reads it.
+pub fn client_ip_header(data: &[u8]) {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(v) = axum::http::HeaderValue::from_bytes(data) {
+        headers.append("x-forwarded-for", v);
+    }
+    let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+    let name = axum::http::HeaderName::from_static("x-forwarded-for");
+    let ip = crate::http::client_ip_from(Some(&name), &headers, Some(peer));
+    let _: Option<IpAddr> = ip;
+}
