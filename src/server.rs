@@ -290,7 +290,6 @@ async fn start_planes(
     };
     let limits = http::Limits {
         header_timeout: config.http_header_timeout,
-        request_timeout: config.http_request_timeout,
         max_connections: config.max_http_connections.max(1),
     };
     Ok(Planes {
@@ -456,17 +455,21 @@ async fn serve(
         let paths = selftest::paths(&media, http_media);
         tokio::spawn(run_self_test(media, paths, self_test, stop.clone()))
     });
-    let http_stop = stop.clone();
-    let http = async move {
+    // HTTP is served until the media loops have closed every session: meanwhile a POST gets
+    // 503 (`ShuttingDown`) and `/readyz` 503, rather than a refused connection.
+    let close = CancellationToken::new();
+    let http_close = close.clone();
+    let http = tokio::spawn(async move {
         match listener {
-            HttpListener::Plain(plain) => http::serve(plain, app, limits, http_stop).await,
-            HttpListener::Shared(shared) => http::serve(shared, app, limits, http_stop).await,
+            HttpListener::Plain(plain) => http::serve(plain, app, limits, http_close).await,
+            HttpListener::Shared(shared) => http::serve(shared, app, limits, http_close).await,
         }
-    };
+    });
     let outcome = tokio::select! {
-        () = http => Ok(()),
+        () = stop.cancelled() => Ok(()),
         (index, media::LoopEnd::Died) = loops.next_end() => Err(ServerError::MediaLoopDied(index)),
     };
+    info!("stopping: closing every session");
     stop.cancel();
     if let Some(task) = self_test {
         let _ = task.await;
@@ -474,6 +477,10 @@ async fn serve(
     let joined = loops.join().await;
     if let Err(index) = joined {
         error!(media_loop = index, "media loop died");
+    }
+    close.cancel();
+    if http.await.is_err() {
+        error!("the HTTP server task panicked");
     }
     info!("server stopped");
     outcome.and(joined.map_err(ServerError::MediaLoopDied))

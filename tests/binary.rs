@@ -121,3 +121,105 @@ fn readme_curl_lifecycle_against_the_binary() {
     assert_eq!(String::from_utf8_lossy(&again.stdout), "404");
     sigterm_and_wait(server);
 }
+
+/// A connected `/echo` client of the binary at `base`.
+async fn echo_client(base: &str, stream: &str) -> whip_conformance::peer::Client {
+    use whip_conformance::peer::{Client, Mode, Options};
+    let url = reqwest::Url::parse(&format!("{base}/echo/{stream}")).unwrap();
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let http = whip_conformance::http::Http::new(None);
+    let mut client =
+        Client::connect_with_options(&http, &url, Mode::SendRecv, loopback, Options::default())
+            .await
+            .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
+    client.wait_connected(WAIT).await;
+    client.send(b"hello");
+    assert_eq!(&client.next_packet(WAIT).await.payload[..], b"hello");
+    client
+}
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn kill_term(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for the child to exit, on a thread (waiting blocks).
+async fn exit_of(mut child: Child) -> std::process::ExitStatus {
+    let waited = tokio::task::spawn_blocking(move || child.wait());
+    tokio::time::timeout(WAIT, waited)
+        .await
+        .expect("the server exits")
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_live_sessions_refuses_new_ones_and_exits_0() {
+    let mut server = tokio::task::block_in_place(start);
+    let base = server.base.clone();
+    let mut clients = Vec::new();
+    for stream in ["a", "b"] {
+        clients.push(echo_client(&base, stream).await);
+    }
+    let child = server.child.take().unwrap();
+    let started = std::time::Instant::now();
+    kill_term(&child);
+    // POSTs while it stops: refused with 503 (or, once HTTP is closed, not connected at all);
+    // never a new session.
+    let http = reqwest::Client::new();
+    let refusals = tokio::spawn(async move {
+        let mut statuses = Vec::new();
+        while let Ok(r) = http
+            .post(format!("{base}/echo/late"))
+            .header("content-type", "application/sdp")
+            .body(include_str!("data/offer.sdp"))
+            .send()
+            .await
+        {
+            statuses.push(r.status().as_u16());
+        }
+        statuses
+    });
+    for client in &mut clients {
+        // DTLS close_notify from the server (RFC 7675 §5.2: it says goodbye, not silence).
+        assert!(
+            client.until(WAIT, |s| s.ended).await,
+            "the client is told its session ended"
+        );
+    }
+    let exit = exit_of(child).await;
+    let took = started.elapsed();
+    println!("# SIGTERM with 2 live sessions: exited {exit:?} after {took:?}");
+    assert!(exit.success(), "exit 0: {exit:?}");
+    assert!(took < Duration::from_secs(2), "exits within 2 s: {took:?}");
+    let statuses = refusals.await.unwrap();
+    assert!(statuses.iter().all(|&s| s == 503), "{statuses:?}");
+    for client in clients {
+        client.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_exits_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = tokio::task::block_in_place(start);
+    // A request whose body never ends holds the first shutdown's HTTP drain (for up to 1 s).
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+          Content-Length: 1000\r\n\r\nv=0\r\n",
+    )
+    .await
+    .unwrap();
+    let child = server.child.take().unwrap();
+    kill_term(&child);
+    kill_term(&child);
+    let exit = exit_of(child).await;
+    assert_eq!(exit.code(), Some(130), "{exit:?}");
+}

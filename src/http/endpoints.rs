@@ -67,6 +67,9 @@ async fn create(
     offer: Offer,
 ) -> Response {
     let result = async {
+        if state.stopping.is_cancelled() {
+            return Err(ApiError::ShuttingDown);
+        }
         let stream = StreamName::parse(&stream)?;
         // RFC 9725 §4.7.1: bearer tokens, when the server is configured with any.
         if let Some(auth) = &state.auth {

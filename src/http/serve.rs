@@ -4,7 +4,7 @@
 //! client (slowloris) holds a connection for no longer; open connections are capped, one beyond
 //! the cap is answered 503 and closed at once; the request timeout (body included) is a layer of
 //! the router. Each connection's task is owned here: at shutdown the requests under way finish
-//! (bounded by the request timeout) and the rest are dropped.
+//! (for at most [`DRAIN`]) and the rest are dropped.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +26,6 @@ use tracing::{debug, warn};
 pub struct Limits {
     /// Time to send a request's headers, and the most a keep-alive connection stays idle.
     pub header_timeout: Duration,
-    /// The longest request (the router's timeout layer): how long shutdown waits for them.
-    pub request_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
 }
@@ -39,6 +37,10 @@ pub struct PeerAddr(pub SocketAddr);
 /// Largest request head (request line and headers) hyper reads; beyond it: 431. Small on purpose:
 /// whip-echo's requests carry a few short headers (a browser's, cookies included, fit).
 const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+/// How long shutdown waits for the requests under way (whip-echo's take milliseconds; a client
+/// that is still sending a body is not waited for: the process must exit promptly on SIGTERM).
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// Serves `app` on `listener` until `stop`, then lets the requests under way finish.
 pub async fn serve<L>(mut listener: L, app: Router, limits: Limits, stop: CancellationToken)
@@ -78,9 +80,9 @@ where
         });
     }
     drop(listener);
-    // Requests under way finish; idle connections close now. Whatever is left after the longest
-    // a request may take is dropped with `connections`.
-    let drained = tokio::time::timeout(limits.request_timeout, graceful.shutdown()).await;
+    // Requests under way finish; idle connections close now. Whatever is left after `DRAIN` is
+    // dropped with `connections`.
+    let drained = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
     if drained.is_err() {
         warn!(
             left = connections.len(),
