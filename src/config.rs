@@ -248,6 +248,30 @@ pub struct Config {
 }
 
 impl Config {
+    /// The configuration with its secrets (tokens, the JWT and TURN secrets, the TURN
+    /// password) replaced by `<redacted>`, for the start-up log line.
+    pub fn redacted(&self) -> Config {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| REDACTED.to_owned());
+        // A token's stream scope (`secret@stream`) is configuration, not secret.
+        let hide_tokens = |tokens: &[String]| -> Vec<String> {
+            tokens
+                .iter()
+                .map(|t| match t.rsplit_once('@') {
+                    Some((_, scope)) => format!("{REDACTED}@{scope}"),
+                    None => REDACTED.to_owned(),
+                })
+                .collect()
+        };
+        Config {
+            publish_tokens: hide_tokens(&self.publish_tokens),
+            play_tokens: hide_tokens(&self.play_tokens),
+            jwt_secret: hide(&self.jwt_secret),
+            turn_secret: hide(&self.turn_secret),
+            turn_password: hide(&self.turn_password),
+            ..self.clone()
+        }
+    }
+
     /// A configuration for in-process tests: HTTP and UDP on ephemeral loopback ports.
     pub fn for_tests() -> Self {
         let mut config = Config::parse_from(["whip-echo"]);
@@ -260,6 +284,8 @@ impl Config {
         config
     }
 }
+
+const REDACTED: &str = "<redacted>";
 
 /// Parses a duration given in (possibly fractional) seconds, e.g. `30` or `1.5`.
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -275,6 +301,27 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_logged_configuration_has_no_secret() {
+        let c = Config::try_parse_from([
+            "whip-echo",
+            "--publish-token",
+            "pub-secret-1@live",
+            "--play-token",
+            "play-secret-2",
+            "--jwt-secret",
+            "jwt-secret-3-of-at-least-thirty-two-bytes",
+            "--turn-secret",
+            "turn-secret-4",
+        ])
+        .unwrap();
+        let logged = format!("{:?}", c.redacted());
+        for secret in ["pub-secret-1", "play-secret-2", "jwt-secret-3", "turn-secret-4"] {
+            assert!(!logged.contains(secret), "{secret} in {logged}");
+        }
+        assert!(logged.contains("<redacted>@live"), "{logged}");
+    }
+
     use super::*;
 
     #[test]

@@ -7,6 +7,7 @@ use whip_echo::{config::Config, server, telemetry};
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     telemetry::init(&config);
+    tracing::info!(config = ?config.redacted(), "configuration");
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
