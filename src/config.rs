@@ -27,10 +27,23 @@ pub enum PublisherConflict {
     Reject,
 }
 
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Subcommand {
+    /// Asks the server on --listen (same flags and environment as the server's) for
+    /// `/readyz`; exits 0 when it answers 200. For container health checks, with no curl in
+    /// the image.
+    Healthcheck,
+}
+
 /// whip-echo: a WHIP (RFC 9725) / WHEP audio echo server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whip-echo", version, about)]
 pub struct Config {
+    /// Instead of serving, run a subcommand.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+
     /// HTTP listen address (WHIP/WHEP endpoints, resources and the echo page).
     #[arg(long, env = "WHIP_ECHO_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -316,7 +329,12 @@ mod tests {
         ])
         .unwrap();
         let logged = format!("{:?}", c.redacted());
-        for secret in ["pub-secret-1", "play-secret-2", "jwt-secret-3", "turn-secret-4"] {
+        for secret in [
+            "pub-secret-1",
+            "play-secret-2",
+            "jwt-secret-3",
+            "turn-secret-4",
+        ] {
             assert!(!logged.contains(secret), "{secret} in {logged}");
         }
         assert!(logged.contains("<redacted>@live"), "{logged}");

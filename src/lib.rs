@@ -43,6 +43,7 @@ pub mod discover;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod healthcheck;
 pub mod http;
 pub mod ice_servers;
 pub mod media;

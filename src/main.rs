@@ -1,11 +1,15 @@
 //! The `whip-echo` binary: parse the config, start tracing, bind, run until Ctrl-C or SIGTERM.
 
 use clap::Parser;
-use whip_echo::{config::Config, server, telemetry};
+use whip_echo::config::{Config, Subcommand};
+use whip_echo::{server, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
+    if config.command == Some(Subcommand::Healthcheck) {
+        return whip_echo::healthcheck::run(config.listen).await;
+    }
     telemetry::init(&config);
     tracing::info!(config = ?config.redacted(), "configuration");
     let listener = match tokio::net::TcpListener::bind(config.listen).await {

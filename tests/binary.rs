@@ -119,6 +119,22 @@ fn readme_curl_lifecycle_against_the_binary() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&again.stdout), "404");
+    // The container health check: `whip-echo healthcheck` with the server's --listen.
+    let healthcheck = |listen: &str| {
+        Command::new(env!("CARGO_BIN_EXE_whip-echo"))
+            .args(["--listen", listen, "healthcheck"])
+            .output()
+            .unwrap()
+    };
+    let listen = server.base.trim_start_matches("http://").to_owned();
+    let ready = healthcheck(&listen);
+    assert!(ready.status.success(), "{ready:?}");
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = nobody.local_addr().unwrap().to_string();
+    drop(nobody);
+    let down = healthcheck(&closed);
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).starts_with("not ready: "));
     sigterm_and_wait(server);
 }
 
