@@ -67,7 +67,10 @@ mod tests {
     #[test]
     fn a_wildcard_listen_address_is_checked_on_loopback() {
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        assert_eq!(reachable(any), "127.0.0.1:8080".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            reachable(any),
+            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
+        );
         let v6: SocketAddr = "[::]:9".parse().unwrap();
         assert_eq!(reachable(v6), "[::1]:9".parse::<SocketAddr>().unwrap());
         let given: SocketAddr = "192.0.2.1:80".parse().unwrap();

@@ -426,7 +426,7 @@ impl MediaLoop {
         };
         while let Some(out) = conn.pc.poll_write() {
             if let Some(path) = self.transports.path_of(&out.transport) {
-                self.routes.learn(path, key);
+                self.routes.learn_sent(path, key, &out.message);
                 if conn.link == Link::Connecting {
                     conn.early_dtls.note_sent(path, &out.message);
                 }

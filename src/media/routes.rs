@@ -40,8 +40,22 @@ impl Routes {
         }
     }
 
-    /// Learns that `path` talks to session `key` (a later learner of the same path wins: a
-    /// client that reuses its port for a new session moves the route with it).
+    /// Learns that session `key` sent `datagram` on `path`. A path is one session's: a
+    /// session's own sends (its connectivity checks, DTLS, media) claim a path no other session
+    /// has; only a STUN success response takes a path over from another session, since it
+    /// answers a request that just arrived on that path with this session's credentials
+    /// (checked by rtc). So a client that reuses its port for a new session moves the route
+    /// with it, and the old session, still sending consent checks there until it times out,
+    /// does not take it back.
+    pub fn learn_sent(&mut self, path: PathId, key: SessionKey, datagram: &[u8]) {
+        let owner = self.by_path.get(&path).copied();
+        if owner.is_some_and(|o| o != key) && !is_binding_success(datagram) {
+            return;
+        }
+        self.learn(path, key);
+    }
+
+    /// Makes `path` session `key`'s.
     pub fn learn(&mut self, path: PathId, key: SessionKey) {
         if let Some(old) = self.by_path.insert(path, key) {
             if old == key {
@@ -94,6 +108,14 @@ impl Routes {
     pub fn is_empty(&self) -> bool {
         self.by_ufrag.is_empty() && self.by_path.is_empty() && self.paths_of.is_empty()
     }
+}
+
+/// Whether `datagram` is a STUN Binding success response (RFC 8489 §5: type 0x0101, magic
+/// cookie).
+fn is_binding_success(datagram: &[u8]) -> bool {
+    datagram.len() >= 20
+        && datagram[..2] == [0x01, 0x01]
+        && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
 /// The local (first) ufrag of a STUN Binding request's USERNAME, if `datagram` is one.
@@ -188,6 +210,36 @@ mod tests {
         assert_eq!(routes.route(addr(9), &[0x80, 0]), None);
         routes.remove(8, "other");
         assert!(routes.is_empty());
+    }
+
+    #[test]
+    fn only_an_answer_moves_a_path_from_one_session_to_another() {
+        let mut routes = Routes::default();
+        let mut success = vec![0x01, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+        success.extend_from_slice(&[0; 12]);
+        let mut request = success.clone();
+        request[1] = 0x01;
+        request[0] = 0x00;
+        // Session 1's client vanished; its port is reused by session 2's client.
+        routes.learn_sent(addr(5), 1, &[0x80; 20]);
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(1));
+        routes.learn_sent(addr(5), 2, &request);
+        assert_eq!(
+            routes.route(addr(5), &[0x80]),
+            Some(1),
+            "a check claims no owned path"
+        );
+        routes.learn_sent(addr(5), 2, &success);
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(2), "an answer does");
+        routes.learn_sent(addr(5), 1, &request);
+        routes.learn_sent(addr(5), 1, &[0x80; 20]);
+        assert_eq!(
+            routes.route(addr(5), &[0x80]),
+            Some(2),
+            "the old session's checks do not"
+        );
+        routes.remove(1, "a");
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
     }
 
     #[test]
