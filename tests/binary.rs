@@ -9,6 +9,8 @@ use std::time::Duration;
 struct Server {
     child: Option<Child>,
     base: String,
+    /// Its log lines after the one with its address.
+    logs: mpsc::Receiver<String>,
 }
 
 impl Drop for Server {
@@ -40,28 +42,45 @@ fn start() -> Server {
         .spawn()
         .expect("start whip-echo");
     let stdout = child.stdout.take().unwrap();
-    let mut server = Server {
-        child: Some(child),
-        base: String::new(),
-    };
-    let (tx, rx) = mpsc::channel();
+    let (tx, logs) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("HTTP listening") {
-                let addr = line
-                    .split("\"addr\":\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next());
-                let _ = tx.send(addr.map(str::to_owned));
-            }
+            let _ = tx.send(line);
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("server logs its address")
-        .expect("address field");
-    server.base = format!("http://{addr}");
-    server
+    let addr = loop {
+        let line = logs
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server logs its address");
+        if line.contains("HTTP listening") {
+            let addr = line
+                .split("\"addr\":\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("address field");
+            break addr.to_owned();
+        }
+    };
+    Server {
+        child: Some(child),
+        base: format!("http://{addr}"),
+        logs,
+    }
+}
+
+impl Server {
+    /// Waits for a log line containing `text`.
+    fn wait_for_log(&self, text: &str) {
+        loop {
+            let line = self
+                .logs
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("a log line with {text:?}"));
+            if line.contains(text) {
+                return;
+            }
+        }
+    }
 }
 
 fn sigterm_and_wait(mut server: Server) {
@@ -185,13 +204,15 @@ async fn sigterm_closes_live_sessions_refuses_new_ones_and_exits_0() {
     let child = server.child.take().unwrap();
     let started = std::time::Instant::now();
     kill_term(&child);
-    // POSTs while it stops: refused with 503 (or, once HTTP is closed, not connected at all);
-    // never a new session.
+    // Logged once the stop has begun (the cancellation POSTs see).
+    tokio::task::block_in_place(|| server.wait_for_log("stopping: closing every session"));
+    // POSTs (of a valid WHIP offer) while it stops: refused with 503 (or, once HTTP is closed,
+    // not connected at all); never a new session.
     let http = reqwest::Client::new();
     let refusals = tokio::spawn(async move {
         let mut statuses = Vec::new();
         while let Ok(r) = http
-            .post(format!("{base}/echo/late"))
+            .post(format!("{base}/whip/late"))
             .header("content-type", "application/sdp")
             .body(include_str!("data/offer.sdp"))
             .send()
@@ -229,12 +250,22 @@ async fn a_second_sigterm_exits_at_once() {
     let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
     slow.write_all(
         b"POST /echo/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
-          Content-Length: 1000\r\n\r\nv=0\r\n",
+          Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n",
     )
     .await
     .unwrap();
+    // hyper answers 100 Continue when the handler starts reading the body: from here on the
+    // request is under way (and its body never comes).
+    let mut interim = [0u8; 25];
+    tokio::io::AsyncReadExt::read_exact(&mut slow, &mut interim)
+        .await
+        .unwrap();
+    assert!(interim.starts_with(b"HTTP/1.1 100 Continue"), "{interim:?}");
+    slow.write_all(b"v=0\r\n").await.unwrap();
     let child = server.child.take().unwrap();
     kill_term(&child);
+    // Signals sent back to back coalesce into one; the second is sent once the first was seen.
+    tokio::task::block_in_place(|| server.wait_for_log("shutdown signal received"));
     kill_term(&child);
     let exit = exit_of(child).await;
     assert_eq!(exit.code(), Some(130), "{exit:?}");
