@@ -165,6 +165,11 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
 
+    /// Bearer token for `GET /api/streams`. Without it the list is open, unless publish or play
+    /// tokens or a JWT key are configured: then the list needs this token.
+    #[arg(long, env = "WHIP_ECHO_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+
     /// A STUN or TURN server told to clients in a `Link` header (RFC 9725 §4.6) on every 201 and
     /// OPTIONS, e.g. `stun:stun.example.org:3478` or `turn:turn.example.org:3478?transport=udp`.
     /// Repeatable; as an env var, comma-separated.
@@ -281,6 +286,7 @@ impl Config {
             jwt_secret: hide(&self.jwt_secret),
             turn_secret: hide(&self.turn_secret),
             turn_password: hide(&self.turn_password),
+            admin_token: hide(&self.admin_token),
             ..self.clone()
         }
     }

@@ -77,6 +77,13 @@ impl<K: Copy + Eq + Hash> Registry<K> {
         self.sessions.len()
     }
 
+    /// Every stream: its name, its publisher and its viewers.
+    pub fn streams_iter(&self) -> impl Iterator<Item = (&StreamName, Option<K>, &[K])> {
+        self.streams
+            .iter()
+            .map(|(name, s)| (name, s.publisher, s.viewers.as_slice()))
+    }
+
     /// Number of streams with a publisher or a viewer.
     pub fn streams(&self) -> usize {
         self.streams.len()

@@ -286,6 +286,7 @@ async fn start_planes(
         client_ip_header: client_ip_header(config)?,
         metrics,
         stopping: stop_http.clone(),
+        admin_token: config.admin_token.as_deref().map(Arc::from),
         request_timeout: config.http_request_timeout,
     };
     let limits = http::Limits {

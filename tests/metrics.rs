@@ -162,3 +162,87 @@ async fn readyz_is_200_while_serving() {
     assert_eq!(response.text().await.unwrap(), "ready\n");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn api_streams_lists_each_stream_with_its_publisher_and_viewers() {
+    use support::client::{AudioCodec, VideoCodec};
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let loopback = IpAddr::from([127, 0, 0, 1]);
+    let connect = |mode, path: &'static str| {
+        let url = Url::parse(&format!("{base}{path}")).unwrap();
+        let options = Options {
+            audio: AudioCodec::Opus,
+            video: Some(VideoCodec::Vp8),
+            ..Options::default()
+        };
+        async move {
+            let mut c =
+                Client::connect_with_options(&Http::new(None), &url, mode, loopback, options)
+                    .await
+                    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
+            c.wait_connected(WAIT).await;
+            c
+        }
+    };
+    let publisher = connect(Mode::Send, "/whip/live").await;
+    let viewer = connect(Mode::Recv, "/whep/live").await;
+    let waiting = connect(Mode::Recv, "/whep/later").await;
+    let text = reqwest::get(format!("{base}/api/streams"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let streams = list["streams"].as_array().unwrap();
+    assert_eq!(streams.len(), 2, "{list}");
+    assert_eq!(streams[0]["stream"], "later");
+    assert!(streams[0]["publisher"].is_null());
+    assert_eq!(streams[0]["viewers"], 1);
+    let live = &streams[1];
+    assert_eq!(live["stream"], "live");
+    assert_eq!(live["viewers"], 1);
+    assert_eq!(live["publisher"]["kind"], "whip");
+    assert_eq!(live["publisher"]["state"], "connected");
+    assert_eq!(
+        live["publisher"]["codecs"],
+        serde_json::json!(["audio/opus", "video/VP8"])
+    );
+    assert!(live["publisher"]["uptime_seconds"].as_f64().unwrap() > 0.0);
+    support::delete_all_and_stop(server, vec![publisher, viewer, waiting]).await;
+}
+
+#[tokio::test]
+async fn api_streams_needs_the_admin_token_once_the_server_has_tokens() {
+    let mut config = Config::for_tests();
+    config.publish_tokens = vec!["pub-secret".into()];
+    let server = start(config).await;
+    let get = |token: Option<&str>| {
+        let mut r = reqwest::Client::new().get(format!("{}/api/streams", server.base_url()));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    // Tokens but no admin token: nobody may list (stream names may be private).
+    assert_eq!(get(None).await, 403);
+    assert_eq!(get(Some("pub-secret")).await, 403);
+    server.shutdown().await.unwrap();
+
+    let mut config = Config::for_tests();
+    config.publish_tokens = vec!["pub-secret".into()];
+    config.admin_token = Some("admin-secret".into());
+    let server = start(config).await;
+    let get = |token: Option<&str>| {
+        let mut r = reqwest::Client::new().get(format!("{}/api/streams", server.base_url()));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get(None).await, 401);
+    assert_eq!(get(Some("pub-secret")).await, 401);
+    assert_eq!(get(Some("admin-secret")).await, 200);
+    server.shutdown().await.unwrap();
+}

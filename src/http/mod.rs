@@ -41,6 +41,8 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// What `/metrics` reports.
     pub metrics: crate::metrics::Metrics,
+    /// The bearer token of `GET /api/streams` (`--admin-token`).
+    pub admin_token: Option<Arc<str>>,
     /// Cancelled when the server begins to stop (`/readyz` then answers 503).
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -113,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", page(get(assets::healthz)))
         .route("/readyz", page(get(ops::readyz)))
         .route("/metrics", page(get(ops::metrics)))
+        .route("/api/streams", page(get(ops::streams)))
         .route(
             "/whip/{stream}",
             endpoint(axum::routing::post(endpoints::post_whip)),

@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::error::ApiError;
 
 /// The Prometheus text exposition format's media type (version 0.0.4).
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -63,4 +64,47 @@ pub async fn count_responses(
 pub async fn no_route(State(state): State<AppState>) -> Response {
     state.metrics.http_response("unmatched", 404);
     crate::error::ApiError::NotFound("no such endpoint").into_response()
+}
+
+/// `GET /api/streams`: every stream with its publisher (state, codecs, uptime) and viewer
+/// count, as JSON, for the page's list of live streams and for operators. Open when the server
+/// has no tokens at all; otherwise it needs `Authorization: Bearer <--admin-token>` (stream
+/// names may be private where publishing or playing is).
+pub async fn streams(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(e) = admin(&state, &headers) {
+        return e.into_response();
+    }
+    match state.media.streams().await {
+        Ok(streams) => axum::Json(StreamList { streams }).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+#[derive(serde::Serialize)]
+struct StreamList {
+    streams: Vec<crate::media::StreamInfo>,
+}
+
+/// Whether the request may list streams.
+fn admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer);
+    match (&state.admin_token, &state.auth) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(ApiError::Forbidden(
+            "listing streams needs --admin-token on a server with tokens".into(),
+        )),
+        (Some(admin), _) => {
+            use subtle::ConstantTimeEq;
+            match bearer {
+                Some(token) if bool::from(token.as_bytes().ct_eq(admin.as_bytes())) => Ok(()),
+                given => Err(ApiError::Unauthorized {
+                    invalid_token: given.is_some(),
+                    why: "listing streams needs the admin token",
+                }),
+            }
+        }
+    }
 }

@@ -13,7 +13,7 @@ use super::routes::SessionKey;
 use super::{Command, MediaError, NewSession, ResourceState};
 use crate::config::PublisherConflict;
 use crate::registry::{Entry, Lookup};
-use crate::session::{EndReason, ResourceId, StreamName};
+use crate::session::{EndReason, ResourceId, Role, StreamName};
 
 impl MediaLoop {
     pub(super) fn handle_command(&mut self, command: Command) {
@@ -47,6 +47,9 @@ impl MediaLoop {
             Command::StreamCodecs { stream, reply } => {
                 let _ = reply.send(self.stream_codecs(&stream));
             }
+            Command::ListStreams { reply } => {
+                let _ = reply.send(self.list_streams(now));
+            }
             Command::Patch {
                 resource,
                 patch,
@@ -74,6 +77,31 @@ impl MediaLoop {
             Lookup::Ended(_) if self.registry.delete_ended(&resource, now) => Ok(()),
             Lookup::Ended(_) | Lookup::Unknown => Err(MediaError::UnknownResource),
         }
+    }
+
+    /// This loop's streams, for `GET /api/streams`.
+    fn list_streams(&self, now: Instant) -> Vec<super::StreamInfo> {
+        self.registry
+            .streams_iter()
+            .map(|(name, publisher, viewers)| super::StreamInfo {
+                stream: name.to_string(),
+                publisher: publisher.and_then(|key| {
+                    let conn = self.sessions.get(&key)?;
+                    let role = self.registry.session(key)?.role;
+                    Some(super::PublisherInfo {
+                        kind: if role == Role::Echo { "echo" } else { "whip" },
+                        state: match conn.link {
+                            Link::Connecting => "connecting",
+                            Link::Connected => "connected",
+                            Link::Disconnected => "disconnected",
+                        },
+                        codecs: conn.codecs.iter().map(|(_, c)| c.clone()).collect(),
+                        uptime_seconds: now.saturating_duration_since(conn.started).as_secs_f64(),
+                    })
+                }),
+                viewers: viewers.len(),
+            })
+            .collect()
     }
 
     /// The codecs of `stream`'s live publisher, and those its first viewer was given.

@@ -100,6 +100,10 @@ pub(crate) enum Command {
         stream: StreamName,
         reply: oneshot::Sender<codecs::StreamCodecs>,
     },
+    /// The loop's streams, for `GET /api/streams`.
+    ListStreams {
+        reply: oneshot::Sender<Vec<StreamInfo>>,
+    },
     /// Trickled candidates or an ICE restart (RFC 9725 §4.3).
     Patch {
         resource: ResourceId,
@@ -109,6 +113,30 @@ pub(crate) enum Command {
     /// Makes the loop panic, to test that a dead loop is seen.
     #[cfg(test)]
     Panic,
+}
+
+/// One stream as `GET /api/streams` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StreamInfo {
+    /// Its name.
+    pub stream: String,
+    /// Its publisher (WHIP or echo), if one is live.
+    pub publisher: Option<PublisherInfo>,
+    /// Live WHEP viewers.
+    pub viewers: usize,
+}
+
+/// A stream's publisher as `GET /api/streams` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PublisherInfo {
+    /// `whip` or `echo`.
+    pub kind: &'static str,
+    /// `connecting`, `connected` or `disconnected`.
+    pub state: &'static str,
+    /// The codec of each kind it sends (`audio/opus`, `video/H264/42e0/1`).
+    pub codecs: Vec<String>,
+    /// Seconds since its POST.
+    pub uptime_seconds: f64,
 }
 
 /// A session negotiated on the request's task, handed to its loop.
@@ -395,6 +423,19 @@ impl MediaHandle {
             .await
             .map_err(|_| MediaError::NotRunning)?;
         answer.await.map_err(|_| MediaError::NotRunning)
+    }
+
+    /// Every stream of every loop, by name.
+    pub async fn streams(&self) -> Result<Vec<StreamInfo>, MediaError> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            all.extend(
+                self.request(shard, |reply| Command::ListStreams { reply })
+                    .await?,
+            );
+        }
+        all.sort_by(|a, b| a.stream.cmp(&b.stream));
+        Ok(all)
     }
 
     /// Makes loop `index` panic (tests of crash visibility).
