@@ -456,8 +456,11 @@ async fn serve(
         let paths = selftest::paths(&media, http_media);
         tokio::spawn(run_self_test(media, paths, self_test, stop.clone()))
     });
-    // HTTP is served until the media loops have closed every session: meanwhile a POST gets
-    // 503 (`ShuttingDown`) and `/readyz` 503, rather than a refused connection.
+    // HTTP connections already open are served until the media loops have closed every
+    // session: meanwhile a POST on them gets 503 (`ShuttingDown`) and `/readyz` 503. New
+    // connections are refused once stopping begins when the HTTP port is shared with ICE-TCP
+    // (its acceptor belongs to the media plane and stops with it), and accepted until then
+    // otherwise.
     let close = CancellationToken::new();
     let http_close = close.clone();
     let http = tokio::spawn(async move {

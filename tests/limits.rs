@@ -88,6 +88,9 @@ async fn behind_a_proxy_the_client_ip_comes_from_the_configured_header() {
     assert_eq!(one.status(), 201);
     let same = post(&http, &base, "b", Some("10.8.8.8, 198.51.100.7")).await;
     assert_eq!(same.status(), 429);
+    // With a port, as some proxies write it: the same client.
+    let with_port = post(&http, &base, "b", Some("198.51.100.7:51234")).await;
+    assert_eq!(with_port.status(), 429);
     let other = post(&http, &base, "b", Some("198.51.100.8")).await;
     assert_eq!(other.status(), 201);
     for created in [&one, &other] {
@@ -97,14 +100,18 @@ async fn behind_a_proxy_the_client_ip_comes_from_the_configured_header() {
     server.shutdown().await.unwrap();
 }
 
-/// Reads what the server sends on `stream` until it closes the connection.
-async fn read_to_close(stream: &mut TcpStream) -> String {
+/// Reads what the server sends on `stream` until it closes the connection, within `within`.
+async fn read_to_close_within(stream: &mut TcpStream, within: Duration) -> String {
     let mut got = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut got))
+    tokio::time::timeout(within, stream.read_to_end(&mut got))
         .await
         .expect("the server closes the connection in time")
         .ok();
     String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn read_to_close(stream: &mut TcpStream) -> String {
+    read_to_close_within(stream, WAIT).await
 }
 
 #[tokio::test]
@@ -115,19 +122,21 @@ async fn slow_headers_idle_keep_alive_and_slow_bodies_do_not_hold_a_connection()
     let server = start(config).await;
     let addr = server.http_addr;
 
-    // Slowloris: the headers never end.
+    // Slowloris: the headers never end. Closed after the configured 300 ms, not the default
+    // 10 s (the bound below is generous for a slow machine, and far under 10 s).
+    let bound = Duration::from_secs(5);
     let mut slow = TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"POST /echo/x HTTP/1.1\r\nHost: x\r\nX-A: ")
         .await
         .unwrap();
-    read_to_close(&mut slow).await;
+    read_to_close_within(&mut slow, bound).await;
 
     // A connection that goes quiet after a request is closed too.
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let got = read_to_close(&mut idle).await;
+    let got = read_to_close_within(&mut idle, bound).await;
     assert!(got.starts_with("HTTP/1.1 200"), "{got}");
 
     // A body that stops coming: 408 with its reason.
@@ -138,7 +147,7 @@ async fn slow_headers_idle_keep_alive_and_slow_bodies_do_not_hold_a_connection()
     )
     .await
     .unwrap();
-    let got = read_to_close(&mut body).await;
+    let got = read_to_close_within(&mut body, bound).await;
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
     assert!(got.ends_with("request took too long\n"), "{got}");
 

@@ -73,12 +73,22 @@ pub(crate) fn client_ip_from(
             .next_back()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
-            .and_then(|ip| ip.trim().parse().ok());
+            .and_then(|entry| parse_client_ip(entry.trim()));
         if from_proxy.is_some() {
             return from_proxy;
         }
     }
     peer.map(|addr| addr.ip())
+}
+
+/// A proxy's client entry: an IP, an `IP:port`, or a bracketed IPv6 address with or without a
+/// port (`[2001:db8::1]`, `[2001:db8::1]:443`), as proxies write them.
+fn parse_client_ip(entry: &str) -> Option<std::net::IpAddr> {
+    entry
+        .parse()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// A request, its body included, that takes longer than the request timeout is answered 408

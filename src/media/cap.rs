@@ -46,10 +46,7 @@ impl SessionCap {
     /// free.
     pub fn try_admit(&self, client: Option<IpAddr>) -> Result<Permit, MediaError> {
         let counts = &self.0;
-        // An IPv4 client seen on a dual-stack socket is the same client as over IPv4.
-        let ip = client
-            .map(|ip| ip.to_canonical())
-            .filter(|_| counts.max_per_ip > 0);
+        let ip = client.map(client_key).filter(|_| counts.max_per_ip > 0);
         if let Some(ip) = ip {
             let mut per_ip = counts.per_ip.lock().unwrap_or_else(|e| e.into_inner());
             let n = per_ip.entry(ip).or_insert(0);
@@ -72,6 +69,19 @@ impl SessionCap {
             counts: counts.clone(),
             ip,
         })
+    }
+}
+
+/// Whom a client IP counts as: an IPv4 client seen on a dual-stack socket is the same client as
+/// over IPv4, and an IPv6 client is its /64 (one subscriber's prefix: anyone with one has 2^64
+/// addresses to pick from).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -136,6 +146,17 @@ mod tests {
         );
         assert_eq!(cap.0.per_ip.lock().unwrap().get(&other), Some(&1));
         drop(a);
+        // Two addresses of one IPv6 /64 are one client.
+        let wide = SessionCap::new(10, 1);
+        let _v6 = wide
+            .try_admit(Some("2001:db8::1".parse().unwrap()))
+            .unwrap();
+        assert!(wide
+            .try_admit(Some("2001:db8::ffff:2".parse().unwrap()))
+            .is_err());
+        assert!(wide
+            .try_admit(Some("2001:db8:0:1::1".parse().unwrap()))
+            .is_ok());
         let d = cap.try_admit(Some(one));
         assert!(d.is_ok(), "{d:?}");
         assert!(cap.try_admit(None).is_err());

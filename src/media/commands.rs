@@ -137,6 +137,15 @@ impl MediaLoop {
         } = session;
         if role.publishes() {
             self.claim_publisher_slot(&stream)?;
+            // The stream's viewers start the new publisher afresh: at its first keyframe, even
+            // under the old publisher's SSRC.
+            for viewer in self.registry.viewers(&stream).to_vec() {
+                if let Some(conn) = self.sessions.get_mut(&viewer) {
+                    for leg in &mut conn.legs {
+                        leg.forwarder.forget_source();
+                    }
+                }
+            }
         }
         let key = self.next_key;
         self.next_key += 1;

@@ -56,6 +56,13 @@ impl Forwarder {
         self.source.map(|s| s.ssrc)
     }
 
+    /// A new publisher took the stream: whatever SSRC comes next is a new source (its numbers
+    /// continue this leg's; a video leg waits for its keyframe), even one equal to the old
+    /// publisher's (encoders with a fixed SSRC).
+    pub fn forget_source(&mut self) {
+        self.source = None;
+    }
+
     /// Rewrites `header` (a copy of the publisher's) for this leg.
     pub fn rewrite(&mut self, header: &mut Header, now: Instant) {
         let source = match self.source {
@@ -160,6 +167,20 @@ mod tests {
         let mut h = header(9, 31338, 777 + 960);
         f.rewrite(&mut h, t0 + Duration::from_secs(1));
         assert_eq!((h.sequence_number, h.timestamp), (2, 1920 + 48_000 + 960));
+    }
+
+    #[test]
+    fn a_new_publisher_with_the_old_ssrc_is_still_a_new_source() {
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(42, 96, 90_000, 3000);
+        f.rewrite(&mut header(7, 100, 1000), t0);
+        f.forget_source();
+        assert_eq!(f.source_ssrc(), None);
+        // The same SSRC with unrelated numbers: the leg's sequence goes on after its last.
+        let mut h = header(7, 5000, 9);
+        f.rewrite(&mut h, t0);
+        assert_eq!(h.sequence_number, 101);
+        assert_eq!(f.source_ssrc(), Some(7));
     }
 
     #[test]

@@ -119,12 +119,17 @@ impl<'a> Values<'a> {
         }
         // Several fingerprints are allowed (one per hash function, RFC 8122 §5), the same set
         // on the whole transport: two different ones of a hash function name two certificates.
-        let mut fingerprints = self.fingerprints;
+        // Compared without case: `SHA-256 3A:…` and `sha-256 3a:…` are one certificate.
+        let mut fingerprints: Vec<String> = self
+            .fingerprints
+            .iter()
+            .map(|f| f.trim().to_ascii_lowercase())
+            .collect();
         fingerprints.sort_unstable();
         fingerprints.dedup();
         for pair in fingerprints.windows(2) {
-            let hash = |f: &str| f.split(' ').next().unwrap_or_default().to_ascii_lowercase();
-            if hash(pair[0]) == hash(pair[1]) {
+            let hash = |f: &str| f.split(' ').next().unwrap_or_default().to_owned();
+            if hash(&pair[0]) == hash(&pair[1]) {
                 return Err("conflicting a=fingerprint values for one hash function".into());
             }
         }
@@ -209,6 +214,12 @@ mod tests {
             ["AB"; 20].join(":")
         );
         assert_eq!(check(&sdp("", &[&two])), Ok(()));
+        // The same certificate written in another case.
+        let upper = format!(
+            "a=ice-ufrag:Xk3d\r\na=ice-pwd:9fK2mQ8sLr4TzP1vWc7nYb0e\r\na=fingerprint:{}\r\n",
+            FP.to_lowercase().replace("sha-256", "SHA-256")
+        );
+        assert_eq!(check(&sdp("", &[&creds("Xk3d"), &upper])), Ok(()));
     }
 
     #[test]
