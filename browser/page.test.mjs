@@ -236,6 +236,26 @@ test("play on a stream nobody publishes: 'waiting for the publisher' until audio
   }
 });
 
+test("the live streams list: a visitor sees what is published and plays it with one click", async () => {
+  const stream = `listed-${Date.now()}`;
+  const publisher = await openPage(base, { stream });
+  await publisher.page.click("#publish");
+  await statusIs(publisher.page, "connected");
+  const visitor = await openPage(base);
+  // Listed with its codec; the Play button fills in the name and plays it.
+  const item = visitor.page.locator(`#live li[data-stream="${stream}"]`);
+  await item.waitFor({ timeout: WAIT });
+  assert.match(await item.textContent(), new RegExp(`^${stream} \\(opus, 0 listeners\\)`));
+  await item.getByRole("button", { name: `Play ${stream}` }).click();
+  assert.equal(await visitor.page.inputValue("#stream"), stream);
+  await visitor.page.waitForFunction(() => document.getElementById("status").textContent === "Receiving audio.",
+    null, { timeout: WAIT });
+  for (const p of [visitor, publisher]) {
+    await p.page.click("#hangup");
+    await p.context.close();
+  }
+});
+
 test("a failed leg (409) is named, and the other leg's marks are not shown as its own", async () => {
   const strict = await startServer(["--publisher-conflict", "reject"]);
   try {

@@ -6,6 +6,7 @@
 import { HttpError, Session, discover } from "/whip-client.js";
 import { delayedPlayback, measure, median } from "/latency.js";
 import { describeEnd, iceFailure, mediaPath, showServerPaths } from "/diagnose.js";
+import { startLiveList } from "/live.js";
 
 const $ = (id) => document.getElementById(id);
 const state = (window.whipEcho = {
@@ -295,6 +296,17 @@ $("echo").addEventListener("click", () => {
 });
 $("publish").addEventListener("click", () => run(["publish"], async (gen) => startLeg("whip", await microphone(), gen)));
 $("play").addEventListener("click", () => run(["play"], async (gen) => startLeg("whep", null, gen)));
+// The live streams, each playable from the list: it fills in the stream name and plays it.
+startLiveList({
+  list: $("live"),
+  note: $("live-note"),
+  token: () => $("token").value.trim(),
+  play: (name) => {
+    $("stream").value = name;
+    showUrls();
+    $("play").click();
+  },
+});
 $("hangup").addEventListener("click", () => hangup());
 addEventListener("pagehide", () => { for (const l of legs) l.stop({ keepalive: true }); });
 

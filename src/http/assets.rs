@@ -10,6 +10,7 @@ const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
 const WHIP_CLIENT_JS: &str = include_str!("../../static/whip-client.js");
 const LATENCY_JS: &str = include_str!("../../static/latency.js");
+const LIVE_JS: &str = include_str!("../../static/live.js");
 const DIAGNOSE_JS: &str = include_str!("../../static/diagnose.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 const FAVICON: &[u8] = include_bytes!("../../static/favicon.ico");
@@ -32,6 +33,11 @@ pub async fn whip_client_js() -> Response {
 /// `GET /latency.js`: the latency measurement and the delayed echo.
 pub async fn latency_js() -> Response {
     asset("text/javascript; charset=utf-8", LATENCY_JS)
+}
+
+/// `GET /live.js`: the page's list of live streams.
+pub async fn live_js() -> Response {
+    asset("text/javascript; charset=utf-8", LIVE_JS)
 }
 
 /// `GET /diagnose.js`: what the page says when media does not flow.

@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .route("/app.js", page(get(assets::app_js)))
         .route("/whip-client.js", page(get(assets::whip_client_js)))
         .route("/latency.js", page(get(assets::latency_js)))
+        .route("/live.js", page(get(assets::live_js)))
         .route("/diagnose.js", page(get(assets::diagnose_js)))
         .route("/style.css", page(get(assets::style_css)))
         .route("/favicon.ico", page(get(assets::favicon)))
