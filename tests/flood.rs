@@ -5,14 +5,12 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use reqwest::Url;
 use support::client::{Client, Mode, Options};
-use support::{start, WAIT};
+use support::start;
 use tokio::net::UdpSocket;
-use whip_conformance::http::Http;
 use whip_echo::config::Config;
 
 /// Datagrams per flood.
@@ -130,18 +128,12 @@ fn unroutable(metrics: &str) -> f64 {
 async fn a_flood_of_hostile_datagrams_leaves_the_echo_running_and_memory_flat() {
     let server = start(Config::for_tests()).await;
     let base = server.base_url();
-    let url = Url::parse(&format!("{base}/echo/flood")).unwrap();
-    let loopback = IpAddr::from([127, 0, 0, 1]);
-    let mut client = Client::connect_with_options(
-        &Http::new(None),
-        &url,
+    let mut client = support::connected(
+        &format!("{base}/echo/flood"),
         Mode::SendRecv,
-        loopback,
         Options::default(),
     )
-    .await
-    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
-    client.wait_connected(WAIT).await;
+    .await;
     let server_ufrag = client
         .answer
         .lines()

@@ -4,13 +4,10 @@
 
 mod support;
 
-use std::net::IpAddr;
-
-use reqwest::{Method, Url};
-use support::client::{Client, Mode, Options};
+use reqwest::Method;
+use support::client::{Mode, Options};
 use support::{start, wait_idle, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use whip_conformance::http::Http;
 use whip_echo::config::Config;
 
 const OFFER: &str = include_str!("data/offer.sdp");
@@ -373,17 +370,12 @@ async fn every_hostile_request_gets_its_4xx_with_a_reason_and_the_server_still_e
 
     // Still serving, with nothing left of any of it.
     wait_idle(&server).await;
-    let url = Url::parse(&format!("{base}/echo/after")).unwrap();
-    let mut client = Client::connect_with_options(
-        &Http::new(None),
-        &url,
+    let mut client = support::connected(
+        &format!("{base}/echo/after"),
         Mode::SendRecv,
-        IpAddr::from([127, 0, 0, 1]),
         Options::default(),
     )
-    .await
-    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
-    client.wait_connected(WAIT).await;
+    .await;
     client.send(b"still here");
     assert_eq!(&client.next_packet(WAIT).await.payload[..], b"still here");
     support::delete_all_and_stop(server, vec![client]).await;

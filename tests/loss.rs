@@ -8,14 +8,11 @@
 
 mod support;
 
-use std::net::IpAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reqwest::Url;
-use support::client::{Client, Mode, Options};
-use support::{start, WAIT};
-use whip_conformance::http::Http;
+use support::client::{Mode, Options};
+use support::start;
 use whip_echo::config::Config;
 
 /// Set in the re-run inside the namespace.
@@ -84,18 +81,8 @@ fn inside() {
 
 async fn echo_through_loss() {
     let server = start(Config::for_tests()).await;
-    let url = Url::parse(&format!("{}/echo/lossy", server.base_url())).unwrap();
-    let loopback = IpAddr::from([127, 0, 0, 1]);
-    let mut client = Client::connect_with_options(
-        &Http::new(None),
-        &url,
-        Mode::SendRecv,
-        loopback,
-        Options::default(),
-    )
-    .await
-    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
-    client.wait_connected(WAIT).await;
+    let url = format!("{}/echo/lossy", server.base_url());
+    let mut client = support::connected(&url, Mode::SendRecv, Options::default()).await;
     let sent = SECONDS * RATE;
     let mut received = std::collections::HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));

@@ -56,18 +56,12 @@ async fn metrics_move_with_sessions_packets_and_refusals() {
     }
     assert!(before.contains("# TYPE whip_echo_connect_seconds histogram"));
 
-    let url = Url::parse(&format!("{base}/echo/m")).unwrap();
-    let loopback = IpAddr::from([127, 0, 0, 1]);
-    let mut client = Client::connect_with_options(
-        &Http::new(None),
-        &url,
+    let mut client = support::connected(
+        &format!("{base}/echo/m"),
         Mode::SendRecv,
-        loopback,
         Options::default(),
     )
-    .await
-    .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
-    client.wait_connected(WAIT).await;
+    .await;
     for i in 0..10u8 {
         client.send(&[i; 100]);
         client.next_packet(WAIT).await;
@@ -213,18 +207,21 @@ async fn api_streams_lists_each_stream_with_its_publisher_and_viewers() {
     support::delete_all_and_stop(server, vec![publisher, viewer, waiting]).await;
 }
 
+/// The status of `GET /api/streams` with `token` as the bearer token, if any.
+async fn list_status(server: &whip_echo::server::Running, token: Option<&str>) -> u16 {
+    let mut r = reqwest::Client::new().get(format!("{}/api/streams", server.base_url()));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test]
 async fn api_streams_needs_the_admin_token_once_the_server_has_tokens() {
     let mut config = Config::for_tests();
     config.publish_tokens = vec!["pub-secret".into()];
     let server = start(config).await;
-    let get = |token: Option<&str>| {
-        let mut r = reqwest::Client::new().get(format!("{}/api/streams", server.base_url()));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        async move { r.send().await.unwrap().status().as_u16() }
-    };
+    let get = |token| list_status(&server, token);
     // Tokens but no admin token: nobody may list (stream names may be private).
     assert_eq!(get(None).await, 403);
     assert_eq!(get(Some("pub-secret")).await, 403);
@@ -234,13 +231,7 @@ async fn api_streams_needs_the_admin_token_once_the_server_has_tokens() {
     config.publish_tokens = vec!["pub-secret".into()];
     config.admin_token = Some("admin-secret".into());
     let server = start(config).await;
-    let get = |token: Option<&str>| {
-        let mut r = reqwest::Client::new().get(format!("{}/api/streams", server.base_url()));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        async move { r.send().await.unwrap().status().as_u16() }
-    };
+    let get = |token| list_status(&server, token);
     assert_eq!(get(None).await, 401);
     assert_eq!(get(Some("pub-secret")).await, 401);
     assert_eq!(get(Some("admin-secret")).await, 200);

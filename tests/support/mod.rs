@@ -44,3 +44,29 @@ pub async fn delete_all_and_stop(server: Running, clients: Vec<client::Client>) 
     }
     server.shutdown().await.unwrap();
 }
+
+/// A client of `url` (`{base}/echo/{stream}` and the like) with `options`, connected (ICE and
+/// DTLS up on its side); panics with the server's answer if the POST is refused.
+pub async fn connected(url: &str, mode: client::Mode, options: client::Options) -> client::Client {
+    let url = reqwest::Url::parse(url).unwrap();
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let http = whip_conformance::http::Http::new(None);
+    let mut c = client::Client::connect_with_options(&http, &url, mode, loopback, options)
+        .await
+        .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
+    c.wait_connected(WAIT).await;
+    c
+}
+
+/// Waits (up to 60 s) until the media plane has no session left: reaping on an ICE timeout
+/// takes that long for the last of many.
+pub async fn wait_reaped(server: &Running) {
+    let mut stats = server.media.stats();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        stats.wait_for(|s| s.idle && s.sessions == 0),
+    )
+    .await
+    .expect("every session reaped")
+    .expect("media loop alive");
+}
