@@ -217,6 +217,15 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_MAX_HTTP_CONNECTIONS", default_value_t = 1024)]
     pub max_http_connections: usize,
 
+    /// Open HTTP connections from one client IP (an IPv6 /64) at most; one more is answered 503
+    /// and closed. 0: no limit. Behind a reverse proxy every connection is the proxy's.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_MAX_HTTP_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
+    pub max_http_connections_per_ip: usize,
+
     /// Seconds a client has to send a request's headers; also how long an idle keep-alive
     /// connection stays open (a slow or silent client holds a connection no longer).
     #[arg(long, env = "WHIP_ECHO_HTTP_HEADER_TIMEOUT", default_value = "10",

@@ -292,6 +292,7 @@ async fn start_planes(
     let limits = http::Limits {
         header_timeout: config.http_header_timeout,
         max_connections: config.max_http_connections.max(1),
+        max_connections_per_ip: config.max_http_connections_per_ip,
     };
     Ok(Planes {
         app: router(state),

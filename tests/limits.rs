@@ -164,9 +164,55 @@ async fn slow_headers_idle_keep_alive_and_slow_bodies_do_not_hold_a_connection()
 }
 
 #[tokio::test]
+async fn one_client_ip_cannot_take_every_connection() {
+    let mut config = Config::for_tests();
+    config.max_http_connections = 10;
+    config.max_http_connections_per_ip = 2;
+    let server = start(config).await;
+    let addr = server.http_addr;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(c);
+    }
+    // A third from the same address (all of loopback is one client here), though 8 places are
+    // free.
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    over.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_to_close(&mut over).await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    drop(held);
+    let http = reqwest::Client::new();
+    let health = format!("{}/healthz", server.base_url());
+    let back = tokio::time::timeout(WAIT, async {
+        loop {
+            match http.get(&health).send().await {
+                Ok(r) if r.status() == 200 => break,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        back.is_ok(),
+        "its places come back when its connections close"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn connections_over_the_cap_get_503_and_closed_ones_free_their_place() {
     let mut config = Config::for_tests();
     config.max_http_connections = 2;
+    config.max_http_connections_per_ip = 0;
     let server = start(config).await;
     let addr = server.http_addr;
     let mut held = Vec::new();

@@ -93,6 +93,7 @@ impl Server {
                 .args(["--max-sessions", &max_sessions.to_string()])
                 // The load generator is one client IP.
                 .args(["--max-sessions-per-ip", "0"])
+                .args(["--max-http-connections-per-ip", "0"])
                 .args(["--media-threads", &threads.to_string()]);
                 c
             }

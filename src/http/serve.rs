@@ -2,13 +2,15 @@
 //! internet needs and `axum::serve` does not have. A client must send a request's headers within
 //! the header timeout (which also closes an idle keep-alive connection), so a slow or silent
 //! client (slowloris) holds a connection for no longer; open connections are capped, one beyond
-//! the cap is answered 503 and closed at once; the request timeout (body included) is a layer of
+//! the cap (or beyond the per-IP cap, so that one client cannot take every place) is answered
+//! 503 and closed at once; the request timeout (body included) is a layer of
 //! the router. Each connection's task is owned here: at shutdown the requests under way finish
 //! (for at most [`DRAIN`]) and the rest are dropped.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::Router;
@@ -28,6 +30,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections from one client IP at most (0: no limit), below `max_connections` so
+    /// that one client cannot take every place (the container's health check included).
+    pub max_connections_per_ip: usize,
 }
 
 /// The TCP peer of the connection a request came on (a request extension).
@@ -49,18 +54,42 @@ where
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut connections = JoinSet::new();
+    // Each connection's task returns its client's key when it ends; this loop alone counts.
+    let mut connections: JoinSet<Option<IpAddr>> = JoinSet::new();
+    let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+    let mut last_warning: Option<Instant> = None;
     loop {
         let (io, peer) = tokio::select! {
             _ = stop.cancelled() => break,
-            Some(_) = connections.join_next() => continue,
+            Some(ended) = connections.join_next() => {
+                if let Ok(Some(ip)) = ended {
+                    release(&mut per_ip, ip);
+                }
+                continue;
+            }
             accepted = listener.accept() => accepted,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, max = limits.max_connections, "HTTP connection refused: at the cap");
-            connections.spawn(refuse(io));
+        let ip = crate::media::client_key(peer.ip());
+        let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
+        let over_ip = limits.max_connections_per_ip > 0 && from_ip >= limits.max_connections_per_ip;
+        let slot = if over_ip {
+            None
+        } else {
+            slots.clone().try_acquire_owned().ok()
+        };
+        let Some(slot) = slot else {
+            // At most one line a second: a flood of connections must not become one of lines.
+            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                last_warning = Some(Instant::now());
+                warn!(%peer, per_ip = over_ip, "HTTP connection refused: at the cap");
+            }
+            connections.spawn(async move {
+                refuse(io).await;
+                None
+            });
             continue;
         };
+        *per_ip.entry(ip).or_insert(0) += 1;
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<_>| {
             request.extensions_mut().insert(PeerAddr(peer));
@@ -77,6 +106,7 @@ where
                 debug!(%peer, error = %e, "HTTP connection ended");
             }
             drop(slot);
+            Some(ip)
         });
     }
     drop(listener);
@@ -88,6 +118,16 @@ where
             left = connections.len(),
             "HTTP connections still open at shutdown: closed"
         );
+    }
+}
+
+/// One connection of `ip` ended.
+fn release(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = per_ip.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            per_ip.remove(&ip);
+        }
     }
 }
 

@@ -75,7 +75,7 @@ impl SessionCap {
 /// Whom a client IP counts as: an IPv4 client seen on a dual-stack socket is the same client as
 /// over IPv4, and an IPv6 client is its /64 (one subscriber's prefix: anyone with one has 2^64
 /// addresses to pick from).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);
