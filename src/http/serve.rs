@@ -7,7 +7,6 @@
 //! the router. Each connection's task is owned here: at shutdown the requests under way finish
 //! (for at most [`DRAIN`]) and the rest are dropped.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -56,26 +55,29 @@ where
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     // Each connection's task returns its client's key when it ends; this loop alone counts.
     let mut connections: JoinSet<Option<IpAddr>> = JoinSet::new();
-    let mut per_ip: HashMap<IpAddr, usize> = HashMap::new();
+    let mut per_ip = crate::media::PerClient::default();
     let mut last_warning: Option<Instant> = None;
     loop {
         let (io, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             Some(ended) = connections.join_next() => {
                 if let Ok(Some(ip)) = ended {
-                    release(&mut per_ip, ip);
+                    per_ip.release(ip);
                 }
                 continue;
             }
             accepted = listener.accept() => accepted,
         };
         let ip = crate::media::client_key(peer.ip());
-        let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
-        let over_ip = limits.max_connections_per_ip > 0 && from_ip >= limits.max_connections_per_ip;
+        let over_ip = !per_ip.try_take(ip, limits.max_connections_per_ip);
         let slot = if over_ip {
             None
         } else {
-            slots.clone().try_acquire_owned().ok()
+            let slot = slots.clone().try_acquire_owned().ok();
+            if slot.is_none() {
+                per_ip.release(ip);
+            }
+            slot
         };
         let Some(slot) = slot else {
             // At most one line a second: a flood of connections must not become one of lines.
@@ -89,7 +91,6 @@ where
             });
             continue;
         };
-        *per_ip.entry(ip).or_insert(0) += 1;
         let app = app.clone();
         let service = hyper::service::service_fn(move |mut request: Request<_>| {
             request.extensions_mut().insert(PeerAddr(peer));
@@ -118,16 +119,6 @@ where
             left = connections.len(),
             "HTTP connections still open at shutdown: closed"
         );
-    }
-}
-
-/// One connection of `ip` ended.
-fn release(per_ip: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
-    if let Some(n) = per_ip.get_mut(&ip) {
-        *n -= 1;
-        if *n == 0 {
-            per_ip.remove(&ip);
-        }
     }
 }
 

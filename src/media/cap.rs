@@ -16,9 +16,8 @@ pub struct SessionCap(Arc<Counts>);
 struct Counts {
     live: AtomicUsize,
     max: usize,
-    /// Live sessions per client IP (only IPs with at least one); touched at admission and
-    /// teardown, never per packet.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Live sessions per client; touched at admission and teardown, never per packet.
+    per_ip: Mutex<PerClient>,
     /// 0: no per-IP cap.
     max_per_ip: usize,
 }
@@ -37,7 +36,7 @@ impl SessionCap {
         SessionCap(Arc::new(Counts {
             live: AtomicUsize::new(0),
             max,
-            per_ip: Mutex::new(HashMap::new()),
+            per_ip: Mutex::new(PerClient::default()),
             max_per_ip,
         }))
     }
@@ -48,12 +47,9 @@ impl SessionCap {
         let counts = &self.0;
         let ip = client.map(client_key).filter(|_| counts.max_per_ip > 0);
         if let Some(ip) = ip {
-            let mut per_ip = counts.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = per_ip.entry(ip).or_insert(0);
-            if *n >= counts.max_per_ip {
+            if !counts.per_ip().try_take(ip, counts.max_per_ip) {
                 return Err(MediaError::TooManyFromClient(counts.max_per_ip));
             }
-            *n += 1;
         }
         let taken = counts
             .live
@@ -85,17 +81,49 @@ pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl Counts {
-    fn release_ip(&self, ip: Option<IpAddr>) {
-        let Some(ip) = ip else {
-            return;
-        };
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = per_ip.get_mut(&ip) {
+/// How many of something (live sessions, open HTTP connections) each client holds, by
+/// [`client_key`]; only clients holding at least one are kept. One owner each: the session cap
+/// behind its mutex, the HTTP connection loop on its own.
+#[derive(Debug, Default)]
+pub(crate) struct PerClient(HashMap<IpAddr, usize>);
+
+impl PerClient {
+    /// Counts one more for client `key` unless it holds `max` already (0: no limit).
+    pub(crate) fn try_take(&mut self, key: IpAddr, max: usize) -> bool {
+        let n = self.0.entry(key).or_insert(0);
+        // A refused client already holds `max` (at least one): no empty entry is left.
+        if max > 0 && *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// One of client `key`'s ended.
+    pub(crate) fn release(&mut self, key: IpAddr) {
+        if let Some(n) = self.0.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                per_ip.remove(&ip);
+                self.0.remove(&key);
             }
+        }
+    }
+
+    /// What client `key` holds.
+    #[cfg(test)]
+    fn held(&self, key: IpAddr) -> usize {
+        self.0.get(&key).copied().unwrap_or(0)
+    }
+}
+
+impl Counts {
+    fn per_ip(&self) -> std::sync::MutexGuard<'_, PerClient> {
+        self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release_ip(&self, ip: Option<IpAddr>) {
+        if let Some(ip) = ip {
+            self.per_ip().release(ip);
         }
     }
 }
@@ -144,7 +172,7 @@ mod tests {
             cap.try_admit(Some(other)).err(),
             Some(MediaError::OverCapacity)
         );
-        assert_eq!(cap.0.per_ip.lock().unwrap().get(&other), Some(&1));
+        assert_eq!(cap.0.per_ip().held(other), 1);
         drop(a);
         // Two addresses of one IPv6 /64 are one client.
         let wide = SessionCap::new(10, 1);

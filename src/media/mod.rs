@@ -42,7 +42,7 @@ pub use loops::{spawn, LoopEnd, MediaLoops};
 pub use shared_port::SharedPort;
 pub use socket::local_ips;
 
-pub(crate) use cap::client_key;
+pub(crate) use cap::{client_key, PerClient};
 pub(crate) use routes::stun_request_local_ufrag;
 
 /// The media loop a local ufrag names (fuzzing entry).
