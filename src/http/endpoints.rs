@@ -73,10 +73,7 @@ async fn create(
         let stream = StreamName::parse(&stream)?;
         // RFC 9725 §4.7.1: bearer tokens, when the server is configured with any.
         if let Some(auth) = &state.auth {
-            let bearer = request_headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(crate::auth::bearer);
+            let bearer = super::bearer(&request_headers);
             let action = if role.publishes() {
                 Action::Publish
             } else {

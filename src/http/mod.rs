@@ -47,6 +47,14 @@ pub struct AppState {
     pub stopping: tokio_util::sync::CancellationToken,
 }
 
+/// The bearer token of a request's `Authorization` header, if it has one (RFC 6750 §2.1).
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer)
+}
+
 /// The client's IP: from `--client-ip-header` when configured (its last entry, the one the
 /// nearest proxy wrote), else the TCP peer's. `None` when neither is known (a request that did
 /// not come over a connection, as in the router's own tests): not counted per IP.

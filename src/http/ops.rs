@@ -87,10 +87,7 @@ struct StreamList {
 
 /// Whether the request may list streams.
 fn admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer);
+    let bearer = super::bearer(headers);
     match (&state.admin_token, &state.auth) {
         (None, None) => Ok(()),
         (None, Some(_)) => Err(ApiError::Forbidden(
