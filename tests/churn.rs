@@ -19,11 +19,6 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn rss_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    statm.split(' ').nth(1).unwrap().parse::<u64>().unwrap() * 4
-}
-
 /// One session on `/echo/{stream}`: connected, one packet echoed; then deleted, or abandoned
 /// without DTLS close_notify or DELETE.
 async fn cycle(base: &str, stream: String, vanish: bool) {
@@ -83,14 +78,14 @@ async fn a_thousand_deleted_and_a_thousand_vanished_sessions_leave_nothing_behin
     cycles(&base, "warm", 50, false).await;
     cycles(&base, "warm-vanished", CYCLES, true).await;
     support::wait_reaped(&server).await;
-    let (fds, rss) = (open_fds(), rss_kib());
+    let (fds, rss) = (open_fds(), support::rss_kib());
 
     cycles(&base, "deleted", CYCLES, false).await;
     wait_idle(&server).await;
     cycles(&base, "vanished", CYCLES, true).await;
     // Each vanished session ends by ICE timeout, through the one teardown path.
     support::wait_reaped(&server).await;
-    let (fds_after, rss_after) = (open_fds(), rss_kib());
+    let (fds_after, rss_after) = (open_fds(), support::rss_kib());
     println!(
         "# churn: {CYCLES} deleted + {CYCLES} vanished: fds {fds} -> {fds_after}, RSS {rss} -> \
          {rss_after} KiB"

@@ -85,13 +85,6 @@ async fn flood(target: SocketAddr, server_ufrag: String) {
     }
 }
 
-/// Resident set size of this process (server and test together), in KiB.
-fn rss_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
-    pages * 4
-}
-
 /// Echoes `count` numbered payloads one at a time; returns how many came back within 200 ms
 /// each.
 async fn echo(client: &mut Client, tag: &str, count: usize) -> usize {
@@ -111,17 +104,6 @@ async fn echo(client: &mut Client, tag: &str, count: usize) -> usize {
         }
     }
     back
-}
-
-fn unroutable(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("whip_echo_dropped_packets_total{cause=\"unroutable\"} ")?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,10 +147,13 @@ async fn a_flood_of_hostile_datagrams_leaves_the_echo_running_and_memory_flat() 
         );
         // Afterwards, everything comes back.
         assert_eq!(echo(&mut client, &format!("after-{round}"), 50).await, 50);
-        rss.push(rss_kib());
+        rss.push(support::rss_kib());
     }
     assert!(client.state().connected && !client.state().ended);
-    let counted = unroutable(&scrape().await);
+    let counted = support::metric(
+        &scrape().await,
+        "whip_echo_dropped_packets_total{cause=\"unroutable\"}",
+    );
     // Garbage, unknown ufrags and RTP and DTLS from unknown addresses name no session (the
     // kernel may drop some of the flood before the server reads it).
     println!(

@@ -163,15 +163,10 @@ async fn slow_headers_idle_keep_alive_and_slow_bodies_do_not_hold_a_connection()
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn one_client_ip_cannot_take_every_connection() {
-    let mut config = Config::for_tests();
-    config.max_http_connections = 10;
-    config.max_http_connections_per_ip = 2;
-    let server = start(config).await;
-    let addr = server.http_addr;
+/// `n` connections, each holding its place: a request on each answered proves it.
+async fn hold_connections(addr: std::net::SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut held = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..n {
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
@@ -181,18 +176,24 @@ async fn one_client_ip_cannot_take_every_connection() {
         assert_eq!(&buf, b"HTTP/1.1 200");
         held.push(c);
     }
-    // A third from the same address (all of loopback is one client here), though 8 places are
-    // free.
+    held
+}
+
+/// What the server sends on one more connection with a request, until it closes it.
+async fn one_more_connection(addr: std::net::SocketAddr) -> String {
     let mut over = TcpStream::connect(addr).await.unwrap();
     over.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let got = read_to_close(&mut over).await;
-    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
-    drop(held);
+    read_to_close(&mut over).await
+}
+
+/// Whether a new connection is served (200) within `WAIT`, retrying while places are still
+/// being given back.
+async fn served_again(server: &whip_echo::server::Running) -> bool {
     let http = reqwest::Client::new();
     let health = format!("{}/healthz", server.base_url());
-    let back = tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(WAIT, async {
         loop {
             match http.get(&health).send().await {
                 Ok(r) if r.status() == 200 => break,
@@ -200,9 +201,25 @@ async fn one_client_ip_cannot_take_every_connection() {
             }
         }
     })
-    .await;
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn one_client_ip_cannot_take_every_connection() {
+    let mut config = Config::for_tests();
+    config.max_http_connections = 10;
+    config.max_http_connections_per_ip = 2;
+    let server = start(config).await;
+    let addr = server.http_addr;
+    let held = hold_connections(addr, 2).await;
+    // A third from the same address (all of loopback is one client here), though 8 places are
+    // free.
+    let got = one_more_connection(addr).await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got}");
+    drop(held);
     assert!(
-        back.is_ok(),
+        served_again(&server).await,
         "its places come back when its connections close"
     );
     server.shutdown().await.unwrap();
@@ -215,23 +232,8 @@ async fn connections_over_the_cap_get_503_and_closed_ones_free_their_place() {
     config.max_http_connections_per_ip = 0;
     let server = start(config).await;
     let addr = server.http_addr;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        // A request answered proves the connection holds its place.
-        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 12];
-        c.read_exact(&mut buf).await.unwrap();
-        assert_eq!(&buf, b"HTTP/1.1 200");
-        held.push(c);
-    }
-    let mut over = TcpStream::connect(addr).await.unwrap();
-    over.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let got = read_to_close(&mut over).await;
+    let held = hold_connections(addr, 2).await;
+    let got = one_more_connection(addr).await;
     assert!(got.starts_with("HTTP/1.1 503"), "{got}");
     assert!(got.contains("Retry-After: 1\r\n"), "{got}");
     assert!(
@@ -240,19 +242,8 @@ async fn connections_over_the_cap_get_503_and_closed_ones_free_their_place() {
     );
     drop(held);
     // The closed connections' places come back (their tasks see the close and end).
-    let http = reqwest::Client::new();
-    let health = format!("{}/healthz", server.base_url());
-    let back = tokio::time::timeout(WAIT, async {
-        loop {
-            match http.get(&health).send().await {
-                Ok(r) if r.status() == 200 => break,
-                _ => tokio::task::yield_now().await,
-            }
-        }
-    })
-    .await;
     assert!(
-        back.is_ok(),
+        served_again(&server).await,
         "a new connection is served once the others closed"
     );
     server.shutdown().await.unwrap();

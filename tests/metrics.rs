@@ -7,16 +7,9 @@ use std::net::IpAddr;
 
 use reqwest::Url;
 use support::client::{Client, Mode, Options};
-use support::{start, wait_idle, WAIT};
+use support::{metric, start, wait_idle, WAIT};
 use whip_conformance::http::Http;
 use whip_echo::config::Config;
-
-/// The value of the sample `name` (with its labels, as exposed) in `text`, 0 when absent.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 async fn scrape(http: &reqwest::Client, base: &str) -> String {
     let response = http.get(format!("{base}/metrics")).send().await.unwrap();
@@ -52,7 +45,7 @@ async fn metrics_move_with_sessions_packets_and_refusals() {
             before.contains(name),
             "{name} is exposed from the start:\n{before}"
         );
-        assert_eq!(sample(&before, name), 0.0, "{name}");
+        assert_eq!(metric(&before, name), 0.0, "{name}");
     }
     assert!(before.contains("# TYPE whip_echo_connect_seconds histogram"));
 
@@ -78,37 +71,37 @@ async fn metrics_move_with_sessions_packets_and_refusals() {
 
     let during = scrape(&http, &base).await;
     assert_eq!(
-        sample(&during, "whip_echo_rtp_packets_received_total"),
+        metric(&during, "whip_echo_rtp_packets_received_total"),
         10.0
     );
-    assert_eq!(sample(&during, "whip_echo_rtp_packets_sent_total"), 10.0);
+    assert_eq!(metric(&during, "whip_echo_rtp_packets_sent_total"), 10.0);
     // 12 bytes of header and 100 of payload each.
-    assert_eq!(sample(&during, "whip_echo_rtp_sent_bytes_total"), 1120.0);
+    assert_eq!(metric(&during, "whip_echo_rtp_sent_bytes_total"), 1120.0);
     assert_eq!(
-        sample(
+        metric(
             &during,
             "whip_echo_sessions{role=\"echo\",state=\"connected\"}"
         ),
         1.0
     );
-    assert_eq!(sample(&during, "whip_echo_streams"), 1.0);
-    assert_eq!(sample(&during, "whip_echo_connect_seconds_count"), 1.0);
+    assert_eq!(metric(&during, "whip_echo_streams"), 1.0);
+    assert_eq!(metric(&during, "whip_echo_connect_seconds_count"), 1.0);
     assert_eq!(
-        sample(
+        metric(
             &during,
             "whip_echo_sessions_rejected_total{cause=\"per_ip\"}"
         ),
         1.0
     );
     assert_eq!(
-        sample(
+        metric(
             &during,
             "whip_echo_http_responses_total{route=\"/echo/{stream}\",status=\"201\"}"
         ),
         1.0
     );
     assert_eq!(
-        sample(
+        metric(
             &during,
             "whip_echo_http_responses_total{route=\"/whip/{stream}\",status=\"429\"}"
         ),
@@ -119,22 +112,22 @@ async fn metrics_move_with_sessions_packets_and_refusals() {
     wait_idle(&server).await;
     let after = scrape(&http, &base).await;
     assert_eq!(
-        sample(&after, "whip_echo_sessions_ended_total{reason=\"deleted\"}"),
+        metric(&after, "whip_echo_sessions_ended_total{reason=\"deleted\"}"),
         1.0
     );
     assert_eq!(
-        sample(
+        metric(
             &after,
             "whip_echo_sessions{role=\"echo\",state=\"connected\"}"
         ),
         0.0
     );
-    assert_eq!(sample(&after, "whip_echo_streams"), 0.0);
+    assert_eq!(metric(&after, "whip_echo_streams"), 0.0);
     let unknown = http.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
     let last = scrape(&http, &base).await;
     assert_eq!(
-        sample(
+        metric(
             &last,
             "whip_echo_http_responses_total{route=\"unmatched\",status=\"404\"}"
         ),

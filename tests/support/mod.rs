@@ -70,3 +70,18 @@ pub async fn wait_reaped(server: &Running) {
     .expect("every session reaped")
     .expect("media loop alive");
 }
+
+/// Resident set size of this process (server and test together), in KiB.
+pub fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split(' ').nth(1).unwrap().parse().unwrap();
+    pages * 4
+}
+
+/// The value of the Prometheus sample `name` (with its labels, as exposed) in the text
+/// exposition `text`, 0 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
