@@ -258,6 +258,41 @@ pub struct Config {
           action = clap::ArgAction::Set)]
     pub self_test: bool,
 
+    /// Cluster mode: the Redis (or Valkey) server that holds node liveness and stream placement
+    /// (`redis://host:port/db`, `rediss://...`, `unix:///path/redis.sock`). Unset: one node,
+    /// nothing shared (README: Cluster mode).
+    #[arg(long, env = "WHIP_ECHO_CLUSTER_REDIS")]
+    pub cluster_redis: Option<String>,
+
+    /// Cluster mode: the absolute base URL clients and the other nodes reach this node at
+    /// (`https://node-a.example.com`), used in redirects and `Location`s. Default: `http://` and
+    /// the bound HTTP address, which suits nodes that share a private network.
+    #[arg(long, env = "WHIP_ECHO_NODE_URL")]
+    pub node_url: Option<String>,
+
+    /// Cluster mode: the secret nodes sign their pulls of each other's streams with (required
+    /// with --cluster-redis; the same on every node).
+    #[arg(long, env = "WHIP_ECHO_CLUSTER_SECRET")]
+    pub cluster_secret: Option<String>,
+
+    /// Cluster mode: seconds a node's heartbeat lives in Redis without a refresh (refreshed every
+    /// third of it); a node unseen for this long is dead and its streams can be taken.
+    #[arg(long, env = "WHIP_ECHO_CLUSTER_HEARTBEAT_TTL", default_value = "6",
+          value_parser = parse_seconds)]
+    pub cluster_heartbeat_ttl: Duration,
+
+    /// Cluster mode: seconds a stream's lease lives without a renewal (renewed every fifth of
+    /// it while its publisher is live).
+    #[arg(long, env = "WHIP_ECHO_CLUSTER_LEASE_TTL", default_value = "10",
+          value_parser = parse_seconds)]
+    pub cluster_lease_ttl: Duration,
+
+    /// Cluster mode: seconds an edge keeps pulling a stream from its holder after its last local
+    /// viewer left.
+    #[arg(long, env = "WHIP_ECHO_CLUSTER_EDGE_IDLE", default_value = "10",
+          value_parser = parse_seconds)]
+    pub cluster_edge_idle: Duration,
+
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `whip_echo=debug`). The default keeps
     /// the WebRTC stack's per-connection chatter out (rtc-dtls warns about every TLS extension
     /// it does not know in a browser's ClientHello, about 18 lines per connection).
@@ -296,6 +331,8 @@ impl Config {
             turn_secret: hide(&self.turn_secret),
             turn_password: hide(&self.turn_password),
             admin_token: hide(&self.admin_token),
+            cluster_secret: hide(&self.cluster_secret),
+            cluster_redis: self.cluster_redis.as_deref().map(redact_url),
             ..self.clone()
         }
     }
@@ -314,6 +351,20 @@ impl Config {
 }
 
 const REDACTED: &str = "<redacted>";
+
+/// A Redis URL without its password (`redis://user:pw@host` → `redis://user:<redacted>@host`).
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+                format!("{scheme}://{user}:{REDACTED}@{host}")
+            }
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
 
 /// Parses a duration given in (possibly fractional) seconds, e.g. `30` or `1.5`.
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -76,6 +76,17 @@ pub enum ApiError {
     /// The media plane is gone (shutting down).
     #[error("server is shutting down")]
     ShuttingDown,
+    /// Cluster mode: the placement store (Redis) cannot be reached, so this node cannot tell who
+    /// holds the stream.
+    #[error("cluster placement is unavailable (its Redis cannot be reached), retry shortly")]
+    ClusterUnavailable,
+    /// Cluster mode: a pull of a stream from a node that does not hold it at the pull's epoch
+    /// (another node took it over, or this one lost its lease).
+    #[error("this node does not hold stream {0:?} at that epoch")]
+    StalePull(String),
+    /// Cluster mode: a request for another node that could not be forwarded to it.
+    #[error("the node holding this resource did not answer")]
+    BadGateway,
     /// A bug or resource failure inside the server.
     #[error("internal error")]
     Internal(String),
@@ -101,7 +112,11 @@ impl ApiError {
             ApiError::PublisherExists(_) => StatusCode::CONFLICT,
             ApiError::TooManyFromClient(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::OverCapacity | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OverCapacity | ApiError::ShuttingDown | ApiError::ClusterUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::StalePull(_) => StatusCode::CONFLICT,
+            ApiError::BadGateway => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -164,7 +179,11 @@ impl IntoResponse for ApiError {
         // server is the operator's (warn), a bug is everyone's (error, with its cause).
         match &self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
-            ApiError::OverCapacity | ApiError::ShuttingDown | ApiError::TooManyFromClient(_)
+            ApiError::OverCapacity
+            | ApiError::ShuttingDown
+            | ApiError::TooManyFromClient(_)
+            | ApiError::ClusterUnavailable
+            | ApiError::BadGateway
                 if warn_now() =>
             {
                 tracing::warn!(%status, reason = %self, "request refused")
@@ -199,6 +218,10 @@ impl IntoResponse for ApiError {
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
+            }
+            // A store outage is usually short (a Redis restart or failover).
+            ApiError::ClusterUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // RFC 5789 §2.2: a 415 to a PATCH says which patch documents are taken.
             ApiError::UnsupportedMediaType(expected)

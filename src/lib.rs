@@ -14,6 +14,7 @@
 //! | [`registry`] | session → resource id, role, stream; stream → publisher + viewers (pure bookkeeping) |
 //! | [`session`]  | loop-addressed resource ids, roles, stream names, end reasons |
 //! | [`tls`]      | the `--tls-cert`/`--tls-key` acceptor for HTTPS on the HTTP port |
+//! | [`cluster`]  | cluster mode: heartbeats, stream leases and fencing in Redis, 307s, forwarding, the WHEP cascade |
 //!
 //! Inside [`media`]: `loops` (threads and their end guard), `peer` (negotiation, per-loop
 //! certificate, loop-addressed ICE credentials), `offer` (pure offer checks), `event_loop` (the
@@ -38,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod discover;
 pub mod error;

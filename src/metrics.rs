@@ -94,6 +94,9 @@ struct Inner {
     sessions: Family<SessionLabels, Gauge>,
     streams: Gauge,
     http: Family<HttpLabels, Counter>,
+    /// Cluster mode: streams held, streams pulled, Redis up, Redis errors.
+    cluster: [Gauge; 3],
+    redis_errors: Counter,
     /// One scrape at a time sets the gauges and encodes.
     scrape: Mutex<()>,
 }
@@ -203,8 +206,25 @@ impl Metrics {
             "HTTP responses by route and status",
             http.clone(),
         );
+        let cluster = [
+            ("cluster_leases", "Cluster mode: streams whose lease this node holds"),
+            ("cluster_pulls", "Cluster mode: streams this node pulls from their holders"),
+            ("cluster_redis_up", "Cluster mode: 1 when Redis answered the last call"),
+        ]
+        .map(|(name, help)| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        });
+        let redis_errors = counter(
+            &mut registry,
+            "cluster_redis_errors",
+            "Cluster mode: Redis calls that failed",
+        );
         Metrics(Arc::new(Inner {
             registry,
+            cluster,
+            redis_errors,
             loops: LoopMetrics {
                 rtp_received,
                 rtp_received_bytes,
@@ -245,8 +265,16 @@ impl Metrics {
     }
 
     /// The text exposition, with the gauges set from the loops' latest statistics.
-    pub fn encode(&self, stats: &Stats) -> String {
+    pub fn encode(&self, stats: &Stats, cluster: Option<&crate::cluster::ClusterView>) -> String {
         let _one = self.0.scrape.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(view) = cluster {
+            let [leases, pulls, up] = &self.0.cluster;
+            leases.set(view.holds.len() as i64);
+            pulls.set(view.pulls.len() as i64);
+            up.set(i64::from(view.redis_ok));
+            let seen = self.0.redis_errors.get();
+            self.0.redis_errors.inc_by(view.redis_errors.saturating_sub(seen));
+        }
         let roles = [("publisher", 0), ("viewer", 1), ("echo", 2)];
         let states = [("connecting", 0), ("connected", 1), ("disconnected", 2)];
         for (role, r) in roles {

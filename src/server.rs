@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::config::Config;
 use crate::discover;
 use crate::http::{self, cors::CorsPolicy, router, AppState};
@@ -89,7 +90,7 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, Ser
     let tls = tls_acceptor(&config)?;
     let stop = CancellationToken::new();
     let http = config.media_on_http_port.then_some(http_addr);
-    let planes = start_planes(&config, http, stop.child_token()).await?;
+    let planes = start_planes(&config, Some(http_addr), http, stop.child_token()).await?;
     let media = planes.media.clone();
     let self_test = planes.self_test.subscribe();
     let shutdown = stop.clone();
@@ -113,7 +114,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let http = config.media_on_http_port.then_some(http_addr);
-    let planes = start_planes(&config, http, stop.child_token()).await?;
+    let planes = start_planes(&config, Some(http_addr), http, stop.child_token()).await?;
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -129,7 +130,7 @@ pub async fn start_media(
     config: &Config,
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops, axum::Router), ServerError> {
-    let planes = start_planes(config, None, stop).await?;
+    let planes = start_planes(config, None, None, stop).await?;
     // Nothing serves these planes' self-test: say so rather than "running" for ever.
     planes.self_test.send_replace(SelfTest::Disabled);
     Ok((planes.media, planes.loops, planes.app))
@@ -144,11 +145,15 @@ struct Planes {
     limits: http::Limits,
     /// Where the self-test reports; it starts `Running` when the self-test is on.
     self_test: watch::Sender<SelfTest>,
+    /// Cluster mode's handle (its keeper starts with serving).
+    cluster: Option<Cluster>,
 }
 
-/// [`start_media`], announcing `http` (the HTTP listener's address) as an ICE-TCP candidate too.
+/// [`start_media`], announcing `http` (the HTTP listener's address) as an ICE-TCP candidate too;
+/// `bound` is the HTTP listener's address (cluster mode's default node URL).
 async fn start_planes(
     config: &Config,
+    bound: Option<SocketAddr>,
     http: Option<SocketAddr>,
     stop: CancellationToken,
 ) -> Result<Planes, ServerError> {
@@ -181,6 +186,9 @@ async fn start_planes(
         _ => TurnCredentials::None,
     };
     let ice_servers = IceServers::new(&config.ice_servers, turn).map_err(ServerError::Config)?;
+    let cluster = ClusterConfig::from_config(config, bound)
+        .and_then(|c| c.map(Cluster::new).transpose())
+        .map_err(ServerError::Config)?;
     // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
     let last = config
         .udp_port
@@ -249,6 +257,7 @@ async fn start_planes(
         publisher_conflict: config.publisher_conflict,
         max_bitrate: config.max_bitrate,
         metrics: metrics.for_loops(),
+        node_tag: cluster.as_ref().map(Cluster::tag),
     };
     let at = SocketAddr::new(tcp_host, config.tcp_port);
     let tcp = std::net::TcpListener::bind(at).map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;
@@ -288,6 +297,7 @@ async fn start_planes(
         stopping: stop_http.clone(),
         admin_token: config.admin_token.as_deref().map(Arc::from),
         request_timeout: config.http_request_timeout,
+        cluster: cluster.clone(),
     };
     let limits = http::Limits {
         header_timeout: config.http_header_timeout,
@@ -300,6 +310,7 @@ async fn start_planes(
         media,
         loops,
         self_test,
+        cluster,
     })
 }
 
@@ -440,6 +451,7 @@ async fn serve(
         app,
         limits,
         self_test,
+        cluster,
     } = planes;
     let (listener, addr) = match http_listener(listener, &loops, tls) {
         Ok(prepared) => prepared,
@@ -452,6 +464,7 @@ async fn serve(
     };
     info!(%addr, "HTTP listening");
     let http_media = loops.media_on_http_port().then_some(addr);
+    let keeper = cluster.map(|c| crate::cluster::spawn_keeper(c, media.clone(), stop.clone()));
     let wanted = *self_test.borrow() == SelfTest::Running;
     let self_test = wanted.then(|| {
         let paths = selftest::paths(&media, http_media);
@@ -480,6 +493,11 @@ async fn serve(
         let _ = task.await;
     }
     let joined = loops.join().await;
+    if let Some(keeper) = keeper {
+        if keeper.await.is_err() {
+            error!("the cluster keeper panicked");
+        }
+    }
     if let Err(index) = joined {
         error!(media_loop = index, "media loop died");
     }

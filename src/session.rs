@@ -20,12 +20,28 @@ impl ResourceId {
     /// (the quinn habit: ids route to whoever issued them). With one loop that is every id; with
     /// N it costs log2(N) of the 128 bits, leaving at least 122 unguessable.
     pub fn random_for(index: usize, loops: usize) -> Self {
+        Self::random_on(None, index, loops)
+    }
+
+    /// [`ResourceId::random_for`] on a cluster node: with `node`, the top 16 bits are the node's
+    /// tag, so any node can tell which one holds the session (RFC 9725 does not require clients
+    /// to follow redirects for PATCH and DELETE; a misdirected one is forwarded). 106 or more
+    /// random bits are left.
+    pub fn random_on(node: Option<u16>, index: usize, loops: usize) -> Self {
         loop {
-            let id = ResourceId::random();
+            let mut id = ResourceId::random();
+            if let Some(tag) = node {
+                id.0 = (id.0 & (u128::MAX >> 16)) | (u128::from(tag) << 112);
+            }
             if id.loop_index(loops) == index {
                 return id;
             }
         }
+    }
+
+    /// The node tag of an id minted by [`ResourceId::random_on`] (cluster mode).
+    pub fn node_tag(&self) -> u16 {
+        (self.0 >> 112) as u16
     }
 
     /// The media loop (of `loops`) that owns this id.
@@ -150,6 +166,9 @@ pub enum EndReason {
     /// A new publisher took over the stream from this one (`--publisher-conflict takeover`, or
     /// this one's consent checks were failing).
     Replaced,
+    /// Cluster mode: this node lost the stream's lease (it stopped renewing it in time, and
+    /// another node may hold the stream now), so its publisher is no longer the stream's.
+    Fenced,
 }
 
 impl EndReason {
@@ -164,6 +183,7 @@ impl EndReason {
             EndReason::SetupTimeout => "ICE did not connect in time",
             EndReason::Shutdown => "the server is shutting down",
             EndReason::Replaced => "a new publisher took the stream over",
+            EndReason::Fenced => "this node lost the stream to another (cluster lease expired)",
         }
     }
 }
@@ -178,6 +198,7 @@ impl fmt::Display for EndReason {
             EndReason::SetupTimeout => "setup-timeout",
             EndReason::Shutdown => "shutdown",
             EndReason::Replaced => "replaced",
+            EndReason::Fenced => "fenced",
         })
     }
 }
@@ -185,6 +206,18 @@ impl fmt::Display for EndReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_tags_survive_the_loop_index() {
+        for loops in [1, 3, 8] {
+            for index in 0..loops {
+                let id = ResourceId::random_on(Some(0xbeef), index, loops);
+                assert_eq!(id.node_tag(), 0xbeef);
+                assert_eq!(id.loop_index(loops), index);
+                assert_eq!(ResourceId::parse(&id.to_string()), Some(id));
+            }
+        }
+    }
 
     #[test]
     fn resource_ids_round_trip_and_are_distinct() {

@@ -71,9 +71,13 @@ async fn create(
             return Err(ApiError::ShuttingDown);
         }
         let stream = StreamName::parse(&stream)?;
-        // RFC 9725 §4.7.1: bearer tokens, when the server is configured with any.
-        if let Some(auth) = &state.auth {
-            let bearer = super::bearer(&request_headers);
+        let bearer = super::bearer(&request_headers);
+        let pull = bearer.filter(|t| state.cluster.is_some() && crate::cluster::token::is_pull(t));
+        if let Some(token) = pull {
+            // Cluster mode: another node pulls this stream (its cascade).
+            check_pull(&state, role, &stream, token)?;
+        } else if let Some(auth) = &state.auth {
+            // RFC 9725 §4.7.1: bearer tokens, when the server is configured with any.
             let action = if role.publishes() {
                 Action::Publish
             } else {
@@ -82,6 +86,11 @@ async fn create(
             auth.check(bearer, action, &stream)?;
         }
         let SdpOffer(offer) = offer?;
+        if pull.is_none() {
+            if let Some(redirect) = place(&state, role, &stream).await? {
+                return Ok(redirect);
+            }
+        }
         let client = super::client_ip(&state, &request_headers, peer);
         let created = state.media.create(role, stream, offer, client).await?;
         let mut headers = HeaderMap::new();
@@ -90,7 +99,13 @@ async fn create(
             HeaderValue::from_static(APPLICATION_SDP),
         );
         // RFC 9725 §4.2: the Location header names the session resource.
-        headers.insert(header::LOCATION, header_value(created.resource.location())?);
+        // Cluster mode: absolute, naming this node (RFC 9725 does not require clients to follow
+        // redirects for PATCH and DELETE, so they should reach it directly).
+        let location = match &state.cluster {
+            Some(cluster) => cluster.url_of(&created.resource.location()),
+            None => created.resource.location(),
+        };
+        headers.insert(header::LOCATION, header_value(location)?);
         headers.insert(header::ETAG, header_value(created.etag)?);
         // RFC 9725 §4.3.1: the session takes trickle ICE and ICE restarts by PATCH.
         headers.insert(
@@ -107,6 +122,59 @@ async fn create(
         _ => {}
     }
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Cluster mode: a pull token must be a WHEP request, signed for this stream, at this node's
+/// current epoch of it.
+fn check_pull(state: &AppState, role: Role, stream: &StreamName, token: &str) -> Result<(), ApiError> {
+    use crate::cluster::PullRefused;
+    let Some(cluster) = &state.cluster else {
+        return Ok(());
+    };
+    if role != Role::Viewer {
+        return Err(ApiError::Forbidden("a pull token only plays".into()));
+    }
+    match cluster.check_pull(stream, token) {
+        Ok(()) => Ok(()),
+        Err(PullRefused::BadToken) => Err(ApiError::Unauthorized {
+            invalid_token: true,
+            why: "pull token not signed with this cluster's secret",
+        }),
+        Err(PullRefused::Stale) => Err(ApiError::StalePull(stream.to_string())),
+    }
+}
+
+/// Cluster mode: where this POST is served. A publisher of a stream another live node holds is
+/// sent there (RFC 9725 §4.5: 307, never 301/302, which may turn a POST into a GET); otherwise
+/// this node takes the stream. A viewer is served here; its stream is pulled first when another
+/// node holds it. `Err` when Redis cannot be reached.
+async fn place(state: &AppState, role: Role, stream: &StreamName) -> Result<Option<Response>, ApiError> {
+    let Some(cluster) = &state.cluster else {
+        return Ok(None);
+    };
+    if !role.publishes() {
+        cluster
+            .prepare_viewer(&state.media, stream)
+            .await
+            .map_err(|()| ApiError::ClusterUnavailable)?;
+        return Ok(None);
+    }
+    match cluster.place_publisher(stream).await {
+        Err(()) => Err(ApiError::ClusterUnavailable),
+        Ok(crate::cluster::Placement::Local) => Ok(None),
+        Ok(crate::cluster::Placement::Redirect(base)) => {
+            let target = format!("{base}/{role}/{stream}");
+            let headers = [
+                (header::LOCATION, header_value(target.clone())?),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                ),
+            ];
+            let body = format!("stream {stream:?} is published on {base}: {target}\n");
+            Ok(Some((StatusCode::TEMPORARY_REDIRECT, headers, body).into_response()))
+        }
+    }
 }
 
 /// Locations and ETags are built from hex digits only, so a value that is not a valid header is

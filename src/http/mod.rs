@@ -4,6 +4,7 @@
 mod assets;
 pub mod cors;
 mod endpoints;
+mod forward;
 mod ops;
 mod resource;
 pub mod sdp;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// The bearer token of `GET /api/streams` (`--admin-token`).
     pub admin_token: Option<Arc<str>>,
+    /// Cluster mode's handle; `None` on a single node.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// Cancelled when the server begins to stop (`/readyz` then answers 503).
     pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -16,7 +16,8 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.media.stats().borrow();
-    let body = state.metrics.encode(&stats);
+    let cluster = state.cluster.as_ref().map(crate::cluster::Cluster::view);
+    let body = state.metrics.encode(&stats, cluster.as_ref());
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
 }
 
@@ -75,7 +76,11 @@ pub async fn streams(State(state): State<AppState>, headers: axum::http::HeaderM
         return e.into_response();
     }
     match state.media.streams().await {
-        Ok(streams) => axum::Json(StreamList { streams }).into_response(),
+        Ok(streams) => axum::Json(StreamList {
+            streams,
+            cluster: state.cluster.as_ref().map(crate::cluster::Cluster::view),
+        })
+        .into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }
@@ -83,6 +88,9 @@ pub async fn streams(State(state): State<AppState>, headers: axum::http::HeaderM
 #[derive(serde::Serialize)]
 struct StreamList {
     streams: Vec<crate::media::StreamInfo>,
+    /// Cluster mode: this node's part (the streams it holds and pulls, Redis's state).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<crate::cluster::ClusterView>,
 }
 
 /// Whether the request may list streams.

@@ -1,10 +1,11 @@
 //! The session resource (`/resource/{id}`) that a 201 `Location` names.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::endpoints::header_value;
+use super::forward;
 use super::sdp::{SdpFragment, TRICKLE_ICE_SDPFRAG};
 use super::{cors, AppState};
 use crate::error::ApiError;
@@ -27,6 +28,10 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let resource = parse(&id)?;
     let SdpFragment(text) = body?;
+    let forwarded = forward::elsewhere(&state, Method::PATCH, &resource, &headers, Some(text.clone()));
+    if let Some(response) = forwarded.await {
+        return Ok(response);
+    }
     let frag = sdpfrag::parse(&text).map_err(|e| ApiError::BadFragment(e.to_string()))?;
     let patch = IcePatch {
         frag,
@@ -74,10 +79,15 @@ pub(crate) fn if_match(headers: &HeaderMap) -> IfMatch {
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let resource = parse(&id)?;
+    let forwarded = forward::elsewhere(&state, Method::DELETE, &resource, &headers, None);
+    if let Some(response) = forwarded.await {
+        return Ok(response);
+    }
     state.media.delete(resource).await?;
-    Ok(StatusCode::OK)
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `GET /resource/{id}`: 204 while the session lives; 410 with the reason once it has ended by
@@ -86,10 +96,15 @@ pub async fn delete(
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let resource = parse(&id)?;
+    let forwarded = forward::elsewhere(&state, Method::GET, &resource, &headers, None);
+    if let Some(response) = forwarded.await {
+        return Ok(response);
+    }
     match state.media.exists(resource).await? {
-        ResourceState::Live => Ok(StatusCode::NO_CONTENT),
+        ResourceState::Live => Ok(StatusCode::NO_CONTENT.into_response()),
         ResourceState::Ended(reason) => Err(ApiError::Ended(reason.describe())),
         ResourceState::Unknown => Err(ApiError::NotFound("no such resource")),
     }

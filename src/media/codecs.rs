@@ -193,6 +193,49 @@ fn supported(kind: RtpCodecKind, offered: &Offered) -> Option<Codec> {
     })
 }
 
+/// Every codec whip-echo forwards, with payload types of its own: what a node offers when it
+/// pulls a stream from another (cluster mode), so that the holder can answer with its
+/// publisher's codec whatever that is. H.264 in the four profiles browsers and encoders send.
+pub fn every() -> Vec<Codec> {
+    let h264 = |pt: u8, profile: &str| (pt, "H264", format!(
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+    ));
+    let offered = [
+        (RtpCodecKind::Audio, (111, "opus", String::new())),
+        (RtpCodecKind::Audio, (0, "PCMU", String::new())),
+        (RtpCodecKind::Audio, (8, "PCMA", String::new())),
+        (RtpCodecKind::Audio, (9, "G722", String::new())),
+        (RtpCodecKind::Video, (96, "VP8", String::new())),
+        (RtpCodecKind::Video, (98, "VP9", "profile-id=0".to_owned())),
+        (RtpCodecKind::Video, h264(102, "42e01f")),
+        (RtpCodecKind::Video, h264(104, "42001f")),
+        (RtpCodecKind::Video, h264(106, "4d001f")),
+        (RtpCodecKind::Video, h264(108, "64001f")),
+        (RtpCodecKind::Video, (45, "AV1", "profile-id=0".to_owned())),
+    ];
+    offered
+        .into_iter()
+        .filter_map(|(kind, (payload_type, name, fmtp))| {
+            let clock_rate = if kind == RtpCodecKind::Video {
+                90000
+            } else if name == "opus" {
+                48000
+            } else {
+                8000
+            };
+            let channels = (name == "opus").then_some(2);
+            let offered = Offered {
+                payload_type,
+                name: name.to_owned(),
+                clock_rate,
+                channels,
+                fmtp,
+            };
+            supported(kind, &offered)
+        })
+        .collect()
+}
+
 /// A codec key as a number (FNV-1a), for comparisons on the per-packet path.
 pub fn key_id(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {

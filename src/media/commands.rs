@@ -34,8 +34,22 @@ impl MediaLoop {
                     }
                 }
             }
-            Command::Delete { resource, reply } => {
-                let _ = reply.send(self.delete(resource, now));
+            Command::Delete {
+                resource,
+                reason,
+                reply,
+            } => {
+                let _ = reply.send(self.delete(resource, reason, now));
+            }
+            Command::EndPublisher {
+                stream,
+                reason,
+                reply,
+            } => {
+                if let Some(key) = self.registry.publisher(&stream) {
+                    self.teardown(key, reason);
+                }
+                let _ = reply.send(());
             }
             Command::Exists { resource, reply } => {
                 let _ = reply.send(match self.registry.lookup(&resource, now) {
@@ -68,10 +82,15 @@ impl MediaLoop {
 
     /// RFC 9725 §4.4: DELETE ends the session. A resource that already ended on its own (the peer
     /// closed first) answers 200 once more within the grace period; after that, 404.
-    fn delete(&mut self, resource: ResourceId, now: Instant) -> Result<(), MediaError> {
+    fn delete(
+        &mut self,
+        resource: ResourceId,
+        reason: EndReason,
+        now: Instant,
+    ) -> Result<(), MediaError> {
         match self.registry.lookup(&resource, now) {
             Lookup::Live(key) => {
-                self.teardown(key, EndReason::Deleted);
+                self.teardown(key, reason);
                 Ok(())
             }
             Lookup::Ended(_) if self.registry.delete_ended(&resource, now) => Ok(()),
@@ -89,7 +108,11 @@ impl MediaLoop {
                     let conn = self.sessions.get(&key)?;
                     let role = self.registry.session(key)?.role;
                     Some(super::PublisherInfo {
-                        kind: if role == Role::Echo { "echo" } else { "whip" },
+                        kind: match role {
+                            Role::Echo => "echo",
+                            _ if conn.relay => "relay",
+                            _ => "whip",
+                        },
                         state: match conn.link {
                             Link::Connecting => "connecting",
                             Link::Connected => "connected",
@@ -134,6 +157,7 @@ impl MediaLoop {
             negotiated,
             permit,
             started,
+            relay,
         } = session;
         if role.publishes() {
             self.claim_publisher_slot(&stream)?;
@@ -162,7 +186,8 @@ impl MediaLoop {
         );
         let deadline = started + self.config.ice_timeout;
         let budget = Budget::new(self.config.max_bitrate);
-        let conn = Conn::new(negotiated, budget, started, deadline, span, permit);
+        let mut conn = Conn::new(negotiated, budget, started, deadline, span, permit);
+        conn.relay = relay;
         self.sessions.insert(key, conn);
         self.drive(key, now);
         self.publish_stats();

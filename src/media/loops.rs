@@ -237,6 +237,7 @@ pub fn spawn(
         stats: stats_rx,
         cap: SessionCap::new(config.max_sessions, config.max_sessions_per_ip),
         tcp_addr,
+        node_tag: config.node_tag,
     };
     let tcp_tasks = TaskTracker::new();
     let listener = tokio::net::TcpListener::from_std(tcp).map_err(MediaError::internal)?;

@@ -27,6 +27,7 @@ mod tcp;
 mod timers;
 mod transport;
 mod transport_attrs;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
 pub use shared_port::SharedPort;
 pub use socket::local_ips;
+pub use upstream::PendingPull;
 
 pub(crate) use cap::{client_key, PerClient};
 pub(crate) use routes::stun_request_local_ufrag;
@@ -90,7 +92,14 @@ pub(crate) enum Command {
     },
     Delete {
         resource: ResourceId,
+        reason: EndReason,
         reply: oneshot::Sender<Result<(), MediaError>>,
+    },
+    /// Ends the publisher of a stream, if it has one (cluster fencing).
+    EndPublisher {
+        stream: StreamName,
+        reason: EndReason,
+        reply: oneshot::Sender<()>,
     },
     Exists {
         resource: ResourceId,
@@ -149,6 +158,8 @@ pub(crate) struct NewSession {
     pub permit: cap::Permit,
     /// When negotiation started: the setup deadline counts from here.
     pub started: Instant,
+    /// Cluster mode: this publisher is the node's pull of the stream from its holder.
+    pub relay: bool,
 }
 
 /// A PATCH of a session as the HTTP plane parsed it: the fragment and the request's `If-Match`.
@@ -273,6 +284,8 @@ pub struct MediaConfig {
     pub max_bitrate: u64,
     /// The counters the loops move.
     pub metrics: crate::metrics::LoopMetrics,
+    /// Cluster mode: this node's tag, put in every resource id it mints.
+    pub node_tag: Option<u16>,
 }
 
 /// One media loop as the HTTP plane sees it.
@@ -290,6 +303,7 @@ pub struct MediaHandle {
     stats: watch::Receiver<Vec<Stats>>,
     cap: cap::SessionCap,
     tcp_addr: SocketAddr,
+    node_tag: Option<u16>,
 }
 
 impl MediaHandle {
@@ -325,7 +339,7 @@ impl MediaHandle {
             &stream_codecs,
             started,
         )?;
-        let resource = ResourceId::random_for(index, self.shards.len());
+        let resource = self.new_resource(index);
         // RFC 9725 §4.3.1: the ETag identifies the ICE session; it changes only on ICE restart.
         let etag = format!("\"{}\"", negotiated.ufrag);
         let answer = std::mem::take(&mut negotiated.answer);
@@ -336,6 +350,7 @@ impl MediaHandle {
             negotiated,
             permit,
             started,
+            relay: false,
         });
         self.request(shard, |reply| Command::Create { session, reply })
             .await??;
@@ -348,9 +363,38 @@ impl MediaHandle {
 
     /// Ends the session `resource` (DELETE). An ended resource within its grace period is `Ok`.
     pub async fn delete(&self, resource: ResourceId) -> Result<(), MediaError> {
+        self.end(resource, EndReason::Deleted).await
+    }
+
+    /// Ends the session `resource` for `reason`, through the one teardown path.
+    pub async fn end(&self, resource: ResourceId, reason: EndReason) -> Result<(), MediaError> {
         let shard = self.owner(&resource);
-        self.request(shard, |reply| Command::Delete { resource, reply })
-            .await?
+        self.request(shard, |reply| Command::Delete {
+            resource,
+            reason,
+            reply,
+        })
+        .await?
+    }
+
+    /// Ends `stream`'s publisher, if it has one, for `reason`.
+    pub async fn end_publisher(
+        &self,
+        stream: &StreamName,
+        reason: EndReason,
+    ) -> Result<(), MediaError> {
+        let shard = &self.shards[stream_loop(stream, self.shards.len())];
+        self.request(shard, |reply| Command::EndPublisher {
+            stream: stream.clone(),
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    /// A fresh resource id of loop `index` (naming this node in cluster mode).
+    fn new_resource(&self, index: usize) -> ResourceId {
+        ResourceId::random_on(self.node_tag, index, self.shards.len())
     }
 
     /// Whether `resource` names a live session, one that ended within the grace period (and

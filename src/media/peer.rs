@@ -244,7 +244,7 @@ fn choose_codecs(
 /// The peer connection before any description: the chosen codecs, RTCP reports (and for video
 /// NACK, and TWCC feedback where the client sends video), consent timeouts, DTLS server role, mDNS
 /// off, the loop's certificate and the session's credentials.
-fn build_peer(
+pub(super) fn build_peer(
     settings: &PeerSettings,
     role: Role,
     chosen: &[Codec],

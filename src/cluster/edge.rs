@@ -1,0 +1,181 @@
+//! The cascade: a node that does not hold a stream pulls it once from the node that does, over
+//! WHEP, and fans it out to its own viewers (the pull is the stream's local publisher, see
+//! `media/upstream.rs`). One pull per stream per node; it follows the lease (a new holder or a new
+//! epoch means a new pull) and ends after its last local viewer has been gone for
+//! `--cluster-edge-idle`.
+
+use std::time::Instant;
+
+use axum::http::header;
+use tracing::{debug, info};
+
+use super::{token, Cluster, Pull};
+use crate::media::{MediaHandle, ResourceState};
+use crate::session::{EndReason, StreamName};
+
+impl Cluster {
+    /// Before a WHEP viewer of `stream` is created on this node: makes sure the stream's media
+    /// reaches it. `Err` when Redis cannot be reached and this node does not hold the stream.
+    /// A failed pull is not the viewer's error: it waits, as for a stream nobody publishes yet,
+    /// and the keeper tries again.
+    pub async fn prepare_viewer(&self, media: &MediaHandle, stream: &StreamName) -> Result<(), ()> {
+        if self.state().claims.contains_key(stream) {
+            return Ok(());
+        }
+        match self.ensure_pull(media, stream).await {
+            Ok(()) => Ok(()),
+            Err(PullError::Store) => Err(()),
+            Err(PullError::Other(why)) => {
+                info!(%stream, reason = %why, "cluster: could not pull the stream yet");
+                Ok(())
+            }
+        }
+    }
+
+    /// Pulls `stream` from its live holder unless a live pull at the holder's epoch exists.
+    /// Nothing to do when nobody holds it, its holder is dead (a new one will come) or it is
+    /// this node.
+    pub(super) async fn ensure_pull(
+        &self,
+        media: &MediaHandle,
+        stream: &StreamName,
+    ) -> Result<(), PullError> {
+        let _one_at_a_time = self.0.pulling.lock().await;
+        let holder = self
+            .noted(self.0.store.holder(stream.as_str()).await)
+            .map_err(|_| PullError::Store)?;
+        let current = self.state().pulls.get(stream).cloned();
+        let Some((url, epoch)) = holder
+            .filter(|h| h.tag != self.0.tag)
+            .and_then(|h| Some((h.url?, h.epoch)))
+        else {
+            return Ok(());
+        };
+        if let Some(pull) = current {
+            let live = media.exists(pull.local).await.ok() == Some(ResourceState::Live);
+            if live && pull.epoch == epoch {
+                return Ok(());
+            }
+            self.end_pull(media, stream, &pull).await;
+        }
+        let pull = self.pull(media, stream, &url, epoch).await?;
+        info!(%stream, epoch, holder = %url, "cluster: pulling the stream from its holder");
+        self.state().pulls.insert(stream.clone(), pull);
+        Ok(())
+    }
+
+    /// One WHEP session at the holder, adopted here as the stream's publisher.
+    async fn pull(
+        &self,
+        media: &MediaHandle,
+        stream: &StreamName,
+        holder: &str,
+        epoch: u64,
+    ) -> Result<Pull, PullError> {
+        let other = |e: &dyn std::fmt::Display| PullError::Other(e.to_string());
+        let pending = media.pull_offer(stream).map_err(|e| other(&e))?;
+        let url = format!("{holder}/whep/{stream}");
+        let response = self
+            .0
+            .http
+            .post(&url)
+            .header(header::CONTENT_TYPE, crate::http::sdp::APPLICATION_SDP)
+            .bearer_auth(token::mint(&self.0.config.secret, stream.as_str(), epoch))
+            .body(pending.offer.clone())
+            .send()
+            .await
+            .map_err(|e| other(&e))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| response.url().join(l).ok())
+            .map(|u| u.to_string());
+        let body = response.text().await.map_err(|e| other(&e))?;
+        let Some(upstream) = location.filter(|_| status.as_u16() == 201) else {
+            return Err(PullError::Other(format!("{url}: {status}: {}", body.trim())));
+        };
+        match media.pull_adopt(pending, body).await {
+            Ok(local) => Ok(Pull {
+                epoch,
+                local,
+                upstream,
+                idle_since: None,
+            }),
+            Err(e) => {
+                self.delete_upstream(&upstream).await;
+                Err(other(&e))
+            }
+        }
+    }
+
+    /// Ends a pull: its local session (its viewers stay and wait for the next source) and its
+    /// session at the holder.
+    pub(super) async fn end_pull(&self, media: &MediaHandle, stream: &StreamName, pull: &Pull) {
+        let _ = media.end(pull.local, EndReason::Replaced).await;
+        self.delete_upstream(&pull.upstream).await;
+        let mut state = self.state();
+        if state.pulls.get(stream).map(|p| p.local) == Some(pull.local) {
+            state.pulls.remove(stream);
+        }
+    }
+
+    async fn delete_upstream(&self, url: &str) {
+        if let Err(e) = self.0.http.delete(url).send().await {
+            debug!(%url, error = %e, "cluster: DELETE of a pull at its holder failed");
+        }
+    }
+
+    /// Keeps each pull for as long as its stream has local viewers, then `--cluster-edge-idle`
+    /// longer; starts one for a stream with local viewers, no local publisher and a remote
+    /// holder.
+    pub(super) async fn keep_pulls(&self, media: &MediaHandle, streams: &[crate::media::StreamInfo]) {
+        let now = Instant::now();
+        for info in streams {
+            let Ok(stream) = StreamName::parse(&info.stream) else {
+                continue;
+            };
+            let local_publisher = info.publisher.as_ref().is_some_and(|p| p.kind != "relay");
+            if info.viewers == 0 || local_publisher || self.state().claims.contains_key(&stream)
+            {
+                continue;
+            }
+            if let Err(e) = self.ensure_pull(media, &stream).await {
+                debug!(%stream, error = ?e, "cluster: pull not made");
+            }
+        }
+        let pulls: Vec<(StreamName, Pull)> = self
+            .state()
+            .pulls
+            .iter()
+            .map(|(s, p)| (s.clone(), p.clone()))
+            .collect();
+        for (stream, pull) in pulls {
+            let viewers = streams
+                .iter()
+                .find(|i| i.stream == stream.as_str())
+                .map_or(0, |i| i.viewers);
+            let idle_since = if viewers > 0 {
+                None
+            } else {
+                Some(pull.idle_since.unwrap_or(now))
+            };
+            if idle_since.is_some_and(|t| now.duration_since(t) >= self.0.config.edge_idle) {
+                info!(%stream, "cluster: no local viewer left, the pull ends");
+                self.end_pull(media, &stream, &pull).await;
+            } else if let Some(p) = self.state().pulls.get_mut(&stream) {
+                p.idle_since = idle_since;
+            }
+        }
+    }
+}
+
+/// Why a pull was not made.
+#[derive(Debug)]
+pub(super) enum PullError {
+    /// Redis cannot be reached.
+    Store,
+    /// The holder refused or did not answer, or the answer was not usable.
+    Other(String),
+}

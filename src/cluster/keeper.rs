@@ -1,0 +1,174 @@
+//! The cluster's one background task on each node: every tick it checks and renews this node's
+//! leases (fencing itself where it could not renew in time), refreshes its heartbeat, and keeps
+//! its pulls. On shutdown it gives its leases and its heartbeat up, so that a publisher that
+//! reconnects elsewhere takes its stream at once.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::store::{Acquired, NodeRecord};
+use super::{Claim, Cluster};
+use crate::media::{MediaHandle, StreamInfo};
+use crate::session::{EndReason, StreamName};
+
+/// Starts the keeper; it ends when `stop` is cancelled, after leaving the cluster.
+pub fn spawn_keeper(
+    cluster: Cluster,
+    media: MediaHandle,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let config = &cluster.0.config;
+        let every = (config.heartbeat_ttl / 3)
+            .min(config.lease_ttl / 5)
+            .max(Duration::from_millis(100));
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticks.tick() => cluster.tick(&media).await,
+            }
+        }
+        cluster.leave().await;
+    })
+}
+
+impl Cluster {
+    async fn tick(&self, media: &MediaHandle) {
+        let streams = media.streams().await.unwrap_or_default();
+        self.keep_claims(media, &streams).await;
+        self.heartbeat(media, &streams).await;
+        self.keep_pulls(media, &streams).await;
+    }
+
+    async fn heartbeat(&self, media: &MediaHandle, streams: &[StreamInfo]) {
+        let record = NodeRecord {
+            url: self.0.config.node_url.clone(),
+            sessions: media.stats().borrow().sessions,
+            streams: streams.len(),
+        };
+        let ttl = self.0.config.heartbeat_ttl;
+        if let Ok(false) = self.noted(self.0.store.heartbeat(self.0.tag, &record, ttl).await) {
+            error!(
+                node = format!("{:04x}", self.0.tag),
+                "cluster: another live node has this node's tag; restart this node"
+            );
+        }
+    }
+
+    /// Renews the lease of every stream this node publishes; releases those it no longer does;
+    /// fences itself out of those it could not renew in time.
+    async fn keep_claims(&self, media: &MediaHandle, streams: &[StreamInfo]) {
+        let claims: Vec<(StreamName, Claim)> = self
+            .state()
+            .claims
+            .iter()
+            .map(|(s, c)| (s.clone(), c.clone()))
+            .collect();
+        let config = &self.0.config;
+        for (stream, claim) in claims {
+            let now = Instant::now();
+            // Not renewed in time without having seen Redis fail: this node was frozen (or its
+            // clock stalled). Another node may hold the stream by now; this one must not
+            // serve it (the monotonic clock counts the time it was stopped).
+            if !claim.suspended && now.duration_since(claim.renewed) > self.fence_after() {
+                self.fence(media, &stream, "its lease was not renewed in time")
+                    .await;
+                continue;
+            }
+            let publishing = streams.iter().any(|i| {
+                i.stream == stream.as_str() && i.publisher.as_ref().is_some_and(|p| p.kind != "relay")
+            });
+            // The POST that took the lease creates its publisher just after.
+            let starting = now.duration_since(claim.taken) < config.lease_ttl / 2;
+            if !publishing && !starting {
+                let _ = self
+                    .noted(self.0.store.release(stream.as_str(), self.0.tag, claim.epoch).await);
+                self.state().claims.remove(&stream);
+                info!(%stream, epoch = claim.epoch, "cluster: no publisher left, lease released");
+                continue;
+            }
+            let renewed = self.noted(
+                self.0
+                    .store
+                    .renew(stream.as_str(), self.0.tag, claim.epoch, config.lease_ttl)
+                    .await,
+            );
+            match renewed {
+                Ok(true) => self.update(&stream, |c| {
+                    c.renewed = now;
+                    c.suspended = false;
+                }),
+                // Redis is back without our lease (restarted empty, or it expired during the
+                // outage): take it again if nobody else did.
+                Ok(false) if claim.suspended => self.retake(media, &stream).await,
+                Ok(false) => {
+                    self.fence(media, &stream, "another node holds its lease")
+                        .await
+                }
+                Err(_) => {
+                    if !claim.suspended {
+                        warn!(%stream, "cluster: lease not renewed (Redis unreachable); the \
+                               publisher keeps flowing, pulls of it are refused meanwhile");
+                    }
+                    self.update(&stream, |c| c.suspended = true);
+                }
+            }
+        }
+    }
+
+    async fn retake(&self, media: &MediaHandle, stream: &StreamName) {
+        let ttl = self.0.config.lease_ttl;
+        let acquired = self.noted(self.0.store.acquire(stream.as_str(), self.0.tag, ttl).await);
+        match acquired {
+            Ok(Acquired::Mine(epoch)) => {
+                info!(%stream, epoch, "cluster: Redis is back; lease taken again");
+                self.update(stream, |c| {
+                    c.epoch = epoch;
+                    c.renewed = Instant::now();
+                    c.suspended = false;
+                });
+            }
+            Ok(Acquired::Theirs(_)) => {
+                self.fence(media, stream, "another node took the stream during the outage")
+                    .await
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn update(&self, stream: &StreamName, f: impl FnOnce(&mut Claim)) {
+        if let Some(claim) = self.state().claims.get_mut(stream) {
+            f(claim);
+        }
+    }
+
+    /// Drops this node's claim on `stream` and ends its local publisher: it is no longer the
+    /// stream's. Its local viewers stay; the keeper pulls the stream for them from the new
+    /// holder, if there is one.
+    async fn fence(&self, media: &MediaHandle, stream: &StreamName, why: &str) {
+        let claim = self.state().claims.remove(stream);
+        let epoch = claim.map(|c| c.epoch);
+        warn!(%stream, ?epoch, reason = why, "cluster: fenced out of the stream");
+        let _ = media.end_publisher(stream, EndReason::Fenced).await;
+    }
+
+    /// Gives every lease and the heartbeat up (shutdown).
+    async fn leave(&self) {
+        let claims: Vec<(StreamName, u64)> = self
+            .state()
+            .claims
+            .drain()
+            .map(|(s, c)| (s, c.epoch))
+            .collect();
+        for (stream, epoch) in claims {
+            let _ = self.0.store.release(stream.as_str(), self.0.tag, epoch).await;
+        }
+        let _ = self.0.store.forget_node(self.0.tag).await;
+        info!("cluster: left (leases and heartbeat given up)");
+    }
+}

@@ -1,0 +1,369 @@
+//! Cluster mode (`--cluster-redis`): several whip-echo nodes behind any load balancer, stream
+//! placement in Redis. Single-node mode, the default, never builds any of this.
+//!
+//! - **Liveness** (`keeper.rs`): each node refreshes a heartbeat key (its URL and load) with a
+//!   short TTL; a node whose key expired is dead.
+//! - **Placement**: the node of a stream's publisher holds its lease (`store.rs`: taken
+//!   atomically when free, ours, or held by a dead node; renewed while the publisher is live;
+//!   released by compare-and-delete) with a fencing epoch. A WHIP POST on another node gets 307
+//!   to the holder (RFC 9725 §4.5). A node that could not renew in time (it was frozen, or cut off)
+//!   drops its claim and ends its publisher ([`EndReason::Fenced`]).
+//! - **Resources**: ids carry the node's tag ([`ResourceId::node_tag`]); the 201 `Location` is
+//!   absolute and names the node, and a PATCH, DELETE or GET that lands elsewhere is forwarded.
+//! - **Cascade** (`edge.rs`): a WHEP viewer is served where it lands; a node that does not hold
+//!   the stream pulls it once from the holder (a WHEP session of its own, signed with the cluster
+//!   secret and the epoch: `token.rs`) and fans it out locally.
+//!
+//! Ownership: [`Cluster`] is a cheap handle; the claims and pulls sit behind one `std` mutex
+//! held only for map updates, never across an await. The keeper task is owned by the server and
+//! stops with it (releasing its leases and its heartbeat).
+
+mod edge;
+mod keeper;
+pub mod store;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+pub use keeper::spawn_keeper;
+use store::{Acquired, Store};
+
+use crate::session::{ResourceId, StreamName};
+
+/// How long a node waits for Redis, or for another node, before it answers 503 or 502.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Cluster settings, from `--cluster-*` and `--node-url`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The Redis URL.
+    pub redis: String,
+    /// This node's base URL, without a trailing slash.
+    pub node_url: String,
+    /// The shared secret of node-to-node pulls.
+    pub secret: String,
+    /// Heartbeat TTL (refreshed every third of it).
+    pub heartbeat_ttl: Duration,
+    /// Lease TTL (renewed every fifth of it).
+    pub lease_ttl: Duration,
+    /// How long a pull outlives its last local viewer.
+    pub edge_idle: Duration,
+}
+
+impl ClusterConfig {
+    /// The cluster settings of `config`, `None` in single-node mode. `bound` is the HTTP
+    /// listener's address, the default node URL's.
+    pub fn from_config(
+        config: &crate::config::Config,
+        bound: Option<SocketAddr>,
+    ) -> Result<Option<ClusterConfig>, String> {
+        let Some(redis) = &config.cluster_redis else {
+            return Ok(None);
+        };
+        let secret = config
+            .cluster_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or("--cluster-redis needs --cluster-secret (the same on every node)")?;
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let node_url = match (&config.node_url, bound) {
+            (Some(url), _) => url.trim_end_matches('/').to_owned(),
+            (None, Some(addr)) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
+            _ => {
+                return Err("--cluster-redis needs --node-url when HTTP listens on every \
+                            address (0.0.0.0 or ::)"
+                    .into())
+            }
+        };
+        let parsed = reqwest::Url::parse(&node_url)
+            .map_err(|e| format!("--node-url {node_url}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(format!("--node-url {node_url}: not an absolute http(s) URL"));
+        }
+        Ok(Some(ClusterConfig {
+            redis: redis.clone(),
+            node_url,
+            secret,
+            heartbeat_ttl: config.cluster_heartbeat_ttl,
+            lease_ttl: config.cluster_lease_ttl,
+            edge_idle: config.cluster_edge_idle,
+        }))
+    }
+}
+
+/// Where a new publisher of a stream goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Here: this node holds the stream's lease.
+    Local,
+    /// To the live holder at this base URL (307).
+    Redirect(String),
+}
+
+/// Why a pull of a stream from this node is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullRefused {
+    /// Not signed with the cluster secret for this stream.
+    BadToken,
+    /// Not at this node's current epoch of the stream.
+    Stale,
+}
+
+/// This node's claim on a stream it holds.
+#[derive(Debug, Clone)]
+struct Claim {
+    epoch: u64,
+    /// The last successful renewal (or the acquisition), on the monotonic clock.
+    renewed: Instant,
+    /// When this node took the lease (a publisher is created just after).
+    taken: Instant,
+    /// Renewals failed for want of Redis: the claim is not authoritative (pulls are refused)
+    /// but the publisher keeps flowing; it is re-taken, or fenced, when Redis answers.
+    suspended: bool,
+}
+
+/// This node's pull of a stream from its holder.
+#[derive(Debug, Clone)]
+struct Pull {
+    /// The holder's epoch the pull was made at.
+    epoch: u64,
+    /// The local publisher session that is the pull.
+    local: ResourceId,
+    /// The pull's resource URL at the holder.
+    upstream: String,
+    /// Since when the stream has had no local viewer.
+    idle_since: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    claims: HashMap<StreamName, Claim>,
+    pulls: HashMap<StreamName, Pull>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClusterConfig,
+    tag: u16,
+    store: Store,
+    http: reqwest::Client,
+    state: Mutex<State>,
+    /// One pull is set up at a time (a burst of viewers of one stream makes one pull).
+    pulling: tokio::sync::Mutex<()>,
+    redis_errors: AtomicU64,
+    redis_ok: AtomicBool,
+}
+
+/// The cluster as this node takes part in it: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Cluster(Arc<Inner>);
+
+/// What `/api/streams` shows of the cluster.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClusterView {
+    /// This node's tag (4 hex digits; the top of its resource ids).
+    pub node: String,
+    /// This node's base URL.
+    pub node_url: String,
+    /// Whether Redis answered the last call.
+    pub redis_ok: bool,
+    /// Failed Redis calls since start.
+    pub redis_errors: u64,
+    /// Streams this node holds, with their epochs.
+    pub holds: Vec<(String, u64)>,
+    /// Streams this node pulls from their holders (it is their edge), with the epochs.
+    pub pulls: Vec<(String, u64)>,
+}
+
+impl Cluster {
+    /// A cluster handle with a fresh random node tag (the heartbeat claims it; a clash with a
+    /// live node is reported, 1 in 65,536 per pair). Nothing is sent before the first call.
+    pub fn new(config: ClusterConfig) -> Result<Cluster, String> {
+        let store = Store::new(&config.redis, CALL_TIMEOUT)
+            .map_err(|e| format!("--cluster-redis {}: {e}", redact(&config.redis)))?;
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            // RFC 9725 §4.5 redirects are for clients; between nodes a 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let tag = loop {
+            let tag: u16 = rand::random();
+            if tag != 0 {
+                break tag;
+            }
+        };
+        info!(node = format!("{tag:04x}"), url = %config.node_url, "cluster mode");
+        Ok(Cluster(Arc::new(Inner {
+            config,
+            tag,
+            store,
+            http,
+            state: Mutex::new(State::default()),
+            pulling: tokio::sync::Mutex::new(()),
+            redis_errors: AtomicU64::new(0),
+            redis_ok: AtomicBool::new(true),
+        })))
+    }
+
+    /// This node's tag.
+    pub fn tag(&self) -> u16 {
+        self.0.tag
+    }
+
+    /// This node's base URL.
+    pub fn node_url(&self) -> &str {
+        &self.0.config.node_url
+    }
+
+    /// The absolute URL of `path` on this node.
+    pub fn url_of(&self, path: &str) -> String {
+        format!("{}{path}", self.0.config.node_url)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a store call's outcome (for `/metrics` and `/api/streams`).
+    fn noted<T>(&self, result: Result<T, store::StoreError>) -> Result<T, store::StoreError> {
+        match &result {
+            Ok(_) => self.0.redis_ok.store(true, Ordering::Relaxed),
+            Err(e) => {
+                self.0.redis_errors.fetch_add(1, Ordering::Relaxed);
+                if self.0.redis_ok.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cluster store unreachable");
+                }
+            }
+        }
+        result
+    }
+
+    /// Where a new publisher of `stream` goes: here (this node holds, or has just taken, the
+    /// lease) or to the live holder. `Err` when Redis cannot be reached.
+    pub async fn place_publisher(&self, stream: &StreamName) -> Result<Placement, ()> {
+        let acquired = self
+            .noted(
+                self.0
+                    .store
+                    .acquire(stream.as_str(), self.0.tag, self.0.config.lease_ttl)
+                    .await,
+            )
+            .map_err(|_| ())?;
+        match acquired {
+            Acquired::Mine(epoch) => {
+                let now = Instant::now();
+                let mut state = self.state();
+                let claim = state.claims.entry(stream.clone()).or_insert(Claim {
+                    epoch,
+                    renewed: now,
+                    taken: now,
+                    suspended: false,
+                });
+                if claim.epoch != epoch {
+                    info!(%stream, epoch, "cluster: took the stream's lease");
+                }
+                *claim = Claim {
+                    epoch,
+                    renewed: now,
+                    taken: now,
+                    suspended: false,
+                };
+                // A pull of a stream this node now publishes itself is over.
+                state.pulls.remove(stream);
+                Ok(Placement::Local)
+            }
+            Acquired::Theirs(holder) => match holder.url {
+                Some(url) => Ok(Placement::Redirect(url)),
+                // The script only answers "theirs" for a live holder.
+                None => Err(()),
+            },
+        }
+    }
+
+    /// Whether `token` lets its bearer pull `stream` from this node: a valid pull token
+    /// ([`PullRefused::BadToken`] otherwise) at the epoch of this node's current, authoritative
+    /// claim ([`PullRefused::Stale`] otherwise: the puller read an older lease, or this node
+    /// lost or could not renew it).
+    pub fn check_pull(&self, stream: &StreamName, token: &str) -> Result<(), PullRefused> {
+        let epoch = token::verify(&self.0.config.secret, stream.as_str(), token)
+            .ok_or(PullRefused::BadToken)?;
+        let state = self.state();
+        let claim = state.claims.get(stream).ok_or(PullRefused::Stale)?;
+        let fresh = claim.renewed.elapsed() < self.fence_after();
+        (claim.epoch == epoch && !claim.suspended && fresh)
+            .then_some(())
+            .ok_or(PullRefused::Stale)
+    }
+
+    /// A claim not renewed for this long is dropped: the lease TTL less a margin of one renewal
+    /// period and a second for clock rates and the round trip.
+    fn fence_after(&self) -> Duration {
+        let ttl = self.0.config.lease_ttl;
+        ttl.saturating_sub(ttl / 5 + Duration::from_secs(1))
+            .max(ttl / 2)
+    }
+
+    /// The base URL of the node that minted `resource`, when it is another live node; `None`
+    /// when it is this one. `Err(true)`: that node is dead (its sessions died with it);
+    /// `Err(false)`: Redis cannot be reached.
+    pub async fn owner_of(&self, resource: &ResourceId) -> Result<Option<String>, bool> {
+        let tag = resource.node_tag();
+        if tag == self.0.tag {
+            return Ok(None);
+        }
+        match self.noted(self.0.store.node(tag).await) {
+            Ok(Some(node)) => Ok(Some(node.url)),
+            Ok(None) => Err(true),
+            Err(_) => Err(false),
+        }
+    }
+
+    /// The client of node-to-node calls (forwarded requests, pulls).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.0.http
+    }
+
+    /// What `/api/streams` shows of the cluster.
+    pub fn view(&self) -> ClusterView {
+        let state = self.state();
+        let mut holds: Vec<(String, u64)> = state
+            .claims
+            .iter()
+            .map(|(s, c)| (s.to_string(), c.epoch))
+            .collect();
+        let mut pulls: Vec<(String, u64)> = state
+            .pulls
+            .iter()
+            .map(|(s, p)| (s.to_string(), p.epoch))
+            .collect();
+        holds.sort();
+        pulls.sort();
+        ClusterView {
+            node: format!("{:04x}", self.0.tag),
+            node_url: self.0.config.node_url.clone(),
+            redis_ok: self.0.redis_ok.load(Ordering::Relaxed),
+            redis_errors: self.0.redis_errors.load(Ordering::Relaxed),
+            holds,
+            pulls,
+        }
+    }
+}
+
+/// A Redis URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((_, host)) => format!("redis://<redacted>@{host}"),
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,68 @@
+//! Cluster mode: a request on a session resource that another node holds (its id says which,
+//! [`ResourceId::node_tag`]) is forwarded there and its answer relayed, so a client that sent
+//! its PATCH or DELETE to the load balancer rather than to the absolute `Location` is never lost.
+//! Only the headers the resource reads and answers with cross; the other node does not forward
+//! again (the id names it).
+
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::session::ResourceId;
+
+/// Request headers a session resource reads.
+const REQUEST_HEADERS: [header::HeaderName; 2] = [header::IF_MATCH, header::CONTENT_TYPE];
+/// Response headers it answers with.
+const RESPONSE_HEADERS: [header::HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::ETAG,
+    header::ALLOW,
+    header::RETRY_AFTER,
+    header::WWW_AUTHENTICATE,
+];
+
+/// The other node's answer to this request when `resource` is another node's; `None` when it
+/// is this node's (or in single-node mode).
+pub(super) async fn elsewhere(
+    state: &AppState,
+    method: Method,
+    resource: &ResourceId,
+    headers: &HeaderMap,
+    body: Option<String>,
+) -> Option<Response> {
+    let cluster = state.cluster.as_ref()?;
+    let base = match cluster.owner_of(resource).await {
+        Ok(None) => return None,
+        Ok(Some(base)) => base,
+        // Its node is dead, and its sessions with it.
+        Err(true) => return Some(ApiError::NotFound("no such resource").into_response()),
+        Err(false) => return Some(ApiError::ClusterUnavailable.into_response()),
+    };
+    let url = format!("{base}{}", resource.location());
+    let mut request = cluster.http().request(method, &url);
+    for name in &REQUEST_HEADERS {
+        for value in headers.get_all(name) {
+            request = request.header(name, value);
+        }
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!(%url, error = %e, "cluster: forwarding to the resource's node failed");
+            return Some(ApiError::BadGateway.into_response());
+        }
+    };
+    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut relayed = HeaderMap::new();
+    for name in &RESPONSE_HEADERS {
+        for value in response.headers().get_all(name) {
+            relayed.append(name, value.clone());
+        }
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    Some((status, relayed, body).into_response())
+}
