@@ -3,6 +3,7 @@
 //! its pulls. On shutdown it gives its leases and its heartbeat up, so that a publisher that
 //! reconnects elsewhere takes its stream at once.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -52,11 +53,17 @@ impl Cluster {
             streams: streams.len(),
         };
         let ttl = self.0.config.heartbeat_ttl;
-        if let Ok(false) = self.noted(self.0.store.heartbeat(self.0.tag, &record, ttl).await) {
-            error!(
-                node = format!("{:04x}", self.0.tag),
+        let node = format!("{:04x}", self.0.tag);
+        match self.noted(self.0.store.heartbeat(self.0.tag, &record, ttl).await) {
+            Ok(true) if !self.0.joined.swap(true, Ordering::Relaxed) => {
+                info!(%node, url = %record.url, "cluster: heartbeat up, node joined");
+            }
+            Ok(false) => error!(
+                %node,
                 "cluster: another live node has this node's tag; restart this node"
-            );
+            ),
+            Ok(true) => {}
+            Err(_) => self.0.joined.store(false, Ordering::Relaxed),
         }
     }
 

@@ -162,6 +162,8 @@ struct Inner {
     pulling: tokio::sync::Mutex<()>,
     redis_errors: AtomicU64,
     redis_ok: AtomicBool,
+    /// Whether the heartbeat is up (logged when it comes up).
+    joined: AtomicBool,
 }
 
 /// The cluster as this node takes part in it: cheap to clone.
@@ -213,6 +215,7 @@ impl Cluster {
             pulling: tokio::sync::Mutex::new(()),
             redis_errors: AtomicU64::new(0),
             redis_ok: AtomicBool::new(true),
+            joined: AtomicBool::new(false),
         })))
     }
 
