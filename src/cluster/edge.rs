@@ -45,20 +45,21 @@ impl Cluster {
             .noted(self.0.store.holder(stream.as_str()).await)
             .map_err(|_| PullError::Store)?;
         let current = self.state().pulls.get(stream).cloned();
-        let Some((url, epoch)) = holder
+        let Some((url, tag, epoch)) = holder
             .filter(|h| h.tag != self.0.tag)
-            .and_then(|h| Some((h.url?, h.epoch)))
+            .and_then(|h| Some((h.url?, h.tag, h.epoch)))
         else {
             return Ok(());
         };
         if let Some(pull) = current {
             let live = media.exists(pull.local).await.ok() == Some(ResourceState::Live);
-            if live && pull.epoch == epoch {
+            if live && (pull.holder, pull.epoch) == (tag, epoch) {
                 return Ok(());
             }
             self.end_pull(media, stream, &pull).await;
         }
-        let pull = self.pull(media, stream, &url, epoch).await?;
+        let mut pull = self.pull(media, stream, &url, epoch).await?;
+        pull.holder = tag;
         info!(%stream, epoch, holder = %url, "cluster: pulling the stream from its holder");
         self.state().pulls.insert(stream.clone(), pull);
         Ok(())
@@ -98,6 +99,7 @@ impl Cluster {
         };
         match media.pull_adopt(pending, body).await {
             Ok(local) => Ok(Pull {
+                holder: 0,
                 epoch,
                 local,
                 upstream,

@@ -135,7 +135,9 @@ struct Claim {
 /// This node's pull of a stream from its holder.
 #[derive(Debug, Clone)]
 struct Pull {
-    /// The holder's epoch the pull was made at.
+    /// The holder's tag and epoch the pull was made at (both: an epoch counter lost with a
+    /// Redis that restarted empty starts again at 1).
+    holder: u16,
     epoch: u64,
     /// The local publisher session that is the pull.
     local: ResourceId,

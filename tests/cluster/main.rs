@@ -119,3 +119,192 @@ async fn viewers_on_every_node_hear_a_publisher_and_publishers_are_sent_to_its_n
     flow(&second, &mut [&mut va, &mut vb, &mut vc], 10).await;
     drop(cl);
 }
+
+/// A client that publishes to `url` as an encoder reconnects: it tries again (every 100 ms)
+/// until the POST succeeds, and returns with the time it took.
+async fn reconnect(url: &str) -> Client {
+    let url = reqwest::Url::parse(url).unwrap();
+    let http = whip_conformance::http::Http::new(None);
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let deadline = Instant::now() + WAIT;
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        pace.tick().await;
+        match Client::connect_with_options(&http, &url, Mode::Send, loopback, Options::default())
+            .await
+        {
+            Ok(mut c) => {
+                c.wait_connected(WAIT).await;
+                return c;
+            }
+            Err(r) => assert!(Instant::now() < deadline, "reconnected in time: {r:?}"),
+        }
+    }
+}
+
+/// `GET /api/streams` of a node, as JSON.
+async fn streams(base: &str) -> serde_json::Value {
+    let text = reqwest::get(format!("{base}/api/streams"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The epoch at which the node at `base` holds `stream`, if it does.
+async fn held_epoch(base: &str, stream: &str) -> Option<u64> {
+    let list = streams(base).await;
+    list["cluster"]["holds"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == stream)
+        .and_then(|h| h[1].as_u64())
+}
+
+/// Test 2: kill -9 the holder. The publisher reconnects through B (307 to A while A's
+/// heartbeat lives, then B takes the stream at a new epoch); the viewer on C keeps its
+/// connection and hears the new publisher through a pull from B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_holder_dies_the_stream_moves_and_edge_viewers_stay() {
+    let mut cl = cluster("failover");
+    let publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
+    let mut vc = client(&format!("{}/whep/live", cl.c.base), Mode::Recv).await;
+    flow(&publisher, &mut [&mut vc], 5).await;
+    assert_eq!(held_epoch(&cl.a.base, "live").await, Some(1));
+
+    let killed = Instant::now();
+    cl.a.proc.signal("KILL");
+    cl.a.proc.reap();
+    let moved = reconnect(&format!("{}/whip/live", cl.b.base)).await;
+    let published = killed.elapsed();
+    assert!(moved.resource_url.starts_with(&format!("{}/resource/", cl.b.base)));
+    assert_eq!(held_epoch(&cl.b.base, "live").await, Some(2), "a new epoch");
+    flow(&moved, &mut [&mut vc], 10).await;
+    let heard = killed.elapsed();
+    assert!(!vc.state().ended, "the viewer on C kept its connection");
+    eprintln!("failover: kill -9 → publisher's 201 on B {published:?}, → audio at C {heard:?}");
+    drop(publisher);
+}
+
+/// Test 3: SIGSTOP the holder past its lease, SIGCONT: it fences itself (its publisher ends,
+/// its claim is gone) and refuses a pull at its old epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_frozen_past_its_lease_fences_itself() {
+    let cl = cluster("fence");
+    let publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
+    let mut vb = client(&format!("{}/whep/live", cl.b.base), Mode::Recv).await;
+    flow(&publisher, &mut [&mut vb], 5).await;
+    let epoch = held_epoch(&cl.a.base, "live").await.expect("A holds the stream");
+
+    let expiries = cl.redis.expiries();
+    cl.a.proc.signal("STOP");
+    tokio::task::block_in_place(|| expiries.wait_for("whip-echo:lease:live"));
+    cl.a.proc.signal("CONT");
+    tokio::task::block_in_place(|| cl.a.proc.wait_for("fenced out of the stream"));
+
+    assert_eq!(held_epoch(&cl.a.base, "live").await, None, "A dropped its claim");
+    let list = streams(&cl.a.base).await;
+    let live = list["streams"].as_array().unwrap().iter().find(|s| s["stream"] == "live");
+    assert!(
+        live.is_none_or(|s| s["publisher"].is_null()),
+        "A no longer serves the stream: {list}"
+    );
+    let stale = reqwest::Client::new()
+        .post(format!("{}/whep/live", cl.a.base))
+        .header("content-type", "application/sdp")
+        .bearer_auth(whip_echo::cluster::token::mint(fixture::SECRET, "live", epoch))
+        .body(whip_conformance::peer::offer(Mode::Recv))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409, "a pull at the old epoch is refused");
+    drop(publisher);
+}
+
+/// Test 4: Redis stops and comes back empty. Live sessions keep flowing, a viewer on an edge
+/// included; new POSTs get 503 with Retry-After meanwhile; then the holder takes its lease
+/// again and placement works: a new viewer on C hears the stream by cascade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_live_sessions_and_placement_recovers() {
+    let mut cl = cluster("outage");
+    let publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
+    let mut va = client(&format!("{}/whep/live", cl.a.base), Mode::Recv).await;
+    let mut vb = client(&format!("{}/whep/live", cl.b.base), Mode::Recv).await;
+    flow(&publisher, &mut [&mut va, &mut vb], 5).await;
+
+    cl.redis.stop();
+    tokio::task::block_in_place(|| cl.a.proc.wait_for("Redis unreachable"));
+    flow(&publisher, &mut [&mut va, &mut vb], 50).await;
+    let http = reqwest::Client::new();
+    for url in [
+        format!("{}/whip/other", cl.b.base),
+        format!("{}/whip/live", cl.c.base),
+    ] {
+        let refused = http
+            .post(&url)
+            .header("content-type", "application/sdp")
+            .body(whip_conformance::peer::offer(Mode::Send))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 503, "{url}");
+        assert!(refused.headers().contains_key("retry-after"), "{url}");
+    }
+
+    cl.redis.restart();
+    tokio::task::block_in_place(|| cl.a.proc.wait_for("lease taken again"));
+    flow(&publisher, &mut [&mut va, &mut vb], 10).await;
+    let deadline = Instant::now() + WAIT;
+    let mut vc = loop {
+        let url = format!("{}/whep/live", cl.c.base);
+        let http = whip_conformance::http::Http::new(None);
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        let url = reqwest::Url::parse(&url).unwrap();
+        match Client::connect_with_options(&http, &url, Mode::Recv, loopback, Options::default())
+            .await
+        {
+            Ok(mut c) => {
+                c.wait_connected(WAIT).await;
+                break c;
+            }
+            Err(r) => assert!(Instant::now() < deadline, "C takes viewers again: {r:?}"),
+        }
+    };
+    flow(&publisher, &mut [&mut va, &mut vb, &mut vc], 10).await;
+}
+
+/// Test 5: PATCH, GET and DELETE of A's session sent to B and C reach A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_resource_on_the_wrong_node_reach_its_node() {
+    let cl = cluster("forward");
+    let mut publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
+    let path = publisher
+        .resource_url
+        .strip_prefix(&cl.a.base)
+        .expect("A's resource")
+        .to_owned();
+    let etag = publisher.etag.clone().expect("an ETag");
+    let http = reqwest::Client::new();
+    let patch = |base: &str, tag: &str| {
+        http.patch(format!("{base}{path}"))
+            .header("content-type", "application/trickle-ice-sdpfrag")
+            .header("if-match", tag)
+            .body("a=end-of-candidates\r\n")
+            .send()
+    };
+    assert_eq!(patch(&cl.b.base, &etag).await.unwrap().status(), 204);
+    let stale = patch(&cl.c.base, "\"stale\"").await.unwrap();
+    assert_eq!(stale.status(), 412, "A's answer, relayed");
+    let get = |base: String| http.get(base).send();
+    assert_eq!(get(format!("{}{path}", cl.c.base)).await.unwrap().status(), 204);
+    let deleted = http.delete(format!("{}{path}", cl.c.base)).send().await.unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert!(
+        publisher.until(WAIT, |s| s.ended).await,
+        "the publisher is told its session ended"
+    );
+    assert_eq!(get(format!("{}{path}", cl.a.base)).await.unwrap().status(), 410);
+    assert_eq!(get(format!("{}{path}", cl.b.base)).await.unwrap().status(), 410);
+}
