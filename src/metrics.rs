@@ -207,9 +207,18 @@ impl Metrics {
             http.clone(),
         );
         let cluster = [
-            ("cluster_leases", "Cluster mode: streams whose lease this node holds"),
-            ("cluster_pulls", "Cluster mode: streams this node pulls from their holders"),
-            ("cluster_redis_up", "Cluster mode: 1 when Redis answered the last call"),
+            (
+                "cluster_leases",
+                "Cluster mode: streams whose lease this node holds",
+            ),
+            (
+                "cluster_pulls",
+                "Cluster mode: streams this node pulls from their holders",
+            ),
+            (
+                "cluster_redis_up",
+                "Cluster mode: 1 when Redis answered the last call",
+            ),
         ]
         .map(|(name, help)| {
             let g = Gauge::default();
@@ -273,7 +282,9 @@ impl Metrics {
             pulls.set(view.pulls.len() as i64);
             up.set(i64::from(view.redis_ok));
             let seen = self.0.redis_errors.get();
-            self.0.redis_errors.inc_by(view.redis_errors.saturating_sub(seen));
+            self.0
+                .redis_errors
+                .inc_by(view.redis_errors.saturating_sub(seen));
         }
         let roles = [("publisher", 0), ("viewer", 1), ("echo", 2)];
         let states = [("connecting", 0), ("connected", 1), ("disconnected", 2)];

@@ -150,7 +150,7 @@ async fn probe(media: &MediaHandle, path: PathKind, addr: SocketAddr) -> Result<
     .find(|stream| owner.is_none_or(|index| stream_loop(stream, udp.len()) == index))
     .ok_or("no stream name maps to the loop")?;
     let created = media
-        .create(Role::Echo, stream, OFFER.to_owned(), None)
+        .create(Role::Echo, stream, OFFER.to_owned(), None, false)
         .await
         .map_err(|e| match e {
             MediaError::OverCapacity => "not checked: the session cap is full".to_owned(),

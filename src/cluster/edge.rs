@@ -95,7 +95,10 @@ impl Cluster {
             .map(|u| u.to_string());
         let body = response.text().await.map_err(|e| other(&e))?;
         let Some(upstream) = location.filter(|_| status.as_u16() == 201) else {
-            return Err(PullError::Other(format!("{url}: {status}: {}", body.trim())));
+            return Err(PullError::Other(format!(
+                "{url}: {status}: {}",
+                body.trim()
+            )));
         };
         match media.pull_adopt(pending, body).await {
             Ok(local) => Ok(Pull {
@@ -132,15 +135,18 @@ impl Cluster {
     /// Keeps each pull for as long as its stream has local viewers, then `--cluster-edge-idle`
     /// longer; starts one for a stream with local viewers, no local publisher and a remote
     /// holder.
-    pub(super) async fn keep_pulls(&self, media: &MediaHandle, streams: &[crate::media::StreamInfo]) {
+    pub(super) async fn keep_pulls(
+        &self,
+        media: &MediaHandle,
+        streams: &[crate::media::StreamInfo],
+    ) {
         let now = Instant::now();
         for info in streams {
             let Ok(stream) = StreamName::parse(&info.stream) else {
                 continue;
             };
             let local_publisher = info.publisher.as_ref().is_some_and(|p| p.kind != "relay");
-            if info.viewers == 0 || local_publisher || self.state().claims.contains_key(&stream)
-            {
+            if info.viewers == 0 || local_publisher || self.state().claims.contains_key(&stream) {
                 continue;
             }
             if let Err(e) = self.ensure_pull(media, &stream).await {
@@ -164,8 +170,8 @@ impl Cluster {
                 Some(pull.idle_since.unwrap_or(now))
             };
             if idle_since.is_some_and(|t| now.duration_since(t) >= self.0.config.edge_idle) {
-                info!(%stream, "cluster: no local viewer left, the pull ends");
                 self.end_pull(media, &stream, &pull).await;
+                info!(%stream, "cluster: no local viewer left, the pull ended");
             } else if let Some(p) = self.state().pulls.get_mut(&stream) {
                 p.idle_since = idle_since;
             }

@@ -88,13 +88,18 @@ impl Cluster {
                 continue;
             }
             let publishing = streams.iter().any(|i| {
-                i.stream == stream.as_str() && i.publisher.as_ref().is_some_and(|p| p.kind != "relay")
+                i.stream == stream.as_str()
+                    && i.publisher.as_ref().is_some_and(|p| p.kind != "relay")
             });
             // The POST that took the lease creates its publisher just after.
             let starting = now.duration_since(claim.taken) < config.lease_ttl / 2;
             if !publishing && !starting {
-                let _ = self
-                    .noted(self.0.store.release(stream.as_str(), self.0.tag, claim.epoch).await);
+                let _ = self.noted(
+                    self.0
+                        .store
+                        .release(stream.as_str(), self.0.tag, claim.epoch)
+                        .await,
+                );
                 self.state().claims.remove(&stream);
                 info!(%stream, epoch = claim.epoch, "cluster: no publisher left, lease released");
                 continue;
@@ -141,8 +146,12 @@ impl Cluster {
                 });
             }
             Ok(Acquired::Theirs(_)) => {
-                self.fence(media, stream, "another node took the stream during the outage")
-                    .await
+                self.fence(
+                    media,
+                    stream,
+                    "another node took the stream during the outage",
+                )
+                .await
             }
             Err(_) => {}
         }
@@ -173,7 +182,11 @@ impl Cluster {
             .map(|(s, c)| (s, c.epoch))
             .collect();
         for (stream, epoch) in claims {
-            let _ = self.0.store.release(stream.as_str(), self.0.tag, epoch).await;
+            let _ = self
+                .0
+                .store
+                .release(stream.as_str(), self.0.tag, epoch)
+                .await;
         }
         let _ = self.0.store.forget_node(self.0.tag).await;
         info!("cluster: left (leases and heartbeat given up)");

@@ -80,15 +80,19 @@ impl ClusterConfig {
             (Some(url), _) => url.trim_end_matches('/').to_owned(),
             (None, Some(addr)) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
             _ => {
-                return Err("--cluster-redis needs --node-url when HTTP listens on every \
+                return Err(
+                    "--cluster-redis needs --node-url when HTTP listens on every \
                             address (0.0.0.0 or ::)"
-                    .into())
+                        .into(),
+                )
             }
         };
-        let parsed = reqwest::Url::parse(&node_url)
-            .map_err(|e| format!("--node-url {node_url}: {e}"))?;
+        let parsed =
+            reqwest::Url::parse(&node_url).map_err(|e| format!("--node-url {node_url}: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            return Err(format!("--node-url {node_url}: not an absolute http(s) URL"));
+            return Err(format!(
+                "--node-url {node_url}: not an absolute http(s) URL"
+            ));
         }
         Ok(Some(ClusterConfig {
             redis: redis.clone(),
@@ -104,8 +108,11 @@ impl ClusterConfig {
 /// Where a new publisher of a stream goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
-    /// Here: this node holds the stream's lease.
-    Local,
+    /// Here: this node holds the stream's lease; `taken_now` when this call took it.
+    Local {
+        /// Whether the lease was free (or its holder dead) until this call.
+        taken_now: bool,
+    },
     /// To the live holder at this base URL (307).
     Redirect(String),
 }
@@ -269,30 +276,42 @@ impl Cluster {
             Acquired::Mine(epoch) => {
                 let now = Instant::now();
                 let mut state = self.state();
-                let claim = state.claims.entry(stream.clone()).or_insert(Claim {
-                    epoch,
-                    renewed: now,
-                    taken: now,
-                    suspended: false,
-                });
-                if claim.epoch != epoch {
+                let taken_now = state.claims.get(stream).map(|c| c.epoch) != Some(epoch);
+                if taken_now {
                     info!(%stream, epoch, "cluster: took the stream's lease");
                 }
-                *claim = Claim {
-                    epoch,
-                    renewed: now,
-                    taken: now,
-                    suspended: false,
-                };
-                // A pull of a stream this node now publishes itself is over.
+                state.claims.insert(
+                    stream.clone(),
+                    Claim {
+                        epoch,
+                        renewed: now,
+                        taken: now,
+                        suspended: false,
+                    },
+                );
+                // A pull of a stream this node now publishes itself is over (the new publisher
+                // replaces its session).
                 state.pulls.remove(stream);
-                Ok(Placement::Local)
+                Ok(Placement::Local { taken_now })
             }
             Acquired::Theirs(holder) => match holder.url {
                 Some(url) => Ok(Placement::Redirect(url)),
                 // The script only answers "theirs" for a live holder.
                 None => Err(()),
             },
+        }
+    }
+
+    /// Gives back the lease of `stream` that a POST took and could not use (its offer was
+    /// refused after placement).
+    pub async fn abandon(&self, stream: &StreamName) {
+        let claim = self.state().claims.remove(stream);
+        if let Some(claim) = claim {
+            let released = self
+                .0
+                .store
+                .release(stream.as_str(), self.0.tag, claim.epoch);
+            let _ = self.noted(released.await);
         }
     }
 

@@ -194,7 +194,9 @@ impl Store {
             return Ok(Acquired::Mine(value.parse().unwrap_or(0)));
         }
         let (tag, epoch) = parse_lease(&value).unwrap_or((0, 0));
-        let url = serde_json::from_str::<NodeRecord>(&node).ok().map(|n| n.url);
+        let url = serde_json::from_str::<NodeRecord>(&node)
+            .ok()
+            .map(|n| n.url);
         Ok(Acquired::Theirs(Holder { tag, epoch, url }))
     }
 

@@ -86,13 +86,29 @@ async fn create(
             auth.check(bearer, action, &stream)?;
         }
         let SdpOffer(offer) = offer?;
+        let mut taken = false;
         if pull.is_none() {
-            if let Some(redirect) = place(&state, role, &stream).await? {
-                return Ok(redirect);
+            match place(&state, role, &stream).await? {
+                Placed::Elsewhere(redirect) => return Ok(redirect),
+                Placed::Here { taken_now } => taken = taken_now,
             }
         }
         let client = super::client_ip(&state, &request_headers, peer);
-        let created = state.media.create(role, stream, offer, client).await?;
+        let edge = pull.is_some();
+        let created = match state
+            .media
+            .create(role, stream.clone(), offer, client, edge)
+            .await
+        {
+            Ok(created) => created,
+            Err(e) => {
+                if let (true, Some(cluster)) = (taken, &state.cluster) {
+                    // The lease this POST took has no publisher: give it back now.
+                    cluster.abandon(&stream).await;
+                }
+                return Err(e.into());
+            }
+        };
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
@@ -126,7 +142,12 @@ async fn create(
 
 /// Cluster mode: a pull token must be a WHEP request, signed for this stream, at this node's
 /// current epoch of it.
-fn check_pull(state: &AppState, role: Role, stream: &StreamName, token: &str) -> Result<(), ApiError> {
+fn check_pull(
+    state: &AppState,
+    role: Role,
+    stream: &StreamName,
+    token: &str,
+) -> Result<(), ApiError> {
     use crate::cluster::PullRefused;
     let Some(cluster) = &state.cluster else {
         return Ok(());
@@ -148,20 +169,21 @@ fn check_pull(state: &AppState, role: Role, stream: &StreamName, token: &str) ->
 /// sent there (RFC 9725 §4.5: 307, never 301/302, which may turn a POST into a GET); otherwise
 /// this node takes the stream. A viewer is served here; its stream is pulled first when another
 /// node holds it. `Err` when Redis cannot be reached.
-async fn place(state: &AppState, role: Role, stream: &StreamName) -> Result<Option<Response>, ApiError> {
+async fn place(state: &AppState, role: Role, stream: &StreamName) -> Result<Placed, ApiError> {
+    let here = Placed::Here { taken_now: false };
     let Some(cluster) = &state.cluster else {
-        return Ok(None);
+        return Ok(here);
     };
     if !role.publishes() {
         cluster
             .prepare_viewer(&state.media, stream)
             .await
             .map_err(|()| ApiError::ClusterUnavailable)?;
-        return Ok(None);
+        return Ok(here);
     }
     match cluster.place_publisher(stream).await {
         Err(()) => Err(ApiError::ClusterUnavailable),
-        Ok(crate::cluster::Placement::Local) => Ok(None),
+        Ok(crate::cluster::Placement::Local { taken_now }) => Ok(Placed::Here { taken_now }),
         Ok(crate::cluster::Placement::Redirect(base)) => {
             let target = format!("{base}/{role}/{stream}");
             let headers = [
@@ -172,9 +194,18 @@ async fn place(state: &AppState, role: Role, stream: &StreamName) -> Result<Opti
                 ),
             ];
             let body = format!("stream {stream:?} is published on {base}: {target}\n");
-            Ok(Some((StatusCode::TEMPORARY_REDIRECT, headers, body).into_response()))
+            let redirect = (StatusCode::TEMPORARY_REDIRECT, headers, body).into_response();
+            Ok(Placed::Elsewhere(redirect))
         }
     }
+}
+
+/// Where [`place`] put a POST.
+enum Placed {
+    /// Served here; `taken_now`: this POST took the stream's lease.
+    Here { taken_now: bool },
+    /// Sent elsewhere with this response.
+    Elsewhere(Response),
 }
 
 /// Locations and ETags are built from hex digits only, so a value that is not a valid header is

@@ -56,7 +56,8 @@ pub(super) async fn elsewhere(
             return Some(ApiError::BadGateway.into_response());
         }
     };
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut relayed = HeaderMap::new();
     for name in &RESPONSE_HEADERS {
         for value in response.headers().get_all(name) {

@@ -28,7 +28,13 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let resource = parse(&id)?;
     let SdpFragment(text) = body?;
-    let forwarded = forward::elsewhere(&state, Method::PATCH, &resource, &headers, Some(text.clone()));
+    let forwarded = forward::elsewhere(
+        &state,
+        Method::PATCH,
+        &resource,
+        &headers,
+        Some(text.clone()),
+    );
     if let Some(response) = forwarded.await {
         return Ok(response);
     }

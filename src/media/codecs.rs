@@ -197,9 +197,13 @@ fn supported(kind: RtpCodecKind, offered: &Offered) -> Option<Codec> {
 /// pulls a stream from another (cluster mode), so that the holder can answer with its
 /// publisher's codec whatever that is. H.264 in the four profiles browsers and encoders send.
 pub fn every() -> Vec<Codec> {
-    let h264 = |pt: u8, profile: &str| (pt, "H264", format!(
-        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
-    ));
+    let h264 = |pt: u8, profile: &str| {
+        (
+            pt,
+            "H264",
+            format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"),
+        )
+    };
     let offered = [
         (RtpCodecKind::Audio, (111, "opus", String::new())),
         (RtpCodecKind::Audio, (0, "PCMU", String::new())),

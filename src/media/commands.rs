@@ -123,6 +123,10 @@ impl MediaLoop {
                     })
                 }),
                 viewers: viewers.len(),
+                edges: viewers
+                    .iter()
+                    .filter(|k| self.sessions.get(k).is_some_and(|c| c.relay))
+                    .count(),
             })
             .collect()
     }
@@ -204,7 +208,9 @@ impl MediaLoop {
             return Ok(());
         };
         let fading = self.sessions.get(&current).map(|c| c.link) == Some(Link::Disconnected);
-        if !fading && self.config.publisher_conflict == PublisherConflict::Reject {
+        // Cluster mode: a pull stands in for a publisher elsewhere; a real one here replaces it.
+        let relay = self.sessions.get(&current).is_some_and(|c| c.relay);
+        if !fading && !relay && self.config.publisher_conflict == PublisherConflict::Reject {
             return Err(MediaError::PublisherExists(stream.to_string()));
         }
         self.teardown(current, EndReason::Replaced);

@@ -128,7 +128,8 @@ pub struct Conn {
     pub started: Instant,
     /// Whether it has been connected once (an ICE restart's reconnect is not a new connect).
     pub ever_connected: bool,
-    /// Cluster mode: a publisher that is this node's pull of the stream from its holder.
+    /// Cluster mode: a publisher that is this node's pull of the stream from its holder, or a
+    /// viewer that is another node's pull of it.
     pub relay: bool,
     /// Its place under the session cap, given back when the session is dropped.
     _permit: Permit,

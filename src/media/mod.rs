@@ -134,6 +134,8 @@ pub struct StreamInfo {
     pub publisher: Option<PublisherInfo>,
     /// Live WHEP viewers.
     pub viewers: usize,
+    /// Cluster mode: of those, other nodes' pulls of the stream (its edges).
+    pub edges: usize,
 }
 
 /// A stream's publisher as `GET /api/streams` lists it.
@@ -158,7 +160,8 @@ pub(crate) struct NewSession {
     pub permit: cap::Permit,
     /// When negotiation started: the setup deadline counts from here.
     pub started: Instant,
-    /// Cluster mode: this publisher is the node's pull of the stream from its holder.
+    /// Cluster mode: a publisher that is this node's pull of the stream from its holder, or a
+    /// viewer that is another node's pull of it.
     pub relay: bool,
 }
 
@@ -309,12 +312,15 @@ pub struct MediaHandle {
 impl MediaHandle {
     /// Checks `offer` for `role`, negotiates the peer connection here (on the caller's task, so
     /// a burst of POSTs never stalls a loop's media) and hands it to the stream's media loop.
+    /// `edge`: cluster mode, the session is another node's pull of the stream (counted apart
+    /// in `/api/streams`).
     pub async fn create(
         &self,
         role: Role,
         stream: StreamName,
         offer: String,
         client: Option<std::net::IpAddr>,
+        edge: bool,
     ) -> Result<Created, MediaError> {
         let info = offer::inspect(&offer, role)?;
         let index = stream_loop(&stream, self.shards.len());
@@ -350,7 +356,7 @@ impl MediaHandle {
             negotiated,
             permit,
             started,
-            relay: false,
+            relay: edge,
         });
         self.request(shard, |reply| Command::Create { session, reply })
             .await??;

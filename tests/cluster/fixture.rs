@@ -106,7 +106,14 @@ impl Redis {
             Command::new("redis-server")
                 .args(["--port", "0", "--unixsocket"])
                 .arg(&socket)
-                .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no"])
+                .args([
+                    "--unixsocketperm",
+                    "700",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
                 .args(["--notify-keyspace-events", "Ex"])
                 .arg("--dir")
                 .arg(dir),
@@ -138,10 +145,11 @@ impl Redis {
     pub fn expiries(&self) -> Proc {
         let proc = Proc::spawn(
             "redis-cli",
-            Command::new("redis-cli")
-                .arg("-s")
-                .arg(&self.socket)
-                .args(["--csv", "SUBSCRIBE", "__keyevent@0__:expired"]),
+            Command::new("redis-cli").arg("-s").arg(&self.socket).args([
+                "--csv",
+                "SUBSCRIBE",
+                "__keyevent@0__:expired",
+            ]),
         );
         proc.wait_for("subscribe");
         proc
@@ -153,7 +161,6 @@ pub struct Node {
     pub proc: Proc,
     /// Its base URL (`http://127.0.0.x:port`), which is also its node URL.
     pub base: String,
-    pub ip: String,
 }
 
 impl Node {
@@ -168,7 +175,12 @@ impl Node {
                 .args(["--cluster-redis", &redis.url(), "--cluster-secret", SECRET])
                 .args(["--cluster-heartbeat-ttl", "1.5", "--cluster-lease-ttl", "3"])
                 .args(["--cluster-edge-idle", "2", "--ice-timeout", "6"])
-                .args(["--log-format", "json", "--log", "info,rtc=warn,rtc_ice=warn,rtc_dtls=error,rtc_srtp=warn,whip_echo=debug"]),
+                .args([
+                    "--log-format",
+                    "json",
+                    "--log",
+                    "info,rtc=warn,rtc_ice=warn,rtc_dtls=error,rtc_srtp=warn,whip_echo=debug",
+                ]),
         );
         let line = proc.wait_for("HTTP listening");
         let addr = line
@@ -182,7 +194,6 @@ impl Node {
         Node {
             proc,
             base: format!("http://{addr}"),
-            ip: ip.to_owned(),
         }
     }
 }

@@ -43,7 +43,10 @@ async fn flow(publisher: &Client, viewers: &mut [&mut Client], count: usize) -> 
     let mut measured = 0;
     let mut pace = tokio::time::interval(Duration::from_millis(20));
     while measured < count {
-        assert!(Instant::now() < deadline, "media reached every viewer in time");
+        assert!(
+            Instant::now() < deadline,
+            "media reached every viewer in time"
+        );
         pace.tick().await;
         let n = sent.len() as u64;
         sent.push(Instant::now());
@@ -51,7 +54,11 @@ async fn flow(publisher: &Client, viewers: &mut [&mut Client], count: usize) -> 
         let everyone = started.iter().all(|s| *s);
         for (i, viewer) in viewers.iter_mut().enumerate() {
             // Each packet is waited for once every viewer is receiving; before, what arrived.
-            let within = if everyone { WAIT } else { Duration::from_millis(15) };
+            let within = if everyone {
+                WAIT
+            } else {
+                Duration::from_millis(15)
+            };
             while let Some(p) = viewer.try_next_packet(within).await {
                 let got = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
                 started[i] = true;
@@ -83,7 +90,9 @@ async fn viewers_on_every_node_hear_a_publisher_and_publishers_are_sent_to_its_n
     let cl = cluster("fanout");
     let publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
     assert!(
-        publisher.resource_url.starts_with(&format!("{}/resource/", cl.a.base)),
+        publisher
+            .resource_url
+            .starts_with(&format!("{}/resource/", cl.a.base)),
         "absolute Location naming node A: {}",
         publisher.resource_url
     );
@@ -93,6 +102,49 @@ async fn viewers_on_every_node_hear_a_publisher_and_publishers_are_sent_to_its_n
     let delays = flow(&publisher, &mut [&mut va, &mut vb, &mut vc], 50).await;
     let [a, b, c] = [&delays[0], &delays[1], &delays[2]].map(|d| median(d));
     eprintln!("publisher → viewer, median of 50: on the holder {a:?}, by cascade {b:?} and {c:?}");
+
+    // Each node shows its part: A holds the stream at epoch 1 and feeds two edges; B and C
+    // pull it (their publisher is the pull).
+    let on_a = streams(&cl.a.base).await;
+    assert_eq!(
+        on_a["cluster"]["holds"],
+        serde_json::json!([["live", 1]]),
+        "{on_a}"
+    );
+    assert_eq!(on_a["streams"][0]["publisher"]["kind"], "whip", "{on_a}");
+    assert_eq!(on_a["streams"][0]["viewers"], 3, "{on_a}");
+    assert_eq!(on_a["streams"][0]["edges"], 2, "{on_a}");
+    for edge in [&cl.b, &cl.c] {
+        let on_edge = streams(&edge.base).await;
+        assert_eq!(
+            on_edge["cluster"]["pulls"],
+            serde_json::json!([["live", 1]]),
+            "{on_edge}"
+        );
+        assert_eq!(
+            on_edge["streams"][0]["publisher"]["kind"], "relay",
+            "{on_edge}"
+        );
+    }
+    let metrics = |base: String| async move {
+        reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let (on_a, on_b) = (
+        metrics(cl.a.base.clone()).await,
+        metrics(cl.b.base.clone()).await,
+    );
+    assert_eq!(support::metric(&on_a, "whip_echo_cluster_leases"), 1.0);
+    assert_eq!(support::metric(&on_b, "whip_echo_cluster_pulls"), 1.0);
+    assert_eq!(support::metric(&on_b, "whip_echo_cluster_redis_up"), 1.0);
+    assert_eq!(
+        support::metric(&on_b, "whip_echo_cluster_redis_errors_total"),
+        0.0
+    );
 
     // RFC 9725 §4.5: a publisher sent to B is redirected to the holder with 307.
     let http = reqwest::Client::builder()
@@ -115,9 +167,36 @@ async fn viewers_on_every_node_hear_a_publisher_and_publishers_are_sent_to_its_n
     // A client that follows it (the checker's HTTP client follows 307 with the same body)
     // publishes on A and takes the stream over; every viewer hears the new publisher.
     let second = client(&format!("{}/whip/live", cl.b.base), Mode::Send).await;
-    assert!(second.resource_url.starts_with(&format!("{}/resource/", cl.a.base)));
+    assert!(second
+        .resource_url
+        .starts_with(&format!("{}/resource/", cl.a.base)));
     flow(&second, &mut [&mut va, &mut vb, &mut vc], 10).await;
+
+    // B's last viewer leaves: after --cluster-edge-idle its pull ends, at A too.
+    assert_eq!(vb.delete().await, 200);
+    tokio::task::block_in_place(|| cl.b.proc.wait_for("the pull ended"));
+    // B logs it once its DELETE at A has been answered.
+    let on_a = streams(&cl.a.base).await;
+    assert_eq!(on_a["streams"][0]["edges"], 1, "{on_a}");
     drop(cl);
+}
+
+/// A node that stops (SIGTERM) gives its leases and heartbeat up on the way out: its
+/// publisher's reconnect through B is served by B at once, without a 307 or waiting for a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_hands_its_streams_over_at_once() {
+    let mut cl = cluster("handover");
+    let publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
+    let mut vc = client(&format!("{}/whep/live", cl.c.base), Mode::Recv).await;
+    flow(&publisher, &mut [&mut vc], 5).await;
+    cl.a.proc.signal("TERM");
+    tokio::task::block_in_place(|| cl.a.proc.wait_for("cluster: left"));
+    let moved = client(&format!("{}/whip/live", cl.b.base), Mode::Send).await;
+    assert!(moved
+        .resource_url
+        .starts_with(&format!("{}/resource/", cl.b.base)));
+    flow(&moved, &mut [&mut vc], 10).await;
+    cl.a.proc.reap();
 }
 
 /// A client that publishes to `url` as an encoder reconnects: it tries again (every 100 ms)
@@ -179,7 +258,9 @@ async fn when_the_holder_dies_the_stream_moves_and_edge_viewers_stay() {
     cl.a.proc.reap();
     let moved = reconnect(&format!("{}/whip/live", cl.b.base)).await;
     let published = killed.elapsed();
-    assert!(moved.resource_url.starts_with(&format!("{}/resource/", cl.b.base)));
+    assert!(moved
+        .resource_url
+        .starts_with(&format!("{}/resource/", cl.b.base)));
     assert_eq!(held_epoch(&cl.b.base, "live").await, Some(2), "a new epoch");
     flow(&moved, &mut [&mut vc], 10).await;
     let heard = killed.elapsed();
@@ -196,7 +277,9 @@ async fn a_holder_frozen_past_its_lease_fences_itself() {
     let publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
     let mut vb = client(&format!("{}/whep/live", cl.b.base), Mode::Recv).await;
     flow(&publisher, &mut [&mut vb], 5).await;
-    let epoch = held_epoch(&cl.a.base, "live").await.expect("A holds the stream");
+    let epoch = held_epoch(&cl.a.base, "live")
+        .await
+        .expect("A holds the stream");
 
     let expiries = cl.redis.expiries();
     cl.a.proc.signal("STOP");
@@ -204,9 +287,17 @@ async fn a_holder_frozen_past_its_lease_fences_itself() {
     cl.a.proc.signal("CONT");
     tokio::task::block_in_place(|| cl.a.proc.wait_for("fenced out of the stream"));
 
-    assert_eq!(held_epoch(&cl.a.base, "live").await, None, "A dropped its claim");
+    assert_eq!(
+        held_epoch(&cl.a.base, "live").await,
+        None,
+        "A dropped its claim"
+    );
     let list = streams(&cl.a.base).await;
-    let live = list["streams"].as_array().unwrap().iter().find(|s| s["stream"] == "live");
+    let live = list["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "live");
     assert!(
         live.is_none_or(|s| s["publisher"].is_null()),
         "A no longer serves the stream: {list}"
@@ -214,7 +305,11 @@ async fn a_holder_frozen_past_its_lease_fences_itself() {
     let stale = reqwest::Client::new()
         .post(format!("{}/whep/live", cl.a.base))
         .header("content-type", "application/sdp")
-        .bearer_auth(whip_echo::cluster::token::mint(fixture::SECRET, "live", epoch))
+        .bearer_auth(whip_echo::cluster::token::mint(
+            fixture::SECRET,
+            "live",
+            epoch,
+        ))
         .body(whip_conformance::peer::offer(Mode::Recv))
         .send()
         .await
@@ -236,6 +331,12 @@ async fn a_redis_outage_keeps_live_sessions_and_placement_recovers() {
 
     cl.redis.stop();
     tokio::task::block_in_place(|| cl.a.proc.wait_for("Redis unreachable"));
+    let metrics = reqwest::get(format!("{}/metrics", cl.a.base))
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert_eq!(support::metric(&metrics, "whip_echo_cluster_redis_up"), 0.0);
+    assert!(support::metric(&metrics, "whip_echo_cluster_redis_errors_total") >= 1.0);
     flow(&publisher, &mut [&mut va, &mut vb], 50).await;
     let http = reqwest::Client::new();
     for url in [
@@ -298,13 +399,26 @@ async fn requests_for_a_resource_on_the_wrong_node_reach_its_node() {
     let stale = patch(&cl.c.base, "\"stale\"").await.unwrap();
     assert_eq!(stale.status(), 412, "A's answer, relayed");
     let get = |base: String| http.get(base).send();
-    assert_eq!(get(format!("{}{path}", cl.c.base)).await.unwrap().status(), 204);
-    let deleted = http.delete(format!("{}{path}", cl.c.base)).send().await.unwrap();
+    assert_eq!(
+        get(format!("{}{path}", cl.c.base)).await.unwrap().status(),
+        204
+    );
+    let deleted = http
+        .delete(format!("{}{path}", cl.c.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 200);
     assert!(
         publisher.until(WAIT, |s| s.ended).await,
         "the publisher is told its session ended"
     );
-    assert_eq!(get(format!("{}{path}", cl.a.base)).await.unwrap().status(), 410);
-    assert_eq!(get(format!("{}{path}", cl.b.base)).await.unwrap().status(), 410);
+    assert_eq!(
+        get(format!("{}{path}", cl.a.base)).await.unwrap().status(),
+        410
+    );
+    assert_eq!(
+        get(format!("{}{path}", cl.b.base)).await.unwrap().status(),
+        410
+    );
 }
