@@ -40,7 +40,8 @@ impl Cluster {
         media: &MediaHandle,
         stream: &StreamName,
     ) -> Result<(), PullError> {
-        let _one_at_a_time = self.0.pulling.lock().await;
+        let turn = PullTurn::new(self, stream);
+        let _one_at_a_time = turn.lock.lock().await;
         let holder = self
             .noted(self.0.store.holder(stream.as_str()).await)
             .map_err(|_| PullError::Store)?;
@@ -106,6 +107,7 @@ impl Cluster {
                 epoch,
                 local,
                 upstream,
+                holder_url: holder.to_owned(),
                 idle_since: None,
             }),
             Err(e) => {
@@ -175,6 +177,41 @@ impl Cluster {
             } else if let Some(p) = self.state().pulls.get_mut(&stream) {
                 p.idle_since = idle_since;
             }
+        }
+    }
+}
+
+/// A place in the queue of one stream's pull set-ups; the queue is forgotten when its last
+/// member leaves (also when a request is dropped mid-way, as a client that hangs up is).
+struct PullTurn<'a> {
+    cluster: &'a Cluster,
+    stream: &'a StreamName,
+    lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> PullTurn<'a> {
+    fn new(cluster: &'a Cluster, stream: &'a StreamName) -> Self {
+        let mut queues = cluster.0.pulling.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = queues.entry(stream.clone()).or_default().clone();
+        PullTurn {
+            cluster,
+            stream,
+            lock,
+        }
+    }
+}
+
+impl Drop for PullTurn<'_> {
+    fn drop(&mut self) {
+        let mut queues = self
+            .cluster
+            .0
+            .pulling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map's and this one: nobody else waits.
+        if std::sync::Arc::strong_count(&self.lock) == 2 {
+            queues.remove(self.stream);
         }
     }
 }

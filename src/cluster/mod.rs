@@ -150,6 +150,8 @@ struct Pull {
     local: ResourceId,
     /// The pull's resource URL at the holder.
     upstream: String,
+    /// The holder's base URL.
+    holder_url: String,
     /// Since when the stream has had no local viewer.
     idle_since: Option<Instant>,
 }
@@ -167,8 +169,10 @@ struct Inner {
     store: Store,
     http: reqwest::Client,
     state: Mutex<State>,
-    /// One pull is set up at a time (a burst of viewers of one stream makes one pull).
-    pulling: tokio::sync::Mutex<()>,
+    /// One pull of a stream is set up at a time (a burst of viewers makes one pull), each
+    /// stream's apart (a slow holder holds up only its own streams' viewers). An entry lives
+    /// while someone waits on it (`edge::PullTurn`).
+    pulling: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>,
     redis_errors: AtomicU64,
     redis_ok: AtomicBool,
     /// Whether the heartbeat is up (logged when it comes up).
@@ -192,8 +196,8 @@ pub struct ClusterView {
     pub redis_errors: u64,
     /// Streams this node holds, with their epochs.
     pub holds: Vec<(String, u64)>,
-    /// Streams this node pulls from their holders (it is their edge), with the epochs.
-    pub pulls: Vec<(String, u64)>,
+    /// Streams this node pulls from their holders (it is their edge): stream, epoch, holder.
+    pub pulls: Vec<(String, u64, String)>,
 }
 
 impl Cluster {
@@ -221,7 +225,7 @@ impl Cluster {
             store,
             http,
             state: Mutex::new(State::default()),
-            pulling: tokio::sync::Mutex::new(()),
+            pulling: Mutex::new(HashMap::new()),
             redis_errors: AtomicU64::new(0),
             redis_ok: AtomicBool::new(true),
             joined: AtomicBool::new(false),
@@ -366,10 +370,10 @@ impl Cluster {
             .iter()
             .map(|(s, c)| (s.to_string(), c.epoch))
             .collect();
-        let mut pulls: Vec<(String, u64)> = state
+        let mut pulls: Vec<(String, u64, String)> = state
             .pulls
             .iter()
-            .map(|(s, p)| (s.to_string(), p.epoch))
+            .map(|(s, p)| (s.to_string(), p.epoch, p.holder_url.clone()))
             .collect();
         holds.sort();
         pulls.sort();
@@ -389,5 +393,87 @@ fn redact(url: &str) -> String {
     match url.split_once('@') {
         Some((_, host)) => format!("redis://<redacted>@{host}"),
         None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn config(args: &[&str]) -> Config {
+        use clap::Parser;
+        Config::parse_from(std::iter::once("whip-echo").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn cluster_settings_come_from_the_flags() {
+        let bound: SocketAddr = "10.0.0.2:8080".parse().unwrap();
+        assert!(ClusterConfig::from_config(&config(&[]), Some(bound))
+            .unwrap()
+            .is_none());
+        let redis = ["--cluster-redis", "redis://r:6379"];
+        let no_secret = ClusterConfig::from_config(&config(&redis), Some(bound));
+        assert!(no_secret.unwrap_err().contains("--cluster-secret"));
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = redis
+                .iter()
+                .chain(&["--cluster-secret", "s"])
+                .chain(extra)
+                .copied()
+                .collect();
+            ClusterConfig::from_config(&config(&args), Some(bound))
+        };
+        assert_eq!(with(&[]).unwrap().unwrap().node_url, "http://10.0.0.2:8080");
+        let named = with(&["--node-url", "https://a.example.com/"])
+            .unwrap()
+            .unwrap();
+        assert_eq!(named.node_url, "https://a.example.com");
+        assert!(with(&["--node-url", "a.example.com"]).is_err());
+        assert!(with(&["--node-url", "ftp://a.example.com"]).is_err());
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let args = [redis[0], redis[1], "--cluster-secret", "s"];
+        let unbound = ClusterConfig::from_config(&config(&args), Some(any));
+        assert!(unbound.unwrap_err().contains("--node-url"));
+    }
+
+    #[tokio::test]
+    async fn a_frozen_claim_is_dropped_before_its_lease_expires() {
+        let c = Cluster::new(ClusterConfig {
+            redis: "redis://127.0.0.1:1".into(),
+            node_url: "http://127.0.0.1:1".into(),
+            secret: "s".into(),
+            heartbeat_ttl: Duration::from_secs(6),
+            lease_ttl: Duration::from_secs(10),
+            edge_idle: Duration::from_secs(10),
+        })
+        .unwrap();
+        // 10 s TTL: renewed every 2 s, dropped after 7 s without a renewal.
+        assert_eq!(c.fence_after(), Duration::from_secs(7));
+        let stream = StreamName::parse("s").unwrap();
+        let now = Instant::now();
+        let claim = |renewed, suspended| Claim {
+            epoch: 3,
+            renewed,
+            taken: now,
+            suspended,
+        };
+        let token = token::mint("s", "s", 3);
+        c.state().claims.insert(stream.clone(), claim(now, false));
+        assert_eq!(c.check_pull(&stream, &token), Ok(()));
+        assert_eq!(
+            c.check_pull(&stream, &token::mint("s", "s", 2)),
+            Err(PullRefused::Stale)
+        );
+        assert_eq!(
+            c.check_pull(&stream, &token::mint("x", "s", 3)),
+            Err(PullRefused::BadToken)
+        );
+        c.state().claims.insert(stream.clone(), claim(now, true));
+        assert_eq!(c.check_pull(&stream, &token), Err(PullRefused::Stale));
+        if let Some(old) = now.checked_sub(Duration::from_secs(8)) {
+            c.state().claims.insert(stream.clone(), claim(old, false));
+            assert_eq!(c.check_pull(&stream, &token), Err(PullRefused::Stale));
+        }
     }
 }

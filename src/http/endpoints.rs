@@ -93,8 +93,9 @@ async fn create(
                 Placed::Here { taken_now } => taken = taken_now,
             }
         }
-        let client = super::client_ip(&state, &request_headers, peer);
         let edge = pull.is_some();
+        // Another node's pulls all come from its one address: not counted per IP.
+        let client = super::client_ip(&state, &request_headers, peer).filter(|_| !edge);
         let created = match state
             .media
             .create(role, stream.clone(), offer, client, edge)

@@ -118,7 +118,7 @@ async fn viewers_on_every_node_hear_a_publisher_and_publishers_are_sent_to_its_n
         let on_edge = streams(&edge.base).await;
         assert_eq!(
             on_edge["cluster"]["pulls"],
-            serde_json::json!([["live", 1]]),
+            serde_json::json!([["live", 1, cl.a.base]]),
             "{on_edge}"
         );
         assert_eq!(
