@@ -186,7 +186,7 @@ pub fn negotiate(
     now: Instant,
 ) -> Result<Negotiated, MediaError> {
     let chosen = choose_codecs(role, info, stream)?;
-    let mut pc = build_peer(settings, role, &chosen, &credentials, now)?;
+    let mut pc = build_peer(settings, role, &chosen, &credentials, Nominates::No, now)?;
     let mut senders = Vec::new();
     if role.receives() {
         for codec in &chosen {
@@ -249,6 +249,7 @@ pub(super) fn build_peer(
     role: Role,
     chosen: &[Codec],
     credentials: &IceCredentials,
+    nominates: Nominates,
     now: Instant,
 ) -> Result<RTCPeerConnection, MediaError> {
     let mut media_engine = MediaEngine::default();
@@ -294,6 +295,12 @@ pub(super) fn build_peer(
             Some(keepalive),
         )
         .with_ice_credentials(credentials.ufrag.clone(), credentials.pwd.clone())
+        // The controlling agent (a pull's offer) nominates on its check timer: 200 ms by
+        // default, which was the whole of a pull's connect time on a LAN.
+        .with_ice_connection_attempts(
+            (nominates == Nominates::Yes).then_some(Duration::from_millis(20)),
+            (nominates == Nominates::Yes).then_some(70),
+        )
         // RFC 6544: ICE-TCP beside UDP, for networks that drop UDP.
         .with_network_types(vec![
             NetworkType::Udp4,
@@ -312,6 +319,16 @@ pub(super) fn build_peer(
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(MediaError::internal)
+}
+
+/// Whether a peer connection is the ICE controlling side, which nominates (a pull's offer),
+/// or the controlled one (every answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Nominates {
+    /// Controlling: checks (and so nominates) every 20 ms while connecting.
+    Yes,
+    /// Controlled: rtc's default check timer.
+    No,
 }
 
 /// The track of `codec`'s kind that a viewer or echo session sends, with a random SSRC.

@@ -14,7 +14,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::cap::Permit;
-use super::peer::{build_peer, IceCredentials, Negotiated};
+use super::peer::{build_peer, IceCredentials, Negotiated, Nominates};
 use super::{codecs, offer, MediaError, MediaHandle, NewSession};
 use crate::session::{ResourceId, Role, StreamName};
 
@@ -49,7 +49,15 @@ impl MediaHandle {
         let started = Instant::now();
         let credentials = IceCredentials::random_for(index);
         let every = codecs::every();
-        let mut pc = build_peer(settings, Role::Publisher, &every, &credentials, started)?;
+        let nominates = Nominates::Yes;
+        let mut pc = build_peer(
+            settings,
+            Role::Publisher,
+            &every,
+            &credentials,
+            nominates,
+            started,
+        )?;
         let recvonly = || RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Recvonly,
             streams: vec![],
