@@ -34,7 +34,11 @@ pub fn spawn_keeper(
                 _ = ticks.tick() => cluster.tick(&media).await,
             }
         }
-        cluster.leave().await;
+        // Bounded: with Redis down, each call would wait for its own timeout.
+        let leave = tokio::time::timeout(super::CALL_TIMEOUT, cluster.leave());
+        if leave.await.is_err() {
+            warn!("cluster: leaving timed out; the leases and heartbeat expire by themselves");
+        }
     })
 }
 
@@ -94,13 +98,24 @@ impl Cluster {
             // The POST that took the lease creates its publisher just after.
             let starting = now.duration_since(claim.taken) < config.lease_ttl / 2;
             if !publishing && !starting {
+                // Forgotten here first, and only if no POST took it again since the snapshot.
+                let unchanged = {
+                    let mut state = self.state();
+                    let same = state.claims.get(&stream).map(|c| c.taken) == Some(claim.taken);
+                    if same {
+                        state.claims.remove(&stream);
+                    }
+                    same
+                };
+                if !unchanged {
+                    continue;
+                }
                 let _ = self.noted(
                     self.0
                         .store
                         .release(stream.as_str(), self.0.tag, claim.epoch)
                         .await,
                 );
-                self.state().claims.remove(&stream);
                 info!(%stream, epoch = claim.epoch, "cluster: no publisher left, lease released");
                 continue;
             }
@@ -115,13 +130,11 @@ impl Cluster {
                     c.renewed = now;
                     c.suspended = false;
                 }),
-                // Redis is back without our lease (restarted empty, or it expired during the
-                // outage): take it again if nobody else did.
-                Ok(false) if claim.suspended => self.retake(media, &stream).await,
-                Ok(false) => {
-                    self.fence(media, &stream, "another node holds its lease")
-                        .await
-                }
+                // Not ours any more: Redis came back empty or the lease expired during an
+                // outage, or a POST here re-took it just as this tick released it. Take it
+                // again if nobody else did; fence only if another node holds it. (A node that
+                // slept past its lease was fenced above, before any renewal.)
+                Ok(false) => self.retake(media, &stream).await,
                 Err(_) => {
                     if !claim.suspended {
                         warn!(%stream, "cluster: lease not renewed (Redis unreachable); the \
@@ -138,7 +151,7 @@ impl Cluster {
         let acquired = self.noted(self.0.store.acquire(stream.as_str(), self.0.tag, ttl).await);
         match acquired {
             Ok(Acquired::Mine(epoch)) => {
-                info!(%stream, epoch, "cluster: Redis is back; lease taken again");
+                info!(%stream, epoch, "cluster: lease taken again");
                 self.update(stream, |c| {
                     c.epoch = epoch;
                     c.renewed = Instant::now();
@@ -146,12 +159,8 @@ impl Cluster {
                 });
             }
             Ok(Acquired::Theirs(_)) => {
-                self.fence(
-                    media,
-                    stream,
-                    "another node took the stream during the outage",
-                )
-                .await
+                self.fence(media, stream, "another node holds its lease")
+                    .await
             }
             Err(_) => {}
         }

@@ -37,7 +37,7 @@ use store::{Acquired, Store};
 use crate::session::{ResourceId, StreamName};
 
 /// How long a node waits for Redis, or for another node, before it answers 503 or 502.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Cluster settings, from `--cluster-*` and `--node-url`.
 #[derive(Debug, Clone)]
