@@ -59,8 +59,7 @@ impl Cluster {
             }
             self.end_pull(media, stream, &pull).await;
         }
-        let mut pull = self.pull(media, stream, &url, epoch).await?;
-        pull.holder = tag;
+        let pull = self.pull(media, stream, &url, tag, epoch).await?;
         info!(%stream, epoch, holder = %url, "cluster: pulling the stream from its holder");
         self.state().pulls.insert(stream.clone(), pull);
         Ok(())
@@ -72,6 +71,7 @@ impl Cluster {
         media: &MediaHandle,
         stream: &StreamName,
         holder: &str,
+        holder_tag: u16,
         epoch: u64,
     ) -> Result<Pull, PullError> {
         let other = |e: &dyn std::fmt::Display| PullError::Other(e.to_string());
@@ -82,7 +82,13 @@ impl Cluster {
             .http
             .post(&url)
             .header(header::CONTENT_TYPE, crate::http::sdp::APPLICATION_SDP)
-            .bearer_auth(token::mint(&self.0.config.secret, stream.as_str(), epoch))
+            .bearer_auth(token::mint(
+                &self.0.config.secret,
+                stream.as_str(),
+                holder_tag,
+                epoch,
+                std::time::SystemTime::now(),
+            ))
             .body(pending.offer.clone())
             .send()
             .await
@@ -101,9 +107,16 @@ impl Cluster {
                 body.trim()
             )));
         };
+        if self.state().claims.contains_key(stream) {
+            // A publisher took the stream here while the holder answered: no pull needed.
+            self.delete_upstream(&upstream).await;
+            return Err(PullError::Other(
+                "this node took the stream meanwhile".into(),
+            ));
+        }
         match media.pull_adopt(pending, body).await {
             Ok(local) => Ok(Pull {
-                holder: 0,
+                holder: holder_tag,
                 epoch,
                 local,
                 upstream,
@@ -128,7 +141,7 @@ impl Cluster {
         }
     }
 
-    async fn delete_upstream(&self, url: &str) {
+    pub(super) async fn delete_upstream(&self, url: &str) {
         if let Err(e) = self.0.http.delete(url).send().await {
             debug!(%url, error = %e, "cluster: DELETE of a pull at its holder failed");
         }
@@ -148,7 +161,9 @@ impl Cluster {
                 continue;
             };
             let local_publisher = info.publisher.as_ref().is_some_and(|p| p.kind != "relay");
-            if info.viewers == 0 || local_publisher || self.state().claims.contains_key(&stream) {
+            // Other nodes' pulls of this node's (former) stream are not viewers to pull for.
+            let viewers = info.viewers.saturating_sub(info.edges);
+            if viewers == 0 || local_publisher || self.state().claims.contains_key(&stream) {
                 continue;
             }
             if let Err(e) = self.ensure_pull(media, &stream).await {
@@ -165,7 +180,7 @@ impl Cluster {
             let viewers = streams
                 .iter()
                 .find(|i| i.stream == stream.as_str())
-                .map_or(0, |i| i.viewers);
+                .map_or(0, |i| i.viewers.saturating_sub(i.edges));
             let idle_since = if viewers > 0 {
                 None
             } else {

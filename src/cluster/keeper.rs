@@ -1,6 +1,7 @@
-//! The cluster's one background task on each node: every tick it checks and renews this node's
-//! leases (fencing itself where it could not renew in time), refreshes its heartbeat, and keeps
-//! its pulls. On shutdown it gives its leases and its heartbeat up, so that a publisher that
+//! The cluster's one background task on each node, with two timers: every tick one checks and
+//! renews this node's leases (fencing itself where it could not renew in time) and refreshes its
+//! heartbeat; the other keeps its pulls, apart, so that a slow holder never delays a renewal. On
+//! shutdown it gives its leases, its pulls and its heartbeat up, so that a publisher that
 //! reconnects elsewhere takes its stream at once.
 
 use std::sync::atomic::Ordering;
@@ -26,14 +27,29 @@ pub fn spawn_keeper(
         let every = (config.heartbeat_ttl / 3)
             .min(config.lease_ttl / 5)
             .max(Duration::from_millis(100));
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                _ = ticks.tick() => cluster.tick(&media).await,
+        let ticker = || {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        };
+        let (mut liveness, mut edges) = (ticker(), ticker());
+        let keep_alive = async {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = liveness.tick() => cluster.keep_alive(&media).await,
+                }
             }
-        }
+        };
+        let keep_edges = async {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = edges.tick() => cluster.keep_edges(&media).await,
+                }
+            }
+        };
+        tokio::join!(keep_alive, keep_edges);
         // Bounded: with Redis down, each call would wait for its own timeout.
         let leave = tokio::time::timeout(super::CALL_TIMEOUT, cluster.leave());
         if leave.await.is_err() {
@@ -43,11 +59,20 @@ pub fn spawn_keeper(
 }
 
 impl Cluster {
-    async fn tick(&self, media: &MediaHandle) {
-        let streams = media.streams().await.unwrap_or_default();
+    /// Leases and heartbeat. Nothing is decided without the loops' answer (a dead loop's
+    /// streams are not "without a publisher").
+    async fn keep_alive(&self, media: &MediaHandle) {
+        let Ok(streams) = media.streams().await else {
+            return;
+        };
         self.keep_claims(media, &streams).await;
         self.heartbeat(media, &streams).await;
-        self.keep_pulls(media, &streams).await;
+    }
+
+    async fn keep_edges(&self, media: &MediaHandle) {
+        if let Ok(streams) = media.streams().await {
+            self.keep_pulls(media, &streams).await;
+        }
     }
 
     async fn heartbeat(&self, media: &MediaHandle, streams: &[StreamInfo]) {
@@ -180,6 +205,11 @@ impl Cluster {
         let epoch = claim.map(|c| c.epoch);
         warn!(%stream, ?epoch, reason = why, "cluster: fenced out of the stream");
         let _ = media.end_publisher(stream, EndReason::Fenced).await;
+        // Still ours in Redis (compare-and-delete): free it, so nobody is sent here meanwhile.
+        if let Some(epoch) = epoch {
+            let released = self.0.store.release(stream.as_str(), self.0.tag, epoch);
+            let _ = self.noted(released.await);
+        }
     }
 
     /// Gives every lease and the heartbeat up (shutdown).
@@ -196,6 +226,15 @@ impl Cluster {
                 .store
                 .release(stream.as_str(), self.0.tag, epoch)
                 .await;
+        }
+        let pulls: Vec<String> = self
+            .state()
+            .pulls
+            .drain()
+            .map(|(_, p)| p.upstream)
+            .collect();
+        for upstream in pulls {
+            self.delete_upstream(&upstream).await;
         }
         let _ = self.0.store.forget_node(self.0.tag).await;
         info!("cluster: left (leases and heartbeat given up)");

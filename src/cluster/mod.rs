@@ -324,7 +324,9 @@ impl Cluster {
     /// claim ([`PullRefused::Stale`] otherwise: the puller read an older lease, or this node
     /// lost or could not renew it).
     pub fn check_pull(&self, stream: &StreamName, token: &str) -> Result<(), PullRefused> {
-        let epoch = token::verify(&self.0.config.secret, stream.as_str(), token)
+        let now = std::time::SystemTime::now();
+        let secret = &self.0.config.secret;
+        let epoch = token::verify(secret, stream.as_str(), self.0.tag, token, now)
             .ok_or(PullRefused::BadToken)?;
         let state = self.state();
         let claim = state.claims.get(stream).ok_or(PullRefused::Stale)?;
@@ -334,12 +336,13 @@ impl Cluster {
             .ok_or(PullRefused::Stale)
     }
 
-    /// A claim not renewed for this long is dropped: the lease TTL less a margin of one renewal
-    /// period and a second for clock rates and the round trip.
+    /// A claim not renewed for this long is dropped: three quarters of the shorter of the two
+    /// TTLs, since another node may take the stream once either the lease or this node's
+    /// heartbeat (both refreshed by the keeper's one timer) has expired. With the defaults
+    /// (heartbeat 6 s, lease 10 s, a tick every 2 s): 4.5 s, so one late tick is tolerated.
     fn fence_after(&self) -> Duration {
-        let ttl = self.0.config.lease_ttl;
-        ttl.saturating_sub(ttl / 5 + Duration::from_secs(1))
-            .max(ttl / 2)
+        let config = &self.0.config;
+        config.heartbeat_ttl.min(config.lease_ttl) * 3 / 4
     }
 
     /// The base URL of the node that minted `resource`, when it is another live node; `None`
@@ -400,6 +403,7 @@ fn redact(url: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use std::time::SystemTime;
 
     fn config(args: &[&str]) -> Config {
         use clap::Parser;
@@ -448,8 +452,8 @@ mod tests {
             edge_idle: Duration::from_secs(10),
         })
         .unwrap();
-        // 10 s TTL: renewed every 2 s, dropped after 7 s without a renewal.
-        assert_eq!(c.fence_after(), Duration::from_secs(7));
+        // Heartbeat 6 s (the shorter TTL): dropped after 4.5 s without a renewal.
+        assert_eq!(c.fence_after(), Duration::from_millis(4500));
         let stream = StreamName::parse("s").unwrap();
         let now = Instant::now();
         let claim = |renewed, suspended| Claim {
@@ -458,20 +462,26 @@ mod tests {
             taken: now,
             suspended,
         };
-        let token = token::mint("s", "s", 3);
+        let mint = |secret, epoch| token::mint(secret, "s", c.tag(), epoch, SystemTime::now());
+        let token = mint("s", 3);
         c.state().claims.insert(stream.clone(), claim(now, false));
         assert_eq!(c.check_pull(&stream, &token), Ok(()));
         assert_eq!(
-            c.check_pull(&stream, &token::mint("s", "s", 2)),
+            c.check_pull(&stream, &mint("s", 2)),
             Err(PullRefused::Stale)
         );
         assert_eq!(
-            c.check_pull(&stream, &token::mint("x", "s", 3)),
+            c.check_pull(&stream, &mint("x", 3)),
+            Err(PullRefused::BadToken)
+        );
+        let elsewhere = token::mint("s", "s", c.tag() ^ 1, 3, SystemTime::now());
+        assert_eq!(
+            c.check_pull(&stream, &elsewhere),
             Err(PullRefused::BadToken)
         );
         c.state().claims.insert(stream.clone(), claim(now, true));
         assert_eq!(c.check_pull(&stream, &token), Err(PullRefused::Stale));
-        if let Some(old) = now.checked_sub(Duration::from_secs(8)) {
+        if let Some(old) = now.checked_sub(Duration::from_secs(5)) {
             c.state().claims.insert(stream.clone(), claim(old, false));
             assert_eq!(c.check_pull(&stream, &token), Err(PullRefused::Stale));
         }

@@ -6,7 +6,7 @@
 //! |-----------------------------|-------------------------------|-----|
 //! | `whip-echo:node:{tag}`      | JSON: URL, load               | heartbeat TTL, refreshed every third of it |
 //! | `whip-echo:lease:{stream}`  | `{tag}:{epoch}` of the holder | lease TTL, renewed every fifth of it |
-//! | `whip-echo:epoch:{stream}`  | the stream's fencing counter  | none (one integer per stream ever published) |
+//! | `whip-echo:epoch`           | the fencing counter, one for all streams | none (one integer) |
 
 use std::time::Duration;
 
@@ -99,9 +99,9 @@ fn lease_key(stream: &str) -> String {
     format!("whip-echo:lease:{stream}")
 }
 
-fn epoch_key(stream: &str) -> String {
-    format!("whip-echo:epoch:{stream}")
-}
+/// One counter for every stream: epochs never repeat across streams or holders, and streams
+/// leave no key behind (a key per stream would be one more per name ever posted).
+const EPOCH: &str = "whip-echo:epoch";
 
 fn lease_value(tag: u16, epoch: u64) -> String {
     format!("{tag:04x}:{epoch}")
@@ -184,7 +184,7 @@ impl Store {
     ) -> Result<Acquired, StoreError> {
         let (mine, value, node): (i64, String, String) = Script::new(ACQUIRE)
             .key(lease_key(stream))
-            .key(epoch_key(stream))
+            .key(EPOCH)
             .arg(format!("{tag:04x}"))
             .arg(millis(ttl))
             .arg(NODE)

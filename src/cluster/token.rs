@@ -1,25 +1,38 @@
-//! The bearer token a node pulls another's stream with: `whip-echo-pull.{epoch}.{mac}`, the MAC
-//! an HMAC-SHA256 under the cluster secret of the stream and the epoch the puller read from the
-//! lease. The holder checks the MAC and that the epoch is its own current one, so a pull meant for
-//! an older holder, or sent to a node that lost the stream, is refused.
+//! The bearer token a node pulls another's stream with: `whip-echo-pull.{epoch}.{expires}.{mac}`,
+//! the MAC an HMAC-SHA256 under the cluster secret of the stream, the holder's tag, the epoch the
+//! puller read from the lease and the token's expiry (Unix seconds). The holder checks the MAC,
+//! the expiry, and that the epoch is its own current one, so a pull meant for another or an older
+//! holder, sent to a node that lost the stream, or replayed later, is refused.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
 
 const PREFIX: &str = "whip-echo-pull.";
+/// How long a minted token is good for: a pull is POSTed right after it is minted.
+const VALID_FOR: Duration = Duration::from_secs(60);
 
 fn key(secret: &str) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes())
 }
 
-fn message(stream: &str, epoch: u64) -> String {
-    format!("pull\n{stream}\n{epoch}")
+fn message(stream: &str, holder: u16, epoch: u64, expires: u64) -> String {
+    format!("pull\n{stream}\n{holder:04x}\n{epoch}\n{expires}")
 }
 
-/// The token for pulling `stream` at `epoch`.
-pub fn mint(secret: &str, stream: &str, epoch: u64) -> String {
-    let tag = hmac::sign(&key(secret), message(stream, epoch).as_bytes());
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The token for pulling `stream` from node `holder` at `epoch`, valid for a minute from `now`.
+pub fn mint(secret: &str, stream: &str, holder: u16, epoch: u64, now: SystemTime) -> String {
+    let expires = unix(now + VALID_FOR);
+    let tag = hmac::sign(
+        &key(secret),
+        message(stream, holder, epoch, expires).as_bytes(),
+    );
     let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("{PREFIX}{epoch}.{hex}")
+    format!("{PREFIX}{epoch}.{expires}.{hex}")
 }
 
 /// Whether `token` is a pull token at all (then it is checked as one, never as a play token).
@@ -27,18 +40,28 @@ pub fn is_pull(token: &str) -> bool {
     token.starts_with(PREFIX)
 }
 
-/// The epoch of a pull token whose MAC is right for `stream`; `None` otherwise.
-pub fn verify(secret: &str, stream: &str, token: &str) -> Option<u64> {
-    let (epoch, mac) = token.strip_prefix(PREFIX)?.split_once('.')?;
-    let epoch: u64 = epoch.parse().ok()?;
-    if mac.len() != 64 {
+/// The epoch of a pull token whose MAC is right for `stream` and this node (`holder`) and that
+/// has not expired at `now`; `None` otherwise.
+pub fn verify(
+    secret: &str,
+    stream: &str,
+    holder: u16,
+    token: &str,
+    now: SystemTime,
+) -> Option<u64> {
+    let mut parts = token.strip_prefix(PREFIX)?.splitn(3, '.');
+    let epoch: u64 = parts.next()?.parse().ok()?;
+    let expires: u64 = parts.next()?.parse().ok()?;
+    let mac = parts.next()?;
+    if mac.len() != 64 || expires < unix(now) {
         return None;
     }
     let bytes: Vec<u8> = (0..32)
         .map(|i| u8::from_str_radix(mac.get(2 * i..2 * i + 2)?, 16).ok())
         .collect::<Option<_>>()?;
     // Constant-time comparison inside ring.
-    hmac::verify(&key(secret), message(stream, epoch).as_bytes(), &bytes).ok()?;
+    let signed = message(stream, holder, epoch, expires);
+    hmac::verify(&key(secret), signed.as_bytes(), &bytes).ok()?;
     Some(epoch)
 }
 
@@ -47,15 +70,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_verify_only_for_their_stream_and_secret() {
-        let t = mint("s3cret", "live", 7);
+    fn tokens_verify_only_for_their_stream_holder_secret_and_time() {
+        let now = SystemTime::now();
+        let t = mint("s3cret", "live", 0xbeef, 7, now);
         assert!(is_pull(&t));
-        assert_eq!(verify("s3cret", "live", &t), Some(7));
-        assert_eq!(verify("other", "live", &t), None);
-        assert_eq!(verify("s3cret", "live2", &t), None);
-        let forged = t.replace("pull.7.", "pull.8.");
-        assert_eq!(verify("s3cret", "live", &forged), None);
-        assert_eq!(verify("s3cret", "live", "whip-echo-pull.7.zz"), None);
-        assert_eq!(verify("s3cret", "live", "whip-echo-pull.é.00"), None);
+        assert_eq!(verify("s3cret", "live", 0xbeef, &t, now), Some(7));
+        assert_eq!(verify("other", "live", 0xbeef, &t, now), None);
+        assert_eq!(verify("s3cret", "live2", 0xbeef, &t, now), None);
+        assert_eq!(verify("s3cret", "live", 0xbeee, &t, now), None);
+        let later = now + Duration::from_secs(120);
+        assert_eq!(verify("s3cret", "live", 0xbeef, &t, later), None, "expired");
+        let forged = t.replacen("pull.7.", "pull.8.", 1);
+        assert_eq!(verify("s3cret", "live", 0xbeef, &forged, now), None);
+        for bad in [
+            "whip-echo-pull.7.zz",
+            "whip-echo-pull.é.00",
+            "whip-echo-pull.7.1.zz",
+        ] {
+            assert_eq!(verify("s3cret", "live", 0xbeef, bad, now), None, "{bad}");
+        }
     }
 }

@@ -87,7 +87,9 @@ async fn create(
         }
         let SdpOffer(offer) = offer?;
         let mut taken = false;
-        if pull.is_none() {
+        if pull.is_none() && state.cluster.is_some() {
+            // A malformed offer is refused before it can take a stream's lease.
+            crate::media::offer::inspect(&offer, role)?;
             match place(&state, role, &stream).await? {
                 Placed::Elsewhere(redirect) => return Ok(redirect),
                 Placed::Here { taken_now } => taken = taken_now,

@@ -1,8 +1,9 @@
 //! Cluster mode: a request on a session resource that another node holds (its id says which,
 //! [`ResourceId::node_tag`]) is forwarded there and its answer relayed, so a client that sent
 //! its PATCH or DELETE to the load balancer rather than to the absolute `Location` is never lost.
-//! Only the headers the resource reads and answers with cross; the other node does not forward
-//! again (the id names it).
+//! Only the headers the resource reads and answers with cross, and a hop header: a forwarded
+//! request is answered where it lands, never forwarded again (a node restarted under a new tag,
+//! or a `--node-url` that points at the load balancer, would otherwise send it round in a loop).
 
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::error::ApiError;
 use crate::session::ResourceId;
+
+/// Marks a request one node forwarded to another.
+const FORWARDED: &str = "x-whip-echo-forwarded";
 
 /// Request headers a session resource reads.
 const REQUEST_HEADERS: [header::HeaderName; 2] = [header::IF_MATCH, header::CONTENT_TYPE];
@@ -32,6 +36,9 @@ pub(super) async fn elsewhere(
     body: Option<String>,
 ) -> Option<Response> {
     let cluster = state.cluster.as_ref()?;
+    if headers.contains_key(FORWARDED) {
+        return None;
+    }
     let base = match cluster.owner_of(resource).await {
         Ok(None) => return None,
         Ok(Some(base)) => base,
@@ -40,7 +47,7 @@ pub(super) async fn elsewhere(
         Err(false) => return Some(ApiError::ClusterUnavailable.into_response()),
     };
     let url = format!("{base}{}", resource.location());
-    let mut request = cluster.http().request(method, &url);
+    let mut request = cluster.http().request(method, &url).header(FORWARDED, "1");
     for name in &REQUEST_HEADERS {
         for value in headers.get_all(name) {
             request = request.header(name, value);

@@ -164,7 +164,7 @@ impl MediaLoop {
             relay,
         } = session;
         if role.publishes() {
-            self.claim_publisher_slot(&stream)?;
+            self.claim_publisher_slot(&stream, relay)?;
             // The stream's viewers start the new publisher afresh: at its first keyframe, even
             // under the old publisher's SSRC.
             for viewer in self.registry.viewers(&stream).to_vec() {
@@ -203,14 +203,21 @@ impl MediaLoop {
     /// teardown path, its resource still answers DELETE within the grace period, and viewers
     /// continue on their own SSRC and sequence (`Forwarder`). With `reject`, only a publisher
     /// whose consent checks already fail (RFC 7675) is replaced; a live one keeps the stream.
-    fn claim_publisher_slot(&mut self, stream: &StreamName) -> Result<(), MediaError> {
+    ///
+    /// Cluster mode: a pull (`relay`) stands in for a publisher elsewhere; a real publisher here
+    /// replaces it, and it never replaces a real one (which took the stream while the pull was
+    /// being set up).
+    fn claim_publisher_slot(&mut self, stream: &StreamName, relay: bool) -> Result<(), MediaError> {
         let Some(current) = self.registry.publisher(stream) else {
             return Ok(());
         };
         let fading = self.sessions.get(&current).map(|c| c.link) == Some(Link::Disconnected);
-        // Cluster mode: a pull stands in for a publisher elsewhere; a real one here replaces it.
-        let relay = self.sessions.get(&current).is_some_and(|c| c.relay);
-        if !fading && !relay && self.config.publisher_conflict == PublisherConflict::Reject {
+        let current_relay = self.sessions.get(&current).is_some_and(|c| c.relay);
+        if relay && !current_relay {
+            return Err(MediaError::PublisherExists(stream.to_string()));
+        }
+        if !fading && !current_relay && self.config.publisher_conflict == PublisherConflict::Reject
+        {
             return Err(MediaError::PublisherExists(stream.to_string()));
         }
         self.teardown(current, EndReason::Replaced);

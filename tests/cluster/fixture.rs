@@ -173,7 +173,7 @@ impl Node {
                 .args(["--listen", &format!("{ip}:0"), "--udp-host", ip])
                 .args(["--udp-port", "0", "--tcp-port", "0", "--self-test", "false"])
                 .args(["--cluster-redis", &redis.url(), "--cluster-secret", SECRET])
-                .args(["--cluster-heartbeat-ttl", "1.5", "--cluster-lease-ttl", "3"])
+                .args(["--cluster-heartbeat-ttl", "3", "--cluster-lease-ttl", "6"])
                 .args(["--cluster-edge-idle", "2", "--ice-timeout", "6"])
                 .args([
                     "--log-format",

@@ -269,10 +269,12 @@ async fn when_the_holder_dies_the_stream_moves_and_edge_viewers_stay() {
     drop(publisher);
 }
 
-/// Test 3: SIGSTOP the holder past its lease, SIGCONT: it fences itself (its publisher ends,
-/// its claim is gone) and refuses a pull at its old epoch.
+/// Test 3: SIGSTOP the holder until its heartbeat has expired (another node could take the
+/// stream from then on) while its lease still stands, then SIGCONT: it fences itself by its own
+/// clock (its publisher ends, its claim is gone) and refuses a pull at its old epoch, which it
+/// took before the freeze.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_holder_frozen_past_its_lease_fences_itself() {
+async fn a_holder_frozen_past_its_heartbeat_fences_itself() {
     let cl = cluster("fence");
     let publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
     let mut vb = client(&format!("{}/whep/live", cl.b.base), Mode::Recv).await;
@@ -280,12 +282,38 @@ async fn a_holder_frozen_past_its_lease_fences_itself() {
     let epoch = held_epoch(&cl.a.base, "live")
         .await
         .expect("A holds the stream");
+    let node = streams(&cl.a.base).await["cluster"]["node"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tag = u16::from_str_radix(&node, 16).unwrap();
+    let pull = |epoch: u64| {
+        reqwest::Client::new()
+            .post(format!("{}/whep/live", cl.a.base))
+            .header("content-type", "application/sdp")
+            .bearer_auth(whip_echo::cluster::token::mint(
+                fixture::SECRET,
+                "live",
+                tag,
+                epoch,
+                std::time::SystemTime::now(),
+            ))
+            .body(whip_conformance::peer::offer(Mode::Recv))
+            .send()
+    };
+    let other_epoch = pull(epoch + 1).await.unwrap();
+    assert_eq!(
+        other_epoch.status(),
+        409,
+        "the holder refuses another epoch"
+    );
 
     let expiries = cl.redis.expiries();
     cl.a.proc.signal("STOP");
-    tokio::task::block_in_place(|| expiries.wait_for("whip-echo:lease:live"));
+    let heartbeat = format!("whip-echo:node:{node}");
+    tokio::task::block_in_place(|| expiries.wait_for(&heartbeat));
     cl.a.proc.signal("CONT");
-    tokio::task::block_in_place(|| cl.a.proc.wait_for("fenced out of the stream"));
+    tokio::task::block_in_place(|| cl.a.proc.wait_for("its lease was not renewed in time"));
 
     assert_eq!(
         held_epoch(&cl.a.base, "live").await,
@@ -302,18 +330,7 @@ async fn a_holder_frozen_past_its_lease_fences_itself() {
         live.is_none_or(|s| s["publisher"].is_null()),
         "A no longer serves the stream: {list}"
     );
-    let stale = reqwest::Client::new()
-        .post(format!("{}/whep/live", cl.a.base))
-        .header("content-type", "application/sdp")
-        .bearer_auth(whip_echo::cluster::token::mint(
-            fixture::SECRET,
-            "live",
-            epoch,
-        ))
-        .body(whip_conformance::peer::offer(Mode::Recv))
-        .send()
-        .await
-        .unwrap();
+    let stale = pull(epoch).await.unwrap();
     assert_eq!(stale.status(), 409, "a pull at the old epoch is refused");
     drop(publisher);
 }
@@ -403,6 +420,14 @@ async fn requests_for_a_resource_on_the_wrong_node_reach_its_node() {
         get(format!("{}{path}", cl.c.base)).await.unwrap().status(),
         204
     );
+    // A request another node already forwarded is answered where it lands, never sent on.
+    let hop = http
+        .get(format!("{}{path}", cl.b.base))
+        .header("x-whip-echo-forwarded", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hop.status(), 404);
     let deleted = http
         .delete(format!("{}{path}", cl.c.base))
         .send()
