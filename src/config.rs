@@ -352,8 +352,9 @@ impl Config {
 
 const REDACTED: &str = "<redacted>";
 
-/// A Redis URL without its password (`redis://user:pw@host` → `redis://user:<redacted>@host`).
-fn redact_url(url: &str) -> String {
+/// A Redis URL without its password (`redis://user:pw@host` → `redis://user:<redacted>@host`),
+/// for logs and error messages.
+pub(crate) fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => match rest.split_once('@') {
             Some((userinfo, host)) => {
@@ -392,6 +393,10 @@ mod tests {
             "jwt-secret-3-of-at-least-thirty-two-bytes",
             "--turn-secret",
             "turn-secret-4",
+            "--cluster-redis",
+            "redis://user:redis-pw-5@r:6379",
+            "--cluster-secret",
+            "cluster-secret-6",
         ])
         .unwrap();
         let logged = format!("{:?}", c.redacted());
@@ -400,10 +405,16 @@ mod tests {
             "play-secret-2",
             "jwt-secret-3",
             "turn-secret-4",
+            "redis-pw-5",
+            "cluster-secret-6",
         ] {
             assert!(!logged.contains(secret), "{secret} in {logged}");
         }
         assert!(logged.contains("<redacted>@live"), "{logged}");
+        assert!(
+            logged.contains("redis://user:<redacted>@r:6379"),
+            "{logged}"
+        );
     }
 
     use super::*;

@@ -204,8 +204,12 @@ impl Cluster {
     /// A cluster handle with a fresh random node tag (the heartbeat claims it; a clash with a
     /// live node is reported, 1 in 65,536 per pair). Nothing is sent before the first call.
     pub fn new(config: ClusterConfig) -> Result<Cluster, String> {
-        let store = Store::new(&config.redis, CALL_TIMEOUT)
-            .map_err(|e| format!("--cluster-redis {}: {e}", redact(&config.redis)))?;
+        let store = Store::new(&config.redis, CALL_TIMEOUT).map_err(|e| {
+            format!(
+                "--cluster-redis {}: {e}",
+                crate::config::redact_url(&config.redis)
+            )
+        })?;
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             // RFC 9725 §4.5 redirects are for clients; between nodes a 3xx is an error.
@@ -388,14 +392,6 @@ impl Cluster {
             holds,
             pulls,
         }
-    }
-}
-
-/// A Redis URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((_, host)) => format!("redis://<redacted>@{host}"),
-        None => url.to_owned(),
     }
 }
 
