@@ -26,6 +26,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
+use crate::media::offer::CheckedOffer;
 use crate::media::{read_rfc4571_frame, rfc4571_frame, stream_loop, MediaError, MediaHandle};
 use crate::session::{Role, StreamName};
 use crate::stun_client;
@@ -149,8 +150,10 @@ async fn probe(media: &MediaHandle, path: PathKind, addr: SocketAddr) -> Result<
     .flatten()
     .find(|stream| owner.is_none_or(|index| stream_loop(stream, udp.len()) == index))
     .ok_or("no stream name maps to the loop")?;
+    let offer = CheckedOffer::check(OFFER.to_owned(), Role::Echo)
+        .map_err(|e| format!("the self-test's offer: {e}"))?;
     let created = media
-        .create(Role::Echo, stream, OFFER.to_owned(), None, false)
+        .create(stream, offer, None, false)
         .await
         .map_err(|e| match e {
             MediaError::OverCapacity => "not checked: the session cap is full".to_owned(),

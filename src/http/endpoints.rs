@@ -11,6 +11,7 @@ use super::sdp::{SdpOffer, APPLICATION_SDP};
 use super::{cors, AppState, PeerAddr};
 use crate::auth::Action;
 use crate::error::ApiError;
+use crate::media::offer::CheckedOffer;
 use crate::metrics::Rejection;
 use crate::session::{Role, StreamName};
 
@@ -86,10 +87,10 @@ async fn create(
             auth.check(bearer, action, &stream)?;
         }
         let SdpOffer(offer) = offer?;
+        // Checked first: in cluster mode a malformed offer never takes a stream's lease.
+        let offer = CheckedOffer::check(offer, role)?;
         let mut taken = false;
-        if pull.is_none() && state.cluster.is_some() {
-            // A malformed offer is refused before it can take a stream's lease.
-            crate::media::offer::inspect(&offer, role)?;
+        if pull.is_none() {
             match place(&state, role, &stream).await? {
                 Placed::Elsewhere(redirect) => return Ok(redirect),
                 Placed::Here { taken_now } => taken = taken_now,
@@ -100,7 +101,7 @@ async fn create(
         let client = super::client_ip(&state, &request_headers, peer).filter(|_| !edge);
         let created = match state
             .media
-            .create(role, stream.clone(), offer, client, edge)
+            .create(stream.clone(), offer, client, edge)
             .await
         {
             Ok(created) => created,

@@ -316,13 +316,16 @@ impl MediaHandle {
     /// in `/api/streams`).
     pub async fn create(
         &self,
-        role: Role,
         stream: StreamName,
-        offer: String,
+        offer: offer::CheckedOffer,
         client: Option<std::net::IpAddr>,
         edge: bool,
     ) -> Result<Created, MediaError> {
-        let info = offer::inspect(&offer, role)?;
+        let offer::CheckedOffer {
+            sdp: offer,
+            role,
+            info,
+        } = offer;
         let index = stream_loop(&stream, self.shards.len());
         let shard = &self.shards[index];
         let permit = self.cap.try_admit(client)?;

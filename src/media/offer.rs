@@ -61,6 +61,23 @@ const MAX_SECTIONS: usize = 16;
 /// The longest SDP line taken (candidates, fingerprints and fmtp lines are a few hundred bytes).
 const MAX_LINE: usize = 4096;
 
+/// An offer that passed [`inspect`] for its role: checked once, before anything else is done
+/// with it (in cluster mode, before it may take a stream's lease), and negotiated as it is.
+#[derive(Debug, Clone)]
+pub struct CheckedOffer {
+    pub(super) sdp: String,
+    pub(super) role: Role,
+    pub(super) info: OfferInfo,
+}
+
+impl CheckedOffer {
+    /// Checks `sdp` for `role` ([`inspect`]).
+    pub fn check(sdp: String, role: Role) -> Result<CheckedOffer, MediaError> {
+        let info = inspect(&sdp, role)?;
+        Ok(CheckedOffer { sdp, role, info })
+    }
+}
+
 /// Checks an offer for `role`. Errors are client mistakes with a short reason.
 pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
     let bad = |why: &str| MediaError::BadOffer(why.to_owned());
