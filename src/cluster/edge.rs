@@ -160,7 +160,7 @@ impl Cluster {
             let Ok(stream) = StreamName::parse(&info.stream) else {
                 continue;
             };
-            let local_publisher = info.publisher.as_ref().is_some_and(|p| p.kind != "relay");
+            let local_publisher = info.has_local_publisher();
             // Other nodes' pulls of this node's (former) stream are not viewers to pull for.
             let viewers = info.viewers.saturating_sub(info.edges);
             if viewers == 0 || local_publisher || self.state().claims.contains_key(&stream) {

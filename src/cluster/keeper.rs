@@ -116,10 +116,9 @@ impl Cluster {
                     .await;
                 continue;
             }
-            let publishing = streams.iter().any(|i| {
-                i.stream == stream.as_str()
-                    && i.publisher.as_ref().is_some_and(|p| p.kind != "relay")
-            });
+            let publishing = streams
+                .iter()
+                .any(|i| i.stream == stream.as_str() && i.has_local_publisher());
             // The POST that took the lease creates its publisher just after.
             let starting = now.duration_since(claim.taken) < config.lease_ttl / 2;
             if !publishing && !starting {

@@ -110,7 +110,7 @@ impl MediaLoop {
                     Some(super::PublisherInfo {
                         kind: match role {
                             Role::Echo => "echo",
-                            _ if conn.relay => "relay",
+                            _ if conn.relay => super::RELAY,
                             _ => "whip",
                         },
                         state: match conn.link {

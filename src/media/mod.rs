@@ -138,6 +138,16 @@ pub struct StreamInfo {
     pub edges: usize,
 }
 
+impl StreamInfo {
+    /// Whether a client publishes it on this node (cluster mode: not a pull from its holder).
+    pub fn has_local_publisher(&self) -> bool {
+        self.publisher.as_ref().is_some_and(|p| p.kind != RELAY)
+    }
+}
+
+/// The publisher kind of a cluster pull, in `GET /api/streams`.
+pub(crate) const RELAY: &str = "relay";
+
 /// A stream's publisher as `GET /api/streams` lists it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PublisherInfo {

@@ -374,6 +374,14 @@ fn apply_offer(
     if role == Role::Viewer {
         send_only(pc);
     }
+    add_candidates(pc, settings)
+}
+
+/// Adds the loop's host candidates (UDP, then passive TCP) to `pc`.
+pub(super) fn add_candidates(
+    pc: &mut RTCPeerConnection,
+    settings: &PeerSettings,
+) -> Result<(), MediaError> {
     for candidate in &settings.candidates {
         pc.add_local_candidate(candidate.clone())
             .map_err(MediaError::internal)?;

@@ -14,7 +14,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::cap::Permit;
-use super::peer::{build_peer, IceCredentials, Negotiated, Nominates};
+use super::peer::{add_candidates, build_peer, IceCredentials, Negotiated, Nominates};
 use super::{codecs, offer, MediaError, MediaHandle, NewSession};
 use crate::session::{ResourceId, Role, StreamName};
 
@@ -70,10 +70,7 @@ impl MediaHandle {
         let offer = pc.create_offer(None).map_err(MediaError::internal)?;
         pc.set_local_description(started, offer)
             .map_err(MediaError::internal)?;
-        for candidate in &settings.candidates {
-            pc.add_local_candidate(candidate.clone())
-                .map_err(MediaError::internal)?;
-        }
+        add_candidates(&mut pc, settings)?;
         let offer = pc
             .local_description()
             .ok_or_else(|| MediaError::Internal("no local description after offer".into()))?
