@@ -175,13 +175,7 @@ async fn api_streams_lists_each_stream_with_its_publisher_and_viewers() {
     let publisher = connect(Mode::Send, "/whip/live").await;
     let viewer = connect(Mode::Recv, "/whep/live").await;
     let waiting = connect(Mode::Recv, "/whep/later").await;
-    let text = reqwest::get(format!("{base}/api/streams"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let list = support::get_json(&format!("{base}/api/streams")).await;
     let streams = list["streams"].as_array().unwrap();
     assert_eq!(streams.len(), 2, "{list}");
     assert_eq!(streams[0]["stream"], "later");

@@ -79,12 +79,7 @@ async fn a_path_nobody_listens_on_is_reported_with_the_reason() {
     // The sessions it made to check against are gone too.
     wait_idle(&server).await;
     // With the self-test off (the tests' default), /healthz says nothing about it.
-    let text = reqwest::get(format!("{}/healthz", server.base_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::get_text(&format!("{}/healthz", server.base_url())).await;
     assert_eq!(text, "ok sessions=0\n");
     assert_eq!(*server.self_test.borrow(), SelfTest::Disabled);
     server.shutdown().await.unwrap();

@@ -126,18 +126,8 @@ async fn viewers_on_every_node_hear_a_publisher_and_publishers_are_sent_to_its_n
             "{on_edge}"
         );
     }
-    let metrics = |base: String| async move {
-        reqwest::get(format!("{base}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let (on_a, on_b) = (
-        metrics(cl.a.base.clone()).await,
-        metrics(cl.b.base.clone()).await,
-    );
+    let on_a = support::get_text(&format!("{}/metrics", cl.a.base)).await;
+    let on_b = support::get_text(&format!("{}/metrics", cl.b.base)).await;
     assert_eq!(support::metric(&on_a, "whip_echo_cluster_leases"), 1.0);
     assert_eq!(support::metric(&on_b, "whip_echo_cluster_pulls"), 1.0);
     assert_eq!(support::metric(&on_b, "whip_echo_cluster_redis_up"), 1.0);
@@ -221,13 +211,7 @@ async fn reconnect(url: &str, mode: Mode) -> Client {
 
 /// `GET /api/streams` of a node, as JSON.
 async fn streams(base: &str) -> serde_json::Value {
-    let text = reqwest::get(format!("{base}/api/streams"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
+    support::get_json(&format!("{base}/api/streams")).await
 }
 
 /// The epoch at which the node at `base` holds `stream`, if it does.
@@ -346,10 +330,7 @@ async fn a_redis_outage_keeps_live_sessions_and_placement_recovers() {
 
     cl.redis.stop();
     tokio::task::block_in_place(|| cl.a.proc.wait_for("Redis unreachable"));
-    let metrics = reqwest::get(format!("{}/metrics", cl.a.base))
-        .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
+    let metrics = support::get_text(&format!("{}/metrics", cl.a.base)).await;
     assert_eq!(support::metric(&metrics, "whip_echo_cluster_redis_up"), 0.0);
     assert!(support::metric(&metrics, "whip_echo_cluster_redis_errors_total") >= 1.0);
     flow(&publisher, &mut [&mut va, &mut vb], 50).await;

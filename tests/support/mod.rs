@@ -85,3 +85,13 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The body of `GET url` as text (the request must succeed; any status).
+pub async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// The body of `GET url` as JSON.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    serde_json::from_str(&get_text(url).await).unwrap()
+}
