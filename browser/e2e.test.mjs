@@ -125,8 +125,11 @@ test("trickle ICE vs candidates in the offer: both connect, only trickle PATCHes
       }));
       await session.start();
       const ms = await connected;
-      // Let the last trickle PATCH answer before hanging up.
-      if (trickle) while (!(steps["end of candidates trickled: 204"] >= 0)) await new Promise((r) => setTimeout(r, 5));
+      // Let both trickle PATCHes answer before hanging up: the page sends them without waiting
+      // for each other, so the candidates' PATCH may answer after the end-of-candidates one (a
+      // DELETE sent in between made it a 404).
+      const answered = (label) => Object.keys(steps).some((s) => s.startsWith(`${label}: `));
+      if (trickle) while (!(answered("candidates trickled") && answered("end of candidates trickled"))) await new Promise((r) => setTimeout(r, 5));
       (trickle ? out.trickle : out.offer).push({ ms, post: steps["POST sent"], trickled: session.trickled });
       await session.stop();
     }
