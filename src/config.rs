@@ -206,6 +206,38 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS_PER_IP", default_value_t = 100)]
     pub max_sessions_per_ip: usize,
 
+    /// Most live sessions the /64s of one IPv6 /48 may hold together; beyond it POST gets 429.
+    /// 0: no limit. (An IPv4 client is its address, capped by --max-sessions-per-ip.)
+    #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS_PER_PREFIX", default_value_t = 200)]
+    pub max_sessions_per_prefix: usize,
+
+    /// Most sessions one client IP (an IPv6 /64) may hold that have not connected yet (ICE and
+    /// DTLS); beyond it POST gets 429. 0: no limit. When the server is at --max-sessions, the
+    /// oldest session not yet connected is ended to make room for a new one.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_MAX_CONNECTING_SESSIONS_PER_IP",
+        default_value_t = 10
+    )]
+    pub max_connecting_sessions_per_ip: usize,
+
+    /// POST and PATCH requests one client IP (an IPv6 /64) may send per second, on average;
+    /// beyond it 429 with Retry-After. 0: no limit.
+    #[arg(long, env = "WHIP_ECHO_REQUEST_RATE_PER_IP", default_value_t = 20)]
+    pub request_rate_per_ip: u32,
+
+    /// How many POST and PATCH requests one client IP may send at once before
+    /// --request-rate-per-ip applies (a browser sends its POST and a few trickle PATCHes
+    /// together).
+    #[arg(long, env = "WHIP_ECHO_REQUEST_BURST_PER_IP", default_value_t = 40)]
+    pub request_burst_per_ip: u32,
+
+    /// ICE restarts (RFC 9725 §4.3.3) one session may make per minute, three at once at most;
+    /// one more gets 429 with Retry-After. A restart of a session that never connected does not
+    /// extend its setup deadline. 0: no limit.
+    #[arg(long, env = "WHIP_ECHO_ICE_RESTARTS_PER_MINUTE", default_value_t = 6)]
+    pub ice_restarts_per_minute: u32,
+
     /// A request header naming the client's IP, set by a reverse proxy in front (e.g.
     /// `X-Forwarded-For`, `Fly-Client-IP`); its last comma-separated entry is taken (the one the
     /// nearest proxy added). Unset: the TCP peer's address. Only set it behind a proxy that
@@ -225,6 +257,56 @@ pub struct Config {
         default_value_t = 256
     )]
     pub max_http_connections_per_ip: usize,
+
+    /// TCP connections each listener (the HTTP port, the ICE-TCP port) holds before they say what
+    /// they are (a first byte, a TLS handshake, an ICE-TCP request its session answered); when
+    /// full, the oldest is closed to make room for the newest.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_MAX_PENDING_CONNECTIONS",
+        default_value_t = 1024
+    )]
+    pub max_pending_connections: usize,
+
+    /// Of those, at most this many from one client IP (an IPv6 /64) per listener; one more is
+    /// closed at once. 0: no limit.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_MAX_PENDING_CONNECTIONS_PER_IP",
+        default_value_t = 32
+    )]
+    pub max_pending_connections_per_ip: usize,
+
+    /// Seconds a new TCP connection has to send its first byte, to finish its TLS handshake, to
+    /// send its first ICE-TCP request, and for that request to be answered by its session
+    /// (each step in turn); then it is closed.
+    #[arg(long, env = "WHIP_ECHO_TCP_SETUP_TIMEOUT", default_value = "3",
+          value_parser = parse_seconds)]
+    pub tcp_setup_timeout: Duration,
+
+    /// ICE-TCP connections bound to sessions, at most (both ports together). 0: derived at
+    /// start-up, the smaller of 8 per --max-sessions and what the open-file limit leaves after
+    /// the HTTP and pending connections.
+    #[arg(long, env = "WHIP_ECHO_MAX_ICE_TCP_CONNECTIONS", default_value_t = 0)]
+    pub max_ice_tcp_connections: usize,
+
+    /// ICE-TCP connections one client IP (an IPv6 /64) may hold. 0: no limit.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_MAX_ICE_TCP_CONNECTIONS_PER_IP",
+        default_value_t = 64
+    )]
+    pub max_ice_tcp_connections_per_ip: usize,
+
+    /// ICE-TCP connections one session may hold (RFC 6544: one per pair of candidates; a
+    /// client opens one to each passive candidate it pairs with).
+    #[arg(
+        long,
+        env = "WHIP_ECHO_MAX_ICE_TCP_CONNECTIONS_PER_SESSION",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_ice_tcp_connections_per_session: u16,
 
     /// Seconds a client has to send a request's headers; also how long an idle keep-alive
     /// connection stays open (a slow or silent client holds a connection no longer).

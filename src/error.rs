@@ -70,6 +70,21 @@ pub enum ApiError {
     /// This client IP holds as many sessions as `--max-sessions-per-ip` allows.
     #[error("too many sessions from your address ({0} at most), end one first")]
     TooManyFromClient(usize),
+    /// This client's IPv6 /48 holds as many sessions as `--max-sessions-per-prefix` allows.
+    #[error("too many sessions from your network ({0} at most per IPv6 /48), end one first")]
+    TooManyFromNetwork(usize),
+    /// This client holds as many sessions still connecting as
+    /// `--max-connecting-sessions-per-ip` allows.
+    #[error("too many of your sessions are still connecting ({0} at most), retry shortly")]
+    TooManyConnecting(usize),
+    /// This client sent POST and PATCH requests faster than `--request-rate-per-ip` allows;
+    /// the next one is allowed in this many seconds.
+    #[error("too many requests from your address, retry in {0} s")]
+    RateLimited(u64),
+    /// The session restarted ICE as often as `--ice-restarts-per-minute` allows; the next
+    /// restart is allowed in this many seconds.
+    #[error("too many ICE restarts of this session, retry in {0} s")]
+    RestartTooSoon(u64),
     /// The request (its body included) took longer than `--http-request-timeout`.
     #[error("request took too long")]
     RequestTimeout,
@@ -110,7 +125,11 @@ impl ApiError {
             ApiError::Ended(_) => StatusCode::GONE,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PublisherExists(_) => StatusCode::CONFLICT,
-            ApiError::TooManyFromClient(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyFromClient(_)
+            | ApiError::TooManyFromNetwork(_)
+            | ApiError::TooManyConnecting(_)
+            | ApiError::RateLimited(_)
+            | ApiError::RestartTooSoon(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::OverCapacity | ApiError::ShuttingDown | ApiError::ClusterUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -131,6 +150,9 @@ impl From<MediaError> for ApiError {
             MediaError::UnknownResource => ApiError::NotFound("no such resource"),
             MediaError::OverCapacity => ApiError::OverCapacity,
             MediaError::TooManyFromClient(max) => ApiError::TooManyFromClient(max),
+            MediaError::TooManyFromNetwork(max) => ApiError::TooManyFromNetwork(max),
+            MediaError::TooManyConnecting(max) => ApiError::TooManyConnecting(max),
+            MediaError::RestartTooSoon(secs) => ApiError::RestartTooSoon(secs),
             MediaError::NotRunning => ApiError::ShuttingDown,
             MediaError::Internal(cause) => ApiError::Internal(cause),
             MediaError::StaleIceSession => ApiError::PreconditionFailed,
@@ -182,6 +204,7 @@ impl IntoResponse for ApiError {
             ApiError::OverCapacity
             | ApiError::ShuttingDown
             | ApiError::TooManyFromClient(_)
+            | ApiError::TooManyFromNetwork(_)
             | ApiError::ClusterUnavailable
             | ApiError::BadGateway
                 if warn_now() =>
@@ -213,11 +236,21 @@ impl IntoResponse for ApiError {
                 );
             }
             // RFC 6585 §4 (429) and RFC 9110 §10.2.3: when to try again.
-            ApiError::OverCapacity | ApiError::ShuttingDown | ApiError::TooManyFromClient(_) => {
+            ApiError::OverCapacity
+            | ApiError::ShuttingDown
+            | ApiError::TooManyFromClient(_)
+            | ApiError::TooManyFromNetwork(_) => {
                 headers.insert(
                     header::RETRY_AFTER,
                     HeaderValue::from_static(RETRY_AFTER_SECS),
                 );
+            }
+            // Connecting takes milliseconds to a few seconds.
+            ApiError::TooManyConnecting(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::RateLimited(secs) | ApiError::RestartTooSoon(secs) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             // A store outage is usually short (a Redis restart or failover).
             ApiError::ClusterUnavailable => {

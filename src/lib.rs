@@ -14,6 +14,8 @@
 //! | [`registry`] | session → resource id, role, stream; stream → publisher + viewers (pure bookkeeping) |
 //! | [`session`]  | loop-addressed resource ids, roles, stream names, end reasons |
 //! | [`tls`]      | the `--tls-cert`/`--tls-key` acceptor for HTTPS on the HTTP port |
+//! | [`fd_limit`] | the open-file limit raised to the hard one at start; the ICE-TCP cap derived from it |
+//! | [`rate`]     | token buckets: POSTs and PATCHes per client, ICE restarts per session |
 //! | [`cluster`]  | cluster mode: heartbeats, stream leases and fencing in Redis, 307s, forwarding, the WHEP cascade |
 //!
 //! Inside [`media`]: `loops` (threads and their end guard), `peer` (negotiation, per-loop
@@ -21,8 +23,9 @@
 //! loop), `commands` (the loop's side of the HTTP commands), `conn` (one session's protocol state
 //! and legs per track), `transport` (the transport seam: `PathId`, `Inbound`, `Transports`),
 //! `tcp` (ICE-TCP on the shared port), `shared_port` (the HTTP listener that also takes
-//! ICE-TCP), `early_dtls` (DTLS held until ICE nominates), `answer`
-//! (the one text edit of rtc's answer), `routes`, `timers`, `forward`, `cap`, `socket`, `error`
+//! ICE-TCP), `pending` (each listener's pool of connections not yet identified), `early_dtls`
+//! (DTLS held until ICE nominates), `answer` (the one text edit of rtc's answer), `routes`,
+//! `timers`, `forward`, `cap` (the session caps and ICE-TCP slots), `socket`, `error`
 //! (`MediaError`).
 //!
 //! # Ownership
@@ -43,6 +46,7 @@ pub mod cluster;
 pub mod config;
 pub mod discover;
 pub mod error;
+pub mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod healthcheck;
@@ -51,6 +55,7 @@ pub mod ice_servers;
 pub mod media;
 pub mod metrics;
 pub mod ports;
+pub mod rate;
 pub mod registry;
 pub mod sdpfrag;
 pub mod selftest;

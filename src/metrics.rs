@@ -23,6 +23,11 @@ struct CauseLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -74,13 +79,104 @@ impl Dropped {
     }
 }
 
-/// Why a session was refused before it was created.
+/// Why a TCP connection was closed by a limit (or refused at accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnClosed {
+    /// Its client already held `--max-pending-connections-per-ip` unidentified connections.
+    PendingPerIp,
+    /// Its listener's pool of unidentified connections was full, and it was the oldest.
+    PendingEvicted,
+    /// No first byte, TLS handshake or first ICE-TCP frame within `--tcp-setup-timeout`.
+    SetupTimeout,
+    /// Its first ICE-TCP frame was too long, or not a STUN request for a session.
+    BadFirstFrame,
+    /// No session answered its ICE-TCP requests within `--tcp-setup-timeout`.
+    Unanswered,
+    /// Its session held `--max-ice-tcp-connections-per-session` already.
+    IceTcpPerSession,
+    /// Its client held `--max-ice-tcp-connections-per-ip` already.
+    IceTcpPerIp,
+    /// `--max-ice-tcp-connections` were open.
+    IceTcpTotal,
+}
+
+impl ConnClosed {
+    const ALL: [ConnClosed; 8] = [
+        ConnClosed::PendingPerIp,
+        ConnClosed::PendingEvicted,
+        ConnClosed::SetupTimeout,
+        ConnClosed::BadFirstFrame,
+        ConnClosed::Unanswered,
+        ConnClosed::IceTcpPerSession,
+        ConnClosed::IceTcpPerIp,
+        ConnClosed::IceTcpTotal,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ConnClosed::PendingPerIp => "pending_per_ip",
+            ConnClosed::PendingEvicted => "pending_evicted",
+            ConnClosed::SetupTimeout => "setup_timeout",
+            ConnClosed::BadFirstFrame => "bad_first_frame",
+            ConnClosed::Unanswered => "unanswered",
+            ConnClosed::IceTcpPerSession => "ice_tcp_per_session",
+            ConnClosed::IceTcpPerIp => "ice_tcp_per_ip",
+            ConnClosed::IceTcpTotal => "ice_tcp_total",
+        }
+    }
+}
+
+/// Why a request was refused before it did anything (a POST before its session was created).
 #[derive(Debug, Clone, Copy)]
 pub enum Rejection {
-    /// `--max-sessions` reached (503).
+    /// `--max-sessions` reached, and no connecting session to evict (503).
     Capacity,
     /// `--max-sessions-per-ip` reached (429).
     PerIp,
+    /// `--max-sessions-per-prefix` reached (429).
+    PerPrefix,
+    /// `--max-connecting-sessions-per-ip` reached (429).
+    ConnectingPerIp,
+    /// A POST or PATCH over `--request-rate-per-ip` (429).
+    Rate,
+    /// An ICE restart over `--ice-restarts-per-minute` (429).
+    RestartRate,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 6] = [
+        Rejection::Capacity,
+        Rejection::PerIp,
+        Rejection::PerPrefix,
+        Rejection::ConnectingPerIp,
+        Rejection::Rate,
+        Rejection::RestartRate,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::Capacity => "capacity",
+            Rejection::PerIp => "per_ip",
+            Rejection::PerPrefix => "per_prefix",
+            Rejection::ConnectingPerIp => "connecting_per_ip",
+            Rejection::Rate => "rate",
+            Rejection::RestartRate => "restart_rate",
+        }
+    }
+
+    /// Why `error` refused a request, if it is one of these refusals.
+    pub fn of(error: &crate::error::ApiError) -> Option<Rejection> {
+        use crate::error::ApiError;
+        Some(match error {
+            ApiError::OverCapacity => Rejection::Capacity,
+            ApiError::TooManyFromClient(_) => Rejection::PerIp,
+            ApiError::TooManyFromNetwork(_) => Rejection::PerPrefix,
+            ApiError::TooManyConnecting(_) => Rejection::ConnectingPerIp,
+            ApiError::RateLimited(_) => Rejection::Rate,
+            ApiError::RestartTooSoon(_) => Rejection::RestartRate,
+            _ => return None,
+        })
+    }
 }
 
 /// Every metric of the server; cheap to clone.
@@ -90,7 +186,7 @@ pub struct Metrics(Arc<Inner>);
 struct Inner {
     registry: Registry,
     loops: LoopMetrics,
-    rejected: [Counter; 2],
+    rejected: [Counter; 6],
     sessions: Family<SessionLabels, Gauge>,
     streams: Gauge,
     http: Family<HttpLabels, Counter>,
@@ -111,6 +207,9 @@ pub struct LoopMetrics {
     dropped: [Counter; 5],
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
+    tcp_closed: [Counter; 8],
+    tcp_pending: Family<ListenerLabel, Gauge>,
+    ice_tcp_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,14 +279,42 @@ impl Metrics {
             "Time from POST to ICE and DTLS connected",
             connect_seconds.clone(),
         );
+        let closed_family = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "tcp_connections_closed",
+            "TCP connections closed or refused by a limit, by cause",
+            closed_family.clone(),
+        );
+        let tcp_closed = ConnClosed::ALL.map(|c| {
+            closed_family
+                .get_or_create(&CauseLabel { cause: c.label() })
+                .clone()
+        });
+        let tcp_pending = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "tcp_connections_pending",
+            "TCP connections not yet identified (no first byte, TLS handshake or answered \
+             ICE-TCP request yet), by listener",
+            tcp_pending.clone(),
+        );
+        let ice_tcp_open = Gauge::default();
+        registry.register(
+            "ice_tcp_connections",
+            "ICE-TCP connections bound to a session",
+            ice_tcp_open.clone(),
+        );
         let rejected_family = Family::<CauseLabel, Counter>::default();
         registry.register(
             "sessions_rejected",
-            "POSTs refused before a session was created, by cause",
+            "Requests refused by a session cap or a rate limit (POSTs before their session \
+             was created, PATCHes), by cause",
             rejected_family.clone(),
         );
-        let rejected = ["capacity", "per_ip"]
-            .map(|cause| rejected_family.get_or_create(&CauseLabel { cause }).clone());
+        let rejected = Rejection::ALL.map(|r| {
+            rejected_family
+                .get_or_create(&CauseLabel { cause: r.label() })
+                .clone()
+        });
         let sessions = Family::<SessionLabels, Gauge>::default();
         registry.register(
             "sessions",
@@ -242,6 +369,9 @@ impl Metrics {
                 dropped,
                 ended,
                 connect_seconds,
+                tcp_closed,
+                tcp_pending,
+                ice_tcp_open,
             },
             rejected,
             sessions,
@@ -330,6 +460,23 @@ impl LoopMetrics {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// A TCP connection closed (or refused) by a limit.
+    pub fn tcp_closed(&self, why: ConnClosed) {
+        self.tcp_closed[why as usize].inc();
+    }
+
+    /// `listener`'s pool now holds `n` unidentified connections.
+    pub fn tcp_pending(&self, listener: &'static str, n: usize) {
+        self.tcp_pending
+            .get_or_create(&ListenerLabel { listener })
+            .set(n as i64);
+    }
+
+    /// `n` ICE-TCP connections are bound to sessions now.
+    pub fn ice_tcp_open(&self, n: usize) {
+        self.ice_tcp_open.set(n as i64);
     }
 
     /// A session connected `after` its POST.

@@ -243,7 +243,7 @@ async fn check_tcp(addr: SocketAddr, ufrag: &str, pwd: &str) -> Result<(), Strin
         .await
         .map_err(|e| e.to_string())?;
     loop {
-        let packet = read_rfc4571_frame(&mut stream)
+        let packet = read_rfc4571_frame(&mut stream, usize::from(u16::MAX))
             .await
             .map_err(|_| "closed by the server".to_owned())?;
         if is_answer(&packet, &request, pwd) {

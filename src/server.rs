@@ -251,13 +251,19 @@ async fn start_planes(
         public_tcp: resolve_all("--public-tcp", &config.public_tcp).await?,
         public_udp: resolve_all("--public-udp", &config.public_udp).await?,
         public_ips,
-        max_sessions: config.max_sessions,
-        max_sessions_per_ip: config.max_sessions_per_ip,
+        session_limits: media::SessionLimits {
+            max: config.max_sessions,
+            max_per_ip: config.max_sessions_per_ip,
+            max_per_prefix: config.max_sessions_per_prefix,
+            max_connecting_per_ip: config.max_connecting_sessions_per_ip,
+        },
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,
         max_bitrate: config.max_bitrate,
         metrics: metrics.for_loops(),
         node_tag: cluster.as_ref().map(Cluster::tag),
+        tcp_limits: tcp_limits(config, http.is_some()),
+        ice_restarts_per_minute: config.ice_restarts_per_minute,
     };
     let at = SocketAddr::new(tcp_host, config.tcp_port);
     let tcp = std::net::TcpListener::bind(at).map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;
@@ -298,6 +304,11 @@ async fn start_planes(
         admin_token: config.admin_token.as_deref().map(Arc::from),
         request_timeout: config.http_request_timeout,
         cluster: cluster.clone(),
+        request_rate: crate::rate::PerClientRate::new(
+            config.request_rate_per_ip,
+            config.request_burst_per_ip,
+        )
+        .map(Arc::new),
     };
     let limits = http::Limits {
         header_timeout: config.http_header_timeout,
@@ -312,6 +323,32 @@ async fn start_planes(
         self_test,
         cluster,
     })
+}
+
+/// The TCP connection limits, the ICE-TCP cap derived from the open-file limit (raised to its
+/// hard limit first) unless configured; `shared`: the HTTP port takes ICE-TCP too (a second
+/// pending pool).
+fn tcp_limits(config: &Config, shared: bool) -> media::TcpLimits {
+    let needs = crate::fd_limit::Needs {
+        http: config.max_http_connections,
+        pending_per_listener: config.max_pending_connections,
+        listeners: if shared { 2 } else { 1 },
+        sessions: config.max_sessions,
+    };
+    let nofile = crate::fd_limit::raise();
+    let max_ice_tcp = crate::fd_limit::ice_tcp_cap(config.max_ice_tcp_connections, needs, nofile);
+    info!(
+        open_files = nofile,
+        max_ice_tcp, "ICE-TCP connections capped"
+    );
+    media::TcpLimits {
+        max_pending: config.max_pending_connections.max(1),
+        max_pending_per_ip: config.max_pending_connections_per_ip,
+        setup_wait: config.tcp_setup_timeout,
+        max_ice_tcp,
+        max_ice_tcp_per_ip: config.max_ice_tcp_connections_per_ip,
+        max_ice_tcp_per_session: usize::from(config.max_ice_tcp_connections_per_session),
+    }
 }
 
 /// `--client-ip-header` as a header name.

@@ -169,6 +169,9 @@ pub enum EndReason {
     /// Cluster mode: this node lost the stream's lease (it stopped renewing it in time, and
     /// another node may hold the stream now), so its publisher is no longer the stream's.
     Fenced,
+    /// The server was at `--max-sessions` and this session, the oldest not yet connected, made
+    /// room for a new one.
+    Evicted,
 }
 
 impl EndReason {
@@ -184,6 +187,9 @@ impl EndReason {
             EndReason::Shutdown => "the server is shutting down",
             EndReason::Replaced => "a new publisher took the stream over",
             EndReason::Fenced => "this node lost the stream to another (cluster lease expired)",
+            EndReason::Evicted => {
+                "the server was full and the session had not connected yet: it made room"
+            }
         }
     }
 }
@@ -199,6 +205,7 @@ impl fmt::Display for EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::Replaced => "replaced",
             EndReason::Fenced => "fenced",
+            EndReason::Evicted => "evicted",
         })
     }
 }

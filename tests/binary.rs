@@ -25,7 +25,14 @@ impl Drop for Server {
 /// Starts the built `whip-echo` on ephemeral loopback ports and reads its HTTP address from its
 /// JSON log.
 fn start() -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_whip-echo"))
+    start_with(|_| {})
+}
+
+/// [`start`], with `configure` applied to the command first.
+fn start_with(configure: impl FnOnce(&mut Command)) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_whip-echo"));
+    configure(&mut command);
+    let mut child = command
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -269,4 +276,31 @@ async fn a_second_sigterm_exits_at_once() {
     kill_term(&child);
     let exit = exit_of(child).await;
     assert_eq!(exit.code(), Some(130), "{exit:?}");
+}
+
+/// Every connection is a descriptor: started under a soft open-file limit of 256 (below its
+/// hard limit), the server raises it to the hard one, and says so.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_one() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(hard > 256, "a hard limit to raise to: {hard}");
+    let server = start_with(|command| {
+        // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+        unsafe {
+            command.pre_exec(move || {
+                setrlimit(Resource::RLIMIT_NOFILE, 256, hard).map_err(std::io::Error::from)
+            });
+        }
+    });
+    let pid = server.child.as_ref().unwrap().id();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(open_files[3], hard.to_string(), "soft limit: {limits}");
 }

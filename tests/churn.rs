@@ -82,6 +82,9 @@ async fn a_thousand_deleted_and_a_thousand_vanished_sessions_leave_nothing_behin
     // Vanished clients are reaped on consent expiry: 1 s instead of 30 here.
     config.ice_timeout = Duration::from_secs(1);
     config.max_sessions_per_ip = 0;
+    // Every session comes from one address, 10 at once: the per-client rate is lifted (it is
+    // tested in `limits.rs`).
+    config.request_rate_per_ip = 0;
     let server = start(config).await;
     let base = server.base_url();
     // Warm-up: allocator pools, rtc's lazily built tables, the runtime's threads, and the

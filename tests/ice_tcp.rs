@@ -8,7 +8,7 @@ use std::time::Duration;
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
 use rtc::stun::textattrs::Username;
-use support::{start, WAIT};
+use support::{closed_by_server, connect_from, get_text, metric, start, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use whip_echo::config::Config;
@@ -52,18 +52,6 @@ fn framed_check(ufrag: &str, pwd: &str) -> Vec<u8> {
     let mut framed = (m.raw.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&m.raw);
     framed
-}
-
-/// Whether the server closes `stream` (EOF or reset) within `WAIT`.
-async fn closed_by_server(mut stream: TcpStream) -> bool {
-    let mut buf = [0u8; 64];
-    loop {
-        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-            Err(_) => return false,
-        }
-    }
 }
 
 #[tokio::test]
@@ -256,12 +244,131 @@ async fn silent_connections_hold_nothing_up_and_are_closed() {
         stream.write_all(&framed_check(&ufrag, &pwd)).await.unwrap();
         expect_binding_success(&mut stream).await;
     }
-    // And the silent ones are closed (after the classifier's and the first frame's 10 s waits).
+    // And the silent ones are closed (after the classifier's and the first frame's 3 s waits).
     for stream in silent {
         assert!(
             closed_by_server(stream).await,
             "a silent connection is closed"
         );
     }
+    server.shutdown().await.unwrap();
+}
+
+/// What the server does with a connection that sent a check: `Some(true)` when it answers with
+/// a Binding success, `Some(false)` when it closes the connection unanswered, `None` when it
+/// does neither within `WAIT`.
+async fn answered(stream: &mut TcpStream) -> Option<bool> {
+    match tokio::time::timeout(WAIT, stream.read_u16()).await {
+        Err(_) => None,
+        Ok(Err(_)) => Some(false),
+        Ok(Ok(len)) => {
+            let mut packet = vec![0u8; usize::from(len)];
+            stream.read_exact(&mut packet).await.ok()?;
+            Some(packet[..2] == [0x01, 0x01])
+        }
+    }
+}
+
+/// A connection from `from` to the ICE-TCP port that sent a check for `(ufrag, pwd)`.
+async fn checking(
+    server: &whip_echo::server::Running,
+    from: [u8; 4],
+    (ufrag, pwd): &(String, String),
+) -> TcpStream {
+    let mut stream = connect_from(from, server.media.tcp_addr()).await;
+    stream.write_all(&framed_check(ufrag, pwd)).await.unwrap();
+    stream
+}
+
+/// The review's reproduction: 1,500 connections that each name a live session's ufrag with a
+/// forged MESSAGE-INTEGRITY were all held (30 s each, renewed by every frame). Now one client
+/// holds at most its share of unanswered connections, and each is closed when its session has
+/// not answered within the setup wait.
+#[tokio::test]
+async fn connections_with_forged_checks_are_few_and_closed_within_the_setup_wait() {
+    let server = start(Config::for_tests()).await;
+    let (ufrag, _) = credentials(&publish(&server, "victim").await.text().await.unwrap());
+    let forged = (ufrag, "not-the-password-not-the-pw".to_owned());
+    let mut held = Vec::new();
+    for _ in 0..1500 {
+        held.push(checking(&server, [127, 0, 0, 2], &forged).await);
+    }
+    let metrics = format!("{}/metrics", server.base_url());
+    let text = get_text(&metrics).await;
+    let pending = metric(
+        &text,
+        r#"whip_echo_tcp_connections_pending{listener="ice_tcp"}"#,
+    );
+    assert!(pending <= 32.0, "{pending} unanswered held\n{text}");
+    assert_eq!(metric(&text, "whip_echo_ice_tcp_connections"), 0.0);
+    for stream in held {
+        assert!(closed_by_server(stream).await, "closed");
+    }
+    let text = get_text(&metrics).await;
+    let closed = |cause: &str| {
+        metric(
+            &text,
+            &format!(r#"whip_echo_tcp_connections_closed_total{{cause="{cause}"}}"#),
+        )
+    };
+    assert!(closed("unanswered") >= 1.0, "{text}");
+    assert!(
+        closed("pending_per_ip") + closed("unanswered") >= 1500.0,
+        "{text}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// A session holds at most `--max-ice-tcp-connections-per-session` connections and a client
+/// `--max-ice-tcp-connections-per-ip`; one beyond either is closed instead of answered.
+#[tokio::test]
+async fn sessions_and_clients_hold_at_most_their_ice_tcp_connections() {
+    let mut config = Config::for_tests();
+    config.max_ice_tcp_connections_per_session = 2;
+    config.max_ice_tcp_connections_per_ip = 3;
+    let server = start(config).await;
+    let one = credentials(&publish(&server, "one").await.text().await.unwrap());
+    let two = credentials(&publish(&server, "two").await.text().await.unwrap());
+    let local = [127, 0, 0, 1];
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = checking(&server, local, &one).await;
+        assert_eq!(answered(&mut stream).await, Some(true));
+        open.push(stream);
+    }
+    let mut third = checking(&server, local, &one).await;
+    assert_eq!(
+        answered(&mut third).await,
+        Some(false),
+        "over the session's"
+    );
+    // 127.0.0.1 holds two; session two takes one more, the client's third.
+    let mut stream = checking(&server, local, &two).await;
+    assert_eq!(answered(&mut stream).await, Some(true));
+    open.push(stream);
+    let mut fourth = checking(&server, local, &two).await;
+    assert_eq!(
+        answered(&mut fourth).await,
+        Some(false),
+        "over the client's"
+    );
+    // Another client is not held to 127.0.0.1's share.
+    let mut other = checking(&server, [127, 0, 0, 2], &two).await;
+    assert_eq!(answered(&mut other).await, Some(true));
+    open.push(other);
+    let text = get_text(&format!("{}/metrics", server.base_url())).await;
+    let closed = |cause: &str| {
+        metric(
+            &text,
+            &format!(r#"whip_echo_tcp_connections_closed_total{{cause="{cause}"}}"#),
+        )
+    };
+    assert_eq!(closed("ice_tcp_per_session"), 1.0, "{text}");
+    assert_eq!(closed("ice_tcp_per_ip"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "whip_echo_ice_tcp_connections"),
+        4.0,
+        "{text}"
+    );
     server.shutdown().await.unwrap();
 }

@@ -1,12 +1,13 @@
 //! The HTTP plane's limits against a real server on loopback: sessions per client IP (429),
-//! open connections (503), slow headers and idle keep-alive (closed), slow bodies (408) and
-//! oversized request heads (431).
+//! open connections (503), slow headers and idle keep-alive (closed), slow bodies (408),
+//! oversized request heads (431), the token checked before the body is read, and connections
+//! that say nothing (pending pools per listener, a share per client, the oldest evicted).
 
 mod support;
 
 use std::time::Duration;
 
-use support::{start, wait_idle, WAIT};
+use support::{closed_by_server, connect_from, get_text, metric, start, wait_idle, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use whip_echo::config::Config;
@@ -245,6 +246,330 @@ async fn connections_over_the_cap_get_503_and_closed_ones_free_their_place() {
     assert!(
         served_again(&server).await,
         "a new connection is served once the others closed"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// `/healthz` from 127.0.0.3, on a new connection each time: `n` times, all 200.
+async fn health_from_another_client(server: &whip_echo::server::Running, n: usize) {
+    let http = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 3]))
+        .pool_max_idle_per_host(0)
+        .timeout(WAIT)
+        .build()
+        .unwrap();
+    let health = format!("{}/healthz", server.base_url());
+    for i in 0..n {
+        let response = http.get(&health).send().await;
+        let status = response.map(|r| r.status().as_u16());
+        assert!(matches!(status, Ok(200)), "GET {i}: {status:?}");
+    }
+}
+
+fn closed_count(text: &str, cause: &str) -> f64 {
+    metric(
+        text,
+        &format!(r#"whip_echo_tcp_connections_closed_total{{cause="{cause}"}}"#),
+    )
+}
+
+/// The review's reproduction: 1,030 idle connections from one address made `/healthz` get an
+/// empty reply (one pool of 1,024 for both ports). `--max-pending-connections` + 1 silent
+/// connections from 127.0.0.2 to each port now leave every GET from 127.0.0.3 answered.
+#[tokio::test]
+async fn silent_connections_from_one_client_lock_nobody_else_out() {
+    let server = start(Config::for_tests()).await;
+    let mut silent = Vec::new();
+    for addr in [server.http_addr, server.media.tcp_addr()] {
+        for _ in 0..=1024 {
+            silent.push(connect_from([127, 0, 0, 2], addr).await);
+        }
+    }
+    health_from_another_client(&server, 20).await;
+    let text = get_text(&format!("{}/metrics", server.base_url())).await;
+    // 32 of each port's 1,025 were held; the others closed at once.
+    assert!(
+        closed_count(&text, "pending_per_ip") >= 2.0 * 993.0,
+        "{text}"
+    );
+    drop(silent);
+    server.shutdown().await.unwrap();
+}
+
+/// A full pool closes its oldest connection to make room for the newest: silent connections
+/// from many addresses (no per-client share here) delay a real client, never lock it out.
+#[tokio::test]
+async fn a_full_pending_pool_closes_its_oldest_connection() {
+    let mut config = Config::for_tests();
+    config.max_pending_connections = 8;
+    config.max_pending_connections_per_ip = 0;
+    // Only eviction closes them within the test.
+    config.tcp_setup_timeout = Duration::from_secs(600);
+    let server = start(config).await;
+    for addr in [server.http_addr, server.media.tcp_addr()] {
+        let mut silent = Vec::new();
+        for _ in 0..8 {
+            silent.push(connect_from([127, 0, 0, 2], addr).await);
+        }
+        // Three more, from another address: the three oldest make room.
+        for _ in 0..3 {
+            silent.push(connect_from([127, 0, 0, 4], addr).await);
+        }
+        let oldest: Vec<TcpStream> = silent.drain(..3).collect();
+        for stream in oldest {
+            assert!(
+                closed_by_server(stream).await,
+                "the oldest are evicted: {addr}"
+            );
+        }
+        if addr == server.http_addr {
+            // A real client beside the full pool is served.
+            health_from_another_client(&server, 3).await;
+        }
+    }
+    let text = get_text(&format!("{}/metrics", server.base_url())).await;
+    assert!(closed_count(&text, "pending_evicted") >= 6.0, "{text}");
+    server.shutdown().await.unwrap();
+}
+
+/// RFC 9725 §4.7.1 and the README: the token is checked first. A POST without one, announcing
+/// a 100 KB body and sending none of it, is answered 401 at once, not after the request
+/// timeout spent waiting for the body.
+#[tokio::test]
+async fn the_token_is_checked_before_the_body_is_read() {
+    let mut config = Config::for_tests();
+    config.publish_tokens = vec!["s3cret".into()];
+    config.http_request_timeout = Duration::from_secs(600);
+    let server = start(config).await;
+    let mut stream = TcpStream::connect(server.http_addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /whip/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n\
+              Content-Length: 100000\r\n\r\nv=0\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut head))
+        .await
+        .expect("answered before the body came")
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 401");
+    server.shutdown().await.unwrap();
+}
+
+/// POSTs the offer to `/whip/{stream}` as the client `client` names (through
+/// `X-Forwarded-For`, which the test's server trusts).
+async fn post_as(base: &str, stream: &str, client: &str) -> reqwest::Response {
+    post(&reqwest::Client::new(), base, stream, Some(client)).await
+}
+
+/// A server that takes the client's address from `X-Forwarded-For`, so that one test can be
+/// many clients (IPv6 ones too).
+fn behind_a_proxy() -> Config {
+    let mut config = Config::for_tests();
+    config.client_ip_header = Some("X-Forwarded-For".into());
+    config
+}
+
+#[tokio::test]
+async fn the_64s_of_one_ipv6_48_share_a_cap() {
+    let mut config = behind_a_proxy();
+    config.max_sessions_per_prefix = 3;
+    let server = start(config).await;
+    let base = server.base_url();
+    let mut created = Vec::new();
+    for (i, client) in ["2001:db8:1:1::1", "2001:db8:1:2::1", "2001:db8:1:3::1"]
+        .iter()
+        .enumerate()
+    {
+        let response = post_as(&base, &format!("s{i}"), client).await;
+        assert_eq!(response.status(), 201);
+        created.push(response);
+    }
+    let refused = post_as(&base, "s4", "2001:db8:1:4::1").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "5");
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("from your network"), "{reason}");
+    let other = post_as(&base, "s5", "2001:db8:2::1").await;
+    assert_eq!(other.status(), 201, "another /48");
+    created.push(other);
+    let http = reqwest::Client::new();
+    for response in &created {
+        delete(&http, &base, response).await;
+    }
+    let text = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"whip_echo_sessions_rejected_total{cause="per_prefix"}"#
+        ),
+        1.0
+    );
+    wait_idle(&server).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_holds_few_sessions_that_never_connect() {
+    let mut config = behind_a_proxy();
+    config.max_connecting_sessions_per_ip = 2;
+    let server = start(config).await;
+    let base = server.base_url();
+    let a = post_as(&base, "a", "198.51.100.1").await;
+    let b = post_as(&base, "b", "198.51.100.1").await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (201, 201));
+    let refused = post_as(&base, "c", "198.51.100.1").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("still connecting"), "{reason}");
+    assert_eq!(post_as(&base, "c", "198.51.100.2").await.status(), 201);
+    server.shutdown().await.unwrap();
+}
+
+/// At `--max-sessions`, the oldest session that has not connected makes room for a new POST:
+/// it ends (410 with the reason) while the connected one plays on.
+#[tokio::test]
+async fn a_full_server_evicts_its_oldest_connecting_session() {
+    let mut config = Config::for_tests();
+    config.max_sessions = 2;
+    let server = start(config).await;
+    let base = server.base_url();
+    let http = reqwest::Client::new();
+    let live = support::connected(
+        &format!("{base}/echo/live"),
+        support::client::Mode::SendRecv,
+        support::client::Options::default(),
+    )
+    .await;
+    let silent = post(&http, &base, "silent", None).await;
+    assert_eq!(silent.status(), 201);
+    let newest = post(&http, &base, "newest", None).await;
+    assert_eq!(newest.status(), 201, "room was made");
+    let location = silent.headers()["location"].to_str().unwrap().to_owned();
+    let gone = http.get(format!("{base}{location}")).send().await.unwrap();
+    assert_eq!(gone.status(), 410);
+    let reason = gone.text().await.unwrap();
+    assert!(reason.contains("made room"), "{reason}");
+    // The connected one is never evicted: with only connected sessions left, 503.
+    drop(newest);
+    let text = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        metric(&text, r#"whip_echo_sessions_ended_total{reason="evicted"}"#),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(live.delete().await, 200);
+    live.close().await;
+    server.shutdown().await.unwrap();
+}
+
+/// An ICE restart of `location` (new client credentials numbered `n`): its status and its
+/// `Retry-After`.
+async fn restart(base: &str, location: &str, n: usize) -> (u16, Option<String>) {
+    let fragment = format!("a=ice-ufrag:r{n:03}\r\na=ice-pwd:{:0>24}\r\n", n);
+    let response = reqwest::Client::new()
+        .patch(format!("{base}{location}"))
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("if-match", "*")
+        .body(fragment)
+        .send()
+        .await
+        .unwrap();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), retry)
+}
+
+#[tokio::test]
+async fn ice_restarts_are_rate_limited_per_session() {
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let created = post(&reqwest::Client::new(), &base, "restarts", None).await;
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    // Three at once (the burst), then one per 10 s (6 a minute).
+    for n in 0..3 {
+        assert_eq!(restart(&base, &location, n).await.0, 200, "restart {n}");
+    }
+    let (status, retry) = restart(&base, &location, 3).await;
+    assert_eq!((status, retry.as_deref()), (429, Some("10")));
+    let text = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        metric(
+            &text,
+            r#"whip_echo_sessions_rejected_total{cause="restart_rate"}"#
+        ),
+        1.0
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Restarts no longer keep a session that never connected alive: it ends at the deadline its
+/// POST set, however often it restarts.
+#[tokio::test]
+async fn restarts_do_not_extend_a_never_connected_sessions_deadline() {
+    let mut config = Config::for_tests();
+    config.ice_timeout = Duration::from_secs(1);
+    config.ice_restarts_per_minute = 0;
+    config.request_rate_per_ip = 0;
+    let server = start(config).await;
+    let base = server.base_url();
+    let http = reqwest::Client::new();
+    let created = post(&http, &base, "forever", None).await;
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let ended = tokio::time::timeout(WAIT, async {
+        for n in 0.. {
+            match restart(&base, &location, n % 1000).await.0 {
+                200 => continue,
+                status => return status,
+            }
+        }
+        unreachable!()
+    })
+    .await
+    .expect("the session ends at its setup deadline");
+    // The restart that found it ended: 404 or 410.
+    assert!(matches!(ended, 404 | 410), "{ended}");
+    server.shutdown().await.unwrap();
+}
+
+/// `--request-rate-per-ip`: POSTs and PATCHes beyond a client's bucket get 429 with the wait,
+/// before any body is read; another client has a bucket of its own.
+#[tokio::test]
+async fn posts_and_patches_are_rate_limited_per_client() {
+    let mut config = behind_a_proxy();
+    config.request_rate_per_ip = 1;
+    config.request_burst_per_ip = 2;
+    let server = start(config).await;
+    let base = server.base_url();
+    let first = post_as(&base, "r1", "198.51.100.1").await;
+    assert_eq!(first.status(), 201);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let trickle = reqwest::Client::new()
+        .patch(format!("{base}{location}"))
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .header("x-forwarded-for", "198.51.100.1")
+        .body("a=end-of-candidates\r\n");
+    assert_eq!(
+        trickle.try_clone().unwrap().send().await.unwrap().status(),
+        204
+    );
+    let refused = trickle.send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let refused = post_as(&base, "r2", "198.51.100.1").await;
+    assert_eq!(refused.status(), 429);
+    let reason = refused.text().await.unwrap();
+    assert!(reason.contains("too many requests"), "{reason}");
+    assert_eq!(post_as(&base, "r2", "198.51.100.2").await.status(), 201);
+    let text = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        metric(&text, r#"whip_echo_sessions_rejected_total{cause="rate"}"#),
+        2.0
     );
     server.shutdown().await.unwrap();
 }

@@ -16,6 +16,8 @@ const SENDRECV: &str = include_str!("data/pcma-first-stereo.sdp");
 fn threads(n: u16) -> Config {
     let mut config = Config::for_tests();
     config.media_threads = n;
+    // Sessions that never connect, more than one client may hold (`limits.rs` tests that).
+    config.max_connecting_sessions_per_ip = 0;
     config
 }
 
@@ -116,11 +118,11 @@ async fn the_session_cap_holds_across_loops() {
     let server = start(config).await;
     let base = server.base_url();
     let http = reqwest::Client::new();
-    let mut resources = Vec::new();
+    // Connected sessions (one that has not connected yet would make room: `limits.rs`).
+    let mut clients = Vec::new();
     for name in ["a", "b", "c"] {
-        let created = post(&http, &format!("{base}/echo/{name}"), SENDRECV).await;
-        assert_eq!(created.status(), 201);
-        resources.push(created.headers()["location"].to_str().unwrap().to_owned());
+        let url = format!("{base}/echo/{name}");
+        clients.push(support::connected(&url, Mode::SendRecv, Default::default()).await);
     }
     for name in ["d", "e", "f", "g"] {
         let refused = post(&http, &format!("{base}/echo/{name}"), SENDRECV).await;
@@ -128,14 +130,18 @@ async fn the_session_cap_holds_across_loops() {
         assert!(refused.headers().contains_key("retry-after"));
     }
     // Ending one frees a place, whichever loop it was on.
-    let first = absolute(&base, &resources[0]);
-    assert_eq!(http.delete(&first).send().await.unwrap().status(), 200);
+    let first = clients.remove(0);
+    assert_eq!(first.delete().await, 200);
+    first.close().await;
     assert_eq!(
         post(&http, &format!("{base}/echo/z"), SENDRECV)
             .await
             .status(),
         201
     );
+    for client in clients {
+        client.close().await;
+    }
     drop(http);
     server.shutdown().await.unwrap();
 }

@@ -91,9 +91,13 @@ impl Server {
                     server_log().unwrap_or("warn")
                 ))
                 .args(["--max-sessions", &max_sessions.to_string()])
-                // The load generator is one client IP.
+                // The load generator is one client IP: every per-client cap is lifted.
                 .args(["--max-sessions-per-ip", "0"])
+                .args(["--max-connecting-sessions-per-ip", "0"])
+                .args(["--request-rate-per-ip", "0"])
                 .args(["--max-http-connections-per-ip", "0"])
+                .args(["--max-pending-connections-per-ip", "0"])
+                .args(["--max-ice-tcp-connections-per-ip", "0"])
                 .args(["--media-threads", &threads.to_string()]);
                 c
             }

@@ -2,7 +2,7 @@
 //! extension) endpoints. Each POST is the same translation: offer in, session created by the media
 //! plane, `201 Created` out.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -22,9 +22,10 @@ pub const ENDPOINT_METHODS: &str = "OPTIONS, GET, HEAD, POST";
 /// mediamtx lists it.
 const ENDPOINT_CORS_METHODS: &str = "OPTIONS, GET, HEAD, POST, PATCH, DELETE";
 
-/// The offer, or why the body is not one (checked after the token: an unauthenticated client
-/// learns nothing about what the server accepts).
-type Offer = Result<SdpOffer, ApiError>;
+/// The request whose body is the offer: read only after the token is checked, so a client
+/// without one neither learns what the server accepts nor makes it read up to
+/// `MAX_OFFER_BYTES`.
+type Offer = Request;
 
 /// `POST /whip/{stream}`: RFC 9725 §4.2 ingest; the answer is `recvonly`.
 pub async fn post_whip(
@@ -77,7 +78,10 @@ async fn create(
         if let Some(token) = pull {
             // Cluster mode: another node pulls this stream (its cascade).
             check_pull(&state, role, &stream, token)?;
-        } else if let Some(auth) = &state.auth {
+        } else {
+            state.rate_limit(&request_headers, peer)?;
+        }
+        if let (None, Some(auth)) = (pull, &state.auth) {
             // RFC 9725 §4.7.1: bearer tokens, when the server is configured with any.
             let action = if role.publishes() {
                 Action::Publish
@@ -86,7 +90,7 @@ async fn create(
             };
             auth.check(bearer, action, &stream)?;
         }
-        let SdpOffer(offer) = offer?;
+        let SdpOffer(offer) = SdpOffer::from_request(offer, &()).await?;
         // Checked first: in cluster mode a malformed offer never takes a stream's lease.
         let offer = CheckedOffer::check(offer, role)?;
         let mut taken = false;
@@ -136,10 +140,8 @@ async fn create(
         Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
     .await;
-    match &result {
-        Err(ApiError::OverCapacity) => state.metrics.rejected(Rejection::Capacity),
-        Err(ApiError::TooManyFromClient(_)) => state.metrics.rejected(Rejection::PerIp),
-        _ => {}
+    if let Some(why) = result.as_ref().err().and_then(Rejection::of) {
+        state.metrics.rejected(why);
     }
     result.unwrap_or_else(IntoResponse::into_response)
 }

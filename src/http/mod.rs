@@ -48,6 +48,25 @@ pub struct AppState {
     pub cluster: Option<crate::cluster::Cluster>,
     /// Cancelled when the server begins to stop (`/readyz` then answers 503).
     pub stopping: tokio_util::sync::CancellationToken,
+    /// POSTs and PATCHes per client (`--request-rate-per-ip`); `None`: no limit.
+    pub request_rate: Option<Arc<crate::rate::PerClientRate>>,
+}
+
+impl AppState {
+    /// `--request-rate-per-ip`: one more POST or PATCH of this request's client, or 429 with
+    /// the wait. A request with no known client (the router's own tests) is not limited.
+    fn rate_limit(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<axum::Extension<PeerAddr>>,
+    ) -> Result<(), ApiError> {
+        let (Some(rate), Some(client)) = (&self.request_rate, client_ip(self, headers, peer))
+        else {
+            return Ok(());
+        };
+        rate.check(client, std::time::Instant::now())
+            .map_err(|wait| ApiError::RateLimited(wait.as_secs_f64().ceil() as u64))
+    }
 }
 
 /// The bearer token of a request's `Authorization` header, if it has one (RFC 6750 §2.1).

@@ -1,15 +1,17 @@
 //! The session resource (`/resource/{id}`) that a 201 `Location` names.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use super::endpoints::header_value;
 use super::forward;
 use super::sdp::{SdpFragment, TRICKLE_ICE_SDPFRAG};
-use super::{cors, AppState};
+use super::{cors, AppState, PeerAddr};
 use crate::error::ApiError;
 use crate::media::{IcePatch, IfMatch, Patched, ResourceState};
+use crate::metrics::Rejection;
 use crate::sdpfrag;
 use crate::session::ResourceId;
 
@@ -24,10 +26,18 @@ pub async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<SdpFragment, ApiError>,
+    peer: Option<Extension<PeerAddr>>,
+    body: Request,
 ) -> Result<Response, ApiError> {
+    let refused = |e: ApiError| {
+        if let Some(why) = Rejection::of(&e) {
+            state.metrics.rejected(why);
+        }
+        e
+    };
+    state.rate_limit(&headers, peer).map_err(refused)?;
     let resource = parse(&id)?;
-    let SdpFragment(text) = body?;
+    let SdpFragment(text) = SdpFragment::from_request(body, &()).await?;
     let forwarded = forward::elsewhere(
         &state,
         Method::PATCH,
@@ -43,18 +53,26 @@ pub async fn patch(
         frag,
         if_match: if_match(&headers),
     };
-    Ok(match state.media.patch(resource, patch).await? {
-        Patched::Trickled => StatusCode::NO_CONTENT.into_response(),
-        Patched::Restarted { frag, etag } => {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(TRICKLE_ICE_SDPFRAG),
-            );
-            headers.insert(header::ETAG, header_value(etag)?);
-            (StatusCode::OK, headers, frag).into_response()
-        }
-    })
+    Ok(
+        match state
+            .media
+            .patch(resource, patch)
+            .await
+            .map_err(ApiError::from)
+            .map_err(refused)?
+        {
+            Patched::Trickled => StatusCode::NO_CONTENT.into_response(),
+            Patched::Restarted { frag, etag } => {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(TRICKLE_ICE_SDPFRAG),
+                );
+                headers.insert(header::ETAG, header_value(etag)?);
+                (StatusCode::OK, headers, frag).into_response()
+            }
+        },
+    )
 }
 
 /// The `If-Match` fields of a request (RFC 9110 §13.1.1): `*`, or the listed entity tags as

@@ -1,70 +1,286 @@
-//! The session caps shared by every media loop (the whole plane's, and each client IP's), as a
-//! guard owned by the session it admits.
+//! Caps on what clients hold, shared by every media loop: [`SessionCap`] (live sessions in all,
+//! per client and per IPv6 /48, connecting ones per client, the oldest connecting one evicted
+//! when full), [`Slots`] (a count in all and per client, for the ICE-TCP connection cap), both
+//! as guards given back on drop, and [`PerClient`], the per-client count behind them and the
+//! HTTP connection loop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::error::MediaError;
+use crate::session::ResourceId;
 
-/// The live-session count of the whole media plane and of each client IP, and their caps.
+/// How many of something are held, in all and by each client ([`client_key`]), under a cap of
+/// each (a per-client cap of 0: none). Touched when something is taken or given back, never per
+/// packet.
 #[derive(Debug, Clone)]
-pub struct SessionCap(Arc<Counts>);
+pub(crate) struct Slots(Arc<SlotsInner>);
 
 #[derive(Debug)]
-struct Counts {
-    live: AtomicUsize,
+struct SlotsInner {
     max: usize,
-    /// Live sessions per client; touched at admission and teardown, never per packet.
-    per_ip: Mutex<PerClient>,
-    /// 0: no per-IP cap.
-    max_per_ip: usize,
+    max_per_client: usize,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    per_client: PerClient,
+}
+
+/// Which cap refused a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    /// The cap in all.
+    Total,
+    /// The client's own cap.
+    Client,
+}
+
+/// One slot of [`Slots`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    slots: Arc<SlotsInner>,
+    client: Option<IpAddr>,
+}
+
+impl Slots {
+    /// At most `max` in all, `max_per_client` (0: any number) of them by one client.
+    pub(crate) fn new(max: usize, max_per_client: usize) -> Self {
+        Slots(Arc::new(SlotsInner {
+            max,
+            max_per_client,
+            held: Mutex::new(Held::default()),
+        }))
+    }
+
+    /// A slot for `client` (none: counted in all only), if both caps allow one.
+    pub(crate) fn try_take(&self, client: Option<IpAddr>) -> Result<Slot, Full> {
+        let inner = &self.0;
+        let client = client.map(client_key).filter(|_| inner.max_per_client > 0);
+        let mut held = inner.lock();
+        if held.total >= inner.max {
+            return Err(Full::Total);
+        }
+        if let Some(key) = client {
+            if !held.per_client.try_take(key, inner.max_per_client) {
+                return Err(Full::Client);
+            }
+        }
+        held.total += 1;
+        Ok(Slot {
+            slots: inner.clone(),
+            client,
+        })
+    }
+
+    /// How many are held in all.
+    pub(crate) fn held(&self) -> usize {
+        self.0.lock().total
+    }
+}
+
+impl SlotsInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.slots.lock();
+        held.total -= 1;
+        if let Some(key) = self.client {
+            held.per_client.release(key);
+        }
+    }
+}
+
+/// The session caps (README: Limits).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Live sessions in all (`--max-sessions`).
+    pub max: usize,
+    /// Per client: an IPv4 address, an IPv6 /64 (`--max-sessions-per-ip`; 0: none).
+    pub max_per_ip: usize,
+    /// Per IPv6 /48, its /64s together (`--max-sessions-per-prefix`; 0: none).
+    pub max_per_prefix: usize,
+    /// Sessions not yet connected, per client (`--max-connecting-sessions-per-ip`; 0: none).
+    pub max_connecting_per_ip: usize,
+}
+
+/// The live-session caps of the whole media plane: in all, per client, per IPv6 /48, and of
+/// sessions still connecting per client. When the plane is full, the oldest session that has not
+/// connected yet (ICE and DTLS) makes room for a new one: silent POSTs cannot hold the plane
+/// for the setup timeout each.
+#[derive(Debug, Clone)]
+pub struct SessionCap(Arc<CapInner>);
+
+#[derive(Debug)]
+struct CapInner {
+    limits: SessionLimits,
+    state: Mutex<CapState>,
+}
+
+#[derive(Debug, Default)]
+struct CapState {
+    total: usize,
+    per_client: PerClient,
+    per_prefix: PerClient,
+    connecting_per_client: PerClient,
+    /// Connecting sessions with a client, oldest first: whom to evict.
+    connecting: BTreeMap<u64, Evictable>,
+    /// Permits evicted: their counts were given back when they were.
+    evicted: HashSet<u64>,
+    next: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Evictable {
+    resource: ResourceId,
+    client: IpAddr,
 }
 
 /// One admitted session's place under the caps, given back when it is dropped: with the session
 /// at teardown, or with a request that never became a session.
 #[derive(Debug)]
 pub struct Permit {
-    counts: Arc<Counts>,
-    ip: Option<IpAddr>,
+    cap: Arc<CapInner>,
+    seq: u64,
+    /// Its client's key, when counted per client.
+    client: Option<IpAddr>,
+}
+
+/// A place under the caps, and the session evicted to make it, if one was.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The new session's place.
+    pub permit: Permit,
+    /// The connecting session that made room: to be ended (`EndReason::Evicted`).
+    pub evicted: Option<ResourceId>,
 }
 
 impl SessionCap {
-    /// A cap of `max` live sessions, at most `max_per_ip` of them (0: any number) from one IP.
-    pub fn new(max: usize, max_per_ip: usize) -> Self {
-        SessionCap(Arc::new(Counts {
-            live: AtomicUsize::new(0),
-            max,
-            per_ip: Mutex::new(PerClient::default()),
-            max_per_ip,
+    /// The caps of `limits`.
+    pub fn new(limits: SessionLimits) -> Self {
+        SessionCap(Arc::new(CapInner {
+            limits,
+            state: Mutex::new(CapState::default()),
         }))
     }
 
-    /// A place under the caps for a session of `client` (none: not counted per IP), if one is
-    /// free.
-    pub fn try_admit(&self, client: Option<IpAddr>) -> Result<Permit, MediaError> {
-        let counts = &self.0;
-        let ip = client.map(client_key).filter(|_| counts.max_per_ip > 0);
-        if let Some(ip) = ip {
-            if !counts.per_ip().try_take(ip, counts.max_per_ip) {
-                return Err(MediaError::TooManyFromClient(counts.max_per_ip));
+    /// A place under the caps for session `resource` of `client` (none: counted in all only,
+    /// and never evicted), if one is free or a connecting session can make room.
+    pub fn try_admit(
+        &self,
+        client: Option<IpAddr>,
+        resource: Option<ResourceId>,
+    ) -> Result<Admitted, MediaError> {
+        let limits = &self.0.limits;
+        let key = client.map(client_key);
+        let prefix = client.and_then(prefix_key);
+        let mut state = self.0.lock();
+        if let Some(key) = key {
+            if limits.max_per_ip > 0 && state.per_client.held(key) >= limits.max_per_ip {
+                return Err(MediaError::TooManyFromClient(limits.max_per_ip));
+            }
+            if limits.max_connecting_per_ip > 0
+                && state.connecting_per_client.held(key) >= limits.max_connecting_per_ip
+            {
+                return Err(MediaError::TooManyConnecting(limits.max_connecting_per_ip));
             }
         }
-        let taken = counts
-            .live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < counts.max).then_some(n + 1)
-            })
-            .is_ok();
-        if !taken {
-            counts.release_ip(ip);
-            return Err(MediaError::OverCapacity);
+        if let Some(prefix) = prefix {
+            if limits.max_per_prefix > 0 && state.per_prefix.held(prefix) >= limits.max_per_prefix {
+                return Err(MediaError::TooManyFromNetwork(limits.max_per_prefix));
+            }
         }
-        Ok(Permit {
-            counts: counts.clone(),
-            ip,
+        let mut evicted = None;
+        if state.total >= limits.max {
+            let Some((seq, victim)) = state.connecting.pop_first() else {
+                return Err(MediaError::OverCapacity);
+            };
+            state.connecting_per_client.release(victim.client);
+            state.release(Some(victim.client));
+            state.evicted.insert(seq);
+            evicted = Some(victim.resource);
+        }
+        state.total += 1;
+        if let Some(key) = key {
+            state.per_client.try_take(key, 0);
+            if let Some(prefix) = prefix {
+                state.per_prefix.try_take(prefix, 0);
+            }
+        }
+        let seq = state.next;
+        state.next += 1;
+        if let (Some(client), Some(resource)) = (key, resource) {
+            state.connecting_per_client.try_take(client, 0);
+            state.connecting.insert(seq, Evictable { resource, client });
+        }
+        Ok(Admitted {
+            permit: Permit {
+                cap: self.0.clone(),
+                seq,
+                client: key,
+            },
+            evicted,
         })
+    }
+}
+
+impl CapInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CapState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl CapState {
+    /// Gives back one session's counts in all, per client and per prefix.
+    fn release(&mut self, key: Option<IpAddr>) {
+        self.total -= 1;
+        if let Some(key) = key {
+            self.per_client.release(key);
+            if let Some(prefix) = prefix_key(key) {
+                self.per_prefix.release(prefix);
+            }
+        }
+    }
+}
+
+impl Permit {
+    /// The session connected (ICE and DTLS): no longer counted as connecting, nor evictable.
+    pub fn connected(&self) {
+        let mut state = self.cap.lock();
+        if let Some(victim) = state.connecting.remove(&self.seq) {
+            state.connecting_per_client.release(victim.client);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut state = self.cap.lock();
+        if state.evicted.remove(&self.seq) {
+            return;
+        }
+        if let Some(victim) = state.connecting.remove(&self.seq) {
+            state.connecting_per_client.release(victim.client);
+        }
+        state.release(self.client);
+    }
+}
+
+/// The /48 an IPv6 client belongs to (IPv4 clients have none: their address is their key).
+fn prefix_key(ip: IpAddr) -> Option<IpAddr> {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 80) - 1);
+            Some(IpAddr::V6(std::net::Ipv6Addr::from(prefix)))
+        }
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -110,28 +326,8 @@ impl PerClient {
     }
 
     /// What client `key` holds.
-    #[cfg(test)]
     fn held(&self, key: IpAddr) -> usize {
         self.0.get(&key).copied().unwrap_or(0)
-    }
-}
-
-impl Counts {
-    fn per_ip(&self) -> std::sync::MutexGuard<'_, PerClient> {
-        self.per_ip.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn release_ip(&self, ip: Option<IpAddr>) {
-        if let Some(ip) = ip {
-            self.per_ip().release(ip);
-        }
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.counts.release_ip(self.ip);
-        self.counts.live.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -139,54 +335,121 @@ impl Drop for Permit {
 mod tests {
     use super::*;
 
+    fn limits(max: usize, max_per_ip: usize) -> SessionLimits {
+        SessionLimits {
+            max,
+            max_per_ip,
+            max_per_prefix: 0,
+            max_connecting_per_ip: 0,
+        }
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    fn resource() -> Option<ResourceId> {
+        Some(ResourceId::random_on(None, 0, 1))
+    }
+
+    fn admit(cap: &SessionCap, client: Option<IpAddr>) -> Result<Permit, MediaError> {
+        cap.try_admit(client, None).map(|a| a.permit)
+    }
+
     #[test]
     fn permits_are_capped_and_given_back_on_drop() {
-        let cap = SessionCap::new(2, 0);
-        let a = cap.try_admit(None).unwrap();
-        let b = cap.try_admit(None).unwrap();
-        assert_eq!(cap.try_admit(None).err(), Some(MediaError::OverCapacity));
+        let cap = SessionCap::new(limits(2, 0));
+        let a = admit(&cap, None).unwrap();
+        let b = admit(&cap, None).unwrap();
+        assert_eq!(admit(&cap, None).err(), Some(MediaError::OverCapacity));
         drop(a);
-        let c = cap.try_admit(None).unwrap();
-        assert!(cap.try_admit(None).is_err());
+        let c = admit(&cap, None).unwrap();
+        assert!(admit(&cap, None).is_err());
         drop((b, c));
-        let again: Vec<Permit> = (0..2).filter_map(|_| cap.try_admit(None).ok()).collect();
+        let again: Vec<Permit> = (0..2).filter_map(|_| admit(&cap, None).ok()).collect();
         assert_eq!(again.len(), 2);
     }
 
     #[test]
     fn one_ip_is_capped_apart_from_the_others() {
-        let cap = SessionCap::new(3, 2);
-        let one: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
-        let a = cap.try_admit(Some(one)).unwrap();
-        let _b = cap.try_admit(Some(mapped)).unwrap();
+        let cap = SessionCap::new(limits(3, 2));
+        let one = ip("192.0.2.1");
+        let other = ip("192.0.2.2");
+        let a = admit(&cap, one).unwrap();
+        let _b = admit(&cap, ip("::ffff:192.0.2.1")).unwrap();
         assert_eq!(
-            cap.try_admit(Some(one)).err(),
+            admit(&cap, one).err(),
             Some(MediaError::TooManyFromClient(2)),
             "the IPv4-mapped address is the same client"
         );
-        let _c = cap.try_admit(Some(other)).unwrap();
-        // The plane is full: refused as such, and the IP's count is not left raised.
-        assert_eq!(
-            cap.try_admit(Some(other)).err(),
-            Some(MediaError::OverCapacity)
-        );
-        assert_eq!(cap.0.per_ip().held(other), 1);
+        let _c = admit(&cap, other).unwrap();
+        // The plane is full (and nobody connecting has a resource to evict): refused as such,
+        // and the IP's count is not left raised.
+        assert_eq!(admit(&cap, other).err(), Some(MediaError::OverCapacity));
+        assert_eq!(cap.0.lock().per_client.held(other.unwrap()), 1);
         drop(a);
         // Two addresses of one IPv6 /64 are one client.
-        let wide = SessionCap::new(10, 1);
-        let _v6 = wide
-            .try_admit(Some("2001:db8::1".parse().unwrap()))
-            .unwrap();
-        assert!(wide
-            .try_admit(Some("2001:db8::ffff:2".parse().unwrap()))
-            .is_err());
-        assert!(wide
-            .try_admit(Some("2001:db8:0:1::1".parse().unwrap()))
-            .is_ok());
-        let d = cap.try_admit(Some(one));
+        let wide = SessionCap::new(limits(10, 1));
+        let _v6 = admit(&wide, ip("2001:db8::1")).unwrap();
+        assert!(admit(&wide, ip("2001:db8::ffff:2")).is_err());
+        assert!(admit(&wide, ip("2001:db8:0:1::1")).is_ok());
+        let d = admit(&cap, one);
         assert!(d.is_ok(), "{d:?}");
-        assert!(cap.try_admit(None).is_err());
+        assert!(admit(&cap, None).is_err());
+    }
+
+    #[test]
+    fn the_64s_of_one_48_share_its_cap() {
+        let cap = SessionCap::new(SessionLimits {
+            max_per_prefix: 3,
+            ..limits(100, 2)
+        });
+        let held: Vec<Permit> = ["2001:db8:1:1::1", "2001:db8:1:1::2", "2001:db8:1:2::1"]
+            .iter()
+            .map(|a| admit(&cap, ip(a)).unwrap())
+            .collect();
+        assert_eq!(
+            admit(&cap, ip("2001:db8:1:3::1")).err(),
+            Some(MediaError::TooManyFromNetwork(3)),
+            "a fourth /64 of the same /48"
+        );
+        assert!(admit(&cap, ip("2001:db8:2::1")).is_ok(), "another /48");
+        assert!(
+            admit(&cap, ip("192.0.2.1")).is_ok(),
+            "IPv4 has no prefix cap"
+        );
+        drop(held);
+        assert!(admit(&cap, ip("2001:db8:1:3::1")).is_ok());
+    }
+
+    #[test]
+    fn connecting_sessions_have_a_quota_and_the_oldest_makes_room_when_full() {
+        let cap = SessionCap::new(SessionLimits {
+            max_connecting_per_ip: 2,
+            ..limits(3, 0)
+        });
+        let one = ip("192.0.2.1");
+        let (r1, r2) = (resource(), resource());
+        let first = cap.try_admit(one, r1).unwrap();
+        let second = cap.try_admit(one, r2).unwrap();
+        assert_eq!(
+            cap.try_admit(one, resource()).err(),
+            Some(MediaError::TooManyConnecting(2))
+        );
+        first.permit.connected();
+        let third = cap.try_admit(one, resource()).unwrap();
+        assert!(third.evicted.is_none());
+        // Full: the oldest connecting session (the second; the first connected) makes room.
+        let fourth = cap.try_admit(ip("192.0.2.2"), resource()).unwrap();
+        assert_eq!(fourth.evicted, r2);
+        // Its counts were given back once, not again when it is dropped.
+        drop(second);
+        assert_eq!(cap.0.lock().total, 3);
+        let fifth = admit(&cap, None).expect("the third, still connecting, made room");
+        assert_eq!(cap.0.lock().total, 3);
+        drop((first, third, fourth, fifth));
+        let state = cap.0.lock();
+        assert_eq!(state.total, 0);
+        assert!(state.connecting.is_empty() && state.evicted.is_empty());
     }
 }

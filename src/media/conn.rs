@@ -22,11 +22,14 @@ use super::keyframes::Keyframes;
 use super::peer::{Negotiated, SendTrack};
 use super::random_access::Format;
 use super::transport::PathId;
+use crate::rate::TokenBucket;
 use crate::session::EndReason;
 
 /// How long the source forwarded for a kind may be silent before another SSRC of that kind
 /// replaces it (a client that restarts its encoder under a new SSRC).
 const SOURCE_SILENCE: std::time::Duration = std::time::Duration::from_secs(1);
+/// ICE restarts a session may make at once before `--ice-restarts-per-minute` applies.
+pub const RESTART_BURST: u32 = 3;
 
 /// Connectivity of a session as the media loop sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +135,9 @@ pub struct Conn {
     /// viewer that is another node's pull of it.
     pub relay: bool,
     /// Its place under the session cap, given back when the session is dropped.
-    _permit: Permit,
+    permit: Permit,
+    /// Its ICE restarts (`--ice-restarts-per-minute`).
+    pub restarts: TokenBucket,
 }
 
 /// What draining a session's events and reads produced.
@@ -193,8 +198,16 @@ impl Conn {
             started,
             ever_connected: false,
             relay: false,
-            _permit: permit,
+            permit,
+            restarts: TokenBucket::full(RESTART_BURST, started),
         }
+    }
+
+    /// It connected for the first time: counted as connected under the session cap from now on
+    /// (no longer evictable to make room).
+    pub fn first_connected(&mut self) {
+        self.ever_connected = true;
+        self.permit.connected();
     }
 
     /// Keeps a DTLS datagram that came on `path` before ICE selected a pair, which rtc would

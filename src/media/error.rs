@@ -19,6 +19,16 @@ pub enum MediaError {
     /// The client's IP holds as many sessions as its limit (the number).
     #[error("too many sessions from this client IP ({0} at most)")]
     TooManyFromClient(usize),
+    /// The client's IPv6 /48 holds as many sessions as its limit (the number).
+    #[error("too many sessions from this client's /48 ({0} at most)")]
+    TooManyFromNetwork(usize),
+    /// The client holds as many sessions not yet connected as its limit (the number).
+    #[error("too many sessions of this client still connecting ({0} at most)")]
+    TooManyConnecting(usize),
+    /// The session restarted ICE as often as its limit allows; the next restart is allowed in
+    /// this many seconds.
+    #[error("too many ICE restarts of this session, retry in {0} s")]
+    RestartTooSoon(u64),
     /// The media loop is gone (shutting down, or it died).
     #[error("media plane is not running")]
     NotRunning,

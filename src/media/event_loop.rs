@@ -51,12 +51,9 @@ pub(super) struct MediaLoop {
 }
 
 impl MediaLoop {
-    pub(super) fn new(udp: UdpIo, config: MediaConfig, stats: StatsSlot) -> Self {
+    pub(super) fn new(udp: UdpIo, tcp: TcpConns, config: MediaConfig, stats: StatsSlot) -> Self {
         MediaLoop {
-            transports: Transports {
-                udp,
-                tcp: TcpConns::default(),
-            },
+            transports: Transports { udp, tcp },
             config,
             sessions: FxHashMap::default(),
             next_key: 0,
@@ -301,7 +298,7 @@ impl MediaLoop {
         }
         let connected_now = polled.link_changed && conn.link == Link::Connected;
         if connected_now && !conn.ever_connected {
-            conn.ever_connected = true;
+            conn.first_connected();
             self.config
                 .metrics
                 .connected(now.saturating_duration_since(conn.started));
@@ -426,6 +423,15 @@ impl MediaLoop {
         };
         while let Some(out) = conn.pc.poll_write() {
             if let Some(path) = self.transports.path_of(&out.transport) {
+                // The ICE-TCP caps: a connection beyond one is closed instead of answered.
+                if let PathId::Tcp(id) = path {
+                    if let Err(cap) = self.transports.tcp.claim(id, key) {
+                        self.transports.tcp.close(id);
+                        self.routes.forget(path);
+                        self.config.metrics.tcp_closed(cap);
+                        continue;
+                    }
+                }
                 self.routes.learn_sent(path, key, &out.message);
                 if conn.link == Link::Connecting {
                     conn.early_dtls.note_sent(path, &out.message);

@@ -14,11 +14,13 @@ use tokio_util::task::TaskTracker;
 use tracing::error;
 
 use super::cap::SessionCap;
+use super::cap::Slots;
 use super::event_loop::MediaLoop;
 use super::peer::PeerSettings;
+use super::pending::Pending;
 use super::shared_port::{SharedPort, Sharing};
 use super::socket::{self, UdpIo};
-use super::tcp::{Acceptor, Intake, TcpEvent};
+use super::tcp::{Acceptor, Intake, TcpConns, TcpEvent};
 use super::{MediaConfig, MediaError, MediaHandle, Shard, Stats, StatsSlot, COMMAND_QUEUE};
 
 /// How a media loop ended.
@@ -44,6 +46,8 @@ pub struct MediaLoops {
     intake: Intake,
     /// The HTTP port's announced addresses, when it carries media too.
     http_candidates: Option<socket::Candidates>,
+    /// The HTTP port's places for connections not yet classified.
+    http_pending: Pending,
 }
 
 impl MediaLoops {
@@ -64,6 +68,7 @@ impl MediaLoops {
     ) -> std::io::Result<SharedPort> {
         let sharing = Sharing {
             intake: self.intake.clone(),
+            pending: self.http_pending.clone(),
             ice: self.http_candidates.clone(),
             tls,
         };
@@ -125,6 +130,8 @@ struct LoopParts {
     config: MediaConfig,
     commands: mpsc::Receiver<super::Command>,
     tcp: mpsc::Receiver<TcpEvent>,
+    /// The ICE-TCP caps in all and per client, shared by every loop.
+    tcp_bound: Slots,
     stop: CancellationToken,
 }
 
@@ -147,7 +154,12 @@ fn start_loop(
                 let socket = tokio::net::UdpSocket::from_std(parts.socket)
                     .expect("the bound UDP socket joins the loop's runtime");
                 let io = UdpIo::new(socket, parts.candidates).expect("UDP socket options");
-                let media_loop = MediaLoop::new(io, parts.config, guard.stats.clone());
+                let tcp = TcpConns::new(
+                    &parts.config.tcp_limits,
+                    parts.tcp_bound,
+                    parts.config.metrics.clone(),
+                );
+                let media_loop = MediaLoop::new(io, tcp, parts.config, guard.stats.clone());
                 media_loop.run(parts.commands, parts.tcp, parts.stop).await;
             });
             drop(guard);
@@ -157,7 +169,7 @@ fn start_loop(
 
 /// Starts one media loop per socket (bound, non-blocking std sockets). They run until `stop` is
 /// cancelled, then tear every session down and end. Sessions are capped at
-/// `config.max_sessions` across all loops.
+/// `config.session_limits` across all loops.
 pub fn spawn(
     sockets: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
@@ -183,6 +195,8 @@ pub fn spawn(
     tcp_addrs.extend(socket::candidate_addrs(&tcp_forwarded));
     let tcp_candidates = [tcp_direct, tcp_forwarded].concat();
     let mut tcp_loops = Vec::with_capacity(sockets.len());
+    let limits = &config.tcp_limits;
+    let tcp_bound = Slots::new(limits.max_ice_tcp, limits.max_ice_tcp_per_ip);
     let idle = Stats {
         idle: true,
         running: true,
@@ -223,6 +237,7 @@ pub fn spawn(
             config: config.clone(),
             commands: commands_rx,
             tcp: tcp_rx,
+            tcp_bound: tcp_bound.clone(),
             stop: stop.clone(),
         };
         threads.push(start_loop(index, guard, run)?);
@@ -235,13 +250,25 @@ pub fn spawn(
     let handle = MediaHandle {
         shards: shards.into(),
         stats: stats_rx,
-        cap: SessionCap::new(config.max_sessions, config.max_sessions_per_ip),
+        cap: SessionCap::new(config.session_limits),
         tcp_addr,
         node_tag: config.node_tag,
     };
     let tcp_tasks = TaskTracker::new();
     let listener = tokio::net::TcpListener::from_std(tcp).map_err(MediaError::internal)?;
-    let intake = Intake::new(tcp_loops, tcp_tasks.clone(), stop);
+    let intake = Intake::new(
+        tcp_loops,
+        limits,
+        config.metrics.clone(),
+        tcp_tasks.clone(),
+        stop,
+    );
+    let http_pending = Pending::new(
+        "http",
+        limits.max_pending,
+        limits.max_pending_per_ip,
+        config.metrics.clone(),
+    );
     let acceptor = Acceptor {
         listener,
         intake: intake.clone(),
@@ -254,6 +281,7 @@ pub fn spawn(
         tcp_tasks,
         intake,
         http_candidates,
+        http_pending,
     };
     Ok((handle, loops))
 }

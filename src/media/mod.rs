@@ -19,6 +19,7 @@ mod loops;
 pub mod offer;
 mod patch;
 mod peer;
+mod pending;
 mod random_access;
 mod routes;
 mod shared_port;
@@ -38,10 +39,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::PublisherConflict;
 use crate::session::{EndReason, ResourceId, Role, StreamName};
 
+pub use cap::SessionLimits;
 pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
 pub use shared_port::SharedPort;
 pub use socket::local_ips;
+pub use tcp::TcpLimits;
 pub use upstream::PendingPull;
 
 pub(crate) use cap::{client_key, PerClient};
@@ -65,7 +68,7 @@ pub(crate) fn read_frames(mut data: &[u8]) -> Vec<bytes::BytesMut> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     loop {
         // Reading a slice never waits, so one poll finishes the read.
-        let read = std::pin::pin!(tcp::read_frame(&mut data)).poll(&mut cx);
+        let read = std::pin::pin!(tcp::read_frame(&mut data, usize::from(u16::MAX))).poll(&mut cx);
         match read {
             std::task::Poll::Ready(Ok(frame)) => frames.push(frame),
             _ => return frames,
@@ -285,10 +288,8 @@ pub struct MediaConfig {
     /// Local interface addresses of the HTTP listener, announced with its port when it carries
     /// ICE-TCP too.
     pub http_local_ips: Vec<std::net::IpAddr>,
-    /// Session cap.
-    pub max_sessions: usize,
-    /// Session cap per client IP (0: none).
-    pub max_sessions_per_ip: usize,
+    /// The session caps.
+    pub session_limits: SessionLimits,
     /// ICE setup and consent timeout.
     pub ice_timeout: Duration,
     /// What a second publisher of a live stream gets.
@@ -299,6 +300,10 @@ pub struct MediaConfig {
     pub metrics: crate::metrics::LoopMetrics,
     /// Cluster mode: this node's tag, put in every resource id it mints.
     pub node_tag: Option<u16>,
+    /// The limits on TCP connections, pending and ICE-TCP.
+    pub tcp_limits: TcpLimits,
+    /// ICE restarts a session may make per minute (0: any number).
+    pub ice_restarts_per_minute: u32,
 }
 
 /// One media loop as the HTTP plane sees it.
@@ -338,7 +343,13 @@ impl MediaHandle {
         } = offer;
         let index = stream_loop(&stream, self.shards.len());
         let shard = &self.shards[index];
-        let permit = self.cap.try_admit(client)?;
+        let resource = self.new_resource(index);
+        let admitted = self.cap.try_admit(client, Some(resource))?;
+        if let Some(victim) = admitted.evicted {
+            // Already out of the counts; its loop ends it (it may have ended meanwhile).
+            let _ = self.end(victim, EndReason::Evicted).await;
+        }
+        let permit = admitted.permit;
         // The stream's codecs first (one round trip to the loop): a viewer gets its publisher's,
         // a publisher prefers its waiting viewers' (whip-echo forwards, never transcodes).
         let stream_codecs = self
@@ -358,7 +369,6 @@ impl MediaHandle {
             &stream_codecs,
             started,
         )?;
-        let resource = self.new_resource(index);
         // RFC 9725 §4.3.1: the ETag identifies the ICE session; it changes only on ICE restart.
         let etag = format!("\"{}\"", negotiated.ufrag);
         let answer = std::mem::take(&mut negotiated.answer);

@@ -10,7 +10,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use tracing::{debug, info};
 
 use super::answer::sdp_attribute as attribute;
-use super::conn::{Conn, Link};
+use super::conn::{Conn, Link, RESTART_BURST};
 use super::event_loop::MediaLoop;
 use super::peer::{send_only, IceCredentials};
 use super::routes::SessionKey;
@@ -85,9 +85,10 @@ impl MediaLoop {
 
     /// RFC 9725 §4.3.3: restarts ICE with the client's new credentials and fresh local ones (which
     /// still name this loop), keeps the old local ufrag routed until the new generation connects
-    /// (`drive` drops it then; a second restart before that drops the oldest), and
-    /// gives the session a new setup deadline. A restart rtc refuses ends the session: its peer
-    /// connection is then in no state to carry on.
+    /// (`drive` drops it then; a second restart before that drops the oldest), and gives a
+    /// session that was connected before a new setup deadline. A restart rtc refuses ends the
+    /// session: its peer connection is then in no state to carry on. Restarts are rate-limited
+    /// per session (429 with the wait).
     fn restart(
         &mut self,
         key: SessionKey,
@@ -102,6 +103,14 @@ impl MediaLoop {
         let Some(conn) = self.sessions.get_mut(&key) else {
             return Err(MediaError::UnknownResource);
         };
+        // `--ice-restarts-per-minute`: each restart renegotiates and restarts every check.
+        let per_minute = self.config.ice_restarts_per_minute;
+        if per_minute > 0 {
+            let per_second = f64::from(per_minute) / 60.0;
+            if let Err(wait) = conn.restarts.take(now, per_second, RESTART_BURST) {
+                return Err(MediaError::RestartTooSoon(wait.as_secs_f64().ceil() as u64));
+            }
+        }
         let index = IceCredentials::loop_of(&conn.ufrag).unwrap_or(0);
         let credentials = IceCredentials::random_for(index);
         let offer = restart_offer(remote, ufrag, pwd);
@@ -130,7 +139,11 @@ impl MediaLoop {
             self.routes.remove_ufrag(&older, key);
         }
         self.routes.add_ufrag(&credentials.ufrag, key);
-        conn.setup_deadline = now + self.config.ice_timeout;
+        // A session that never connected keeps the deadline its POST set: restarts cannot keep
+        // it connecting for ever.
+        if conn.ever_connected {
+            conn.setup_deadline = now + self.config.ice_timeout;
+        }
         conn.span
             .in_scope(|| info!(ufrag = %credentials.ufrag, "ICE restart"));
         let body = sdpfrag::build(

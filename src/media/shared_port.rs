@@ -8,26 +8,27 @@
 //! frame under 1 KiB); a TLS record starts with 0x16 (handshake, RFC 8446 §5.1); an HTTP/1.1
 //! request starts with the first letter of its method. ICE-TCP goes to the media plane's intake
 //! (the same path as the shared ICE-TCP port), TLS through the handshake and then, like HTTP, to
-//! axum through [`axum::serve::Listener`]. Anything else, or silence for `CLASSIFY_WAIT`, is
-//! closed. Classifying runs in tracked tasks, so one slow client never holds up the others.
+//! axum through [`axum::serve::Listener`]. Anything else, or silence for the setup wait
+//! (`--tcp-setup-timeout`), is closed. Until a connection is classified (and, for TLS,
+//! through its handshake) it holds a place of this port's own pending pool (`pending.rs`): a
+//! client's share of it is capped at accept, and a full pool closes its oldest connection to
+//! make room. Classifying runs in tracked tasks, so one slow client never holds up the others.
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::pending::{Pending, Place};
 use super::socket::Candidates;
 use super::tcp::{accept_failed, announced_local, Intake};
-
-/// How long a new connection has to send its first byte, and a TLS client to finish its handshake.
-const CLASSIFY_WAIT: Duration = Duration::from_secs(10);
+use crate::metrics::ConnClosed;
 /// Classified HTTP connections waiting for axum to take them.
 const HTTP_QUEUE: usize = 128;
 
@@ -60,8 +61,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> HttpIo for T {}
 
 /// What shares the HTTP port with HTTP.
 pub struct Sharing {
-    /// Where ICE-TCP connections go, and whose cap on unclassified connections applies here.
+    /// Where ICE-TCP connections go.
     pub intake: Intake,
+    /// This port's places for connections not yet classified.
+    pub pending: Pending,
     /// ICE-TCP on this port: its announced addresses (`None`: ICE-TCP is not taken here).
     pub ice: Option<Candidates>,
     /// HTTPS: the acceptor of the configured certificate.
@@ -84,7 +87,6 @@ impl SharedPort {
     ) -> io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, http) = mpsc::channel(HTTP_QUEUE);
-        let pending = sharing.intake.clone();
         let sharing = std::sync::Arc::new(sharing);
         tracker.clone().spawn(async move {
             loop {
@@ -99,14 +101,14 @@ impl SharedPort {
                         continue;
                     }
                 };
-                let Some(pending) = pending.admit() else {
-                    continue; // dropped: too many connections say nothing yet
+                let Some(place) = sharing.pending.admit(peer.ip()) else {
+                    continue; // closed: this client holds its share of unclassified connections
                 };
                 let (tx, sharing, stop) = (tx.clone(), sharing.clone(), stop.clone());
                 tracker.spawn(async move {
                     tokio::select! {
                         _ = stop.cancelled() => {}
-                        _ = route(stream, peer, local.port(), &sharing, tx, pending) => {}
+                        _ = route(stream, peer, local.port(), &sharing, tx, place) => {}
                     }
                 });
             }
@@ -122,30 +124,44 @@ async fn route(
     port: u16,
     sharing: &Sharing,
     http: mpsc::Sender<(Box<dyn HttpIo>, SocketAddr)>,
-    pending: OwnedSemaphorePermit,
+    place: Place,
 ) {
+    let wait = sharing.intake.setup_wait();
     let mut first = [0u8; 1];
-    let kind = match tokio::time::timeout(CLASSIFY_WAIT, stream.peek(&mut first)).await {
+    let peeked = tokio::select! {
+        _ = place.evicted() => return, // counted when it was taken
+        peeked = tokio::time::timeout(wait, stream.peek(&mut first)) => peeked,
+    };
+    let kind = match peeked {
         Ok(Ok(1)) => classify(first[0]),
+        Err(_) => {
+            sharing.intake.closed(ConnClosed::SetupTimeout);
+            return;
+        }
         // EOF before a byte is normal: browsers open speculative connections.
         _ => Kind::Other,
     };
     match (kind, &sharing.ice, &sharing.tls) {
         (Kind::Http, _, _) => {
-            drop(pending);
+            drop(place);
             let _ = http.send((Box::new(stream), peer)).await;
         }
         (Kind::IceTcp, Some(candidates), _) => {
             let local = announced_local(candidates, port, &stream, peer);
-            sharing.intake.take(stream, peer, local, pending);
+            sharing.intake.take(stream, peer, local, place);
         }
         (Kind::Tls, _, Some(tls)) => {
-            match tokio::time::timeout(CLASSIFY_WAIT, tls.accept(stream)).await {
+            let handshake = tokio::select! {
+                _ = place.evicted() => return,
+                handshake = tokio::time::timeout(wait, tls.accept(stream)) => handshake,
+            };
+            match handshake {
                 Ok(Ok(secured)) => {
-                    drop(pending);
+                    drop(place);
                     let _ = http.send((Box::new(secured), peer)).await;
                 }
-                _ => debug!(%peer, "TLS handshake failed"),
+                Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => sharing.intake.closed(ConnClosed::SetupTimeout),
             }
         }
         _ => debug!(%peer, ?kind, "not served on this port: closed"),

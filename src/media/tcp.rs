@@ -2,11 +2,16 @@
 //! candidates, RFC 4571 framing (each packet preceded by its 16-bit length).
 //!
 //! One acceptor task takes connections; each connection gets one task that reads frames and
-//! writes the frames its loop hands it. The first frame must be a STUN Binding request: the
-//! local ufrag in its USERNAME names the media loop (`IceCredentials::loop_of`), which from then
-//! on owns the connection as one more path (`PathId::Tcp`) of its transports. A connection that
-//! does not start with a request for a known loop, or says nothing for `FIRST_FRAME_WAIT`, is
-//! closed. Every task is tracked and ends with the server's stop signal.
+//! writes the frames its loop hands it. The first frame must be a STUN Binding request (at most
+//! `FIRST_FRAME_MAX` bytes): the local ufrag in its USERNAME names the media loop
+//! (`IceCredentials::loop_of`), which from then on owns the connection as one more path
+//! (`PathId::Tcp`) of its transports. A connection that does not start with a request for a
+//! known loop, says nothing for the setup wait, or is not answered by its session within the
+//! setup wait (a request whose MESSAGE-INTEGRITY does not check out is never answered) is
+//! closed. Until it is answered the connection holds a place of its listener's pending pool
+//! (`pending.rs`); once answered, a slot under the ICE-TCP caps (in all and per client, here;
+//! per session, in its loop: [`TcpConns::claim`]). Every task is tracked and ends with the
+//! server's stop signal.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,18 +23,24 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
+use super::cap::{Full, Slot, Slots};
 use super::peer::IceCredentials;
-use super::routes::stun_request_local_ufrag;
+use super::pending::{Pending, Place};
+use super::routes::{stun_request_local_ufrag, SessionKey};
 use super::socket::{map_local, Announced, Candidates};
 use super::transport::TcpConnId;
+use crate::metrics::{ConnClosed, LoopMetrics};
 
-/// How long a new connection has to send its first STUN request.
-const FIRST_FRAME_WAIT: Duration = Duration::from_secs(10);
+/// The longest first frame: a Binding request is about 100 to 200 bytes.
+const FIRST_FRAME_MAX: usize = 1024;
+/// A frame's buffer grows as its bytes arrive, by at most this much at a time, so a length
+/// announced and never sent holds no more.
+const READ_CHUNK: usize = 4096;
 /// Frames queued towards one connection before further ones are dropped (media is lossy; the
 /// loop never waits on a slow connection).
 const WRITE_QUEUE: usize = 256;
@@ -37,9 +48,23 @@ const WRITE_QUEUE: usize = 256;
 const IDLE_WAIT: Duration = Duration::from_secs(30);
 /// How long one frame may take to write before the peer counts as gone.
 const WRITE_WAIT: Duration = Duration::from_secs(5);
-/// Connections accepted but not yet bound to a session (or, on the HTTP port, not yet
-/// classified), across every listener: beyond this, new ones are closed at once.
-pub const MAX_PENDING: usize = 1024;
+
+/// The limits on TCP connections (README: Limits).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Unidentified connections per listener (`--max-pending-connections`).
+    pub max_pending: usize,
+    /// Of those, per client (`--max-pending-connections-per-ip`; 0: none).
+    pub max_pending_per_ip: usize,
+    /// Each setup step's wait (`--tcp-setup-timeout`).
+    pub setup_wait: Duration,
+    /// Bound ICE-TCP connections in all (`--max-ice-tcp-connections`, derived when 0).
+    pub max_ice_tcp: usize,
+    /// Per client (`--max-ice-tcp-connections-per-ip`; 0: none).
+    pub max_ice_tcp_per_ip: usize,
+    /// Per session (`--max-ice-tcp-connections-per-session`).
+    pub max_ice_tcp_per_session: usize,
+}
 /// Pause after an accept error that is not the connection's own (out of descriptors, say), so
 /// that the loop does not spin on a backlog it cannot take (axum's listener does the same).
 const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
@@ -62,21 +87,41 @@ pub enum TcpEvent {
 }
 
 /// The ICE-TCP connections a loop owns, for sending: by id, and by the peer address rtc names.
-#[derive(Default)]
 pub struct TcpConns {
     by_id: HashMap<TcpConnId, Conn>,
     /// By (announced local, peer): one client port may hold a connection to the ICE-TCP port
     /// and another to the HTTP port.
     by_path: HashMap<(SocketAddr, SocketAddr), TcpConnId>,
+    /// Connections each session has sent on ([`TcpConns::claim`]).
+    per_session: HashMap<SessionKey, usize>,
+    max_per_session: usize,
+    /// The caps in all and per client, shared by every loop.
+    bound: Slots,
+    metrics: LoopMetrics,
 }
 
 struct Conn {
     peer: SocketAddr,
     local: SocketAddr,
     writer: mpsc::Sender<Bytes>,
+    /// The session that sent on it first, and its slot under the caps.
+    claimed: Option<(SessionKey, Slot)>,
 }
 
 impl TcpConns {
+    /// No connection yet; `limits` and `bound` (shared by every loop) cap the ones sessions
+    /// claim.
+    pub fn new(limits: &TcpLimits, bound: Slots, metrics: LoopMetrics) -> Self {
+        TcpConns {
+            by_id: HashMap::new(),
+            by_path: HashMap::new(),
+            per_session: HashMap::new(),
+            max_per_session: limits.max_ice_tcp_per_session,
+            bound,
+            metrics,
+        }
+    }
+
     /// Adds an opened connection.
     pub fn open(
         &mut self,
@@ -92,8 +137,40 @@ impl TcpConns {
                 peer,
                 local,
                 writer,
+                claimed: None,
             },
         );
+    }
+
+    /// Whether session `key` may send on connection `id`. A connection is its first sender's
+    /// (RFC 6544: one session's), and that first send takes it under the caps: per session
+    /// (`--max-ice-tcp-connections-per-session`), per client and in all. A session sends only
+    /// once rtc has checked a request's integrity, so connections that name a session without
+    /// its password never count. `Err`: the cap that refused it (the caller closes it).
+    pub fn claim(&mut self, id: TcpConnId, key: SessionKey) -> Result<(), ConnClosed> {
+        let Some(conn) = self.by_id.get_mut(&id) else {
+            return Ok(()); // gone: the send fails on its own
+        };
+        match &conn.claimed {
+            Some((owner, _)) if *owner == key => return Ok(()),
+            Some(_) => return Err(ConnClosed::IceTcpPerSession),
+            None => {}
+        }
+        let held = self.per_session.get(&key).copied().unwrap_or(0);
+        if held >= self.max_per_session {
+            return Err(ConnClosed::IceTcpPerSession);
+        }
+        let slot = self
+            .bound
+            .try_take(Some(conn.peer.ip()))
+            .map_err(|full| match full {
+                Full::Total => ConnClosed::IceTcpTotal,
+                Full::Client => ConnClosed::IceTcpPerIp,
+            })?;
+        conn.claimed = Some((key, slot));
+        self.per_session.insert(key, held + 1);
+        self.metrics.ice_tcp_open(self.bound.held());
+        Ok(())
     }
 
     /// Forgets a closed connection (dropping its writer ends its task's writing side).
@@ -101,6 +178,16 @@ impl TcpConns {
         if let Some(conn) = self.by_id.remove(&id) {
             if self.by_path.get(&(conn.local, conn.peer)) == Some(&id) {
                 self.by_path.remove(&(conn.local, conn.peer));
+            }
+            if let Some((key, slot)) = conn.claimed {
+                if let Some(held) = self.per_session.get_mut(&key) {
+                    *held -= 1;
+                    if *held == 0 {
+                        self.per_session.remove(&key);
+                    }
+                }
+                drop(slot);
+                self.metrics.ice_tcp_open(self.bound.held());
             }
         }
     }
@@ -145,8 +232,10 @@ struct IntakeInner {
     loops: Vec<mpsc::Sender<TcpEvent>>,
     /// Connection ids, unique across every listener.
     ids: AtomicU64,
-    /// Places for connections not yet bound to a session.
-    pending: Arc<Semaphore>,
+    /// The ICE-TCP port's places for connections not yet answered.
+    pending: Pending,
+    setup_wait: Duration,
+    metrics: LoopMetrics,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -154,39 +243,34 @@ struct IntakeInner {
 impl Intake {
     pub fn new(
         loops: Vec<mpsc::Sender<TcpEvent>>,
+        limits: &TcpLimits,
+        metrics: LoopMetrics,
         tracker: TaskTracker,
         stop: CancellationToken,
     ) -> Self {
         Intake(Arc::new(IntakeInner {
             loops,
             ids: AtomicU64::new(0),
-            pending: Arc::new(Semaphore::new(MAX_PENDING)),
+            pending: Pending::new(
+                "ice_tcp",
+                limits.max_pending,
+                limits.max_pending_per_ip,
+                metrics.clone(),
+            ),
+            setup_wait: limits.setup_wait,
+            metrics,
             tracker,
             stop,
         }))
     }
 
-    /// A place for a connection not yet bound to a session, if one is free: a flood of
-    /// connections that say nothing holds at most `MAX_PENDING` of them.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.0.pending.clone().try_acquire_owned().ok()
-    }
-
     /// Serves `stream` as an ICE-TCP connection whose announced local address is `local`;
-    /// `pending` is its place until it is bound.
-    pub fn take(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        local: SocketAddr,
-        pending: OwnedSemaphorePermit,
-    ) {
+    /// `place` is its place in its listener's pending pool until its session answers it.
+    pub fn take(&self, stream: TcpStream, peer: SocketAddr, local: SocketAddr, place: Place) {
         let inner = self.0.clone();
         self.0.tracker.spawn(async move {
             let id = TcpConnId(inner.ids.fetch_add(1, Ordering::Relaxed));
-            let stop = inner.stop.clone();
-            let loops = &inner.loops;
-            if let Err(e) = serve(stream, id, (peer, local), loops, pending, stop).await {
+            if let Err(e) = serve(stream, id, (peer, local), &inner, place).await {
                 debug!(%peer, error = %e, "ICE-TCP connection ended");
             }
         });
@@ -195,6 +279,16 @@ impl Intake {
     /// The tracker of the ICE-TCP tasks, and the stop signal they end with.
     pub fn tasks(&self) -> (&TaskTracker, &CancellationToken) {
         (&self.0.tracker, &self.0.stop)
+    }
+
+    /// Each setup step's wait.
+    pub fn setup_wait(&self) -> Duration {
+        self.0.setup_wait
+    }
+
+    /// Counts a connection closed by a limit.
+    pub fn closed(&self, why: ConnClosed) {
+        self.0.metrics.tcp_closed(why);
     }
 }
 
@@ -229,6 +323,7 @@ pub async fn accept_failed(e: io::Error, stop: &CancellationToken) {
 /// The shared ICE-TCP port's acceptor.
 pub struct Acceptor {
     pub listener: TcpListener,
+    /// Where its connections go; its pending pool is the ICE-TCP port's.
     pub intake: Intake,
     /// Announced candidate IPs, to map an accepted connection's local address.
     pub candidates: Candidates,
@@ -251,35 +346,56 @@ impl Acceptor {
                     continue;
                 }
             };
-            let Some(pending) = self.intake.admit() else {
-                continue; // dropped: too many connections say nothing yet
+            let Some(place) = self.intake.0.pending.admit(peer.ip()) else {
+                continue; // closed: this client holds its share of unanswered connections
             };
             let local = announced_local(&self.candidates, port, &stream, peer);
-            self.intake.take(stream, peer, local, pending);
+            self.intake.take(stream, peer, local, place);
         }
     }
 }
 
 /// One connection: its first frame picks the loop; then frames flow both ways until either side
-/// ends or the server stops.
+/// ends, a limit closes it, or the server stops.
 async fn serve(
     mut stream: TcpStream,
     id: TcpConnId,
     (peer, local): (SocketAddr, SocketAddr),
-    loops: &[mpsc::Sender<TcpEvent>],
-    pending: OwnedSemaphorePermit,
-    stop: CancellationToken,
+    inner: &IntakeInner,
+    place: Place,
 ) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let (stop, metrics, wait) = (&inner.stop, &inner.metrics, inner.setup_wait);
+    let limit = |why: ConnClosed, what: &str| {
+        metrics.tcp_closed(why);
+        io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
+    };
     let first = tokio::select! {
         _ = stop.cancelled() => return Ok(()),
-        first = tokio::time::timeout(FIRST_FRAME_WAIT, read_frame(&mut stream)) => first
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no first frame"))??,
+        // Counted when it was taken.
+        _ = place.evicted() => return Err(io::Error::other("evicted: its pool was full")),
+        first = tokio::time::timeout(wait, read_frame(&mut stream, FIRST_FRAME_MAX)) => match first {
+            Ok(Ok(first)) => first,
+            Ok(Err(e)) => {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    metrics.tcp_closed(ConnClosed::BadFirstFrame);
+                }
+                return Err(e);
+            }
+            Err(_) => return Err(limit(ConnClosed::SetupTimeout, "no first frame")),
+        },
     };
-    let owner = stun_request_local_ufrag(&first)
+    let Some(owner) = stun_request_local_ufrag(&first)
         .and_then(|ufrag| IceCredentials::loop_of(&ufrag))
-        .and_then(|index| loops.get(index))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a request for a session"))?;
+        .and_then(|index| inner.loops.get(index))
+    else {
+        metrics.tcp_closed(ConnClosed::BadFirstFrame);
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a request for a session",
+        ));
+    };
+    let answer_by = tokio::time::Instant::now() + wait;
     let (writer, mut outgoing) = mpsc::channel(WRITE_QUEUE);
     let opened = TcpEvent::Opened {
         id,
@@ -293,7 +409,6 @@ async fn serve(
         .send(TcpEvent::Frame { id, data: first })
         .await
         .map_err(|_| closed())?;
-    drop(pending);
     let (mut reader, mut write_half) = stream.into_split();
     // Reading and writing are two futures of their own: a frame is never half-read and then
     // resumed by another future (reads are not cancel-safe), and a peer that stops reading
@@ -301,7 +416,9 @@ async fn serve(
     let reading = async {
         loop {
             // RFC 7675: a live peer sends consent checks every few seconds.
-            match tokio::time::timeout(IDLE_WAIT, read_frame(&mut reader)).await {
+            match tokio::time::timeout(IDLE_WAIT, read_frame(&mut reader, usize::from(u16::MAX)))
+                .await
+            {
                 Ok(Ok(data)) => {
                     if owner.send(TcpEvent::Frame { id, data }).await.is_err() {
                         return Err(closed());
@@ -313,10 +430,27 @@ async fn serve(
         }
     };
     let writing = async {
-        while let Some(data) = outgoing.recv().await {
+        // Until its session answers, the connection is pending: evictable, and closed at the
+        // deadline (a request whose integrity rtc could not check is never answered).
+        let answer = tokio::select! {
+            _ = place.evicted() => return Err(io::Error::other("evicted: its pool was full")),
+            _ = tokio::time::sleep_until(answer_by) => {
+                return Err(limit(ConnClosed::Unanswered, "its session did not answer"));
+            }
+            answer = outgoing.recv() => answer,
+        };
+        let Some(answer) = answer else {
+            // The loop forgot it: its session ended, or a cap refused it.
+            return Ok(());
+        };
+        // Answered: the loop holds it under the ICE-TCP caps from now on.
+        drop(place);
+        let mut next = Some(answer);
+        while let Some(data) = next {
             tokio::time::timeout(WRITE_WAIT, write_half.write_all(&frame(&data)))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer not reading"))??;
+            next = outgoing.recv().await;
         }
         // The loop forgot the connection (its session ended).
         Ok(())
@@ -339,13 +473,29 @@ pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
     framed
 }
 
-/// Reads one RFC 4571 frame.
-pub(crate) async fn read_frame(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<BytesMut> {
-    let len = stream.read_u16().await?;
-    let mut data = BytesMut::zeroed(usize::from(len));
-    stream.read_exact(&mut data).await?;
-    if data.is_empty() {
+/// Reads one RFC 4571 frame of at most `max` bytes. Its buffer grows as its bytes arrive.
+pub(crate) async fn read_frame(
+    stream: &mut (impl AsyncRead + Unpin),
+    max: usize,
+) -> io::Result<BytesMut> {
+    let len = usize::from(stream.read_u16().await?);
+    if len == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame"));
+    }
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes, over {max}"),
+        ));
+    }
+    let mut data = BytesMut::with_capacity(len.min(READ_CHUNK));
+    while data.len() < len {
+        let left = len - data.len();
+        data.reserve(left.min(READ_CHUNK));
+        let room = left.min(data.capacity() - data.len());
+        if (&mut *stream).take(room as u64).read_buf(&mut data).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
     }
     Ok(data)
 }
@@ -357,11 +507,24 @@ mod tests {
     #[tokio::test]
     async fn frames_are_length_prefixed() {
         let mut wire: &[u8] = &[0, 3, b'a', b'b', b'c', 0, 1, b'z', 0, 0];
-        assert_eq!(&read_frame(&mut wire).await.unwrap()[..], b"abc");
-        assert_eq!(&read_frame(&mut wire).await.unwrap()[..], b"z");
-        assert!(read_frame(&mut wire).await.is_err(), "an empty frame");
+        assert_eq!(&read_frame(&mut wire, 3).await.unwrap()[..], b"abc");
+        assert_eq!(&read_frame(&mut wire, 3).await.unwrap()[..], b"z");
+        assert!(read_frame(&mut wire, 3).await.is_err(), "an empty frame");
         let mut short: &[u8] = &[0, 5, b'a'];
-        assert!(read_frame(&mut short).await.is_err());
+        assert!(read_frame(&mut short, 5).await.is_err());
+        let mut long: &[u8] = &[0, 4, b'a', b'b', b'c', b'd'];
+        assert!(read_frame(&mut long, 3).await.is_err(), "over the cap");
+        // A long frame in pieces: its buffer grows as they come.
+        let big = vec![7u8; 10_000];
+        let mut wire = Vec::from(&[0x27, 0x10][..]);
+        wire.extend_from_slice(&big);
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let writer = tokio::spawn(async move { client.write_all(&wire).await });
+        let got = read_frame(&mut server, usize::from(u16::MAX))
+            .await
+            .unwrap();
+        assert_eq!(&got[..], &big[..]);
+        writer.await.unwrap().unwrap();
     }
 
     /// A connection whose first frame is not a STUN request for a loop's session is closed, and
@@ -377,9 +540,17 @@ mod tests {
         let (tx0, mut rx0) = mpsc::channel(8);
         let (tx1, mut rx1) = mpsc::channel(8);
         let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
+        let metrics = crate::metrics::Metrics::new().for_loops();
+        let intake = Intake::new(
+            vec![tx0, tx1],
+            &limits(8),
+            metrics,
+            tracker.clone(),
+            stop.clone(),
+        );
         let acceptor = Acceptor {
             listener,
-            intake: Intake::new(vec![tx0, tx1], tracker.clone(), stop.clone()),
+            intake,
             candidates: crate::media::socket::candidates(addr, &[addr.ip()], &[], &[]),
         };
         tracker.spawn(acceptor.run());
@@ -442,9 +613,64 @@ mod tests {
         tracker.wait().await;
     }
 
+    fn limits(per_session: usize) -> TcpLimits {
+        TcpLimits {
+            max_pending: 8,
+            max_pending_per_ip: 0,
+            setup_wait: Duration::from_secs(10),
+            max_ice_tcp: 3,
+            max_ice_tcp_per_ip: 0,
+            max_ice_tcp_per_session: per_session,
+        }
+    }
+
+    fn conns(per_session: usize) -> TcpConns {
+        let limits = limits(per_session);
+        let metrics = crate::metrics::Metrics::new().for_loops();
+        TcpConns::new(&limits, Slots::new(limits.max_ice_tcp, 0), metrics)
+    }
+
+    #[test]
+    fn a_connection_is_its_first_senders_and_sessions_claim_a_few() {
+        let mut conns = conns(2);
+        let local: SocketAddr = "127.0.0.1:8189".parse().unwrap();
+        let mut writers = Vec::new();
+        for n in 0..5 {
+            let (tx, rx) = mpsc::channel(1);
+            writers.push(rx);
+            let peer = SocketAddr::from(([127, 0, 0, 1], 4000 + n as u16));
+            conns.open(TcpConnId(n), peer, local, tx);
+        }
+        assert_eq!(conns.claim(TcpConnId(0), 1), Ok(()));
+        assert_eq!(conns.claim(TcpConnId(0), 1), Ok(()), "again: its own");
+        assert_eq!(
+            conns.claim(TcpConnId(0), 2),
+            Err(ConnClosed::IceTcpPerSession),
+            "another session's"
+        );
+        assert_eq!(conns.claim(TcpConnId(1), 1), Ok(()));
+        assert_eq!(
+            conns.claim(TcpConnId(2), 1),
+            Err(ConnClosed::IceTcpPerSession)
+        );
+        assert_eq!(conns.claim(TcpConnId(2), 2), Ok(()));
+        assert_eq!(
+            conns.claim(TcpConnId(3), 2),
+            Err(ConnClosed::IceTcpTotal),
+            "three in all"
+        );
+        conns.close(TcpConnId(0));
+        assert_eq!(conns.claim(TcpConnId(3), 1), Ok(()), "a place came back");
+        for n in 1..4 {
+            conns.close(TcpConnId(n));
+        }
+        assert!(conns.per_session.is_empty());
+        assert_eq!(conns.bound.held(), 0);
+    }
+
     #[test]
     fn connections_are_found_by_peer_and_forgotten() {
-        let mut conns = TcpConns::default();
+        let mut conns = conns(8);
         let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let (tx, mut rx) = mpsc::channel(1);
         let local: SocketAddr = "127.0.0.1:8189".parse().unwrap();

@@ -95,3 +95,24 @@ pub async fn get_text(url: &str) -> String {
 pub async fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&get_text(url).await).unwrap()
 }
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.2, say: another client
+/// than the tests' usual 127.0.0.1).
+pub async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Whether the server closes `stream` (EOF or reset) within `WAIT`, whatever it sends first.
+pub async fn closed_by_server(mut stream: tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(WAIT, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
