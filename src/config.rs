@@ -213,13 +213,20 @@ pub struct Config {
 
     /// Most sessions one client IP (an IPv6 /64) may hold that have not connected yet (ICE and
     /// DTLS); beyond it POST gets 429. 0: no limit. When the server is at --max-sessions, the
-    /// oldest session not yet connected is ended to make room for a new one.
+    /// oldest session still connecting after --evict-connecting-after is ended to make room for a
+    /// new one (from a client with no session of its own still connecting).
     #[arg(
         long,
         env = "WHIP_ECHO_MAX_CONNECTING_SESSIONS_PER_IP",
-        default_value_t = 10
+        default_value_t = 20
     )]
     pub max_connecting_sessions_per_ip: usize,
+
+    /// Seconds a session may stay connecting before, with the server at --max-sessions, it can
+    /// be ended to make room for a new one.
+    #[arg(long, env = "WHIP_ECHO_EVICT_CONNECTING_AFTER", default_value = "5",
+          value_parser = parse_seconds)]
+    pub evict_connecting_after: Duration,
 
     /// POST and PATCH requests one client IP (an IPv6 /64) may send per second, on average;
     /// beyond it 429 with Retry-After. 0: no limit.
@@ -227,9 +234,9 @@ pub struct Config {
     pub request_rate_per_ip: u32,
 
     /// How many POST and PATCH requests one client IP may send at once before
-    /// --request-rate-per-ip applies (a browser sends its POST and a few trickle PATCHes
-    /// together).
-    #[arg(long, env = "WHIP_ECHO_REQUEST_BURST_PER_IP", default_value_t = 40)]
+    /// --request-rate-per-ip applies (a page with many players sends their POSTs and trickle
+    /// PATCHes together).
+    #[arg(long, env = "WHIP_ECHO_REQUEST_BURST_PER_IP", default_value_t = 100)]
     pub request_burst_per_ip: u32,
 
     /// ICE restarts (RFC 9725 §4.3.3) one session may make per minute, three at once at most;

@@ -17,19 +17,32 @@ const ICE_TCP_PER_SESSION_SHARE: usize = 8;
 pub fn raise() -> Option<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
-    if soft >= hard {
+    let target = target(hard);
+    if soft >= target {
         return Some(soft);
     }
-    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
         Ok(()) => {
-            info!(from = soft, to = hard, "open-file limit raised");
-            Some(hard)
+            info!(from = soft, to = target, "open-file limit raised");
+            Some(target)
         }
         Err(e) => {
             warn!(soft, hard, error = %e, "open-file limit not raised");
             Some(soft)
         }
     }
+}
+
+/// What the soft limit can be raised to: the hard limit, unless that is unlimited, which the
+/// kernel refuses beyond `fs.nr_open` (Linux; 1,048,576 when it cannot be read).
+fn target(hard: u64) -> u64 {
+    if hard != nix::sys::resource::RLIM_INFINITY {
+        return hard;
+    }
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(1 << 20)
 }
 
 /// The capped connections' needs, for [`ice_tcp_cap`].
@@ -104,6 +117,8 @@ mod tests {
         use nix::sys::resource::{getrlimit, Resource};
         let now = raise().expect("readable");
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        assert_eq!((now, soft), (hard, hard));
+        assert_eq!((now, soft), (target(hard), target(hard)));
+        assert_eq!(target(1024), 1024);
+        assert!(target(nix::sys::resource::RLIM_INFINITY) >= 1024);
     }
 }

@@ -474,9 +474,14 @@ impl LoopMetrics {
             .set(n as i64);
     }
 
-    /// `n` ICE-TCP connections are bound to sessions now.
-    pub fn ice_tcp_open(&self, n: usize) {
-        self.ice_tcp_open.set(n as i64);
+    /// An ICE-TCP connection was bound to a session.
+    pub fn ice_tcp_opened(&self) {
+        self.ice_tcp_open.inc();
+    }
+
+    /// An ICE-TCP connection bound to a session closed.
+    pub fn ice_tcp_closed(&self) {
+        self.ice_tcp_open.dec();
     }
 
     /// A session connected `after` its POST.

@@ -256,6 +256,7 @@ async fn start_planes(
             max_per_ip: config.max_sessions_per_ip,
             max_per_prefix: config.max_sessions_per_prefix,
             max_connecting_per_ip: config.max_connecting_sessions_per_ip,
+            evictable_after: config.evict_connecting_after,
         },
         ice_timeout: config.ice_timeout,
         publisher_conflict: config.publisher_conflict,

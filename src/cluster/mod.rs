@@ -364,6 +364,18 @@ impl Cluster {
         }
     }
 
+    /// The mark this node puts on a request it forwards for `resource` to the resource's node.
+    pub fn forward_mark(&self, resource: &ResourceId) -> String {
+        let now = std::time::SystemTime::now();
+        token::mint_forward(&self.0.config.secret, &resource.to_string(), now)
+    }
+
+    /// Whether `mark` is another node's valid mark of a request forwarded for `resource`.
+    pub fn is_forwarded(&self, resource: &ResourceId, mark: &str) -> bool {
+        let now = std::time::SystemTime::now();
+        token::verify_forward(&self.0.config.secret, &resource.to_string(), mark, now)
+    }
+
     /// The client of node-to-node calls (forwarded requests, pulls).
     pub fn http(&self) -> &reqwest::Client {
         &self.0.http

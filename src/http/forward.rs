@@ -12,8 +12,19 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::session::ResourceId;
 
-/// Marks a request one node forwarded to another.
+/// Marks a request one node forwarded to another (its value: a MAC under the cluster secret,
+/// `token::mint_forward`).
 const FORWARDED: &str = "x-whip-echo-forwarded";
+
+/// Whether the request is one that another node of this cluster forwarded for `resource` (its
+/// mark verifies): that node counted it against its client's request rate already.
+pub(super) fn from_a_node(state: &AppState, resource: &ResourceId, headers: &HeaderMap) -> bool {
+    let (Some(cluster), Some(mark)) = (&state.cluster, headers.get(FORWARDED)) else {
+        return false;
+    };
+    mark.to_str()
+        .is_ok_and(|mark| cluster.is_forwarded(resource, mark))
+}
 
 /// Request headers a session resource reads.
 const REQUEST_HEADERS: [header::HeaderName; 2] = [header::IF_MATCH, header::CONTENT_TYPE];
@@ -47,7 +58,8 @@ pub(super) async fn elsewhere(
         Err(false) => return Some(ApiError::ClusterUnavailable.into_response()),
     };
     let url = format!("{base}{}", resource.location());
-    let mut request = cluster.http().request(method, &url).header(FORWARDED, "1");
+    let mark = cluster.forward_mark(resource);
+    let mut request = cluster.http().request(method, &url).header(FORWARDED, mark);
     for name in &REQUEST_HEADERS {
         for value in headers.get_all(name) {
             request = request.header(name, value);

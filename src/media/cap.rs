@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::error::MediaError;
 use crate::session::ResourceId;
@@ -77,6 +78,7 @@ impl Slots {
     }
 
     /// How many are held in all.
+    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.0.lock().total
     }
@@ -109,12 +111,19 @@ pub struct SessionLimits {
     pub max_per_prefix: usize,
     /// Sessions not yet connected, per client (`--max-connecting-sessions-per-ip`; 0: none).
     pub max_connecting_per_ip: usize,
+    /// How long after its loop took it a session still connecting may be evicted to make room
+    /// (`--evict-connecting-after`): clients connect in milliseconds (a few seconds through a
+    /// relay), so a session this old and still connecting is most likely one whose client
+    /// never will.
+    pub evictable_after: Duration,
 }
 
 /// The live-session caps of the whole media plane: in all, per client, per IPv6 /48, and of
 /// sessions still connecting per client. When the plane is full, the oldest session that has not
-/// connected yet (ICE and DTLS) makes room for a new one: silent POSTs cannot hold the plane
-/// for the setup timeout each.
+/// connected yet (ICE and DTLS) and has been connecting for `evictable_after` makes room for a
+/// new one, unless the newcomer's client has sessions still connecting itself: silent POSTs
+/// cannot hold the plane for the setup timeout each, and a client cannot evict others' sessions
+/// while it holds connecting ones of its own.
 #[derive(Debug, Clone)]
 pub struct SessionCap(Arc<CapInner>);
 
@@ -129,9 +138,10 @@ struct CapState {
     total: usize,
     per_client: PerClient,
     per_prefix: PerClient,
+    /// Sessions admitted and not yet connected, per client.
     connecting_per_client: PerClient,
-    /// Connecting sessions with a client, oldest first: whom to evict.
-    connecting: BTreeMap<u64, Evictable>,
+    /// Connecting sessions a loop has adopted, oldest first: whom to evict.
+    evictable: BTreeMap<u64, Evictable>,
     /// Permits evicted: their counts were given back when they were.
     evicted: HashSet<u64>,
     next: u64,
@@ -141,6 +151,7 @@ struct CapState {
 struct Evictable {
     resource: ResourceId,
     client: IpAddr,
+    since: Instant,
 }
 
 /// One admitted session's place under the caps, given back when it is dropped: with the session
@@ -151,6 +162,8 @@ pub struct Permit {
     seq: u64,
     /// Its client's key, when counted per client.
     client: Option<IpAddr>,
+    /// Counted as connecting (it has a client and has not connected yet).
+    connecting: bool,
 }
 
 /// A place under the caps, and the session evicted to make it, if one was.
@@ -158,7 +171,8 @@ pub struct Permit {
 pub struct Admitted {
     /// The new session's place.
     pub permit: Permit,
-    /// The connecting session that made room: to be ended (`EndReason::Evicted`).
+    /// The connecting session that made room: to be ended (`EndReason::Evicted`). It is out of
+    /// every count already.
     pub evicted: Option<ResourceId>,
 }
 
@@ -171,13 +185,9 @@ impl SessionCap {
         }))
     }
 
-    /// A place under the caps for session `resource` of `client` (none: counted in all only,
-    /// and never evicted), if one is free or a connecting session can make room.
-    pub fn try_admit(
-        &self,
-        client: Option<IpAddr>,
-        resource: Option<ResourceId>,
-    ) -> Result<Admitted, MediaError> {
+    /// A place under the caps for a session of `client` (none: counted in all only, and never
+    /// evicted), if one is free or a connecting session can make room at `now`.
+    pub fn try_admit(&self, client: Option<IpAddr>, now: Instant) -> Result<Admitted, MediaError> {
         let limits = &self.0.limits;
         let key = client.map(client_key);
         let prefix = client.and_then(prefix_key);
@@ -199,9 +209,18 @@ impl SessionCap {
         }
         let mut evicted = None;
         if state.total >= limits.max {
-            let Some((seq, victim)) = state.connecting.pop_first() else {
+            let may_evict = key.is_some_and(|k| state.connecting_per_client.held(k) == 0);
+            let victim = state
+                .evictable
+                .first_key_value()
+                .filter(|(_, v)| {
+                    may_evict && now.saturating_duration_since(v.since) >= limits.evictable_after
+                })
+                .map(|(seq, v)| (*seq, *v));
+            let Some((seq, victim)) = victim else {
                 return Err(MediaError::OverCapacity);
             };
+            state.evictable.remove(&seq);
             state.connecting_per_client.release(victim.client);
             state.release(Some(victim.client));
             state.evicted.insert(seq);
@@ -210,21 +229,19 @@ impl SessionCap {
         state.total += 1;
         if let Some(key) = key {
             state.per_client.try_take(key, 0);
+            state.connecting_per_client.try_take(key, 0);
             if let Some(prefix) = prefix {
                 state.per_prefix.try_take(prefix, 0);
             }
         }
         let seq = state.next;
         state.next += 1;
-        if let (Some(client), Some(resource)) = (key, resource) {
-            state.connecting_per_client.try_take(client, 0);
-            state.connecting.insert(seq, Evictable { resource, client });
-        }
         Ok(Admitted {
             permit: Permit {
                 cap: self.0.clone(),
                 seq,
                 client: key,
+                connecting: key.is_some(),
             },
             evicted,
         })
@@ -251,11 +268,37 @@ impl CapState {
 }
 
 impl Permit {
-    /// The session connected (ICE and DTLS): no longer counted as connecting, nor evictable.
-    pub fn connected(&self) {
+    /// Its session `resource` is in a loop now (adopted at `now`): while it is still connecting
+    /// it may be evicted to make room. Only a live session is ever evicted, so ending it is what
+    /// gives its place back.
+    pub fn adopted(&self, resource: ResourceId, now: Instant) {
+        let (Some(client), true) = (self.client, self.connecting) else {
+            return;
+        };
         let mut state = self.cap.lock();
-        if let Some(victim) = state.connecting.remove(&self.seq) {
-            state.connecting_per_client.release(victim.client);
+        if !state.evicted.contains(&self.seq) {
+            let entry = Evictable {
+                resource,
+                client,
+                since: now,
+            };
+            state.evictable.insert(self.seq, entry);
+        }
+    }
+
+    /// The session connected (ICE and DTLS): no longer counted as connecting, nor evictable.
+    pub fn connected(&mut self) {
+        if !std::mem::take(&mut self.connecting) {
+            return;
+        }
+        let mut state = self.cap.lock();
+        // An evicted permit gave its counts back already.
+        if state.evicted.contains(&self.seq) {
+            return;
+        }
+        state.evictable.remove(&self.seq);
+        if let Some(key) = self.client {
+            state.connecting_per_client.release(key);
         }
     }
 }
@@ -266,8 +309,11 @@ impl Drop for Permit {
         if state.evicted.remove(&self.seq) {
             return;
         }
-        if let Some(victim) = state.connecting.remove(&self.seq) {
-            state.connecting_per_client.release(victim.client);
+        if self.connecting {
+            state.evictable.remove(&self.seq);
+            if let Some(key) = self.client {
+                state.connecting_per_client.release(key);
+            }
         }
         state.release(self.client);
     }
@@ -341,6 +387,7 @@ mod tests {
             max_per_ip,
             max_per_prefix: 0,
             max_connecting_per_ip: 0,
+            evictable_after: EVICTABLE_AFTER,
         }
     }
 
@@ -348,12 +395,14 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
-    fn resource() -> Option<ResourceId> {
-        Some(ResourceId::random_on(None, 0, 1))
+    const EVICTABLE_AFTER: Duration = Duration::from_secs(5);
+
+    fn resource() -> ResourceId {
+        ResourceId::random_on(None, 0, 1)
     }
 
     fn admit(cap: &SessionCap, client: Option<IpAddr>) -> Result<Permit, MediaError> {
-        cap.try_admit(client, None).map(|a| a.permit)
+        cap.try_admit(client, Instant::now()).map(|a| a.permit)
     }
 
     #[test]
@@ -428,28 +477,55 @@ mod tests {
             max_connecting_per_ip: 2,
             ..limits(3, 0)
         });
-        let one = ip("192.0.2.1");
+        let t0 = Instant::now();
+        let later = t0 + EVICTABLE_AFTER;
+        let (one, two, three) = (ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"));
         let (r1, r2) = (resource(), resource());
-        let first = cap.try_admit(one, r1).unwrap();
-        let second = cap.try_admit(one, r2).unwrap();
+        let mut first = cap.try_admit(one, t0).unwrap().permit;
+        let second = cap.try_admit(one, t0).unwrap().permit;
         assert_eq!(
-            cap.try_admit(one, resource()).err(),
+            cap.try_admit(one, t0).err(),
             Some(MediaError::TooManyConnecting(2))
         );
-        first.permit.connected();
-        let third = cap.try_admit(one, resource()).unwrap();
-        assert!(third.evicted.is_none());
-        // Full: the oldest connecting session (the second; the first connected) makes room.
-        let fourth = cap.try_admit(ip("192.0.2.2"), resource()).unwrap();
-        assert_eq!(fourth.evicted, r2);
-        // Its counts were given back once, not again when it is dropped.
+        first.adopted(r1, t0);
+        second.adopted(r2, t0);
+        first.connected();
+        // Not adopted by a loop: never evicted.
+        let third = cap.try_admit(two, t0).unwrap().permit;
+        // Full. A session adopted less than `evictable_after` ago is not evicted, nor does a
+        // client with a connecting session of its own (one) or no client evict anyone.
+        assert_eq!(
+            cap.try_admit(three, t0).err(),
+            Some(MediaError::OverCapacity)
+        );
+        assert_eq!(
+            cap.try_admit(one, later).err(),
+            Some(MediaError::OverCapacity)
+        );
+        assert_eq!(
+            cap.try_admit(None, later).err(),
+            Some(MediaError::OverCapacity)
+        );
+        // The oldest adopted connecting session (the second; the first connected) makes room.
+        let fourth = cap.try_admit(three, later).unwrap();
+        assert_eq!(fourth.evicted, Some(r2));
+        assert_eq!(cap.0.lock().total, 3);
+        // Its counts were given back once: not again when it connects late or is dropped.
+        let mut second = second;
+        second.connected();
         drop(second);
         assert_eq!(cap.0.lock().total, 3);
-        let fifth = admit(&cap, None).expect("the third, still connecting, made room");
-        assert_eq!(cap.0.lock().total, 3);
-        drop((first, third, fourth, fifth));
+        assert_eq!(cap.0.lock().connecting_per_client.held(one.unwrap()), 0);
+        assert_eq!(
+            cap.try_admit(ip("192.0.2.4"), later + EVICTABLE_AFTER)
+                .err(),
+            Some(MediaError::OverCapacity),
+            "the third was never adopted"
+        );
+        drop((first, third, fourth));
         let state = cap.0.lock();
         assert_eq!(state.total, 0);
-        assert!(state.connecting.is_empty() && state.evicted.is_empty());
+        assert!(state.evictable.is_empty() && state.evicted.is_empty());
+        assert_eq!(state.connecting_per_client.held(two.unwrap()), 0);
     }
 }

@@ -190,6 +190,8 @@ impl MediaLoop {
         );
         let deadline = started + self.config.ice_timeout;
         let budget = Budget::new(self.config.max_bitrate);
+        // In a loop now: while it connects, it may make room for a newer session.
+        permit.adopted(resource, now);
         let mut conn = Conn::new(negotiated, budget, started, deadline, span, permit);
         conn.relay = relay;
         self.sessions.insert(key, conn);

@@ -17,7 +17,7 @@ use super::codecs;
 use super::conn::{Conn, Link};
 use super::routes::{Routes, SessionKey};
 use super::socket::UdpIo;
-use super::tcp::{TcpConns, TcpEvent};
+use super::tcp::{Claim, TcpConns, TcpEvent};
 use super::timers::Timers;
 use super::transport::{Inbound, PathId, Transports};
 use super::{Command, MediaConfig, Stats, StatsSlot};
@@ -425,11 +425,15 @@ impl MediaLoop {
             if let Some(path) = self.transports.path_of(&out.transport) {
                 // The ICE-TCP caps: a connection beyond one is closed instead of answered.
                 if let PathId::Tcp(id) = path {
-                    if let Err(cap) = self.transports.tcp.claim(id, key) {
-                        self.transports.tcp.close(id);
-                        self.routes.forget(path);
-                        self.config.metrics.tcp_closed(cap);
-                        continue;
+                    match self.transports.tcp.claim(id, key) {
+                        Claim::Send => {}
+                        Claim::NotYours => continue,
+                        Claim::Refused(cap) => {
+                            self.transports.tcp.close(id);
+                            self.routes.forget(path);
+                            self.config.metrics.tcp_closed(cap);
+                            continue;
+                        }
                     }
                 }
                 self.routes.learn_sent(path, key, &out.message);

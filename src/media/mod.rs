@@ -343,11 +343,9 @@ impl MediaHandle {
         } = offer;
         let index = stream_loop(&stream, self.shards.len());
         let shard = &self.shards[index];
-        let resource = self.new_resource(index);
-        let admitted = self.cap.try_admit(client, Some(resource))?;
+        let admitted = self.cap.try_admit(client, Instant::now())?;
         if let Some(victim) = admitted.evicted {
-            // Already out of the counts; its loop ends it (it may have ended meanwhile).
-            let _ = self.end(victim, EndReason::Evicted).await;
+            self.end_soon(victim, EndReason::Evicted);
         }
         let permit = admitted.permit;
         // The stream's codecs first (one round trip to the loop): a viewer gets its publisher's,
@@ -369,6 +367,7 @@ impl MediaHandle {
             &stream_codecs,
             started,
         )?;
+        let resource = self.new_resource(index);
         // RFC 9725 §4.3.1: the ETag identifies the ICE session; it changes only on ICE restart.
         let etag = format!("\"{}\"", negotiated.ufrag);
         let answer = std::mem::take(&mut negotiated.answer);
@@ -404,6 +403,21 @@ impl MediaHandle {
             reply,
         })
         .await?
+    }
+
+    /// Ends the session `resource` for `reason` without waiting for it, so that no caller can
+    /// drop the request half-way (a client that hangs up): its loop is told at once, or, with
+    /// its queue full or the loop gone, the session ends by itself at its setup deadline.
+    fn end_soon(&self, resource: ResourceId, reason: EndReason) {
+        let (reply, _) = oneshot::channel();
+        let command = Command::Delete {
+            resource,
+            reason,
+            reply,
+        };
+        if self.owner(&resource).commands.try_send(command).is_err() {
+            tracing::debug!(%resource, %reason, "media loop busy: the session ends at its deadline");
+        }
     }
 
     /// Ends `stream`'s publisher, if it has one, for `reason`.

@@ -91,12 +91,12 @@ impl Pending {
         state.next += 1;
         let signal = CancellationToken::new();
         state.places.insert(seq, (key, signal.clone()));
-        let held = state.places.len();
+        // Under the lock, so that the gauge never goes back to an older value.
+        pool.metrics.tcp_pending(pool.listener, state.places.len());
         drop(state);
         for _ in 0..evicted {
             pool.metrics.tcp_closed(ConnClosed::PendingEvicted);
         }
-        pool.metrics.tcp_pending(pool.listener, held);
         Some(Place {
             pool: pool.clone(),
             seq,
@@ -130,9 +130,9 @@ impl Drop for Place {
         if let Some((client, _)) = state.places.remove(&self.seq) {
             state.per_client.release(client);
         }
-        let held = state.places.len();
-        drop(state);
-        self.pool.metrics.tcp_pending(self.pool.listener, held);
+        self.pool
+            .metrics
+            .tcp_pending(self.pool.listener, state.places.len());
     }
 }
 

@@ -38,8 +38,8 @@ use crate::metrics::{ConnClosed, LoopMetrics};
 
 /// The longest first frame: a Binding request is about 100 to 200 bytes.
 const FIRST_FRAME_MAX: usize = 1024;
-/// A frame's buffer grows as its bytes arrive, by at most this much at a time, so a length
-/// announced and never sent holds no more.
+/// A frame's buffer starts at most this large and grows as its bytes arrive, so a length
+/// announced and never sent holds little.
 const READ_CHUNK: usize = 4096;
 /// Frames queued towards one connection before further ones are dropped (media is lossy; the
 /// loop never waits on a slow connection).
@@ -100,6 +100,17 @@ pub struct TcpConns {
     metrics: LoopMetrics,
 }
 
+/// What [`TcpConns::claim`] says of a session's send on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Send it.
+    Send,
+    /// The connection is another session's: drop the send, keep the connection.
+    NotYours,
+    /// A cap refused it: close the connection.
+    Refused(ConnClosed),
+}
+
 struct Conn {
     peer: SocketAddr,
     local: SocketAddr,
@@ -146,31 +157,29 @@ impl TcpConns {
     /// (RFC 6544: one session's), and that first send takes it under the caps: per session
     /// (`--max-ice-tcp-connections-per-session`), per client and in all. A session sends only
     /// once rtc has checked a request's integrity, so connections that name a session without
-    /// its password never count. `Err`: the cap that refused it (the caller closes it).
-    pub fn claim(&mut self, id: TcpConnId, key: SessionKey) -> Result<(), ConnClosed> {
+    /// its password never count.
+    pub fn claim(&mut self, id: TcpConnId, key: SessionKey) -> Claim {
         let Some(conn) = self.by_id.get_mut(&id) else {
-            return Ok(()); // gone: the send fails on its own
+            return Claim::Send; // gone: the send fails on its own
         };
         match &conn.claimed {
-            Some((owner, _)) if *owner == key => return Ok(()),
-            Some(_) => return Err(ConnClosed::IceTcpPerSession),
+            Some((owner, _)) if *owner == key => return Claim::Send,
+            Some(_) => return Claim::NotYours,
             None => {}
         }
         let held = self.per_session.get(&key).copied().unwrap_or(0);
         if held >= self.max_per_session {
-            return Err(ConnClosed::IceTcpPerSession);
+            return Claim::Refused(ConnClosed::IceTcpPerSession);
         }
-        let slot = self
-            .bound
-            .try_take(Some(conn.peer.ip()))
-            .map_err(|full| match full {
-                Full::Total => ConnClosed::IceTcpTotal,
-                Full::Client => ConnClosed::IceTcpPerIp,
-            })?;
+        let slot = match self.bound.try_take(Some(conn.peer.ip())) {
+            Ok(slot) => slot,
+            Err(Full::Total) => return Claim::Refused(ConnClosed::IceTcpTotal),
+            Err(Full::Client) => return Claim::Refused(ConnClosed::IceTcpPerIp),
+        };
         conn.claimed = Some((key, slot));
         self.per_session.insert(key, held + 1);
-        self.metrics.ice_tcp_open(self.bound.held());
-        Ok(())
+        self.metrics.ice_tcp_opened();
+        Claim::Send
     }
 
     /// Forgets a closed connection (dropping its writer ends its task's writing side).
@@ -187,7 +196,7 @@ impl TcpConns {
                     }
                 }
                 drop(slot);
-                self.metrics.ice_tcp_open(self.bound.held());
+                self.metrics.ice_tcp_closed();
             }
         }
     }
@@ -410,15 +419,22 @@ async fn serve(
         .await
         .map_err(|_| closed())?;
     let (mut reader, mut write_half) = stream.into_split();
+    // Until its session answers, every frame is held to the first frame's cap.
+    let answered = std::sync::atomic::AtomicBool::new(false);
     // Reading and writing are two futures of their own: a frame is never half-read and then
     // resumed by another future (reads are not cancel-safe), and a peer that stops reading
     // holds only the writer, for at most `WRITE_WAIT`. Whichever ends first ends the connection.
     let reading = async {
         loop {
             // RFC 7675: a live peer sends consent checks every few seconds.
-            match tokio::time::timeout(IDLE_WAIT, read_frame(&mut reader, usize::from(u16::MAX)))
-                .await
-            {
+            let max = || {
+                if answered.load(Ordering::Relaxed) {
+                    usize::from(u16::MAX)
+                } else {
+                    FIRST_FRAME_MAX
+                }
+            };
+            match tokio::time::timeout(IDLE_WAIT, read_frame_within(&mut reader, max)).await {
                 Ok(Ok(data)) => {
                     if owner.send(TcpEvent::Frame { id, data }).await.is_err() {
                         return Err(closed());
@@ -444,6 +460,7 @@ async fn serve(
             return Ok(());
         };
         // Answered: the loop holds it under the ICE-TCP caps from now on.
+        answered.store(true, Ordering::Relaxed);
         drop(place);
         let mut next = Some(answer);
         while let Some(data) = next {
@@ -478,7 +495,16 @@ pub(crate) async fn read_frame(
     stream: &mut (impl AsyncRead + Unpin),
     max: usize,
 ) -> io::Result<BytesMut> {
+    read_frame_within(stream, || max).await
+}
+
+/// [`read_frame`], the cap asked for once the frame's length is in.
+async fn read_frame_within(
+    stream: &mut (impl AsyncRead + Unpin),
+    max: impl Fn() -> usize,
+) -> io::Result<BytesMut> {
     let len = usize::from(stream.read_u16().await?);
+    let max = max();
     if len == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame"));
     }
@@ -641,26 +667,30 @@ mod tests {
             let peer = SocketAddr::from(([127, 0, 0, 1], 4000 + n as u16));
             conns.open(TcpConnId(n), peer, local, tx);
         }
-        assert_eq!(conns.claim(TcpConnId(0), 1), Ok(()));
-        assert_eq!(conns.claim(TcpConnId(0), 1), Ok(()), "again: its own");
+        assert_eq!(conns.claim(TcpConnId(0), 1), Claim::Send);
+        assert_eq!(conns.claim(TcpConnId(0), 1), Claim::Send, "again: its own");
         assert_eq!(
             conns.claim(TcpConnId(0), 2),
-            Err(ConnClosed::IceTcpPerSession),
+            Claim::NotYours,
             "another session's"
         );
-        assert_eq!(conns.claim(TcpConnId(1), 1), Ok(()));
+        assert_eq!(conns.claim(TcpConnId(1), 1), Claim::Send);
         assert_eq!(
             conns.claim(TcpConnId(2), 1),
-            Err(ConnClosed::IceTcpPerSession)
+            Claim::Refused(ConnClosed::IceTcpPerSession)
         );
-        assert_eq!(conns.claim(TcpConnId(2), 2), Ok(()));
+        assert_eq!(conns.claim(TcpConnId(2), 2), Claim::Send);
         assert_eq!(
             conns.claim(TcpConnId(3), 2),
-            Err(ConnClosed::IceTcpTotal),
+            Claim::Refused(ConnClosed::IceTcpTotal),
             "three in all"
         );
         conns.close(TcpConnId(0));
-        assert_eq!(conns.claim(TcpConnId(3), 1), Ok(()), "a place came back");
+        assert_eq!(
+            conns.claim(TcpConnId(3), 1),
+            Claim::Send,
+            "a place came back"
+        );
         for n in 1..4 {
             conns.close(TcpConnId(n));
         }

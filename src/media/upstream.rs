@@ -45,8 +45,8 @@ impl MediaHandle {
     pub fn pull_offer(&self, stream: &StreamName) -> Result<PendingPull, MediaError> {
         let index = super::stream_loop(stream, self.shards.len());
         let settings = &self.shards[index].settings;
-        let permit = self.cap.try_admit(None, None)?.permit;
         let started = Instant::now();
+        let permit = self.cap.try_admit(None, started)?.permit;
         let credentials = IceCredentials::random_for(index);
         let every = codecs::every();
         let nominates = Nominates::Yes;
