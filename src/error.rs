@@ -26,9 +26,9 @@ pub enum ApiError {
     /// RFC 9725 §4.3.1: `If-Match` names an ICE session that is not the current one.
     #[error("If-Match does not match the current ICE session's ETag")]
     PreconditionFailed,
-    /// RFC 9725 §4.3.1: an ICE restart without `If-Match` (RFC 6585 §3).
-    #[error("an ICE restart needs If-Match (\"*\" or the current ETag)")]
-    PreconditionRequired,
+    /// RFC 9725 §4.3.1: a PATCH without `If-Match` (RFC 6585 §3); what it was.
+    #[error("{0}")]
+    PreconditionRequired(&'static str),
     /// A valid fragment that the session cannot apply.
     #[error("cannot apply the SDP fragment: {0}")]
     Unprocessable(String),
@@ -117,7 +117,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -156,7 +156,12 @@ impl From<MediaError> for ApiError {
             MediaError::NotRunning => ApiError::ShuttingDown,
             MediaError::Internal(cause) => ApiError::Internal(cause),
             MediaError::StaleIceSession => ApiError::PreconditionFailed,
-            MediaError::RestartNeedsIfMatch => ApiError::PreconditionRequired,
+            MediaError::RestartNeedsIfMatch => ApiError::PreconditionRequired(
+                "an ICE restart needs If-Match (\"*\" or the current ETag)",
+            ),
+            MediaError::TrickleNeedsIfMatch => ApiError::PreconditionRequired(
+                "a trickle PATCH needs If-Match with the ETag of the POST's answer",
+            ),
             MediaError::CannotApply(why) => ApiError::Unprocessable(why),
         }
     }

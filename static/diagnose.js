@@ -21,6 +21,12 @@ export async function describeEnd(resource, { closed = false, unreachableIsEnd =
     const why = (await res.text()).trim().replace(/^session ended: /, "");
     return `The server ended the session: ${why}.`;
   }
+  // 503: the server is stopping (its sessions are closed first) or cannot serve the resource.
+  if (res.status === 503) {
+    if (!unreachableIsEnd) return null;
+    const why = (await res.text()).trim();
+    return `The server stopped, or cannot be reached any more: the session ended (${why || "503"}).`;
+  }
   if (res.status === 404 || closed) return "The server ended the session.";
   return null;
 }

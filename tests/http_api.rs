@@ -497,8 +497,8 @@ async fn methods_options_and_cors() {
         (patch(&location, Some(FRAG), Some("\"stale\""), candidate.clone()), 412),
         (patch(guessed, Some(FRAG), None, candidate.clone()), 404),
         (patch("/resource/nope", Some(FRAG), None, candidate.clone()), 404),
-        // A trickle needs no If-Match; the current ETag or * are fine too.
-        (patch(&location, Some(FRAG), None, candidate.clone()), 204),
+        // RFC 9725 §4.3.1: a trickle without If-Match is 428; the current ETag or * are fine.
+        (patch(&location, Some(FRAG), None, candidate.clone()), 428),
         (patch(&location, Some(FRAG), Some(&etag), candidate.clone()), 204),
         (patch(&location, Some(FRAG), Some("*"), b"a=end-of-candidates\r\n".to_vec()), 204),
         // Candidates of an unknown mid, and duplicates, are ignored, not errors.
@@ -506,12 +506,12 @@ async fn methods_options_and_cors() {
             patch(
                 &location,
                 Some(FRAG),
-                None,
+                Some(&etag),
                 b"m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:nope\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n".to_vec(),
             ),
             204,
         ),
-        (patch(&location, Some(FRAG), None, candidate.clone()), 204),
+        (patch(&location, Some(FRAG), Some(&etag), candidate.clone()), 204),
     ] {
         let (r, text) = api.send(request).await;
         assert_eq!(r.status().as_u16(), status, "{text}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
 use rtc::stun::textattrs::Username;
-use support::{closed_by_server, connect_from, get_text, metric, start, WAIT};
+use support::{closed_by_server, connect_from, get_text, metric, start, tcp_closed, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use whip_echo::config::Config;
@@ -305,12 +305,7 @@ async fn connections_with_forged_checks_are_few_and_closed_within_the_setup_wait
         assert!(closed_by_server(stream).await, "closed");
     }
     let text = get_text(&metrics).await;
-    let closed = |cause: &str| {
-        metric(
-            &text,
-            &format!(r#"whip_echo_tcp_connections_closed_total{{cause="{cause}"}}"#),
-        )
-    };
+    let closed = |cause: &str| tcp_closed(&text, cause);
     assert!(closed("unanswered") >= 1.0, "{text}");
     assert!(
         closed("pending_per_ip") + closed("unanswered") >= 1500.0,
@@ -357,12 +352,7 @@ async fn sessions_and_clients_hold_at_most_their_ice_tcp_connections() {
     assert_eq!(answered(&mut other).await, Some(true));
     open.push(other);
     let text = get_text(&format!("{}/metrics", server.base_url())).await;
-    let closed = |cause: &str| {
-        metric(
-            &text,
-            &format!(r#"whip_echo_tcp_connections_closed_total{{cause="{cause}"}}"#),
-        )
-    };
+    let closed = |cause: &str| tcp_closed(&text, cause);
     assert_eq!(closed("ice_tcp_per_session"), 1.0, "{text}");
     assert_eq!(closed("ice_tcp_per_ip"), 1.0, "{text}");
     assert_eq!(

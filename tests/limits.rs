@@ -7,7 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::{closed_by_server, connect_from, get_text, metric, start, wait_idle, WAIT};
+use support::{
+    closed_by_server, connect_from, get_text, metric, start, tcp_closed, wait_idle, WAIT,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use whip_echo::config::Config;
@@ -266,13 +268,6 @@ async fn health_from_another_client(server: &whip_echo::server::Running, n: usiz
     }
 }
 
-fn closed_count(text: &str, cause: &str) -> f64 {
-    metric(
-        text,
-        &format!(r#"whip_echo_tcp_connections_closed_total{{cause="{cause}"}}"#),
-    )
-}
-
 /// The review's reproduction: 1,030 idle connections from one address made `/healthz` get an
 /// empty reply (one pool of 1,024 for both ports). `--max-pending-connections` + 1 silent
 /// connections from 127.0.0.2 to each port now leave every GET from 127.0.0.3 answered.
@@ -294,7 +289,7 @@ async fn silent_connections_from_one_client_lock_nobody_else_out() {
     let settled = tokio::time::timeout(WAIT, async {
         loop {
             let text = get_text(&metrics).await;
-            if closed_count(&text, "pending_per_ip") >= 2.0 * 993.0 {
+            if tcp_closed(&text, "pending_per_ip") >= 2.0 * 993.0 {
                 break text;
             }
         }
@@ -341,7 +336,7 @@ async fn a_full_pending_pool_closes_its_oldest_connection() {
         }
     }
     let text = get_text(&format!("{}/metrics", server.base_url())).await;
-    assert!(closed_count(&text, "pending_evicted") >= 6.0, "{text}");
+    assert!(tcp_closed(&text, "pending_evicted") >= 6.0, "{text}");
     server.shutdown().await.unwrap();
 }
 

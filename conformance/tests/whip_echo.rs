@@ -98,6 +98,7 @@ async fn passes_the_suite_with(config: Config, token: Option<&str>) -> whip_conf
         "rfc9725-4.3.2-trickle-patch-returns-204",
         "rfc9725-4.3.1-patch-wrong-content-type-is-4xx",
         "rfc9725-4.3.1-patch-stale-etag-is-412",
+        "rfc9725-4.3.1-patch-missing-etag-is-428",
         "rfc9725-4.3.3-ice-restart-returns-200-sdpfrag",
     ] {
         assert_eq!(

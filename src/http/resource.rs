@@ -79,13 +79,22 @@ pub async fn patch(
 }
 
 /// The `If-Match` fields of a request (RFC 9110 §13.1.1): `*`, or the listed entity tags as
-/// sent. A value that is not text (or empty) is a precondition nothing satisfies.
+/// sent. A value that is not text (or empty) is a precondition nothing satisfies. Without
+/// `If-Match`, an `ETag` request field stands in for it: Eyevinn's `@eyevinn/whip-web-client`
+/// (1.1.7) sends the 201's tag there on every trickle PATCH.
 pub(crate) fn if_match(headers: &HeaderMap) -> IfMatch {
-    let values: Vec<&str> = headers
+    let mut values: Vec<&str> = headers
         .get_all(header::IF_MATCH)
         .iter()
         .map(|v| v.to_str().unwrap_or(""))
         .collect();
+    if values.is_empty() {
+        values = headers
+            .get_all(header::ETAG)
+            .iter()
+            .map(|v| v.to_str().unwrap_or(""))
+            .collect();
+    }
     if values.is_empty() {
         return IfMatch::Absent;
     }
@@ -175,5 +184,11 @@ mod tests {
         );
         // Present but empty: a precondition that nothing satisfies.
         assert_eq!(if_match(&with(&[""])), IfMatch::Tags(vec![]));
+        // Eyevinn's client names the tag in an `ETag` request field.
+        let mut eyevinn = HeaderMap::new();
+        eyevinn.insert(header::ETAG, HeaderValue::from_static("\"abc\""));
+        assert_eq!(if_match(&eyevinn), IfMatch::Tags(vec!["\"abc\"".into()]));
+        eyevinn.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(if_match(&eyevinn), IfMatch::Any, "If-Match wins");
     }
 }

@@ -38,6 +38,9 @@ pub enum MediaError {
     /// RFC 9725 §4.3.1: an ICE restart came without `If-Match`.
     #[error("an ICE restart needs If-Match")]
     RestartNeedsIfMatch,
+    /// RFC 9725 §4.3.1: trickled candidates came without `If-Match`.
+    #[error("a trickle PATCH needs If-Match")]
+    TrickleNeedsIfMatch,
     /// A well-formed PATCH fragment the session cannot apply (rtc refused the restart).
     #[error("cannot apply: {0}")]
     CannotApply(String),

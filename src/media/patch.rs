@@ -207,12 +207,14 @@ fn intent(frag: &SdpFrag, remote: &str, old_remote_ufrags: &[String]) -> Intent 
 }
 
 /// RFC 9725 §4.3.1 with RFC 9110 §13.1.1: a listed entity tag must be the current one (strong
-/// comparison: a weak tag never matches); a restart must carry `If-Match` (428 otherwise, RFC
-/// 6585 §3), a trickle need not.
+/// comparison: a weak tag never matches); every PATCH must carry `If-Match` ("Missing or outdated
+/// ETags in the PATCH requests ... will be answered ... with a 428 Precondition Required response
+/// for a missing entity-tag", RFC 6585 §3).
 fn precondition(if_match: &IfMatch, current: &str, restart: bool) -> Result<(), MediaError> {
     match if_match {
         IfMatch::Absent if restart => Err(MediaError::RestartNeedsIfMatch),
-        IfMatch::Absent | IfMatch::Any => Ok(()),
+        IfMatch::Absent => Err(MediaError::TrickleNeedsIfMatch),
+        IfMatch::Any => Ok(()),
         IfMatch::Tags(tags) if tags.iter().any(|t| t == current) => Ok(()),
         IfMatch::Tags(_) => Err(MediaError::StaleIceSession),
     }
@@ -350,7 +352,11 @@ mod tests {
     #[test]
     fn preconditions_of_rfc9725_4_3_1() {
         let tag = "\"abc\"";
-        assert_eq!(precondition(&IfMatch::Absent, tag, false), Ok(()));
+        assert_eq!(
+            precondition(&IfMatch::Absent, tag, false),
+            Err(MediaError::TrickleNeedsIfMatch)
+        );
+        assert_eq!(precondition(&IfMatch::Any, tag, false), Ok(()));
         assert_eq!(
             precondition(&IfMatch::Absent, tag, true),
             Err(MediaError::RestartNeedsIfMatch)

@@ -86,6 +86,14 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `whip_echo_tcp_connections_closed_total` of `cause` in the exposition `text`.
+pub fn tcp_closed(text: &str, cause: &str) -> f64 {
+    metric(
+        text,
+        &format!(r#"whip_echo_tcp_connections_closed_total{{cause="{cause}"}}"#),
+    )
+}
+
 /// The body of `GET url` as text (the request must succeed; any status).
 pub async fn get_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()

@@ -14,13 +14,15 @@ const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 const TRICKLE: &str = "rfc9725-4.3.2-trickle-patch-returns-204";
 const WRONG_TYPE: &str = "rfc9725-4.3.1-patch-wrong-content-type-is-4xx";
 const STALE: &str = "rfc9725-4.3.1-patch-stale-etag-is-412";
+const MISSING: &str = "rfc9725-4.3.1-patch-missing-etag-is-428";
 const RESTART: &str = "rfc9725-4.3.3-ice-restart-returns-200-sdpfrag";
 const LINK: &str = "rfc9725-4.6-link-ice-server-syntax";
 /// The PATCH checks and the sections they test, for reporting skips.
-const PATCH_CHECKS: [(&str, &str); 4] = [
+const PATCH_CHECKS: [(&str, &str); 5] = [
     (TRICKLE, whip_ref!("4.3.2")),
     (WRONG_TYPE, whip_ref!("4.3.1")),
     (STALE, whip_ref!("4.3.1")),
+    (MISSING, whip_ref!("4.3.1")),
     (RESTART, whip_ref!("4.3.3")),
 ];
 
@@ -96,6 +98,27 @@ async fn patches(ctx: &mut Ctx<'_>, resource: &Url, created: &Exchange, offer: &
         Level::Must,
         ok,
         status_of(&stale),
+    );
+    // "Missing or outdated ETags in the PATCH requests ... will be answered ... with a 428
+    // Precondition Required response for a missing entity-tag."
+    let headers = [("content-type", SDPFRAG)];
+    let missing = ctx
+        .http
+        .send(
+            Method::PATCH,
+            resource,
+            &headers,
+            frag.clone().into(),
+            Auth::Configured,
+        )
+        .await;
+    let ok = missing.as_ref().is_ok_and(|e| e.status == 428);
+    ctx.report.check(
+        MISSING,
+        whip_ref!("4.3.1"),
+        Level::Must,
+        ok,
+        status_of(&missing),
     );
 
     // RFC 9725 §4.3.3: new credentials with If-Match: * restart ICE.
