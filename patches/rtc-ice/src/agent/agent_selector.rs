@@ -310,6 +310,8 @@ impl ControllingSelector for Agent {
                 );
                 return;
             }
+            // whip-echo patch (RFC 7675 §5.1): a response to our own check refreshes liveness.
+            self.remote_candidates[remote_index].seen(now, false);
 
             trace!(
                 "inbound STUN (SuccessResponse) from {} to {}",
@@ -484,6 +486,8 @@ impl ControlledSelector for Agent {
                 );
                 return;
             }
+            // whip-echo patch (RFC 7675 §5.1): a response to our own check refreshes liveness.
+            self.remote_candidates[remote_index].seen(now, false);
 
             trace!(
                 "inbound STUN (SuccessResponse) from {} to {}",

@@ -3458,3 +3458,200 @@ fn test_early_nomination_is_answered_and_remembered() -> Result<()> {
     a.close()?;
     Ok(())
 }
+
+/// Security (RFC 8445 §7.3 / §7.3.1.1, RFC 8489 §9.2): role-conflict repair applies only to
+/// requests that pass the short-term credential check. A forged request (no MESSAGE-INTEGRITY,
+/// or one keyed with the wrong password) carrying a conflicting ICE-CONTROLLING/ICE-CONTROLLED
+/// must neither switch the agent's role nor draw a 487.
+#[test]
+fn test_unauthenticated_role_conflict_is_ignored() -> Result<()> {
+    use crate::attributes::control::AttrControlled;
+
+    // (agent is controlling, forged request claims the same role with a tie-breaker that wins)
+    for controlling in [false, true] {
+        for with_integrity in [false, true] {
+            let cfg = AgentConfig { is_controlling: controlling, ..Default::default() };
+            let mut a = Agent::new(Instant::now(), Arc::new(cfg), test_crypto_provider())?;
+            a.tie_breaker = 500;
+            a.add_local_candidate(
+                CandidateHostConfig {
+                    base_config: CandidateConfig {
+                        network: "udp".to_owned(),
+                        address: "192.168.0.2".to_owned(),
+                        port: 777,
+                        component: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
+                .new_candidate_host()?,
+            )?;
+            // The client's address is a known remote candidate, so a 487 could be sent there.
+            a.add_remote_candidate(
+                CandidateHostConfig {
+                    base_config: CandidateConfig {
+                        network: "udp".to_owned(),
+                        address: "172.17.0.3".to_owned(),
+                        port: 999,
+                        component: 1,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }
+                .new_candidate_host()?,
+            )?;
+            let remote_addr = SocketAddr::from_str("172.17.0.3:999")?;
+            a.ufrag_pwd.remote_credentials =
+                Some(Credentials { ufrag: "rfrag".to_string(), pwd: "rpwd".to_string() });
+            let username = a.ufrag_pwd.local_credentials.ufrag.clone() + ":rfrag";
+
+            let provider = test_crypto_provider();
+            let mut setters: Vec<Box<dyn Setter>> = vec![
+                Box::new(BINDING_REQUEST),
+                Box::new(TransactionId::new()),
+                Box::new(Username::new(ATTR_USERNAME, username)),
+                if controlling {
+                    Box::new(AttrControlling(1000)) // ours (500) is smaller: would switch
+                } else {
+                    Box::new(AttrControlled(1)) // ours (500) is larger: would switch
+                },
+                Box::new(PriorityAttr(1000)),
+            ];
+            if with_integrity {
+                setters.push(Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                    "not-the-password".to_string(),
+                    provider.crypto(),
+                )));
+            }
+            setters.push(Box::new(FINGERPRINT));
+            let mut forged = Message::new();
+            forged.build(&setters)?;
+
+            a.write_outs.clear();
+            a.event_outs.clear();
+            assert!(a.handle_inbound(Instant::now(), &mut forged, 0, remote_addr).is_err());
+
+            assert_eq!(a.is_controlling, controlling, "an unauthenticated request switched the role");
+            assert!(
+                !a.event_outs.iter().any(|e| matches!(e.event, Event::RoleChange(_))),
+                "no RoleChange event for an unauthenticated request"
+            );
+            assert!(a.write_outs.is_empty(), "an unauthenticated request drew an answer (487)");
+        }
+    }
+    Ok(())
+}
+
+/// Security (RFC 7675 §5.1, RFC 8445 §7.3): liveness (`last_received`, which drives
+/// disconnected/failed) is refreshed only by authenticated requests and by success responses to
+/// our own requests -- not by indications, rejected requests, unsolicited responses or non-STUN
+/// datagrams, all of which anyone can send from a departed client's address.
+#[test]
+fn test_only_authenticated_stun_refreshes_liveness() -> Result<()> {
+    let mut a = Agent::new(Instant::now(), Arc::new(AgentConfig::default()), test_crypto_provider())?;
+    let local = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: "192.168.0.2".to_owned(),
+            port: 777,
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    let local_priority = local.priority();
+    a.add_local_candidate(local)?;
+    a.add_remote_candidate(
+        CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: "172.17.0.3".to_owned(),
+                port: 999,
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?,
+    )?;
+    let remote_addr = SocketAddr::from_str("172.17.0.3:999")?;
+    a.ufrag_pwd.remote_credentials =
+        Some(Credentials { ufrag: "rfrag".to_string(), pwd: "rpwd".to_string() });
+    let username = a.ufrag_pwd.local_credentials.ufrag.clone() + ":rfrag";
+    let local_pwd = a.ufrag_pwd.local_credentials.pwd.clone();
+    let provider = test_crypto_provider();
+    let crypto = || provider.crypto();
+    let request = |user: &str, pwd: &str| -> Result<Message> {
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, user.to_string())),
+            Box::new(AttrControlling(1)),
+            Box::new(PriorityAttr(local_priority)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_string(), crypto())),
+            Box::new(FINGERPRINT),
+        ])?;
+        Ok(m)
+    };
+
+    // A Binding indication (RFC 8445 §11 keepalive): unauthenticated.
+    let mut indication = Message::new();
+    indication.build(&[
+        Box::new(MessageType::new(METHOD_BINDING, CLASS_INDICATION)),
+        Box::new(TransactionId::new()),
+        Box::new(FINGERPRINT),
+    ])?;
+    let _ = a.handle_inbound(Instant::now(), &mut indication, 0, remote_addr);
+    assert_eq!(a.remote_candidates[0].last_received(), None, "an indication refreshed liveness");
+
+    // Requests that fail authentication.
+    let _ = a.handle_inbound(Instant::now(), &mut request(&username, "wrong")?, 0, remote_addr);
+    let _ = a.handle_inbound(Instant::now(), &mut request("x:rfrag", &local_pwd)?, 0, remote_addr);
+    assert_eq!(a.remote_candidates[0].last_received(), None, "a rejected request refreshed liveness");
+
+    // A success response with a valid MESSAGE-INTEGRITY (e.g. replayed) that answers no request of ours.
+    let mut unsolicited = Message::new();
+    unsolicited.build(&[
+        Box::new(BINDING_SUCCESS),
+        Box::new(TransactionId::new()),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider("rpwd".to_string(), crypto())),
+        Box::new(FINGERPRINT),
+    ])?;
+    let _ = a.handle_inbound(Instant::now(), &mut unsolicited, 0, remote_addr);
+    assert_eq!(a.remote_candidates[0].last_received(), None, "an unsolicited response refreshed liveness");
+
+    // Non-STUN bytes from the client's address (what rtc hands the agent for first bytes outside
+    // the DTLS/RTP ranges).
+    let _ = a.validate_non_stun_traffic(Instant::now(), remote_addr);
+    assert_eq!(a.remote_candidates[0].last_received(), None, "non-STUN traffic refreshed liveness");
+
+    // An authenticated request does.
+    let t1 = Instant::now();
+    a.handle_inbound(t1, &mut request(&username, &local_pwd)?, 0, remote_addr)?;
+    assert_eq!(a.remote_candidates[0].last_received(), Some(t1));
+
+    // And so does the success response to our own check (the triggered check just sent).
+    let mut ours = None;
+    while let Some(out) = a.write_outs.pop_front() {
+        let mut m = Message::new();
+        m.unmarshal_binary(&out.message)?;
+        if m.typ == BINDING_REQUEST {
+            ours = Some(m.transaction_id);
+        }
+    }
+    let mut response = Message::new();
+    response.build(&[
+        Box::new(BINDING_SUCCESS),
+        Box::new(ours.expect("a triggered check")),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider("rpwd".to_string(), crypto())),
+        Box::new(FINGERPRINT),
+    ])?;
+    let t2 = t1 + Duration::from_secs(1);
+    a.handle_inbound(t2, &mut response, 0, remote_addr)?;
+    assert_eq!(a.remote_candidates[0].last_received(), Some(t2));
+
+    a.close()?;
+    Ok(())
+}

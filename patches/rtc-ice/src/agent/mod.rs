@@ -1277,6 +1277,48 @@ impl Agent {
             return Err(Error::ErrUnhandledStunpacket);
         }
 
+        // whip-echo patch (RFC 8445 §7.3, §7.3.1.1; RFC 8489 §9.2.4): authenticate the message
+        // before acting on anything in it. Role-conflict repair used to run first, so one
+        // request without (or with a wrong) MESSAGE-INTEGRITY carrying ICE-CONTROLLING or
+        // ICE-CONTROLLED could switch the agent's role and make it answer the peer's real
+        // checks with 487.
+        let Some(remote_credentials) = &self.ufrag_pwd.remote_credentials else {
+            debug!(
+                "[{}]: ufrag_pwd.remote_credentials.is_none",
+                self.get_name(),
+            );
+            return Err(Error::ErrPasswordEmpty);
+        };
+        let auth = if m.typ.class == CLASS_SUCCESS_RESPONSE {
+            assert_inbound_message_integrity(
+                m,
+                remote_credentials.pwd.as_bytes(),
+                self.crypto_provider.crypto(),
+            )
+        } else if m.typ.class == CLASS_REQUEST {
+            let username = self.ufrag_pwd.local_credentials.ufrag.clone()
+                + ":"
+                + remote_credentials.ufrag.as_str();
+            assert_inbound_username(m, &username).and_then(|()| {
+                assert_inbound_message_integrity(
+                    m,
+                    self.ufrag_pwd.local_credentials.pwd.as_bytes(),
+                    self.crypto_provider.crypto(),
+                )
+            })
+        } else {
+            Ok(()) // an indication: nothing to check, and (below) nothing it may change
+        };
+        if let Err(err) = auth {
+            warn!(
+                "[{}]: discard message from ({}), {}",
+                self.get_name(),
+                remote_addr,
+                err
+            );
+            return Err(err);
+        }
+
         // RFC 8445 Section 7.3.1.1 - Detecting and Repairing Role Conflicts
         if self.is_controlling {
             if m.contains(ATTR_ICE_CONTROLLING) {
@@ -1360,30 +1402,8 @@ impl Agent {
             // Continue processing the message after handling role conflict
         }
 
-        let Some(remote_credentials) = &self.ufrag_pwd.remote_credentials else {
-            debug!(
-                "[{}]: ufrag_pwd.remote_credentials.is_none",
-                self.get_name(),
-            );
-            return Err(Error::ErrPasswordEmpty);
-        };
-
         let mut remote_candidate_index = self.find_remote_candidate(remote_addr);
         if m.typ.class == CLASS_SUCCESS_RESPONSE {
-            if let Err(err) = assert_inbound_message_integrity(
-                m,
-                remote_credentials.pwd.as_bytes(),
-                self.crypto_provider.crypto(),
-            ) {
-                warn!(
-                    "[{}]: discard message from ({}), {}",
-                    self.get_name(),
-                    remote_addr,
-                    err
-                );
-                return Err(err);
-            }
-
             if let Some(remote_index) = &remote_candidate_index {
                 self.handle_success_response(now, m, local_index, *remote_index, remote_addr);
             } else {
@@ -1395,33 +1415,6 @@ impl Agent {
                 return Err(Error::ErrUnhandledStunpacket);
             }
         } else if m.typ.class == CLASS_REQUEST {
-            {
-                let username = self.ufrag_pwd.local_credentials.ufrag.clone()
-                    + ":"
-                    + remote_credentials.ufrag.as_str();
-                if let Err(err) = assert_inbound_username(m, &username) {
-                    warn!(
-                        "[{}]: discard message from ({}), {}",
-                        self.get_name(),
-                        remote_addr,
-                        err
-                    );
-                    return Err(err);
-                } else if let Err(err) = assert_inbound_message_integrity(
-                    m,
-                    self.ufrag_pwd.local_credentials.pwd.as_bytes(),
-                    self.crypto_provider.crypto(),
-                ) {
-                    warn!(
-                        "[{}]: discard message from ({}), {}",
-                        self.get_name(),
-                        remote_addr,
-                        err
-                    );
-                    return Err(err);
-                }
-            }
-
             if remote_candidate_index.is_none() {
                 // Use the local candidate's network type for the peer-reflexive candidate
                 let network_type = self.local_candidates[local_index].network_type();
@@ -1477,11 +1470,13 @@ impl Agent {
 
             if let Some(remote_index) = &remote_candidate_index {
                 self.handle_binding_request(now, m, local_index, *remote_index);
+                // whip-echo patch (RFC 7675, RFC 8445 §7.3): liveness is refreshed by an
+                // authenticated request (here) and by the success response to one of our own
+                // checks (`handle_success_response`), never by an indication, a rejected request,
+                // an unsolicited response, or non-STUN bytes: anyone can send those from a
+                // departed client's address.
+                self.remote_candidates[*remote_index].seen(now, false);
             }
-        }
-
-        if let Some(remote_index) = remote_candidate_index {
-            self.remote_candidates[remote_index].seen(now, false);
         }
 
         Ok(())
@@ -1489,16 +1484,13 @@ impl Agent {
 
     // Processes non STUN traffic from a remote candidate, and returns true if it is an actual
     // remote candidate.
+    // whip-echo patch (RFC 7675): unauthenticated bytes do not refresh liveness.
     pub(crate) fn validate_non_stun_traffic(
         &mut self,
-        now: Instant,
+        _now: Instant,
         remote_addr: SocketAddr,
     ) -> bool {
-        self.find_remote_candidate(remote_addr)
-            .is_some_and(|remote_index| {
-                self.remote_candidates[remote_index].seen(now, false);
-                true
-            })
+        self.find_remote_candidate(remote_addr).is_some()
     }
 
     pub(crate) fn send_stun(
