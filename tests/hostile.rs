@@ -380,3 +380,52 @@ async fn every_hostile_request_gets_its_4xx_with_a_reason_and_the_server_still_e
     assert_eq!(&client.next_packet(WAIT).await.payload[..], b"still here");
     support::delete_all_and_stop(server, vec![client]).await;
 }
+
+/// The review's amplification: one offer naming 2,000 candidates at a UDP sink made the server
+/// send 16,000 Binding requests there. A session takes at most 32 remote candidates, and rtc-ice
+/// checks each at most 8 times: at most 32 of 2,000 sinks hear from it, 32 × 8 datagrams in all.
+#[tokio::test]
+async fn an_offer_of_2000_candidates_is_no_amplifier() {
+    let sinks: Vec<std::net::UdpSocket> = (0..2000)
+        .map(|_| {
+            let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            sink.set_nonblocking(true).unwrap();
+            sink
+        })
+        .collect();
+    let mut lines = String::new();
+    for (i, sink) in sinks.iter().enumerate() {
+        let port = sink.local_addr().unwrap().port();
+        lines.push_str(&format!(
+            "a=candidate:{i} 1 udp 2122260223 127.0.0.1 {port} typ host\r\n"
+        ));
+    }
+    let offer = with_lines(&lines);
+    assert!(offer.len() < 128 * 1024, "{} bytes", offer.len());
+    let mut config = Config::for_tests();
+    config.ice_timeout = std::time::Duration::from_secs(2);
+    let server = start(config).await;
+    let created = reqwest::Client::new()
+        .post(format!("{}/whip/sink", server.base_url()))
+        .header("content-type", "application/sdp")
+        .body(offer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // Nobody answers: the session ends at its setup deadline, its checks with it.
+    support::wait_reaped(&server).await;
+    let (mut reached, mut received) = (0, 0);
+    let mut buf = [0u8; 1500];
+    for sink in &sinks {
+        let before = received;
+        while sink.recv_from(&mut buf).is_ok() {
+            received += 1;
+        }
+        reached += usize::from(received > before);
+    }
+    assert!(reached <= 32, "{reached} sinks reached");
+    assert!(received <= 32 * 8, "{received} datagrams at the sinks");
+    assert!(received > 0, "the kept candidates were checked");
+    server.shutdown().await.unwrap();
+}

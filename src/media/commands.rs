@@ -162,6 +162,7 @@ impl MediaLoop {
             permit,
             started,
             relay,
+            remote_candidates,
         } = session;
         if role.publishes() {
             self.claim_publisher_slot(&stream, relay)?;
@@ -194,6 +195,7 @@ impl MediaLoop {
         permit.adopted(resource, now);
         let mut conn = Conn::new(negotiated, budget, started, deadline, span, permit);
         conn.relay = relay;
+        conn.remote_candidates = remote_candidates;
         self.sessions.insert(key, conn);
         self.drive(key, now);
         self.publish_stats();

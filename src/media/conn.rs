@@ -104,8 +104,9 @@ pub struct Conn {
     /// Remote ufrags of ICE generations before the current one: a late trickle PATCH of an old
     /// generation is ignored, not taken for a restart back to it.
     pub old_remote_ufrags: Vec<String>,
-    /// Candidates trickled by PATCH in the current ICE generation (capped).
-    pub trickled: usize,
+    /// Remote candidates taken in the current ICE generation, its offer's and trickled ones
+    /// (at most `offer::MAX_REMOTE_CANDIDATES`).
+    pub remote_candidates: usize,
     pub link: Link,
     pub setup_deadline: Instant,
     /// The earliest deadline this session has armed in the loop's timers.
@@ -184,7 +185,7 @@ impl Conn {
             ufrag,
             previous_ufrag: None,
             old_remote_ufrags: Vec::new(),
-            trickled: 0,
+            remote_candidates: 0,
             link: Link::Connecting,
             setup_deadline,
             armed: None,

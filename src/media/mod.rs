@@ -176,6 +176,8 @@ pub(crate) struct NewSession {
     /// Cluster mode: a publisher that is this node's pull of the stream from its holder, or a
     /// viewer that is another node's pull of it.
     pub relay: bool,
+    /// Remote candidates its offer brought (at most `offer::MAX_REMOTE_CANDIDATES`).
+    pub remote_candidates: usize,
 }
 
 /// A PATCH of a session as the HTTP plane parsed it: the fragment and the request's `If-Match`.
@@ -358,6 +360,9 @@ impl MediaHandle {
             .await?;
         let started = Instant::now();
         let credentials = peer::IceCredentials::random_for(index);
+        let own = own_addrs(&shard.settings);
+        let (offer, remote_candidates) =
+            offer::limit_candidates(&offer, &own, offer::MAX_REMOTE_CANDIDATES);
         let mut negotiated = peer::negotiate(
             &shard.settings,
             role,
@@ -379,6 +384,7 @@ impl MediaHandle {
             permit,
             started,
             relay: edge,
+            remote_candidates,
         });
         self.request(shard, |reply| Command::Create { session, reply })
             .await??;
@@ -452,9 +458,15 @@ impl MediaHandle {
     pub async fn patch(
         &self,
         resource: ResourceId,
-        patch: IcePatch,
+        mut patch: IcePatch,
     ) -> Result<Patched, MediaError> {
         let shard = self.owner(&resource);
+        let own = own_addrs(&shard.settings);
+        for section in &mut patch.frag.sections {
+            section
+                .candidates
+                .retain(|c| !offer::unusable_candidate(c, &own));
+        }
         self.request(shard, |reply| Command::Patch {
             resource,
             patch,
@@ -531,6 +543,11 @@ impl MediaHandle {
     pub(crate) async fn panic_loop(&self, index: usize) {
         let _ = self.shards[index].commands.send(Command::Panic).await;
     }
+}
+
+/// A loop's own candidate addresses, which no remote candidate may name.
+fn own_addrs(settings: &peer::PeerSettings) -> Vec<SocketAddr> {
+    settings.udp.iter().chain(&settings.tcp).copied().collect()
 }
 
 /// The loop (of `loops`) that owns `stream`: every session of a stream lives in one loop, so a

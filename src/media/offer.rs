@@ -78,6 +78,57 @@ impl CheckedOffer {
     }
 }
 
+/// Remote candidates a session takes per ICE generation, from its offer and its trickles
+/// together. A client has a handful (one per interface and transport, a server-reflexive and a
+/// relay or two; libnice keeps 25). RFC 8445 §6.1.2.5 requires a limit on the checks an agent
+/// makes, and §19.5.1 describes the attack without one: every candidate is an address the server
+/// sends connectivity checks to, up to 8 times each, so an offer of 2,000 made it send 16,000
+/// Binding requests to addresses of the client's choosing.
+pub const MAX_REMOTE_CANDIDATES: usize = 32;
+
+/// Whether the `candidate:` value `candidate` (RFC 8839 §5.1: foundation, component, transport,
+/// priority, address, port, ...) is one no check should go to: not the RTP component
+/// (whip-echo multiplexes RTCP, RFC 8858), an unspecified, multicast or broadcast address, or
+/// one of the server's own candidates (`own`). Host names (mDNS `.local`) are rtc's to refuse.
+pub fn unusable_candidate(candidate: &str, own: &[std::net::SocketAddr]) -> bool {
+    let fields: Vec<&str> = candidate.split_whitespace().collect();
+    if fields.get(1) != Some(&"1") {
+        return true;
+    }
+    let (Some(address), Some(port)) = (fields.get(4), fields.get(5)) else {
+        return true;
+    };
+    let Ok(ip) = address.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let port: u16 = port.parse().unwrap_or(0);
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    ip.is_unspecified()
+        || ip.is_multicast()
+        || broadcast
+        || own.contains(&std::net::SocketAddr::new(ip.to_canonical(), port))
+}
+
+/// `sdp` with its `a=candidate` lines cut down to the usable ones ([`unusable_candidate`]), at
+/// most `max`; and how many it kept.
+pub fn limit_candidates(sdp: &str, own: &[std::net::SocketAddr], max: usize) -> (String, usize) {
+    let mut kept = 0;
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(candidate) = line.strip_prefix("a=") {
+            if candidate.starts_with("candidate:") {
+                if kept >= max || unusable_candidate(candidate, own) {
+                    continue;
+                }
+                kept += 1;
+            }
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    (out, kept)
+}
+
 /// Checks an offer for `role`. Errors are client mistakes with a short reason.
 pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
     let bad = |why: &str| MediaError::BadOffer(why.to_owned());
@@ -230,6 +281,49 @@ mod tests {
     }
 
     const OPUS_AFTER_PCMA: &str = "a=rtpmap:8 PCMA/8000\r\na=rtpmap:111 opus/48000/2\r\n";
+
+    #[test]
+    fn offers_keep_a_few_usable_candidates() {
+        let own: Vec<std::net::SocketAddr> = vec!["192.0.2.1:8189".parse().unwrap()];
+        let line = |address: &str, port: u16, component: u8| {
+            format!("a=candidate:1 {component} udp 2122260223 {address} {port} typ host\r\n")
+        };
+        let mut sdp = String::from("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n");
+        for refused in [
+            line("0.0.0.0", 5000, 1),
+            line("::", 5000, 1),
+            line("224.0.0.251", 5353, 1),
+            line("ff02::fb", 5353, 1),
+            line("255.255.255.255", 9, 1),
+            line("192.0.2.1", 8189, 1),
+            line("::ffff:192.0.2.1", 8189, 1),
+            line("198.51.100.1", 5001, 2),
+        ] {
+            sdp.push_str(&refused);
+        }
+        sdp.push_str(&line("192.0.2.1", 9999, 1));
+        sdp.push_str(&line("host.local", 5000, 1));
+        for port in 0..100 {
+            sdp.push_str(&line("198.51.100.1", 6000 + port, 1));
+        }
+        sdp.push_str("a=end-of-candidates\r\n");
+        let (kept, n) = limit_candidates(&sdp, &own, MAX_REMOTE_CANDIDATES);
+        assert_eq!(n, MAX_REMOTE_CANDIDATES);
+        let candidates: Vec<&str> = kept
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .collect();
+        assert_eq!(candidates.len(), MAX_REMOTE_CANDIDATES);
+        assert!(
+            candidates[0].contains("192.0.2.1 9999"),
+            "another port of ours is not ours"
+        );
+        assert!(
+            candidates[1].contains("host.local"),
+            "a host name is rtc's to refuse"
+        );
+        assert!(kept.starts_with("v=0\r\nm=audio") && kept.ends_with("a=end-of-candidates\r\n"));
+    }
 
     fn audio_choice(sdp: &str, role: Role) -> codecs::Codec {
         let info = inspect(sdp, role).unwrap();

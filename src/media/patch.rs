@@ -12,6 +12,7 @@ use tracing::{debug, info};
 use super::answer::sdp_attribute as attribute;
 use super::conn::{Conn, Link, RESTART_BURST};
 use super::event_loop::MediaLoop;
+use super::offer::MAX_REMOTE_CANDIDATES;
 use super::peer::{send_only, IceCredentials};
 use super::routes::SessionKey;
 use super::{IcePatch, IfMatch, MediaError, Patched};
@@ -21,12 +22,6 @@ use crate::session::{EndReason, Role};
 /// Remote ufrags of earlier ICE generations remembered per session (late trickles of older ones
 /// are unlikely, and each entry is a few bytes).
 const OLD_GENERATIONS: usize = 4;
-
-/// Trickled candidates taken per ICE generation. A client has a handful (one per interface and
-/// transport, a server-reflexive and a relay or two); without a bound, anyone holding the
-/// resource URL could grow the session's candidate pairs without end and have the server send
-/// checks to any address it names.
-pub(super) const MAX_TRICKLED: usize = 32;
 
 /// What a fragment asks for, given the session's current remote credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,7 +119,7 @@ impl MediaLoop {
                 return Err(MediaError::CannotApply(why));
             }
         };
-        conn.trickled = 0;
+        conn.remote_candidates = 0;
         add_candidates(conn, frag, remote);
         // Only a ufrag that changed is an earlier generation's (a password-only restart keeps it);
         // the new one is current, not old, even if it was used before.
@@ -226,9 +221,10 @@ pub(super) fn etag(ufrag: &str) -> String {
 }
 
 /// Adds the fragment's candidates to the session's ICE agent. Candidates of an unknown mid, of the
-/// RTCP component (whip-echo multiplexes, RFC 8858), or that rtc refuses (duplicates, mDNS
-/// names, and those beyond [`MAX_TRICKLED`] per ICE generation) are skipped, not errors: RFC 8838
-/// §11 lets an agent ignore what it cannot use.
+/// RTCP component (whip-echo multiplexes, RFC 8858), unusable ones (`MediaHandle::patch` drops
+/// those), those rtc refuses (duplicates, mDNS names) and those beyond
+/// [`MAX_REMOTE_CANDIDATES`] per ICE generation, the offer's included, are skipped, not errors:
+/// RFC 8838 §11 lets an agent ignore what it cannot use.
 /// `a=end-of-candidates` needs no action: the agent's own timeouts end the checks.
 fn add_candidates(conn: &mut Conn, frag: &SdpFrag, remote: &str) {
     let mids: Vec<&str> = remote
@@ -249,12 +245,12 @@ fn add_candidates(conn: &mut Conn, frag: &SdpFrag, remote: &str) {
             if candidate.split(' ').nth(1) != Some("1") {
                 continue;
             }
-            if conn.trickled >= MAX_TRICKLED {
+            if conn.remote_candidates >= MAX_REMOTE_CANDIDATES {
                 conn.span
                     .in_scope(|| debug!(%candidate, "trickled candidate over the limit ignored"));
                 continue;
             }
-            conn.trickled += 1;
+            conn.remote_candidates += 1;
             let init = RTCIceCandidateInit {
                 candidate: candidate.clone(),
                 sdp_mid: Some(mids[position].to_owned()),
