@@ -429,3 +429,113 @@ async fn an_offer_of_2000_candidates_is_no_amplifier() {
     assert!(received > 0, "the kept candidates were checked");
     server.shutdown().await.unwrap();
 }
+
+/// The review's path takeover: a client with a session of its own sent a valid check of that
+/// session "from" a victim's address; the server's answer to it moved the victim's path to the
+/// attacker's session, and the victim's media went there until its next consent check. Now only
+/// an answer to a session's own check moves a path. The spoofed source needs a raw socket
+/// (CAP_NET_RAW, so root): skipped with a message otherwise.
+#[tokio::test]
+async fn a_spoofed_check_of_another_session_does_not_take_the_victims_path() {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let raw = match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::UDP)) {
+        Ok(raw) => raw,
+        Err(e) => {
+            eprintln!("skipped: spoofing a source port needs a raw socket (root): {e}");
+            return;
+        }
+    };
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let mut victim = support::connected(
+        &format!("{base}/echo/victim"),
+        Mode::SendRecv,
+        Options::default(),
+    )
+    .await;
+    let created = reqwest::Client::new()
+        .post(format!("{base}/whip/attacker"))
+        .header("content-type", "application/sdp")
+        .body(OFFER)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let (ufrag, pwd) = support::credentials(&created.text().await.unwrap());
+    let server_udp = server.media.udp_addrs()[0];
+    for round in 0..5 {
+        // The attacker's own, valid check, as a UDP datagram from the victim's port (the
+        // kernel writes the IP header: both are 127.0.0.1).
+        let check = support::signed_check(&ufrag, &pwd);
+        let mut datagram = Vec::with_capacity(8 + check.len());
+        datagram.extend_from_slice(&victim.local.port().to_be_bytes());
+        datagram.extend_from_slice(&server_udp.port().to_be_bytes());
+        datagram.extend_from_slice(&(8 + check.len() as u16).to_be_bytes());
+        datagram.extend_from_slice(&[0, 0]); // no checksum (IPv4)
+        datagram.extend_from_slice(&check);
+        raw.send_to(&datagram, &server_udp.into()).unwrap();
+        // The victim's very next packet still reaches its own session, and comes back.
+        let marker = format!("after-spoof-{round}");
+        victim.send(marker.as_bytes());
+        loop {
+            let echoed = victim.next_packet(WAIT).await;
+            if echoed.payload[..] == *marker.as_bytes() {
+                break;
+            }
+        }
+    }
+    assert_eq!(victim.delete().await, 200);
+    victim.close().await;
+    server.shutdown().await.unwrap();
+}
+
+/// RFC 7675 §5.1: consent is a valid answer to the server's own check. A client that is gone,
+/// whose address keeps sending Binding indications and requests that fail their integrity check
+/// (anyone on that address can), no longer keeps its session alive: it ends within the ICE
+/// timeout.
+#[tokio::test]
+async fn unauthenticated_stun_from_a_departed_clients_address_keeps_nothing_alive() {
+    let mut config = Config::for_tests();
+    config.ice_timeout = std::time::Duration::from_secs(2);
+    let server = start(config).await;
+    let base = server.base_url();
+    let victim = support::connected(
+        &format!("{base}/echo/departed"),
+        Mode::SendRecv,
+        Options::default(),
+    )
+    .await;
+    let (ufrag, _) = support::credentials(&victim.answer);
+    let resource = victim.resource_url.clone();
+    let address = victim.local;
+    victim.vanish().await;
+    // Its address now sends only what anyone there could.
+    let socket = tokio::net::UdpSocket::bind(address).await.unwrap();
+    let server_udp = server.media.udp_addrs()[0];
+    let noise = async {
+        let mut every = tokio::time::interval(std::time::Duration::from_millis(100));
+        for n in 0u32.. {
+            every.tick().await;
+            let mut indication = vec![0x00, 0x11, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+            indication.extend_from_slice(&[0; 8]);
+            indication.extend_from_slice(&n.to_be_bytes());
+            let forged = support::signed_check(&ufrag, "not-the-password-not-the-pw");
+            for datagram in [indication, forged] {
+                socket.send_to(&datagram, server_udp).await.unwrap();
+            }
+        }
+    };
+    let mut stats = server.media.stats();
+    let ended = stats.wait_for(|s| s.sessions == 0);
+    tokio::select! {
+        _ = noise => unreachable!(),
+        ended = tokio::time::timeout(WAIT, ended) => {
+            ended.expect("the session ends").expect("media loop alive");
+        }
+    }
+    let gone = reqwest::get(&resource).await.unwrap();
+    assert_eq!(gone.status(), 410);
+    let reason = gone.text().await.unwrap();
+    assert!(reason.contains("lost contact"), "{reason}");
+    server.shutdown().await.unwrap();
+}

@@ -8,7 +8,9 @@ use std::time::Duration;
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
 use rtc::stun::textattrs::Username;
-use support::{closed_by_server, connect_from, get_text, metric, start, tcp_closed, WAIT};
+use support::{
+    closed_by_server, connect_from, credentials, get_text, metric, start, tcp_closed, WAIT,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use whip_echo::config::Config;
@@ -27,30 +29,11 @@ fn framed_request(ufrag: &str) -> Vec<u8> {
     framed
 }
 
-/// An RFC 4571 frame holding a controlling connectivity check for `ufrag`, signed with `pwd`,
-/// from the client of `tests/data/offer.sdp` (whose ufrag is `Xk3d`).
+/// An RFC 4571 frame holding a controlling connectivity check for `ufrag`, signed with `pwd`.
 fn framed_check(ufrag: &str, pwd: &str) -> Vec<u8> {
-    use rtc::ice::attributes::control::AttrControlling;
-    use rtc::ice::attributes::priority::PriorityAttr;
-    use rtc::stun::fingerprint::FINGERPRINT;
-    use rtc::stun::integrity::MessageIntegrity;
-    let provider = rtc::crypto::default_provider().unwrap();
-    let mut m = Message::new();
-    let setters: Vec<Box<dyn Setter>> = vec![
-        Box::new(BINDING_REQUEST),
-        Box::new(TransactionId::new()),
-        Box::new(Username::new(ATTR_USERNAME, format!("{ufrag}:Xk3d"))),
-        Box::new(AttrControlling(7)),
-        Box::new(PriorityAttr(2_105_524_479)),
-        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-            pwd.to_owned(),
-            provider.crypto(),
-        )),
-        Box::new(FINGERPRINT),
-    ];
-    m.build(&setters).unwrap();
-    let mut framed = (m.raw.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(&m.raw);
+    let check = support::signed_check(ufrag, pwd);
+    let mut framed = (check.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&check);
     framed
 }
 
@@ -179,18 +162,6 @@ async fn a_sessions_tcp_connection_ends_with_the_session() {
     assert_eq!(deleted.status(), 200);
     assert!(closed_by_server(stream).await, "closed with its session");
     server.shutdown().await.unwrap();
-}
-
-/// The server's ufrag and password in an answer.
-fn credentials(answer: &str) -> (String, String) {
-    let attr = |name: &str| {
-        answer
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(name))
-            .unwrap()
-            .to_owned()
-    };
-    (attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
 }
 
 /// Reads one RFC 4571 frame and checks that it is a Binding success.

@@ -162,6 +162,8 @@ pub struct Client {
     pub trickle_status: Option<u16>,
     /// The current ETag of the session (the POST's, then a restart's).
     pub etag: Option<String>,
+    /// The address of the client's UDP socket.
+    pub local: SocketAddr,
     /// Received RTP packets.
     pub received: mpsc::UnboundedReceiver<Received>,
     state: watch::Receiver<State>,
@@ -280,6 +282,7 @@ impl Client {
             counter_offer,
             trickle_status,
             etag,
+            local,
             received,
             state,
             control,

@@ -207,7 +207,9 @@ impl MediaLoop {
         // Sessions touched by this batch, and whether a DTLS record reached them.
         let mut touched: Vec<(SessionKey, bool)> = Vec::new();
         for packet in inbound {
-            let Some(key) = self.routes.route(packet.path, &packet.data) else {
+            // An answer to a session's own check proves its path first (`routes.rs`).
+            let key = self.routes.proven(packet.path, &packet.data);
+            let Some(key) = key.or_else(|| self.routes.route(packet.path, &packet.data)) else {
                 self.unroutable += 1;
                 self.config.metrics.dropped(Dropped::Unroutable, 1);
                 // A TCP connection exists for one session (RFC 6544); one that names none is

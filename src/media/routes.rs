@@ -4,8 +4,13 @@
 //! design of pion's UDPMux and str0m's chat example): a STUN Binding request names its session by
 //! the local ufrag in USERNAME (RFC 8445 §7.2.2: "LFRAG:RFRAG" from the receiver's point of view);
 //! every other packet is routed by its path (a remote address on the UDP socket, or a TCP
-//! connection) learnt from the paths the session itself sends on: its answers to those requests
-//! (sent only for requests that pass the integrity check) and its own connectivity checks.
+//! connection) learnt from the paths the session itself sends on (a path nobody owns yet), and
+//! moved from one session to another only on proof of return routability: a Binding success
+//! response, on that path, to a check the session itself sent there (its transaction id: RFC 8445
+//! §7.2.5.2.1, RFC 8489 §6, RFC 7675 §5.1). The session's answers to requests prove nothing: a
+//! request's source address can be spoofed.
+
+use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
@@ -18,6 +23,14 @@ use super::transport::PathId;
 /// Index of a session inside the media loop.
 pub type SessionKey = usize;
 
+/// Binding requests remembered for their answers: a check is retransmitted for a few seconds
+/// at most, and consent checks go out every couple of seconds per session.
+const CHECK_TTL: Duration = Duration::from_secs(10);
+/// Checks remembered per loop at most (a few per session); beyond it, expired ones are
+/// forgotten, and if none has expired a new check is not remembered (its answer then moves no
+/// path: the next check's will).
+const MAX_CHECKS: usize = 16_384;
+
 /// The routing tables of one socket. Owned by the media loop; no locks.
 #[derive(Debug, Default)]
 pub struct Routes {
@@ -25,6 +38,8 @@ pub struct Routes {
     /// Remote addresses are chosen by clients: keep the DoS-resistant default hasher.
     by_path: HashMap<PathId, SessionKey>,
     paths_of: FxHashMap<SessionKey, Vec<PathId>>,
+    /// The Binding requests sessions sent, by transaction id: whose, on which path, when.
+    checks: FxHashMap<[u8; 12], (SessionKey, PathId, Instant)>,
 }
 
 impl Routes {
@@ -42,17 +57,43 @@ impl Routes {
 
     /// Learns that session `key` sent `datagram` on `path`. A path is one session's: a
     /// session's own sends (its connectivity checks, DTLS, media) claim a path no other session
-    /// has; only a STUN success response takes a path over from another session, since it
-    /// answers a request that just arrived on that path with this session's credentials
-    /// (checked by rtc). So a client that reuses its port for a new session moves the route
-    /// with it, and the old session, still sending consent checks there until it times out,
-    /// does not take it back.
+    /// has, and its Binding requests are remembered, so that an answer to one of them can prove
+    /// the path ([`Routes::proven`]). No send takes a path over from another session: a success
+    /// response the session sends answers a request whose source address anyone could have
+    /// written.
     pub fn learn_sent(&mut self, path: PathId, key: SessionKey, datagram: &[u8]) {
-        let owner = self.by_path.get(&path).copied();
-        if owner.is_some_and(|o| o != key) && !is_binding_success(datagram) {
-            return;
+        if let Some(id) = binding_transaction(datagram, BINDING_REQUEST_TYPE) {
+            self.note_check(id, key, path, Instant::now());
+        }
+        if !self.by_path.contains_key(&path) {
+            self.learn(path, key);
+        }
+    }
+
+    fn note_check(&mut self, id: [u8; 12], key: SessionKey, path: PathId, now: Instant) {
+        if self.checks.len() >= MAX_CHECKS {
+            self.checks
+                .retain(|_, (_, _, at)| now.saturating_duration_since(*at) < CHECK_TTL);
+            if self.checks.len() >= MAX_CHECKS {
+                return;
+            }
+        }
+        self.checks.insert(id, (key, path, now));
+    }
+
+    /// The session a Binding success response that came on `path` proves the path for: the one
+    /// that sent the check it answers, on that same path. The path becomes that session's (a
+    /// client that reuses its port for a new session moves the route with it; the old session,
+    /// still sending consent checks there until it times out, gets no answers and takes nothing
+    /// back).
+    pub fn proven(&mut self, path: PathId, datagram: &[u8]) -> Option<SessionKey> {
+        let id = binding_transaction(datagram, BINDING_SUCCESS_TYPE)?;
+        let (key, sent_on, _) = self.checks.remove(&id)?;
+        if sent_on != path {
+            return None;
         }
         self.learn(path, key);
+        Some(key)
     }
 
     /// Makes `path` session `key`'s.
@@ -95,6 +136,7 @@ impl Routes {
     /// that connections of its own (ICE-TCP) can be closed.
     pub fn remove(&mut self, key: SessionKey, ufrag: &str) -> Vec<PathId> {
         self.remove_ufrag(ufrag, key);
+        self.checks.retain(|_, (k, _, _)| *k != key);
         let paths = self.paths_of.remove(&key).unwrap_or_default();
         for path in &paths {
             if self.by_path.get(path) == Some(&key) {
@@ -106,16 +148,24 @@ impl Routes {
 
     /// Whether no route is left (tests and leak checks).
     pub fn is_empty(&self) -> bool {
-        self.by_ufrag.is_empty() && self.by_path.is_empty() && self.paths_of.is_empty()
+        self.by_ufrag.is_empty()
+            && self.by_path.is_empty()
+            && self.paths_of.is_empty()
+            && self.checks.is_empty()
     }
 }
 
-/// Whether `datagram` is a STUN Binding success response (RFC 8489 §5: type 0x0101, magic
+/// STUN message types (RFC 8489 §5): a Binding request, a Binding success response.
+const BINDING_REQUEST_TYPE: [u8; 2] = [0x00, 0x01];
+const BINDING_SUCCESS_TYPE: [u8; 2] = [0x01, 0x01];
+
+/// The transaction id of `datagram` if it is a STUN message of type `typ` (with the magic
 /// cookie).
-fn is_binding_success(datagram: &[u8]) -> bool {
-    datagram.len() >= 20
-        && datagram[..2] == [0x01, 0x01]
-        && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42]
+fn binding_transaction(datagram: &[u8], typ: [u8; 2]) -> Option<[u8; 12]> {
+    if datagram.len() < 20 || datagram[..2] != typ || datagram[4..8] != [0x21, 0x12, 0xA4, 0x42] {
+        return None;
+    }
+    datagram[8..20].try_into().ok()
 }
 
 /// The local (first) ufrag of a STUN Binding request's USERNAME, if `datagram` is one.
@@ -212,34 +262,67 @@ mod tests {
         assert!(routes.is_empty());
     }
 
+    /// A STUN message of type `typ` with transaction id `id` (all its bytes `id`).
+    fn stun(typ: [u8; 2], id: u8) -> Vec<u8> {
+        let mut m = vec![typ[0], typ[1], 0, 0, 0x21, 0x12, 0xA4, 0x42];
+        m.extend_from_slice(&[id; 12]);
+        m
+    }
+
     #[test]
-    fn only_an_answer_moves_a_path_from_one_session_to_another() {
+    fn only_an_answer_to_its_own_check_moves_a_path_to_a_session() {
         let mut routes = Routes::default();
-        let mut success = vec![0x01, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-        success.extend_from_slice(&[0; 12]);
-        let mut request = success.clone();
-        request[1] = 0x01;
-        request[0] = 0x00;
+        let (request, success) = (BINDING_REQUEST_TYPE, BINDING_SUCCESS_TYPE);
         // Session 1's client vanished; its port is reused by session 2's client.
         routes.learn_sent(addr(5), 1, &[0x80; 20]);
         assert_eq!(routes.route(addr(5), &[0x80]), Some(1));
-        routes.learn_sent(addr(5), 2, &request);
+        // Session 2 answers a request that came "from" that port (its source could be
+        // spoofed), and checks the port itself: neither moves it.
+        routes.learn_sent(addr(5), 2, &stun(success, 9));
+        routes.learn_sent(addr(5), 2, &stun(request, 7));
         assert_eq!(
             routes.route(addr(5), &[0x80]),
             Some(1),
-            "a check claims no owned path"
+            "sends move nothing"
         );
-        routes.learn_sent(addr(5), 2, &success);
-        assert_eq!(routes.route(addr(5), &[0x80]), Some(2), "an answer does");
-        routes.learn_sent(addr(5), 1, &request);
-        routes.learn_sent(addr(5), 1, &[0x80; 20]);
-        assert_eq!(
-            routes.route(addr(5), &[0x80]),
-            Some(2),
-            "the old session's checks do not"
-        );
-        routes.remove(1, "a");
+        // An answer to another transaction, or to session 2's check but from another path,
+        // proves nothing.
+        assert_eq!(routes.proven(addr(5), &stun(success, 8)), None);
+        assert_eq!(routes.proven(addr(6), &stun(success, 7)), None);
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(1));
+        // The answer to session 2's check, on that path: proof.
+        routes.learn_sent(addr(5), 2, &stun(request, 3));
+        assert_eq!(routes.proven(addr(5), &stun(success, 3)), Some(2));
         assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
+        assert_eq!(routes.proven(addr(5), &stun(success, 3)), None, "used once");
+        // The old session's checks and sends take nothing back.
+        routes.learn_sent(addr(5), 1, &stun(request, 4));
+        routes.learn_sent(addr(5), 1, &[0x80; 20]);
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
+        routes.remove(1, "a");
+        assert_eq!(
+            routes.proven(addr(5), &stun(success, 4)),
+            None,
+            "an ended session's checks are forgotten"
+        );
+        assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
+        routes.remove(2, "b");
+        assert!(routes.is_empty());
+    }
+
+    #[test]
+    fn remembered_checks_are_bounded() {
+        let mut routes = Routes::default();
+        let t0 = Instant::now();
+        for n in 0..MAX_CHECKS as u64 + 10 {
+            let mut id = [0u8; 12];
+            id[..8].copy_from_slice(&n.to_be_bytes());
+            routes.note_check(id, 1, addr(5), t0);
+        }
+        assert_eq!(routes.checks.len(), MAX_CHECKS);
+        // Once they have expired, new ones take their place.
+        routes.note_check([0xff; 12], 1, addr(5), t0 + CHECK_TTL);
+        assert_eq!(routes.checks.len(), 1);
     }
 
     #[test]

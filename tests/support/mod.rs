@@ -104,6 +104,46 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&get_text(url).await).unwrap()
 }
 
+/// A controlling connectivity check (RFC 8445 §7.2.2) for the server's ufrag `ufrag`, signed with
+/// its password `pwd`, from the client of `tests/data/offer.sdp` (whose ufrag is `Xk3d`).
+pub fn signed_check(ufrag: &str, pwd: &str) -> Vec<u8> {
+    use rtc::ice::attributes::control::AttrControlling;
+    use rtc::ice::attributes::priority::PriorityAttr;
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
+    use rtc::stun::textattrs::Username;
+    let provider = rtc::crypto::default_provider().unwrap();
+    let mut m = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(BINDING_REQUEST),
+        Box::new(TransactionId::new()),
+        Box::new(Username::new(ATTR_USERNAME, format!("{ufrag}:Xk3d"))),
+        Box::new(AttrControlling(7)),
+        Box::new(PriorityAttr(2_105_524_479)),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            pwd.to_owned(),
+            provider.crypto(),
+        )),
+        Box::new(FINGERPRINT),
+    ];
+    m.build(&setters).unwrap();
+    m.raw
+}
+
+/// The server's ICE ufrag and password in an answer.
+pub fn credentials(answer: &str) -> (String, String) {
+    let attr = |name: &str| {
+        answer
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .unwrap()
+            .to_owned()
+    };
+    (attr("a=ice-ufrag:"), attr("a=ice-pwd:"))
+}
+
 /// A TCP connection to `addr` from the loopback address `from` (127.0.0.2, say: another client
 /// than the tests' usual 127.0.0.1).
 pub async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
