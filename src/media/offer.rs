@@ -83,8 +83,10 @@ impl CheckedOffer {
 /// relay or two; libnice keeps 25). RFC 8445 §6.1.2.5 requires a limit on the checks an agent
 /// makes, and §19.5.1 describes the attack without one: every candidate is an address the server
 /// sends connectivity checks to, up to 8 times each, so an offer of 2,000 made it send 16,000
-/// Binding requests to addresses of the client's choosing.
-pub const MAX_REMOTE_CANDIDATES: usize = 32;
+/// Binding requests to addresses of the client's choosing. The patched rtc-ice learns
+/// peer-reflexive candidates only while a session has fewer than 32 in all: this leaves 8 of
+/// them for the addresses a client's checks come from.
+pub const MAX_REMOTE_CANDIDATES: usize = 24;
 
 /// Whether the `candidate:` value `candidate` (RFC 8839 §5.1: foundation, component, transport,
 /// priority, address, port, ...) is one no check should go to: not the RTP component

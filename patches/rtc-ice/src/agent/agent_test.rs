@@ -3655,3 +3655,70 @@ fn test_only_authenticated_stun_refreshes_liveness() -> Result<()> {
     a.close()?;
     Ok(())
 }
+
+/// Security (RFC 8445 §6.1.2.5, §19.5.1): authenticated requests from ever new source addresses
+/// teach at most `MAX_REMOTE_CANDIDATES` peer-reflexive candidates; beyond them a request from an
+/// unknown address is neither answered nor checked back.
+#[test]
+fn test_peer_reflexive_candidates_are_bounded() -> Result<()> {
+    let mut a = Agent::new(
+        Instant::now(),
+        Arc::new(AgentConfig::default()),
+        test_crypto_provider(),
+    )?;
+    a.add_local_candidate(
+        CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: "192.168.0.2".to_owned(),
+                port: 777,
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?,
+    )?;
+    a.ufrag_pwd.remote_credentials = Some(Credentials {
+        ufrag: "rfrag".to_owned(),
+        pwd: "rpwd".to_owned(),
+    });
+    let username = a.ufrag_pwd.local_credentials.ufrag.clone() + ":rfrag";
+    let local_pwd = a.ufrag_pwd.local_credentials.pwd.clone();
+    let request = || -> Result<Message> {
+        let mut m = Message::new();
+        m.build(&[
+            Box::new(BINDING_REQUEST),
+            Box::new(TransactionId::new()),
+            Box::new(Username::new(ATTR_USERNAME, username.clone())),
+            Box::new(AttrControlling(1)),
+            Box::new(PriorityAttr(1000)),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                local_pwd.clone(),
+                test_crypto_provider().crypto(),
+            )),
+            Box::new(FINGERPRINT),
+        ])?;
+        Ok(m)
+    };
+    for port in 0..MAX_REMOTE_CANDIDATES as u16 + 8 {
+        let from = SocketAddr::new("172.17.0.3".parse().unwrap(), 1000 + port);
+        let mut m = request()?;
+        a.write_outs.clear();
+        let result = a.handle_inbound(Instant::now(), &mut m, 0, from);
+        if usize::from(port) < MAX_REMOTE_CANDIDATES {
+            assert!(result.is_ok(), "request {port}");
+        } else {
+            assert!(result.is_err(), "request {port} from a new address");
+            assert!(a.write_outs.is_empty(), "neither answered nor checked back");
+        }
+    }
+    assert_eq!(a.remote_candidates.len(), MAX_REMOTE_CANDIDATES);
+    // A known address is still answered.
+    let mut m = request()?;
+    a.write_outs.clear();
+    a.handle_inbound(Instant::now(), &mut m, 0, "172.17.0.3:1000".parse()?)?;
+    assert!(!a.write_outs.is_empty(), "a known peer is answered");
+    a.close()?;
+    Ok(())
+}

@@ -49,6 +49,13 @@ use shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 const ZERO_DURATION: Duration = Duration::from_secs(0);
 
+/// whip-echo patch (RFC 8445 §6.1.2.5, §19.5.1): peer-reflexive candidates are learnt only while
+/// the agent has fewer remote candidates than this. Each is an address the agent sends checks
+/// to (and retransmits them), so without a bound a peer that can send from many source addresses
+/// (spoofed ones included) with its own valid credentials makes the agent check all of them.
+/// Real peers have a handful (libnice keeps 25).
+pub(crate) const MAX_REMOTE_CANDIDATES: usize = 32;
+
 #[derive(Debug, Clone)]
 pub(crate) struct BindingRequest {
     pub(crate) timestamp: Instant,
@@ -1415,6 +1422,17 @@ impl Agent {
                 return Err(Error::ErrUnhandledStunpacket);
             }
         } else if m.typ.class == CLASS_REQUEST {
+            if remote_candidate_index.is_none()
+                && self.remote_candidates.len() >= MAX_REMOTE_CANDIDATES
+            {
+                debug!(
+                    "[{}]: discard request from ({}): {} remote candidates already",
+                    self.get_name(),
+                    remote_addr,
+                    MAX_REMOTE_CANDIDATES
+                );
+                return Err(Error::ErrUnhandledStunpacket);
+            }
             if remote_candidate_index.is_none() {
                 // Use the local candidate's network type for the peer-reflexive candidate
                 let network_type = self.local_candidates[local_index].network_type();
