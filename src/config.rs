@@ -245,6 +245,17 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_ICE_RESTARTS_PER_MINUTE", default_value_t = 6)]
     pub ice_restarts_per_minute: u32,
 
+    /// Connectivity checks each media loop may send per second (twice that at once) to addresses
+    /// that never answered one; more are dropped (a client's offer names the addresses its
+    /// session checks: unbounded, the server sends checks wherever clients tell it). Checks to
+    /// addresses that answered are not counted. 0: no limit.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_UNANSWERED_CHECKS_PER_SECOND",
+        default_value_t = 2000
+    )]
+    pub unanswered_checks_per_second: u32,
+
     /// A request header naming the client's IP, set by a reverse proxy in front (e.g.
     /// `X-Forwarded-For`, `Fly-Client-IP`); its last comma-separated entry is taken (the one the
     /// nearest proxy added). Unset: the TCP peer's address. Only set it behind a proxy that

@@ -57,15 +57,19 @@ pub enum Dropped {
     AwaitingKeyframe,
     /// The viewer's sender or socket refused it (a slow viewer).
     SendFailed,
+    /// A connectivity check to an address that never answered one, over its loop's
+    /// `--unanswered-checks-per-second`.
+    CheckBudget,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 5] = [
+    const ALL: [Dropped; 6] = [
         Dropped::Unroutable,
         Dropped::RateCap,
         Dropped::CodecMismatch,
         Dropped::AwaitingKeyframe,
         Dropped::SendFailed,
+        Dropped::CheckBudget,
     ];
 
     fn label(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Dropped {
             Dropped::CodecMismatch => "codec_mismatch",
             Dropped::AwaitingKeyframe => "awaiting_keyframe",
             Dropped::SendFailed => "send_failed",
+            Dropped::CheckBudget => "check_budget",
         }
     }
 }
@@ -204,7 +209,7 @@ pub struct LoopMetrics {
     rtp_received_bytes: Counter,
     rtp_sent: Counter,
     rtp_sent_bytes: Counter,
-    dropped: [Counter; 5],
+    dropped: [Counter; 6],
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
     tcp_closed: [Counter; 8],

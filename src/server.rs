@@ -265,6 +265,7 @@ async fn start_planes(
         node_tag: cluster.as_ref().map(Cluster::tag),
         tcp_limits: tcp_limits(config, http.is_some()),
         ice_restarts_per_minute: config.ice_restarts_per_minute,
+        unanswered_checks_per_second: config.unanswered_checks_per_second,
     };
     let at = SocketAddr::new(tcp_host, config.tcp_port);
     let tcp = std::net::TcpListener::bind(at).map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;

@@ -381,12 +381,9 @@ async fn every_hostile_request_gets_its_4xx_with_a_reason_and_the_server_still_e
     support::delete_all_and_stop(server, vec![client]).await;
 }
 
-/// The review's amplification: one offer naming 2,000 candidates at a UDP sink made the server
-/// send 16,000 Binding requests there. A session takes at most 32 remote candidates, and rtc-ice
-/// checks each at most 8 times: at most 32 of 2,000 sinks hear from it, 32 × 8 datagrams in all.
-#[tokio::test]
-async fn an_offer_of_2000_candidates_is_no_amplifier() {
-    let sinks: Vec<std::net::UdpSocket> = (0..2000)
+/// `n` UDP sinks on loopback, and `a=candidate` lines naming them.
+fn sinks(n: usize) -> (Vec<std::net::UdpSocket>, String) {
+    let sinks: Vec<std::net::UdpSocket> = (0..n)
         .map(|_| {
             let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             sink.set_nonblocking(true).unwrap();
@@ -400,33 +397,79 @@ async fn an_offer_of_2000_candidates_is_no_amplifier() {
             "a=candidate:{i} 1 udp 2122260223 127.0.0.1 {port} typ host\r\n"
         ));
     }
-    let offer = with_lines(&lines);
-    assert!(offer.len() < 128 * 1024, "{} bytes", offer.len());
-    let mut config = Config::for_tests();
-    config.ice_timeout = std::time::Duration::from_secs(2);
-    let server = start(config).await;
-    let created = reqwest::Client::new()
-        .post(format!("{}/whip/sink", server.base_url()))
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    // Nobody answers: the session ends at its setup deadline, its checks with it.
-    support::wait_reaped(&server).await;
+    (sinks, lines)
+}
+
+/// How many of `sinks` heard anything, and how many datagrams they heard in all.
+fn drain(sinks: &[std::net::UdpSocket]) -> (usize, usize) {
     let (mut reached, mut received) = (0, 0);
     let mut buf = [0u8; 1500];
-    for sink in &sinks {
+    for sink in sinks {
         let before = received;
         while sink.recv_from(&mut buf).is_ok() {
             received += 1;
         }
         reached += usize::from(received > before);
     }
-    assert!(reached <= 32, "{reached} sinks reached");
-    assert!(received <= 32 * 8, "{received} datagrams at the sinks");
+    (reached, received)
+}
+
+/// POSTs a WHIP offer naming `candidates` to `/whip/{stream}`; 201.
+async fn post_with_candidates(server: &whip_echo::server::Running, stream: &str, candidates: &str) {
+    let created = reqwest::Client::new()
+        .post(format!("{}/whip/{stream}", server.base_url()))
+        .header("content-type", "application/sdp")
+        .body(with_lines(candidates))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+}
+
+/// The review's amplification: one offer naming 2,000 candidates at a UDP sink made the server
+/// send 16,000 Binding requests there. A session takes at most 24 remote candidates from its
+/// offer, and rtc-ice checks each at most 8 times: at most 24 of 2,000 sinks hear from it.
+#[tokio::test]
+async fn an_offer_of_2000_candidates_is_no_amplifier() {
+    let (sinks, lines) = sinks(2000);
+    assert!(with_lines(&lines).len() < 128 * 1024);
+    let mut config = Config::for_tests();
+    config.ice_timeout = std::time::Duration::from_secs(2);
+    let server = start(config).await;
+    post_with_candidates(&server, "sink", &lines).await;
+    // Nobody answers: the session ends at its setup deadline, its checks with it.
+    support::wait_reaped(&server).await;
+    let (reached, received) = drain(&sinks);
+    assert!(reached <= 24, "{reached} sinks reached");
+    assert!(received <= 24 * 8, "{received} datagrams at the sinks");
     assert!(received > 0, "the kept candidates were checked");
+    server.shutdown().await.unwrap();
+}
+
+/// Many sessions, each with its 24 candidates at addresses that never answer: the loop sends
+/// them at most `--unanswered-checks-per-second` checks a second (twice that at once), counted
+/// as dropped beyond it.
+#[tokio::test]
+async fn checks_to_addresses_that_never_answer_have_a_budget() {
+    let (sinks, lines) = sinks(240);
+    let mut config = Config::for_tests();
+    config.ice_timeout = std::time::Duration::from_secs(2);
+    config.unanswered_checks_per_second = 20;
+    let server = start(config).await;
+    let batches: Vec<&str> = lines.split_inclusive("\r\n").collect();
+    for (i, batch) in batches.chunks(24).enumerate() {
+        post_with_candidates(&server, &format!("sink{i}"), &batch.concat()).await;
+    }
+    support::wait_reaped(&server).await;
+    let (_, received) = drain(&sinks);
+    // 40 at once, then 20 a second for the ~2 s the sessions live (and some slack).
+    assert!(received <= 40 + 20 * 4, "{received} datagrams at the sinks");
+    let text = support::get_text(&format!("{}/metrics", server.base_url())).await;
+    let dropped = support::metric(
+        &text,
+        r#"whip_echo_dropped_packets_total{cause="check_budget"}"#,
+    );
+    assert!(dropped > 0.0, "{text}");
     server.shutdown().await.unwrap();
 }
 

@@ -22,6 +22,7 @@ use super::timers::Timers;
 use super::transport::{Inbound, PathId, Transports};
 use super::{Command, MediaConfig, Stats, StatsSlot};
 use crate::metrics::Dropped;
+use crate::rate::TokenBucket;
 use crate::registry::Registry;
 use crate::session::{EndReason, Role};
 
@@ -48,18 +49,22 @@ pub(super) struct MediaLoop {
     pub(super) timers: Timers,
     pub(super) stats: StatsSlot,
     pub(super) unroutable: u64,
+    /// Checks to addresses that never answered one (`--unanswered-checks-per-second`).
+    unanswered_checks: TokenBucket,
 }
 
 impl MediaLoop {
     pub(super) fn new(udp: UdpIo, tcp: TcpConns, config: MediaConfig, stats: StatsSlot) -> Self {
+        let burst = config.unanswered_checks_per_second.saturating_mul(2);
         MediaLoop {
             transports: Transports { udp, tcp },
-            config,
             sessions: FxHashMap::default(),
             next_key: 0,
             routes: Routes::default(),
             registry: Registry::default(),
             timers: Timers::default(),
+            unanswered_checks: TokenBucket::full(burst, Instant::now()),
+            config,
             stats,
             unroutable: 0,
         }
@@ -438,6 +443,21 @@ impl MediaLoop {
                         }
                     }
                 }
+                // RFC 8445 §19.5.1: checks to addresses that never answered one are what a
+                // client's offer can aim anywhere; each loop sends only so many a second.
+                let rate = self.config.unanswered_checks_per_second;
+                if rate > 0 && is_binding_request(&out.message) && !self.routes.has_answered(path) {
+                    let burst = rate.saturating_mul(2);
+                    let now = Instant::now();
+                    if self
+                        .unanswered_checks
+                        .take(now, f64::from(rate), burst)
+                        .is_err()
+                    {
+                        self.config.metrics.dropped(Dropped::CheckBudget, 1);
+                        continue;
+                    }
+                }
                 self.routes.learn_sent(path, key, &out.message);
                 if conn.link == Link::Connecting {
                     conn.early_dtls.note_sent(path, &out.message);
@@ -511,6 +531,11 @@ impl MediaLoop {
             streams: self.registry.streams(),
         });
     }
+}
+
+/// Whether `datagram` is a STUN Binding request (RFC 8489 §5: type 0x0001, the magic cookie).
+fn is_binding_request(datagram: &[u8]) -> bool {
+    datagram.len() >= 20 && datagram[..2] == [0, 1] && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
 /// An RTP packet's size as counted for the bitrate cap and the metrics: the fixed header, its

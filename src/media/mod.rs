@@ -306,6 +306,8 @@ pub struct MediaConfig {
     pub tcp_limits: TcpLimits,
     /// ICE restarts a session may make per minute (0: any number).
     pub ice_restarts_per_minute: u32,
+    /// Checks per second to addresses that never answered one, per loop (0: any number).
+    pub unanswered_checks_per_second: u32,
 }
 
 /// One media loop as the HTTP plane sees it.

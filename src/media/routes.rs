@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, BINDING_REQUEST};
@@ -40,6 +40,8 @@ pub struct Routes {
     paths_of: FxHashMap<SessionKey, Vec<PathId>>,
     /// The Binding requests sessions sent, by transaction id: whose, on which path, when.
     checks: FxHashMap<[u8; 12], (SessionKey, PathId, Instant)>,
+    /// Paths that answered a session's check (and are still a session's).
+    answered: HashSet<PathId>,
 }
 
 impl Routes {
@@ -93,7 +95,13 @@ impl Routes {
             return None;
         }
         self.learn(path, key);
+        self.answered.insert(path);
         Some(key)
+    }
+
+    /// Whether `path` has answered a session's check.
+    pub fn has_answered(&self, path: PathId) -> bool {
+        self.answered.contains(&path)
     }
 
     /// Makes `path` session `key`'s.
@@ -125,6 +133,7 @@ impl Routes {
 
     /// Forgets a path that is gone (a closed ICE-TCP connection).
     pub fn forget(&mut self, path: PathId) {
+        self.answered.remove(&path);
         if let Some(key) = self.by_path.remove(&path) {
             if let Some(list) = self.paths_of.get_mut(&key) {
                 list.retain(|p| *p != path);
@@ -141,6 +150,7 @@ impl Routes {
         for path in &paths {
             if self.by_path.get(path) == Some(&key) {
                 self.by_path.remove(path);
+                self.answered.remove(path);
             }
         }
         paths
@@ -152,6 +162,7 @@ impl Routes {
             && self.by_path.is_empty()
             && self.paths_of.is_empty()
             && self.checks.is_empty()
+            && self.answered.is_empty()
     }
 }
 
@@ -292,7 +303,9 @@ mod tests {
         assert_eq!(routes.route(addr(5), &[0x80]), Some(1));
         // The answer to session 2's check, on that path: proof.
         routes.learn_sent(addr(5), 2, &stun(request, 3));
+        assert!(!routes.has_answered(addr(5)));
         assert_eq!(routes.proven(addr(5), &stun(success, 3)), Some(2));
+        assert!(routes.has_answered(addr(5)));
         assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
         assert_eq!(routes.proven(addr(5), &stun(success, 3)), None, "used once");
         // The old session's checks and sends take nothing back.
