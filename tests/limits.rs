@@ -578,6 +578,7 @@ async fn posts_and_patches_are_rate_limited_per_client() {
         .patch(format!("{base}{location}"))
         .header("content-type", "application/trickle-ice-sdpfrag")
         .header("x-forwarded-for", "198.51.100.1")
+        .header("if-match", "*")
         .body("a=end-of-candidates\r\n");
     // The bucket refills at one a second: however slow the machine, a few quick requests
     // outrun it.
