@@ -436,8 +436,26 @@ async fn an_offer_of_2000_candidates_is_no_amplifier() {
     let mut config = Config::for_tests();
     config.ice_timeout = std::time::Duration::from_secs(2);
     let server = start(config).await;
+    // Another session echoes meanwhile: every packet comes back (its RTT is printed).
+    let mut bystander = support::connected(
+        &format!("{}/echo/bystander", server.base_url()),
+        Mode::SendRecv,
+        Options::default(),
+    )
+    .await;
     post_with_candidates(&server, "sink", &lines).await;
-    // Nobody answers: the session ends at its setup deadline, its checks with it.
+    let mut worst = std::time::Duration::ZERO;
+    for n in 0..20 {
+        let marker = format!("bystander-{n}");
+        let sent = std::time::Instant::now();
+        bystander.send(marker.as_bytes());
+        while bystander.next_packet(WAIT).await.payload[..] != *marker.as_bytes() {}
+        worst = worst.max(sent.elapsed());
+    }
+    eprintln!("bystander's echo RTT during the attack: at most {worst:?} (20 packets)");
+    assert_eq!(bystander.delete().await, 200);
+    bystander.close().await;
+    // Nobody answers the sinks' session: it ends at its setup deadline, its checks with it.
     support::wait_reaped(&server).await;
     let (reached, received) = drain(&sinks);
     assert!(reached <= 24, "{reached} sinks reached");

@@ -3722,3 +3722,65 @@ fn test_peer_reflexive_candidates_are_bounded() -> Result<()> {
     a.close()?;
     Ok(())
 }
+
+/// Security (RFC 8445 §6.1.4.2, §14, §19.5.1): new checks are paced, one per tick (Ta), the
+/// highest-priority Waiting pair first; pairs in progress keep retransmitting.
+#[test]
+fn test_new_checks_are_paced_one_per_tick() -> Result<()> {
+    let mut a = Agent::new(
+        Instant::now(),
+        Arc::new(AgentConfig::default()),
+        test_crypto_provider(),
+    )?;
+    a.add_local_candidate(
+        CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: "192.168.0.2".to_owned(),
+                port: 777,
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?,
+    )?;
+    a.ufrag_pwd.remote_credentials = Some(Credentials {
+        ufrag: "rfrag".to_owned(),
+        pwd: "rpwd".to_owned(),
+    });
+    for port in 0..10u16 {
+        let remote = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: "172.17.0.3".to_owned(),
+                port: 1000 + port,
+                component: 1,
+                priority: 1000 + u32::from(port),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        a.add_remote_candidate(remote)?;
+    }
+    assert_eq!(a.candidate_pairs.len(), 10);
+    a.write_outs.clear();
+    let now = Instant::now();
+    for tick in 1..=3usize {
+        a.ping_all_candidates(now);
+        assert_eq!(a.write_outs.len(), tick, "tick {tick}: every pair started so far, once");
+        a.write_outs.clear();
+    }
+    // The first to start was the highest-priority pair.
+    let in_progress: Vec<u16> = a
+        .candidate_pairs
+        .iter()
+        .filter(|p| p.state == CandidatePairState::InProgress)
+        .map(|p| a.remote_candidates[p.remote_index].port())
+        .collect();
+    assert_eq!(in_progress.len(), 3);
+    assert!(in_progress.contains(&1009), "{in_progress:?}");
+    a.close()?;
+    Ok(())
+}

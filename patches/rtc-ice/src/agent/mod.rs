@@ -870,8 +870,22 @@ impl Agent {
                 name,
             );
         }
-        for p in &mut self.candidate_pairs {
+        // whip-echo patch (RFC 8445 §6.1.4.2, §14): checks are paced, one new check per tick
+        // (Ta): of the Waiting pairs only the highest-priority one starts, while the pairs in
+        // progress retransmit as before. Starting every Waiting pair at once made each remote
+        // candidate an immediate burst of checks to addresses of the peer's choosing (§19.5.1).
+        let next_waiting = self
+            .candidate_pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.state == CandidatePairState::Waiting)
+            .max_by_key(|(_, p)| p.priority())
+            .map(|(index, _)| index);
+        for (index, p) in self.candidate_pairs.iter_mut().enumerate() {
             if p.state == CandidatePairState::Waiting {
+                if Some(index) != next_waiting {
+                    continue;
+                }
                 p.state = CandidatePairState::InProgress;
             } else if p.state != CandidatePairState::InProgress {
                 continue;
