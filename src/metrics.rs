@@ -215,6 +215,7 @@ pub struct LoopMetrics {
     tcp_closed: [Counter; 8],
     tcp_pending: Family<ListenerLabel, Gauge>,
     ice_tcp_open: Gauge,
+    candidates_ignored: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -302,6 +303,12 @@ impl Metrics {
              ICE-TCP request yet), by listener",
             tcp_pending.clone(),
         );
+        let candidates_ignored = counter(
+            &mut registry,
+            "remote_candidates_ignored",
+            "Remote candidates of offers and trickles not taken: over a session's cap, or at an \
+             unspecified, multicast, broadcast or the server's own address",
+        );
         let ice_tcp_open = Gauge::default();
         registry.register(
             "ice_tcp_connections",
@@ -377,6 +384,7 @@ impl Metrics {
                 tcp_closed,
                 tcp_pending,
                 ice_tcp_open,
+                candidates_ignored,
             },
             rejected,
             sessions,
@@ -477,6 +485,11 @@ impl LoopMetrics {
         self.tcp_pending
             .get_or_create(&ListenerLabel { listener })
             .set(n as i64);
+    }
+
+    /// `n` remote candidates not taken.
+    pub fn candidates_ignored(&self, n: usize) {
+        self.candidates_ignored.inc_by(n as u64);
     }
 
     /// An ICE-TCP connection was bound to a session.

@@ -461,6 +461,9 @@ async fn an_offer_of_2000_candidates_is_no_amplifier() {
     assert!(reached <= 24, "{reached} sinks reached");
     assert!(received <= 24 * 8, "{received} datagrams at the sinks");
     assert!(received > 0, "the kept candidates were checked");
+    let text = support::get_text(&format!("{}/metrics", server.base_url())).await;
+    let ignored = support::metric(&text, "whip_echo_remote_candidates_ignored_total");
+    assert!(ignored >= 2000.0 - 24.0, "{text}");
     server.shutdown().await.unwrap();
 }
 

@@ -253,6 +253,7 @@ pub fn spawn(
         cap: SessionCap::new(config.session_limits),
         tcp_addr,
         node_tag: config.node_tag,
+        metrics: config.metrics.clone(),
     };
     let tcp_tasks = TaskTracker::new();
     let listener = tokio::net::TcpListener::from_std(tcp).map_err(MediaError::internal)?;

@@ -326,6 +326,7 @@ pub struct MediaHandle {
     cap: cap::SessionCap,
     tcp_addr: SocketAddr,
     node_tag: Option<u16>,
+    metrics: crate::metrics::LoopMetrics,
 }
 
 impl MediaHandle {
@@ -363,8 +364,9 @@ impl MediaHandle {
         let started = Instant::now();
         let credentials = peer::IceCredentials::random_for(index);
         let own = own_addrs(&shard.settings);
-        let (offer, remote_candidates) =
+        let (offer, remote_candidates, ignored) =
             offer::limit_candidates(&offer, &own, offer::MAX_REMOTE_CANDIDATES);
+        self.metrics.candidates_ignored(ignored);
         let mut negotiated = peer::negotiate(
             &shard.settings,
             role,
@@ -465,9 +467,12 @@ impl MediaHandle {
         let shard = self.owner(&resource);
         let own = own_addrs(&shard.settings);
         for section in &mut patch.frag.sections {
+            let before = section.candidates.len();
             section
                 .candidates
                 .retain(|c| !offer::unusable_candidate(c, &own));
+            self.metrics
+                .candidates_ignored(before - section.candidates.len());
         }
         self.request(shard, |reply| Command::Patch {
             resource,

@@ -112,14 +112,19 @@ pub fn unusable_candidate(candidate: &str, own: &[std::net::SocketAddr]) -> bool
 }
 
 /// `sdp` with its `a=candidate` lines cut down to the usable ones ([`unusable_candidate`]), at
-/// most `max`; and how many it kept.
-pub fn limit_candidates(sdp: &str, own: &[std::net::SocketAddr], max: usize) -> (String, usize) {
-    let mut kept = 0;
+/// most `max`; how many it kept, and how many it left out.
+pub fn limit_candidates(
+    sdp: &str,
+    own: &[std::net::SocketAddr],
+    max: usize,
+) -> (String, usize, usize) {
+    let (mut kept, mut ignored) = (0, 0);
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.lines().map(str::trim_end) {
         if let Some(candidate) = line.strip_prefix("a=") {
             if candidate.starts_with("candidate:") {
                 if kept >= max || unusable_candidate(candidate, own) {
+                    ignored += 1;
                     continue;
                 }
                 kept += 1;
@@ -128,7 +133,7 @@ pub fn limit_candidates(sdp: &str, own: &[std::net::SocketAddr], max: usize) -> 
         out.push_str(line);
         out.push_str("\r\n");
     }
-    (out, kept)
+    (out, kept, ignored)
 }
 
 /// Checks an offer for `role`. Errors are client mistakes with a short reason.
@@ -309,8 +314,9 @@ mod tests {
             sdp.push_str(&line("198.51.100.1", 6000 + port, 1));
         }
         sdp.push_str("a=end-of-candidates\r\n");
-        let (kept, n) = limit_candidates(&sdp, &own, MAX_REMOTE_CANDIDATES);
+        let (kept, n, ignored) = limit_candidates(&sdp, &own, MAX_REMOTE_CANDIDATES);
         assert_eq!(n, MAX_REMOTE_CANDIDATES);
+        assert_eq!(ignored, 8 + 102 - MAX_REMOTE_CANDIDATES);
         let candidates: Vec<&str> = kept
             .lines()
             .filter(|l| l.starts_with("a=candidate"))

@@ -16,6 +16,7 @@ use super::offer::MAX_REMOTE_CANDIDATES;
 use super::peer::{send_only, IceCredentials};
 use super::routes::SessionKey;
 use super::{IcePatch, IfMatch, MediaError, Patched};
+use crate::metrics::LoopMetrics;
 use crate::sdpfrag::{self, SdpFrag};
 use crate::session::{EndReason, Role};
 
@@ -69,7 +70,7 @@ impl MediaLoop {
                 Ok(Patched::Trickled)
             }
             Intent::Trickle => {
-                add_candidates(conn, &patch.frag, &remote);
+                add_candidates(conn, &patch.frag, &remote, &self.config.metrics);
                 Ok(Patched::Trickled)
             }
             Intent::Restart => self.restart(key, role, &patch.frag, &remote, now),
@@ -120,7 +121,7 @@ impl MediaLoop {
             }
         };
         conn.remote_candidates = 0;
-        add_candidates(conn, frag, remote);
+        add_candidates(conn, frag, remote, &self.config.metrics);
         // Only a ufrag that changed is an earlier generation's (a password-only restart keeps it);
         // the new one is current, not old, even if it was used before.
         conn.old_remote_ufrags.retain(|u| u != ufrag);
@@ -226,7 +227,7 @@ pub(super) fn etag(ufrag: &str) -> String {
 /// [`MAX_REMOTE_CANDIDATES`] per ICE generation, the offer's included, are skipped, not errors:
 /// RFC 8838 §11 lets an agent ignore what it cannot use.
 /// `a=end-of-candidates` needs no action: the agent's own timeouts end the checks.
-fn add_candidates(conn: &mut Conn, frag: &SdpFrag, remote: &str) {
+fn add_candidates(conn: &mut Conn, frag: &SdpFrag, remote: &str, metrics: &LoopMetrics) {
     let mids: Vec<&str> = remote
         .lines()
         .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
@@ -246,6 +247,7 @@ fn add_candidates(conn: &mut Conn, frag: &SdpFrag, remote: &str) {
                 continue;
             }
             if conn.remote_candidates >= MAX_REMOTE_CANDIDATES {
+                metrics.candidates_ignored(1);
                 conn.span
                     .in_scope(|| debug!(%candidate, "trickled candidate over the limit ignored"));
                 continue;
