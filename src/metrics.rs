@@ -170,7 +170,7 @@ impl Rejection {
     }
 
     /// Why `error` refused a request, if it is one of these refusals.
-    pub fn of(error: &crate::error::ApiError) -> Option<Rejection> {
+    fn of(error: &crate::error::ApiError) -> Option<Rejection> {
         use crate::error::ApiError;
         Some(match error {
             ApiError::OverCapacity => Rejection::Capacity,
@@ -404,6 +404,13 @@ impl Metrics {
         self.0.rejected[why as usize].inc();
     }
 
+    /// Counts `error` if it is a refusal by a session cap or a rate ([`Rejection`]).
+    pub fn refused(&self, error: &crate::error::ApiError) {
+        if let Some(why) = Rejection::of(error) {
+            self.rejected(why);
+        }
+    }
+
     /// One HTTP response on `route` (the matched path pattern, e.g. `/whip/{stream}`, so that
     /// the label set stays small).
     pub fn http_response(&self, route: &str, status: u16) {
@@ -480,11 +487,11 @@ impl LoopMetrics {
         self.tcp_closed[why as usize].inc();
     }
 
-    /// `listener`'s pool now holds `n` unidentified connections.
-    pub fn tcp_pending(&self, listener: &'static str, n: usize) {
+    /// The gauge of `listener`'s pool of unidentified connections, resolved once by its pool.
+    pub fn tcp_pending(&self, listener: &'static str) -> Gauge {
         self.tcp_pending
             .get_or_create(&ListenerLabel { listener })
-            .set(n as i64);
+            .clone()
     }
 
     /// `n` remote candidates not taken.

@@ -129,17 +129,7 @@ async fn a_sessions_tcp_connection_ends_with_the_session() {
     let http = reqwest::Client::new();
     let created = publish(&server, "tcp-owner").await;
     let location = created.headers()["location"].to_str().unwrap().to_owned();
-    let answer = created.text().await.unwrap();
-    let ufrag = answer
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
-        .unwrap()
-        .to_owned();
-    let pwd = answer
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("a=ice-pwd:"))
-        .unwrap()
-        .to_owned();
+    let (ufrag, pwd) = credentials(&created.text().await.unwrap());
     // A valid connectivity check over TCP: the server answers it, so the loop owns the
     // connection before the session is deleted, and nothing more is sent on it afterwards (so
     // only the teardown can close it).

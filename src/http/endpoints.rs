@@ -12,7 +12,6 @@ use super::{cors, AppState, PeerAddr};
 use crate::auth::Action;
 use crate::error::ApiError;
 use crate::media::offer::CheckedOffer;
-use crate::metrics::Rejection;
 use crate::session::{Role, StreamName};
 
 /// Methods of every endpoint.
@@ -140,8 +139,8 @@ async fn create(
         Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
     .await;
-    if let Some(why) = result.as_ref().err().and_then(Rejection::of) {
-        state.metrics.rejected(why);
+    if let Err(e) = &result {
+        state.metrics.refused(e);
     }
     result.unwrap_or_else(IntoResponse::into_response)
 }

@@ -11,7 +11,6 @@ use super::sdp::{SdpFragment, TRICKLE_ICE_SDPFRAG};
 use super::{cors, AppState, PeerAddr};
 use crate::error::ApiError;
 use crate::media::{IcePatch, IfMatch, Patched, ResourceState};
-use crate::metrics::Rejection;
 use crate::sdpfrag;
 use crate::session::ResourceId;
 
@@ -30,9 +29,7 @@ pub async fn patch(
     body: Request,
 ) -> Result<Response, ApiError> {
     let refused = |e: ApiError| {
-        if let Some(why) = Rejection::of(&e) {
-            state.metrics.rejected(why);
-        }
+        state.metrics.refused(&e);
         e
     };
     let resource = parse(&id)?;

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::codecs;
 use super::conn::{Conn, Link};
-use super::routes::{Routes, SessionKey};
+use super::routes::{is_binding_request, Routes, SessionKey};
 use super::socket::UdpIo;
 use super::tcp::{Claim, TcpConns, TcpEvent};
 use super::timers::Timers;
@@ -531,11 +531,6 @@ impl MediaLoop {
             streams: self.registry.streams(),
         });
     }
-}
-
-/// Whether `datagram` is a STUN Binding request (RFC 8489 §5: type 0x0001, the magic cookie).
-fn is_binding_request(datagram: &[u8]) -> bool {
-    datagram.len() >= 20 && datagram[..2] == [0, 1] && datagram[4..8] == [0x21, 0x12, 0xA4, 0x42]
 }
 
 /// An RTP packet's size as counted for the bitrate cap and the metrics: the fixed header, its

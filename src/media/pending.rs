@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use super::cap::{client_key, PerClient};
+use prometheus_client::metrics::gauge::Gauge;
+
 use crate::metrics::{ConnClosed, LoopMetrics};
 
 /// A listener's pool of places for connections not yet identified.
@@ -22,13 +24,13 @@ pub struct Pending(Arc<Pool>);
 
 #[derive(Debug)]
 struct Pool {
-    /// `http` or `ice_tcp`, for the metrics.
-    listener: &'static str,
     max: usize,
     /// 0: any number.
     max_per_client: usize,
     state: Mutex<PoolState>,
     metrics: LoopMetrics,
+    /// Places held, as `/metrics` shows them.
+    held: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -50,7 +52,7 @@ pub struct Place {
 
 impl Pending {
     /// A pool of `max` places (at least one), at most `max_per_client` (0: any number) of them
-    /// held by one client.
+    /// held by one client; `listener` (`http`, `ice_tcp`) names it in the metrics.
     pub fn new(
         listener: &'static str,
         max: usize,
@@ -58,10 +60,10 @@ impl Pending {
         metrics: LoopMetrics,
     ) -> Self {
         Pending(Arc::new(Pool {
-            listener,
             max: max.max(1),
             max_per_client,
             state: Mutex::new(PoolState::default()),
+            held: metrics.tcp_pending(listener),
             metrics,
         }))
     }
@@ -92,7 +94,7 @@ impl Pending {
         let signal = CancellationToken::new();
         state.places.insert(seq, (key, signal.clone()));
         // Under the lock, so that the gauge never goes back to an older value.
-        pool.metrics.tcp_pending(pool.listener, state.places.len());
+        pool.held.set(state.places.len() as i64);
         drop(state);
         for _ in 0..evicted {
             pool.metrics.tcp_closed(ConnClosed::PendingEvicted);
@@ -130,9 +132,7 @@ impl Drop for Place {
         if let Some((client, _)) = state.places.remove(&self.seq) {
             state.per_client.release(client);
         }
-        self.pool
-            .metrics
-            .tcp_pending(self.pool.listener, state.places.len());
+        self.pool.held.set(state.places.len() as i64);
     }
 }
 

@@ -170,6 +170,11 @@ impl Routes {
 const BINDING_REQUEST_TYPE: [u8; 2] = [0x00, 0x01];
 const BINDING_SUCCESS_TYPE: [u8; 2] = [0x01, 0x01];
 
+/// Whether `datagram` is a STUN Binding request.
+pub(super) fn is_binding_request(datagram: &[u8]) -> bool {
+    binding_transaction(datagram, BINDING_REQUEST_TYPE).is_some()
+}
+
 /// The transaction id of `datagram` if it is a STUN message of type `typ` (with the magic
 /// cookie).
 fn binding_transaction(datagram: &[u8], typ: [u8; 2]) -> Option<[u8; 12]> {

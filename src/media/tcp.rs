@@ -9,9 +9,9 @@
 //! known loop, says nothing for the setup wait, or is not answered by its session within the
 //! setup wait (a request whose MESSAGE-INTEGRITY does not check out is never answered) is
 //! closed. Until it is answered the connection holds a place of its listener's pending pool
-//! (`pending.rs`); once answered, a slot under the ICE-TCP caps (in all and per client, here;
-//! per session, in its loop: [`TcpConns::claim`]). Every task is tracked and ends with the
-//! server's stop signal.
+//! (`pending.rs`); once its session sends on it, its loop takes it under the ICE-TCP caps (per
+//! session, per client and in all: [`TcpConns::claim`]). Every task is tracked and ends with
+//! the server's stop signal.
 
 use std::collections::HashMap;
 use std::io;

@@ -3459,6 +3459,22 @@ fn test_early_nomination_is_answered_and_remembered() -> Result<()> {
     Ok(())
 }
 
+/// A UDP host candidate at `address:port`, component 1, of `priority` (0: computed).
+fn udp_host(address: &str, port: u16, priority: u32) -> Result<Candidate> {
+    CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: address.to_owned(),
+            port,
+            component: 1,
+            priority,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+}
+
 /// Security (RFC 8445 §7.3 / §7.3.1.1, RFC 8489 §9.2): role-conflict repair applies only to
 /// requests that pass the short-term credential check. A forged request (no MESSAGE-INTEGRITY,
 /// or one keyed with the wrong password) carrying a conflicting ICE-CONTROLLING/ICE-CONTROLLED
@@ -3470,39 +3486,20 @@ fn test_unauthenticated_role_conflict_is_ignored() -> Result<()> {
     // (agent is controlling, forged request claims the same role with a tie-breaker that wins)
     for controlling in [false, true] {
         for with_integrity in [false, true] {
-            let cfg = AgentConfig { is_controlling: controlling, ..Default::default() };
+            let cfg = AgentConfig {
+                is_controlling: controlling,
+                ..Default::default()
+            };
             let mut a = Agent::new(Instant::now(), Arc::new(cfg), test_crypto_provider())?;
             a.tie_breaker = 500;
-            a.add_local_candidate(
-                CandidateHostConfig {
-                    base_config: CandidateConfig {
-                        network: "udp".to_owned(),
-                        address: "192.168.0.2".to_owned(),
-                        port: 777,
-                        component: 1,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                }
-                .new_candidate_host()?,
-            )?;
+            a.add_local_candidate(udp_host("192.168.0.2", 777, 0)?)?;
             // The client's address is a known remote candidate, so a 487 could be sent there.
-            a.add_remote_candidate(
-                CandidateHostConfig {
-                    base_config: CandidateConfig {
-                        network: "udp".to_owned(),
-                        address: "172.17.0.3".to_owned(),
-                        port: 999,
-                        component: 1,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                }
-                .new_candidate_host()?,
-            )?;
+            a.add_remote_candidate(udp_host("172.17.0.3", 999, 0)?)?;
             let remote_addr = SocketAddr::from_str("172.17.0.3:999")?;
-            a.ufrag_pwd.remote_credentials =
-                Some(Credentials { ufrag: "rfrag".to_string(), pwd: "rpwd".to_string() });
+            a.ufrag_pwd.remote_credentials = Some(Credentials {
+                ufrag: "rfrag".to_string(),
+                pwd: "rpwd".to_string(),
+            });
             let username = a.ufrag_pwd.local_credentials.ufrag.clone() + ":rfrag";
 
             let provider = test_crypto_provider();
@@ -3518,10 +3515,12 @@ fn test_unauthenticated_role_conflict_is_ignored() -> Result<()> {
                 Box::new(PriorityAttr(1000)),
             ];
             if with_integrity {
-                setters.push(Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
-                    "not-the-password".to_string(),
-                    provider.crypto(),
-                )));
+                setters.push(Box::new(
+                    MessageIntegrity::new_short_term_integrity_with_provider(
+                        "not-the-password".to_string(),
+                        provider.crypto(),
+                    ),
+                ));
             }
             setters.push(Box::new(FINGERPRINT));
             let mut forged = Message::new();
@@ -3529,14 +3528,24 @@ fn test_unauthenticated_role_conflict_is_ignored() -> Result<()> {
 
             a.write_outs.clear();
             a.event_outs.clear();
-            assert!(a.handle_inbound(Instant::now(), &mut forged, 0, remote_addr).is_err());
+            assert!(a
+                .handle_inbound(Instant::now(), &mut forged, 0, remote_addr)
+                .is_err());
 
-            assert_eq!(a.is_controlling, controlling, "an unauthenticated request switched the role");
+            assert_eq!(
+                a.is_controlling, controlling,
+                "an unauthenticated request switched the role"
+            );
             assert!(
-                !a.event_outs.iter().any(|e| matches!(e.event, Event::RoleChange(_))),
+                !a.event_outs
+                    .iter()
+                    .any(|e| matches!(e.event, Event::RoleChange(_))),
                 "no RoleChange event for an unauthenticated request"
             );
-            assert!(a.write_outs.is_empty(), "an unauthenticated request drew an answer (487)");
+            assert!(
+                a.write_outs.is_empty(),
+                "an unauthenticated request drew an answer (487)"
+            );
         }
     }
     Ok(())
@@ -3548,36 +3557,20 @@ fn test_unauthenticated_role_conflict_is_ignored() -> Result<()> {
 /// datagrams, all of which anyone can send from a departed client's address.
 #[test]
 fn test_only_authenticated_stun_refreshes_liveness() -> Result<()> {
-    let mut a = Agent::new(Instant::now(), Arc::new(AgentConfig::default()), test_crypto_provider())?;
-    let local = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: "192.168.0.2".to_owned(),
-            port: 777,
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()?;
+    let mut a = Agent::new(
+        Instant::now(),
+        Arc::new(AgentConfig::default()),
+        test_crypto_provider(),
+    )?;
+    let local = udp_host("192.168.0.2", 777, 0)?;
     let local_priority = local.priority();
     a.add_local_candidate(local)?;
-    a.add_remote_candidate(
-        CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: "172.17.0.3".to_owned(),
-                port: 999,
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?,
-    )?;
+    a.add_remote_candidate(udp_host("172.17.0.3", 999, 0)?)?;
     let remote_addr = SocketAddr::from_str("172.17.0.3:999")?;
-    a.ufrag_pwd.remote_credentials =
-        Some(Credentials { ufrag: "rfrag".to_string(), pwd: "rpwd".to_string() });
+    a.ufrag_pwd.remote_credentials = Some(Credentials {
+        ufrag: "rfrag".to_string(),
+        pwd: "rpwd".to_string(),
+    });
     let username = a.ufrag_pwd.local_credentials.ufrag.clone() + ":rfrag";
     let local_pwd = a.ufrag_pwd.local_credentials.pwd.clone();
     let provider = test_crypto_provider();
@@ -3590,7 +3583,10 @@ fn test_only_authenticated_stun_refreshes_liveness() -> Result<()> {
             Box::new(Username::new(ATTR_USERNAME, user.to_string())),
             Box::new(AttrControlling(1)),
             Box::new(PriorityAttr(local_priority)),
-            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(pwd.to_string(), crypto())),
+            Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+                pwd.to_string(),
+                crypto(),
+            )),
             Box::new(FINGERPRINT),
         ])?;
         Ok(m)
@@ -3604,28 +3600,57 @@ fn test_only_authenticated_stun_refreshes_liveness() -> Result<()> {
         Box::new(FINGERPRINT),
     ])?;
     let _ = a.handle_inbound(Instant::now(), &mut indication, 0, remote_addr);
-    assert_eq!(a.remote_candidates[0].last_received(), None, "an indication refreshed liveness");
+    assert_eq!(
+        a.remote_candidates[0].last_received(),
+        None,
+        "an indication refreshed liveness"
+    );
 
     // Requests that fail authentication.
-    let _ = a.handle_inbound(Instant::now(), &mut request(&username, "wrong")?, 0, remote_addr);
-    let _ = a.handle_inbound(Instant::now(), &mut request("x:rfrag", &local_pwd)?, 0, remote_addr);
-    assert_eq!(a.remote_candidates[0].last_received(), None, "a rejected request refreshed liveness");
+    let _ = a.handle_inbound(
+        Instant::now(),
+        &mut request(&username, "wrong")?,
+        0,
+        remote_addr,
+    );
+    let _ = a.handle_inbound(
+        Instant::now(),
+        &mut request("x:rfrag", &local_pwd)?,
+        0,
+        remote_addr,
+    );
+    assert_eq!(
+        a.remote_candidates[0].last_received(),
+        None,
+        "a rejected request refreshed liveness"
+    );
 
     // A success response with a valid MESSAGE-INTEGRITY (e.g. replayed) that answers no request of ours.
     let mut unsolicited = Message::new();
     unsolicited.build(&[
         Box::new(BINDING_SUCCESS),
         Box::new(TransactionId::new()),
-        Box::new(MessageIntegrity::new_short_term_integrity_with_provider("rpwd".to_string(), crypto())),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            "rpwd".to_string(),
+            crypto(),
+        )),
         Box::new(FINGERPRINT),
     ])?;
     let _ = a.handle_inbound(Instant::now(), &mut unsolicited, 0, remote_addr);
-    assert_eq!(a.remote_candidates[0].last_received(), None, "an unsolicited response refreshed liveness");
+    assert_eq!(
+        a.remote_candidates[0].last_received(),
+        None,
+        "an unsolicited response refreshed liveness"
+    );
 
     // Non-STUN bytes from the client's address (what rtc hands the agent for first bytes outside
     // the DTLS/RTP ranges).
     let _ = a.validate_non_stun_traffic(Instant::now(), remote_addr);
-    assert_eq!(a.remote_candidates[0].last_received(), None, "non-STUN traffic refreshed liveness");
+    assert_eq!(
+        a.remote_candidates[0].last_received(),
+        None,
+        "non-STUN traffic refreshed liveness"
+    );
 
     // An authenticated request does.
     let t1 = Instant::now();
@@ -3645,7 +3670,10 @@ fn test_only_authenticated_stun_refreshes_liveness() -> Result<()> {
     response.build(&[
         Box::new(BINDING_SUCCESS),
         Box::new(ours.expect("a triggered check")),
-        Box::new(MessageIntegrity::new_short_term_integrity_with_provider("rpwd".to_string(), crypto())),
+        Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
+            "rpwd".to_string(),
+            crypto(),
+        )),
         Box::new(FINGERPRINT),
     ])?;
     let t2 = t1 + Duration::from_secs(1);
@@ -3666,19 +3694,7 @@ fn test_peer_reflexive_candidates_are_bounded() -> Result<()> {
         Arc::new(AgentConfig::default()),
         test_crypto_provider(),
     )?;
-    a.add_local_candidate(
-        CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: "192.168.0.2".to_owned(),
-                port: 777,
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?,
-    )?;
+    a.add_local_candidate(udp_host("192.168.0.2", 777, 0)?)?;
     a.ufrag_pwd.remote_credentials = Some(Credentials {
         ufrag: "rfrag".to_owned(),
         pwd: "rpwd".to_owned(),
@@ -3732,36 +3748,13 @@ fn test_new_checks_are_paced_one_per_tick() -> Result<()> {
         Arc::new(AgentConfig::default()),
         test_crypto_provider(),
     )?;
-    a.add_local_candidate(
-        CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: "192.168.0.2".to_owned(),
-                port: 777,
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?,
-    )?;
+    a.add_local_candidate(udp_host("192.168.0.2", 777, 0)?)?;
     a.ufrag_pwd.remote_credentials = Some(Credentials {
         ufrag: "rfrag".to_owned(),
         pwd: "rpwd".to_owned(),
     });
     for port in 0..10u16 {
-        let remote = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: "172.17.0.3".to_owned(),
-                port: 1000 + port,
-                component: 1,
-                priority: 1000 + u32::from(port),
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
+        let remote = udp_host("172.17.0.3", 1000 + port, 1000 + u32::from(port))?;
         a.add_remote_candidate(remote)?;
     }
     assert_eq!(a.candidate_pairs.len(), 10);
@@ -3769,7 +3762,11 @@ fn test_new_checks_are_paced_one_per_tick() -> Result<()> {
     let now = Instant::now();
     for tick in 1..=3usize {
         a.ping_all_candidates(now);
-        assert_eq!(a.write_outs.len(), tick, "tick {tick}: every pair started so far, once");
+        assert_eq!(
+            a.write_outs.len(),
+            tick,
+            "tick {tick}: every pair started so far, once"
+        );
         a.write_outs.clear();
     }
     // The first to start was the highest-priority pair.
