@@ -216,6 +216,7 @@ pub struct LoopMetrics {
     tcp_pending: Family<ListenerLabel, Gauge>,
     ice_tcp_open: Gauge,
     candidates_ignored: Counter,
+    nack: crate::media::NackMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -309,6 +310,7 @@ impl Metrics {
             "Remote candidates of offers and trickles not taken: over a session's cap, or at an \
              unspecified, multicast, broadcast or the server's own address",
         );
+        let nack = crate::media::NackMetrics::register(&mut registry);
         let ice_tcp_open = Gauge::default();
         registry.register(
             "ice_tcp_connections",
@@ -385,6 +387,7 @@ impl Metrics {
                 tcp_pending,
                 ice_tcp_open,
                 candidates_ignored,
+                nack,
             },
             rejected,
             sessions,
@@ -497,6 +500,11 @@ impl LoopMetrics {
     /// `n` remote candidates not taken.
     pub fn candidates_ignored(&self, n: usize) {
         self.candidates_ignored.inc_by(n as u64);
+    }
+
+    /// The NACK responders' counters.
+    pub fn nack(&self) -> crate::media::NackMetrics {
+        self.nack.clone()
     }
 
     /// An ICE-TCP connection was bound to a session.

@@ -33,6 +33,16 @@ impl TokenBucket {
         Err(Duration::from_secs_f64((1.0 - self.tokens) / per_second))
     }
 
+    /// Takes `n` tokens at `now` if there are that many (a byte budget: one token a byte).
+    pub fn take_n(&mut self, now: Instant, per_second: f64, burst: u32, n: u32) -> bool {
+        self.refill(now, per_second, burst);
+        if self.tokens >= f64::from(n) {
+            self.tokens -= f64::from(n);
+            return true;
+        }
+        false
+    }
+
     /// Whether it is full again at `now` (forgetting it then loses nothing).
     fn is_full(&self, now: Instant, per_second: f64, burst: u32) -> bool {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();

@@ -80,6 +80,33 @@ pub struct State {
     pub keyframe_requests: u32,
 }
 
+/// Datagrams a [`Client`] received that carried RTP of a sequence number, counted before its
+/// peer connection sees them (it drops a repeated packet as an SRTP replay): a test can count
+/// the retransmissions a server sends.
+#[derive(Clone, Default)]
+pub struct RtpArrivals(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u16, u32>>>);
+
+impl RtpArrivals {
+    /// Datagrams of RTP (any SSRC) with sequence number `seq` so far.
+    pub fn count(&self, seq: u16) -> u32 {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(&seq).copied().unwrap_or(0)
+    }
+
+    fn record(&self, datagram: &[u8]) {
+        // RFC 7983: RTP and RTCP start with 128..=191; RTCP's packet types are 192..=223
+        // (RFC 5761 §4), so the second byte without the marker bit is 64..=95 for RTCP.
+        let rtp = datagram.len() >= 12
+            && (128..=191).contains(&datagram[0])
+            && !(64..=95).contains(&(datagram[1] & 0x7f));
+        if rtp {
+            let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+            let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            *counts.entry(seq).or_default() += 1;
+        }
+    }
+}
+
 /// How a [`Client`] hands its candidates over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
@@ -109,6 +136,9 @@ enum Control {
     Restart(tokio::sync::oneshot::Sender<RestartOffer>),
     /// Send a PLI for the video received (RFC 4585 §6.3.1).
     RequestKeyframe,
+    /// Send a generic NACK (RFC 4585 §6.2.1) for the video received, naming these packet ids
+    /// (one FCI each, no bitmask), this many times in a row.
+    Nack(Vec<u16>, usize),
     /// Apply the server's restart fragment (its new credentials and candidates).
     RestartAnswer(String, tokio::sync::oneshot::Sender<Result<(), String>>),
     /// Close the peer connection politely (DTLS close_notify) and stop.
@@ -166,6 +196,8 @@ pub struct Client {
     pub local: SocketAddr,
     /// Received RTP packets.
     pub received: mpsc::UnboundedReceiver<Received>,
+    /// RTP datagrams received, by sequence number, before SRTP's replay check.
+    pub arrivals: RtpArrivals,
     state: watch::Receiver<State>,
     control: mpsc::UnboundedSender<Control>,
     task: JoinHandle<()>,
@@ -252,7 +284,12 @@ impl Client {
         let (state_tx, state) = watch::channel(State::default());
         let (control, control_rx) = mpsc::unbounded_channel();
         let silent = options.wait_for_server_check;
-        let io = Io { socket, local };
+        let arrivals = RtpArrivals::default();
+        let io = Io {
+            socket,
+            local,
+            arrivals: arrivals.clone(),
+        };
         // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
         let video = options.video;
         let task = tokio::spawn(drive(
@@ -284,11 +321,18 @@ impl Client {
             etag,
             local,
             received,
+            arrivals,
             state,
             control,
             task,
             http: http.clone(),
         })
+    }
+
+    /// Sends `times` generic NACKs in a row for the video received, each naming the packets
+    /// `ids` (one FCI each).
+    pub fn nack(&self, ids: Vec<u16>, times: usize) {
+        let _ = self.control.send(Control::Nack(ids, times));
     }
 
     /// Waits until the peer connection is connected; panics after `within` (for tests).
@@ -513,6 +557,7 @@ fn build_peer(options: &Options) -> Result<RTCPeerConnection, String> {
 struct Io {
     socket: UdpSocket,
     local: SocketAddr,
+    arrivals: RtpArrivals,
 }
 
 async fn drive(
@@ -524,7 +569,11 @@ async fn drive(
     received: mpsc::UnboundedSender<Received>,
     state: watch::Sender<State>,
 ) {
-    let Io { socket, local } = io;
+    let Io {
+        socket,
+        local,
+        arrivals,
+    } = io;
     let mut buf = vec![0u8; 2048];
     // The SSRC of the video received, for keyframe requests.
     let mut video_from = None;
@@ -618,6 +667,13 @@ async fn drive(
                         media::request_keyframe(&mut pc, ssrc);
                     }
                 }
+                Some(Control::Nack(ids, times)) => {
+                    if let Some(ssrc) = video_from {
+                        for _ in 0..times {
+                            media::nack(&mut pc, ssrc, &ids);
+                        }
+                    }
+                }
                 Some(Control::Restart(reply)) => {
                     let _ = reply.send(restart_offer(&mut pc, local));
                 }
@@ -630,6 +686,7 @@ async fn drive(
                 if is_binding_request(&buf[..n]) {
                     silent = false;
                 }
+                arrivals.record(&buf[..n]);
 
                 let dtls = n > 0 && (20..=63).contains(&buf[0]);
                 let _ = pc.handle_read(TaggedBytesMut {

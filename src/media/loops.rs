@@ -219,7 +219,12 @@ pub fn spawn(
         let candidates =
             socket::candidates(udp_addr, &config.local_ips, &config.public_ips, &forwarded);
         let addrs = socket::candidate_addrs(&candidates);
-        let settings = Arc::new(PeerSettings::new(&addrs, &tcp_addrs, config.ice_timeout)?);
+        let settings = Arc::new(PeerSettings::new(
+            &addrs,
+            &tcp_addrs,
+            config.ice_timeout,
+            config.metrics.nack(),
+        )?);
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (tcp_tx, tcp_rx) = mpsc::channel(TCP_EVENT_QUEUE);
         tcp_loops.push(tcp_tx);

@@ -16,6 +16,7 @@ mod event_loop;
 mod forward;
 mod keyframes;
 mod loops;
+mod nack;
 pub mod offer;
 mod patch;
 mod peer;
@@ -29,6 +30,8 @@ mod timers;
 mod transport;
 mod transport_attrs;
 mod upstream;
+
+pub(crate) use nack::NackMetrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rtc::crypto::SignatureScheme;
 use rtc::ice::network_type::NetworkType;
-use rtc::interceptor::Registry;
+use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_twcc_receiver_only,
+    configure_rtcp_reports, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -23,7 +23,8 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 
@@ -48,6 +49,8 @@ pub struct PeerSettings {
     pub tcp: Vec<SocketAddr>,
     /// Time without connectivity after which ICE reports `failed`.
     pub ice_timeout: Duration,
+    /// The counters of the loop's NACK responders.
+    pub nack: super::NackMetrics,
     /// The loop's DTLS certificate. Generating an ECDSA key and a self-signed certificate per
     /// session cost more than the rest of the negotiation; browsers also reuse one certificate
     /// across their connections. The fingerprint is public (it is in every answer), the key
@@ -72,6 +75,7 @@ impl PeerSettings {
         udp: &[SocketAddr],
         tcp: &[SocketAddr],
         ice_timeout: Duration,
+        nack: super::NackMetrics,
     ) -> Result<Self, MediaError> {
         let candidates = udp
             .iter()
@@ -88,6 +92,7 @@ impl PeerSettings {
             udp: udp.to_vec(),
             tcp: tcp.to_vec(),
             ice_timeout,
+            nack,
             current: Mutex::new(new_certificate()?),
         })
     }
@@ -273,7 +278,25 @@ pub(super) fn build_peer(
     if chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
         // Viewers' keyframe requests reach the loop, which passes them upstream (`keyframes.rs`).
         registry = rtc_util::with_keyframe_feedback(registry);
-        registry = configure_nack(registry, &mut media_engine);
+        // rtc's NACK generator asks publishers again for what they lost; whip-echo's own
+        // responder answers viewers' NACKs within bounds (`nack.rs`), in the slot of rtc's.
+        // (rtc's `configure_nack` with the other responder: replacing it in its slot logs a
+        // warning per session.)
+        for parameter in ["", "pli"] {
+            media_engine.register_feedback(
+                RTCPFeedback {
+                    typ: "nack".to_owned(),
+                    parameter: parameter.to_owned(),
+                },
+                RtpCodecKind::Video,
+            );
+        }
+        registry = registry
+            .with(
+                Slot::NackResponder,
+                super::nack::NackResponder::new(settings.nack.clone()),
+            )
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
         if role.publishes() {
             registry = configure_twcc_receiver_only(registry, &mut media_engine)
                 .map_err(MediaError::internal)?;
@@ -469,7 +492,8 @@ mod tests {
     #[test]
     fn the_loop_certificate_is_rotated_before_it_expires() {
         let addrs = ["127.0.0.1:8189".parse().unwrap()];
-        let settings = PeerSettings::new(&addrs, &[], Duration::from_secs(30)).unwrap();
+        let settings =
+            PeerSettings::new(&addrs, &[], Duration::from_secs(30), Default::default()).unwrap();
         let first = settings.certificate().unwrap();
         assert!(first.expires > SystemTime::now() + CERTIFICATE_MARGIN);
         assert!(

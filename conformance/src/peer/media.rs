@@ -9,6 +9,7 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -275,19 +276,47 @@ pub fn kind_of(pc: &mut RTCPeerConnection, track: &str) -> RtpCodecKind {
         .unwrap_or(RtpCodecKind::Audio)
 }
 
+/// Sends generic NACKs for `media_ssrc` on the client's video receiver, one FCI per id, in one
+/// compound RTCP packet (rtc marshals at most 253 FCIs per NACK, so one NACK per 250 ids).
+pub fn nack(pc: &mut RTCPeerConnection, media_ssrc: u32, ids: &[u16]) {
+    let nacks = ids
+        .chunks(250)
+        .map(|chunk| {
+            let nack = TransportLayerNack {
+                sender_ssrc: 0,
+                media_ssrc,
+                nacks: chunk
+                    .iter()
+                    .map(|&packet_id| NackPair {
+                        packet_id,
+                        lost_packets: 0,
+                    })
+                    .collect(),
+            };
+            Box::new(nack) as Box<dyn rtc::rtcp::Packet>
+        })
+        .collect();
+    write_video_rtcp(pc, nacks);
+}
+
 /// Sends a PLI for `media_ssrc` on the client's video receiver.
 pub fn request_keyframe(pc: &mut RTCPeerConnection, media_ssrc: u32) {
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc,
+    };
+    write_video_rtcp(pc, vec![Box::new(pli)]);
+}
+
+/// Writes `packets` (one compound) on the client's video receiver.
+fn write_video_rtcp(pc: &mut RTCPeerConnection, packets: Vec<Box<dyn rtc::rtcp::Packet>>) {
     let receivers: Vec<_> = pc.get_receivers().collect();
     for id in receivers {
         let Some(mut receiver) = pc.rtp_receiver(id) else {
             continue;
         };
         if receiver.track().kind() == RtpCodecKind::Video {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            };
-            let _ = receiver.write_rtcp(Instant::now(), vec![Box::new(pli)]);
+            let _ = receiver.write_rtcp(Instant::now(), packets);
             return;
         }
     }

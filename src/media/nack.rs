@@ -1,0 +1,596 @@
+//! Answering a receiver's NACKs (RFC 4585 §6.2.1) within bounds: whip-echo's own responder in
+//! the slot of rtc's (`Slot::NackResponder`), for every video leg it sends.
+//!
+//! rtc-interceptor's responder resends every sequence number a NACK names, as often as it is
+//! named, from an unbounded queue: one 1.2 KB SRTCP compound asked for about 4,900 resends, one
+//! 64 KB ICE-TCP frame for about 270,000, all on the media loop. This one, like mediasoup's,
+//! Janus's and LiveKit's, resends a packet only when that can still help:
+//!
+//! - a NACK packet is read for at most [`MAX_FCIS`] FCIs (each names up to 17 packets), a compound
+//!   for at most that many in all, and a sequence number named twice in one compound counts once;
+//! - a packet is resent at most [`MAX_RESENDS`] times, and not again within max(RTT,
+//!   [`MIN_RESEND_INTERVAL`]) of its last resend (the RTT from the receiver's reports of this
+//!   leg's sender reports, RFC 3550 §6.4.1), nor within one RTT of its first sending;
+//! - a leg resends at most [`RESEND_BYTES_PER_SECOND`] (burst: one second's worth);
+//! - only the last [`HISTORY`] packets of a leg are kept, in a ring indexed by sequence number,
+//!   where each slot also holds its packet's resend state: nothing here grows with what a
+//!   receiver sends.
+//!
+//! Resends are the original packets, as rtc's were (whip-echo negotiates no RTX), and go on down
+//! the chain to SRTP like any packet the leg sends.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use rtc::interceptor::{
+    Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
+};
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::shared::error::Error;
+use rtc::shared::marshal::MarshalSize;
+use rtc::shared::TransportContext;
+use rustc_hash::FxHashMap;
+
+use crate::rate::TokenBucket;
+
+/// Packets of a leg kept for resending: about 3 s of 1.5 Mb/s video, more than a NACK can still
+/// repair in time.
+pub const HISTORY: usize = 512;
+/// FCIs (packet id and bitmask, RFC 4585 §6.2.1) read of one compound RTCP packet; more are
+/// ignored. 64 name up to 1,088 packets, twice the history.
+pub const MAX_FCIS: usize = 64;
+/// Times one packet is resent at most.
+pub const MAX_RESENDS: u8 = 3;
+/// The shortest time between two resends of one packet, when the RTT is shorter or unknown.
+pub const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(100);
+/// Bytes a leg resends per second at most (2 Mb/s), and its burst.
+pub const RESEND_BYTES_PER_SECOND: u32 = 250_000;
+/// Sender reports of a leg remembered, to find the one a reception report answers.
+const SENDER_REPORTS: usize = 4;
+
+/// Why a requested packet was not resent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Named again in the same compound packet.
+    Duplicate,
+    /// Resent less than max(RTT, 100 ms) ago, or first sent less than an RTT ago.
+    TooSoon,
+    /// Already resent [`MAX_RESENDS`] times.
+    Exhausted,
+    /// Not in the history (never sent on this leg, or too old).
+    Unknown,
+    /// Beyond [`MAX_FCIS`] in one compound packet.
+    TooMany,
+    /// The leg's resend budget was spent.
+    Budget,
+}
+
+impl Refused {
+    const ALL: [Refused; 6] = [
+        Refused::Duplicate,
+        Refused::TooSoon,
+        Refused::Exhausted,
+        Refused::Unknown,
+        Refused::TooMany,
+        Refused::Budget,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::Duplicate => "duplicate",
+            Refused::TooSoon => "too_soon",
+            Refused::Exhausted => "exhausted",
+            Refused::Unknown => "unknown",
+            Refused::TooMany => "too_many",
+            Refused::Budget => "budget",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CauseLabel {
+    cause: &'static str,
+}
+
+/// The responders' counters: packets resent, and requests refused by cause.
+#[derive(Clone, Default)]
+pub struct NackMetrics {
+    resent: Counter,
+    refused: [Counter; 6],
+}
+
+impl std::fmt::Debug for NackMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NackMetrics")
+    }
+}
+
+impl NackMetrics {
+    /// Counters registered in `registry` (`nack_resent_packets`, `nack_refused_packets{cause}`).
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let resent = Counter::default();
+        registry.register(
+            "nack_resent_packets",
+            "RTP packets resent to receivers that asked by NACK",
+            resent.clone(),
+        );
+        let family = Family::<CauseLabel, Counter>::default();
+        registry.register(
+            "nack_refused_packets",
+            "Packets asked for by NACK and not resent, by cause",
+            family.clone(),
+        );
+        let refused = Refused::ALL.map(|r| {
+            family
+                .get_or_create(&CauseLabel { cause: r.label() })
+                .clone()
+        });
+        NackMetrics { resent, refused }
+    }
+
+    fn refused(&self, why: Refused, n: u64) {
+        if n > 0 {
+            self.refused[Refused::ALL.iter().position(|r| *r == why).unwrap_or(0)].inc_by(n);
+        }
+    }
+}
+
+/// A packet sent on a leg, with its resend state.
+struct Sent {
+    packet: rtc::rtp::Packet,
+    /// When it was last put on the wire (first sent, or last resent).
+    at: Instant,
+    resends: u8,
+}
+
+/// One leg (local stream) that negotiated NACK.
+struct Leg {
+    history: Box<[Option<Sent>]>,
+    budget: TokenBucket,
+    /// (NTP middle 32 bits, when sent) of its last sender reports.
+    reports: VecDeque<(u32, Instant)>,
+    rtt: Option<Duration>,
+}
+
+impl Leg {
+    fn new(now: Instant) -> Self {
+        Leg {
+            history: (0..HISTORY).map(|_| None).collect(),
+            budget: TokenBucket::full(RESEND_BYTES_PER_SECOND, now),
+            reports: VecDeque::with_capacity(SENDER_REPORTS),
+            rtt: None,
+        }
+    }
+
+    fn slot(seq: u16) -> usize {
+        usize::from(seq) % HISTORY
+    }
+
+    /// The packet with `seq` if it may be resent at `now`, its resend counted.
+    fn resend(&mut self, seq: u16, now: Instant) -> Result<rtc::rtp::Packet, Refused> {
+        let rtt = self.rtt.unwrap_or_default();
+        let Some(sent) = self.history[Self::slot(seq)]
+            .as_mut()
+            .filter(|s| s.packet.header.sequence_number == seq)
+        else {
+            return Err(Refused::Unknown);
+        };
+        if sent.resends >= MAX_RESENDS {
+            return Err(Refused::Exhausted);
+        }
+        let interval = if sent.resends == 0 {
+            rtt
+        } else {
+            rtt.max(MIN_RESEND_INTERVAL)
+        };
+        if now.saturating_duration_since(sent.at) < interval {
+            return Err(Refused::TooSoon);
+        }
+        let size = sent.packet.header.marshal_size() + sent.packet.payload.len();
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        if !self.budget.take_n(
+            now,
+            f64::from(RESEND_BYTES_PER_SECOND),
+            RESEND_BYTES_PER_SECOND,
+            size,
+        ) {
+            return Err(Refused::Budget);
+        }
+        sent.resends += 1;
+        sent.at = now;
+        Ok(sent.packet.clone())
+    }
+
+    /// A reception report of this leg at `now`: the RTT, when it answers a sender report we
+    /// remember (RFC 3550 §6.4.1: arrival − LSR − DLSR).
+    fn report(&mut self, report: &ReceptionReport, now: Instant) {
+        if report.last_sender_report == 0 {
+            return;
+        }
+        let Some(&(_, sent)) = self
+            .reports
+            .iter()
+            .find(|(ntp, _)| *ntp == report.last_sender_report)
+        else {
+            return;
+        };
+        // DLSR is in 1/65536 s.
+        let delay = Duration::from_micros(u64::from(report.delay) * 1_000_000 / 65_536);
+        if let Some(rtt) = now.saturating_duration_since(sent).checked_sub(delay) {
+            self.rtt = Some(rtt);
+        }
+    }
+}
+
+/// The responder of one peer connection (see the module documentation).
+pub struct NackResponder {
+    legs: FxHashMap<u32, Leg>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+    metrics: NackMetrics,
+    /// (SSRC, sequence number) named in the compound being read (reused).
+    named: Vec<(u32, u16)>,
+}
+
+impl NackResponder {
+    /// A responder counting into `metrics`.
+    pub fn new(metrics: NackMetrics) -> Self {
+        NackResponder {
+            legs: FxHashMap::default(),
+            reads: VecDeque::new(),
+            writes: VecDeque::new(),
+            metrics,
+            named: Vec::new(),
+        }
+    }
+
+    /// The NACKs of one compound packet at `now`, for the legs they name.
+    fn answer(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
+        let mut fcis = 0usize;
+        let mut too_many = 0u64;
+        self.named.clear();
+        for nack in packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+        {
+            let take = nack.nacks.len().min(MAX_FCIS - fcis);
+            fcis += take;
+            too_many += (nack.nacks.len() - take) as u64;
+            for pair in &nack.nacks[..take] {
+                self.named.push((nack.media_ssrc, pair.packet_id));
+                for bit in 0..16u16 {
+                    if pair.lost_packets & (1 << bit) != 0 {
+                        let seq = pair.packet_id.wrapping_add(bit + 1);
+                        self.named.push((nack.media_ssrc, seq));
+                    }
+                }
+            }
+        }
+        self.metrics.refused(Refused::TooMany, too_many);
+        if self.named.is_empty() {
+            return;
+        }
+        // Each packet once per compound, in the order of its sequence number.
+        let named = self.named.len();
+        self.named.sort_unstable();
+        self.named.dedup();
+        self.metrics
+            .refused(Refused::Duplicate, (named - self.named.len()) as u64);
+        for &(ssrc, seq) in &self.named {
+            let Some(leg) = self.legs.get_mut(&ssrc) else {
+                self.metrics.refused(Refused::Unknown, 1);
+                continue;
+            };
+            match leg.resend(seq, now) {
+                Ok(packet) => {
+                    self.metrics.resent.inc();
+                    self.writes.push_back(TaggedPacket {
+                        now,
+                        transport: TransportContext::default(),
+                        message: AttributedPacket::new(Packet::Rtp(packet))
+                            .with(Attribute::Retransmission),
+                    });
+                }
+                Err(why) => self.metrics.refused(why, 1),
+            }
+        }
+    }
+
+    /// The RTT of the legs that reception reports in `packets` describe.
+    fn reports(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
+        for packet in packets {
+            let any = packet.as_any();
+            let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                &rr.reports
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                &sr.reports
+            } else {
+                continue;
+            };
+            for report in reports {
+                if let Some(leg) = self.legs.get_mut(&report.ssrc) {
+                    leg.report(report, now);
+                }
+            }
+        }
+    }
+}
+
+impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            if !self.legs.is_empty() {
+                self.reports(packets, msg.now);
+                self.answer(packets, msg.now);
+            }
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        match &msg.message.packet {
+            Packet::Rtp(packet) => {
+                if let Some(leg) = self.legs.get_mut(&packet.header.ssrc) {
+                    leg.history[Leg::slot(packet.header.sequence_number)] = Some(Sent {
+                        packet: packet.clone(),
+                        at: msg.now,
+                        resends: 0,
+                    });
+                }
+            }
+            Packet::Rtcp(packets) => {
+                for sr in packets
+                    .iter()
+                    .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                {
+                    if let Some(leg) = self.legs.get_mut(&sr.ssrc) {
+                        if leg.reports.len() == SENDER_REPORTS {
+                            leg.reports.pop_front();
+                        }
+                        leg.reports.push_back(((sr.ntp_time >> 16) as u32, msg.now));
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.writes.pop_front()
+    }
+
+    fn handle_event(&mut self, _: ()) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn poll_event(&mut self) -> Option<()> {
+        None
+    }
+
+    fn handle_timeout(&mut self, _: Instant) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Interceptor for NackResponder {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        let nack = info
+            .rtcp_feedback
+            .iter()
+            .any(|fb| fb.typ == "nack" && fb.parameter.is_empty());
+        if nack {
+            self.legs.insert(info.ssrc, Leg::new(Instant::now()));
+        }
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.legs.remove(&info.ssrc);
+    }
+
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+    use rtc::rtp::header::Header;
+
+    const SSRC: u32 = 42;
+
+    fn responder() -> (NackResponder, NackMetrics) {
+        let metrics = NackMetrics::default();
+        let mut r = NackResponder::new(metrics.clone());
+        r.bind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            rtcp_feedback: vec![rtc::interceptor::RTCPFeedback {
+                typ: "nack".into(),
+                parameter: String::new(),
+            }],
+            ..Default::default()
+        });
+        (r, metrics)
+    }
+
+    fn send(r: &mut NackResponder, seq: u16, now: Instant) {
+        let packet = rtc::rtp::Packet {
+            header: Header {
+                version: 2,
+                ssrc: SSRC,
+                sequence_number: seq,
+                ..Default::default()
+            },
+            payload: vec![0u8; 1000].into(),
+        };
+        let msg = TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtp(packet)),
+        };
+        rtc::sansio::Protocol::handle_write(r, msg).unwrap();
+        while rtc::sansio::Protocol::poll_write(r).is_some() {}
+    }
+
+    fn nack(r: &mut NackResponder, pairs: Vec<NackPair>, now: Instant) -> Vec<u16> {
+        let packet: Box<dyn rtc::rtcp::Packet> = Box::new(TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: SSRC,
+            nacks: pairs,
+        });
+        let msg = TaggedPacket {
+            now,
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(Packet::Rtcp(vec![packet])),
+        };
+        rtc::sansio::Protocol::handle_read(r, msg).unwrap();
+        while rtc::sansio::Protocol::poll_read(r).is_some() {}
+        std::iter::from_fn(|| rtc::sansio::Protocol::poll_write(r))
+            .map(|m| match m.message.packet {
+                Packet::Rtp(p) => p.header.sequence_number,
+                _ => panic!("only RTP is written"),
+            })
+            .collect()
+    }
+
+    fn pid(packet_id: u16) -> NackPair {
+        NackPair {
+            packet_id,
+            lost_packets: 0,
+        }
+    }
+
+    #[test]
+    fn one_pid_named_4000_times_is_resent_once_and_not_again_within_100_ms() {
+        let (mut r, _) = responder();
+        let t0 = Instant::now();
+        for seq in 0..100 {
+            send(&mut r, seq, t0);
+        }
+        assert_eq!(nack(&mut r, vec![pid(7); 4000], t0), vec![7]);
+        for i in 0..10 {
+            let at = t0 + Duration::from_millis(5 * i);
+            assert!(nack(&mut r, vec![pid(7); 4000], at).is_empty());
+        }
+        // After 100 ms it may go again, three times in all.
+        let mut resent = 1;
+        for i in 1..10 {
+            resent += nack(&mut r, vec![pid(7)], t0 + Duration::from_millis(150 * i)).len();
+        }
+        assert_eq!(resent, usize::from(MAX_RESENDS));
+    }
+
+    #[test]
+    fn fcis_beyond_the_cap_are_ignored_and_bitmasks_expand() {
+        let (mut r, metrics) = responder();
+        let t0 = Instant::now();
+        for seq in 0..400 {
+            send(&mut r, seq, t0);
+        }
+        // Packet 0 and the 16 after it, then 100 more FCIs of which 63 are read.
+        let mut pairs = vec![NackPair {
+            packet_id: 0,
+            lost_packets: 0xffff,
+        }];
+        pairs.extend((0..100).map(|i| pid(100 + i)));
+        let resent = nack(&mut r, pairs, t0);
+        assert_eq!(resent.len(), 17 + 63);
+        assert_eq!(metrics.refused[Refused::ALL.len() - 2].get(), 37);
+    }
+
+    #[test]
+    fn the_byte_budget_bounds_a_leg() {
+        let (mut r, metrics) = responder();
+        let t0 = Instant::now();
+        for seq in 0..512 {
+            send(&mut r, seq, t0);
+        }
+        let mut resent = 0;
+        for chunk in 0..8u16 {
+            let pairs = (0..64).map(|i| pid(chunk * 64 + i)).collect();
+            resent += nack(&mut r, pairs, t0).len();
+        }
+        // 250,000 bytes of 1,012-byte packets.
+        assert_eq!(resent, 247);
+        assert_eq!(metrics.refused[Refused::ALL.len() - 1].get(), 512 - 247);
+    }
+
+    #[test]
+    fn unknown_and_overwritten_packets_are_not_resent() {
+        let (mut r, _) = responder();
+        let t0 = Instant::now();
+        for seq in 0..(HISTORY as u16 + 10) {
+            send(&mut r, seq, t0);
+        }
+        // 5 was overwritten by HISTORY + 5; 9,000 was never sent.
+        assert!(nack(&mut r, vec![pid(5), pid(9_000)], t0).is_empty());
+        assert_eq!(
+            nack(&mut r, vec![pid(HISTORY as u16 + 5)], t0),
+            vec![HISTORY as u16 + 5]
+        );
+    }
+
+    #[test]
+    fn the_rtt_comes_from_reports_of_sender_reports() {
+        let (mut r, _) = responder();
+        let t0 = Instant::now();
+        let sr: Box<dyn rtc::rtcp::Packet> = Box::new(SenderReport {
+            ssrc: SSRC,
+            ntp_time: 0x1234_5678_9abc_def0,
+            ..Default::default()
+        });
+        rtc::sansio::Protocol::handle_write(
+            &mut r,
+            TaggedPacket {
+                now: t0,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(vec![sr])),
+            },
+        )
+        .unwrap();
+        let rr: Box<dyn rtc::rtcp::Packet> = Box::new(ReceiverReport {
+            ssrc: 1,
+            reports: vec![ReceptionReport {
+                ssrc: SSRC,
+                last_sender_report: 0x5678_9abc,
+                // Half a second held at the receiver.
+                delay: 32_768,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        rtc::sansio::Protocol::handle_read(
+            &mut r,
+            TaggedPacket {
+                now: t0 + Duration::from_millis(800),
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(vec![rr])),
+            },
+        )
+        .unwrap();
+        assert_eq!(r.legs[&SSRC].rtt, Some(Duration::from_millis(300)));
+    }
+}
