@@ -10,6 +10,9 @@ use support::client::{Mode, Options, VideoCodec};
 use support::{start, WAIT};
 use whip_echo::config::Config;
 
+/// One test at a time: two measure the process's memory, which the others would move.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Waits until the server's metric `name` is at least `value`; panics after [`WAIT`].
 async fn metric_reaches(base: &str, name: &str, value: f64) -> String {
     let deadline = Instant::now() + WAIT;
@@ -42,6 +45,7 @@ async fn worst_echo(echo: &mut support::client::Client, label: &str) -> Duration
 /// 100 ms), and an echo session beside it keeps its round trip.
 #[tokio::test]
 async fn a_viewer_naming_one_packet_44000_times_gets_one_resend() {
+    let _serial = SERIAL.lock().await;
     let server = start(Config::for_tests()).await;
     let base = server.base_url();
     let video = Options {
@@ -98,4 +102,117 @@ async fn a_viewer_naming_one_packet_44000_times_gets_one_resend() {
         11.0 * 63.0
     );
     support::delete_all_and_stop(server, vec![publisher, viewer, echo]).await;
+}
+
+/// An SRTP-shaped datagram (RFC 3711 §3.1) of SSRC `ssrc` with a tag that cannot authenticate;
+/// as SRTCP (RFC 3711 §3.4: an RR with its E bit and index, then the tag) when `rtcp`.
+fn forged_srtp(ssrc: u32, rtcp: bool) -> bytes::Bytes {
+    let mut d = Vec::with_capacity(64);
+    if rtcp {
+        d.extend_from_slice(&[0x80, 201, 0, 1]);
+        d.extend_from_slice(&ssrc.to_be_bytes());
+        d.extend_from_slice(&[0x80, 0, 0, 1]);
+    } else {
+        d.extend_from_slice(&[0x80, 96]);
+        d.extend_from_slice(&rand::random::<u16>().to_be_bytes());
+        d.extend_from_slice(&rand::random::<u32>().to_be_bytes());
+        d.extend_from_slice(&ssrc.to_be_bytes());
+        d.extend_from_slice(&[0u8; 20]);
+    }
+    d.extend_from_slice(&rand::random::<[u8; 10]>());
+    d.into()
+}
+
+/// The review's SRTP state growth: rtc-srtp made the state of a packet's SSRC (its rollover
+/// counter and a replay window) before checking its tag, so random SSRCs grew two maps without
+/// bound. The patched crate authenticates first. 100,000 forged SRTP and 100,000 SRTCP datagrams
+/// from a connected client's own address leave the process's memory flat and the echo working.
+#[tokio::test]
+async fn random_ssrcs_that_do_not_authenticate_leave_no_state() {
+    let _serial = SERIAL.lock().await;
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let mut echo = support::connected(
+        &format!("{base}/echo/ssrcs"),
+        Mode::SendRecv,
+        Options::default(),
+    )
+    .await;
+    let flood = |echo: &support::client::Client, n: usize| {
+        echo.send_raw(
+            (0..n)
+                .map(|i| forged_srtp(rand::random(), i % 2 == 1))
+                .collect(),
+        );
+    };
+    // Batches of 1,000, each followed by an echo: the server has read the batch (one socket,
+    // one order) and its socket buffer never overflows.
+    let mut batches = 0;
+    let mut batch = |echo: &mut support::client::Client| {
+        batches += 1;
+        flood(echo, 1000);
+        format!("after-{batches}")
+    };
+    let marker = batch(&mut echo);
+    echo.send(marker.as_bytes());
+    while echo.next_packet(WAIT).await.payload[..] != *marker.as_bytes() {}
+    let before = support::rss_kib();
+    for _ in 0..200 {
+        let marker = batch(&mut echo);
+        echo.send(marker.as_bytes());
+        while echo.next_packet(WAIT).await.payload[..] != *marker.as_bytes() {}
+    }
+    let grown = support::rss_kib().saturating_sub(before);
+    eprintln!("RSS grew by {grown} KiB over 200,000 forged SRTP and SRTCP datagrams");
+    // Unpatched, each datagram kept about 250 bytes (50 MB in all).
+    assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
+    support::delete_all_and_stop(server, vec![echo]).await;
+}
+
+/// pion's CVE-2022-29189 class: rtc-dtls queued every record of the next epoch while the handshake
+/// was unfinished, without limit. A client that sends its ClientHello and then only epoch-1
+/// records (100,000 of 1,200 bytes, 120 MB) grows the server by at most the patched crate's
+/// bound, and the handshake still completes when it goes on.
+#[tokio::test]
+async fn a_handshake_that_never_ends_cannot_queue_records_without_bound() {
+    let _serial = SERIAL.lock().await;
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let url = reqwest::Url::parse(&format!("{base}/echo/dtls")).unwrap();
+    let http = whip_conformance::http::Http::new(None);
+    let options = Options {
+        hold_dtls: true,
+        ..Options::default()
+    };
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut client = support::client::Client::connect_with_options(
+        &http,
+        &url,
+        Mode::SendRecv,
+        loopback,
+        options,
+    )
+    .await
+    .unwrap();
+    // The server answered the ClientHello: ICE selected the pair, its DTLS server is mid-way.
+    assert!(client.until(WAIT, |s| s.dtls_from_server).await);
+    let before = support::rss_kib();
+    // Application data of epoch 1, sequence number 1 (queued before any replay check), one
+    // buffer sent 100,000 times.
+    let mut record = vec![23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1];
+    record.extend_from_slice(&1187u16.to_be_bytes());
+    record.resize(1200, 0xab);
+    let record = bytes::Bytes::from(record);
+    for _ in 0..100 {
+        client.send_raw(vec![record.clone(); 1000]);
+    }
+    // The held flight goes now: the handshake completes after every record was read.
+    client.release_dtls();
+    client.wait_connected(WAIT).await;
+    let grown = support::rss_kib().saturating_sub(before);
+    eprintln!("RSS grew by {grown} KiB over 100,000 epoch-1 records (120 MB) mid-handshake");
+    assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
+    client.send(b"still echoing");
+    while client.next_packet(WAIT).await.payload[..] != *b"still echoing" {}
+    support::delete_all_and_stop(server, vec![client]).await;
 }

@@ -78,6 +78,8 @@ pub struct State {
     pub ended: bool,
     /// Keyframe requests (RTCP PLI or FIR) received for the video this client sends.
     pub keyframe_requests: u32,
+    /// A DTLS datagram came from the server (its handshake is under way).
+    pub dtls_from_server: bool,
 }
 
 /// Datagrams a [`Client`] received that carried RTP of a sequence number, counted before its
@@ -122,6 +124,10 @@ pub struct Options {
     pub audio: AudioCodec,
     /// The one video codec offered, if any.
     pub video: Option<VideoCodec>,
+    /// Send only the first DTLS datagram (the ClientHello) and hold every later one until
+    /// [`Client::release_dtls`]: the server stays mid-handshake meanwhile (a test of what a
+    /// server keeps for a handshake that never ends).
+    pub hold_dtls: bool,
 }
 
 /// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
@@ -141,6 +147,10 @@ enum Control {
     Nack(Vec<u16>, usize),
     /// Apply the server's restart fragment (its new credentials and candidates).
     RestartAnswer(String, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Send these datagrams as they are from the client's socket to the server's address.
+    Raw(Vec<Bytes>),
+    /// Send the DTLS held by [`Options::hold_dtls`] and hold no more.
+    ReleaseDtls,
     /// Close the peer connection politely (DTLS close_notify) and stop.
     Close,
     /// Stop without a word, as a crashed or vanished client would.
@@ -289,6 +299,7 @@ impl Client {
             socket,
             local,
             arrivals: arrivals.clone(),
+            hold_dtls: options.hold_dtls,
         };
         // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
         let video = options.video;
@@ -333,6 +344,17 @@ impl Client {
     /// `ids` (one FCI each).
     pub fn nack(&self, ids: Vec<u16>, times: usize) {
         let _ = self.control.send(Control::Nack(ids, times));
+    }
+
+    /// Sends `datagrams` as they are from the client's socket to the server (the address its
+    /// peer connection last sent to), as an attacker on the client's path could.
+    pub fn send_raw(&self, datagrams: Vec<Bytes>) {
+        let _ = self.control.send(Control::Raw(datagrams));
+    }
+
+    /// Sends the DTLS held by [`Options::hold_dtls`], and holds no more.
+    pub fn release_dtls(&self) {
+        let _ = self.control.send(Control::ReleaseDtls);
     }
 
     /// Waits until the peer connection is connected; panics after `within` (for tests).
@@ -558,6 +580,7 @@ struct Io {
     socket: UdpSocket,
     local: SocketAddr,
     arrivals: RtpArrivals,
+    hold_dtls: bool,
 }
 
 async fn drive(
@@ -573,7 +596,13 @@ async fn drive(
         socket,
         local,
         arrivals,
+        hold_dtls,
     } = io;
+    // With `hold_dtls`: the DTLS datagrams held (after the first), until released.
+    let mut held: Option<Vec<(Bytes, SocketAddr)>> = hold_dtls.then(Vec::new);
+    let mut dtls_sent = 0usize;
+    // Where the server was last sent to (raw datagrams go there).
+    let mut server = None;
     let mut buf = vec![0u8; 2048];
     // The SSRC of the video received, for keyframe requests.
     let mut video_from = None;
@@ -606,6 +635,14 @@ async fn drive(
         while let Some(out) = pc.poll_write() {
             if silent && is_binding_request(&out.message) {
                 continue;
+            }
+            server = Some(out.transport.peer_addr);
+            if (20..=63).contains(&out.message.first().copied().unwrap_or(0)) {
+                dtls_sent += 1;
+                if let (Some(held), true) = (held.as_mut(), dtls_sent > 1) {
+                    held.push((out.message.freeze(), out.transport.peer_addr));
+                    continue;
+                }
             }
             let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
@@ -662,6 +699,18 @@ async fn drive(
                     return;
                 }
                 Some(Control::Vanish) => return,
+                Some(Control::Raw(datagrams)) => {
+                    if let Some(to) = server {
+                        for d in datagrams {
+                            let _ = socket.send_to(&d, to).await;
+                        }
+                    }
+                }
+                Some(Control::ReleaseDtls) => {
+                    for (d, to) in held.take().unwrap_or_default() {
+                        let _ = socket.send_to(&d, to).await;
+                    }
+                }
                 Some(Control::RequestKeyframe) => {
                     if let Some(ssrc) = video_from {
                         media::request_keyframe(&mut pc, ssrc);
@@ -689,6 +738,9 @@ async fn drive(
                 arrivals.record(&buf[..n]);
 
                 let dtls = n > 0 && (20..=63).contains(&buf[0]);
+                if dtls && !state.borrow().dtls_from_server {
+                    state.send_modify(|st| st.dtls_from_server = true);
+                }
                 let _ = pc.handle_read(TaggedBytesMut {
                     now: Instant::now(),
                     transport: TransportContext {
