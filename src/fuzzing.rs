@@ -148,3 +148,68 @@ pub fn client_ip_header(data: &[u8]) {
     let ip = crate::http::client_ip_from(Some(&name), &headers, Some(peer));
     let _: Option<IpAddr> = ip;
 }
+
+/// RTP that rtc parses after SRTP decryption, rewritten for a viewer leg.
+pub fn rtp(data: &[u8]) {
+    crate::media::rewrite_rtp(data);
+}
+
+/// A compound RTCP packet that rtc parses after SRTCP decryption, and the NACKs in it answered.
+pub fn rtcp(data: &[u8]) {
+    crate::media::answer_rtcp(data);
+}
+
+/// DTLS datagrams as whip-echo's DTLS server reads them before and during a handshake (rtc-dtls's
+/// endpoint with the server's role and a certificate): the input once, then again as a second
+/// datagram (a retransmission, or the next flight).
+pub fn dtls(data: &[u8]) {
+    use rtc::dtls::config::{ConfigBuilder, HandshakeConfig};
+    use rtc::dtls::crypto::Certificate;
+    use rtc::dtls::endpoint::Endpoint;
+    use rtc::shared::TransportProtocol;
+    use std::sync::Arc;
+    static CONFIG: OnceLock<Arc<HandshakeConfig>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let provider = rtc::crypto::default_provider().expect("a crypto provider");
+        let certificate =
+            Certificate::generate_self_signed(vec!["whip-echo".to_owned()], provider.crypto())
+                .expect("a certificate");
+        let config = ConfigBuilder::default()
+            .with_crypto_provider(provider)
+            .with_certificates(vec![certificate])
+            .build(false, None)
+            .expect("a server configuration");
+        Arc::new(config)
+    });
+    let local = SocketAddr::from(([127, 0, 0, 1], 1));
+    let remote = SocketAddr::from(([127, 0, 0, 1], 2));
+    let mut server = Endpoint::new(local, TransportProtocol::UDP, Some(config.clone()));
+    let now = std::time::Instant::now();
+    for _ in 0..2 {
+        let _ = server.read(now, remote, None, bytes::BytesMut::from(data));
+        while server.poll_transmit().is_some() {}
+    }
+}
+
+/// A STUN message as rtc-ice reads a connectivity check: its attributes, and its integrity and
+/// fingerprint checked.
+pub fn stun(data: &[u8]) {
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{Getter, Message};
+    use rtc::stun::textattrs::TextAttribute;
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let mut m = Message::new();
+    if m.unmarshal_binary(data).is_err() {
+        return;
+    }
+    let _ = TextAttribute::get_from_as(&m, ATTR_USERNAME);
+    let _ = XorMappedAddress::default().get_from(&m);
+    let _ = rtc::ice::attributes::priority::PriorityAttr::default().get_from(&m);
+    let _ = rtc::ice::attributes::use_candidate::UseCandidateAttr::is_set(&m);
+    let _ = rtc::ice::attributes::control::AttrControlling::default().get_from(&m);
+    let _ = FINGERPRINT.check(&m);
+    let provider = rtc::crypto::default_provider().expect("a crypto provider");
+    let _ = MessageIntegrity::check(&mut m, b"a-password-of-22-chars", provider.crypto());
+}

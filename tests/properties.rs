@@ -10,7 +10,7 @@ use whip_echo::fuzzing;
 
 type Entry = fn(&[u8]);
 
-const TARGETS: [(&str, Entry); 9] = [
+const TARGETS: [(&str, Entry); 13] = [
     ("offer", fuzzing::offer),
     ("stream_name", fuzzing::stream_name),
     ("datagram", fuzzing::datagram),
@@ -20,6 +20,10 @@ const TARGETS: [(&str, Entry); 9] = [
     ("authorization", fuzzing::authorization),
     ("video_payload", fuzzing::video_payload),
     ("client_ip_header", fuzzing::client_ip_header),
+    ("rtp", fuzzing::rtp),
+    ("rtcp", fuzzing::rtcp),
+    ("dtls", fuzzing::dtls),
+    ("stun", fuzzing::stun),
 ];
 
 /// The files of `fuzz/<dir>/<target>/`.
@@ -106,4 +110,8 @@ properties! {
     bearer_tokens => "authorization", fuzzing::authorization;
     video_payload_headers => "video_payload", fuzzing::video_payload;
     client_ip_headers => "client_ip_header", fuzzing::client_ip_header;
+    rtp_after_srtp => "rtp", fuzzing::rtp;
+    rtcp_after_srtcp => "rtcp", fuzzing::rtcp;
+    dtls_before_and_during_the_handshake => "dtls", fuzzing::dtls;
+    stun_checks => "stun", fuzzing::stun;
 }

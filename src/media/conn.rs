@@ -122,8 +122,8 @@ pub struct Conn {
     pub span: Span,
     /// DTLS that arrived before ICE selected a pair (see [`Conn::hold_early_dtls`]).
     pub early_dtls: EarlyDtls,
-    /// Kinds of the streams received so far, by SSRC.
-    recv_kinds: Vec<(u32, RtpCodecKind)>,
+    /// Kinds of the streams received lately, by SSRC.
+    recv_kinds: SsrcKinds,
     /// The kind of each negotiated payload type.
     payload_types: Vec<(u8, RtpCodecKind)>,
     /// The one source forwarded per kind (audio, video), and when it last sent.
@@ -139,6 +139,28 @@ pub struct Conn {
     permit: Permit,
     /// Its ICE restarts (`--ice-restarts-per-minute`).
     pub restarts: TokenBucket,
+}
+
+/// SSRCs whose kind a session remembers at most: a handful of streams, a simulcast publisher's
+/// layers, and the SSRCs an encoder restart or layer change brings (rtc binds one per rid).
+pub const MAX_RECV_SSRCS: usize = 16;
+
+/// The kinds of the last [`MAX_RECV_SSRCS`] SSRCs received, the oldest forgotten first (looked
+/// up again from rtc if it comes back).
+#[derive(Debug, Default)]
+struct SsrcKinds(std::collections::VecDeque<(u32, RtpCodecKind)>);
+
+impl SsrcKinds {
+    fn get(&self, ssrc: u32) -> Option<RtpCodecKind> {
+        self.0.iter().find(|(s, _)| *s == ssrc).map(|(_, k)| *k)
+    }
+
+    fn insert(&mut self, ssrc: u32, kind: RtpCodecKind) {
+        if self.0.len() == MAX_RECV_SSRCS {
+            self.0.pop_front();
+        }
+        self.0.push_back((ssrc, kind));
+    }
 }
 
 /// What draining a session's events and reads produced.
@@ -193,7 +215,7 @@ impl Conn {
             codecs,
             span,
             early_dtls: EarlyDtls::default(),
-            recv_kinds: Vec::new(),
+            recv_kinds: SsrcKinds::default(),
             payload_types,
             sources: [None; 2],
             started,
@@ -299,8 +321,8 @@ impl Conn {
     /// not do: GStreamer gives every track one msid, and its payloaders all default to payload
     /// type 96, so neither tells audio from video there.
     fn kind_of(&mut self, track: &str, ssrc: u32, pt: u8) -> Option<RtpCodecKind> {
-        if let Some((_, kind)) = self.recv_kinds.iter().find(|(s, _)| *s == ssrc) {
-            return Some(*kind);
+        if let Some(kind) = self.recv_kinds.get(ssrc) {
+            return Some(kind);
         }
         let receivers: Vec<_> = self.pc.get_receivers().collect();
         let mut by_ssrc = None;
@@ -324,7 +346,7 @@ impl Conn {
             _ => None,
         };
         let kind = by_ssrc.or(by_pt).or(by_track)?;
-        self.recv_kinds.push((ssrc, kind));
+        self.recv_kinds.insert(ssrc, kind);
         Some(kind)
     }
 
@@ -361,5 +383,21 @@ impl Conn {
     /// Whether the peer closed the DTLS transport (close_notify).
     pub fn dtls_closed(&mut self) -> bool {
         rtc_util::dtls_closed(&mut self.pc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kinds_of_ssrcs_are_bounded_and_the_latest_kept() {
+        let mut kinds = SsrcKinds::default();
+        for ssrc in 0..100_000 {
+            kinds.insert(ssrc, RtpCodecKind::Video);
+        }
+        assert_eq!(kinds.0.len(), MAX_RECV_SSRCS);
+        assert_eq!(kinds.get(99_999), Some(RtpCodecKind::Video));
+        assert_eq!(kinds.get(0), None);
     }
 }

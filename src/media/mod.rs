@@ -16,7 +16,7 @@ mod event_loop;
 mod forward;
 mod keyframes;
 mod loops;
-mod nack;
+pub(crate) mod nack;
 pub mod offer;
 mod patch;
 mod peer;
@@ -77,6 +77,73 @@ pub(crate) fn read_frames(mut data: &[u8]) -> Vec<bytes::BytesMut> {
             _ => return frames,
         }
     }
+}
+
+/// RTP as a publisher's packet after SRTP: rtc's parser, then a viewer leg's rewrite; the
+/// rewritten packet marshals and parses back with the leg's identity (fuzzing entry).
+pub(crate) fn rewrite_rtp(data: &[u8]) {
+    use rtc::shared::marshal::{Marshal, Unmarshal};
+    let mut buf = data;
+    let Ok(mut packet) = rtc::rtp::packet::Packet::unmarshal(&mut buf) else {
+        return;
+    };
+    let mut leg = forward::Forwarder::new(42, 96, 90_000, 3000);
+    leg.rewrite(&mut packet.header, std::time::Instant::now());
+    let bytes = packet.marshal().expect("a rewritten packet marshals");
+    let back = rtc::rtp::packet::Packet::unmarshal(&mut &bytes[..]).expect("and parses back");
+    assert_eq!((back.header.ssrc, back.header.payload_type), (42, 96));
+    assert_eq!(back.payload, packet.payload);
+}
+
+/// RTCP as a viewer's compound packet after SRTCP: rtc's parser, then whip-echo's NACK responder
+/// with a full history, whose resends stay within its bounds (fuzzing entry).
+pub(crate) fn answer_rtcp(data: &[u8]) {
+    use rtc::interceptor::{AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket};
+    use rtc::sansio::Protocol;
+    let mut buf = bytes::Bytes::copy_from_slice(data);
+    let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut buf) else {
+        return;
+    };
+    let now = std::time::Instant::now();
+    let mut responder = nack::NackResponder::new(NackMetrics::default());
+    // The leg of the SSRC the first packet names as its media source, with every packet sent.
+    let ssrc = packets
+        .first()
+        .and_then(|p| p.destination_ssrc().first().copied())
+        .unwrap_or(0);
+    responder.bind_local_stream(&StreamInfo {
+        ssrc,
+        rtcp_feedback: vec![rtc::interceptor::RTCPFeedback {
+            typ: "nack".into(),
+            parameter: String::new(),
+        }],
+        ..Default::default()
+    });
+    let tagged = |packet| TaggedPacket {
+        now,
+        transport: Default::default(),
+        message: AttributedPacket::new(packet),
+    };
+    for seq in 0..nack::HISTORY as u16 {
+        let header = rtc::rtp::header::Header {
+            version: 2,
+            ssrc,
+            sequence_number: seq,
+            ..Default::default()
+        };
+        let packet = rtc::rtp::Packet {
+            header,
+            payload: bytes::Bytes::from_static(&[0; 100]),
+        };
+        responder.handle_write(tagged(Packet::Rtp(packet))).unwrap();
+    }
+    while responder.poll_write().is_some() {}
+    responder
+        .handle_read(tagged(Packet::Rtcp(packets)))
+        .unwrap();
+    let resent = std::iter::from_fn(|| responder.poll_write()).count();
+    assert!(resent <= nack::MAX_FCIS * 17, "{resent} resends");
+    assert!(responder.poll_read().is_some());
 }
 
 /// Whether `payload` starts a keyframe, in every video format whip-echo reads (fuzzing entry).

@@ -544,10 +544,30 @@ impl<'a> InterceptorHandler<'a> {
         };
 
         // Validate rid against SDP. If invalid then drop it.
-        match receiver.get_coding_parameter_mut_by_rid(rid.as_str()) {
+        //
+        // whip-echo patch: remember the SSRC the rid held until now. A sender that restarts its
+        // encoder sends the layer under a new SSRC, and so can a peer cycling SSRCs on purpose;
+        // each one used to be bound on top of the last, which stayed bound (its interceptor
+        // state, receiver reports and stats accumulator with it) for the life of the connection,
+        // since `stop` only unbinds the SSRCs the track holds at that time.
+        let replaced_ssrc = match receiver.get_coding_parameter_mut_by_rid(rid.as_str()) {
             None => return false,
             Some(coding) if coding.ssrc == Some(ssrc) => return true,
-            Some(coding) => coding.ssrc = Some(ssrc),
+            Some(coding) => coding.ssrc.replace(ssrc),
+        };
+
+        // whip-echo patch: the rid's stream is replaced, not added to: unbind the old SSRC while
+        // the track still holds it (it resolves the old codec and repair flows from there), so a
+        // receiver keeps at most one bound stream per negotiated rid. The repair flows named by
+        // this coding are bound again with the new SSRC below.
+        if let Some(replaced_ssrc) = replaced_ssrc {
+            debug!("rid {rid} moves from ssrc {replaced_ssrc} to {ssrc}");
+            receiver.unbind_remote_stream_by_ssrc(
+                self.media_engine,
+                self.interceptor,
+                replaced_ssrc,
+            );
+            self.stats.remove_inbound_rtp_stream(replaced_ssrc);
         }
 
         // Get RTX and FEC SSRCs from coding parameters.
@@ -1145,6 +1165,8 @@ mod stream_binding_tests {
     #[derive(Clone, Default)]
     struct Recorder {
         bound: Arc<Mutex<Vec<StreamInfo>>>,
+        // whip-echo patch: unbinds too, so a test can count what is still bound.
+        unbound: Arc<Mutex<Vec<u32>>>,
     }
 
     impl Recorder {
@@ -1191,7 +1213,9 @@ mod stream_binding_tests {
         fn bind_remote_stream(&mut self, info: &StreamInfo) {
             self.bound.lock().unwrap().push(info.clone());
         }
-        fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+        fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+            self.unbound.lock().unwrap().push(info.ssrc);
+        }
     }
 
     /// A receiver for a remote track whose SSRC was declared in the SDP but whose codec is not yet
@@ -1544,5 +1568,147 @@ mod stream_binding_tests {
             recorder.bound_ssrcs(),
             "the layer and its retransmission stream are both real streams"
         );
+    }
+
+    /// whip-echo patch: a rid that moves to a new SSRC (a sender restarting its encoder, or a
+    /// peer cycling SSRCs) replaces its stream rather than adding one: the old SSRC is unbound
+    /// from the interceptors and its stats accumulator dropped, so however many SSRCs a peer
+    /// sends under one rid, one stream stays bound for it.
+    #[test]
+    fn a_simulcast_layer_that_changes_ssrc_replaces_its_stream() {
+        let payload_type = 96u8;
+        let mut media_engine = media_engine_with_rtx();
+        for (id, uri) in [
+            (1, ::sdp::extmap::SDES_MID_URI),
+            (2, ::sdp::extmap::SDES_RTP_STREAM_ID_URI),
+        ] {
+            media_engine
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    RtpCodecKind::Video,
+                    None,
+                )
+                .expect("register extension");
+            media_engine
+                .update_header_extension(id, uri, RtpCodecKind::Video)
+                .expect("negotiate extension");
+        }
+        let extension_id = |uri: &str| {
+            media_engine
+                .get_header_extension_id(RTCRtpHeaderExtensionCapability {
+                    uri: uri.to_owned(),
+                })
+                .0 as u8
+        };
+        let (mid_extension_id, rid_extension_id) = (
+            extension_id(::sdp::extmap::SDES_MID_URI),
+            extension_id(::sdp::extmap::SDES_RTP_STREAM_ID_URI),
+        );
+
+        let layer = RTCRtpCodingParameters {
+            rid: "h".to_owned(),
+            ssrc: None,
+            rtx: None,
+            fec: None,
+        };
+        let mut transceiver = RTCRtpTransceiverInternal::new(
+            RtpCodecKind::Video,
+            None,
+            RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            },
+        );
+        transceiver.set_mid("0".to_owned()).expect("mid");
+        {
+            let receiver = transceiver.receiver_mut().as_mut().unwrap();
+            receiver.set_coding_parameters(vec![layer.clone()]);
+            receiver.set_codec_preferences(vec![codec(payload_type, "video/VP8", "")]);
+            receiver.set_track(MediaStreamTrack::new(
+                "stream".to_string(),
+                "track".to_string(),
+                "label".to_string(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: layer,
+                    active: true,
+                    codec: RTCRtpCodec::default(),
+                    max_bitrate: 0,
+                    max_framerate: None,
+                    scale_resolution_down_by: None,
+                }],
+            ));
+        }
+        let mut transceivers = vec![transceiver];
+
+        let recorder = Recorder::default();
+        let mut interceptor = recorder.clone();
+        let mut stats = RTCStatsAccumulator::new();
+        let mut ctx = InterceptorHandlerContext {
+            is_dtls_handshake_complete: true,
+            ..Default::default()
+        };
+
+        // 100 SSRCs under rid "h", then the first one again.
+        let ssrcs: Vec<u32> = (0..100).map(|i| 1000 + i).chain([1000]).collect();
+        {
+            let mut handler = InterceptorHandler::new(
+                &mut ctx,
+                &mut transceivers,
+                &media_engine,
+                &mut interceptor,
+                &mut stats,
+            );
+            for (sequence_number, &ssrc) in ssrcs.iter().enumerate() {
+                let mut header = rtp::Header {
+                    extension: true,
+                    extension_profile: 0xBEDE,
+                    payload_type,
+                    sequence_number: sequence_number as u16,
+                    timestamp: 12_345,
+                    ssrc,
+                    ..Default::default()
+                };
+                header
+                    .set_extension(mid_extension_id, Bytes::from_static(b"0"))
+                    .expect("mid extension");
+                header
+                    .set_extension(rid_extension_id, Bytes::from_static(b"h"))
+                    .expect("rid extension");
+                handler
+                    .handle_read(TaggedRTCMessageInternal {
+                        now: Instant::now(),
+                        transport: TransportContext::default(),
+                        message: RTCMessageInternal::Rtp(RTPMessage::Packet(Packet::Rtp(
+                            rtp::Packet {
+                                header,
+                                payload: Bytes::from_static(&[0xDE, 0xAD]),
+                            },
+                        ))),
+                    })
+                    .expect("handle_read");
+            }
+        }
+
+        assert_eq!(ssrcs, recorder.bound_ssrcs(), "each new SSRC is bound once");
+        assert_eq!(
+            ssrcs[..ssrcs.len() - 1].to_vec(),
+            *recorder.unbound.lock().unwrap(),
+            "each replaced SSRC is unbound, the last one bound stays"
+        );
+        assert_eq!(
+            vec![1000],
+            stats
+                .inbound_rtp_streams
+                .keys()
+                .copied()
+                .collect::<Vec<_>>(),
+            "one accumulator, the live SSRC's"
+        );
+        let receiver = transceivers[0].receiver().as_ref().unwrap();
+        assert_eq!(vec![1000], receiver.track().ssrcs().collect::<Vec<_>>());
     }
 }

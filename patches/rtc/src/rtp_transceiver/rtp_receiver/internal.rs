@@ -267,6 +267,33 @@ impl RTCRtpReceiverInternal {
         interceptor: &mut dyn Interceptor,
         is_binding: bool,
     ) {
+        self.interceptor_remote_codings_op(media_engine, interceptor, is_binding, None);
+    }
+
+    /// whip-echo patch: unbinds the one remote stream this receiver's track holds under `ssrc`,
+    /// with its repair flows, exactly as [`Self::stop`] would unbind it. For a stream that is
+    /// being replaced (a simulcast rid re-bound to a new SSRC when the sender restarts its
+    /// encoder): `stop` only walks the track's current codings, so a replaced SSRC left bound
+    /// here would stay bound, and its interceptor state allocated, for the life of the
+    /// connection. Call it while the track still holds `ssrc`.
+    pub(crate) fn unbind_remote_stream_by_ssrc(
+        &mut self,
+        media_engine: &MediaEngine,
+        interceptor: &mut dyn Interceptor,
+        ssrc: SSRC,
+    ) {
+        self.interceptor_remote_codings_op(media_engine, interceptor, false, Some(ssrc));
+    }
+
+    // whip-echo patch: the body of `interceptor_remote_streams_op`, restricted to the coding
+    // holding `only_ssrc` when given.
+    fn interceptor_remote_codings_op(
+        &mut self,
+        media_engine: &MediaEngine,
+        interceptor: &mut dyn Interceptor,
+        is_binding: bool,
+        only_ssrc: Option<SSRC>,
+    ) {
         let parameters = self.get_parameters(media_engine).clone();
 
         for coding in self.track().codings() {
@@ -274,6 +301,7 @@ impl RTCRtpReceiverInternal {
                 codec_parameters_fuzzy_search(&coding.codec, &parameters.rtp_parameters.codecs);
             if let Some(&ssrc) = coding.rtp_coding_parameters.ssrc.as_ref()
                 && match_type != CodecMatch::None
+                && only_ssrc.is_none_or(|only| only == ssrc)
             {
                 // Both halves or neither, for each repair flow: a repair SSRC whose payload type
                 // was never negotiated is not a usable association, and a half-filled one would

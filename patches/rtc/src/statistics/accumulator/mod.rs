@@ -453,6 +453,18 @@ impl RTCStatsAccumulator {
             })
     }
 
+    /// whip-echo patch: drops the inbound stream accumulator of an SSRC that was replaced (a
+    /// simulcast rid re-bound to a new SSRC), with the RTX/FEC reverse lookups pointing at it.
+    /// Without it, every SSRC a peer ever sent under a rid kept an accumulator, and a report
+    /// entry, for the life of the connection.
+    pub(crate) fn remove_inbound_rtp_stream(&mut self, ssrc: SSRC) {
+        self.inbound_rtp_streams.remove(&ssrc);
+        self.rtx_ssrc_to_primary
+            .retain(|_, primary| *primary != ssrc);
+        self.fec_ssrc_to_primary
+            .retain(|_, primary| *primary != ssrc);
+    }
+
     /// Gets or creates an outbound stream accumulator for the given SSRC.
     ///
     /// # Parameters
