@@ -38,7 +38,7 @@
 //! atomic session count behind the cap's permits). Every session ends through one teardown
 //! function in the media loop (DELETE, ICE failure, setup timeout, peer close, takeover,
 //! abandoned POST, shutdown).
-
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;

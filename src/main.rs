@@ -1,4 +1,5 @@
 //! The `whip-echo` binary: parse the config, start tracing, bind, run until Ctrl-C or SIGTERM.
+#![forbid(unsafe_code)]
 
 use clap::Parser;
 use whip_echo::config::{Config, Subcommand};

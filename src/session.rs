@@ -172,6 +172,9 @@ pub enum EndReason {
     /// The server was at `--max-sessions` and this session, the oldest not yet connected, made
     /// room for a new one.
     Evicted,
+    /// The WebRTC stack panicked while handling this session (a bug, logged with its message):
+    /// the session ended alone, the media loop and every other session went on.
+    Panicked,
 }
 
 impl EndReason {
@@ -190,6 +193,7 @@ impl EndReason {
             EndReason::Evicted => {
                 "the server was full and the session had not connected yet: it made room"
             }
+            EndReason::Panicked => "the server failed while handling it (a bug, logged)",
         }
     }
 }
@@ -206,6 +210,7 @@ impl fmt::Display for EndReason {
             EndReason::Replaced => "replaced",
             EndReason::Fenced => "fenced",
             EndReason::Evicted => "evicted",
+            EndReason::Panicked => "panicked",
         })
     }
 }

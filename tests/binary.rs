@@ -25,13 +25,13 @@ impl Drop for Server {
 /// Starts the built `whip-echo` on ephemeral loopback ports and reads its HTTP address from its
 /// JSON log.
 fn start() -> Server {
-    start_with(|_| {})
+    start_with(Command::new(env!("CARGO_BIN_EXE_whip-echo")))
 }
 
 /// [`start`], with `configure` applied to the command first.
-fn start_with(configure: impl FnOnce(&mut Command)) -> Server {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_whip-echo"));
-    configure(&mut command);
+/// `command` (the server, or a program that execs it with the arguments that follow) started
+/// with the server's arguments.
+fn start_with(mut command: Command) -> Server {
     let mut child = command
         .args([
             "--listen",
@@ -282,18 +282,16 @@ async fn a_second_sigterm_exits_at_once() {
 /// hard limit), the server raises it to the hard one, and says so.
 #[test]
 fn the_open_file_limit_is_raised_to_the_hard_one() {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    use std::os::unix::process::CommandExt;
+    use nix::sys::resource::{getrlimit, Resource};
     let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     assert!(hard > 256, "a hard limit to raise to: {hard}");
-    let server = start_with(|command| {
-        // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
-        unsafe {
-            command.pre_exec(move || {
-                setrlimit(Resource::RLIMIT_NOFILE, 256, hard).map_err(std::io::Error::from)
-            });
-        }
-    });
+    // util-linux's prlimit sets the soft limit and execs the server (same process).
+    let mut command = Command::new("prlimit");
+    command.args([
+        "--nofile=256:".to_owned(),
+        env!("CARGO_BIN_EXE_whip-echo").to_owned(),
+    ]);
+    let server = start_with(command);
     let pid = server.child.as_ref().unwrap().id();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let open_files: Vec<&str> = limits

@@ -2,6 +2,7 @@
 //! with units: webrtc-rs client peers for connect, fan-out and churn, the one-thread swarm
 //! (`swarm/`) for the capacity sweep. Run it through `bench/run.sh`, which puts both servers and
 //! the load in a network namespace of their own.
+#![forbid(unsafe_code)]
 
 mod burst;
 mod callgrind;

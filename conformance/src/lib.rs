@@ -10,7 +10,7 @@
 //! | `checks`   | the checks, one file per area: WHIP, WHEP, PATCH, auth, media, hostile inputs |
 //!
 //! It never uses a server's own types: what it knows of a server is what the server sends.
-
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod checks;

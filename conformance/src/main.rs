@@ -1,4 +1,5 @@
 //! `whip-conformance`: the command-line front of the checker.
+#![forbid(unsafe_code)]
 
 use std::net::IpAddr;
 use std::process::ExitCode;

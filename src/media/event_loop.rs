@@ -11,11 +11,12 @@ use rtc::sansio::Protocol;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::codecs;
 use super::conn::{Conn, Link};
 use super::routes::{is_binding_request, Routes, SessionKey};
+use super::shield::shielded;
 use super::socket::UdpIo;
 use super::tcp::{Claim, TcpConns, TcpEvent};
 use super::timers::Timers;
@@ -51,6 +52,9 @@ pub(super) struct MediaLoop {
     pub(super) unroutable: u64,
     /// Checks to addresses that never answered one (`--unanswered-checks-per-second`).
     unanswered_checks: TokenBucket,
+    /// Sessions whose peer connection panicked (`shield.rs`): not called into again, torn down
+    /// at the end of the wake-up.
+    pub(super) panicked: Vec<SessionKey>,
 }
 
 impl MediaLoop {
@@ -67,6 +71,7 @@ impl MediaLoop {
             config,
             stats,
             unroutable: 0,
+            panicked: Vec::new(),
         }
     }
 
@@ -113,6 +118,7 @@ impl MediaLoop {
                 },
                 _ = sleep_until(next_timer) => self.fire_timers(Instant::now()),
             }
+            self.end_panicked();
             let now = Instant::now();
             if now >= next_prune {
                 self.registry.prune(now);
@@ -224,6 +230,9 @@ impl MediaLoop {
                 }
                 continue;
             };
+            if self.panicked.contains(&key) {
+                continue;
+            }
             let Some(conn) = self.sessions.get_mut(&key) else {
                 continue;
             };
@@ -232,14 +241,20 @@ impl MediaLoop {
             let dtls = (20..=63).contains(&packet.data[0]);
             let path = packet.path;
             let input = packet.into_tagged(now);
-            let input = if dtls {
-                conn.hold_early_dtls(path, input)
-            } else {
-                Some(input)
-            };
-            if let Some(input) = input {
-                if let Err(e) = conn.pc.handle_read(input) {
-                    conn.span.in_scope(|| debug!(error = %e, "packet rejected"));
+            let read = shielded(|| {
+                let input = if dtls {
+                    conn.hold_early_dtls(path, input)
+                } else {
+                    Some(input)
+                };
+                input.map(|input| conn.pc.handle_read(input))
+            });
+            match read {
+                Ok(Some(Err(e))) => conn.span.in_scope(|| debug!(error = %e, "packet rejected")),
+                Ok(_) => {}
+                Err(panic) => {
+                    self.note_panic(key, &panic);
+                    continue;
                 }
             }
             match touched.iter_mut().find(|(k, _)| *k == key) {
@@ -268,9 +283,15 @@ impl MediaLoop {
                 self.teardown(key, EndReason::SetupTimeout);
                 continue;
             }
-            if let Err(e) = conn.pc.handle_timeout(now) {
-                conn.span
-                    .in_scope(|| debug!(error = %e, "timeout handling failed"));
+            match shielded(|| conn.pc.handle_timeout(now)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => conn
+                    .span
+                    .in_scope(|| debug!(error = %e, "timeout handling failed")),
+                Err(panic) => {
+                    self.note_panic(key, &panic);
+                    continue;
+                }
             }
             self.drive(key, now);
         }
@@ -283,10 +304,19 @@ impl MediaLoop {
             .registry
             .session(key)
             .is_some_and(|e| e.role.publishes());
+        if self.panicked.contains(&key) {
+            return;
+        }
         let Some(conn) = self.sessions.get_mut(&key) else {
             return;
         };
-        let mut polled = conn.poll(publishes);
+        let mut polled = match shielded(|| conn.poll(publishes)) {
+            Ok(polled) => polled,
+            Err(panic) => {
+                self.note_panic(key, &panic);
+                return;
+            }
+        };
         // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
         if !polled.media.is_empty() {
             let before = conn.budget.dropped;
@@ -372,6 +402,9 @@ impl MediaLoop {
         // A leg waiting for a new source's keyframe asks for one (rate-limited per publisher).
         let mut keyframe_wanted = false;
         for target in targets {
+            if self.panicked.contains(&target) {
+                continue;
+            }
             let Some(Conn {
                 pc,
                 legs,
@@ -405,13 +438,20 @@ impl MediaLoop {
                 let mut packet = packet.clone();
                 leg.forwarder.rewrite(&mut packet.header, now);
                 let bytes = rtp_bytes(&packet);
-                if let Some(mut sender) = pc.rtp_sender(leg.sender) {
-                    match sender.write_rtp(now, packet) {
-                        Ok(()) => self.config.metrics.sent(bytes),
-                        Err(e) => {
-                            self.config.metrics.dropped(Dropped::SendFailed, 1);
-                            span.in_scope(|| debug!(error = %e, "RTP not sent"));
-                        }
+                let sender = leg.sender;
+                let written =
+                    shielded(|| pc.rtp_sender(sender).map(|mut s| s.write_rtp(now, packet)));
+                match written {
+                    Ok(Some(Ok(()))) => self.config.metrics.sent(bytes),
+                    Ok(Some(Err(e))) => {
+                        self.config.metrics.dropped(Dropped::SendFailed, 1);
+                        span.in_scope(|| debug!(error = %e, "RTP not sent"));
+                    }
+                    Ok(None) => {}
+                    Err(panic) => {
+                        span.in_scope(|| error!(%panic, "the WebRTC stack panicked"));
+                        self.panicked.push(target);
+                        break;
                     }
                 }
             }
@@ -425,10 +465,21 @@ impl MediaLoop {
     /// Sends a session's pending datagrams, learning their destinations as its routes, and
     /// re-arms its timer.
     pub(super) fn flush(&mut self, key: SessionKey) {
+        if self.panicked.contains(&key) {
+            return;
+        }
         let Some(conn) = self.sessions.get_mut(&key) else {
             return;
         };
-        while let Some(out) = conn.pc.poll_write() {
+        loop {
+            let out = match shielded(|| conn.pc.poll_write()) {
+                Ok(Some(out)) => out,
+                Ok(None) => break,
+                Err(panic) => {
+                    self.note_panic(key, &panic);
+                    return;
+                }
+            };
             if let Some(path) = self.transports.path_of(&out.transport) {
                 // The ICE-TCP caps: a connection beyond one is closed instead of answered.
                 if let PathId::Tcp(id) = path {
@@ -467,8 +518,28 @@ impl MediaLoop {
                 conn.span.in_scope(|| debug!(error = %e, "send failed"));
             }
         }
-        if let Some(at) = conn.next_deadline() {
-            self.timers.arm(key, at, &mut conn.armed);
+        match shielded(|| conn.next_deadline()) {
+            Ok(Some(at)) => self.timers.arm(key, at, &mut conn.armed),
+            Ok(None) => {}
+            Err(panic) => {
+                self.note_panic(key, &panic);
+            }
+        }
+    }
+
+    /// Notes that `key`'s peer connection panicked: logged, and torn down at the end of the
+    /// wake-up (or by [`Self::end_panicked`]) without another call into it.
+    pub(super) fn note_panic(&mut self, key: SessionKey, panic: &super::shield::Panicked) {
+        if let Some(conn) = self.sessions.get(&key) {
+            panicked(conn, panic);
+        }
+        self.panicked.push(key);
+    }
+
+    /// Tears down the sessions whose peer connection panicked.
+    pub(super) fn end_panicked(&mut self) {
+        while let Some(key) = self.panicked.pop() {
+            self.teardown(key, EndReason::Panicked);
         }
     }
 
@@ -479,10 +550,19 @@ impl MediaLoop {
             return;
         };
         // close() queues a DTLS close_notify so the peer learns at once instead of waiting for
-        // its consent checks to fail (RFC 7675 §5.2).
-        let _ = conn.pc.close();
-        while let Some(out) = conn.pc.poll_write() {
-            let _ = self.transports.send(&out.transport, &out.message);
+        // its consent checks to fail (RFC 7675 §5.2). Not after a panic: the peer connection is
+        // not called again (`shield.rs`).
+        if reason != EndReason::Panicked {
+            let transports = &mut self.transports;
+            let closed = shielded(|| {
+                let _ = conn.pc.close();
+                while let Some(out) = conn.pc.poll_write() {
+                    let _ = transports.send(&out.transport, &out.message);
+                }
+            });
+            if let Err(panic) = closed {
+                panicked(&conn, &panic);
+            }
         }
         if let Some(previous) = &conn.previous_ufrag {
             self.routes.remove_ufrag(previous, key);
@@ -544,4 +624,10 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// Logs that `conn`'s peer connection panicked (once per session: it is not called again).
+fn panicked(conn: &Conn, panic: &super::shield::Panicked) {
+    conn.span
+        .in_scope(|| error!(%panic, "the WebRTC stack panicked: session ended"));
 }

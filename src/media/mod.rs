@@ -24,6 +24,7 @@ mod pending;
 mod random_access;
 mod routes;
 mod shared_port;
+mod shield;
 mod socket;
 mod tcp;
 mod timers;
@@ -437,15 +438,26 @@ impl MediaHandle {
         let (offer, remote_candidates, ignored) =
             offer::limit_candidates(&offer, &own, offer::MAX_REMOTE_CANDIDATES);
         self.metrics.candidates_ignored(ignored);
-        let mut negotiated = peer::negotiate(
-            &shard.settings,
-            role,
-            &info,
-            offer,
-            credentials,
-            &stream_codecs,
-            started,
-        )?;
+        // A panic of the WebRTC stack on this offer (a bug) refuses it, as an offer it cannot
+        // apply, rather than dropping the connection without an answer.
+        let settings = &shard.settings;
+        let mut negotiated = shield::shielded(|| {
+            peer::negotiate(
+                settings,
+                role,
+                &info,
+                offer,
+                credentials,
+                &stream_codecs,
+                started,
+            )
+        })
+        .unwrap_or_else(|panic| {
+            tracing::error!(%panic, "the WebRTC stack panicked on an offer");
+            Err(MediaError::BadOffer(
+                "the server failed while applying it (a bug, logged)".into(),
+            ))
+        })?;
         let resource = self.new_resource(index);
         // RFC 9725 §4.3.1: the ETag identifies the ICE session; it changes only on ICE restart.
         let etag = format!("\"{}\"", negotiated.ufrag);

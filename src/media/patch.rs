@@ -15,6 +15,7 @@ use super::event_loop::MediaLoop;
 use super::offer::MAX_REMOTE_CANDIDATES;
 use super::peer::{send_only, IceCredentials};
 use super::routes::SessionKey;
+use super::shield::shielded;
 use super::{IcePatch, IfMatch, MediaError, Patched};
 use crate::metrics::LoopMetrics;
 use crate::sdpfrag::{self, SdpFrag};
@@ -70,13 +71,24 @@ impl MediaLoop {
                 Ok(Patched::Trickled)
             }
             Intent::Trickle => {
-                add_candidates(conn, &patch.frag, &remote, &self.config.metrics);
-                Ok(Patched::Trickled)
+                let metrics = &self.config.metrics;
+                match shielded(|| add_candidates(conn, &patch.frag, &remote, metrics)) {
+                    Ok(()) => Ok(Patched::Trickled),
+                    Err(panic) => return Err(self.ended_by_panic(key, &panic)),
+                }
             }
             Intent::Restart => self.restart(key, role, &patch.frag, &remote, now),
         };
         self.drive(key, now);
         result
+    }
+
+    /// A PATCH on which the session's peer connection panicked: the session ends now, and the
+    /// client is told.
+    fn ended_by_panic(&mut self, key: SessionKey, panic: &super::shield::Panicked) -> MediaError {
+        self.note_panic(key, panic);
+        self.end_panicked();
+        MediaError::CannotApply("the server failed while applying it; the session ended".into())
     }
 
     /// RFC 9725 §4.3.3: restarts ICE with the client's new credentials and fresh local ones (which
@@ -110,7 +122,10 @@ impl MediaLoop {
         let index = IceCredentials::loop_of(&conn.ufrag).unwrap_or(0);
         let credentials = IceCredentials::random_for(index);
         let offer = restart_offer(remote, ufrag, pwd);
-        let applied = renegotiate(conn, role, offer, &credentials, now);
+        let applied = match shielded(|| renegotiate(conn, role, offer, &credentials, now)) {
+            Ok(applied) => applied,
+            Err(panic) => return Err(self.ended_by_panic(key, &panic)),
+        };
         let local = match applied {
             Ok(local) => local,
             Err(why) => {
@@ -121,7 +136,10 @@ impl MediaLoop {
             }
         };
         conn.remote_candidates = 0;
-        add_candidates(conn, frag, remote, &self.config.metrics);
+        let metrics = &self.config.metrics;
+        if let Err(panic) = shielded(|| add_candidates(conn, frag, remote, metrics)) {
+            return Err(self.ended_by_panic(key, &panic));
+        }
         // Only a ufrag that changed is an earlier generation's (a password-only restart keeps it);
         // the new one is current, not old, even if it was used before.
         conn.old_remote_ufrags.retain(|u| u != ufrag);

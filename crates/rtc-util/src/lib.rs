@@ -1,6 +1,7 @@
 //! Small helpers over webrtc-rs's sans-IO `rtc` that the server (`whip-echo`) and the
 //! conformance checker's client peer both need. Only rtc vocabulary lives here: the checker still
 //! talks to servers over the wire alone and knows nothing of whip-echo.
+#![forbid(unsafe_code)]
 
 mod keyframe_feedback;
 pub use keyframe_feedback::{

@@ -1,0 +1,45 @@
+//! A panic inside the WebRTC stack while it handles one session ends that session alone.
+//!
+//! Every call of the media loop into a session's peer connection (a datagram, a timer, a send, a
+//! PATCH) runs under [`shielded`]: a panic there (a bug in `rtc` or in whip-echo, reached by what
+//! one client sent) is caught, logged once with its message, and the session is torn down with
+//! [`EndReason::Panicked`](crate::session::EndReason::Panicked) without another call into its
+//! peer connection, whose state the panic may have left half-changed. Nothing else the loop owns
+//! is touched inside a shielded call, so the loop and every other session go on. (Without it,
+//! one panic ended the loop's thread and with it every session on the port.)
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// What a shielded call panicked with.
+#[derive(Debug)]
+pub(super) struct Panicked(pub String);
+
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Runs `f`, catching a panic.
+pub(super) fn shielded<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Panicked(message)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_caught_with_its_message() {
+        let caught = shielded(|| -> u8 { panic!("boom {}", 7) }).unwrap_err();
+        assert_eq!(caught.0, "boom 7");
+        assert_eq!(shielded(|| 5).unwrap(), 5);
+    }
+}
