@@ -60,16 +60,20 @@ pub enum Dropped {
     /// A connectivity check to an address that never answered one, over its loop's
     /// `--unanswered-checks-per-second`.
     CheckBudget,
+    /// Refused by the WebRTC stack: SRTP or SRTCP that did not authenticate or was a replay, a
+    /// new SSRC beyond a session's 64 (patched rtc-srtp), or a malformed packet.
+    Rejected,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 6] = [
+    const ALL: [Dropped; 7] = [
         Dropped::Unroutable,
         Dropped::RateCap,
         Dropped::CodecMismatch,
         Dropped::AwaitingKeyframe,
         Dropped::SendFailed,
         Dropped::CheckBudget,
+        Dropped::Rejected,
     ];
 
     fn label(self) -> &'static str {
@@ -80,6 +84,7 @@ impl Dropped {
             Dropped::AwaitingKeyframe => "awaiting_keyframe",
             Dropped::SendFailed => "send_failed",
             Dropped::CheckBudget => "check_budget",
+            Dropped::Rejected => "rejected",
         }
     }
 }
@@ -209,7 +214,7 @@ pub struct LoopMetrics {
     rtp_received_bytes: Counter,
     rtp_sent: Counter,
     rtp_sent_bytes: Counter,
-    dropped: [Counter; 6],
+    dropped: [Counter; 7],
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
     tcp_closed: [Counter; 8],

@@ -166,6 +166,10 @@ async fn random_ssrcs_that_do_not_authenticate_leave_no_state() {
     eprintln!("RSS grew by {grown} KiB over 200,000 forged SRTP and SRTCP datagrams");
     // Unpatched, each datagram kept about 250 bytes (50 MB in all).
     assert!(grown < 8 * 1024, "RSS grew by {grown} KiB");
+    // Every one reached the session's SRTP context, and was refused there.
+    let text = support::get_text(&format!("{base}/metrics")).await;
+    let rejected = r#"whip_echo_dropped_packets_total{cause="rejected"}"#;
+    assert!(support::metric(&text, rejected) >= 201_000.0, "{text}");
     support::delete_all_and_stop(server, vec![echo]).await;
 }
 

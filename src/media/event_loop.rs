@@ -250,7 +250,10 @@ impl MediaLoop {
                 input.map(|input| conn.pc.handle_read(input))
             });
             match read {
-                Ok(Some(Err(e))) => conn.span.in_scope(|| debug!(error = %e, "packet rejected")),
+                Ok(Some(Err(e))) => {
+                    self.config.metrics.dropped(Dropped::Rejected, 1);
+                    conn.span.in_scope(|| debug!(error = %e, "packet rejected"));
+                }
                 Ok(_) => {}
                 Err(panic) => {
                     self.note_panic(key, &panic);
