@@ -471,62 +471,61 @@ impl MediaLoop {
         if self.panicked.contains(&key) {
             return;
         }
-        let Some(conn) = self.sessions.get_mut(&key) else {
+        let MediaLoop {
+            sessions,
+            transports,
+            routes,
+            config,
+            unanswered_checks,
+            timers,
+            ..
+        } = self;
+        let Some(conn) = sessions.get_mut(&key) else {
             return;
         };
-        loop {
-            let out = match shielded(|| conn.pc.poll_write()) {
-                Ok(Some(out)) => out,
-                Ok(None) => break,
-                Err(panic) => {
-                    self.note_panic(key, &panic);
-                    return;
-                }
-            };
-            if let Some(path) = self.transports.path_of(&out.transport) {
-                // The ICE-TCP caps: a connection beyond one is closed instead of answered.
-                if let PathId::Tcp(id) = path {
-                    match self.transports.tcp.claim(id, key) {
-                        Claim::Send => {}
-                        Claim::NotYours => continue,
-                        Claim::Refused(cap) => {
-                            self.transports.tcp.close(id);
-                            self.routes.forget(path);
-                            self.config.metrics.tcp_closed(cap);
+        // One shielded call for the whole drain (it is on every packet's path).
+        let drained = shielded(|| {
+            while let Some(out) = conn.pc.poll_write() {
+                if let Some(path) = transports.path_of(&out.transport) {
+                    // The ICE-TCP caps: a connection beyond one is closed instead of answered.
+                    if let PathId::Tcp(id) = path {
+                        match transports.tcp.claim(id, key) {
+                            Claim::Send => {}
+                            Claim::NotYours => continue,
+                            Claim::Refused(cap) => {
+                                transports.tcp.close(id);
+                                routes.forget(path);
+                                config.metrics.tcp_closed(cap);
+                                continue;
+                            }
+                        }
+                    }
+                    // RFC 8445 §19.5.1: checks to addresses that never answered one are what a
+                    // client's offer can aim anywhere; each loop sends only so many a second.
+                    let rate = config.unanswered_checks_per_second;
+                    if rate > 0 && is_binding_request(&out.message) && !routes.has_answered(path) {
+                        let burst = rate.saturating_mul(2);
+                        let now = Instant::now();
+                        if unanswered_checks.take(now, f64::from(rate), burst).is_err() {
+                            config.metrics.dropped(Dropped::CheckBudget, 1);
                             continue;
                         }
                     }
-                }
-                // RFC 8445 §19.5.1: checks to addresses that never answered one are what a
-                // client's offer can aim anywhere; each loop sends only so many a second.
-                let rate = self.config.unanswered_checks_per_second;
-                if rate > 0 && is_binding_request(&out.message) && !self.routes.has_answered(path) {
-                    let burst = rate.saturating_mul(2);
-                    let now = Instant::now();
-                    if self
-                        .unanswered_checks
-                        .take(now, f64::from(rate), burst)
-                        .is_err()
-                    {
-                        self.config.metrics.dropped(Dropped::CheckBudget, 1);
-                        continue;
+                    routes.learn_sent(path, key, &out.message);
+                    if conn.link == Link::Connecting {
+                        conn.early_dtls.note_sent(path, &out.message);
                     }
                 }
-                self.routes.learn_sent(path, key, &out.message);
-                if conn.link == Link::Connecting {
-                    conn.early_dtls.note_sent(path, &out.message);
+                if let Err(e) = transports.send(&out.transport, &out.message) {
+                    conn.span.in_scope(|| debug!(error = %e, "send failed"));
                 }
             }
-            if let Err(e) = self.transports.send(&out.transport, &out.message) {
-                conn.span.in_scope(|| debug!(error = %e, "send failed"));
-            }
-        }
-        match shielded(|| conn.next_deadline()) {
-            Ok(Some(at)) => self.timers.arm(key, at, &mut conn.armed),
+            conn.next_deadline()
+        });
+        match drained {
+            Ok(Some(at)) => timers.arm(key, at, &mut conn.armed),
             Ok(None) => {}
-            Err(panic) => {
-                self.note_panic(key, &panic);
-            }
+            Err(panic) => self.note_panic(key, &panic),
         }
     }
 
