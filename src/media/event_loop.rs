@@ -241,6 +241,7 @@ impl MediaLoop {
             let dtls = (20..=63).contains(&packet.data[0]);
             let path = packet.path;
             let input = packet.into_tagged(now);
+            let errors = conn.pc.read_errors();
             let read = shielded(|| {
                 let input = if dtls {
                     conn.hold_early_dtls(path, input)
@@ -250,11 +251,13 @@ impl MediaLoop {
                 input.map(|input| conn.pc.handle_read(input))
             });
             match read {
-                Ok(Some(Err(e))) => {
-                    self.config.metrics.dropped(Dropped::Rejected, 1);
-                    conn.span.in_scope(|| debug!(error = %e, "packet rejected"));
+                Ok(Some(Err(e))) => conn.span.in_scope(|| debug!(error = %e, "packet rejected")),
+                Ok(_) => {
+                    let refused = conn.pc.read_errors() - errors;
+                    if refused > 0 {
+                        self.config.metrics.dropped(Dropped::Rejected, refused);
+                    }
                 }
-                Ok(_) => {}
                 Err(panic) => {
                     self.note_panic(key, &panic);
                     continue;

@@ -194,6 +194,7 @@ impl RTCPeerConnection {
             last_answer: String::new(),
             ice_restart_requested: None,
             ice_restart_credentials: None,
+            read_errors: 0,
             negotiation_needed_state: NegotiationNeededState::Empty,
             is_negotiation_ongoing: false,
         })

@@ -756,6 +756,8 @@ pub struct RTCPeerConnection {
     ice_restart_requested: Option<RTCOfferOptions>,
     // whip-echo patch: the local credentials the next ICE restart takes.
     pub(super) ice_restart_credentials: Option<(String, String)>,
+    // whip-echo patch: received packets a handler refused (see `read_errors`).
+    pub(super) read_errors: u64,
     negotiation_needed_state: NegotiationNeededState,
     is_negotiation_ongoing: bool,
 }
@@ -1811,6 +1813,15 @@ impl RTCPeerConnection {
     /// `SettingEngineBuilder::with_ice_credentials` serve the first session only.
     pub fn set_ice_restart_credentials(&mut self, ufrag: String, pwd: String) {
         self.ice_restart_credentials = Some((ufrag, pwd));
+    }
+
+    /// whip-echo patch: how many times a handler of the read pipeline refused what
+    /// [`handle_read`](sansio::Protocol::handle_read) was given (SRTP or SRTCP that did not
+    /// authenticate, a replay, a malformed packet, a DTLS record it could not take). Each refusal
+    /// is also logged at warn level, but `handle_read` itself returns `Ok`, so without this an
+    /// application could not count what its peers send that is refused.
+    pub fn read_errors(&self) -> u64 {
+        self.read_errors
     }
 
     /// Returns the current configuration of this peer connection.

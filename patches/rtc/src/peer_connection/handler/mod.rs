@@ -292,9 +292,13 @@ impl RTCPeerConnection {
         }
 
         use sansio::Protocol;
+        // whip-echo patch: errors are counted for the application (`read_errors`), not only
+        // logged.
+        let mut errors = 0u64;
         for_each_handler!(forward: process_handler!(self, handler, {
             while let Some(msg) = intermediate_routs.pop_front() {
                 if let Err(err) = handler.handle_read(msg) {
+                    errors += 1;
                     warn!("{}.handle_read got error: {}", handler.name(), err);
                 }
             }
@@ -302,6 +306,8 @@ impl RTCPeerConnection {
                 intermediate_routs.push_back(msg);
             }
         }));
+
+        self.read_errors += errors;
 
         // Finally, put intermediate_routs into RTCPeerConnection's routs
         while let Some(msg) = intermediate_routs.pop_front() {
