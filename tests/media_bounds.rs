@@ -220,3 +220,60 @@ async fn a_handshake_that_never_ends_cannot_queue_records_without_bound() {
     while client.next_packet(WAIT).await.payload[..] != *b"still echoing" {}
     support::delete_all_and_stop(server, vec![client]).await;
 }
+
+/// A panic of the WebRTC stack while it handles one session's datagram (injected: the test build's
+/// `fault-injection` feature panics on `FAULT_DATAGRAM` inside the loop's shielded call) ends
+/// that session alone, with `reason="panicked"`: the loop, an echo beside it and new sessions go
+/// on. Before the shield, the loop's thread ended and every session on the port with it.
+#[tokio::test]
+async fn a_panic_on_one_sessions_datagram_ends_that_session_alone() {
+    let _serial = SERIAL.lock().await;
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let mut bystander = support::connected(
+        &format!("{base}/echo/bystander"),
+        Mode::SendRecv,
+        Options::default(),
+    )
+    .await;
+    let mut victim = support::connected(
+        &format!("{base}/echo/victim"),
+        Mode::SendRecv,
+        Options::default(),
+    )
+    .await;
+    victim.send_raw(vec![bytes::Bytes::from_static(
+        whip_echo::media::FAULT_DATAGRAM,
+    )]);
+    let text = metric_reaches(
+        &base,
+        r#"whip_echo_sessions_ended_total{reason="panicked"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        support::metric(
+            &text,
+            r#"whip_echo_sessions_ended_total{reason="panicked"}"#
+        ),
+        1.0
+    );
+    // The victim's resource is gone and says why; the bystander still echoes.
+    let gone = reqwest::get(&victim.resource_url).await.unwrap();
+    assert_eq!(gone.status(), 410);
+    let why = gone.text().await.unwrap();
+    assert!(why.contains("failed while handling it"), "{why}");
+    bystander.send(b"after the panic");
+    while bystander.next_packet(WAIT).await.payload[..] != *b"after the panic" {}
+    // And a new session connects and echoes.
+    let mut fresh = support::connected(
+        &format!("{base}/echo/fresh"),
+        Mode::SendRecv,
+        Options::default(),
+    )
+    .await;
+    fresh.send(b"new");
+    while fresh.next_packet(WAIT).await.payload[..] != *b"new" {}
+    victim.vanish().await;
+    support::delete_all_and_stop(server, vec![bystander, fresh]).await;
+}

@@ -243,6 +243,10 @@ impl MediaLoop {
             let input = packet.into_tagged(now);
             let errors = conn.pc.read_errors();
             let read = shielded(|| {
+                #[cfg(feature = "fault-injection")]
+                if input.message[..] == *super::FAULT_DATAGRAM {
+                    panic!("fault injected");
+                }
                 let input = if dtls {
                     conn.hold_early_dtls(path, input)
                 } else {

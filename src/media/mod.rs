@@ -54,6 +54,11 @@ pub use upstream::PendingPull;
 pub(crate) use cap::{client_key, PerClient};
 pub(crate) use routes::stun_request_local_ufrag;
 
+/// Test builds only (feature `fault-injection`): a datagram with these bytes makes the media loop
+/// panic while a session's peer connection handles it, as a bug in `rtc` would.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_DATAGRAM: &[u8] = b"\x80 whip-echo fault injection: panic here";
+
 /// The media loop a local ufrag names (fuzzing entry).
 pub(crate) fn loop_of_ufrag(ufrag: &str) -> Option<usize> {
     peer::IceCredentials::loop_of(ufrag)
