@@ -236,7 +236,7 @@ async fn a_panic_on_one_sessions_datagram_ends_that_session_alone() {
         Options::default(),
     )
     .await;
-    let mut victim = support::connected(
+    let victim = support::connected(
         &format!("{base}/echo/victim"),
         Mode::SendRecv,
         Options::default(),
