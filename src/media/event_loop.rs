@@ -52,9 +52,9 @@ pub(super) struct MediaLoop {
     pub(super) unroutable: u64,
     /// Checks to addresses that never answered one (`--unanswered-checks-per-second`).
     unanswered_checks: TokenBucket,
-    /// Sessions whose peer connection panicked (`shield.rs`): not called into again, torn down
-    /// at the end of the wake-up.
-    pub(super) panicked: Vec<SessionKey>,
+    /// Sessions whose peer connection panicked (`shield.rs`), moved out of `sessions` so that
+    /// nothing finds them to call into again; torn down at the end of the wake-up.
+    panicked: Vec<(SessionKey, Conn)>,
 }
 
 impl MediaLoop {
@@ -230,9 +230,6 @@ impl MediaLoop {
                 }
                 continue;
             };
-            if self.panicked.contains(&key) {
-                continue;
-            }
             let Some(conn) = self.sessions.get_mut(&key) else {
                 continue;
             };
@@ -255,9 +252,12 @@ impl MediaLoop {
                 input.map(|input| conn.pc.handle_read(input))
             });
             match read {
-                Ok(Some(Err(e))) => conn.span.in_scope(|| debug!(error = %e, "packet rejected")),
-                Ok(_) => {
-                    let refused = conn.pc.read_errors() - errors;
+                Ok(result) => {
+                    let failed = matches!(result, Some(Err(_)));
+                    if let Some(Err(e)) = result {
+                        conn.span.in_scope(|| debug!(error = %e, "packet rejected"));
+                    }
+                    let refused = conn.pc.read_errors() - errors + u64::from(failed);
                     if refused > 0 {
                         self.config.metrics.dropped(Dropped::Rejected, refused);
                     }
@@ -274,8 +274,14 @@ impl MediaLoop {
         }
         for (key, dtls) in touched {
             self.drive(key, now);
-            if dtls && self.sessions.get_mut(&key).is_some_and(Conn::dtls_closed) {
-                self.teardown(key, EndReason::Closed);
+            if !dtls {
+                continue;
+            }
+            let closed = (self.sessions.get_mut(&key)).map(|conn| shielded(|| conn.dtls_closed()));
+            match closed {
+                Some(Ok(true)) => self.teardown(key, EndReason::Closed),
+                Some(Err(panic)) => self.note_panic(key, &panic),
+                _ => {}
             }
         }
     }
@@ -314,9 +320,6 @@ impl MediaLoop {
             .registry
             .session(key)
             .is_some_and(|e| e.role.publishes());
-        if self.panicked.contains(&key) {
-            return;
-        }
         let Some(conn) = self.sessions.get_mut(&key) else {
             return;
         };
@@ -412,9 +415,6 @@ impl MediaLoop {
         // A leg waiting for a new source's keyframe asks for one (rate-limited per publisher).
         let mut keyframe_wanted = false;
         for target in targets {
-            if self.panicked.contains(&target) {
-                continue;
-            }
             let Some(Conn {
                 pc,
                 legs,
@@ -425,6 +425,7 @@ impl MediaLoop {
             else {
                 continue;
             };
+            let mut failed = None;
             for (kind, packet) in &media {
                 let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
                     continue;
@@ -459,13 +460,15 @@ impl MediaLoop {
                     }
                     Ok(None) => {}
                     Err(panic) => {
-                        span.in_scope(|| error!(%panic, "the WebRTC stack panicked"));
-                        self.panicked.push(target);
+                        failed = Some(panic);
                         break;
                     }
                 }
             }
-            self.flush(target);
+            match failed {
+                Some(panic) => self.note_panic(target, &panic),
+                None => self.flush(target),
+            }
         }
         if keyframe_wanted {
             self.request_keyframe(from, now);
@@ -475,9 +478,6 @@ impl MediaLoop {
     /// Sends a session's pending datagrams, learning their destinations as its routes, and
     /// re-arms its timer.
     pub(super) fn flush(&mut self, key: SessionKey) {
-        if self.panicked.contains(&key) {
-            return;
-        }
         let MediaLoop {
             sessions,
             transports,
@@ -539,25 +539,29 @@ impl MediaLoop {
     /// Notes that `key`'s peer connection panicked: logged, and torn down at the end of the
     /// wake-up (or by [`Self::end_panicked`]) without another call into it.
     pub(super) fn note_panic(&mut self, key: SessionKey, panic: &super::shield::Panicked) {
-        if let Some(conn) = self.sessions.get(&key) {
-            panicked(conn, panic);
+        if let Some(conn) = self.sessions.remove(&key) {
+            panicked(&conn, panic);
+            self.panicked.push((key, conn));
         }
-        self.panicked.push(key);
     }
 
     /// Tears down the sessions whose peer connection panicked.
     pub(super) fn end_panicked(&mut self) {
-        while let Some(key) = self.panicked.pop() {
-            self.teardown(key, EndReason::Panicked);
+        for (key, conn) in std::mem::take(&mut self.panicked) {
+            self.finish(key, conn, EndReason::Panicked);
         }
     }
 
     /// The one teardown path: DELETE, ICE/DTLS failure, peer close, setup timeout, a publisher
     /// replaced, and shutdown.
     pub(super) fn teardown(&mut self, key: SessionKey, reason: EndReason) {
-        let Some(mut conn) = self.sessions.remove(&key) else {
-            return;
-        };
+        if let Some(conn) = self.sessions.remove(&key) {
+            self.finish(key, conn, reason);
+        }
+    }
+
+    /// The teardown of a session out of `sessions`.
+    fn finish(&mut self, key: SessionKey, mut conn: Conn, reason: EndReason) {
         // close() queues a DTLS close_notify so the peer learns at once instead of waiting for
         // its consent checks to fail (RFC 7675 §5.2). Not after a panic: the peer connection is
         // not called again (`shield.rs`).
@@ -585,8 +589,11 @@ impl MediaLoop {
         self.registry.end(key, Instant::now(), reason);
         self.config.metrics.ended(reason);
         conn.span.in_scope(|| info!(%reason, "session ended"));
-        // Dropping `conn` gives its place under the session cap back.
-        drop(conn);
+        // Dropping `conn` gives its place under the session cap back; its peer connection's drop
+        // is shielded too.
+        if let Err(panic) = shielded(move || drop(conn)) {
+            error!(%panic, "the WebRTC stack panicked while a session was dropped");
+        }
         self.publish_stats();
     }
 

@@ -16,6 +16,7 @@ use tracing::debug;
 use super::conn::{Conn, Link};
 use super::event_loop::MediaLoop;
 use super::routes::SessionKey;
+use super::shield::shielded;
 
 /// The least time between two keyframe requests to one publisher.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
@@ -93,8 +94,10 @@ impl MediaLoop {
         if conn.link != Link::Connected || !conn.keyframes.due(now) {
             return;
         }
-        write_keyframe_request(conn, now);
-        self.flush(key);
+        match shielded(|| write_keyframe_request(conn, now)) {
+            Ok(()) => self.flush(key),
+            Err(panic) => self.note_panic(key, &panic),
+        }
     }
 }
 

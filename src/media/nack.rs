@@ -8,9 +8,10 @@
 //!
 //! - a NACK packet is read for at most [`MAX_FCIS`] FCIs (each names up to 17 packets), a compound
 //!   for at most that many in all, and a sequence number named twice in one compound counts once;
-//! - a packet is resent at most [`MAX_RESENDS`] times, and not again within max(RTT,
+//! - a packet is resent at most [`MAX_RESENDS`] times: the first time at once (a receiver asks as
+//!   soon as it sees a gap, and waiting would cost it a frame), then not again within max(RTT,
 //!   [`MIN_RESEND_INTERVAL`]) of its last resend (the RTT from the receiver's reports of this
-//!   leg's sender reports, RFC 3550 §6.4.1), nor within one RTT of its first sending;
+//!   leg's sender reports, RFC 3550 §6.4.1), as libwebrtc's packet history does;
 //! - a leg resends at most [`RESEND_BYTES_PER_SECOND`] (burst: one second's worth);
 //! - only the last [`HISTORY`] packets of a leg are kept, in a ring indexed by sequence number,
 //!   where each slot also holds its packet's resend state: nothing here grows with what a
@@ -38,11 +39,12 @@ use rustc_hash::FxHashMap;
 
 use crate::rate::TokenBucket;
 
-/// Packets of a leg kept for resending: about 3 s of 1.5 Mb/s video, more than a NACK can still
-/// repair in time.
-pub const HISTORY: usize = 512;
+/// Packets of a leg kept for resending: about 1 s at the default `--max-bitrate` (8 Mb/s), 6 s of
+/// 1.5 Mb/s video; rtc's default too. The payloads are the forwarded packets' shared buffers, so a
+/// slot costs its header.
+pub const HISTORY: usize = 1024;
 /// FCIs (packet id and bitmask, RFC 4585 §6.2.1) read of one compound RTCP packet; more are
-/// ignored. 64 name up to 1,088 packets, twice the history.
+/// ignored. 64 name up to 1,088 packets, about the history.
 pub const MAX_FCIS: usize = 64;
 /// Times one packet is resent at most.
 pub const MAX_RESENDS: u8 = 3;
@@ -58,13 +60,13 @@ const SENDER_REPORTS: usize = 4;
 pub enum Refused {
     /// Named again in the same compound packet.
     Duplicate,
-    /// Resent less than max(RTT, 100 ms) ago, or first sent less than an RTT ago.
+    /// Resent less than max(RTT, 100 ms) ago.
     TooSoon,
     /// Already resent [`MAX_RESENDS`] times.
     Exhausted,
     /// Not in the history (never sent on this leg, or too old).
     Unknown,
-    /// Beyond [`MAX_FCIS`] in one compound packet.
+    /// Named by an FCI beyond [`MAX_FCIS`] in one compound packet.
     TooMany,
     /// The leg's resend budget was spent.
     Budget,
@@ -183,12 +185,8 @@ impl Leg {
         if sent.resends >= MAX_RESENDS {
             return Err(Refused::Exhausted);
         }
-        let interval = if sent.resends == 0 {
-            rtt
-        } else {
-            rtt.max(MIN_RESEND_INTERVAL)
-        };
-        if now.saturating_duration_since(sent.at) < interval {
+        if sent.resends > 0 && now.saturating_duration_since(sent.at) < rtt.max(MIN_RESEND_INTERVAL)
+        {
             return Err(Refused::TooSoon);
         }
         let size = sent.packet.header.marshal_size() + sent.packet.payload.len();
@@ -260,7 +258,10 @@ impl NackResponder {
         {
             let take = nack.nacks.len().min(MAX_FCIS - fcis);
             fcis += take;
-            too_many += (nack.nacks.len() - take) as u64;
+            too_many += nack.nacks[take..]
+                .iter()
+                .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
+                .sum::<u64>();
             for pair in &nack.nacks[..take] {
                 self.named.push((nack.media_ssrc, pair.packet_id));
                 for bit in 0..16u16 {
@@ -501,6 +502,23 @@ mod tests {
             resent += nack(&mut r, vec![pid(7)], t0 + Duration::from_millis(150 * i)).len();
         }
         assert_eq!(resent, usize::from(MAX_RESENDS));
+    }
+
+    #[test]
+    fn the_first_resend_goes_at_once_and_the_next_waits_for_the_rtt() {
+        let (mut r, _) = responder();
+        let t0 = Instant::now();
+        r.legs.get_mut(&SSRC).unwrap().rtt = Some(Duration::from_millis(250));
+        send(&mut r, 9, t0);
+        // Asked for 5 ms after it went: resent, although the RTT is longer.
+        let t1 = t0 + Duration::from_millis(5);
+        assert_eq!(nack(&mut r, vec![pid(9)], t1), vec![9]);
+        // Not again within the RTT of that resend (not 100 ms: the RTT is longer).
+        assert!(nack(&mut r, vec![pid(9)], t1 + Duration::from_millis(200)).is_empty());
+        assert_eq!(
+            nack(&mut r, vec![pid(9)], t1 + Duration::from_millis(250)),
+            vec![9]
+        );
     }
 
     #[test]

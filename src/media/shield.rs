@@ -4,9 +4,12 @@
 //! PATCH) runs under [`shielded`]: a panic there (a bug in `rtc` or in whip-echo, reached by what
 //! one client sent) is caught, logged once with its message, and the session is torn down with
 //! [`EndReason::Panicked`](crate::session::EndReason::Panicked) without another call into its
-//! peer connection, whose state the panic may have left half-changed. Nothing else the loop owns
-//! is touched inside a shielded call, so the loop and every other session go on. (Without it,
-//! one panic ended the loop's thread and with it every session on the port.)
+//! peer connection, whose state the panic may have left half-changed: the loop moves it out of its
+//! sessions at once (`MediaLoop::note_panic`), so nothing finds it to call into again, and ends
+//! it at the end of the wake-up. What else a shielded call touches (the routes, the sockets, a
+//! rate bucket: `flush` sends inside one) is changed one whole step at a time, so a panic in the
+//! peer connection between two steps leaves it consistent; the loop and every other session go
+//! on. (Without it, one panic ended the loop's thread and with it every session on the port.)
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

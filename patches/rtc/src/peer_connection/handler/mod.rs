@@ -29,7 +29,7 @@ use crate::peer_connection::state::peer_connection_state::RTCPeerConnectionState
 use crate::peer_connection::state::signaling_state::RTCSignalingState;
 use crate::statistics::accumulator::RTCStatsAccumulator;
 use ::interceptor::Packet;
-use log::warn;
+use log::{debug, warn};
 use shared::TaggedBytesMut;
 use shared::error::{Error, flatten_errs};
 use std::collections::VecDeque;
@@ -292,14 +292,15 @@ impl RTCPeerConnection {
         }
 
         use sansio::Protocol;
-        // whip-echo patch: errors are counted for the application (`read_errors`), not only
-        // logged.
+        // whip-echo patch: errors are counted for the application (`read_errors`) and logged at
+        // debug level: they are what a peer (or anyone spoofing it) sends, one line per datagram
+        // at warn level let a flood of garbage flood the log.
         let mut errors = 0u64;
         for_each_handler!(forward: process_handler!(self, handler, {
             while let Some(msg) = intermediate_routs.pop_front() {
                 if let Err(err) = handler.handle_read(msg) {
                     errors += 1;
-                    warn!("{}.handle_read got error: {}", handler.name(), err);
+                    debug!("{}.handle_read got error: {}", handler.name(), err);
                 }
             }
             while let Some(msg) = handler.poll_read() {
