@@ -224,6 +224,19 @@ pub struct LoopMetrics {
     nack: crate::media::NackMetrics,
 }
 
+/// A counter family `name` with a `cause` label, registered in `registry`, and its counter of each
+/// of `causes` (all exposed at 0 from the start).
+pub(crate) fn cause_counters<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    causes: [&'static str; N],
+) -> [Counter; N] {
+    let family = Family::<CauseLabel, Counter>::default();
+    registry.register(name, help, family.clone());
+    causes.map(|cause| family.get_or_create(&CauseLabel { cause }).clone())
+}
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
@@ -271,17 +284,12 @@ impl Metrics {
             "rtp_sent_bytes",
             "RTP bytes (header and payload) forwarded",
         );
-        let dropped_family = Family::<CauseLabel, Counter>::default();
-        registry.register(
+        let dropped = cause_counters(
+            &mut registry,
             "dropped_packets",
             "Packets not forwarded, by cause",
-            dropped_family.clone(),
+            Dropped::ALL.map(Dropped::label),
         );
-        let dropped = Dropped::ALL.map(|d| {
-            dropped_family
-                .get_or_create(&CauseLabel { cause: d.label() })
-                .clone()
-        });
         let ended = Family::<ReasonLabel, Counter>::default();
         registry.register("sessions_ended", "Sessions ended, by reason", ended.clone());
         // 1 ms to about 16 s.
@@ -291,17 +299,12 @@ impl Metrics {
             "Time from POST to ICE and DTLS connected",
             connect_seconds.clone(),
         );
-        let closed_family = Family::<CauseLabel, Counter>::default();
-        registry.register(
+        let tcp_closed = cause_counters(
+            &mut registry,
             "tcp_connections_closed",
             "TCP connections closed or refused by a limit, by cause",
-            closed_family.clone(),
+            ConnClosed::ALL.map(ConnClosed::label),
         );
-        let tcp_closed = ConnClosed::ALL.map(|c| {
-            closed_family
-                .get_or_create(&CauseLabel { cause: c.label() })
-                .clone()
-        });
         let tcp_pending = Family::<ListenerLabel, Gauge>::default();
         registry.register(
             "tcp_connections_pending",
@@ -322,18 +325,13 @@ impl Metrics {
             "ICE-TCP connections bound to a session",
             ice_tcp_open.clone(),
         );
-        let rejected_family = Family::<CauseLabel, Counter>::default();
-        registry.register(
+        let rejected = cause_counters(
+            &mut registry,
             "sessions_rejected",
             "Requests refused by a session cap or a rate limit (POSTs before their session \
              was created, PATCHes), by cause",
-            rejected_family.clone(),
+            Rejection::ALL.map(Rejection::label),
         );
-        let rejected = Rejection::ALL.map(|r| {
-            rejected_family
-                .get_or_create(&CauseLabel { cause: r.label() })
-                .clone()
-        });
         let sessions = Family::<SessionLabels, Gauge>::default();
         registry.register(
             "sessions",

@@ -24,7 +24,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
 };
@@ -94,11 +93,6 @@ impl Refused {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
-struct CauseLabel {
-    cause: &'static str,
-}
-
 /// The responders' counters: packets resent, and requests refused by cause.
 #[derive(Clone, Default)]
 pub struct NackMetrics {
@@ -121,17 +115,12 @@ impl NackMetrics {
             "RTP packets resent to receivers that asked by NACK",
             resent.clone(),
         );
-        let family = Family::<CauseLabel, Counter>::default();
-        registry.register(
+        let refused = crate::metrics::cause_counters(
+            registry,
             "nack_refused_packets",
             "Packets asked for by NACK and not resent, by cause",
-            family.clone(),
+            Refused::ALL.map(Refused::label),
         );
-        let refused = Refused::ALL.map(|r| {
-            family
-                .get_or_create(&CauseLabel { cause: r.label() })
-                .clone()
-        });
         NackMetrics { resent, refused }
     }
 
