@@ -1,10 +1,15 @@
 //! The STUN and TURN servers clients are told about (RFC 9725 §4.6): one `Link` header field per
-//! server on the 201 of a POST and on OPTIONS, with TURN credentials minted per request.
+//! server on the 201 of a POST, and on an OPTIONS that is not a CORS preflight and is made by
+//! someone who may POST there (its token checked like the POST's), with TURN credentials minted per
+//! request. A preflight gets none (RFC 9725 §4.6: ICE servers SHOULD NOT be returned on one; any
+//! origin can send it, and without a token).
 //!
-//! TURN credentials are static (`--turn-username`/`--turn-password`) or, with `--turn-secret`,
-//! the TURN REST scheme that coturn implements as `use-auth-secret`
-//! (draft-uberti-behave-turn-rest): username `<expiry unix time>:whip-echo`, password the base64
-//! HMAC-SHA1 of the username under the shared secret, valid for `--turn-ttl`.
+//! TURN credentials are static (`--turn-username`/`--turn-password`: only on a 201, never on
+//! OPTIONS, which asks no offer of the client) or, with `--turn-secret`, the TURN REST scheme that
+//! coturn implements as `use-auth-secret` (draft-uberti-behave-turn-rest): username
+//! `<expiry unix time>:<stream>:<random>` (one per response, so the TURN server's quotas and logs
+//! tell users apart), password the base64 HMAC-SHA1 of the username under the shared secret,
+//! valid for `--turn-ttl`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -76,44 +81,59 @@ impl IceServers {
         }))
     }
 
-    /// The `Link` header field values for a response made at `now`, one per server.
-    pub fn links(&self, now: SystemTime) -> Vec<String> {
+    /// The `Link` header field values for a response about `stream` made at `now`, one per
+    /// server; on an OPTIONS response (`on_options`) without the TURN servers of static
+    /// credentials.
+    pub fn links(&self, stream: &str, now: SystemTime, on_options: bool) -> Vec<String> {
         let turn_credentials = match &self.credentials {
             TurnCredentials::None => None,
+            TurnCredentials::Static { .. } if on_options => None,
             TurnCredentials::Static { username, password } => {
                 Some((username.clone(), password.clone()))
             }
-            TurnCredentials::Rest { secret, ttl } => Some(rest_credentials(secret, *ttl, now)),
+            TurnCredentials::Rest { secret, ttl } => {
+                Some(rest_credentials(secret, *ttl, stream, now))
+            }
         };
         self.urls
             .iter()
-            .map(|url| {
+            .filter_map(|url| {
                 let mut link = format!("<{url}>; rel=\"ice-server\"");
-                if let (true, Some((username, password))) =
-                    (url.starts_with("turn"), &turn_credentials)
-                {
+                if url.starts_with("turn") {
+                    let (username, password) = turn_credentials.as_ref()?;
                     link.push_str(&format!(
                         "; username={}; credential={}; credential-type=\"password\"",
                         quoted(username),
                         quoted(password)
                     ));
                 }
-                link
+                Some(link)
             })
             .collect()
     }
 }
 
-/// TURN REST credentials valid until `now + ttl`: (`expiry:whip-echo`, base64 HMAC-SHA1).
-pub fn rest_credentials(secret: &str, ttl: Duration, now: SystemTime) -> (String, String) {
+/// TURN REST credentials for `stream` valid until `now + ttl`: (`expiry:stream:random`, base64
+/// HMAC-SHA1). coturn reads the expiry before the first colon; a stream name has none.
+pub fn rest_credentials(
+    secret: &str,
+    ttl: Duration,
+    stream: &str,
+    now: SystemTime,
+) -> (String, String) {
     let expiry = (now + ttl)
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let username = format!("{expiry}:whip-echo");
+    let username = format!("{expiry}:{stream}:{:08x}", rand::random::<u32>());
+    let password = rest_password(secret, &username);
+    (username, password)
+}
+
+/// The TURN REST password of `username`: the base64 HMAC-SHA1 of it under `secret`.
+fn rest_password(secret: &str, username: &str) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = hmac::sign(&key, username.as_bytes());
-    let password = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
-    (username, password)
+    base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
 
 /// An RFC 8288 / RFC 9110 §5.6.4 quoted-string.
@@ -149,11 +169,16 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(
-            servers.links(SystemTime::now()),
+            servers.links("room", SystemTime::now(), false),
             vec![
                 r#"<stun:stun.example.net>; rel="ice-server""#.to_owned(),
                 r#"<turn:turn.example.net:3478?transport=udp>; rel="ice-server"; username="user"; credential="pa\"ss"; credential-type="password""#.to_owned(),
             ]
+        );
+        // Static credentials never on OPTIONS: the TURN server is left out there.
+        assert_eq!(
+            servers.links("room", SystemTime::now(), true),
+            vec![r#"<stun:stun.example.net>; rel="ice-server""#.to_owned()]
         );
     }
 
@@ -161,10 +186,18 @@ mod tests {
     fn rest_credentials_follow_coturns_scheme() {
         // HMAC-SHA1("1700003600:whip-echo", "s3cret"), base64: computed independently with
         // `printf %s 1700003600:whip-echo | openssl dgst -sha1 -hmac s3cret -binary | base64`.
+        assert_eq!(
+            rest_password("s3cret", "1700003600:whip-echo"),
+            "SW/7hmsKsOhC4GYyp5G+qg1fTYI="
+        );
+        // One username per response: the expiry, the stream, 8 random hex digits.
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let (username, password) = rest_credentials("s3cret", Duration::from_secs(3600), now);
-        assert_eq!(username, "1700003600:whip-echo");
-        assert_eq!(password, "SW/7hmsKsOhC4GYyp5G+qg1fTYI=");
+        let ttl = Duration::from_secs(3600);
+        let (username, password) = rest_credentials("s3cret", ttl, "room", now);
+        let random = username.strip_prefix("1700003600:room:").unwrap();
+        assert!(random.len() == 8 && random.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(password, rest_password("s3cret", &username));
+        assert_ne!(rest_credentials("s3cret", ttl, "room", now).0, username);
     }
 
     #[test]

@@ -717,6 +717,102 @@ async fn ice_servers_are_announced_one_link_field_each() {
             "{}",
             links[1]
         );
+        // A username per response, naming the stream.
+        assert!(links[1].contains(":linked:"), "{}", links[1]);
     }
+    api.stop.cancel();
+}
+
+/// The `Link` fields of `response`.
+fn links_of(response: &Response) -> Vec<String> {
+    let links = response.headers().get_all(header::LINK).iter();
+    links.map(|v| v.to_str().unwrap().to_owned()).collect()
+}
+
+/// The security review's preflight: with tokens and a TURN secret configured, an OPTIONS from any
+/// origin (a CORS preflight, which carries no token) got freshly minted 24 h TURN credentials
+/// while a POST without a token got 401. RFC 9725 §4.6: none on a preflight; on another OPTIONS
+/// only with a token that may POST there; static TURN credentials never on OPTIONS.
+#[tokio::test]
+async fn turn_credentials_only_for_whoever_may_post() {
+    let mut config = Config::for_tests();
+    config.ice_servers = vec![
+        "stun:stun.example.net".into(),
+        "turn:turn.example.net:3478".into(),
+    ];
+    config.turn_secret = Some("shared".into());
+    config.publish_tokens = vec!["pub-secret@room".into()];
+    config.play_tokens = vec!["play-secret".into()];
+    let api = Api::new(config).await;
+    let options = |path: &str, headers: &[(&str, &str)]| {
+        let mut request = Request::builder().method(Method::OPTIONS).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    let preflight = [
+        ("origin", "https://anyone.example"),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (r, _) = api.send(options("/whip/room", &preflight)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert!(links_of(&r).is_empty(), "a preflight: {:?}", links_of(&r));
+    let (r, _) = api.send(options("/whip/room", &[])).await;
+    assert!(links_of(&r).is_empty(), "no token: {:?}", links_of(&r));
+    let wrong = [("authorization", "Bearer play-secret")];
+    let (r, _) = api.send(options("/whip/room", &wrong)).await;
+    assert!(
+        links_of(&r).is_empty(),
+        "a play token on WHIP: {:?}",
+        links_of(&r)
+    );
+    let other = [("authorization", "Bearer pub-secret")];
+    let (r, _) = api.send(options("/whip/elsewhere", &other)).await;
+    assert!(
+        links_of(&r).is_empty(),
+        "another stream's: {:?}",
+        links_of(&r)
+    );
+    // The token that may publish `room` gets both servers, with credentials of its own.
+    let (r, _) = api.send(options("/whip/room", &other)).await;
+    let links = links_of(&r);
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(
+        links[1].contains("username=\"") && links[1].contains(":room:"),
+        "{links:?}"
+    );
+    let (again, _) = api.send(options("/whip/room", &other)).await;
+    assert_ne!(links_of(&again)[1], links[1], "a username per response");
+    let (r, _) = api
+        .send(options(
+            "/whep/room",
+            &[("authorization", "Bearer play-secret")],
+        ))
+        .await;
+    assert_eq!(links_of(&r).len(), 2);
+    api.stop.cancel();
+
+    // Static credentials: on the 201 of a POST only.
+    let mut config = Config::for_tests();
+    config.ice_servers = vec![
+        "stun:stun.example.net".into(),
+        "turn:turn.example.net:3478".into(),
+    ];
+    config.turn_username = Some("user".into());
+    config.turn_password = Some("pass".into());
+    let api = Api::new(config).await;
+    let (r, _) = api.send(options("/whip/room", &[])).await;
+    assert_eq!(
+        links_of(&r),
+        vec![r#"<stun:stun.example.net>; rel="ice-server""#]
+    );
+    let (created, _) = api.sdp("/whip/room", OFFER).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(links_of(&created)[1].contains(r#"username="user""#));
     api.stop.cancel();
 }

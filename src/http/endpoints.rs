@@ -2,7 +2,7 @@
 //! extension) endpoints. Each POST is the same translation: offer in, session created by the media
 //! plane, `201 Created` out.
 
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -135,7 +135,7 @@ async fn create(
             "accept-patch",
             HeaderValue::from_static(super::sdp::TRICKLE_ICE_SDPFRAG),
         );
-        append_links(&state, &mut headers)?;
+        append_links(&state, &mut headers, &stream, false)?;
         Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
     .await;
@@ -222,20 +222,55 @@ pub(super) fn header_value(s: String) -> Result<HeaderValue, ApiError> {
 /// RFC 9725 §4.6: one `Link: <url>; rel="ice-server"` field per configured STUN/TURN server,
 /// TURN credentials minted for this response. One per field, not a comma-separated list: OBS
 /// splits the value on commas and keeps the space, and then refuses the second server.
-fn append_links(state: &AppState, headers: &mut HeaderMap) -> Result<(), ApiError> {
+fn append_links(
+    state: &AppState,
+    headers: &mut HeaderMap,
+    stream: &StreamName,
+    on_options: bool,
+) -> Result<(), ApiError> {
     if let Some(servers) = &state.ice_servers {
-        for link in servers.links(std::time::SystemTime::now()) {
+        let now = std::time::SystemTime::now();
+        for link in servers.links(&stream.to_string(), now, on_options) {
             headers.append(header::LINK, header_value(link)?);
         }
     }
     Ok(())
 }
 
-/// `OPTIONS` on an endpoint: 204 with `Accept-Post`, the CORS preflight headers and the ICE
-/// servers (so a client can configure its peer connection before it makes the offer).
-pub async fn options(State(state): State<AppState>) -> Response {
+/// `OPTIONS` on an endpoint: 204 with `Accept-Post` and the CORS preflight headers; and the ICE
+/// servers (so a client can configure its peer connection before it makes the offer), unless it
+/// is a CORS preflight (RFC 9725 §4.6: any origin sends one, without a token) or its sender may
+/// not POST there (the bearer token is checked as a POST's is).
+pub async fn options(
+    State(state): State<AppState>,
+    path: MatchedPath,
+    Path(stream): Path<String>,
+    request_headers: HeaderMap,
+) -> Response {
     let mut response = cors::options(ENDPOINT_METHODS, ENDPOINT_CORS_METHODS);
-    if let Err(e) = append_links(&state, response.headers_mut()) {
+    // Fetch's CORS preflight: an OPTIONS with Origin and Access-Control-Request-Method.
+    let preflight = request_headers.contains_key(header::ORIGIN)
+        && request_headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let Ok(stream) = StreamName::parse(&stream) else {
+        return response;
+    };
+    if preflight || state.ice_servers.is_none() {
+        return response;
+    }
+    if let Some(auth) = &state.auth {
+        let action = if path.as_str().starts_with("/whep/") {
+            Action::Play
+        } else {
+            Action::Publish
+        };
+        if auth
+            .check(super::bearer(&request_headers), action, &stream)
+            .is_err()
+        {
+            return response;
+        }
+    }
+    if let Err(e) = append_links(&state, response.headers_mut(), &stream, true) {
         return e.into_response();
     }
     response
