@@ -146,10 +146,17 @@ test("a TURN server from the Link headers: a browser that may only relay still h
   const turn = await startTurn(port, secret);
   const own = await startServer(["--ice-server", `turn:127.0.0.1:${port}?transport=udp`, "--turn-secret", secret]);
   try {
-    // The OPTIONS answer carries the server, with credentials minted for it (RFC 9725 §4.6).
+    // The OPTIONS answer carries the server, with credentials minted for it (RFC 9725 §4.6):
+    // a username of its own naming the stream.
     const options = await fetch(`${own.base}/echo/relayed`, { method: "OPTIONS" });
     assert.match(options.headers.get("link"),
-      new RegExp(`^<turn:127.0.0.1:${port}\\?transport=udp>; rel="ice-server"; username="\\d+:whip-echo"; credential="[^"]+"; credential-type="password"$`));
+      new RegExp(`^<turn:127.0.0.1:${port}\\?transport=udp>; rel="ice-server"; username="\\d+:relayed:[0-9a-f]{8}"; credential="[^"]+"; credential-type="password"$`));
+    // Not on a CORS preflight, which any origin can send without a token.
+    const preflight = await fetch(`${own.base}/echo/relayed`, {
+      method: "OPTIONS",
+      headers: { origin: "https://anyone.example", "access-control-request-method": "POST" },
+    });
+    assert.equal(preflight.headers.get("link"), null);
     // Only relay candidates: the media can only flow through coturn.
     const init = () => {
       const Real = window.RTCPeerConnection;

@@ -181,7 +181,7 @@ pub struct Config {
     pub ice_servers: Vec<String>,
 
     /// Shared secret of the TURN servers (coturn `use-auth-secret`): credentials are minted per
-    /// request as `<expiry>:whip-echo` and base64 HMAC-SHA1.
+    /// response as `<expiry>:<stream>:<random>` and base64 HMAC-SHA1.
     #[arg(long, env = "WHIP_ECHO_TURN_SECRET", conflicts_with = "turn_username")]
     pub turn_secret: Option<String>,
 
