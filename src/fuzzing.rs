@@ -156,7 +156,7 @@ pub fn rtp(data: &[u8]) {
 
 /// A compound RTCP packet that rtc parses after SRTCP decryption, and the NACKs in it answered.
 pub fn rtcp(data: &[u8]) {
-    crate::media::answer_rtcp(data);
+    crate::media::nack::answer_fuzzed(data);
 }
 
 /// DTLS datagrams as whip-echo's DTLS server reads them before and during a handshake (rtc-dtls's

@@ -444,14 +444,7 @@ async fn an_offer_of_2000_candidates_is_no_amplifier() {
     )
     .await;
     post_with_candidates(&server, "sink", &lines).await;
-    let mut worst = std::time::Duration::ZERO;
-    for n in 0..20 {
-        let marker = format!("bystander-{n}");
-        let sent = std::time::Instant::now();
-        bystander.send(marker.as_bytes());
-        while bystander.next_packet(WAIT).await.payload[..] != *marker.as_bytes() {}
-        worst = worst.max(sent.elapsed());
-    }
+    let worst = support::worst_echo(&mut bystander, "bystander").await;
     eprintln!("bystander's echo RTT during the attack: at most {worst:?} (20 packets)");
     assert_eq!(bystander.delete().await, 200);
     bystander.close().await;

@@ -26,19 +26,6 @@ async fn metric_reaches(base: &str, name: &str, value: f64) -> String {
     }
 }
 
-/// The worst echo round trip of 20 packets on `echo`.
-async fn worst_echo(echo: &mut support::client::Client, label: &str) -> Duration {
-    let mut worst = Duration::ZERO;
-    for n in 0..20 {
-        let marker = format!("{label}-{n}");
-        let sent = Instant::now();
-        echo.send(marker.as_bytes());
-        while echo.next_packet(WAIT).await.payload[..] != *marker.as_bytes() {}
-        worst = worst.max(sent.elapsed());
-    }
-    worst
-}
-
 /// The review's NACK amplification: one RTCP packet naming one packet 4,000 times, then the same
 /// packet 10 times at once. rtc's responder resent it 44,000 times; whip-echo's resends it once
 /// (at most 64 FCIs read per packet, one sequence number once per compound, not again within
@@ -70,10 +57,10 @@ async fn a_viewer_naming_one_packet_44000_times_gets_one_resend() {
             }
         }
     };
-    let before = worst_echo(&mut echo, "before").await;
+    let before = support::worst_echo(&mut echo, "before").await;
     viewer.nack(vec![seq; 4000], 1);
     viewer.nack(vec![seq; 4000], 10);
-    let during = worst_echo(&mut echo, "during").await;
+    let during = support::worst_echo(&mut echo, "during").await;
     // All eleven read: the last ten named it too soon after its resend.
     let text = metric_reaches(
         &base,
@@ -146,21 +133,13 @@ async fn random_ssrcs_that_do_not_authenticate_leave_no_state() {
         );
     };
     // Batches of 1,000, each followed by an echo: the server has read the batch (one socket,
-    // one order) and its socket buffer never overflows.
-    let mut batches = 0;
-    let mut batch = |echo: &mut support::client::Client| {
-        batches += 1;
-        flood(echo, 1000);
-        format!("after-{batches}")
-    };
-    let marker = batch(&mut echo);
-    echo.send(marker.as_bytes());
-    while echo.next_packet(WAIT).await.payload[..] != *marker.as_bytes() {}
+    // one order) and its socket buffer never overflows. The first batch warms up.
+    flood(&echo, 1000);
+    support::echoed(&mut echo, b"after-0").await;
     let before = support::rss_kib();
-    for _ in 0..200 {
-        let marker = batch(&mut echo);
-        echo.send(marker.as_bytes());
-        while echo.next_packet(WAIT).await.payload[..] != *marker.as_bytes() {}
+    for n in 1..=200 {
+        flood(&echo, 1000);
+        support::echoed(&mut echo, format!("after-{n}").as_bytes()).await;
     }
     let grown = support::rss_kib().saturating_sub(before);
     eprintln!("RSS grew by {grown} KiB over 200,000 forged SRTP and SRTCP datagrams");
@@ -216,8 +195,7 @@ async fn a_handshake_that_never_ends_cannot_queue_records_without_bound() {
     let grown = support::rss_kib().saturating_sub(before);
     eprintln!("RSS grew by {grown} KiB over 100,000 epoch-1 records (120 MB) mid-handshake");
     assert!(grown < 32 * 1024, "RSS grew by {grown} KiB");
-    client.send(b"still echoing");
-    while client.next_packet(WAIT).await.payload[..] != *b"still echoing" {}
+    support::echoed(&mut client, b"still echoing").await;
     support::delete_all_and_stop(server, vec![client]).await;
 }
 
@@ -263,8 +241,7 @@ async fn a_panic_on_one_sessions_datagram_ends_that_session_alone() {
     assert_eq!(gone.status(), 410);
     let why = gone.text().await.unwrap();
     assert!(why.contains("failed while handling it"), "{why}");
-    bystander.send(b"after the panic");
-    while bystander.next_packet(WAIT).await.payload[..] != *b"after the panic" {}
+    support::echoed(&mut bystander, b"after the panic").await;
     // And a new session connects and echoes.
     let mut fresh = support::connected(
         &format!("{base}/echo/fresh"),
@@ -272,8 +249,7 @@ async fn a_panic_on_one_sessions_datagram_ends_that_session_alone() {
         Options::default(),
     )
     .await;
-    fresh.send(b"new");
-    while fresh.next_packet(WAIT).await.payload[..] != *b"new" {}
+    support::echoed(&mut fresh, b"new").await;
     victim.vanish().await;
     support::delete_all_and_stop(server, vec![bystander, fresh]).await;
 }

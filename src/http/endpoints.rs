@@ -230,7 +230,7 @@ fn append_links(
 ) -> Result<(), ApiError> {
     if let Some(servers) = &state.ice_servers {
         let now = std::time::SystemTime::now();
-        for link in servers.links(&stream.to_string(), now, on_options) {
+        for link in servers.links(stream.as_str(), now, on_options) {
             headers.append(header::LINK, header_value(link)?);
         }
     }

@@ -253,11 +253,11 @@ impl MediaLoop {
             });
             match read {
                 Ok(result) => {
-                    let failed = matches!(result, Some(Err(_)));
+                    let mut refused = conn.pc.read_errors() - errors;
                     if let Some(Err(e)) = result {
+                        refused += 1;
                         conn.span.in_scope(|| debug!(error = %e, "packet rejected"));
                     }
-                    let refused = conn.pc.read_errors() - errors + u64::from(failed);
                     if refused > 0 {
                         self.config.metrics.dropped(Dropped::Rejected, refused);
                     }
@@ -540,7 +540,7 @@ impl MediaLoop {
     /// wake-up (or by [`Self::end_panicked`]) without another call into it.
     pub(super) fn note_panic(&mut self, key: SessionKey, panic: &super::shield::Panicked) {
         if let Some(conn) = self.sessions.remove(&key) {
-            panicked(&conn, panic);
+            log_panic(&conn, panic);
             self.panicked.push((key, conn));
         }
     }
@@ -574,7 +574,7 @@ impl MediaLoop {
                 }
             });
             if let Err(panic) = closed {
-                panicked(&conn, &panic);
+                log_panic(&conn, &panic);
             }
         }
         if let Some(previous) = &conn.previous_ufrag {
@@ -643,7 +643,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Logs that `conn`'s peer connection panicked (once per session: it is not called again).
-fn panicked(conn: &Conn, panic: &super::shield::Panicked) {
+fn log_panic(conn: &Conn, panic: &super::shield::Panicked) {
     conn.span
         .in_scope(|| error!(%panic, "the WebRTC stack panicked: session ended"));
 }

@@ -58,6 +58,23 @@ pub async fn connected(url: &str, mode: client::Mode, options: client::Options) 
     c
 }
 
+/// Sends `payload` on `client` and waits (up to [`WAIT`] a packet) until it comes back.
+pub async fn echoed(client: &mut client::Client, payload: &[u8]) {
+    client.send(payload);
+    while client.next_packet(WAIT).await.payload[..] != *payload {}
+}
+
+/// The worst round trip of 20 echoed packets on `echo`, marked `{label}-{n}`.
+pub async fn worst_echo(echo: &mut client::Client, label: &str) -> Duration {
+    let mut worst = Duration::ZERO;
+    for n in 0..20 {
+        let sent = std::time::Instant::now();
+        echoed(echo, format!("{label}-{n}").as_bytes()).await;
+        worst = worst.max(sent.elapsed());
+    }
+    worst
+}
+
 /// Waits (up to 60 s) until the media plane has no session left: reaping on an ICE timeout
 /// takes that long for the last of many.
 pub async fn wait_reaped(server: &Running) {
