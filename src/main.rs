@@ -11,7 +11,8 @@ async fn main() -> std::process::ExitCode {
     if config.command == Some(Subcommand::Healthcheck) {
         return whip_echo::healthcheck::run(config.listen).await;
     }
-    telemetry::init(&config);
+    // Flushes the queued log lines when main returns.
+    let _logs = telemetry::init(&config);
     tracing::info!(config = ?config.redacted(), "configuration");
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

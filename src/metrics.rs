@@ -203,6 +203,10 @@ struct Inner {
     /// Cluster mode: streams held, streams pulled, Redis up, Redis errors.
     cluster: [Gauge; 3],
     redis_errors: Counter,
+    /// Log lines the writer dropped because the log pipe was slow (`telemetry::dropped_lines`).
+    log_lines_dropped: Counter,
+    /// The WebRTC stack's warnings over their budget (`telemetry::suppressed_lines`).
+    log_lines_suppressed: Counter,
     /// One scrape at a time sets the gauges and encodes.
     scrape: Mutex<()>,
 }
@@ -315,8 +319,8 @@ impl Metrics {
         let candidates_ignored = counter(
             &mut registry,
             "remote_candidates_ignored",
-            "Remote candidates of offers and trickles not taken: over a session's cap, or at an \
-             unspecified, multicast, broadcast or the server's own address",
+            "Remote candidates of offers and trickles not taken: over a session's cap, at an \
+             unspecified, multicast, broadcast or the server's own address, or an mDNS name",
         );
         let nack = crate::media::NackMetrics::register(&mut registry);
         let ice_tcp_open = Gauge::default();
@@ -374,10 +378,23 @@ impl Metrics {
             "cluster_redis_errors",
             "Cluster mode: Redis calls that failed",
         );
+        let log_lines_dropped = counter(
+            &mut registry,
+            "log_lines_dropped",
+            "Log lines dropped because the log output fell behind (never a media loop waiting)",
+        );
+        let log_lines_suppressed = counter(
+            &mut registry,
+            "log_lines_suppressed",
+            "Warnings and errors of the WebRTC stack (mostly about one client's packet) over \
+             their budget of 20 at once and one a second, not logged",
+        );
         Metrics(Arc::new(Inner {
             registry,
             cluster,
             redis_errors,
+            log_lines_dropped,
+            log_lines_suppressed,
             loops: LoopMetrics {
                 rtp_received,
                 rtp_received_bytes,
@@ -441,6 +458,15 @@ impl Metrics {
             self.0
                 .redis_errors
                 .inc_by(view.redis_errors.saturating_sub(seen));
+        }
+        for (counter, now) in [
+            (&self.0.log_lines_dropped, crate::telemetry::dropped_lines()),
+            (
+                &self.0.log_lines_suppressed,
+                crate::telemetry::suppressed_lines(),
+            ),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
         }
         let roles = [("publisher", 0), ("viewer", 1), ("echo", 2)];
         let states = [("connecting", 0), ("connected", 1), ("disconnected", 2)];

@@ -1,6 +1,18 @@
 //! Tracing initialisation. Only `main` calls this; tests install their own subscriber or none.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
+
+use tracing::subscriber::Interest;
+use tracing::{Level, Metadata};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::layer::{Context, Filter, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::rate::TokenBucket;
 
 use crate::config::{Config, LogFormat};
 
@@ -37,20 +49,116 @@ pub fn with_quiet(filter: &str) -> String {
     out
 }
 
-/// Installs the global tracing subscriber. `RUST_LOG`, when set, overrides `--log`; either way
-/// with [`QUIET`] where it does not say otherwise.
-pub fn init(config: &Config) {
-    let given = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    let filter = EnvFilter::try_new(with_quiet(&given))
-        .unwrap_or_else(|_| EnvFilter::new(with_quiet("info")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// Log lines queued for the writer thread at most; beyond them a line is dropped (and counted)
+/// rather than making the thread that logs it wait. About 5 MB of typical lines.
+pub const MAX_QUEUED_LINES: usize = 16_384;
+
+/// The writer's count of dropped lines, once [`init`] has run.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped so far because the writer fell behind (a slow or stalled log pipe):
+/// `whip_echo_log_lines_dropped_total`.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Warnings and errors of the WebRTC stack's crates (`rtc`, `rtc_*`) logged at once at most; then
+/// [`STACK_LINES_PER_SECOND`]. Most of them are about one client's packet (a STUN message that
+/// does not authenticate, a record that does not parse), and a client sends as many as it likes.
+pub const STACK_LINES_BURST: u32 = 20;
+/// The rate of the stack's warnings and errors after [`STACK_LINES_BURST`].
+pub const STACK_LINES_PER_SECOND: f64 = 1.0;
+
+/// Stack warnings and errors left out by the budget: `whip_echo_log_lines_suppressed_total`.
+static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines of the WebRTC stack left out so far by [`STACK_LINES_BURST`] and
+/// [`STACK_LINES_PER_SECOND`].
+pub fn suppressed_lines() -> u64 {
+    SUPPRESSED.load(Ordering::Relaxed)
+}
+
+/// Whether `target` is one of the WebRTC stack's crates (or a module of one).
+fn is_stack(target: &str) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    krate == "rtc" || krate.starts_with("rtc_")
+}
+
+/// The per-layer filter that holds the stack's warnings and errors to one budget, whatever
+/// the level filter lets through; everything else passes.
+#[derive(Debug)]
+struct StackBudget(Mutex<TokenBucket>);
+
+impl StackBudget {
+    fn new() -> Self {
+        StackBudget(Mutex::new(TokenBucket::full(
+            STACK_LINES_BURST,
+            Instant::now(),
+        )))
     }
+
+    fn allows(&self, target: &str, level: Level) -> bool {
+        if level > Level::WARN || !is_stack(target) {
+            return true;
+        }
+        let mut bucket = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let taken = bucket
+            .take(Instant::now(), STACK_LINES_PER_SECOND, STACK_LINES_BURST)
+            .is_ok();
+        if !taken {
+            SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+}
+
+// The stack's crates log through `log`: each record is offered to `enabled` once (tracing-log
+// has no callsite to cache and never calls `event_enabled`), so the budget is taken there.
+impl<S> Filter<S> for StackBudget {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        !meta.is_event() || self.allows(meta.target(), *meta.level())
+    }
+
+    // Everyone else's interest stands as the level filter gives it (a disabled callsite stays
+    // disabled for good); the stack's events are asked about one by one.
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        if is_stack(meta.target()) {
+            Interest::sometimes()
+        } else {
+            Interest::always()
+        }
+    }
+}
+
+/// Installs the global tracing subscriber. `RUST_LOG`, when set, overrides `--log`; either way
+/// with [`QUIET`] where it does not say otherwise, and the stack's warnings held to
+/// [`STACK_LINES_BURST`]. Lines go to stdout through a bounded queue and a writer thread, so a
+/// media loop never waits on the log pipe; keep the guard until exit (it flushes what is
+/// queued).
+pub fn init(config: &Config) -> WorkerGuard {
+    let given = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
+    let levels = EnvFilter::try_new(with_quiet(&given))
+        .unwrap_or_else(|_| EnvFilter::new(with_quiet("info")));
+    let filter = levels.and(StackBudget::new());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(MAX_QUEUED_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stdout());
+    let _ = DROPPED.set(writer.error_counter());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer);
+    match config.log_format {
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .init(),
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(layer.json().with_filter(filter))
+            .init(),
+    }
+    guard
 }
 
 #[cfg(test)]
@@ -75,5 +183,20 @@ mod tests {
         let f = with_quiet("rtc_dtls::handshake=trace");
         assert!(!f.contains("handshake_message_client_hello=error"), "{f}");
         assert!(EnvFilter::try_new(with_quiet("info")).is_ok());
+    }
+
+    #[test]
+    fn the_stacks_warnings_share_one_budget_and_nothing_else_does() {
+        let budget = StackBudget::new();
+        let before = suppressed_lines();
+        let passed = (0..100)
+            .filter(|_| budget.allows("rtc_ice::agent", Level::WARN))
+            .count();
+        assert!(passed >= STACK_LINES_BURST as usize && passed <= STACK_LINES_BURST as usize + 2);
+        assert!(suppressed_lines() - before >= 98 - STACK_LINES_BURST as u64);
+        assert!(budget.allows("rtc_dtls", Level::DEBUG), "debug asked for");
+        assert!(budget.allows("whip_echo::media", Level::WARN));
+        assert!(budget.allows("rtcp_like_but_not_rtc", Level::ERROR));
+        assert!(!budget.allows("rtc", Level::ERROR));
     }
 }

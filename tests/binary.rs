@@ -1,112 +1,11 @@
 //! The real binary: the README's curl lifecycle example against it, and a clean exit on SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod support;
+
+use std::process::{Child, Command};
 use std::time::Duration;
 
-/// The running binary; killed when dropped, so a failing test leaves no server behind.
-struct Server {
-    child: Option<Child>,
-    base: String,
-    /// Its log lines after the one with its address.
-    logs: mpsc::Receiver<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts the built `whip-echo` on ephemeral loopback ports and reads its HTTP address from its
-/// JSON log.
-fn start() -> Server {
-    start_with(Command::new(env!("CARGO_BIN_EXE_whip-echo")))
-}
-
-/// [`start`], with `configure` applied to the command first.
-/// `command` (the server, or a program that execs it with the arguments that follow) started
-/// with the server's arguments.
-fn start_with(mut command: Command) -> Server {
-    let mut child = command
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--udp-host",
-            "127.0.0.1",
-            "--udp-port",
-            "0",
-            "--tcp-port",
-            "0",
-        ])
-        .args(["--log-format", "json", "--log", "info"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start whip-echo");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = logs
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server logs its address");
-        if line.contains("HTTP listening") {
-            let addr = line
-                .split("\"addr\":\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .expect("address field");
-            break addr.to_owned();
-        }
-    };
-    Server {
-        child: Some(child),
-        base: format!("http://{addr}"),
-        logs,
-    }
-}
-
-impl Server {
-    /// Waits for a log line containing `text`.
-    fn wait_for_log(&self, text: &str) {
-        loop {
-            let line = self
-                .logs
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("a log line with {text:?}"));
-            if line.contains(text) {
-                return;
-            }
-        }
-    }
-}
-
-fn sigterm_and_wait(mut server: Server) {
-    let mut child = server.child.take().expect("running");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let exit = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert!(exit.success(), "clean exit: {exit:?}");
-}
+use support::binary::{sigterm_and_wait, start, start_with};
 
 #[test]
 fn readme_curl_lifecycle_against_the_binary() {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use support::client::{Client, Mode, Options};
-use support::start;
+use support::{hostile, start};
 use tokio::net::UdpSocket;
 use whip_echo::config::Config;
 
@@ -17,51 +17,6 @@ use whip_echo::config::Config;
 const FLOOD: usize = 100_000;
 /// Sockets the flood comes from.
 const SENDERS: usize = 8;
-
-/// A STUN Binding request (RFC 8489 §5) with `username` and a MESSAGE-INTEGRITY that no
-/// password produced.
-fn binding_request(username: &str, n: u32) -> Vec<u8> {
-    let mut attrs = Vec::new();
-    let mut attr = |typ: u16, value: &[u8]| {
-        attrs.extend_from_slice(&typ.to_be_bytes());
-        attrs.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        attrs.extend_from_slice(value);
-        attrs.resize(attrs.len().div_ceil(4) * 4, 0);
-    };
-    attr(0x0006, username.as_bytes());
-    attr(0x0008, &[0xAB; 20]);
-    let mut m = vec![0x00, 0x01];
-    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-    m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-    m.extend_from_slice(&n.to_be_bytes());
-    m.extend_from_slice(&[7; 8]);
-    m.extend_from_slice(&attrs);
-    m
-}
-
-/// The `n`-th hostile datagram, of five kinds in turn.
-fn hostile(n: u32, server_ufrag: &str) -> Vec<u8> {
-    match n % 5 {
-        // Garbage, of a first byte no demultiplexer claims (RFC 7983: 64..=127 is TURN
-        // channel data, unused here).
-        0 => (0..64)
-            .map(|i| (n.wrapping_mul(31).wrapping_add(i) % 256) as u8 | 0x40)
-            .collect(),
-        1 => binding_request(&format!("nosuchufrag:{n}"), n),
-        2 => binding_request(&format!("{server_ufrag}:evil"), n),
-        // A DTLS handshake record header that promises more than it carries.
-        3 => vec![22, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 1, 0x40, 0x00, 1, 2],
-        // RTP (version 2, Opus payload type) from an address no session has.
-        _ => {
-            let mut rtp = vec![0x80, 111];
-            rtp.extend_from_slice(&(n as u16).to_be_bytes());
-            rtp.extend_from_slice(&n.to_be_bytes());
-            rtp.extend_from_slice(&0xDEAD_BEEFu32.to_be_bytes());
-            rtp.extend_from_slice(&[0x55; 80]);
-            rtp
-        }
-    }
-}
 
 /// Sends `FLOOD` hostile datagrams to `target` from `SENDERS` sockets.
 async fn flood(target: SocketAddr, server_ufrag: String) {

@@ -91,7 +91,9 @@ pub const MAX_REMOTE_CANDIDATES: usize = 24;
 /// Whether the `candidate:` value `candidate` (RFC 8839 §5.1: foundation, component, transport,
 /// priority, address, port, ...) is one no check should go to: not the RTP component
 /// (whip-echo multiplexes RTCP, RFC 8858), an unspecified, multicast or broadcast address, or
-/// one of the server's own candidates (`own`). Host names (mDNS `.local`) are rtc's to refuse.
+/// one of the server's own candidates (`own`), or a host name: whip-echo resolves no mDNS
+/// `.local` name (a Firefox or Chromium page without a camera or microphone permission offers
+/// only those); the client's checks then reach the server as peer-reflexive candidates.
 pub fn unusable_candidate(candidate: &str, own: &[std::net::SocketAddr]) -> bool {
     let fields: Vec<&str> = candidate.split_whitespace().collect();
     if fields.get(1) != Some(&"1") {
@@ -101,7 +103,7 @@ pub fn unusable_candidate(candidate: &str, own: &[std::net::SocketAddr]) -> bool
         return true;
     };
     let Ok(ip) = address.parse::<std::net::IpAddr>() else {
-        return false;
+        return true;
     };
     let port: u16 = port.parse().unwrap_or(0);
     let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
@@ -309,14 +311,14 @@ mod tests {
             sdp.push_str(&refused);
         }
         sdp.push_str(&line("192.0.2.1", 9999, 1));
-        sdp.push_str(&line("host.local", 5000, 1));
+        sdp.push_str(&line("2b6e1f0c-5d8a-4a5e-9c1f-6f1a2b3c4d5e.local", 5000, 1));
         for port in 0..100 {
             sdp.push_str(&line("198.51.100.1", 6000 + port, 1));
         }
         sdp.push_str("a=end-of-candidates\r\n");
         let (kept, n, ignored) = limit_candidates(&sdp, &own, MAX_REMOTE_CANDIDATES);
         assert_eq!(n, MAX_REMOTE_CANDIDATES);
-        assert_eq!(ignored, 8 + 102 - MAX_REMOTE_CANDIDATES);
+        assert_eq!(ignored, 9 + 101 - MAX_REMOTE_CANDIDATES);
         let candidates: Vec<&str> = kept
             .lines()
             .filter(|l| l.starts_with("a=candidate"))
@@ -327,8 +329,8 @@ mod tests {
             "another port of ours is not ours"
         );
         assert!(
-            candidates[1].contains("host.local"),
-            "a host name is rtc's to refuse"
+            !kept.contains(".local"),
+            "an mDNS name is never resolved, so never taken"
         );
         assert!(kept.starts_with("v=0\r\nm=audio") && kept.ends_with("a=end-of-candidates\r\n"));
     }
