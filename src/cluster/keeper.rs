@@ -67,6 +67,16 @@ impl Cluster {
         };
         self.keep_claims(media, &streams).await;
         self.heartbeat(media, &streams).await;
+        self.refresh_nodes().await;
+    }
+
+    /// Reads the live nodes into the node table (a failed read keeps the old one).
+    async fn refresh_nodes(&self) {
+        if let Ok(nodes) = self.noted(self.0.keeper.nodes().await) {
+            let mut table = self.nodes();
+            table.urls = nodes.into_iter().map(|(tag, n)| (tag, n.url)).collect();
+            table.dead.clear();
+        }
     }
 
     async fn keep_edges(&self, media: &MediaHandle) {
@@ -80,10 +90,11 @@ impl Cluster {
             url: self.0.config.node_url.clone(),
             sessions: media.stats().borrow().sessions,
             streams: streams.len(),
+            mac: String::new(),
         };
         let ttl = self.0.config.heartbeat_ttl;
         let node = format!("{:04x}", self.0.tag);
-        match self.noted(self.0.store.heartbeat(self.0.tag, &record, ttl).await) {
+        match self.noted(self.0.keeper.heartbeat(self.0.tag, &record, ttl).await) {
             Ok(true) if !self.0.joined.swap(true, Ordering::Relaxed) => {
                 info!(%node, url = %record.url, "cluster: heartbeat up, node joined");
             }
@@ -136,7 +147,7 @@ impl Cluster {
                 }
                 let _ = self.noted(
                     self.0
-                        .store
+                        .keeper
                         .release(stream.as_str(), self.0.tag, claim.epoch)
                         .await,
                 );
@@ -145,7 +156,7 @@ impl Cluster {
             }
             let renewed = self.noted(
                 self.0
-                    .store
+                    .keeper
                     .renew(stream.as_str(), self.0.tag, claim.epoch, config.lease_ttl)
                     .await,
             );
@@ -172,7 +183,12 @@ impl Cluster {
 
     async fn retake(&self, media: &MediaHandle, stream: &StreamName) {
         let ttl = self.0.config.lease_ttl;
-        let acquired = self.noted(self.0.store.acquire(stream.as_str(), self.0.tag, ttl).await);
+        let acquired = self.noted(
+            self.0
+                .keeper
+                .acquire(stream.as_str(), self.0.tag, ttl)
+                .await,
+        );
         match acquired {
             Ok(Acquired::Mine(epoch)) => {
                 info!(%stream, epoch, "cluster: lease taken again");
@@ -206,7 +222,7 @@ impl Cluster {
         let _ = media.end_publisher(stream, EndReason::Fenced).await;
         // Still ours in Redis (compare-and-delete): free it, so nobody is sent here meanwhile.
         if let Some(epoch) = epoch {
-            let released = self.0.store.release(stream.as_str(), self.0.tag, epoch);
+            let released = self.0.keeper.release(stream.as_str(), self.0.tag, epoch);
             let _ = self.noted(released.await);
         }
     }
@@ -222,7 +238,7 @@ impl Cluster {
         for (stream, epoch) in claims {
             let _ = self
                 .0
-                .store
+                .keeper
                 .release(stream.as_str(), self.0.tag, epoch)
                 .await;
         }
@@ -235,7 +251,7 @@ impl Cluster {
         for upstream in pulls {
             self.delete_upstream(&upstream).await;
         }
-        let _ = self.0.store.forget_node(self.0.tag).await;
+        let _ = self.0.keeper.forget_node(self.0.tag).await;
         info!("cluster: left (leases and heartbeat given up)");
     }
 }

@@ -23,7 +23,7 @@ mod keeper;
 pub mod store;
 pub mod token;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +34,7 @@ use tracing::info;
 pub use keeper::spawn_keeper;
 use store::{Acquired, Store};
 
+use crate::rate::TokenBucket;
 use crate::session::{ResourceId, StreamName};
 
 /// How long a node waits for Redis, or for another node, before it answers 503 or 502.
@@ -156,6 +157,63 @@ struct Pull {
     idle_since: Option<Instant>,
 }
 
+/// Lookups in Redis of node tags that the node table does not know (a node that joined since the
+/// keeper's last refresh), per second, at most; beyond them a request for such a tag gets 503.
+pub const NODE_LOOKUPS_PER_SECOND: f64 = 5.0;
+/// Such lookups at once.
+pub const NODE_LOOKUP_BURST: u32 = 10;
+
+/// The live nodes as the keeper last read them (every tick), so that a request on another node's
+/// resource costs no Redis call: a flood of made-up tags cost one each, on the connection that
+/// renewed the leases, and could make the holders fence themselves.
+#[derive(Debug)]
+struct NodeTable {
+    /// Base URL by tag.
+    urls: HashMap<u16, String>,
+    /// Tags looked up since the last refresh and found without a (signed) heartbeat; at most
+    /// the 65,536 tags there are.
+    dead: HashSet<u16>,
+    /// The budget of lookups of tags in neither.
+    lookups: TokenBucket,
+}
+
+/// What the node table says of a tag.
+#[derive(Debug, PartialEq, Eq)]
+enum Known {
+    Live(String),
+    Dead,
+    /// Not known: look it up in Redis.
+    Ask,
+    /// Not known, and the lookup budget is spent.
+    OverBudget,
+}
+
+impl NodeTable {
+    fn new() -> Self {
+        NodeTable {
+            urls: HashMap::new(),
+            dead: HashSet::new(),
+            lookups: TokenBucket::full(NODE_LOOKUP_BURST, Instant::now()),
+        }
+    }
+
+    fn find(&mut self, tag: u16, now: Instant) -> Known {
+        if let Some(url) = self.urls.get(&tag) {
+            return Known::Live(url.clone());
+        }
+        if self.dead.contains(&tag) {
+            return Known::Dead;
+        }
+        match self
+            .lookups
+            .take(now, NODE_LOOKUPS_PER_SECOND, NODE_LOOKUP_BURST)
+        {
+            Ok(()) => Known::Ask,
+            Err(_) => Known::OverBudget,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     claims: HashMap<StreamName, Claim>,
@@ -166,7 +224,11 @@ struct State {
 struct Inner {
     config: ClusterConfig,
     tag: u16,
+    /// Redis for what requests ask (placement, lookups).
     store: Store,
+    /// Redis for the keeper alone (heartbeat, renewals, the node table): its own connection.
+    keeper: Store,
+    nodes: Mutex<NodeTable>,
     http: reqwest::Client,
     state: Mutex<State>,
     /// One pull of a stream is set up at a time (a burst of viewers makes one pull), each
@@ -204,12 +266,15 @@ impl Cluster {
     /// A cluster handle with a fresh random node tag (the heartbeat claims it; a clash with a
     /// live node is reported, 1 in 65,536 per pair). Nothing is sent before the first call.
     pub fn new(config: ClusterConfig) -> Result<Cluster, String> {
-        let store = Store::new(&config.redis, CALL_TIMEOUT).map_err(|e| {
-            format!(
-                "--cluster-redis {}: {e}",
-                crate::config::redact_url(&config.redis)
-            )
-        })?;
+        let connect = || {
+            Store::new(&config.redis, CALL_TIMEOUT, &config.secret).map_err(|e| {
+                format!(
+                    "--cluster-redis {}: {e}",
+                    crate::config::redact_url(&config.redis)
+                )
+            })
+        };
+        let (store, keeper) = (connect()?, connect()?);
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             // RFC 9725 §4.5 redirects are for clients; between nodes a 3xx is an error.
@@ -227,6 +292,8 @@ impl Cluster {
             config,
             tag,
             store,
+            keeper,
+            nodes: Mutex::new(NodeTable::new()),
             http,
             state: Mutex::new(State::default()),
             pulling: Mutex::new(HashMap::new()),
@@ -352,16 +419,34 @@ impl Cluster {
     /// The base URL of the node that minted `resource`, when it is another live node; `None`
     /// when it is this one. `Err(true)`: that node is dead (its sessions died with it);
     /// `Err(false)`: Redis cannot be reached.
+    /// From the node table; Redis is asked only about a tag the table does not know, within
+    /// [`NODE_LOOKUPS_PER_SECOND`] (`Err(false)` beyond).
     pub async fn owner_of(&self, resource: &ResourceId) -> Result<Option<String>, bool> {
         let tag = resource.node_tag();
         if tag == self.0.tag {
             return Ok(None);
         }
+        match self.nodes().find(tag, Instant::now()) {
+            Known::Live(url) => return Ok(Some(url)),
+            Known::Dead => return Err(true),
+            Known::OverBudget => return Err(false),
+            Known::Ask => {}
+        }
         match self.noted(self.0.store.node(tag).await) {
-            Ok(Some(node)) => Ok(Some(node.url)),
-            Ok(None) => Err(true),
+            Ok(Some(node)) => {
+                self.nodes().urls.insert(tag, node.url.clone());
+                Ok(Some(node.url))
+            }
+            Ok(None) => {
+                self.nodes().dead.insert(tag);
+                Err(true)
+            }
             Err(_) => Err(false),
         }
+    }
+
+    fn nodes(&self) -> MutexGuard<'_, NodeTable> {
+        self.0.nodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The mark this node puts on a request it forwards for `resource` to the resource's node.
@@ -447,6 +532,23 @@ mod tests {
         let args = [redis[0], redis[1], "--cluster-secret", "s"];
         let unbound = ClusterConfig::from_config(&config(&args), Some(any));
         assert!(unbound.unwrap_err().contains("--node-url"));
+    }
+
+    #[test]
+    fn the_node_table_answers_what_it_knows_and_budgets_lookups_of_the_rest() {
+        let mut table = NodeTable::new();
+        let now = Instant::now();
+        table.urls.insert(1, "http://a".into());
+        table.dead.insert(2);
+        let asks = (3..1000)
+            .filter(|&tag| table.find(tag, now) == Known::Ask)
+            .count();
+        assert_eq!(asks, NODE_LOOKUP_BURST as usize);
+        assert_eq!(table.find(1000, now), Known::OverBudget);
+        // Known tags cost nothing, spent budget or not.
+        assert_eq!(table.find(1, now), Known::Live("http://a".into()));
+        assert_eq!(table.find(2, now), Known::Dead);
+        assert_eq!(table.find(1000, now + Duration::from_secs(1)), Known::Ask);
     }
 
     #[tokio::test]

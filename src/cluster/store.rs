@@ -4,7 +4,8 @@
 //!
 //! | key                         | value                         | TTL |
 //! |-----------------------------|-------------------------------|-----|
-//! | `whip-echo:node:{tag}`      | JSON: URL, load               | heartbeat TTL, refreshed every third of it |
+//! | `whip-echo:node:{tag}`      | JSON: URL, load, MAC          | heartbeat TTL, refreshed every third of it |
+//! | `whip-echo:nodes`           | set of the tags with a heartbeat key (dead ones pruned on read) | none |
 //! | `whip-echo:lease:{stream}`  | `{tag}:{epoch}` of the holder | lease TTL, renewed every fifth of it |
 //! | `whip-echo:epoch`           | the fencing counter, one for all streams | none (one integer) |
 
@@ -27,6 +28,11 @@ pub struct NodeRecord {
     pub sessions: usize,
     /// Streams on it.
     pub streams: usize,
+    /// Its tag and URL signed with the cluster secret (`token::sign_node`): whoever can write
+    /// to Redis without the secret cannot send this cluster's forwarded requests, pulls or 307s
+    /// to an address of their own.
+    #[serde(default)]
+    pub mac: String,
 }
 
 /// Who holds a stream.
@@ -69,6 +75,15 @@ redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
 return {1, tostring(epoch), ''}
 "#;
 
+/// Takes the lease if it still has the value read (`{tag}:{epoch}` of a "holder" whose node
+/// record is not signed with the cluster secret: no node of this cluster); 0 if it changed.
+const SEIZE: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[3] then return 0 end
+local epoch = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
+return epoch
+"#;
+
 /// Renews the lease only if it is still exactly ours (holder and epoch).
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -85,15 +100,35 @@ end
 return 0
 "#;
 
-/// Sets the heartbeat unless another live node has the same tag: 1 set, 0 taken.
+/// Sets the heartbeat unless another live node has the same tag: 1 set, 0 taken. The tag joins
+/// the set of nodes.
 const HEARTBEAT: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur and cjson.decode(cur).url ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
 return 1
 "#;
 
+/// The live nodes as `{tag, record, tag, record, ...}`; tags whose heartbeat expired leave the
+/// set.
+const NODES: &str = r#"
+local out = {}
+for _, tag in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local record = redis.call('GET', ARGV[1] .. tag)
+  if record then
+    table.insert(out, tag)
+    table.insert(out, record)
+  else
+    redis.call('SREM', KEYS[1], tag)
+  end
+end
+return out
+"#;
+
 const NODE: &str = "whip-echo:node:";
+/// The set of node tags (each with a heartbeat key, or pruned).
+const NODES_SET: &str = "whip-echo:nodes";
 
 fn lease_key(stream: &str) -> String {
     format!("whip-echo:lease:{stream}")
@@ -117,11 +152,14 @@ fn parse_lease(value: &str) -> Option<(u16, u64)> {
     Some((u16::from_str_radix(tag, 16).ok()?, epoch.parse().ok()?))
 }
 
-/// The cluster's Redis connection (redis-rs's connection manager: one multiplexed connection,
-/// reconnected in the background; cheap to clone).
+/// A Redis connection of the cluster's (redis-rs's connection manager: one multiplexed
+/// connection, reconnected in the background; cheap to clone). A node has two: one for what
+/// requests ask, one for its keeper's renewals, so that no flood of requests can queue up in
+/// front of a renewal. Node records are signed when written and checked when read.
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
+    secret: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,7 +172,7 @@ impl Store {
     /// A store for `url`, connected on first use (a node starts while Redis is down, and
     /// recovers when it returns). Each command gives up after `timeout`, so a POST that needs
     /// the store fails fast with 503 rather than hanging.
-    pub fn new(url: &str, timeout: Duration) -> Result<Store, StoreError> {
+    pub fn new(url: &str, timeout: Duration, secret: &str) -> Result<Store, StoreError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -142,7 +180,17 @@ impl Store {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Store { conn })
+        Ok(Store {
+            conn,
+            secret: secret.into(),
+        })
+    }
+
+    /// The record of node `tag` in `json` if its MAC is right; `None` otherwise (not written by
+    /// a node of this cluster).
+    fn record(&self, tag: u16, json: &str) -> Option<NodeRecord> {
+        let record: NodeRecord = serde_json::from_str(json).ok()?;
+        super::token::verify_node(&self.secret, tag, &record.url, &record.mac).then_some(record)
     }
 
     /// Refreshes this node's heartbeat; `false` when another live node has its tag.
@@ -152,12 +200,18 @@ impl Store {
         record: &NodeRecord,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(record).unwrap_or_default();
+        let signed = NodeRecord {
+            mac: super::token::sign_node(&self.secret, tag, &record.url),
+            ..record.clone()
+        };
+        let json = serde_json::to_string(&signed).unwrap_or_default();
         let set: i64 = Script::new(HEARTBEAT)
             .key(format!("{NODE}{tag:04x}"))
+            .key(NODES_SET)
             .arg(json)
             .arg(&record.url)
             .arg(millis(ttl))
+            .arg(format!("{tag:04x}"))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(set == 1)
@@ -165,17 +219,36 @@ impl Store {
 
     /// Removes this node's heartbeat (it leaves the cluster).
     pub async fn forget_node(&self, tag: u16) -> Result<(), StoreError> {
-        let _: i64 = self.conn.clone().del(format!("{NODE}{tag:04x}")).await?;
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.del(format!("{NODE}{tag:04x}")).await?;
+        let _: i64 = conn.srem(NODES_SET, format!("{tag:04x}")).await?;
         Ok(())
     }
 
-    /// The node `tag`, if its heartbeat is live.
+    /// The node `tag`, if its heartbeat is live (and signed).
     pub async fn node(&self, tag: u16) -> Result<Option<NodeRecord>, StoreError> {
         let json: Option<String> = self.conn.clone().get(format!("{NODE}{tag:04x}")).await?;
-        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        Ok(json.and_then(|j| self.record(tag, &j)))
     }
 
-    /// Takes `stream`'s lease for node `tag` unless a live node holds it.
+    /// Every live node with a signed record, by tag: one call.
+    pub async fn nodes(&self) -> Result<Vec<(u16, NodeRecord)>, StoreError> {
+        let flat: Vec<String> = Script::new(NODES)
+            .key(NODES_SET)
+            .arg(NODE)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(flat
+            .chunks_exact(2)
+            .filter_map(|pair| {
+                let tag = u16::from_str_radix(&pair[0], 16).ok()?;
+                Some((tag, self.record(tag, &pair[1])?))
+            })
+            .collect())
+    }
+
+    /// Takes `stream`'s lease for node `tag` unless a live node holds it. A holder whose node
+    /// record does not verify is no node of this cluster: its lease is taken over.
     pub async fn acquire(
         &self,
         stream: &str,
@@ -193,11 +266,31 @@ impl Store {
         if mine == 1 {
             return Ok(Acquired::Mine(value.parse().unwrap_or(0)));
         }
-        let (tag, epoch) = parse_lease(&value).unwrap_or((0, 0));
-        let url = serde_json::from_str::<NodeRecord>(&node)
-            .ok()
-            .map(|n| n.url);
-        Ok(Acquired::Theirs(Holder { tag, epoch, url }))
+        let (holder, epoch) = parse_lease(&value).unwrap_or((0, 0));
+        if let Some(record) = self.record(holder, &node) {
+            return Ok(Acquired::Theirs(Holder {
+                tag: holder,
+                epoch,
+                url: Some(record.url),
+            }));
+        }
+        let seized: i64 = Script::new(SEIZE)
+            .key(lease_key(stream))
+            .key(EPOCH)
+            .arg(format!("{tag:04x}"))
+            .arg(millis(ttl))
+            .arg(&value)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match u64::try_from(seized) {
+            Ok(epoch) if epoch > 0 => Acquired::Mine(epoch),
+            // It changed meanwhile: whoever holds it now is reported as "no live holder".
+            _ => Acquired::Theirs(Holder {
+                tag: holder,
+                epoch,
+                url: None,
+            }),
+        })
     }
 
     /// Renews `stream`'s lease held by `tag` at `epoch`; `false` when it is no longer that.

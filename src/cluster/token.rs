@@ -87,6 +87,22 @@ pub fn verify_forward(secret: &str, resource: &str, mark: &str, now: SystemTime)
         .is_ok()
 }
 
+/// The MAC of node `tag`'s record with base URL `url` (its heartbeat in Redis).
+pub fn sign_node(secret: &str, tag: u16, url: &str) -> String {
+    hex(hmac::sign(&key(secret), node_message(tag, url).as_bytes()).as_ref())
+}
+
+/// Whether `mac` is [`sign_node`]'s for `tag` and `url`.
+pub fn verify_node(secret: &str, tag: u16, url: &str, mac: &str) -> bool {
+    unhex(mac).is_some_and(|bytes| {
+        hmac::verify(&key(secret), node_message(tag, url).as_bytes(), &bytes).is_ok()
+    })
+}
+
+fn node_message(tag: u16, url: &str) -> String {
+    format!("node\n{tag:04x}\n{url}")
+}
+
 fn forward_message(resource: &str, expires: u64) -> String {
     format!("forward\n{resource}\n{expires}")
 }
@@ -125,6 +141,16 @@ mod tests {
         for bad in ["1", "", "1.zz", "x.00"] {
             assert!(!verify_forward("s3cret", "00ab", bad, now), "{bad}");
         }
+    }
+
+    #[test]
+    fn node_records_verify_only_for_their_tag_url_and_secret() {
+        let mac = sign_node("s3cret", 0xbeef, "http://10.0.0.2:8080");
+        assert!(verify_node("s3cret", 0xbeef, "http://10.0.0.2:8080", &mac));
+        assert!(!verify_node("other", 0xbeef, "http://10.0.0.2:8080", &mac));
+        assert!(!verify_node("s3cret", 0xbeee, "http://10.0.0.2:8080", &mac));
+        assert!(!verify_node("s3cret", 0xbeef, "http://evil.example", &mac));
+        assert!(!verify_node("s3cret", 0xbeef, "http://10.0.0.2:8080", ""));
     }
 
     #[test]

@@ -141,6 +141,27 @@ impl Redis {
         *self = Redis::start(&self.dir.clone());
     }
 
+    /// Runs a command with `redis-cli` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// How many times Redis has run `command` (scripts' calls included), from `INFO
+    /// commandstats`.
+    pub fn calls(&self, command: &str) -> u64 {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|r| r.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// A `redis-cli` subscribed to key expiry events; its lines name the expired keys.
     pub fn expiries(&self) -> Proc {
         let proc = Proc::spawn(
@@ -169,7 +190,7 @@ impl Node {
     pub fn start(ip: &str, redis: &Redis) -> Node {
         let proc = Proc::spawn(
             ip,
-            Command::new(env!("CARGO_BIN_EXE_whip-echo"))
+            Command::new(crate::support::binary::binary())
                 .args(["--listen", &format!("{ip}:0"), "--udp-host", ip])
                 .args(["--udp-port", "0", "--tcp-port", "0", "--self-test", "false"])
                 .args(["--cluster-redis", &redis.url(), "--cluster-secret", SECRET])

@@ -412,3 +412,88 @@ async fn requests_for_a_resource_on_the_wrong_node_reach_its_node() {
         410
     );
 }
+
+/// Test 6: a flood of GETs of made-up resource ids of other nodes, sent to the holder for two
+/// lease TTLs, asks Redis about a handful of them (the node table answers the rest), and the
+/// holder keeps its stream: its renewals have a connection of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_other_nodes_resource_ids_costs_redis_little_and_fences_nobody() {
+    let cl = cluster("lookups");
+    let mut publisher = client(&format!("{}/whip/live", cl.a.base), Mode::Send).await;
+    let epoch = held_epoch(&cl.a.base, "live").await.expect("A holds live");
+    let gets_before = cl.redis.calls("get");
+    let until = Instant::now() + Duration::from_secs(12);
+    let mut senders = Vec::new();
+    for _ in 0..8 {
+        let base = cl.a.base.clone();
+        senders.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
+            let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+            while Instant::now() < until {
+                let id = rand::random::<u128>();
+                let r = http.get(format!("{base}/resource/{id:032x}")).send().await;
+                *statuses.entry(r.unwrap().status().as_u16()).or_default() += 1;
+            }
+            statuses
+        }));
+    }
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    for sender in senders {
+        for (status, n) in sender.await.unwrap() {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    let requests: u32 = statuses.values().sum();
+    let gets = cl.redis.calls("get") - gets_before;
+    eprintln!("{requests} GETs of other nodes' made-up ids in 12 s: {statuses:?}; Redis GET ran {gets} times (the keepers' scripts included)");
+    // Dead tags are 404; over the lookup budget, 503 (retry).
+    assert!(
+        statuses.keys().all(|s| [404, 503].contains(s)),
+        "{statuses:?}"
+    );
+    // Each node's keeper reads a few keys a tick (heartbeat, renewals, the node table): about
+    // 200 in 12 s for three nodes; lookups add at most 5 a second. Before: one per request.
+    assert!(gets < 600, "{gets} Redis GETs for {requests} requests");
+    assert!(requests > 2_000, "a flood: {requests}");
+    assert_eq!(
+        held_epoch(&cl.a.base, "live").await,
+        Some(epoch),
+        "not fenced"
+    );
+    assert!(
+        !publisher
+            .until(Duration::from_millis(100), |s| s.ended)
+            .await,
+        "the publisher lives on"
+    );
+}
+
+/// Test 7: a node record written into Redis by someone without the cluster secret (a forged
+/// heartbeat pointing elsewhere, and a lease it "holds") is not followed: no 307 and no forwarded
+/// request goes to its address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_records_not_signed_with_the_cluster_secret_are_not_followed() {
+    let cl = cluster("forged");
+    let forged = r#"{"url":"http://127.0.0.9:9","sessions":0,"streams":0,"mac":""}"#;
+    cl.redis
+        .cli(&["SET", "whip-echo:node:beef", forged, "PX", "60000"]);
+    cl.redis.cli(&["SADD", "whip-echo:nodes", "beef"]);
+    cl.redis
+        .cli(&["SET", "whip-echo:lease:taken", "beef:999", "PX", "60000"]);
+    // The stream's "holder" is no node: B takes the stream (before: 307 to 127.0.0.9).
+    let publisher = client(&format!("{}/whip/taken", cl.b.base), Mode::Send).await;
+    assert!(publisher
+        .resource_url
+        .starts_with(&format!("{}/resource/", cl.b.base)));
+    // A resource of the forged node is no one's (before: forwarded there, 502).
+    let id = format!("beef{}", "0".repeat(28));
+    let http = reqwest::Client::new();
+    for base in [&cl.a.base, &cl.c.base] {
+        let r = http
+            .get(format!("{base}/resource/{id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{base}");
+    }
+}
