@@ -45,7 +45,9 @@ const MARKS = ["POST sent", "201 received", "candidates trickled: 204", "end of 
 
 before(async () => {
   mkdirSync(shots, { recursive: true });
-  ({ child: server, base } = await startServer());
+  // A second publisher takes a stream over here (the default when tokens are required; this
+  // server has none, so it would answer 409: the test below shows that).
+  ({ child: server, base } = await startServer(["--publisher-conflict", "takeover"]));
   browser = await launchChromium();
 });
 
@@ -250,7 +252,7 @@ test("a second browser plays the stream another one publishes", async () => {
   const state = await waitForAudio(viewer.page);
   assert.ok(state.stats.packetsReceived > 0);
 
-  // A second publisher on the same stream takes it over (the default, like a reloaded page):
+  // A second publisher on the same stream takes it over (--publisher-conflict takeover):
   // the viewer keeps playing, now the second publisher's audio.
   const second = await openPage(stream);
   await second.page.click("#publish");
@@ -267,8 +269,8 @@ test("a second browser plays the stream another one publishes", async () => {
   await until(async () => (await sessions()) === 0, "the server to have no session");
 });
 
-test("with --publisher-conflict reject, a second publisher sees the server's 409 and its reason", async () => {
-  const { child, base: strict } = await startServer(["--publisher-conflict", "reject"]);
+test("without tokens (the default: reject), a second publisher sees the server's 409 and its reason", async () => {
+  const { child, base: strict } = await startServer();
   try {
     const stream = `strict-${Date.now()}`;
     const first = await openPage(stream, strict);

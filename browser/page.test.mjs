@@ -264,7 +264,8 @@ test("the live streams list: a visitor sees what is published and plays it with 
 });
 
 test("a failed leg (409) is named, and the other leg's marks are not shown as its own", async () => {
-  const strict = await startServer(["--publisher-conflict", "reject"]);
+  // Without tokens a second publisher is refused by default.
+  const strict = await startServer();
   try {
     const stream = `taken-${Date.now()}`;
     const first = await openPage(strict.base, { stream });

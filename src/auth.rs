@@ -173,6 +173,24 @@ impl Auth {
         Ok((!tokens.is_empty() || !jwt.is_empty()).then_some(Auth { tokens, jwt }))
     }
 
+    /// JWTs must also carry `aud` = `audience` and `iss` = `issuer`, each when given
+    /// (`--jwt-audience`, `--jwt-issuer`).
+    pub fn expecting(mut self, audience: Option<&str>, issuer: Option<&str>) -> Self {
+        let mut required = vec!["exp"];
+        required.extend(audience.map(|_| "aud"));
+        required.extend(issuer.map(|_| "iss"));
+        for key in &mut self.jwt {
+            if let Some(audience) = audience {
+                key.validation.set_audience(&[audience]);
+            }
+            if let Some(issuer) = issuer {
+                key.validation.set_issuer(&[issuer]);
+            }
+            key.validation.set_required_spec_claims(&required);
+        }
+        self
+    }
+
     /// Whether `bearer` (the token of the `Authorization` header) allows `action` on `stream`.
     pub fn check(
         &self,
@@ -228,12 +246,15 @@ impl Auth {
     }
 }
 
-/// `exp` required and checked (no leeway beyond a minute of clock skew).
+/// `exp` required and checked, `nbf` checked when present (no leeway beyond a minute of clock
+/// skew). A token with an `aud` claim is refused unless [`Auth::expecting`] names it (RFC 7519
+/// §4.1.3: a recipient not in `aud` must reject the token).
 fn validation(algorithm: Algorithm) -> Validation {
     let mut v = Validation::new(algorithm);
     v.leeway = 60;
     v.set_required_spec_claims(&["exp"]);
     v.validate_exp = true;
+    v.validate_nbf = true;
     v
 }
 
@@ -281,6 +302,55 @@ mod tests {
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
         .unwrap()
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn audience_issuer_and_not_before_are_checked() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({
+                "exp": now + 600, "stream": "*", "actions": ["publish"]
+            });
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            signed(c)
+        };
+        let stream = name("s");
+        let ok = |auth: &Auth, token: &str| auth.check(Some(token), Action::Publish, &stream);
+        let plain = policy();
+        assert_eq!(ok(&plain, &claims(serde_json::json!({}))), Ok(()));
+        let later = claims(serde_json::json!({ "nbf": now + 3600 }));
+        assert!(ok(&plain, &later).is_err(), "not valid before nbf");
+        let with_aud = claims(serde_json::json!({ "aud": "whip", "iss": "me" }));
+        assert!(
+            ok(&plain, &with_aud).is_err(),
+            "an aud the server was not given"
+        );
+        let strict = policy().expecting(Some("whip"), Some("me"));
+        assert_eq!(ok(&strict, &with_aud), Ok(()));
+        assert!(
+            ok(&strict, &claims(serde_json::json!({}))).is_err(),
+            "aud and iss required"
+        );
+        for wrong in [
+            serde_json::json!({ "aud": "other", "iss": "me" }),
+            serde_json::json!({ "aud": "whip", "iss": "someone" }),
+        ] {
+            assert!(ok(&strict, &claims(wrong.clone())).is_err(), "{wrong}");
+        }
     }
 
     #[test]

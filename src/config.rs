@@ -2,7 +2,7 @@
 //! Library code never reads environment variables.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -147,6 +147,11 @@ pub struct Config {
     )]
     pub publish_tokens: Vec<String>,
 
+    /// A file of --publish-token values, one per line (argv is readable by every user in
+    /// `/proc`; a file, such as a container secret, need not be). Adds to --publish-token.
+    #[arg(long, env = "WHIP_ECHO_PUBLISH_TOKEN_FILE")]
+    pub publish_token_file: Option<PathBuf>,
+
     /// A bearer token that may play (WHEP), scoped like --publish-token.
     #[arg(
         long = "play-token",
@@ -155,10 +160,26 @@ pub struct Config {
     )]
     pub play_tokens: Vec<String>,
 
+    /// A file of --play-token values, one per line. Adds to --play-token.
+    #[arg(long, env = "WHIP_ECHO_PLAY_TOKEN_FILE")]
+    pub play_token_file: Option<PathBuf>,
+
     /// Shared secret (at least 32 bytes) of HS256 JWT bearer tokens with claims `exp`, `stream`
     /// (a name, `prefix*` or `*`) and `actions` (`publish`, `play`).
     #[arg(long, env = "WHIP_ECHO_JWT_SECRET")]
     pub jwt_secret: Option<String>,
+
+    /// A file holding --jwt-secret (a trailing newline is ignored).
+    #[arg(long, env = "WHIP_ECHO_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// JWTs must carry this `aud` claim (RFC 7519 §4.1.3). Unset: `aud` is not checked.
+    #[arg(long, env = "WHIP_ECHO_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// JWTs must carry this `iss` claim (RFC 7519 §4.1.1). Unset: `iss` is not checked.
+    #[arg(long, env = "WHIP_ECHO_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
 
     /// PEM public key of RS256 (RSA) or ES256 (EC P-256) JWT bearer tokens, claims as for
     /// --jwt-secret.
@@ -169,6 +190,14 @@ pub struct Config {
     /// tokens or a JWT key are configured: then the list needs this token.
     #[arg(long, env = "WHIP_ECHO_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+
+    /// A file holding --admin-token.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_ADMIN_TOKEN_FILE",
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<PathBuf>,
 
     /// A STUN or TURN server told to clients in a `Link` header (RFC 9725 §4.6) on every 201 and
     /// OPTIONS, e.g. `stun:stun.example.org:3478` or `turn:turn.example.org:3478?transport=udp`.
@@ -185,17 +214,43 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_TURN_SECRET", conflicts_with = "turn_username")]
     pub turn_secret: Option<String>,
 
+    /// A file holding --turn-secret.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_TURN_SECRET_FILE",
+        conflicts_with_all = ["turn_secret", "turn_username"]
+    )]
+    pub turn_secret_file: Option<PathBuf>,
+
     /// Lifetime of minted TURN credentials, in seconds.
     #[arg(long, env = "WHIP_ECHO_TURN_TTL", default_value = "86400", value_parser = parse_seconds)]
     pub turn_ttl: Duration,
 
     /// Static TURN username (with --turn-password), for TURN servers without a shared secret.
-    #[arg(long, env = "WHIP_ECHO_TURN_USERNAME", requires = "turn_password")]
+    #[arg(
+        long,
+        env = "WHIP_ECHO_TURN_USERNAME",
+        requires = "turn_password_given"
+    )]
     pub turn_username: Option<String>,
 
     /// Static TURN password.
-    #[arg(long, env = "WHIP_ECHO_TURN_PASSWORD", requires = "turn_username")]
+    #[arg(
+        long,
+        env = "WHIP_ECHO_TURN_PASSWORD",
+        requires = "turn_username",
+        group = "turn_password_given"
+    )]
     pub turn_password: Option<String>,
+
+    /// A file holding --turn-password.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_TURN_PASSWORD_FILE",
+        requires = "turn_username",
+        group = "turn_password_given"
+    )]
+    pub turn_password_file: Option<PathBuf>,
 
     /// Maximum number of live sessions (publishers, viewers and echoes together); beyond it POST gets 503.
     #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS", default_value_t = 2000)]
@@ -338,10 +393,11 @@ pub struct Config {
     pub http_request_timeout: Duration,
 
     /// What a POST to a stream that already has a publisher (WHIP or echo) gets: `takeover`
-    /// (the new publisher replaces the old one) or `reject` (409).
-    #[arg(long, env = "WHIP_ECHO_PUBLISHER_CONFLICT", value_enum,
-          default_value_t = PublisherConflict::Takeover)]
-    pub publisher_conflict: PublisherConflict,
+    /// (the new publisher replaces the old one) or `reject` (409). Default: `takeover` when
+    /// bearer tokens are required, `reject` when anyone may publish (anyone could otherwise
+    /// replace any stream's publisher for every viewer).
+    #[arg(long, env = "WHIP_ECHO_PUBLISHER_CONFLICT", value_enum)]
+    pub publisher_conflict: Option<PublisherConflict>,
 
     /// Most a publishing session may send, in bits per second (RTP payloads and headers, audio and
     /// video together); packets beyond it are dropped, not forwarded. 0: no cap.
@@ -364,6 +420,14 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_CLUSTER_REDIS")]
     pub cluster_redis: Option<String>,
 
+    /// A file holding --cluster-redis (a URL with a password in it).
+    #[arg(
+        long,
+        env = "WHIP_ECHO_CLUSTER_REDIS_FILE",
+        conflicts_with = "cluster_redis"
+    )]
+    pub cluster_redis_file: Option<PathBuf>,
+
     /// Cluster mode: the absolute base URL clients and the other nodes reach this node at
     /// (`https://node-a.example.com`), used in redirects and `Location`s. Default: `http://` and
     /// the bound HTTP address, which suits nodes that share a private network.
@@ -374,6 +438,14 @@ pub struct Config {
     /// with --cluster-redis; the same on every node).
     #[arg(long, env = "WHIP_ECHO_CLUSTER_SECRET")]
     pub cluster_secret: Option<String>,
+
+    /// A file holding --cluster-secret.
+    #[arg(
+        long,
+        env = "WHIP_ECHO_CLUSTER_SECRET_FILE",
+        conflicts_with = "cluster_secret"
+    )]
+    pub cluster_secret_file: Option<PathBuf>,
 
     /// Cluster mode: seconds a node's heartbeat lives in Redis without a refresh (refreshed every
     /// third of it); a node unseen for this long is dead and its streams can be taken.
@@ -431,6 +503,92 @@ impl Config {
             cluster_redis: self.cluster_redis.as_deref().map(redact_url),
             ..self.clone()
         }
+    }
+
+    /// Reads the `--*-file` secrets into their flags' fields (after parsing, before anything
+    /// uses them). A file that cannot be read, or holds nothing, is an error that names it.
+    pub fn read_secret_files(&mut self) -> Result<(), String> {
+        fn read(flag: &str, path: &Path) -> Result<String, String> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--{flag} {}: {e}", path.display()))?;
+            let text = text.trim_end_matches(['\r', '\n']);
+            if text.trim().is_empty() {
+                return Err(format!("--{flag} {}: empty", path.display()));
+            }
+            Ok(text.to_owned())
+        }
+        let lines = |text: String| -> Vec<String> {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(path) = &self.publish_token_file {
+            let tokens = lines(read("publish-token-file", path)?);
+            self.publish_tokens.extend(tokens);
+        }
+        if let Some(path) = &self.play_token_file {
+            let tokens = lines(read("play-token-file", path)?);
+            self.play_tokens.extend(tokens);
+        }
+        let singles: [(&str, &Option<PathBuf>, &mut Option<String>); 6] = [
+            (
+                "jwt-secret-file",
+                &self.jwt_secret_file,
+                &mut self.jwt_secret,
+            ),
+            (
+                "admin-token-file",
+                &self.admin_token_file,
+                &mut self.admin_token,
+            ),
+            (
+                "turn-secret-file",
+                &self.turn_secret_file,
+                &mut self.turn_secret,
+            ),
+            (
+                "turn-password-file",
+                &self.turn_password_file,
+                &mut self.turn_password,
+            ),
+            (
+                "cluster-redis-file",
+                &self.cluster_redis_file,
+                &mut self.cluster_redis,
+            ),
+            (
+                "cluster-secret-file",
+                &self.cluster_secret_file,
+                &mut self.cluster_secret,
+            ),
+        ];
+        for (flag, path, field) in singles {
+            if let Some(path) = path {
+                *field = Some(read(flag, path)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// `--publisher-conflict`, or its default: `takeover` when tokens or a JWT key are
+    /// configured, `reject` when auth is off.
+    pub fn publisher_conflict(&self) -> PublisherConflict {
+        self.publisher_conflict
+            .unwrap_or(if self.auth_configured() {
+                PublisherConflict::Takeover
+            } else {
+                PublisherConflict::Reject
+            })
+    }
+
+    /// Whether any bearer token or JWT key is configured (auth on).
+    pub fn auth_configured(&self) -> bool {
+        !self.publish_tokens.is_empty()
+            || !self.play_tokens.is_empty()
+            || self.jwt_secret.is_some()
+            || self.jwt_public_key.is_some()
     }
 
     /// A configuration for in-process tests: HTTP and UDP on ephemeral loopback ports.
@@ -526,7 +684,86 @@ mod tests {
         assert!(!off.media_on_http_port);
         assert_eq!(c.cors_origins, vec!["*".to_string()]);
         assert_eq!(c.ice_timeout, Duration::from_secs(30));
-        assert_eq!(c.publisher_conflict, PublisherConflict::Takeover);
+        assert_eq!(c.publisher_conflict, None);
+        assert_eq!(
+            c.publisher_conflict(),
+            PublisherConflict::Reject,
+            "auth off"
+        );
+        let parse = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("whip-echo").chain(args.iter().copied()))
+                .unwrap()
+        };
+        let with_tokens = parse(&["--publish-token", "t"]);
+        assert_eq!(
+            with_tokens.publisher_conflict(),
+            PublisherConflict::Takeover
+        );
+        let chosen = parse(&["--publisher-conflict", "takeover"]);
+        assert_eq!(chosen.publisher_conflict(), PublisherConflict::Takeover);
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("whip-echo-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_string_lossy().into_owned()
+        };
+        let tokens = file("tokens", "one\n\ntwo@room\n");
+        let jwt = file("jwt", "a-secret-of-thirty-two-bytes-or-more\n");
+        let redis = file("redis", "redis://u:pw@r:6379\n");
+        let mut c = Config::try_parse_from([
+            "whip-echo",
+            "--publish-token",
+            "zero",
+            "--publish-token-file",
+            &tokens,
+            "--jwt-secret-file",
+            &jwt,
+            "--cluster-redis-file",
+            &redis,
+        ])
+        .unwrap();
+        c.read_secret_files().unwrap();
+        assert_eq!(c.publish_tokens, ["zero", "one", "two@room"]);
+        assert_eq!(
+            c.jwt_secret.as_deref(),
+            Some("a-secret-of-thirty-two-bytes-or-more")
+        );
+        assert_eq!(c.cluster_redis.as_deref(), Some("redis://u:pw@r:6379"));
+        let empty = file("empty", "\n");
+        let mut c = Config::try_parse_from(["whip-echo", "--admin-token-file", &empty]).unwrap();
+        assert!(c.read_secret_files().unwrap_err().contains("empty"));
+        let mut c =
+            Config::try_parse_from(["whip-echo", "--turn-secret-file", "/nonexistent/x"]).unwrap();
+        assert!(c
+            .read_secret_files()
+            .unwrap_err()
+            .contains("/nonexistent/x"));
+        // A secret and its file together is a mistake.
+        assert!(Config::try_parse_from([
+            "whip-echo",
+            "--jwt-secret",
+            "x",
+            "--jwt-secret-file",
+            &jwt
+        ])
+        .is_err());
+        // A static TURN username needs a password, from a flag or a file.
+        let pw = file("pw", "p\n");
+        assert!(Config::try_parse_from(["whip-echo", "--turn-username", "u"]).is_err());
+        assert!(Config::try_parse_from([
+            "whip-echo",
+            "--turn-username",
+            "u",
+            "--turn-password-file",
+            &pw
+        ])
+        .is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -95,6 +95,10 @@ pub enum ApiError {
     /// holds the stream.
     #[error("cluster placement is unavailable (its Redis cannot be reached), retry shortly")]
     ClusterUnavailable,
+    /// Cluster mode: a resource of a node this node does not know yet, while the lookups of
+    /// unknown nodes are spent (a flood of made-up resource ids).
+    #[error("cluster: too many requests for resources of unknown nodes, retry shortly")]
+    ClusterBusy,
     /// Cluster mode: a pull of a stream from a node that does not hold it at the pull's epoch
     /// (another node took it over, or this one lost its lease).
     #[error("this node does not hold stream {0:?} at that epoch")]
@@ -131,9 +135,10 @@ impl ApiError {
             | ApiError::RateLimited(_)
             | ApiError::RestartTooSoon(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ApiError::OverCapacity | ApiError::ShuttingDown | ApiError::ClusterUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::OverCapacity
+            | ApiError::ShuttingDown
+            | ApiError::ClusterUnavailable
+            | ApiError::ClusterBusy => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::StalePull(_) => StatusCode::CONFLICT,
             ApiError::BadGateway => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -211,6 +216,7 @@ impl IntoResponse for ApiError {
             | ApiError::TooManyFromClient(_)
             | ApiError::TooManyFromNetwork(_)
             | ApiError::ClusterUnavailable
+            | ApiError::ClusterBusy
             | ApiError::BadGateway
                 if warn_now() =>
             {
@@ -258,7 +264,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             // A store outage is usually short (a Redis restart or failover).
-            ApiError::ClusterUnavailable => {
+            ApiError::ClusterUnavailable | ApiError::ClusterBusy => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // RFC 5789 §2.2: a 415 to a PATCH says which patch documents are taken.

@@ -7,9 +7,13 @@ use whip_echo::{server, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let mut config = Config::parse();
     if config.command == Some(Subcommand::Healthcheck) {
         return whip_echo::healthcheck::run(config.listen).await;
+    }
+    if let Err(e) = config.read_secret_files() {
+        eprintln!("whip-echo: {e}");
+        return std::process::ExitCode::from(2);
     }
     // Flushes the queued log lines when main returns.
     let _logs = telemetry::init(&config);

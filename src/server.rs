@@ -166,9 +166,17 @@ async fn start_planes(
         config.jwt_secret.as_deref(),
         config.jwt_public_key.as_deref(),
     )
-    .map_err(ServerError::Config)?;
-    if let Some(auth) = &auth {
-        info!(?auth, "bearer tokens required to publish and play");
+    .map_err(ServerError::Config)?
+    .map(|auth| auth.expecting(config.jwt_audience.as_deref(), config.jwt_issuer.as_deref()));
+    match (&auth, bound) {
+        (Some(auth), _) => info!(?auth, "bearer tokens required to publish and play"),
+        (None, Some(addr)) if !addr.ip().is_loopback() => warn!(
+            listen = %addr,
+            publisher_conflict = ?config.publisher_conflict(),
+            "no bearer tokens: whoever reaches this address may publish and play any stream \
+             (README: Security; --publish-token, --play-token, --jwt-secret)"
+        ),
+        _ => {}
     }
     let turn = match (
         &config.turn_secret,
@@ -259,7 +267,7 @@ async fn start_planes(
             evictable_after: config.evict_connecting_after,
         },
         ice_timeout: config.ice_timeout,
-        publisher_conflict: config.publisher_conflict,
+        publisher_conflict: config.publisher_conflict(),
         max_bitrate: config.max_bitrate,
         metrics: metrics.for_loops(),
         node_tag: cluster.as_ref().map(Cluster::tag),

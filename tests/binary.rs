@@ -5,7 +5,7 @@ mod support;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use support::binary::{sigterm_and_wait, start, start_with};
+use support::binary::{binary, sigterm_and_wait, start, start_with};
 
 #[test]
 fn readme_curl_lifecycle_against_the_binary() {
@@ -209,4 +209,75 @@ fn the_open_file_limit_is_raised_to_the_hard_one() {
         hard.to_string()
     };
     assert_eq!(open_files[3], expected, "soft limit: {limits}");
+}
+
+/// Listening beyond loopback with no token configured, the server warns at start (and refuses a
+/// second publisher by default); with a token it does not. Inside a network namespace of its own
+/// (a user namespace too when not root), where 0.0.0.0 reaches nothing but that namespace.
+#[test]
+fn an_open_server_beyond_loopback_says_so_at_start() {
+    let root = Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&root.stdout).trim() == "0";
+    for (extra, warned) in [(vec![], true), (vec!["--publish-token", "t"], false)] {
+        let mut command = Command::new("unshare");
+        if !root {
+            command.args(["--user", "--map-root-user"]);
+        }
+        command
+            .args(["--net", "--"])
+            .arg(binary())
+            .args(["--listen", "0.0.0.0:0", "--udp-host", "127.0.0.1"])
+            .args(["--udp-port", "0", "--tcp-port", "0", "--self-test", "false"])
+            .args(["--log-format", "json"])
+            .args(&extra)
+            .stdout(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("unshare (util-linux) runs");
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut warning = None;
+        for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
+            if line.contains("no bearer tokens") {
+                warning = Some(line);
+            } else if line.contains("HTTP listening") {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(warning.is_some(), warned, "{extra:?}: {warning:?}");
+        if let Some(line) = warning {
+            assert!(line.contains("WARN") && line.contains("Reject"), "{line}");
+        }
+    }
+}
+
+/// `--publish-token-file`: the token guards publishing and is nowhere in the process's argv
+/// (which every user can read in `/proc`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_a_file_guards_publishing_and_stays_out_of_argv() {
+    const TOKEN: &str = "file-token-5f1c0e";
+    let dir = std::env::temp_dir().join(format!("whip-echo-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("publish-tokens");
+    std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+    let mut command = Command::new(binary());
+    command.arg("--publish-token-file").arg(&path);
+    let server = tokio::task::block_in_place(|| start_with(command));
+    let pid = server.child.as_ref().unwrap().id();
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(!String::from_utf8_lossy(&argv).contains(TOKEN));
+    let http = reqwest::Client::new();
+    let post = |token: Option<&str>| {
+        let mut request = http
+            .post(format!("{}/whip/filed", server.base))
+            .header("content-type", "application/sdp")
+            .body(include_str!("data/offer.sdp"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(post(None).await.unwrap().status(), 401);
+    assert_eq!(post(Some("guess")).await.unwrap().status(), 401);
+    assert_eq!(post(Some(TOKEN)).await.unwrap().status(), 201);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

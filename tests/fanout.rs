@@ -34,7 +34,7 @@ async fn publish_and_check(publisher: &Client, viewers: &mut [&mut Client], tag:
 /// A server whose streams refuse a second live publisher (409).
 fn rejecting() -> Config {
     let mut config = Config::for_tests();
-    config.publisher_conflict = PublisherConflict::Reject;
+    config.publisher_conflict = Some(PublisherConflict::Reject);
     config
 }
 
@@ -192,8 +192,11 @@ async fn a_new_publisher_replaces_one_whose_consent_failed() {
 
 #[tokio::test]
 async fn a_new_publisher_takes_over_a_live_one_and_viewers_keep_playing() {
-    // The default policy: a second publisher of a live stream replaces the first.
-    let server = start(Config::for_tests()).await;
+    // --publisher-conflict takeover (the default with tokens): a second publisher of a live
+    // stream replaces the first.
+    let mut config = Config::for_tests();
+    config.publisher_conflict = Some(PublisherConflict::Takeover);
+    let server = start(config).await;
     let base = server.base_url();
     let url = format!("{base}/whip/takeover");
     let mut viewer = Client::connected(&format!("{base}/whep/takeover"), Mode::Recv).await;

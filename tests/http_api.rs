@@ -303,7 +303,7 @@ async fn oversized_and_malformed_bodies_are_4xx() {
 #[tokio::test]
 async fn second_publisher_conflicts_and_cap_gives_503() {
     let mut config = Config::for_tests();
-    config.publisher_conflict = PublisherConflict::Reject;
+    config.publisher_conflict = Some(PublisherConflict::Reject);
     config.max_sessions = 2;
     let api = Api::new(config).await;
     assert_eq!(
@@ -326,8 +326,20 @@ async fn second_publisher_conflicts_and_cap_gives_503() {
 }
 
 #[tokio::test]
-async fn a_second_publisher_takes_over_by_default() {
+async fn a_second_publisher_is_refused_by_default_when_anyone_may_publish() {
     let api = Api::new(Config::for_tests()).await;
+    let (r, _) = api.sdp("/whip/a", OFFER).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (r, text) = api.sdp("/whip/a", OFFER).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "{text}");
+}
+
+/// `--publisher-conflict takeover` (the default when tokens are required).
+#[tokio::test]
+async fn a_second_publisher_takes_over_with_takeover() {
+    let mut config = Config::for_tests();
+    config.publisher_conflict = Some(PublisherConflict::Takeover);
+    let api = Api::new(config).await;
     let (r, _) = api.sdp("/whip/a", OFFER).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let old = header_of(&r, "location").to_owned();
@@ -535,6 +547,51 @@ async fn methods_options_and_cors() {
         .send(patch(&location, Some(FRAG), None, candidate))
         .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// CORS on the WHIP, WHEP and echo endpoints and resources only; the page with a
+/// Content-Security-Policy that forbids framing and inline scripts; no response type sniffed.
+#[tokio::test]
+async fn cors_only_where_clients_post_and_the_page_locked_down() {
+    let api = Api::new(Config::for_tests()).await;
+    let from_elsewhere = |method: Method, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::ORIGIN, "https://elsewhere.example")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/api/streams",
+        "/",
+        "/app.js",
+    ] {
+        let (r, _) = api.send(from_elsewhere(Method::GET, path)).await;
+        assert!(
+            r.headers().get("access-control-allow-origin").is_none(),
+            "{path}: {:?}",
+            r.headers()
+        );
+        assert_eq!(header_of(&r, "x-content-type-options"), "nosniff", "{path}");
+    }
+    for path in ["/whip/s", "/whep/s", "/echo/s", "/resource/00"] {
+        let (r, _) = api.send(from_elsewhere(Method::OPTIONS, path)).await;
+        assert_eq!(header_of(&r, "access-control-allow-origin"), "*", "{path}");
+    }
+    let (page, _) = api.call(Method::GET, "/").await;
+    let csp = header_of(&page, "content-security-policy");
+    for directive in [
+        "frame-ancestors 'none'",
+        "script-src 'self'",
+        "object-src 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(header_of(&page, "x-frame-options"), "DENY");
 }
 
 #[tokio::test]

@@ -86,6 +86,7 @@ impl Cluster {
                 &self.0.config.secret,
                 stream.as_str(),
                 holder_tag,
+                self.0.tag,
                 epoch,
                 std::time::SystemTime::now(),
             ))

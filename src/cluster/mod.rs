@@ -118,6 +118,17 @@ pub enum Placement {
     Redirect(String),
 }
 
+/// Why a request on another node's resource cannot reach that node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// The node that minted it is dead (no signed heartbeat): its sessions died with it.
+    Dead,
+    /// Redis cannot be reached, so this node cannot tell.
+    StoreDown,
+    /// The tag is unknown here and the lookups of unknown tags are spent for now.
+    Busy,
+}
+
 /// Why a pull of a stream from this node is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PullRefused {
@@ -218,6 +229,9 @@ impl NodeTable {
 struct State {
     claims: HashMap<StreamName, Claim>,
     pulls: HashMap<StreamName, Pull>,
+    /// The nonces of pull tokens taken, with their expiry (Unix seconds): a token is taken once.
+    /// Only valid tokens enter, and each leaves when it expires (10 s).
+    pull_nonces: HashMap<u64, u64>,
 }
 
 #[derive(Debug)]
@@ -390,16 +404,22 @@ impl Cluster {
         }
     }
 
-    /// Whether `token` lets its bearer pull `stream` from this node: a valid pull token
-    /// ([`PullRefused::BadToken`] otherwise) at the epoch of this node's current, authoritative
-    /// claim ([`PullRefused::Stale`] otherwise: the puller read an older lease, or this node
-    /// lost or could not renew it).
+    /// Whether `token` lets its bearer pull `stream` from this node: a valid pull token not
+    /// taken before ([`PullRefused::BadToken`] otherwise) at the epoch of this node's current,
+    /// authoritative claim ([`PullRefused::Stale`] otherwise: the puller read an older lease, or
+    /// this node lost or could not renew it).
     pub fn check_pull(&self, stream: &StreamName, token: &str) -> Result<(), PullRefused> {
         let now = std::time::SystemTime::now();
         let secret = &self.0.config.secret;
-        let epoch = token::verify(secret, stream.as_str(), self.0.tag, token, now)
+        let pull = token::verify(secret, stream.as_str(), self.0.tag, token, now)
             .ok_or(PullRefused::BadToken)?;
-        let state = self.state();
+        let epoch = pull.epoch;
+        let mut state = self.state();
+        let unix_now = token::unix(now);
+        state.pull_nonces.retain(|_, expires| *expires >= unix_now);
+        if state.pull_nonces.insert(pull.nonce, pull.expires).is_some() {
+            return Err(PullRefused::BadToken);
+        }
         let claim = state.claims.get(stream).ok_or(PullRefused::Stale)?;
         let fresh = claim.renewed.elapsed() < self.fence_after();
         (claim.epoch == epoch && !claim.suspended && fresh)
@@ -417,19 +437,17 @@ impl Cluster {
     }
 
     /// The base URL of the node that minted `resource`, when it is another live node; `None`
-    /// when it is this one. `Err(true)`: that node is dead (its sessions died with it);
-    /// `Err(false)`: Redis cannot be reached.
-    /// From the node table; Redis is asked only about a tag the table does not know, within
-    /// [`NODE_LOOKUPS_PER_SECOND`] (`Err(false)` beyond).
-    pub async fn owner_of(&self, resource: &ResourceId) -> Result<Option<String>, bool> {
+    /// when it is this one. From the node table; Redis is asked only about a tag the table does
+    /// not know, within [`NODE_LOOKUPS_PER_SECOND`].
+    pub async fn owner_of(&self, resource: &ResourceId) -> Result<Option<String>, Unreachable> {
         let tag = resource.node_tag();
         if tag == self.0.tag {
             return Ok(None);
         }
         match self.nodes().find(tag, Instant::now()) {
             Known::Live(url) => return Ok(Some(url)),
-            Known::Dead => return Err(true),
-            Known::OverBudget => return Err(false),
+            Known::Dead => return Err(Unreachable::Dead),
+            Known::OverBudget => return Err(Unreachable::Busy),
             Known::Ask => {}
         }
         match self.noted(self.0.store.node(tag).await) {
@@ -439,9 +457,9 @@ impl Cluster {
             }
             Ok(None) => {
                 self.nodes().dead.insert(tag);
-                Err(true)
+                Err(Unreachable::Dead)
             }
-            Err(_) => Err(false),
+            Err(_) => Err(Unreachable::StoreDown),
         }
     }
 
@@ -572,10 +590,15 @@ mod tests {
             taken: now,
             suspended,
         };
-        let mint = |secret, epoch| token::mint(secret, "s", c.tag(), epoch, SystemTime::now());
+        let mint = |secret, epoch| token::mint(secret, "s", c.tag(), 7, epoch, SystemTime::now());
         let token = mint("s", 3);
         c.state().claims.insert(stream.clone(), claim(now, false));
         assert_eq!(c.check_pull(&stream, &token), Ok(()));
+        assert_eq!(
+            c.check_pull(&stream, &token),
+            Err(PullRefused::BadToken),
+            "a token is taken once"
+        );
         assert_eq!(
             c.check_pull(&stream, &mint("s", 2)),
             Err(PullRefused::Stale)
@@ -584,16 +607,22 @@ mod tests {
             c.check_pull(&stream, &mint("x", 3)),
             Err(PullRefused::BadToken)
         );
-        let elsewhere = token::mint("s", "s", c.tag() ^ 1, 3, SystemTime::now());
+        let elsewhere = token::mint("s", "s", c.tag() ^ 1, 7, 3, SystemTime::now());
         assert_eq!(
             c.check_pull(&stream, &elsewhere),
             Err(PullRefused::BadToken)
         );
         c.state().claims.insert(stream.clone(), claim(now, true));
-        assert_eq!(c.check_pull(&stream, &token), Err(PullRefused::Stale));
+        assert_eq!(
+            c.check_pull(&stream, &mint("s", 3)),
+            Err(PullRefused::Stale)
+        );
         if let Some(old) = now.checked_sub(Duration::from_secs(5)) {
             c.state().claims.insert(stream.clone(), claim(old, false));
-            assert_eq!(c.check_pull(&stream, &token), Err(PullRefused::Stale));
+            assert_eq!(
+                c.check_pull(&stream, &mint("s", 3)),
+                Err(PullRefused::Stale)
+            );
         }
     }
 }

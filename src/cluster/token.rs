@@ -1,37 +1,73 @@
-//! The bearer token a node pulls another's stream with: `whip-echo-pull.{epoch}.{expires}.{mac}`,
-//! the MAC an HMAC-SHA256 under the cluster secret of the stream, the holder's tag, the epoch the
-//! puller read from the lease and the token's expiry (Unix seconds). The holder checks the MAC,
-//! the expiry, and that the epoch is its own current one, so a pull meant for another or an older
-//! holder, sent to a node that lost the stream, or replayed later, is refused.
+//! The bearer token a node pulls another's stream with:
+//! `whip-echo-pull.{epoch}.{puller}.{nonce}.{expires}.{mac}`, the MAC an HMAC-SHA256 under the
+//! cluster secret of the stream, the holder's tag, the puller's tag, a random nonce, the epoch the
+//! puller read from the lease and the token's expiry (Unix seconds, 10 s after minting). The
+//! holder checks the MAC, the expiry, that the epoch is its own current one and that it has not
+//! seen the nonce, so a pull meant for another or an older holder, sent to a node that lost the
+//! stream, or replayed, is refused. Node records and forwarded requests are signed here too.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::hmac;
 
 const PREFIX: &str = "whip-echo-pull.";
-/// How long a minted token is good for: a pull is POSTed right after it is minted.
+/// How long a forward mark is good for.
 const VALID_FOR: Duration = Duration::from_secs(60);
+/// How long a pull token is good for: a pull is POSTed right after it is minted.
+pub const PULL_VALID_FOR: Duration = Duration::from_secs(10);
+
+/// What a valid pull token says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullToken {
+    /// The holder's epoch the puller read.
+    pub epoch: u64,
+    /// The pulling node's tag.
+    pub puller: u16,
+    /// Its nonce: a holder takes each token once.
+    pub nonce: u64,
+    /// When it expires (Unix seconds).
+    pub expires: u64,
+}
 
 fn key(secret: &str) -> hmac::Key {
     hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes())
 }
 
-fn message(stream: &str, holder: u16, epoch: u64, expires: u64) -> String {
-    format!("pull\n{stream}\n{holder:04x}\n{epoch}\n{expires}")
+fn message(stream: &str, holder: u16, t: &PullToken) -> String {
+    format!(
+        "pull\n{stream}\n{holder:04x}\n{:04x}\n{:016x}\n{}\n{}",
+        t.puller, t.nonce, t.epoch, t.expires
+    )
 }
 
-fn unix(t: SystemTime) -> u64 {
+/// Unix seconds of `t`.
+pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// The token for pulling `stream` from node `holder` at `epoch`, valid for a minute from `now`.
-pub fn mint(secret: &str, stream: &str, holder: u16, epoch: u64, now: SystemTime) -> String {
-    let expires = unix(now + VALID_FOR);
-    let tag = hmac::sign(
-        &key(secret),
-        message(stream, holder, epoch, expires).as_bytes(),
-    );
-    format!("{PREFIX}{epoch}.{expires}.{}", hex(tag.as_ref()))
+/// The token for node `puller` to pull `stream` from node `holder` at `epoch`, valid for
+/// [`PULL_VALID_FOR`] from `now`, with a fresh nonce.
+pub fn mint(
+    secret: &str,
+    stream: &str,
+    holder: u16,
+    puller: u16,
+    epoch: u64,
+    now: SystemTime,
+) -> String {
+    let token = PullToken {
+        epoch,
+        puller,
+        nonce: rand::random(),
+        expires: unix(now + PULL_VALID_FOR),
+    };
+    let mac = hmac::sign(&key(secret), message(stream, holder, &token).as_bytes());
+    format!(
+        "{PREFIX}{epoch}.{puller:04x}.{:016x}.{}.{}",
+        token.nonce,
+        token.expires,
+        hex(mac.as_ref())
+    )
 }
 
 /// Whether `token` is a pull token at all (then it is checked as one, never as a play token).
@@ -39,26 +75,36 @@ pub fn is_pull(token: &str) -> bool {
     token.starts_with(PREFIX)
 }
 
-/// The epoch of a pull token whose MAC is right for `stream` and this node (`holder`) and that
-/// has not expired at `now`; `None` otherwise.
+/// A pull token whose MAC is right for `stream` and this node (`holder`) and that has not
+/// expired at `now`; `None` otherwise. (Whether its nonce was seen is the holder's to know.)
 pub fn verify(
     secret: &str,
     stream: &str,
     holder: u16,
     token: &str,
     now: SystemTime,
-) -> Option<u64> {
-    let mut parts = token.strip_prefix(PREFIX)?.splitn(3, '.');
+) -> Option<PullToken> {
+    let mut parts = token.strip_prefix(PREFIX)?.splitn(5, '.');
     let epoch: u64 = parts.next()?.parse().ok()?;
+    let puller = u16::from_str_radix(parts.next()?, 16).ok()?;
+    let nonce = u64::from_str_radix(parts.next()?, 16).ok()?;
     let expires: u64 = parts.next()?.parse().ok()?;
     let bytes = unhex(parts.next()?)?;
-    if expires < unix(now) {
+    let now = unix(now);
+    // Expired, or minted for longer than a pull token lives (a clock far ahead).
+    if expires < now || expires > now + PULL_VALID_FOR.as_secs() + 60 {
         return None;
     }
+    let token = PullToken {
+        epoch,
+        puller,
+        nonce,
+        expires,
+    };
     // Constant-time comparison inside ring.
-    let signed = message(stream, holder, epoch, expires);
+    let signed = message(stream, holder, &token);
     hmac::verify(&key(secret), signed.as_bytes(), &bytes).ok()?;
-    Some(epoch)
+    Some(token)
 }
 
 /// The mark of a request one node forwards to another for `resource` (a resource id's text):
@@ -156,20 +202,30 @@ mod tests {
     #[test]
     fn tokens_verify_only_for_their_stream_holder_secret_and_time() {
         let now = SystemTime::now();
-        let t = mint("s3cret", "live", 0xbeef, 7, now);
+        let t = mint("s3cret", "live", 0xbeef, 0x0a0b, 7, now);
         assert!(is_pull(&t));
-        assert_eq!(verify("s3cret", "live", 0xbeef, &t, now), Some(7));
+        let seen = verify("s3cret", "live", 0xbeef, &t, now).unwrap();
+        assert_eq!((seen.epoch, seen.puller), (7, 0x0a0b));
+        let again = mint("s3cret", "live", 0xbeef, 0x0a0b, 7, now);
+        let other = verify("s3cret", "live", 0xbeef, &again, now).unwrap();
+        assert_ne!(seen.nonce, other.nonce, "a fresh nonce each");
         assert_eq!(verify("other", "live", 0xbeef, &t, now), None);
         assert_eq!(verify("s3cret", "live2", 0xbeef, &t, now), None);
         assert_eq!(verify("s3cret", "live", 0xbeee, &t, now), None);
-        let later = now + Duration::from_secs(120);
+        let later = now + PULL_VALID_FOR + Duration::from_secs(2);
         assert_eq!(verify("s3cret", "live", 0xbeef, &t, later), None, "expired");
-        let forged = t.replacen("pull.7.", "pull.8.", 1);
-        assert_eq!(verify("s3cret", "live", 0xbeef, &forged, now), None);
+        for (from, to) in [("pull.7.", "pull.8."), (".0a0b.", ".0a0c.")] {
+            let forged = t.replacen(from, to, 1);
+            assert_eq!(
+                verify("s3cret", "live", 0xbeef, &forged, now),
+                None,
+                "{from}"
+            );
+        }
         for bad in [
             "whip-echo-pull.7.zz",
             "whip-echo-pull.é.00",
-            "whip-echo-pull.7.1.zz",
+            "whip-echo-pull.7.0a0b.1.1.zz",
         ] {
             assert_eq!(verify("s3cret", "live", 0xbeef, bad, now), None, "{bad}");
         }

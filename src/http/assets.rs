@@ -15,9 +15,31 @@ const DIAGNOSE_JS: &str = include_str!("../../static/diagnose.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 const FAVICON: &[u8] = include_bytes!("../../static/favicon.ico");
 
+/// The page's Content-Security-Policy: its own scripts and styles only (none inline), media
+/// from the browser's own streams, requests to any http(s) URL (in cluster mode a session's
+/// resource and a 307 name another node), and no framing by another site.
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self' http: https:; \
+     object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /// `GET /`.
 pub async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+    let mut page = asset("text/html; charset=utf-8", INDEX_HTML);
+    let headers = page.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(PAGE_CSP),
+    );
+    // frame-ancestors' predecessor, for browsers without CSP level 2.
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    page
 }
 
 /// `GET /app.js`: the page's script.

@@ -50,12 +50,16 @@ pub(super) async fn elsewhere(
     if headers.contains_key(FORWARDED) {
         return None;
     }
+    use crate::cluster::Unreachable;
     let base = match cluster.owner_of(resource).await {
         Ok(None) => return None,
         Ok(Some(base)) => base,
         // Its node is dead, and its sessions with it.
-        Err(true) => return Some(ApiError::NotFound("no such resource").into_response()),
-        Err(false) => return Some(ApiError::ClusterUnavailable.into_response()),
+        Err(Unreachable::Dead) => {
+            return Some(ApiError::NotFound("no such resource").into_response())
+        }
+        Err(Unreachable::StoreDown) => return Some(ApiError::ClusterUnavailable.into_response()),
+        Err(Unreachable::Busy) => return Some(ApiError::ClusterBusy.into_response()),
     };
     let url = format!("{base}{}", resource.location());
     let mark = cluster.forward_mark(resource);

@@ -135,6 +135,19 @@ async fn request_timeout(
     }
 }
 
+/// Every response's content is what its type says (`X-Content-Type-Options: nosniff`).
+async fn no_sniff(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 /// The one list of routes and layers.
 pub fn router(state: AppState) -> Router {
     let endpoint = |post: MethodRouter<AppState>| {
@@ -144,19 +157,9 @@ pub fn router(state: AppState) -> Router {
     };
     // GET (and HEAD) only; any other method gets a 405 with its reason like every error.
     let page = |get: MethodRouter<AppState>| get.fallback(assets::not_allowed);
-    Router::new()
-        .route("/", page(get(assets::index)))
-        .route("/app.js", page(get(assets::app_js)))
-        .route("/whip-client.js", page(get(assets::whip_client_js)))
-        .route("/latency.js", page(get(assets::latency_js)))
-        .route("/live.js", page(get(assets::live_js)))
-        .route("/diagnose.js", page(get(assets::diagnose_js)))
-        .route("/style.css", page(get(assets::style_css)))
-        .route("/favicon.ico", page(get(assets::favicon)))
-        .route("/healthz", page(get(assets::healthz)))
-        .route("/readyz", page(get(ops::readyz)))
-        .route("/metrics", page(get(ops::metrics)))
-        .route("/api/streams", page(get(ops::streams)))
+    // CORS on the WHIP, WHEP and echo endpoints and their resources only: the page, the health
+    // checks, /metrics and /api/streams are for this origin and for operators' tools.
+    let api = Router::new()
         .route(
             "/whip/{stream}",
             endpoint(axum::routing::post(endpoints::post_whip)),
@@ -177,11 +180,26 @@ pub fn router(state: AppState) -> Router {
                 .options(resource::options)
                 .fallback(resource::not_allowed),
         )
-        .fallback(ops::no_route)
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::layer,
-        ))
+        ));
+    Router::new()
+        .route("/", page(get(assets::index)))
+        .route("/app.js", page(get(assets::app_js)))
+        .route("/whip-client.js", page(get(assets::whip_client_js)))
+        .route("/latency.js", page(get(assets::latency_js)))
+        .route("/live.js", page(get(assets::live_js)))
+        .route("/diagnose.js", page(get(assets::diagnose_js)))
+        .route("/style.css", page(get(assets::style_css)))
+        .route("/favicon.ico", page(get(assets::favicon)))
+        .route("/healthz", page(get(assets::healthz)))
+        .route("/readyz", page(get(ops::readyz)))
+        .route("/metrics", page(get(ops::metrics)))
+        .route("/api/streams", page(get(ops::streams)))
+        .merge(api)
+        .fallback(ops::no_route)
+        .layer(axum::middleware::from_fn(no_sniff))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_timeout,

@@ -196,6 +196,9 @@ impl Node {
                 .args(["--cluster-redis", &redis.url(), "--cluster-secret", SECRET])
                 .args(["--cluster-heartbeat-ttl", "3", "--cluster-lease-ttl", "6"])
                 .args(["--cluster-edge-idle", "2", "--ice-timeout", "6"])
+                // A second publisher takes a stream over (the default with tokens; these
+                // nodes have none).
+                .args(["--publisher-conflict", "takeover"])
                 .args([
                     "--log-format",
                     "json",

@@ -269,20 +269,32 @@ async fn a_holder_frozen_past_its_heartbeat_fences_itself() {
         .unwrap()
         .to_owned();
     let tag = u16::from_str_radix(&node, 16).unwrap();
-    let pull = |epoch: u64| {
+    // A pull token as node 0b0b would mint it.
+    let mint = |epoch: u64| {
+        whip_echo::cluster::token::mint(
+            fixture::SECRET,
+            "live",
+            tag,
+            0x0b0b,
+            epoch,
+            std::time::SystemTime::now(),
+        )
+    };
+    let pull_with = |token: String| {
         reqwest::Client::new()
             .post(format!("{}/whep/live", cl.a.base))
             .header("content-type", "application/sdp")
-            .bearer_auth(whip_echo::cluster::token::mint(
-                fixture::SECRET,
-                "live",
-                tag,
-                epoch,
-                std::time::SystemTime::now(),
-            ))
+            .bearer_auth(token)
             .body(whip_conformance::peer::offer(Mode::Recv))
             .send()
     };
+    let pull = |epoch: u64| pull_with(mint(epoch));
+    // A token is taken once: the same one again (a replay) is refused.
+    let token = mint(epoch);
+    let first = pull_with(token.clone()).await.unwrap();
+    assert_eq!(first.status(), 201);
+    let replayed = pull_with(token).await.unwrap();
+    assert_eq!(replayed.status(), 401, "a replayed pull token is refused");
     let other_epoch = pull(epoch + 1).await.unwrap();
     assert_eq!(
         other_epoch.status(),
