@@ -55,22 +55,8 @@ async fn https_and_http_share_the_port() {
         assert_eq!(response.status(), 200, "{url}");
     }
     // A WHIP POST over HTTPS: the whole lifecycle works there.
-    let offer = include_str!("data/offer.sdp");
-    let created = http
-        .post(format!("https://127.0.0.1:{port}/whip/secure"))
-        .header("content-type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let location = created.headers()["location"].to_str().unwrap().to_owned();
-    let deleted = http
-        .delete(format!("https://127.0.0.1:{port}{location}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
+    let base = format!("https://127.0.0.1:{port}");
+    support::create_and_delete(&http, &base, "/whip/secure", include_str!("data/offer.sdp")).await;
     server.shutdown().await.unwrap();
 }
 

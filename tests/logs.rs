@@ -131,21 +131,7 @@ async fn mdns_only_offers(base: &str) {
     );
     let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     for i in 0..5 {
-        let created = http
-            .post(format!("{base}/whip/logs-mdns-{i}"))
-            .header("content-type", "application/sdp")
-            .body(offer.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201);
-        let location = created.headers()["location"].to_str().unwrap().to_owned();
-        let deleted = http
-            .delete(format!("{base}{location}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(deleted.status(), 200);
+        support::create_and_delete(&http, base, &format!("/whip/logs-mdns-{i}"), &offer).await;
     }
 }
 

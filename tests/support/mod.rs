@@ -168,6 +168,26 @@ pub fn hostile(n: u32, server_ufrag: &str) -> Vec<u8> {
     }
 }
 
+/// POSTs `offer` to `{base}{path}` (201 expected), then DELETEs the resource its `Location`
+/// names (200 expected): the HTTP lifecycle of a session that never connects.
+pub async fn create_and_delete(http: &reqwest::Client, base: &str, path: &str, offer: &str) {
+    let created = http
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/sdp")
+        .body(offer.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "POST {path}");
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let deleted = http
+        .delete(format!("{base}{location}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200, "DELETE {location}");
+}
+
 /// A controlling connectivity check (RFC 8445 §7.2.2) for the server's ufrag `ufrag`, signed with
 /// its password `pwd`, from the client of `tests/data/offer.sdp` (whose ufrag is `Xk3d`).
 pub fn signed_check(ufrag: &str, pwd: &str) -> Vec<u8> {
