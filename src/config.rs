@@ -39,6 +39,10 @@ pub enum Subcommand {
 /// whip-echo: a WHIP (RFC 9725) / WHEP audio echo server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whip-echo", version, about)]
+// Any of the JWT keys (the JWT claim checks need one).
+#[command(group(clap::ArgGroup::new("jwt_key").multiple(true).args(
+    ["jwt_secret", "jwt_secret_file", "jwt_public_key"]
+)))]
 pub struct Config {
     /// Instead of serving, run a subcommand.
     #[command(subcommand)]
@@ -173,12 +177,13 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
     pub jwt_secret_file: Option<PathBuf>,
 
-    /// JWTs must carry this `aud` claim (RFC 7519 §4.1.3). Unset: `aud` is not checked.
-    #[arg(long, env = "WHIP_ECHO_JWT_AUDIENCE")]
+    /// JWTs must carry this `aud` claim (RFC 7519 §4.1.3). Unset: a token with an `aud` claim is
+    /// refused (a recipient not named in `aud` must reject it).
+    #[arg(long, env = "WHIP_ECHO_JWT_AUDIENCE", requires = "jwt_key")]
     pub jwt_audience: Option<String>,
 
     /// JWTs must carry this `iss` claim (RFC 7519 §4.1.1). Unset: `iss` is not checked.
-    #[arg(long, env = "WHIP_ECHO_JWT_ISSUER")]
+    #[arg(long, env = "WHIP_ECHO_JWT_ISSUER", requires = "jwt_key")]
     pub jwt_issuer: Option<String>,
 
     /// PEM public key of RS256 (RSA) or ES256 (EC P-256) JWT bearer tokens, claims as for
@@ -505,8 +510,9 @@ impl Config {
         }
     }
 
-    /// Reads the `--*-file` secrets into their flags' fields (after parsing, before anything
-    /// uses them). A file that cannot be read, or holds nothing, is an error that names it.
+    /// Reads the `--*-file` secrets into their flags' fields (the server does, before anything
+    /// uses them), each once: a path read is cleared. A file that cannot be read, or holds
+    /// nothing, is an error that names it.
     pub fn read_secret_files(&mut self) -> Result<(), String> {
         fn read(flag: &str, path: &Path) -> Result<String, String> {
             let text = std::fs::read_to_string(path)
@@ -752,6 +758,16 @@ mod tests {
             &jwt
         ])
         .is_err());
+        // Claim checks need a JWT key.
+        assert!(Config::try_parse_from(["whip-echo", "--jwt-audience", "a"]).is_err());
+        assert!(Config::try_parse_from([
+            "whip-echo",
+            "--jwt-audience",
+            "a",
+            "--jwt-secret-file",
+            &jwt
+        ])
+        .is_ok());
         // A static TURN username needs a password, from a flag or a file.
         let pw = file("pw", "p\n");
         assert!(Config::try_parse_from(["whip-echo", "--turn-username", "u"]).is_err());

@@ -7,16 +7,16 @@ use whip_echo::{server, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let mut config = Config::parse();
+    let config = Config::parse();
     if config.command == Some(Subcommand::Healthcheck) {
         return whip_echo::healthcheck::run(config.listen).await;
     }
-    if let Err(e) = config.read_secret_files() {
-        eprintln!("whip-echo: {e}");
-        return std::process::ExitCode::from(2);
-    }
     // Flushes the queued log lines when main returns.
     let _logs = telemetry::init(&config);
+    // A panic (the media loops catch the WebRTC stack's, one session at a time) is logged
+    // through the log's queue like everything else, not written to stderr by the thread that
+    // panicked: a stalled stderr pipe must not stall a media loop either.
+    std::panic::set_hook(Box::new(|panic| tracing::error!(%panic, "panic")));
     tracing::info!(config = ?config.redacted(), "configuration");
     let listener = match tokio::net::TcpListener::bind(config.listen).await {
         Ok(listener) => listener,

@@ -85,7 +85,8 @@ impl Running {
 }
 
 /// Starts the server on `listener` in a background task.
-pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, ServerError> {
+pub async fn spawn(listener: TcpListener, mut config: Config) -> Result<Running, ServerError> {
+    config.read_secret_files().map_err(ServerError::Config)?;
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let tls = tls_acceptor(&config)?;
     let stop = CancellationToken::new();
@@ -107,9 +108,10 @@ pub async fn spawn(listener: TcpListener, config: Config) -> Result<Running, Ser
 /// Runs the server on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    config.read_secret_files().map_err(ServerError::Config)?;
     let tls = tls_acceptor(&config)?;
     let stop = CancellationToken::new();
     let http_addr = listener.local_addr().map_err(io("HTTP listener address"))?;

@@ -233,16 +233,22 @@ fn an_open_server_beyond_loopback_says_so_at_start() {
             .stdout(std::process::Stdio::piped());
         let mut child = command.spawn().expect("unshare (util-linux) runs");
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut warning = None;
+        let (mut warning, mut listening) = (None, false);
         for line in std::io::BufRead::lines(stdout).map_while(Result::ok) {
             if line.contains("no bearer tokens") {
                 warning = Some(line);
             } else if line.contains("HTTP listening") {
+                listening = true;
                 break;
             }
         }
         let _ = child.kill();
-        let _ = child.wait();
+        let status = child.wait().unwrap();
+        if !listening {
+            // No namespace to be had (unprivileged user namespaces off): nothing to test here.
+            eprintln!("# skipped: unshare --net did not start the server ({status})");
+            return;
+        }
         assert_eq!(warning.is_some(), warned, "{extra:?}: {warning:?}");
         if let Some(line) = warning {
             assert!(line.contains("WARN") && line.contains("Reject"), "{line}");

@@ -76,6 +76,7 @@ impl Cluster {
             let mut table = self.nodes();
             table.urls = nodes.into_iter().map(|(tag, n)| (tag, n.url)).collect();
             table.dead.clear();
+            table.refreshed = Some(Instant::now());
         }
     }
 
@@ -90,6 +91,7 @@ impl Cluster {
             url: self.0.config.node_url.clone(),
             sessions: media.stats().borrow().sessions,
             streams: streams.len(),
+            at: 0,
             mac: String::new(),
         };
         let ttl = self.0.config.heartbeat_ttl;

@@ -106,6 +106,26 @@ impl ClusterConfig {
     }
 }
 
+/// Logs (at most every 10 s) that node `tag`'s record in Redis was not taken: not signed with
+/// this node's cluster secret, or too old. Nothing is sent to its URL; a stream it "holds" gets
+/// 503 until its lease expires.
+pub(crate) fn unverified_record(tag: u16) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = token::unix(std::time::SystemTime::now());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::error!(
+            node = format!("{tag:04x}"),
+            "cluster: a node record in Redis is not signed with this node's --cluster-secret, or \
+             is stale: ignored (every node needs the same secret, this version, and a synchronised clock)"
+        );
+    }
+}
+
 /// Where a new publisher of a stream goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
@@ -179,6 +199,9 @@ pub const NODE_LOOKUP_BURST: u32 = 10;
 /// renewed the leases, and could make the holders fence themselves.
 #[derive(Debug)]
 struct NodeTable {
+    /// When the keeper last read it; a table not read for a heartbeat TTL (Redis unreachable)
+    /// is not trusted: its nodes may have died since.
+    refreshed: Option<Instant>,
     /// Base URL by tag.
     urls: HashMap<u16, String>,
     /// Tags looked up since the last refresh and found without a (signed) heartbeat; at most
@@ -202,18 +225,25 @@ enum Known {
 impl NodeTable {
     fn new() -> Self {
         NodeTable {
+            refreshed: None,
             urls: HashMap::new(),
             dead: HashSet::new(),
             lookups: TokenBucket::full(NODE_LOOKUP_BURST, Instant::now()),
         }
     }
 
-    fn find(&mut self, tag: u16, now: Instant) -> Known {
-        if let Some(url) = self.urls.get(&tag) {
-            return Known::Live(url.clone());
-        }
-        if self.dead.contains(&tag) {
-            return Known::Dead;
+    /// What the table says of `tag` at `now`, if it was read within `fresh_for`.
+    fn find(&mut self, tag: u16, now: Instant, fresh_for: Duration) -> Known {
+        let fresh = self
+            .refreshed
+            .is_some_and(|at| now.saturating_duration_since(at) <= fresh_for);
+        if fresh {
+            if let Some(url) = self.urls.get(&tag) {
+                return Known::Live(url.clone());
+            }
+            if self.dead.contains(&tag) {
+                return Known::Dead;
+            }
         }
         match self
             .lookups
@@ -230,7 +260,8 @@ struct State {
     claims: HashMap<StreamName, Claim>,
     pulls: HashMap<StreamName, Pull>,
     /// The nonces of pull tokens taken, with their expiry (Unix seconds): a token is taken once.
-    /// Only valid tokens enter, and each leaves when it expires (10 s).
+    /// Only valid tokens enter, and each leaves when it can no longer verify (its 10 s and the
+    /// clock skew allowed).
     pull_nonces: HashMap<u64, u64>,
 }
 
@@ -280,8 +311,10 @@ impl Cluster {
     /// A cluster handle with a fresh random node tag (the heartbeat claims it; a clash with a
     /// live node is reported, 1 in 65,536 per pair). Nothing is sent before the first call.
     pub fn new(config: ClusterConfig) -> Result<Cluster, String> {
+        // A record is as old as a tick at most while its node lives.
+        let max_age = config.heartbeat_ttl + token::CLOCK_SKEW;
         let connect = || {
-            Store::new(&config.redis, CALL_TIMEOUT, &config.secret).map_err(|e| {
+            Store::new(&config.redis, CALL_TIMEOUT, &config.secret, max_age).map_err(|e| {
                 format!(
                     "--cluster-redis {}: {e}",
                     crate::config::redact_url(&config.redis)
@@ -404,19 +437,23 @@ impl Cluster {
         }
     }
 
-    /// Whether `token` lets its bearer pull `stream` from this node: a valid pull token not
-    /// taken before ([`PullRefused::BadToken`] otherwise) at the epoch of this node's current,
-    /// authoritative claim ([`PullRefused::Stale`] otherwise: the puller read an older lease, or
-    /// this node lost or could not renew it).
-    pub fn check_pull(&self, stream: &StreamName, token: &str) -> Result<(), PullRefused> {
+    /// Whether `token` lets its bearer pull `stream` from this node: a valid pull token of a live
+    /// node of the cluster, not taken before ([`PullRefused::BadToken`] otherwise), at the epoch
+    /// of this node's current, authoritative claim ([`PullRefused::Stale`] otherwise: the
+    /// puller read an older lease, or this node lost or could not renew it).
+    pub async fn check_pull(&self, stream: &StreamName, token: &str) -> Result<(), PullRefused> {
         let now = std::time::SystemTime::now();
         let secret = &self.0.config.secret;
         let pull = token::verify(secret, stream.as_str(), self.0.tag, token, now)
             .ok_or(PullRefused::BadToken)?;
+        // The puller is a node with a signed heartbeat (a token is bound to its tag).
+        if self.url_of_node(pull.puller).await.is_err() {
+            return Err(PullRefused::BadToken);
+        }
         let epoch = pull.epoch;
         let mut state = self.state();
-        let unix_now = token::unix(now);
-        state.pull_nonces.retain(|_, expires| *expires >= unix_now);
+        let oldest = token::unix(now).saturating_sub(token::CLOCK_SKEW.as_secs());
+        state.pull_nonces.retain(|_, expires| *expires >= oldest);
         if state.pull_nonces.insert(pull.nonce, pull.expires).is_some() {
             return Err(PullRefused::BadToken);
         }
@@ -437,15 +474,21 @@ impl Cluster {
     }
 
     /// The base URL of the node that minted `resource`, when it is another live node; `None`
-    /// when it is this one. From the node table; Redis is asked only about a tag the table does
-    /// not know, within [`NODE_LOOKUPS_PER_SECOND`].
+    /// when it is this one.
     pub async fn owner_of(&self, resource: &ResourceId) -> Result<Option<String>, Unreachable> {
         let tag = resource.node_tag();
         if tag == self.0.tag {
             return Ok(None);
         }
-        match self.nodes().find(tag, Instant::now()) {
-            Known::Live(url) => return Ok(Some(url)),
+        self.url_of_node(tag).await.map(Some)
+    }
+
+    /// The base URL of live node `tag`: from the node table; Redis is asked only about a tag the
+    /// table does not know (or when the table is stale), within [`NODE_LOOKUPS_PER_SECOND`].
+    async fn url_of_node(&self, tag: u16) -> Result<String, Unreachable> {
+        let fresh_for = self.0.config.heartbeat_ttl;
+        match self.nodes().find(tag, Instant::now(), fresh_for) {
+            Known::Live(url) => return Ok(url),
             Known::Dead => return Err(Unreachable::Dead),
             Known::OverBudget => return Err(Unreachable::Busy),
             Known::Ask => {}
@@ -453,7 +496,7 @@ impl Cluster {
         match self.noted(self.0.store.node(tag).await) {
             Ok(Some(node)) => {
                 self.nodes().urls.insert(tag, node.url.clone());
-                Ok(Some(node.url))
+                Ok(node.url)
             }
             Ok(None) => {
                 self.nodes().dead.insert(tag);
@@ -558,15 +601,27 @@ mod tests {
         let now = Instant::now();
         table.urls.insert(1, "http://a".into());
         table.dead.insert(2);
+        let fresh_for = Duration::from_secs(6);
+        // Never read: nothing in it is trusted.
+        assert_eq!(table.find(1, now, fresh_for), Known::Ask);
+        table.refreshed = Some(now);
+        table.lookups = TokenBucket::full(NODE_LOOKUP_BURST, now);
         let asks = (3..1000)
-            .filter(|&tag| table.find(tag, now) == Known::Ask)
+            .filter(|&tag| table.find(tag, now, fresh_for) == Known::Ask)
             .count();
         assert_eq!(asks, NODE_LOOKUP_BURST as usize);
-        assert_eq!(table.find(1000, now), Known::OverBudget);
+        assert_eq!(table.find(1000, now, fresh_for), Known::OverBudget);
         // Known tags cost nothing, spent budget or not.
-        assert_eq!(table.find(1, now), Known::Live("http://a".into()));
-        assert_eq!(table.find(2, now), Known::Dead);
-        assert_eq!(table.find(1000, now + Duration::from_secs(1)), Known::Ask);
+        assert_eq!(
+            table.find(1, now, fresh_for),
+            Known::Live("http://a".into())
+        );
+        assert_eq!(table.find(2, now, fresh_for), Known::Dead);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(table.find(1000, later, fresh_for), Known::Ask);
+        // Not read for longer than a heartbeat TTL (Redis down): its nodes may be gone.
+        let stale = now + Duration::from_secs(7);
+        assert_eq!(table.find(1, stale, fresh_for), Known::Ask);
     }
 
     #[tokio::test]
@@ -592,35 +647,41 @@ mod tests {
         };
         let mint = |secret, epoch| token::mint(secret, "s", c.tag(), 7, epoch, SystemTime::now());
         let token = mint("s", 3);
+        // The puller (tag 7) is a live node.
+        {
+            let mut nodes = c.nodes();
+            nodes.refreshed = Some(now);
+            nodes.urls.insert(7, "http://127.0.0.1:2".into());
+        }
         c.state().claims.insert(stream.clone(), claim(now, false));
-        assert_eq!(c.check_pull(&stream, &token), Ok(()));
+        assert_eq!(c.check_pull(&stream, &token).await, Ok(()));
         assert_eq!(
-            c.check_pull(&stream, &token),
+            c.check_pull(&stream, &token).await,
             Err(PullRefused::BadToken),
             "a token is taken once"
         );
         assert_eq!(
-            c.check_pull(&stream, &mint("s", 2)),
+            c.check_pull(&stream, &mint("s", 2)).await,
             Err(PullRefused::Stale)
         );
         assert_eq!(
-            c.check_pull(&stream, &mint("x", 3)),
+            c.check_pull(&stream, &mint("x", 3)).await,
             Err(PullRefused::BadToken)
         );
         let elsewhere = token::mint("s", "s", c.tag() ^ 1, 7, 3, SystemTime::now());
         assert_eq!(
-            c.check_pull(&stream, &elsewhere),
+            c.check_pull(&stream, &elsewhere).await,
             Err(PullRefused::BadToken)
         );
         c.state().claims.insert(stream.clone(), claim(now, true));
         assert_eq!(
-            c.check_pull(&stream, &mint("s", 3)),
+            c.check_pull(&stream, &mint("s", 3)).await,
             Err(PullRefused::Stale)
         );
         if let Some(old) = now.checked_sub(Duration::from_secs(5)) {
             c.state().claims.insert(stream.clone(), claim(old, false));
             assert_eq!(
-                c.check_pull(&stream, &mint("s", 3)),
+                c.check_pull(&stream, &mint("s", 3)).await,
                 Err(PullRefused::Stale)
             );
         }

@@ -28,9 +28,13 @@ pub struct NodeRecord {
     pub sessions: usize,
     /// Streams on it.
     pub streams: usize,
-    /// Its tag and URL signed with the cluster secret (`token::sign_node`): whoever can write
-    /// to Redis without the secret cannot send this cluster's forwarded requests, pulls or 307s
-    /// to an address of their own.
+    /// When it was written (Unix seconds, the writer's clock): a record is taken only while it
+    /// is recent, so an old one cannot be written back.
+    #[serde(default)]
+    pub at: u64,
+    /// Its tag, URL and time signed with the cluster secret (`token::sign_node`): whoever can
+    /// write to Redis without the secret cannot send this cluster's forwarded requests, pulls
+    /// or 307s to an address of their own.
     #[serde(default)]
     pub mac: String,
 }
@@ -73,15 +77,6 @@ end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
 return {1, tostring(epoch), ''}
-"#;
-
-/// Takes the lease if it still has the value read (`{tag}:{epoch}` of a "holder" whose node
-/// record is not signed with the cluster secret: no node of this cluster); 0 if it changed.
-const SEIZE: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[3] then return 0 end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. epoch, 'PX', ARGV[2])
-return epoch
 "#;
 
 /// Renews the lease only if it is still exactly ours (holder and epoch).
@@ -160,6 +155,8 @@ fn parse_lease(value: &str) -> Option<(u16, u64)> {
 pub struct Store {
     conn: ConnectionManager,
     secret: std::sync::Arc<str>,
+    /// How old a node record may be (by its `at`).
+    max_age: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -172,7 +169,12 @@ impl Store {
     /// A store for `url`, connected on first use (a node starts while Redis is down, and
     /// recovers when it returns). Each command gives up after `timeout`, so a POST that needs
     /// the store fails fast with 503 rather than hanging.
-    pub fn new(url: &str, timeout: Duration, secret: &str) -> Result<Store, StoreError> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        secret: &str,
+        max_age: Duration,
+    ) -> Result<Store, StoreError> {
         let client = redis::Client::open(url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -183,14 +185,22 @@ impl Store {
         Ok(Store {
             conn,
             secret: secret.into(),
+            max_age,
         })
     }
 
-    /// The record of node `tag` in `json` if its MAC is right; `None` otherwise (not written by
-    /// a node of this cluster).
+    /// The record of node `tag` in `json` if its MAC is right and it is recent; `None`
+    /// otherwise (not written by a node of this cluster, or written long ago).
     fn record(&self, tag: u16, json: &str) -> Option<NodeRecord> {
         let record: NodeRecord = serde_json::from_str(json).ok()?;
-        super::token::verify_node(&self.secret, tag, &record.url, &record.mac).then_some(record)
+        let now = super::token::unix(std::time::SystemTime::now());
+        let signed = super::token::verify_node(&self.secret, tag, &record, &record.mac);
+        let recent = now.saturating_sub(record.at) <= self.max_age.as_secs();
+        if !signed || !recent {
+            super::unverified_record(tag);
+            return None;
+        }
+        Some(record)
     }
 
     /// Refreshes this node's heartbeat; `false` when another live node has its tag.
@@ -200,10 +210,11 @@ impl Store {
         record: &NodeRecord,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let signed = NodeRecord {
-            mac: super::token::sign_node(&self.secret, tag, &record.url),
+        let mut signed = NodeRecord {
+            at: super::token::unix(std::time::SystemTime::now()),
             ..record.clone()
         };
+        signed.mac = super::token::sign_node(&self.secret, tag, &signed);
         let json = serde_json::to_string(&signed).unwrap_or_default();
         let set: i64 = Script::new(HEARTBEAT)
             .key(format!("{NODE}{tag:04x}"))
@@ -247,8 +258,7 @@ impl Store {
             .collect())
     }
 
-    /// Takes `stream`'s lease for node `tag` unless a live node holds it. A holder whose node
-    /// record does not verify is no node of this cluster: its lease is taken over.
+    /// Takes `stream`'s lease for node `tag` unless a live node holds it.
     pub async fn acquire(
         &self,
         stream: &str,
@@ -267,30 +277,13 @@ impl Store {
             return Ok(Acquired::Mine(value.parse().unwrap_or(0)));
         }
         let (holder, epoch) = parse_lease(&value).unwrap_or((0, 0));
-        if let Some(record) = self.record(holder, &node) {
-            return Ok(Acquired::Theirs(Holder {
-                tag: holder,
-                epoch,
-                url: Some(record.url),
-            }));
-        }
-        let seized: i64 = Script::new(SEIZE)
-            .key(lease_key(stream))
-            .key(EPOCH)
-            .arg(format!("{tag:04x}"))
-            .arg(millis(ttl))
-            .arg(&value)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(match u64::try_from(seized) {
-            Ok(epoch) if epoch > 0 => Acquired::Mine(epoch),
-            // It changed meanwhile: whoever holds it now is reported as "no live holder".
-            _ => Acquired::Theirs(Holder {
-                tag: holder,
-                epoch,
-                url: None,
-            }),
-        })
+        // A holder whose record does not verify is reported with no URL: nobody is sent there.
+        let url = self.record(holder, &node).map(|n| n.url);
+        Ok(Acquired::Theirs(Holder {
+            tag: holder,
+            epoch,
+            url,
+        }))
     }
 
     /// Renews `stream`'s lease held by `tag` at `epoch`; `false` when it is no longer that.

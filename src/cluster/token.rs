@@ -15,6 +15,8 @@ const PREFIX: &str = "whip-echo-pull.";
 const VALID_FOR: Duration = Duration::from_secs(60);
 /// How long a pull token is good for: a pull is POSTed right after it is minted.
 pub const PULL_VALID_FOR: Duration = Duration::from_secs(10);
+/// How far apart two nodes' clocks may be (pull tokens and node records carry times; run NTP).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// What a valid pull token says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,8 +93,9 @@ pub fn verify(
     let expires: u64 = parts.next()?.parse().ok()?;
     let bytes = unhex(parts.next()?)?;
     let now = unix(now);
-    // Expired, or minted for longer than a pull token lives (a clock far ahead).
-    if expires < now || expires > now + PULL_VALID_FOR.as_secs() + 60 {
+    let skew = CLOCK_SKEW.as_secs();
+    // Expired, or minted for longer than a pull token lives, by either clock.
+    if expires + skew < now || expires > now + PULL_VALID_FOR.as_secs() + skew {
         return None;
     }
     let token = PullToken {
@@ -133,20 +136,21 @@ pub fn verify_forward(secret: &str, resource: &str, mark: &str, now: SystemTime)
         .is_ok()
 }
 
-/// The MAC of node `tag`'s record with base URL `url` (its heartbeat in Redis).
-pub fn sign_node(secret: &str, tag: u16, url: &str) -> String {
-    hex(hmac::sign(&key(secret), node_message(tag, url).as_bytes()).as_ref())
+/// The MAC of node `tag`'s `record` (its heartbeat in Redis): its URL and time.
+pub fn sign_node(secret: &str, tag: u16, record: &super::store::NodeRecord) -> String {
+    let message = node_message(tag, record);
+    hex(hmac::sign(&key(secret), message.as_bytes()).as_ref())
 }
 
-/// Whether `mac` is [`sign_node`]'s for `tag` and `url`.
-pub fn verify_node(secret: &str, tag: u16, url: &str, mac: &str) -> bool {
+/// Whether `mac` is [`sign_node`]'s for `tag` and `record`.
+pub fn verify_node(secret: &str, tag: u16, record: &super::store::NodeRecord, mac: &str) -> bool {
     unhex(mac).is_some_and(|bytes| {
-        hmac::verify(&key(secret), node_message(tag, url).as_bytes(), &bytes).is_ok()
+        hmac::verify(&key(secret), node_message(tag, record).as_bytes(), &bytes).is_ok()
     })
 }
 
-fn node_message(tag: u16, url: &str) -> String {
-    format!("node\n{tag:04x}\n{url}")
+fn node_message(tag: u16, record: &super::store::NodeRecord) -> String {
+    format!("node\n{tag:04x}\n{}\n{}", record.at, record.url)
 }
 
 fn forward_message(resource: &str, expires: u64) -> String {
@@ -190,13 +194,30 @@ mod tests {
     }
 
     #[test]
-    fn node_records_verify_only_for_their_tag_url_and_secret() {
-        let mac = sign_node("s3cret", 0xbeef, "http://10.0.0.2:8080");
-        assert!(verify_node("s3cret", 0xbeef, "http://10.0.0.2:8080", &mac));
-        assert!(!verify_node("other", 0xbeef, "http://10.0.0.2:8080", &mac));
-        assert!(!verify_node("s3cret", 0xbeee, "http://10.0.0.2:8080", &mac));
-        assert!(!verify_node("s3cret", 0xbeef, "http://evil.example", &mac));
-        assert!(!verify_node("s3cret", 0xbeef, "http://10.0.0.2:8080", ""));
+    fn node_records_verify_only_for_their_tag_url_time_and_secret() {
+        use super::super::store::NodeRecord;
+        let record = NodeRecord {
+            url: "http://10.0.0.2:8080".into(),
+            sessions: 3,
+            streams: 1,
+            at: 1_800_000_000,
+            mac: String::new(),
+        };
+        let mac = sign_node("s3cret", 0xbeef, &record);
+        assert!(verify_node("s3cret", 0xbeef, &record, &mac));
+        assert!(!verify_node("other", 0xbeef, &record, &mac));
+        assert!(!verify_node("s3cret", 0xbeee, &record, &mac));
+        let elsewhere = NodeRecord {
+            url: "http://evil.example".into(),
+            ..record.clone()
+        };
+        assert!(!verify_node("s3cret", 0xbeef, &elsewhere, &mac));
+        let older = NodeRecord {
+            at: 1_700_000_000,
+            ..record.clone()
+        };
+        assert!(!verify_node("s3cret", 0xbeef, &older, &mac));
+        assert!(!verify_node("s3cret", 0xbeef, &record, ""));
     }
 
     #[test]
@@ -212,7 +233,7 @@ mod tests {
         assert_eq!(verify("other", "live", 0xbeef, &t, now), None);
         assert_eq!(verify("s3cret", "live2", 0xbeef, &t, now), None);
         assert_eq!(verify("s3cret", "live", 0xbeee, &t, now), None);
-        let later = now + PULL_VALID_FOR + Duration::from_secs(2);
+        let later = now + PULL_VALID_FOR + CLOCK_SKEW + Duration::from_secs(2);
         assert_eq!(verify("s3cret", "live", 0xbeef, &t, later), None, "expired");
         for (from, to) in [("pull.7.", "pull.8."), (".0a0b.", ".0a0c.")] {
             let forged = t.replacen(from, to, 1);

@@ -15,20 +15,27 @@ const DIAGNOSE_JS: &str = include_str!("../../static/diagnose.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 const FAVICON: &[u8] = include_bytes!("../../static/favicon.ico");
 
-/// The page's Content-Security-Policy: its own scripts and styles only (none inline), media
-/// from the browser's own streams, requests to any http(s) URL (in cluster mode a session's
-/// resource and a 307 name another node), and no framing by another site.
-pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; media-src 'self' blob: mediastream:; connect-src 'self' http: https:; \
-     object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The page's Content-Security-Policy: its own scripts, styles, images and requests only (none
+/// inline, nothing framed or framing it). In cluster mode its requests may also go to the other
+/// nodes (a session's `Location` and a 307 name them): any http(s) origin, since nodes come and
+/// go.
+fn page_csp(cluster: bool) -> &'static str {
+    if cluster {
+        "default-src 'self'; connect-src 'self' http: https:; object-src 'none'; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    } else {
+        "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    }
+}
 
 /// `GET /`.
-pub async fn index() -> Response {
+pub async fn index(axum::extract::State(state): axum::extract::State<super::AppState>) -> Response {
     let mut page = asset("text/html; charset=utf-8", INDEX_HTML);
     let headers = page.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(PAGE_CSP),
+        header::HeaderValue::from_static(page_csp(state.cluster.is_some())),
     );
     // frame-ancestors' predecessor, for browsers without CSP level 2.
     headers.insert(

@@ -76,7 +76,7 @@ async fn create(
         let pull = bearer.filter(|t| state.cluster.is_some() && crate::cluster::token::is_pull(t));
         if let Some(token) = pull {
             // Cluster mode: another node pulls this stream (its cascade).
-            check_pull(&state, role, &stream, token)?;
+            check_pull(&state, role, &stream, token).await?;
         } else {
             state.rate_limit(&request_headers, peer)?;
         }
@@ -145,9 +145,9 @@ async fn create(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Cluster mode: a pull token must be a WHEP request, signed for this stream, at this node's
-/// current epoch of it.
-fn check_pull(
+/// Cluster mode: a pull token must be a WHEP request of a live node, signed for this stream, at
+/// this node's current epoch of it.
+async fn check_pull(
     state: &AppState,
     role: Role,
     stream: &StreamName,
@@ -160,7 +160,7 @@ fn check_pull(
     if role != Role::Viewer {
         return Err(ApiError::Forbidden("a pull token only plays".into()));
     }
-    match cluster.check_pull(stream, token) {
+    match cluster.check_pull(stream, token).await {
         Ok(()) => Ok(()),
         Err(PullRefused::BadToken) => Err(ApiError::Unauthorized {
             invalid_token: true,

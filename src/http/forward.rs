@@ -74,8 +74,9 @@ pub(super) async fn elsewhere(
     }
     let response = match request.send().await {
         Ok(response) => response,
+        // BadGateway is logged (once a second at most) as it is answered.
         Err(e) => {
-            tracing::warn!(%url, error = %e, "cluster: forwarding to the resource's node failed");
+            tracing::debug!(%url, error = %e, "cluster: forwarding to the resource's node failed");
             return Some(ApiError::BadGateway.into_response());
         }
     };
