@@ -15,27 +15,20 @@ const DIAGNOSE_JS: &str = include_str!("../../static/diagnose.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 const FAVICON: &[u8] = include_bytes!("../../static/favicon.ico");
 
-/// The page's Content-Security-Policy: its own scripts, styles, images and requests only (none
-/// inline, nothing framed or framing it). In cluster mode its requests may also go to the other
-/// nodes (a session's `Location` and a 307 name them): any http(s) origin, since nodes come and
-/// go.
-fn page_csp(cluster: bool) -> &'static str {
-    if cluster {
-        "default-src 'self'; connect-src 'self' http: https:; object-src 'none'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    } else {
-        "default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; \
-         frame-ancestors 'none'"
-    }
-}
+/// The page's Content-Security-Policy: its own scripts, styles and images only (none inline,
+/// nothing framed or framing it). Its requests may go to any http(s) origin: a front that
+/// answers the POST with a 307 to whip-echo, and in cluster mode a session's `Location` naming
+/// another node, are other origins.
+pub const PAGE_CSP: &str = "default-src 'self'; connect-src 'self' http: https:; \
+     object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// `GET /`.
-pub async fn index(axum::extract::State(state): axum::extract::State<super::AppState>) -> Response {
+pub async fn index() -> Response {
     let mut page = asset("text/html; charset=utf-8", INDEX_HTML);
     let headers = page.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(page_csp(state.cluster.is_some())),
+        header::HeaderValue::from_static(PAGE_CSP),
     );
     // frame-ancestors' predecessor, for browsers without CSP level 2.
     headers.insert(
