@@ -80,6 +80,9 @@ pub struct State {
     pub keyframe_requests: u32,
     /// A DTLS datagram came from the server (its handshake is under way).
     pub dtls_from_server: bool,
+    /// The time from the server's first DTLS datagram to its second (with
+    /// [`Options::passive`], the resend of the first flight the client missed).
+    pub first_dtls_gap: Option<Duration>,
 }
 
 /// Datagrams a [`Client`] received that carried RTP of a sequence number, counted before its
@@ -128,6 +131,10 @@ pub struct Options {
     /// [`Client::release_dtls`]: the server stays mid-handshake meanwhile (a test of what a
     /// server keeps for a handshake that never ends).
     pub hold_dtls: bool,
+    /// Behave as FFmpeg's WHIP muxer does: offer `a=setup:passive`, be the DTLS server whatever
+    /// the answer says, and miss the server's first DTLS datagram (FFmpeg starts listening for
+    /// DTLS only once its own ICE check has an answer): the server's resend is what connects.
+    pub passive: bool,
 }
 
 /// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
@@ -255,6 +262,11 @@ impl Client {
             .map_err(|e| failed(e.to_string()))?;
         let local = socket.local_addr().map_err(|e| failed(e.to_string()))?;
         let (mut pc, offer) = offer_peer(mode, Some(local), &options).map_err(failed)?;
+        let offer = if options.passive {
+            offer.replace("a=setup:actpass", "a=setup:passive")
+        } else {
+            offer
+        };
         let posted_at = Instant::now();
         let exchange = http
             .post(url, Some("application/sdp"), offer)
@@ -279,8 +291,15 @@ impl Client {
             // WHEP draft §4.3.2: answer the server's offer with a fresh peer and PATCH the answer.
             pc = answer_counter_offer(http, &resource, &body, local).await?;
         } else {
+            // A passive client is the DTLS server, whatever the answer says (`answer` keeps what
+            // it said).
+            let applied = if options.passive {
+                body.replace("a=setup:passive", "a=setup:active")
+            } else {
+                body.clone()
+            };
             let answer =
-                RTCSessionDescription::answer(body.clone()).map_err(|e| failed(e.to_string()))?;
+                RTCSessionDescription::answer(applied).map_err(|e| failed(e.to_string()))?;
             pc.set_remote_description(Instant::now(), answer)
                 .map_err(|e| failed(e.to_string()))?;
         }
@@ -300,6 +319,7 @@ impl Client {
             local,
             arrivals: arrivals.clone(),
             hold_dtls: options.hold_dtls,
+            miss_first_dtls: options.passive,
         };
         // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
         let video = options.video;
@@ -581,6 +601,8 @@ struct Io {
     local: SocketAddr,
     arrivals: RtpArrivals,
     hold_dtls: bool,
+    /// Drop the first DTLS datagram from the server ([`Options::passive`]).
+    miss_first_dtls: bool,
 }
 
 async fn drive(
@@ -597,7 +619,10 @@ async fn drive(
         local,
         arrivals,
         hold_dtls,
+        miss_first_dtls,
     } = io;
+    // When the server's first DTLS datagram arrived.
+    let mut first_dtls: Option<Instant> = None;
     // With `hold_dtls`: the DTLS datagrams held (after the first), until released.
     let mut held: Option<Vec<(Bytes, SocketAddr)>> = hold_dtls.then(Vec::new);
     let mut dtls_sent = 0usize;
@@ -740,6 +765,21 @@ async fn drive(
                 let dtls = n > 0 && (20..=63).contains(&buf[0]);
                 if dtls && !state.borrow().dtls_from_server {
                     state.send_modify(|st| st.dtls_from_server = true);
+                }
+                if dtls {
+                    match first_dtls {
+                        None => {
+                            first_dtls = Some(Instant::now());
+                            if miss_first_dtls {
+                                continue;
+                            }
+                        }
+                        Some(first) if state.borrow().first_dtls_gap.is_none() => {
+                            let gap = first.elapsed();
+                            state.send_modify(|st| st.first_dtls_gap = Some(gap));
+                        }
+                        Some(_) => {}
+                    }
                 }
                 let _ = pc.handle_read(TaggedBytesMut {
                     now: Instant::now(),

@@ -20,6 +20,10 @@ pub struct OfferInfo {
     pub audio: Option<Vec<Offered>>,
     /// The codecs of the first active video section, in the offer's order.
     pub video: Option<Vec<Offered>>,
+    /// The offer's DTLS role is `a=setup:passive` (FFmpeg's WHIP muxer offers it): the answer is
+    /// `active` and whip-echo starts the handshake (RFC 8842 §5.3). Read as rtc reads it: the
+    /// first media section's, else the session's.
+    pub passive: bool,
 }
 
 impl OfferInfo {
@@ -160,7 +164,21 @@ pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
         )));
     }
     super::transport_attrs::check(&parsed).map_err(MediaError::BadOffer)?;
-    let mut info = OfferInfo::default();
+    let setup_of = |attributes: &[rtc::sdp::description::common::Attribute]| {
+        attributes
+            .iter()
+            .find(|a| a.key == "setup")
+            .and_then(|a| a.value.as_deref().map(str::trim).map(str::to_owned))
+    };
+    let setup = parsed
+        .media_descriptions
+        .iter()
+        .find_map(|m| setup_of(&m.attributes))
+        .or_else(|| setup_of(&parsed.attributes));
+    let mut info = OfferInfo {
+        passive: setup.as_deref() == Some("passive"),
+        ..OfferInfo::default()
+    };
     for media in &parsed.media_descriptions {
         let kind = match media.media_name.media.as_str() {
             "audio" => RtpCodecKind::Audio,

@@ -191,7 +191,19 @@ pub fn negotiate(
     now: Instant,
 ) -> Result<Negotiated, MediaError> {
     let chosen = choose_codecs(role, info, stream)?;
-    let mut pc = build_peer(settings, role, &chosen, &credentials, Nominates::No, now)?;
+    // RFC 8842 §5.3: the answer to a passive offer is active (whip-echo the DTLS client), to
+    // actpass or active passive.
+    let dtls = if info.passive {
+        RTCDtlsRole::Client
+    } else {
+        RTCDtlsRole::Server
+    };
+    let peer = PeerShape {
+        role,
+        dtls,
+        nominates: Nominates::No,
+    };
+    let mut pc = build_peer(settings, peer, &chosen, &credentials, now)?;
     let mut senders = Vec::new();
     if role.receives() {
         for codec in &chosen {
@@ -246,17 +258,38 @@ fn choose_codecs(
     Ok(chosen)
 }
 
+/// What a peer connection is for: its session's role, the DTLS role it answers with, and
+/// whether it nominates (the controlling side, a pull's offer).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerShape {
+    pub role: Role,
+    pub dtls: RTCDtlsRole,
+    pub nominates: Nominates,
+}
+
+/// When whip-echo's DTLS handshake first resends a flight that got no answer; each later resend
+/// waits twice as long (up to [`DTLS_RESEND_CEILING`]). rtc-dtls's 1 s made a client that was
+/// not listening yet for the first flight (FFmpeg) wait a second; browsers start at 50 ms.
+pub const DTLS_FIRST_RESEND: Duration = Duration::from_millis(100);
+/// The longest wait between two resends of a DTLS flight (RFC 6347 §4.2.4.1: 60 s). With
+/// rtc-dtls's 7 resends a handshake gives up after about 13 s.
+pub const DTLS_RESEND_CEILING: Duration = Duration::from_secs(60);
+
 /// The peer connection before any description: the chosen codecs, RTCP reports (and for video
-/// NACK, and TWCC feedback where the client sends video), consent timeouts, DTLS server role, mDNS
-/// off, the loop's certificate and the session's credentials.
+/// NACK, and TWCC feedback where the client sends video), consent timeouts, its DTLS role and
+/// resend timing, mDNS off, the loop's certificate and the session's credentials.
 pub(super) fn build_peer(
     settings: &PeerSettings,
-    role: Role,
+    shape: PeerShape,
     chosen: &[Codec],
     credentials: &IceCredentials,
-    nominates: Nominates,
     now: Instant,
 ) -> Result<RTCPeerConnection, MediaError> {
+    let PeerShape {
+        role,
+        dtls,
+        nominates,
+    } = shape;
     let mut media_engine = MediaEngine::default();
     for codec in chosen {
         media_engine
@@ -307,9 +340,11 @@ pub(super) fn build_peer(
     let disconnected = (settings.ice_timeout / 2).min(Duration::from_secs(5));
     let keepalive = (disconnected / 2).min(Duration::from_secs(2));
     let setting_engine = SettingEngineBuilder::new()
-        // DTLS server (`a=setup:passive`): the client starts the handshake as soon as ICE
-        // connects, with no timer in between, and GStreamer 1.22 (RSA certificate) can connect.
-        .with_answering_dtls_role(RTCDtlsRole::Server)
+        // DTLS server (`a=setup:passive`) unless the offer is passive: the client starts the
+        // handshake as soon as ICE connects, with no timer in between, and GStreamer 1.22 (RSA
+        // certificate) can connect.
+        .with_answering_dtls_role(dtls)
+        .with_dtls_flight_interval(DTLS_FIRST_RESEND, DTLS_RESEND_CEILING)
         // mDNS off: rtc-ice would send every packet from a peer port 5353 down its mDNS path.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_timeouts(

@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::transport::RTCDtlsRole;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::cap::Permit;
-use super::peer::{add_candidates, build_peer, IceCredentials, Negotiated, Nominates};
+use super::peer::{add_candidates, build_peer, IceCredentials, Negotiated, Nominates, PeerShape};
 use super::{codecs, offer, MediaError, MediaHandle, NewSession};
 use crate::session::{ResourceId, Role, StreamName};
 
@@ -50,14 +51,12 @@ impl MediaHandle {
         let credentials = IceCredentials::random_for(index);
         let every = codecs::every();
         let nominates = Nominates::Yes;
-        let mut pc = build_peer(
-            settings,
-            Role::Publisher,
-            &every,
-            &credentials,
+        let shape = PeerShape {
+            role: Role::Publisher,
+            dtls: RTCDtlsRole::Server,
             nominates,
-            started,
-        )?;
+        };
+        let mut pc = build_peer(settings, shape, &every, &credentials, started)?;
         let recvonly = || RTCRtpTransceiverInit {
             direction: RTCRtpTransceiverDirection::Recvonly,
             streams: vec![],

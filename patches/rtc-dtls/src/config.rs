@@ -116,6 +116,7 @@ pub struct ConfigBuilder {
     client_auth: ClientAuthType,
     extended_master_secret: ExtendedMasterSecretType,
     flight_interval: Duration,
+    max_flight_interval: Duration,
     psk: Option<PskCallback>,
     psk_identity_hint: Option<Vec<u8>>,
     insecure_skip_verify: bool,
@@ -141,6 +142,7 @@ impl Default for ConfigBuilder {
             client_auth: ClientAuthType::default(),
             extended_master_secret: ExtendedMasterSecretType::default(),
             flight_interval: Duration::default(),
+            max_flight_interval: Duration::default(),
             psk: None,
             psk_identity_hint: None,
             insecure_skip_verify: false,
@@ -220,6 +222,16 @@ impl ConfigBuilder {
     /// defaults to time.Second
     pub fn with_flight_interval(mut self, flight_interval: Duration) -> Self {
         self.flight_interval = flight_interval;
+        self
+    }
+
+    /// max_flight_interval lets the retransmission interval back off: each retransmission of a
+    /// flight doubles it, up to this (RFC 6347 §4.2.4.1: double, up to 60 s), and every new
+    /// flight starts again at `flight_interval`. Defaults to `flight_interval` (no back-off), so
+    /// a fast first retransmission can come with a back-off that keeps the handshake alive as
+    /// long as before.
+    pub fn with_max_flight_interval(mut self, max_flight_interval: Duration) -> Self {
+        self.max_flight_interval = max_flight_interval;
         self
     }
 
@@ -501,6 +513,8 @@ impl ConfigBuilder {
             INITIAL_TICKER_INTERVAL
         };
 
+        let max_retransmit_interval = self.max_flight_interval.max(retransmit_interval);
+
         let maximum_transmission_unit = if self.mtu == 0 { DEFAULT_MTU } else { self.mtu };
 
         // `..Default::default()` used to supply this; when P7 replaced that with an explicit
@@ -591,6 +605,7 @@ impl ConfigBuilder {
             server_cert_verifier,
             client_cert_verifier,
             retransmit_interval,
+            max_retransmit_interval,
             initial_epoch: 0,
             maximum_transmission_unit,
             maximum_retransmit_number,
@@ -650,6 +665,8 @@ pub struct HandshakeConfig {
     pub(crate) server_cert_verifier: Option<Arc<dyn ServerCertVerifier>>,
     pub(crate) client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     pub(crate) retransmit_interval: Duration,
+    /// The most `retransmit_interval` grows to by doubling on each retransmission of a flight.
+    pub(crate) max_retransmit_interval: Duration,
     pub(crate) initial_epoch: u16,
     pub(crate) maximum_transmission_unit: usize,
     pub(crate) maximum_retransmit_number: usize,
@@ -677,6 +694,7 @@ impl fmt::Debug for HandshakeConfig {
             .field("insecure_verification", &self.insecure_verification)
             .field("roots_cas", &self.roots_cas)
             .field("retransmit_interval", &self.retransmit_interval)
+            .field("max_retransmit_interval", &self.max_retransmit_interval)
             .field("initial_epoch", &self.initial_epoch)
             .field("maximum_transmission_unit", &self.maximum_transmission_unit)
             .field("maximum_retransmit_number", &self.maximum_retransmit_number)
@@ -709,6 +727,7 @@ impl HandshakeConfig {
             }),
             client_cert_verifier: None,
             retransmit_interval: std::time::Duration::from_secs(0),
+            max_retransmit_interval: std::time::Duration::from_secs(0),
             initial_epoch: 0,
             maximum_transmission_unit: DEFAULT_MTU,
             maximum_retransmit_number: DEFAULT_MAXIMUM_RETRANSMIT_NUMBER,

@@ -563,6 +563,51 @@ mod tests {
         Ok(())
     }
 
+    /// whip-echo patch: a lost flight is resent after `flight_interval`, then after twice the
+    /// last interval up to `max_flight_interval` (RFC 6347 §4.2.4.1); without a ceiling (the
+    /// default) after `flight_interval` every time, as before.
+    #[test]
+    fn retransmissions_back_off_up_to_the_ceiling() -> Result<()> {
+        let provider =
+            crypto::default_provider().map_err(|error| Error::Crypto(error.to_string()))?;
+        let build = |ceiling: Option<std::time::Duration>| -> Result<Arc<HandshakeConfig>> {
+            let mut builder = ConfigBuilder::default()
+                .with_crypto_provider(provider.clone())
+                .with_cipher_suites(vec![CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256])
+                .with_insecure_skip_verify(true)
+                .with_flight_interval(std::time::Duration::from_millis(100));
+            if let Some(ceiling) = ceiling {
+                builder = builder.with_max_flight_interval(ceiling);
+            }
+            Ok(Arc::new(builder.build(true, None)?))
+        };
+        // The milliseconds between the ClientHello and each resend when every one is lost.
+        let gaps = |config: Arc<HandshakeConfig>| -> Result<Vec<u128>> {
+            let mut client = Endpoint::new(client_addr(), TransportProtocol::UDP, None);
+            let start = Instant::now();
+            client.connect(start, server_addr(), config, None)?;
+            let (mut at, mut gaps) = (start, Vec::new());
+            for _ in 0..6 {
+                let mut sent = 0;
+                while client.poll_transmit().is_some() {
+                    sent += 1;
+                }
+                assert!(sent > 0, "a flight went out");
+                let next = client
+                    .poll_timeout(&server_addr())
+                    .expect("a resend is due");
+                gaps.push((next - at).as_millis());
+                at = next;
+                client.handle_timeout(server_addr(), next)?;
+            }
+            Ok(gaps)
+        };
+        let ceiling = Some(std::time::Duration::from_millis(1000));
+        assert_eq!(gaps(build(ceiling)?)?, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(gaps(build(None)?)?, [100; 6]);
+        Ok(())
+    }
+
     #[test]
     fn failing_random_provider_aborts_client_hello_cleanly() -> Result<()> {
         let base = crypto::default_provider().map_err(|error| Error::Crypto(error.to_string()))?;

@@ -123,6 +123,7 @@ impl DTLSConn {
 
         // Prepare flights
         self.current_retransmit_count = 0;
+        self.current_retransmit_interval = self.handshake_config.retransmit_interval;
         self.retransmit = self.current_flight.has_retransmit();
 
         let result =
@@ -181,7 +182,7 @@ impl DTLSConn {
         if self.current_flight.is_last_send_flight() || self.is_handshake_completed() {
             Ok(HandshakeState::Finished)
         } else {
-            self.current_retransmit_timer = Some(now + self.handshake_config.retransmit_interval);
+            self.current_retransmit_timer = Some(now + self.current_retransmit_interval);
             Ok(HandshakeState::Waiting)
         }
     }
@@ -287,11 +288,15 @@ impl DTLSConn {
                     );
                     Some(HandshakeState::Errored)
                 } else {
+                    // Back off (RFC 6347 §4.2.4.1), up to the configured ceiling.
+                    self.current_retransmit_interval = (self.current_retransmit_interval * 2)
+                        .min(self.handshake_config.max_retransmit_interval)
+                        .max(self.handshake_config.retransmit_interval);
                     Some(HandshakeState::Sending)
                 }
             } else {
                 self.current_retransmit_timer =
-                    Some(now + self.handshake_config.retransmit_interval);
+                    Some(now + self.current_retransmit_interval);
                 Some(HandshakeState::Waiting)
             }
         } else if self.current_handshake_state == HandshakeState::Finished {

@@ -126,6 +126,9 @@ pub struct DTLSConn {
     pub(crate) current_handshake_state: HandshakeState,
     pub(crate) current_retransmit_timer: Option<Instant>,
     pub(crate) current_retransmit_count: usize,
+    /// The current flight's retransmission interval: `retransmit_interval` when it is prepared,
+    /// doubled on each retransmission up to `max_retransmit_interval`.
+    pub(crate) current_retransmit_interval: std::time::Duration,
 
     pub(crate) current_flight: Box<dyn Flight>,
     pub(crate) flights: Option<Vec<Packet>>,
@@ -195,6 +198,7 @@ impl DTLSConn {
             current_handshake_state: initial_fsm_state,
             current_retransmit_timer: None,
             current_retransmit_count: 0,
+            current_retransmit_interval: handshake_config.retransmit_interval,
 
             current_flight: flight,
             flights: None,

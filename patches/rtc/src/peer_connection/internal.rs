@@ -122,7 +122,7 @@ impl RTCPeerConnection {
 
         // Create the DTLS transport
         let certificates = std::mem::take(&mut configuration.certificates);
-        let dtls_transport = DtlsTransport::new(RTCDtlsTransportConfig {
+        let mut dtls_transport = DtlsTransport::new(RTCDtlsTransportConfig {
             id: dtls_transport_id,
             ice_transport_id,
             certificates,
@@ -136,6 +136,7 @@ impl RTCPeerConnection {
             replay_protection: setting_engine.replay_protection,
             crypto_provider,
         })?;
+        dtls_transport.flight_interval = setting_engine.dtls_flight_interval;
 
         // Create the SCTP transport
         let sctp_transport = SctpTransport::new(

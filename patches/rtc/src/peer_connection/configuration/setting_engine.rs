@@ -355,6 +355,9 @@ pub struct SettingEngine {
     pub(crate) candidates: Candidates,
     pub(crate) multicast_dns: MulticastDNS,
     pub(crate) replay_protection: ReplayProtection,
+    /// whip-echo patch: the DTLS handshake's first retransmission interval and the ceiling it
+    /// doubles up to (zero: the `dtls` crate's defaults, 1 s without back-off).
+    pub(crate) dtls_flight_interval: (Duration, Duration),
     pub(crate) sdp_media_level_fingerprints: bool,
     pub(crate) answering_dtls_role: RTCDtlsRole,
     pub(crate) disable_certificate_fingerprint_verification: bool,
@@ -980,6 +983,28 @@ impl SettingEngineBuilder {
     /// - [RFC 6347 §4.1.2.6 - Anti-Replay](https://datatracker.ietf.org/doc/html/rfc6347#section-4.1.2.6)
     pub fn with_dtls_replay_protection_window(mut self, n: usize) -> Self {
         self.0.replay_protection.dtls = n;
+        self
+    }
+
+    /// whip-echo patch: sets when the DTLS handshake resends a flight that got no answer:
+    /// `initial` after it was sent, then twice the last interval, up to `ceiling` (RFC 6347
+    /// §4.2.4.1). The `dtls` crate's default is 1 s every time, and a first flight lost to a peer
+    /// that was not listening yet (FFmpeg's WHIP muxer starts its DTLS server only once its ICE
+    /// has an answer) costs a second. Browsers start far lower (Chromium 50 ms, Firefox 50 ms,
+    /// BoringSSL 400 ms), doubling each time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+    /// use std::time::Duration;
+    ///
+    /// let setting_engine = SettingEngineBuilder::new()
+    ///     .with_dtls_flight_interval(Duration::from_millis(100), Duration::from_secs(60))
+    ///     .build();
+    /// ```
+    pub fn with_dtls_flight_interval(mut self, initial: Duration, ceiling: Duration) -> Self {
+        self.0.dtls_flight_interval = (initial, ceiling);
         self
     }
 

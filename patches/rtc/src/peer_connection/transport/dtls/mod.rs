@@ -14,7 +14,7 @@ use rustls::pki_types::CertificateDer;
 use shared::error::{Error, Result};
 use shared::{TransportContext, TransportProtocol};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub(crate) mod fingerprint;
 pub(crate) mod parameters;
@@ -62,6 +62,9 @@ pub(crate) struct DtlsTransport {
     pub(crate) allow_insecure_verification_algorithm: bool,
     pub(crate) disable_certificate_fingerprint_verification: bool,
     pub(crate) replay_protection: ReplayProtection,
+    /// whip-echo patch: the handshake's first retransmission interval and its ceiling
+    /// (`SettingEngineBuilder::with_dtls_flight_interval`; zero: the `dtls` defaults).
+    pub(crate) flight_interval: (Duration, Duration),
 }
 
 pub(crate) struct RTCDtlsTransportConfig {
@@ -126,6 +129,7 @@ impl DtlsTransport {
             disable_certificate_fingerprint_verification,
             replay_protection,
             crypto_provider,
+            flight_interval: (Duration::ZERO, Duration::ZERO),
         })
     }
 
@@ -256,6 +260,8 @@ impl DtlsTransport {
                 .with_verify_peer_certificate(verify_peer_certificate)
                 .with_extended_master_secret(::dtls::config::ExtendedMasterSecretType::Require)
                 .with_replay_protection_window(self.replay_protection.dtls)
+                .with_flight_interval(self.flight_interval.0)
+                .with_max_flight_interval(self.flight_interval.1)
                 .build(self.dtls_role == RTCDtlsRole::Client, None)?,
         ))
     }
