@@ -80,8 +80,9 @@ pub struct State {
     pub keyframe_requests: u32,
     /// A DTLS datagram came from the server (its handshake is under way).
     pub dtls_from_server: bool,
-    /// The time from the server's first DTLS datagram to its second (with
-    /// [`Options::passive`], the resend of the first flight the client missed).
+    /// The time from the server's first DTLS datagram to the first that came after its first
+    /// flight ([`FIRST_FLIGHT`]; with [`Options::passive`], the resend of the flight the client
+    /// missed).
     pub first_dtls_gap: Option<Duration>,
 }
 
@@ -112,6 +113,10 @@ impl RtpArrivals {
     }
 }
 
+/// DTLS datagrams from the server within this of its first one are its first flight (rtc may
+/// send its ClientHello twice in a row, microseconds apart).
+pub const FIRST_FLIGHT: Duration = Duration::from_millis(20);
+
 /// How a [`Client`] hands its candidates over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Options {
@@ -132,7 +137,7 @@ pub struct Options {
     /// server keeps for a handshake that never ends).
     pub hold_dtls: bool,
     /// Behave as FFmpeg's WHIP muxer does: offer `a=setup:passive`, be the DTLS server whatever
-    /// the answer says, and miss the server's first DTLS datagram (FFmpeg starts listening for
+    /// the answer says, and miss the server's first DTLS flight (FFmpeg starts listening for
     /// DTLS only once its own ICE check has an answer): the server's resend is what connects.
     pub passive: bool,
 }
@@ -601,7 +606,7 @@ struct Io {
     local: SocketAddr,
     arrivals: RtpArrivals,
     hold_dtls: bool,
-    /// Drop the first DTLS datagram from the server ([`Options::passive`]).
+    /// Drop the server's first DTLS flight ([`Options::passive`]).
     miss_first_dtls: bool,
 }
 
@@ -767,18 +772,15 @@ async fn drive(
                     state.send_modify(|st| st.dtls_from_server = true);
                 }
                 if dtls {
-                    match first_dtls {
-                        None => {
-                            first_dtls = Some(Instant::now());
-                            if miss_first_dtls {
-                                continue;
-                            }
+                    let first = *first_dtls.get_or_insert_with(Instant::now);
+                    let since = first.elapsed();
+                    // The first flight: what came within FIRST_FLIGHT of the first datagram.
+                    if since < FIRST_FLIGHT {
+                        if miss_first_dtls {
+                            continue;
                         }
-                        Some(first) if state.borrow().first_dtls_gap.is_none() => {
-                            let gap = first.elapsed();
-                            state.send_modify(|st| st.first_dtls_gap = Some(gap));
-                        }
-                        Some(_) => {}
+                    } else if state.borrow().first_dtls_gap.is_none() {
+                        state.send_modify(|st| st.first_dtls_gap = Some(since));
                     }
                 }
                 let _ = pc.handle_read(TaggedBytesMut {

@@ -9,8 +9,8 @@
 use std::time::Instant;
 
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::transport::RTCDtlsRole;
+use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 

@@ -408,12 +408,24 @@ impl sansio::Protocol<TaggedBytesMut, TaggedRTCMessage, TaggedRTCEvent> for RTCP
 
     fn handle_read(&mut self, msg: TaggedBytesMut) -> Result<(), Self::Error> {
         self.pipeline_context.observe(msg.now);
+        // whip-echo patch: a DTLS record (RFC 7983: first byte 20..=63) can complete the
+        // handshake. Its event must reach the SRTP handler before the next datagram is read:
+        // a DTLS server's peer (here, a DTLS client) gets SRTP right behind the server's
+        // Finished, often in the same batch of reads, and refused it ("remote_srtp_context is
+        // not set yet") until the application happened to poll events in between.
+        let dtls = msg
+            .message
+            .first()
+            .is_some_and(|b| (20..=63).contains(b));
         let msg = TaggedRTCMessageInternal {
             now: msg.now,
             transport: msg.transport,
             message: RTCMessageInternal::Raw(msg.message),
         };
         self.pump_reads(Some(msg));
+        if dtls {
+            self.pump_events();
+        }
         Ok(())
     }
 
