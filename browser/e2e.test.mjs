@@ -241,6 +241,63 @@ test("video: one browser publishes camera + microphone by WHIP, another plays bo
   await until(async () => (await sessions()) === 0, "the server to have no session");
 });
 
+test("simulcast: Chromium publishes three layers by WHIP and a WHEP viewer decodes one", async () => {
+  const stream = `simulcast-${Date.now()}`;
+  const publisher = await openPage();
+  const viewer = await openPage();
+  // RFC 8853 simulcast through SDP (RFC 9725 §4.8): three encodings with rids, 1280x720 on top.
+  const published = await publisher.page.evaluate(async (stream) => {
+    const media = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 1280, height: 720 } });
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver(media.getAudioTracks()[0], { direction: "sendonly" });
+    pc.addTransceiver(media.getVideoTracks()[0], { direction: "sendonly", sendEncodings: [
+      { rid: "l", scaleResolutionDownBy: 4 }, { rid: "m", scaleResolutionDownBy: 2 }, { rid: "h" }] });
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((r) => pc.iceGatheringState === "complete" ? r() :
+      pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && r()));
+    const res = await fetch(`/whip/${stream}`, { method: "POST", headers: { "Content-Type": "application/sdp" },
+      body: pc.localDescription.sdp });
+    const answer = await res.text();
+    try {
+      await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    } catch (e) {
+      return { status: res.status, error: String(e) };
+    }
+    window.publisher = pc;
+    return { status: res.status, answer };
+  }, stream);
+  assert.equal(published.status, 201, JSON.stringify(published));
+  assert.ok(!published.error, published.error);
+  assert.match(published.answer, /a=extmap:\d+ urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id/);
+  assert.match(published.answer, /a=simulcast:recv l;m;h/);
+  const result = await viewer.page.evaluate(async (stream) => {
+    const { Session } = await import("/whip-client.js");
+    const session = new Session({ endpoint: `/whep/${stream}`, kind: "whep", video: true });
+    await session.start();
+    const end = performance.now() + 20000;
+    for (;;) {
+      const video = [...(await session.pc.getStats()).values()].find((s) => s.type === "inbound-rtp" && s.kind === "video");
+      if ((video?.framesDecoded ?? 0) > 10) {
+        const out = { framesDecoded: video.framesDecoded, width: video.frameWidth, height: video.frameHeight };
+        await session.stop();
+        return out;
+      }
+      if (performance.now() > end) return { timedOut: true, video };
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }, stream);
+  assert.ok(!result.timedOut, JSON.stringify(result));
+  assert.ok([320, 640, 1280].includes(result.width), JSON.stringify(result));
+  // Every layer reached the server: the two not forwarded are counted, never dropped silently.
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  const otherSource = Number(metrics.match(/whip_echo_dropped_packets_total\{cause="other_source"\} (\d+)/)?.[1] ?? 0);
+  assert.ok(otherSource > 0, "the other layers' packets are counted");
+  console.log(`# Chromium simulcast l/m/h: the WHEP viewer decoded ${result.framesDecoded} frames of ${result.width}x${result.height}; ${otherSource} packets of the other layers counted as not forwarded`);
+  await publisher.page.evaluate(() => window.publisher.close());
+  for (const p of [publisher, viewer]) await p.context.close();
+  await until(async () => (await sessions()) === 0, "the server to have no session");
+});
+
 test("a second browser plays the stream another one publishes", async () => {
   const stream = `shared-${Date.now()}`;
   const publisher = await openPage(stream);

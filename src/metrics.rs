@@ -63,10 +63,16 @@ pub enum Dropped {
     /// Refused by the WebRTC stack: SRTP or SRTCP that did not authenticate or was a replay, a
     /// new SSRC beyond a session's 64 (patched rtc-srtp), or a malformed packet.
     Rejected,
+    /// From a second source of a kind while the one forwarded is live: another simulcast layer,
+    /// or a second track (a viewer's leg carries one stream per kind).
+    OtherSource,
+    /// RTP of no track whose kind whip-echo could tell (neither its SSRC, its payload type nor
+    /// its track names one).
+    Unbound,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 7] = [
+    const ALL: [Dropped; 9] = [
         Dropped::Unroutable,
         Dropped::RateCap,
         Dropped::CodecMismatch,
@@ -74,6 +80,8 @@ impl Dropped {
         Dropped::SendFailed,
         Dropped::CheckBudget,
         Dropped::Rejected,
+        Dropped::OtherSource,
+        Dropped::Unbound,
     ];
 
     fn label(self) -> &'static str {
@@ -85,6 +93,8 @@ impl Dropped {
             Dropped::SendFailed => "send_failed",
             Dropped::CheckBudget => "check_budget",
             Dropped::Rejected => "rejected",
+            Dropped::OtherSource => "other_source",
+            Dropped::Unbound => "unbound",
         }
     }
 }
@@ -218,7 +228,7 @@ pub struct LoopMetrics {
     rtp_received_bytes: Counter,
     rtp_sent: Counter,
     rtp_sent_bytes: Counter,
-    dropped: [Counter; 7],
+    dropped: [Counter; 9],
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
     tcp_closed: [Counter; 8],

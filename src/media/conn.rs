@@ -174,6 +174,10 @@ pub struct Polled {
     pub media: Vec<(RtpCodecKind, Packet)>,
     /// The client asked for a keyframe of the video it receives (PLI or FIR).
     pub keyframe_wanted: bool,
+    /// RTP not forwarded: of another source of a kind than the one forwarded (another simulcast
+    /// layer, a second track), and of no track whose kind is known.
+    pub other_source: u64,
+    pub unbound: u64,
 }
 
 impl Conn {
@@ -300,15 +304,18 @@ impl Conn {
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 if publishes {
                     let (ssrc, pt) = (packet.header.ssrc, packet.header.payload_type);
-                    if let Some(kind) = self.kind_of(&track, ssrc, pt) {
-                        if !self.is_source(kind, ssrc, message.now) {
-                            continue;
-                        }
-                        if kind == RtpCodecKind::Video {
-                            self.keyframes.video_ssrc = Some(packet.header.ssrc);
-                        }
-                        polled.media.push((kind, packet));
+                    let Some(kind) = self.kind_of(&track, ssrc, pt) else {
+                        polled.unbound += 1;
+                        continue;
+                    };
+                    if !self.is_source(kind, ssrc, message.now) {
+                        polled.other_source += 1;
+                        continue;
                     }
+                    if kind == RtpCodecKind::Video {
+                        self.keyframes.video_ssrc = Some(packet.header.ssrc);
+                    }
+                    polled.media.push((kind, packet));
                 }
             }
         }

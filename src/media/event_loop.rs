@@ -330,10 +330,18 @@ impl MediaLoop {
                 return;
             }
         };
+        let metrics = &self.config.metrics;
+        for (why, n) in [
+            (Dropped::OtherSource, polled.other_source),
+            (Dropped::Unbound, polled.unbound),
+        ] {
+            if n > 0 {
+                metrics.dropped(why, n);
+            }
+        }
         // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
         if !polled.media.is_empty() {
             let before = conn.budget.dropped;
-            let metrics = &self.config.metrics;
             polled.media.retain(|(_, p)| {
                 let bytes = rtp_bytes(p);
                 metrics.received(bytes);

@@ -24,7 +24,7 @@ use rtc::peer_connection::transport::{RTCDtlsRole, RTCIceCandidateInit};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 
@@ -333,6 +333,25 @@ pub(super) fn build_peer(
         if role.publishes() {
             registry = configure_twcc_receiver_only(registry, &mut media_engine)
                 .map_err(MediaError::internal)?;
+            // Simulcast (RFC 8853): each layer's SSRC is bound to its rid by these header
+            // extensions (RFC 8852), and an offer without video SSRCs (OBS 32) is bound by mid.
+            // rtc answers each only where the offer has it; without the rid extension Chromium
+            // refuses an answer that keeps `a=simulcast`, and OBS's layers were never bound.
+            for uri in [
+                rtc::sdp::extmap::SDES_MID_URI,
+                rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+                rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
+            ] {
+                media_engine
+                    .register_header_extension(
+                        RTCRtpHeaderExtensionCapability {
+                            uri: uri.to_owned(),
+                        },
+                        RtpCodecKind::Video,
+                        None,
+                    )
+                    .map_err(MediaError::internal)?;
+            }
         }
     }
     // RFC 7675 consent: `disconnected` after a short silence, `failed` when the configured timeout
