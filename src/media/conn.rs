@@ -25,9 +25,6 @@ use super::transport::PathId;
 use crate::rate::TokenBucket;
 use crate::session::EndReason;
 
-/// How long the source forwarded for a kind may be silent before another SSRC of that kind
-/// replaces it (a client that restarts its encoder under a new SSRC).
-const SOURCE_SILENCE: std::time::Duration = std::time::Duration::from_secs(1);
 /// ICE restarts a session may make at once before `--ice-restarts-per-minute` applies.
 pub const RESTART_BURST: u32 = 3;
 
@@ -126,8 +123,8 @@ pub struct Conn {
     recv_kinds: SsrcKinds,
     /// The kind of each negotiated payload type.
     payload_types: Vec<(u8, RtpCodecKind)>,
-    /// The one source forwarded per kind (audio, video), and when it last sent.
-    sources: [Option<(u32, Instant)>; 2],
+    /// The one source forwarded per kind.
+    sources: super::sources::Sources,
     /// When its POST was taken (for the connect-time metric).
     pub started: Instant,
     /// Whether it has been connected once (an ICE restart's reconnect is not a new connect).
@@ -221,7 +218,7 @@ impl Conn {
             early_dtls: EarlyDtls::default(),
             recv_kinds: SsrcKinds::default(),
             payload_types,
-            sources: [None; 2],
+            sources: Default::default(),
             started,
             ever_connected: false,
             relay: false,
@@ -308,7 +305,8 @@ impl Conn {
                         polled.unbound += 1;
                         continue;
                     };
-                    if !self.is_source(kind, ssrc, message.now) {
+                    let bytes = packet.payload.len();
+                    if !self.sources.admits(kind, ssrc, bytes, message.now) {
                         polled.other_source += 1;
                         continue;
                     }
@@ -355,21 +353,6 @@ impl Conn {
         let kind = by_ssrc.or(by_pt).or(by_track)?;
         self.recv_kinds.insert(ssrc, kind);
         Some(kind)
-    }
-
-    /// Whether a packet of `kind` from `ssrc` is from the one source of that kind forwarded: the
-    /// first seen, until it has been silent for [`SOURCE_SILENCE`]. A viewer's leg carries one
-    /// stream per kind, so a simulcast publisher's other layers, or a second track of a kind,
-    /// must not be interleaved into it (its forwarder would switch source on every packet).
-    fn is_source(&mut self, kind: RtpCodecKind, ssrc: u32, now: Instant) -> bool {
-        let slot = &mut self.sources[usize::from(kind == RtpCodecKind::Video)];
-        match slot {
-            Some((current, last)) if *current != ssrc && now < *last + SOURCE_SILENCE => false,
-            _ => {
-                *slot = Some((ssrc, now));
-                true
-            }
-        }
     }
 
     fn set_link(&mut self, link: Link, polled: &mut Polled) {

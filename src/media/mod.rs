@@ -26,6 +26,7 @@ mod routes;
 mod shared_port;
 mod shield;
 mod socket;
+mod sources;
 mod tcp;
 mod timers;
 mod transport;
