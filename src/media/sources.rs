@@ -68,15 +68,16 @@ impl Sources {
             self.bytes.clear();
             self.window = Some(now);
         }
-        match self.bytes.iter_mut().find(|(s, _)| *s == ssrc) {
-            Some((_, total)) => *total += bytes,
-            None if self.bytes.len() < MAX_COUNTED => self.bytes.push((ssrc, bytes)),
-            None => {}
+        if let Some((_, total)) = self.bytes.iter_mut().find(|(s, _)| *s == ssrc) {
+            *total += bytes;
+        } else if self.bytes.len() < MAX_COUNTED {
+            self.bytes.push((ssrc, bytes));
         }
     }
 
     /// The video source forwarded, if any.
-    pub fn video(&self) -> Option<u32> {
+    #[cfg(test)]
+    fn video(&self) -> Option<u32> {
         self.current[1].map(|(s, _)| s)
     }
 }
@@ -107,7 +108,10 @@ mod tests {
         let layers = [(1, 100), (2, 400), (3, 1600)];
         // The first layer to arrive is forwarded at once: nothing is known yet.
         let first = run(&mut sources, start, 100, &layers);
-        assert!(first.iter().all(|&s| s == 1), "only layer 1 for the first second");
+        assert!(
+            first.iter().all(|&s| s == 1),
+            "only layer 1 for the first second"
+        );
         // After one window the top layer (the most bytes) is forwarded, and stays.
         let later = run(&mut sources, start + WINDOW, 200, &layers);
         assert!(later.iter().all(|&s| s == 3), "{:?}", &later[..5]);
