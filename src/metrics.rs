@@ -66,13 +66,10 @@ pub enum Dropped {
     /// From a second source of a kind while the one forwarded is live: another simulcast layer,
     /// or a second track (a viewer's leg carries one stream per kind).
     OtherSource,
-    /// RTP of no track whose kind whip-echo could tell (neither its SSRC, its payload type nor
-    /// its track names one).
-    Unbound,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 9] = [
+    const ALL: [Dropped; 8] = [
         Dropped::Unroutable,
         Dropped::RateCap,
         Dropped::CodecMismatch,
@@ -81,7 +78,6 @@ impl Dropped {
         Dropped::CheckBudget,
         Dropped::Rejected,
         Dropped::OtherSource,
-        Dropped::Unbound,
     ];
 
     fn label(self) -> &'static str {
@@ -94,7 +90,6 @@ impl Dropped {
             Dropped::CheckBudget => "check_budget",
             Dropped::Rejected => "rejected",
             Dropped::OtherSource => "other_source",
-            Dropped::Unbound => "unbound",
         }
     }
 }
@@ -228,7 +223,7 @@ pub struct LoopMetrics {
     rtp_received_bytes: Counter,
     rtp_sent: Counter,
     rtp_sent_bytes: Counter,
-    dropped: [Counter; 9],
+    dropped: [Counter; 8],
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
     tcp_closed: [Counter; 8],

@@ -113,8 +113,8 @@ impl RtpArrivals {
     }
 }
 
-/// DTLS datagrams from the server within this of its first one are its first flight (rtc may
-/// send its ClientHello twice in a row, microseconds apart).
+/// DTLS datagrams from the server within this of its first one are its first flight (a flight
+/// may take several datagrams).
 pub const FIRST_FLIGHT: Duration = Duration::from_millis(20);
 
 /// How a [`Client`] hands its candidates over.

@@ -36,6 +36,11 @@ impl Budget {
         }
     }
 
+    /// Its rate in bits per second (0: unlimited).
+    pub fn bits_per_second(&self) -> u64 {
+        (self.bytes_per_second * 8.0) as u64
+    }
+
     /// Whether a packet of `bytes` may pass at `now` (and is then paid for).
     pub fn admit(&mut self, bytes: usize, now: Instant) -> bool {
         if self.bytes_per_second <= 0.0 {

@@ -172,9 +172,8 @@ pub struct Polled {
     /// The client asked for a keyframe of the video it receives (PLI or FIR).
     pub keyframe_wanted: bool,
     /// RTP not forwarded: of another source of a kind than the one forwarded (another simulcast
-    /// layer, a second track), and of no track whose kind is known.
+    /// layer, a second track).
     pub other_source: u64,
-    pub unbound: u64,
 }
 
 impl Conn {
@@ -197,6 +196,7 @@ impl Conn {
             ..
         } = negotiated;
         let legs = tracks.iter().map(Leg::new).collect();
+        let sources = super::sources::Sources::new(budget.bits_per_second());
         let remote = pc
             .remote_description()
             .map(|d| d.sdp.clone())
@@ -218,7 +218,7 @@ impl Conn {
             early_dtls: EarlyDtls::default(),
             recv_kinds: SsrcKinds::default(),
             payload_types,
-            sources: Default::default(),
+            sources,
             started,
             ever_connected: false,
             relay: false,
@@ -301,12 +301,12 @@ impl Conn {
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 if publishes {
                     let (ssrc, pt) = (packet.header.ssrc, packet.header.payload_type);
+                    // Every packet rtc hands out has a track, whose kind `kind_of` finds.
                     let Some(kind) = self.kind_of(&track, ssrc, pt) else {
-                        polled.unbound += 1;
                         continue;
                     };
                     let bytes = packet.payload.len();
-                    if !self.sources.admits(kind, ssrc, bytes, message.now) {
+                    if !self.sources.admits(kind, &track, ssrc, bytes, message.now) {
                         polled.other_source += 1;
                         continue;
                     }

@@ -331,13 +331,8 @@ impl MediaLoop {
             }
         };
         let metrics = &self.config.metrics;
-        for (why, n) in [
-            (Dropped::OtherSource, polled.other_source),
-            (Dropped::Unbound, polled.unbound),
-        ] {
-            if n > 0 {
-                metrics.dropped(why, n);
-            }
+        if polled.other_source > 0 {
+            metrics.dropped(Dropped::OtherSource, polled.other_source);
         }
         // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
         if !polled.media.is_empty() {

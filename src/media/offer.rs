@@ -21,8 +21,9 @@ pub struct OfferInfo {
     /// The codecs of the first active video section, in the offer's order.
     pub video: Option<Vec<Offered>>,
     /// The offer's DTLS role is `a=setup:passive` (FFmpeg's WHIP muxer offers it): the answer is
-    /// `active` and whip-echo starts the handshake (RFC 8842 §5.3). Read as rtc reads it: the
-    /// first media section's, else the session's.
+    /// `active` and whip-echo starts the handshake (RFC 8842 §5.3). The first media section's
+    /// role, else the session's (rtc acts on the first media section's alone; with only a
+    /// session-level role it follows the answering role set from this, so the two agree).
     pub passive: bool,
 }
 

@@ -271,8 +271,9 @@ pub(super) struct PeerShape {
 /// waits twice as long (up to [`DTLS_RESEND_CEILING`]). rtc-dtls's 1 s made a client that was
 /// not listening yet for the first flight (FFmpeg) wait a second; browsers start at 50 ms.
 pub const DTLS_FIRST_RESEND: Duration = Duration::from_millis(100);
-/// The longest wait between two resends of a DTLS flight (RFC 6347 §4.2.4.1: 60 s). With
-/// rtc-dtls's 7 resends a handshake gives up after about 13 s.
+/// The longest wait between two resends of a DTLS flight (RFC 6347 §4.2.4.1: 60 s). rtc-dtls
+/// resends 7 times (after 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 and 12.7 s) and gives up at its next
+/// timer, 25.5 s in; the session's setup deadline (`--ice-timeout`) usually comes first.
 pub const DTLS_RESEND_CEILING: Duration = Duration::from_secs(60);
 
 /// The peer connection before any description: the chosen codecs, RTCP reports (and for video

@@ -18,6 +18,20 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 /// Video sources counted at once (a simulcast offer has a handful of layers); more are not
 /// candidates until the next window.
 const MAX_COUNTED: usize = 8;
+/// A source is a candidate at a window's end only if it sent within this of it: a layer that
+/// has just stopped (a browser turning its top layer off) is not chosen for its earlier bytes.
+const RECENT: Duration = Duration::from_millis(200);
+
+/// A video source's share of the current window.
+#[derive(Debug)]
+struct Counted {
+    ssrc: u32,
+    /// The track it came on: simulcast layers share one, two video tracks (camera and screen)
+    /// do not, and a viewer is never moved between tracks by their bitrates.
+    track: String,
+    bytes: u64,
+    last: Instant,
+}
 
 /// The forwarded source of each kind, and the video sources' bytes in the current window.
 #[derive(Debug, Default)]
@@ -26,16 +40,34 @@ pub struct Sources {
     current: [Option<(u32, Instant)>; 2],
     /// When the current window started.
     window: Option<Instant>,
-    /// Bytes of each video source in the current window.
-    bytes: Vec<(u32, u64)>,
+    /// Each video source's share of it.
+    counted: Vec<Counted>,
+    /// The most bytes a source may carry in a window to be chosen (`--max-bitrate`; 0: any): a
+    /// layer over the publisher's cap would reach viewers with its packets cut.
+    cap: u64,
 }
 
 impl Sources {
-    /// Whether a packet of `kind` from `ssrc`, of `bytes`, is forwarded.
-    pub fn admits(&mut self, kind: RtpCodecKind, ssrc: u32, bytes: usize, now: Instant) -> bool {
+    /// Sources of a publisher whose bitrate is capped at `max_bitrate` bits a second (0: none).
+    pub fn new(max_bitrate: u64) -> Self {
+        Sources {
+            cap: max_bitrate / 8 * WINDOW.as_secs().max(1),
+            ..Sources::default()
+        }
+    }
+
+    /// Whether a packet of `kind` from `ssrc` on `track`, of `bytes`, is forwarded.
+    pub fn admits(
+        &mut self,
+        kind: RtpCodecKind,
+        track: &str,
+        ssrc: u32,
+        bytes: usize,
+        now: Instant,
+    ) -> bool {
         let video = kind == RtpCodecKind::Video;
         if video {
-            self.count(ssrc, bytes as u64, now);
+            self.count(track, ssrc, bytes as u64, now);
         }
         let slot = &mut self.current[usize::from(video)];
         match slot {
@@ -47,32 +79,43 @@ impl Sources {
         }
     }
 
-    /// Adds `bytes` of `ssrc` to the window; at its end, the video source that carried a
-    /// quarter more than the forwarded one (the most of all) replaces it.
-    fn count(&mut self, ssrc: u32, bytes: u64, now: Instant) {
+    /// Adds `bytes` of `ssrc` to the window; at its end, the source of the forwarded one's track
+    /// that sent lately, within the cap, and carried a quarter more than the forwarded one (the
+    /// most of all) replaces it.
+    fn count(&mut self, track: &str, ssrc: u32, bytes: u64, now: Instant) {
         let start = *self.window.get_or_insert(now);
         if now >= start + WINDOW {
-            let current = self.current[1].map(|(s, _)| s);
-            let carried = |source: Option<u32>| {
-                self.bytes
-                    .iter()
-                    .find(|(s, _)| Some(*s) == source)
-                    .map_or(0, |(_, b)| *b)
-            };
-            let now_bytes = carried(current);
-            if let Some(&(best, most)) = self.bytes.iter().max_by_key(|(_, b)| *b) {
-                if Some(best) != current && most > now_bytes + now_bytes / 4 {
-                    self.current[1] = Some((best, now));
-                }
+            if let Some(best) = self.best(now) {
+                self.current[1] = Some((best, now));
             }
-            self.bytes.clear();
+            self.counted.clear();
             self.window = Some(now);
         }
-        if let Some((_, total)) = self.bytes.iter_mut().find(|(s, _)| *s == ssrc) {
-            *total += bytes;
-        } else if self.bytes.len() < MAX_COUNTED {
-            self.bytes.push((ssrc, bytes));
+        if let Some(c) = self.counted.iter_mut().find(|c| c.ssrc == ssrc) {
+            c.bytes += bytes;
+            c.last = now;
+        } else if self.counted.len() < MAX_COUNTED {
+            self.counted.push(Counted {
+                ssrc,
+                track: track.to_owned(),
+                bytes,
+                last: now,
+            });
         }
+    }
+
+    /// The source that should replace the forwarded video source at the end of a window.
+    fn best(&self, now: Instant) -> Option<u32> {
+        let (current, _) = self.current[1]?;
+        let forwarded = self.counted.iter().find(|c| c.ssrc == current)?;
+        let (best, most) = self
+            .counted
+            .iter()
+            .filter(|c| c.track == forwarded.track && now < c.last + RECENT)
+            .filter(|c| self.cap == 0 || c.bytes <= self.cap)
+            .map(|c| (c.ssrc, c.bytes))
+            .max_by_key(|(_, bytes)| *bytes)?;
+        (best != current && most > forwarded.bytes + forwarded.bytes / 4).then_some(best)
     }
 
     /// The video source forwarded, if any.
@@ -93,7 +136,9 @@ mod tests {
         for t in 0..ticks {
             let now = start + Duration::from_millis(10 * u64::from(t));
             for &(ssrc, bytes) in layers {
-                if sources.admits(RtpCodecKind::Video, ssrc, bytes, now) {
+                // SSRCs 1 to 9 are layers of one track, 10 and up another's.
+                let track = if ssrc < 10 { "camera" } else { "screen" };
+                if sources.admits(RtpCodecKind::Video, track, ssrc, bytes, now) {
                     forwarded.push(ssrc);
                 }
             }
@@ -103,7 +148,7 @@ mod tests {
 
     #[test]
     fn the_video_source_carrying_the_most_replaces_the_first_after_a_window() {
-        let mut sources = Sources::default();
+        let mut sources = Sources::new(0);
         let start = Instant::now();
         let layers = [(1, 100), (2, 400), (3, 1600)];
         // The first layer to arrive is forwarded at once: nothing is known yet.
@@ -125,12 +170,36 @@ mod tests {
 
     #[test]
     fn audio_keeps_its_first_source_and_similar_layers_do_not_flap() {
-        let mut sources = Sources::default();
+        let mut sources = Sources::new(0);
         let now = Instant::now();
-        assert!(sources.admits(RtpCodecKind::Audio, 7, 100, now));
-        assert!(!sources.admits(RtpCodecKind::Audio, 8, 10_000, now));
+        assert!(sources.admits(RtpCodecKind::Audio, "mic", 7, 100, now));
+        assert!(!sources.admits(RtpCodecKind::Audio, "mic", 8, 10_000, now));
         // Two video sources within a quarter of each other: the first stays.
         let forwarded = run(&mut sources, now, 500, &[(1, 100), (2, 110)]);
         assert!(forwarded.iter().all(|&s| s == 1));
+    }
+
+    #[test]
+    fn another_track_a_stopped_layer_and_one_over_the_cap_are_never_chosen() {
+        let start = Instant::now();
+        // A screen track carrying far more than the camera: the camera stays.
+        let mut sources = Sources::new(0);
+        let forwarded = run(&mut sources, start, 300, &[(1, 100), (10, 5000)]);
+        assert!(forwarded.iter().all(|&s| s == 1));
+        // The top layer sends for the first half of the window only, then stops: not chosen.
+        let mut sources = Sources::new(0);
+        run(&mut sources, start, 50, &[(1, 100), (3, 5000)]);
+        run(
+            &mut sources,
+            start + Duration::from_millis(500),
+            100,
+            &[(1, 100)],
+        );
+        assert_eq!(sources.video(), Some(1));
+        // A cap of 80 kb/s (10 kB a window): the 160 kB layer is not chosen, the 40 kB one is.
+        let mut sources = Sources::new(80_000);
+        let forwarded = run(&mut sources, start, 300, &[(1, 10), (2, 40), (3, 1600)]);
+        assert!(!forwarded.contains(&3));
+        assert_eq!(sources.video(), Some(2));
     }
 }

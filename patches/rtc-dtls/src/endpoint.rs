@@ -563,6 +563,56 @@ mod tests {
         Ok(())
     }
 
+    /// whip-echo patch: when the client's last flight (5) is lost and the server resends its
+    /// own (4), the client's resend timer is still armed and its flight goes again, and the
+    /// handshake completes; before, the repeat stopped the timer and the client waited for good.
+    #[test]
+    fn a_repeated_flight_from_the_peer_leaves_the_resend_timer_armed() -> Result<()> {
+        let provider =
+            crypto::default_provider().map_err(|error| Error::Crypto(error.to_string()))?;
+        let suite = CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256;
+        let server_config = config(provider.clone(), false, &[suite])?;
+        let mut server = Endpoint::new(server_addr(), TransportProtocol::UDP, Some(server_config));
+        let mut client = Endpoint::new(client_addr(), TransportProtocol::UDP, None);
+        client.connect(
+            Instant::now(),
+            server_addr(),
+            config(provider, true, &[suite])?,
+            None,
+        )?;
+        // ClientHello, HelloVerifyRequest, ClientHello with the cookie, flight 4.
+        transfer(&mut client, &mut server, client_addr())?;
+        transfer(&mut server, &mut client, server_addr())?;
+        transfer(&mut client, &mut server, client_addr())?;
+        transfer(&mut server, &mut client, server_addr())?;
+        // The client's flight 5 is lost; the server's timer resends flight 4.
+        let mut lost = 0;
+        while client.poll_transmit().is_some() {
+            lost += 1;
+        }
+        assert!(lost > 0, "the client sent its flight 5");
+        let due = server
+            .poll_timeout(&client_addr())
+            .expect("the server waits for flight 5");
+        server.handle_timeout(client_addr(), due)?;
+        transfer(&mut server, &mut client, server_addr())?;
+        let due = client
+            .poll_timeout(&server_addr())
+            .expect("the client still resends its flight 5");
+        client.handle_timeout(server_addr(), due + std::time::Duration::from_secs(1))?;
+        transfer(&mut client, &mut server, client_addr())?;
+        transfer(&mut server, &mut client, server_addr())?;
+        let completed = |endpoint: &Endpoint, remote: SocketAddr| {
+            endpoint
+                .connections
+                .get(&remote)
+                .is_some_and(|conn| conn.is_handshake_completed())
+        };
+        assert!(completed(&server, client_addr()), "the server completed");
+        assert!(completed(&client, server_addr()), "the client completed");
+        Ok(())
+    }
+
     /// whip-echo patch: a lost flight is resent after `flight_interval`, then after twice the
     /// last interval up to `max_flight_interval` (RFC 6347 §4.2.4.1); without a ceiling (the
     /// default) after `flight_interval` every time, as before.

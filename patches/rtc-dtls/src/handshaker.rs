@@ -193,7 +193,10 @@ impl DTLSConn {
                 srv_cli_str(self.state.is_client),
                 self.current_flight
             );
-            self.current_retransmit_timer = None;
+            // whip-echo patch: the timer is stopped only when the peer's next flight is complete
+            // (below). A record that does not complete it (a partial flight, or the peer's
+            // resend of its previous flight because ours was lost) used to stop it too, and the
+            // handshake then waited for good: nothing was ever resent.
             let result = self.current_flight.parse(
                 /*&mut self.handle_queue_tx,*/ &mut self.state,
                 &self.cache,
@@ -217,6 +220,7 @@ impl DTLSConn {
                     }
                 }
                 Ok(next_flight) => {
+                    self.current_retransmit_timer = None;
                     debug!(
                         "[handshake:{}] {} -> {}",
                         srv_cli_str(self.state.is_client),

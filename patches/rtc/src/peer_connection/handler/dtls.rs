@@ -396,6 +396,16 @@ impl<'a>
                         dtls_handshake_config,
                         None,
                     )?;
+                    // whip-echo patch: the ClientHello goes out now, not with whatever next
+                    // drains the endpoint (the retransmission timer's `handle_timeout`, which
+                    // then also resent it: a client started its handshake a timer late).
+                    while let Some(transmit) = dtls_endpoint.poll_transmit() {
+                        self.ctx.write_outs.push_back(TaggedRTCMessageInternal {
+                            now: transmit.now,
+                            transport: transmit.transport,
+                            message: RTCMessageInternal::Dtls(DTLSMessage::Raw(transmit.message)),
+                        });
+                    }
                 };
             }
         } else {
