@@ -530,49 +530,49 @@ impl Config {
                 .map(str::to_owned)
                 .collect()
         };
-        if let Some(path) = &self.publish_token_file {
-            let tokens = lines(read("publish-token-file", path)?);
+        if let Some(path) = self.publish_token_file.take() {
+            let tokens = lines(read("publish-token-file", &path)?);
             self.publish_tokens.extend(tokens);
         }
-        if let Some(path) = &self.play_token_file {
-            let tokens = lines(read("play-token-file", path)?);
+        if let Some(path) = self.play_token_file.take() {
+            let tokens = lines(read("play-token-file", &path)?);
             self.play_tokens.extend(tokens);
         }
-        let singles: [(&str, &Option<PathBuf>, &mut Option<String>); 6] = [
+        let singles: [(&str, &mut Option<PathBuf>, &mut Option<String>); 6] = [
             (
                 "jwt-secret-file",
-                &self.jwt_secret_file,
+                &mut self.jwt_secret_file,
                 &mut self.jwt_secret,
             ),
             (
                 "admin-token-file",
-                &self.admin_token_file,
+                &mut self.admin_token_file,
                 &mut self.admin_token,
             ),
             (
                 "turn-secret-file",
-                &self.turn_secret_file,
+                &mut self.turn_secret_file,
                 &mut self.turn_secret,
             ),
             (
                 "turn-password-file",
-                &self.turn_password_file,
+                &mut self.turn_password_file,
                 &mut self.turn_password,
             ),
             (
                 "cluster-redis-file",
-                &self.cluster_redis_file,
+                &mut self.cluster_redis_file,
                 &mut self.cluster_redis,
             ),
             (
                 "cluster-secret-file",
-                &self.cluster_secret_file,
+                &mut self.cluster_secret_file,
                 &mut self.cluster_secret,
             ),
         ];
         for (flag, path, field) in singles {
-            if let Some(path) = path {
-                *field = Some(read(flag, path)?);
+            if let Some(path) = path.take() {
+                *field = Some(read(flag, &path)?);
             }
         }
         Ok(())
@@ -733,6 +733,9 @@ mod tests {
             &redis,
         ])
         .unwrap();
+        c.read_secret_files().unwrap();
+        assert_eq!(c.publish_tokens, ["zero", "one", "two@room"]);
+        // Read once: a second call adds nothing.
         c.read_secret_files().unwrap();
         assert_eq!(c.publish_tokens, ["zero", "one", "two@room"]);
         assert_eq!(
