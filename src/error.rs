@@ -193,12 +193,8 @@ impl From<BadStreamName> for ApiError {
 /// Whether a refusal of a full or stopping server may be logged at warn now: at most once a
 /// second, since a client retrying in a loop sets the pace (the others go to debug).
 fn warn_now() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    LAST.swap(now, Ordering::Relaxed) != now
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    crate::telemetry::once_every(&LAST, 1)
 }
 
 /// Seconds a client is asked to wait after a 503.

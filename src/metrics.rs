@@ -233,6 +233,11 @@ pub struct LoopMetrics {
     nack: crate::media::NackMetrics,
 }
 
+/// Raises `counter` to `total`, a count kept elsewhere (read at each scrape).
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
 /// A counter family `name` with a `cause` label, registered in `registry`, and its counter of each
 /// of `causes` (all exposed at 0 from the start).
 pub(crate) fn cause_counters<const N: usize>(
@@ -459,20 +464,13 @@ impl Metrics {
             leases.set(view.holds.len() as i64);
             pulls.set(view.pulls.len() as i64);
             up.set(i64::from(view.redis_ok));
-            let seen = self.0.redis_errors.get();
-            self.0
-                .redis_errors
-                .inc_by(view.redis_errors.saturating_sub(seen));
+            catch_up(&self.0.redis_errors, view.redis_errors);
         }
-        for (counter, now) in [
-            (&self.0.log_lines_dropped, crate::telemetry::dropped_lines()),
-            (
-                &self.0.log_lines_suppressed,
-                crate::telemetry::suppressed_lines(),
-            ),
-        ] {
-            counter.inc_by(now.saturating_sub(counter.get()));
-        }
+        catch_up(&self.0.log_lines_dropped, crate::telemetry::dropped_lines());
+        catch_up(
+            &self.0.log_lines_suppressed,
+            crate::telemetry::suppressed_lines(),
+        );
         let roles = [("publisher", 0), ("viewer", 1), ("echo", 2)];
         let states = [("connecting", 0), ("connected", 1), ("disconnected", 2)];
         for (role, r) in roles {

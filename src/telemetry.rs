@@ -51,6 +51,19 @@ pub fn with_quiet(filter: &str) -> String {
     out
 }
 
+/// Whether a line rate-limited through `last` (Unix seconds of the last one let through) may be
+/// logged now: at most one every `secs` seconds, whichever thread asks.
+pub fn once_every(last: &AtomicU64, secs: u64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let seen = last.load(Ordering::Relaxed);
+    now >= seen + secs
+        && last
+            .compare_exchange(seen, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// Log lines queued for the writer thread at most; beyond them a line is dropped (and counted)
 /// rather than making the thread that logs it wait. About 5 MB of typical lines.
 pub const MAX_QUEUED_LINES: usize = 16_384;
