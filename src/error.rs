@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The offer is not usable SDP, or has no audio that whip-echo can serve.
     #[error("bad SDP offer: {0}")]
     BadSdp(String),
+    /// A layer selection (WHEP's video layer extension, or `?layer=`) that cannot be served.
+    #[error("{0}")]
+    BadLayer(String),
     /// The stream name is not acceptable.
     #[error("bad stream name: {0}")]
     BadStreamName(&'static str),
@@ -117,9 +120,10 @@ impl ApiError {
         match self {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BadSdp(_) | ApiError::BadStreamName(_) | ApiError::BadFragment(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BadSdp(_)
+            | ApiError::BadStreamName(_)
+            | ApiError::BadFragment(_)
+            | ApiError::BadLayer(_) => StatusCode::BAD_REQUEST,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ApiError::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -168,6 +172,7 @@ impl From<MediaError> for ApiError {
                 "a trickle PATCH needs If-Match with the ETag of the POST's answer",
             ),
             MediaError::CannotApply(why) => ApiError::Unprocessable(why),
+            MediaError::BadLayer(why) => ApiError::BadLayer(why),
         }
     }
 }

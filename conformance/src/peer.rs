@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, Url};
 use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -140,6 +141,10 @@ pub struct Options {
     /// the answer says, and miss the server's first DTLS flight (FFmpeg starts listening for
     /// DTLS only once its own ICE check has an answer): the server's resend is what connects.
     pub passive: bool,
+    /// Send video as simulcast layers with these rids (RFC 8853), the way OBS 32 offers it:
+    /// `a=rid` and `a=simulcast:send`, the mid and rid header extensions, no video `a=ssrc`.
+    /// Frames go out with [`SendHandle::send_layer_frame`]. Empty: no simulcast.
+    pub simulcast: &'static [&'static str],
 }
 
 /// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
@@ -159,6 +164,8 @@ enum Control {
     Nack(Vec<u16>, usize),
     /// Apply the server's restart fragment (its new credentials and candidates).
     RestartAnswer(String, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// A video frame on simulcast layer `n` (a key frame when one is due on that layer).
+    SendLayer(usize, Bytes),
     /// Send these datagrams as they are from the client's socket to the server's address.
     Raw(Vec<Bytes>),
     /// Send the DTLS held by [`Options::hold_dtls`] and hold no more.
@@ -193,6 +200,14 @@ impl SendHandle {
             Bytes::copy_from_slice(payload),
             Some(key),
         ));
+    }
+
+    /// Sends one video frame on simulcast layer `layer` ([`Options::simulcast`]): a key frame
+    /// when it is the layer's first, or a keyframe request came since its last one.
+    pub fn send_layer_frame(&self, layer: usize, payload: &[u8]) {
+        let _ = self
+            .0
+            .send(Control::SendLayer(layer, Bytes::copy_from_slice(payload)));
     }
 }
 
@@ -325,6 +340,7 @@ impl Client {
             arrivals: arrivals.clone(),
             hold_dtls: options.hold_dtls,
             miss_first_dtls: options.passive,
+            layers: options.simulcast.len(),
         };
         // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
         let video = options.video;
@@ -513,7 +529,12 @@ impl Client {
 
 /// An SDP offer for `mode` without candidates: enough for HTTP-level checks, which never connect.
 pub fn offer(mode: Mode) -> String {
-    offer_peer(mode, None, &Options::default())
+    offer_with(mode, &Options::default())
+}
+
+/// The offer a client with `options` would make (without candidates).
+pub fn offer_with(mode: Mode, options: &Options) -> String {
+    offer_peer(mode, None, options)
         .map(|(_, sdp)| sdp)
         .expect("a local offer")
 }
@@ -528,7 +549,14 @@ fn offer_peer(
     let e = |e: rtc::shared::error::Error| e.to_string();
     let in_offer = !options.trickle;
     let mut pc = build_peer(options)?;
-    media::add_tracks(&mut pc, mode, options.audio, options.video).map_err(e)?;
+    media::add_tracks(
+        &mut pc,
+        mode,
+        options.audio,
+        options.video,
+        options.simulcast,
+    )
+    .map_err(e)?;
     let offer = pc.create_offer(None).map_err(e)?;
     pc.set_local_description(Instant::now(), offer).map_err(e)?;
     let without = pc.local_description().ok_or("no local description")?.sdp;
@@ -587,6 +615,9 @@ async fn answer_counter_offer(
 fn build_peer(options: &Options) -> Result<RTCPeerConnection, String> {
     let mut media_engine = MediaEngine::default();
     media::register(&mut media_engine, options.audio, options.video)?;
+    if !options.simulcast.is_empty() {
+        configure_simulcast_extension_headers(&mut media_engine).map_err(|e| e.to_string())?;
+    }
     // mDNS off: rtc-ice would send every packet from a peer port 5353 down its mDNS path.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -608,6 +639,8 @@ struct Io {
     hold_dtls: bool,
     /// Drop the server's first DTLS flight ([`Options::passive`]).
     miss_first_dtls: bool,
+    /// Simulcast layers sent ([`Options::simulcast`]).
+    layers: usize,
 }
 
 async fn drive(
@@ -625,7 +658,12 @@ async fn drive(
         arrivals,
         hold_dtls,
         miss_first_dtls,
+        layers,
     } = io;
+    // Per simulcast layer: its sequence and timestamp, and whether a key frame is due.
+    let mut layer_clocks: Vec<(u16, u32, bool)> = (0..layers)
+        .map(|_| (rand::random(), rand::random(), true))
+        .collect();
     // When the server's first DTLS datagram arrived.
     let mut first_dtls: Option<Instant> = None;
     // With `hold_dtls`: the DTLS datagrams held (after the first), until released.
@@ -680,6 +718,9 @@ async fn drive(
             if rtc_util::message_asks_for_keyframe(&message.message) {
                 state.send_modify(|st| st.keyframe_requests += 1);
                 keyframe_due = true;
+                for layer in &mut layer_clocks {
+                    layer.2 = true;
+                }
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {
                 let kind = media::kind_of(&mut pc, &track);
@@ -720,6 +761,15 @@ async fn drive(
                     // 20 ms of audio (Opus 960 ticks; whatever the codec, servers pass it
                     // through), or one video frame at 30 fps.
                     *ts = ts.wrapping_add(if is_video { 3000 } else { 960 });
+                }
+                Some(Control::SendLayer(layer, payload)) => {
+                    if let (Some(codec), Some((seq, ts, due))) = (video, layer_clocks.get_mut(layer)) {
+                        let payload = [codec.payload_header(*due), &payload].concat().into();
+                        *due = false;
+                        media::write_layer_packet(&mut pc, layer, payload, *seq, *ts);
+                        *seq = seq.wrapping_add(1);
+                        *ts = ts.wrapping_add(3000);
+                    }
                 }
                 Some(Control::Close) | None => {
                     let _ = pc.close();

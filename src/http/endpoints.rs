@@ -2,7 +2,7 @@
 //! extension) endpoints. Each POST is the same translation: offer in, session created by the media
 //! plane, `201 Created` out.
 
-use axum::extract::{FromRequest, MatchedPath, Path, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -34,18 +34,26 @@ pub async fn post_whip(
     peer: Option<Extension<PeerAddr>>,
     offer: Offer,
 ) -> Response {
-    create(state, Role::Publisher, stream, h, peer, offer).await
+    create(state, Role::Publisher, stream, h, peer, offer, None).await
 }
 
-/// `POST /whep/{stream}`: WHEP draft §4.2 egress; the answer is `sendonly`.
+/// `POST /whep/{stream}`: WHEP draft §4.2 egress; the answer is `sendonly`. `?layer=RID` picks
+/// a simulcast layer (`layer.rs`).
 pub async fn post_whep(
     state: State<AppState>,
     stream: Path<String>,
+    RawQuery(query): RawQuery,
     h: HeaderMap,
     peer: Option<Extension<PeerAddr>>,
     offer: Offer,
 ) -> Response {
-    create(state, Role::Viewer, stream, h, peer, offer).await
+    match super::layer::from_query(query.as_deref()) {
+        Ok(layer) => create(state, Role::Viewer, stream, h, peer, offer, layer).await,
+        Err(e) => {
+            state.metrics.refused(&e);
+            e.into_response()
+        }
+    }
 }
 
 /// `POST /echo/{stream}`: the single-connection echo extension; the answer is `sendrecv`.
@@ -56,7 +64,7 @@ pub async fn post_echo(
     peer: Option<Extension<PeerAddr>>,
     offer: Offer,
 ) -> Response {
-    create(state, Role::Echo, stream, h, peer, offer).await
+    create(state, Role::Echo, stream, h, peer, offer, None).await
 }
 
 async fn create(
@@ -66,6 +74,7 @@ async fn create(
     request_headers: HeaderMap,
     peer: Option<Extension<PeerAddr>>,
     offer: Offer,
+    layer: Option<String>,
 ) -> Response {
     let result = async {
         if state.stopping.is_cancelled() {
@@ -104,7 +113,7 @@ async fn create(
         let client = super::client_ip(&state, &request_headers, peer).filter(|_| !edge);
         let created = match state
             .media
-            .create(stream.clone(), offer, client, edge)
+            .create(stream.clone(), offer, client, edge, layer)
             .await
         {
             Ok(created) => created,
@@ -128,6 +137,10 @@ async fn create(
             Some(cluster) => cluster.url_of(&created.resource.location()),
             None => created.resource.location(),
         };
+        if role == Role::Viewer {
+            // The WHEP video layer extension (`layer.rs`).
+            headers.append(header::LINK, header_value(super::layer::link(&location))?);
+        }
         headers.insert(header::LOCATION, header_value(location)?);
         headers.insert(header::ETAG, header_value(created.etag)?);
         // RFC 9725 §4.3.1: the session takes trickle ICE and ICE restarts by PATCH.

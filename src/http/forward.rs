@@ -38,11 +38,12 @@ const RESPONSE_HEADERS: [header::HeaderName; 5] = [
 ];
 
 /// The other node's answer to this request when `resource` is another node's; `None` when it
-/// is this node's (or in single-node mode).
+/// is this node's (or in single-node mode). `sub` follows the resource's path (`/layer`).
 pub(super) async fn elsewhere(
     state: &AppState,
     method: Method,
     resource: &ResourceId,
+    sub: &str,
     headers: &HeaderMap,
     body: Option<String>,
 ) -> Option<Response> {
@@ -61,7 +62,7 @@ pub(super) async fn elsewhere(
         Err(Unreachable::StoreDown) => return Some(ApiError::ClusterUnavailable.into_response()),
         Err(Unreachable::Busy) => return Some(ApiError::ClusterBusy.into_response()),
     };
-    let url = format!("{base}{}", resource.location());
+    let url = format!("{base}{}{sub}", resource.location());
     let mark = cluster.forward_mark(resource);
     let mut request = cluster.http().request(method, &url).header(FORWARDED, mark);
     for name in &REQUEST_HEADERS {

@@ -5,6 +5,7 @@ mod assets;
 pub mod cors;
 mod endpoints;
 mod forward;
+mod layer;
 mod ops;
 mod resource;
 pub mod sdp;
@@ -179,6 +180,14 @@ pub fn router(state: AppState) -> Router {
                 .get(resource::get)
                 .options(resource::options)
                 .fallback(resource::not_allowed),
+        )
+        .route(
+            "/resource/{id}/layer",
+            axum::routing::post(layer::post)
+                .get(layer::get)
+                .delete(layer::delete)
+                .options(layer::options)
+                .fallback(layer::not_allowed),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -42,6 +42,7 @@ pub async fn patch(
         &state,
         Method::PATCH,
         &resource,
+        "",
         &headers,
         Some(text.clone()),
     );
@@ -115,7 +116,7 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let resource = parse(&id)?;
-    let forwarded = forward::elsewhere(&state, Method::DELETE, &resource, &headers, None);
+    let forwarded = forward::elsewhere(&state, Method::DELETE, &resource, "", &headers, None);
     if let Some(response) = forwarded.await {
         return Ok(response);
     }
@@ -132,7 +133,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let resource = parse(&id)?;
-    let forwarded = forward::elsewhere(&state, Method::GET, &resource, &headers, None);
+    let forwarded = forward::elsewhere(&state, Method::GET, &resource, "", &headers, None);
     if let Some(response) = forwarded.await {
         return Ok(response);
     }

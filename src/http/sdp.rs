@@ -52,7 +52,7 @@ impl<S: Send + Sync> FromRequest<S> for SdpFragment {
 
 /// The body of a request whose Content-Type is `media_type`, at most `cap` bytes: the outer
 /// error is the refusal (415, 413), the inner one says the body is not UTF-8.
-async fn text_body(
+pub(super) async fn text_body(
     req: Request,
     media_type: &'static str,
     cap: usize,

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tracing::info;
 
 use super::bitrate::Budget;
@@ -10,6 +11,7 @@ use super::codecs::StreamCodecs;
 use super::conn::{Conn, Link};
 use super::event_loop::MediaLoop;
 use super::routes::SessionKey;
+use super::sources::rid_id;
 use super::{Command, MediaError, NewSession, ResourceState};
 use crate::config::PublisherConflict;
 use crate::registry::{Entry, Lookup};
@@ -64,6 +66,17 @@ impl MediaLoop {
             Command::ListStreams { reply } => {
                 let _ = reply.send(self.list_streams(now));
             }
+            Command::Layer {
+                resource,
+                change,
+                reply,
+            } => {
+                let result = match self.live_key(&resource, now) {
+                    Some(key) => self.layer(key, change, now),
+                    None => Err(MediaError::UnknownResource),
+                };
+                let _ = reply.send(result);
+            }
             Command::Patch {
                 resource,
                 patch,
@@ -98,6 +111,78 @@ impl MediaLoop {
         }
     }
 
+    /// A WHEP viewer's video layer ([`Command::Layer`]): changed to `change` if given, then
+    /// reported. A rid the publisher has never sent is refused while it sends others (a typo
+    /// would otherwise silently give the top layer); before the publisher sends, any rid waits.
+    fn layer(
+        &mut self,
+        key: SessionKey,
+        change: Option<Option<String>>,
+        now: Instant,
+    ) -> Result<super::LayerState, MediaError> {
+        let entry = self
+            .registry
+            .session(key)
+            .ok_or(MediaError::UnknownResource)?;
+        if entry.role != Role::Viewer {
+            return Err(MediaError::BadLayer(
+                "only a WHEP viewer chooses a layer".into(),
+            ));
+        }
+        let publisher = self.registry.publisher(&entry.stream);
+        let sources = publisher
+            .and_then(|p| self.sessions.get(&p))
+            .map(|p| &p.sources);
+        if let (Some(Some(rid)), Some(sources)) = (&change, sources) {
+            let rids: Vec<&str> = sources.rids().collect();
+            if !rids.is_empty() && !rids.contains(&rid.as_str()) {
+                return Err(MediaError::BadLayer(format!(
+                    "no layer {rid:?}: the publisher sends {}",
+                    rids.join(", ")
+                )));
+            }
+        }
+        let layers = sources.map(|s| s.layers(now)).unwrap_or_default();
+        let conn = self
+            .sessions
+            .get_mut(&key)
+            .ok_or(MediaError::UnknownResource)?;
+        let Some(leg) = conn.legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video) else {
+            return Err(MediaError::BadLayer("this session plays no video".into()));
+        };
+        let mut ask = None;
+        if let Some(change) = change {
+            leg.wanted = change.map(|rid| {
+                let id = rid_id(&rid);
+                (rid, id)
+            });
+            let target = layers.target(leg.wanted.as_ref().map(|(_, id)| *id));
+            if target.is_some() && target != leg.forwarder.source_ssrc() {
+                ask = target;
+            }
+            let requested = leg.wanted.as_ref().map(|(rid, _)| rid.as_str());
+            conn.span
+                .in_scope(|| info!(layer = requested.unwrap_or("top"), "layer chosen"));
+        }
+        if let (Some(ssrc), Some(publisher)) = (ask, publisher) {
+            // The switch happens at the new layer's keyframe: ask for one now.
+            self.request_keyframe(publisher, Some(ssrc), now);
+        }
+        let publisher = publisher.and_then(|p| self.sessions.get(&p));
+        let viewer = self.sessions.get(&key).ok_or(MediaError::UnknownResource)?;
+        let info = player_info(viewer, publisher);
+        Ok(super::LayerState {
+            requested: info.requested,
+            current: info.layer,
+            layers: publisher
+                .map(|p| p.sources.info(now))
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| s.kind == "video")
+                .collect(),
+        })
+    }
+
     /// This loop's streams, for `GET /api/streams`.
     fn list_streams(&self, now: Instant) -> Vec<super::StreamInfo> {
         self.registry
@@ -113,13 +198,10 @@ impl MediaLoop {
                             _ if conn.relay => super::RELAY,
                             _ => "whip",
                         },
-                        state: match conn.link {
-                            Link::Connecting => "connecting",
-                            Link::Connected => "connected",
-                            Link::Disconnected => "disconnected",
-                        },
+                        state: conn.link.name(),
                         codecs: conn.codecs.iter().map(|(_, c)| c.clone()).collect(),
                         uptime_seconds: now.saturating_duration_since(conn.started).as_secs_f64(),
+                        sources: conn.sources.info(now),
                     })
                 }),
                 viewers: viewers.len(),
@@ -127,6 +209,14 @@ impl MediaLoop {
                     .iter()
                     .filter(|k| self.sessions.get(k).is_some_and(|c| c.relay))
                     .count(),
+                players: viewers
+                    .iter()
+                    .filter_map(|k| self.sessions.get(k))
+                    .map(|viewer| {
+                        let publisher = publisher.and_then(|p| self.sessions.get(&p));
+                        player_info(viewer, publisher)
+                    })
+                    .collect(),
             })
             .collect()
     }
@@ -163,6 +253,7 @@ impl MediaLoop {
             started,
             relay,
             remote_candidates,
+            layer,
         } = session;
         if role.publishes() {
             self.claim_publisher_slot(&stream, relay)?;
@@ -196,6 +287,12 @@ impl MediaLoop {
         let mut conn = Conn::new(negotiated, budget, started, deadline, span, permit);
         conn.relay = relay;
         conn.remote_candidates = remote_candidates;
+        if let Some(leg) = conn.legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video) {
+            leg.wanted = layer.map(|rid| {
+                let id = rid_id(&rid);
+                (rid, id)
+            });
+        }
         self.sessions.insert(key, conn);
         self.drive(key, now);
         self.publish_stats();
@@ -226,5 +323,24 @@ impl MediaLoop {
         }
         self.teardown(current, EndReason::Replaced);
         Ok(())
+    }
+}
+
+/// A viewer as `GET /api/streams` lists it: its video leg's layer, by the rid the publisher's
+/// source has.
+fn player_info(viewer: &Conn, publisher: Option<&Conn>) -> super::PlayerInfo {
+    let video = viewer.legs.iter().find(|l| l.kind == RtpCodecKind::Video);
+    let layer = video
+        .and_then(|l| l.forwarder.source_ssrc())
+        .zip(publisher)
+        .and_then(|(ssrc, p)| p.sources.rid_of(ssrc))
+        .map(str::to_owned);
+    super::PlayerInfo {
+        state: viewer.link.name(),
+        layer,
+        requested: video
+            .and_then(|l| l.wanted.as_ref())
+            .map(|(rid, _)| rid.clone()),
+        edge: viewer.relay,
     }
 }

@@ -21,6 +21,7 @@ use super::forward::Forwarder;
 use super::keyframes::Keyframes;
 use super::peer::{Negotiated, SendTrack};
 use super::random_access::Format;
+use super::sources::{Layers, Sources};
 use super::transport::PathId;
 use crate::rate::TokenBucket;
 use crate::session::EndReason;
@@ -37,6 +38,17 @@ pub enum Link {
     Connected,
     /// Consent checks are failing (RFC 7675); `failed` follows unless the peer comes back.
     Disconnected,
+}
+
+impl Link {
+    /// As `GET /api/streams` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Connecting => "connecting",
+            Link::Connected => "connected",
+            Link::Disconnected => "disconnected",
+        }
+    }
 }
 
 /// One send track of a viewer or echo session: what it carries and how packets are rewritten
@@ -57,6 +69,9 @@ pub struct Leg {
     pub format: Format,
     /// Rewriting state for this leg.
     pub forwarder: Forwarder,
+    /// The simulcast layer its viewer asked for: the rid and its [`super::sources::rid_id`] (none:
+    /// the top layer).
+    pub wanted: Option<(String, u64)>,
 }
 
 impl Leg {
@@ -77,6 +92,7 @@ impl Leg {
                 track.clock_rate,
                 frame_ticks,
             ),
+            wanted: None,
         }
     }
 
@@ -88,6 +104,38 @@ impl Leg {
         self.forwarder.source_ssrc() == Some(packet.header.ssrc)
             || self.format.starts_keyframe(&packet.payload)
     }
+
+    /// What a video leg does with a packet of one of the publisher's `layers`: the layer it
+    /// forwards now is forwarded until the one it should forward (its viewer's choice, else the
+    /// top layer) starts a keyframe; from that packet on, the new one. So a switch of layers
+    /// freezes nothing: the old layer plays until the new one can be decoded.
+    pub fn layer_step(&self, layers: &Layers, packet: &Packet) -> LayerStep {
+        let ssrc = packet.header.ssrc;
+        let current = self.forwarder.source_ssrc();
+        let target = layers.target(self.wanted.as_ref().map(|(_, id)| *id));
+        if current == Some(ssrc) && layers.has(ssrc) {
+            return LayerStep::Forward;
+        }
+        if target != Some(ssrc) {
+            return LayerStep::Other;
+        }
+        if self.format.starts_keyframe(&packet.payload) {
+            LayerStep::Forward
+        } else {
+            LayerStep::Wait(ssrc)
+        }
+    }
+}
+
+/// What a video leg does with a packet ([`Leg::layer_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerStep {
+    /// Forward it (the layer it forwards, or the first packet of the one it switches to).
+    Forward,
+    /// Drop it and ask this layer for a keyframe: the leg switches to it at the next one.
+    Wait(u32),
+    /// Drop it: a layer this leg does not take.
+    Other,
 }
 
 /// A session of the media loop.
@@ -123,8 +171,8 @@ pub struct Conn {
     recv_kinds: SsrcKinds,
     /// The kind of each negotiated payload type.
     payload_types: Vec<(u8, RtpCodecKind)>,
-    /// The one source forwarded per kind.
-    sources: super::sources::Sources,
+    /// Its sources (SSRCs), as a publisher: which reach the fan-out, its video layers.
+    pub sources: Sources,
     /// When its POST was taken (for the connect-time metric).
     pub started: Instant,
     /// Whether it has been connected once (an ICE restart's reconnect is not a new connect).
@@ -138,25 +186,31 @@ pub struct Conn {
     pub restarts: TokenBucket,
 }
 
-/// SSRCs whose kind a session remembers at most: a handful of streams, a simulcast publisher's
+/// SSRCs whose kind (and rid) a session remembers at most: a handful of streams, a simulcast publisher's
 /// layers, and the SSRCs an encoder restart or layer change brings (rtc binds one per rid).
 pub const MAX_RECV_SSRCS: usize = 16;
 
 /// The kinds of the last [`MAX_RECV_SSRCS`] SSRCs received, the oldest forgotten first (looked
 /// up again from rtc if it comes back).
 #[derive(Debug, Default)]
-struct SsrcKinds(std::collections::VecDeque<(u32, RtpCodecKind)>);
+struct SsrcKinds(std::collections::VecDeque<(u32, RtpCodecKind, Option<String>)>);
 
 impl SsrcKinds {
     fn get(&self, ssrc: u32) -> Option<RtpCodecKind> {
-        self.0.iter().find(|(s, _)| *s == ssrc).map(|(_, k)| *k)
+        self.0.iter().find(|(s, ..)| *s == ssrc).map(|(_, k, _)| *k)
     }
 
-    fn insert(&mut self, ssrc: u32, kind: RtpCodecKind) {
+    /// The rid rtc bound `ssrc` by, if any.
+    fn rid(&self, ssrc: u32) -> Option<&str> {
+        let (.., rid) = self.0.iter().find(|(s, ..)| *s == ssrc)?;
+        rid.as_deref()
+    }
+
+    fn insert(&mut self, ssrc: u32, kind: RtpCodecKind, rid: Option<String>) {
         if self.0.len() == MAX_RECV_SSRCS {
             self.0.pop_front();
         }
-        self.0.push_back((ssrc, kind));
+        self.0.push_back((ssrc, kind, rid));
     }
 }
 
@@ -171,8 +225,8 @@ pub struct Polled {
     pub media: Vec<(RtpCodecKind, Packet)>,
     /// The client asked for a keyframe of the video it receives (PLI or FIR).
     pub keyframe_wanted: bool,
-    /// RTP not forwarded: of another source of a kind than the one forwarded (another simulcast
-    /// layer, a second track).
+    /// RTP not forwarded: of another audio source than the one forwarded, or of a second video
+    /// track.
     pub other_source: u64,
 }
 
@@ -196,7 +250,11 @@ impl Conn {
             ..
         } = negotiated;
         let legs = tracks.iter().map(Leg::new).collect();
-        let sources = super::sources::Sources::new(budget.bits_per_second());
+        let video_format = codecs
+            .iter()
+            .find(|(kind, _)| *kind == RtpCodecKind::Video)
+            .map_or(Format::Any, |(kind, key)| Format::of(*kind, key));
+        let sources = Sources::new(budget.bits_per_second(), video_format);
         let remote = pc
             .remote_description()
             .map(|d| d.sdp.clone())
@@ -305,13 +363,14 @@ impl Conn {
                     let Some(kind) = self.kind_of(&track, ssrc, pt) else {
                         continue;
                     };
-                    let bytes = packet.payload.len();
-                    if !self.sources.admits(kind, &track, ssrc, bytes, message.now) {
+                    let rid = self.recv_kinds.rid(ssrc);
+                    let payload = &packet.payload;
+                    if !self
+                        .sources
+                        .admits(kind, &track, ssrc, rid, payload, message.now)
+                    {
                         polled.other_source += 1;
                         continue;
-                    }
-                    if kind == RtpCodecKind::Video {
-                        self.keyframes.video_ssrc = Some(packet.header.ssrc);
                     }
                     polled.media.push((kind, packet));
                 }
@@ -332,6 +391,7 @@ impl Conn {
         let receivers: Vec<_> = self.pc.get_receivers().collect();
         let mut by_ssrc = None;
         let mut by_track = None;
+        let mut rid = None;
         for id in receivers {
             let Some(receiver) = self.pc.rtp_receiver(id) else {
                 continue;
@@ -339,6 +399,7 @@ impl Conn {
             let t = receiver.track();
             if t.ssrcs().any(|s| s == ssrc) {
                 by_ssrc = Some(t.kind());
+                rid = t.rid(ssrc).map(|r| r.to_string());
                 break;
             }
             if by_track.is_none() && t.track_id() == track {
@@ -351,7 +412,7 @@ impl Conn {
             _ => None,
         };
         let kind = by_ssrc.or(by_pt).or(by_track)?;
-        self.recv_kinds.insert(ssrc, kind);
+        self.recv_kinds.insert(ssrc, kind, rid);
         Some(kind)
     }
 
@@ -384,10 +445,11 @@ mod tests {
     fn the_kinds_of_ssrcs_are_bounded_and_the_latest_kept() {
         let mut kinds = SsrcKinds::default();
         for ssrc in 0..100_000 {
-            kinds.insert(ssrc, RtpCodecKind::Video);
+            kinds.insert(ssrc, RtpCodecKind::Video, Some("h".into()));
         }
         assert_eq!(kinds.0.len(), MAX_RECV_SSRCS);
         assert_eq!(kinds.get(99_999), Some(RtpCodecKind::Video));
         assert_eq!(kinds.get(0), None);
+        assert_eq!(kinds.rid(99_999), Some("h"));
     }
 }

@@ -44,6 +44,10 @@ pub enum MediaError {
     /// A well-formed PATCH fragment the session cannot apply (rtc refused the restart).
     #[error("cannot apply: {0}")]
     CannotApply(String),
+    /// A layer selection that cannot be served (a rid the publisher does not send, a session
+    /// that is no viewer of video): why.
+    #[error("{0}")]
+    BadLayer(String),
     /// A failure inside rtc that the client did not cause.
     #[error("internal media error: {0}")]
     Internal(String),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::codecs;
-use super::conn::{Conn, Link};
+use super::conn::{Conn, LayerStep, Link};
 use super::routes::{is_binding_request, Routes, SessionKey};
 use super::shield::shielded;
 use super::socket::UdpIo;
@@ -380,7 +380,7 @@ impl MediaLoop {
         }
         if publishes {
             if connected_now {
-                self.request_keyframe(key, now);
+                self.request_keyframe(key, None, now);
             }
             self.send_due_keyframe_request(key, now);
         }
@@ -415,8 +415,17 @@ impl MediaLoop {
             RtpCodecKind::Video => video,
             _ => audio,
         };
-        // A leg waiting for a new source's keyframe asks for one (rate-limited per publisher).
-        let mut keyframe_wanted = false;
+        // The video layers each leg chooses from (`sources.rs`).
+        let layers = self
+            .sessions
+            .get(&from)
+            .map(|c| c.sources.layers(now))
+            .unwrap_or_default();
+        // A leg waiting for a layer's keyframe asks for one (rate-limited per publisher).
+        let mut keyframes_wanted: Vec<u32> = Vec::new();
+        // Video packets some leg took or waits for; the others (layers nobody gets) are counted.
+        let mut taken = vec![false; media.len()];
+        let mut video_legs = false;
         for target in targets {
             let Some(Conn {
                 pc,
@@ -429,10 +438,25 @@ impl MediaLoop {
                 continue;
             };
             let mut failed = None;
-            for (kind, packet) in &media {
+            for (i, (kind, packet)) in media.iter().enumerate() {
                 let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
                     continue;
                 };
+                if *kind == RtpCodecKind::Video {
+                    video_legs = true;
+                    match leg.layer_step(&layers, packet) {
+                        LayerStep::Other => continue,
+                        LayerStep::Wait(ssrc) => {
+                            taken[i] = true;
+                            self.config.metrics.dropped(Dropped::AwaitingKeyframe, 1);
+                            if !keyframes_wanted.contains(&ssrc) {
+                                keyframes_wanted.push(ssrc);
+                            }
+                            continue;
+                        }
+                        LayerStep::Forward => taken[i] = true,
+                    }
+                }
                 if codec_of(*kind) != Some(leg.codec_id) {
                     self.config.metrics.dropped(Dropped::CodecMismatch, 1);
                     if !leg.mismatch_logged {
@@ -446,7 +470,7 @@ impl MediaLoop {
                 }
                 if !leg.admits(packet) {
                     self.config.metrics.dropped(Dropped::AwaitingKeyframe, 1);
-                    keyframe_wanted = true;
+                    keyframes_wanted.push(packet.header.ssrc);
                     continue;
                 }
                 let mut packet = packet.clone();
@@ -473,8 +497,18 @@ impl MediaLoop {
                 None => self.flush(target),
             }
         }
-        if keyframe_wanted {
-            self.request_keyframe(from, now);
+        if video_legs {
+            let other = media
+                .iter()
+                .zip(&taken)
+                .filter(|((kind, _), taken)| *kind == RtpCodecKind::Video && !**taken)
+                .count();
+            self.config
+                .metrics
+                .dropped(Dropped::OtherSource, other as u64);
+        }
+        for ssrc in keyframes_wanted {
+            self.request_keyframe(from, Some(ssrc), now);
         }
     }
 

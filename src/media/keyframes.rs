@@ -4,7 +4,8 @@
 //! new viewer's video leg connecting, and a publisher connecting each ask for one, at most one per
 //! publisher every [`MIN_INTERVAL`] (a keyframe costs several times a normal frame; a burst of
 //! viewers must not turn the stream into keyframes only). A request inside the interval is kept
-//! and sent when it ends.
+//! and sent when it ends. A request names the layer (SSRC) wanted, or every video source of the
+//! publisher (a publisher connecting): one request carries a PLI per layer wanted.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use super::conn::{Conn, Link};
 use super::event_loop::MediaLoop;
 use super::routes::SessionKey;
 use super::shield::shielded;
+use super::sources::MAX_SOURCES;
 
 /// The least time between two keyframe requests to one publisher.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
@@ -24,12 +26,13 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// A publisher's keyframe-request state.
 #[derive(Debug, Default)]
 pub struct Keyframes {
-    /// The SSRC of the video the publisher sends (learnt from its packets).
-    pub video_ssrc: Option<u32>,
     /// Only FIR was negotiated (no `nack pli`): ask with FIR.
     pub fir_only: bool,
     last: Option<Instant>,
-    pending: bool,
+    /// Every video source is wanted.
+    pending_all: bool,
+    /// The layers wanted (at most [`MAX_SOURCES`]).
+    pending: Vec<u32>,
     fir_sequence: u8,
 }
 
@@ -52,36 +55,75 @@ impl Keyframes {
         }
     }
 
-    /// Whether a request may go now; if so, it is counted as sent.
-    fn due(&mut self, now: Instant) -> bool {
-        if !self.pending || self.video_ssrc.is_none() {
-            return false;
+    /// Notes that a keyframe of source `ssrc` (none: of every video source) is wanted.
+    pub fn want(&mut self, ssrc: Option<u32>) {
+        match ssrc {
+            None => self.pending_all = true,
+            Some(ssrc) if !self.pending.contains(&ssrc) && self.pending.len() < MAX_SOURCES => {
+                self.pending.push(ssrc)
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The sources to ask now, of the publisher's video sources `known`; if any, the request is
+    /// counted as sent.
+    fn due(&mut self, now: Instant, known: impl Iterator<Item = u32>) -> Vec<u32> {
+        if !self.pending_all && self.pending.is_empty() {
+            return Vec::new();
         }
         if self.last.is_some_and(|last| now < last + MIN_INTERVAL) {
-            return false;
+            return Vec::new();
         }
-        self.pending = false;
-        self.last = Some(now);
-        true
+        let ssrcs: Vec<u32> = if self.pending_all {
+            known.collect()
+        } else {
+            known.filter(|s| self.pending.contains(s)).collect()
+        };
+        if !ssrcs.is_empty() {
+            self.pending_all = false;
+            self.pending.clear();
+            self.last = Some(now);
+        }
+        ssrcs
     }
 }
 
 impl MediaLoop {
-    /// Asks the publisher of the stream of session `key` for a keyframe (now, or when its interval
-    /// ends).
+    /// Asks the publisher of the stream of session `key` for a keyframe of the layer session
+    /// `key`'s video leg forwards (or will: its first), now or when the interval ends.
     pub(super) fn request_keyframe_upstream(&mut self, key: SessionKey, now: Instant) {
         let Some(stream) = self.registry.session(key).map(|e| e.stream.clone()) else {
             return;
         };
-        if let Some(publisher) = self.registry.publisher(&stream) {
-            self.request_keyframe(publisher, now);
-        }
+        let Some(publisher) = self.registry.publisher(&stream) else {
+            return;
+        };
+        let layers = self.sessions.get(&publisher).map(|c| c.sources.layers(now));
+        let leg = self.sessions.get(&key).and_then(|c| {
+            c.legs
+                .iter()
+                .find(|l| l.kind == RtpCodecKind::Video)
+                .map(|l| {
+                    (
+                        l.forwarder.source_ssrc(),
+                        l.wanted.as_ref().map(|(_, id)| *id),
+                    )
+                })
+        });
+        let ssrc = match (leg, layers) {
+            (Some((Some(ssrc), _)), _) => Some(ssrc),
+            (Some((None, wanted)), Some(layers)) => layers.target(wanted),
+            _ => None,
+        };
+        self.request_keyframe(publisher, ssrc, now);
     }
 
-    /// Asks publisher `key` for a keyframe (now, or when its interval ends).
-    pub(super) fn request_keyframe(&mut self, key: SessionKey, now: Instant) {
+    /// Asks publisher `key` for a keyframe of source `ssrc` (none: of each video source), now or
+    /// when its interval ends.
+    pub(super) fn request_keyframe(&mut self, key: SessionKey, ssrc: Option<u32>, now: Instant) {
         if let Some(conn) = self.sessions.get_mut(&key) {
-            conn.keyframes.pending = true;
+            conn.keyframes.want(ssrc);
         }
         self.send_due_keyframe_request(key, now);
     }
@@ -91,36 +133,47 @@ impl MediaLoop {
         let Some(conn) = self.sessions.get_mut(&key) else {
             return;
         };
-        if conn.link != Link::Connected || !conn.keyframes.due(now) {
+        if conn.link != Link::Connected {
             return;
         }
-        match shielded(|| write_keyframe_request(conn, now)) {
+        let ssrcs = conn.keyframes.due(now, conn.sources.video_ssrcs());
+        if ssrcs.is_empty() {
+            return;
+        }
+        match shielded(|| write_keyframe_request(conn, &ssrcs, now)) {
             Ok(()) => self.flush(key),
             Err(panic) => self.note_panic(key, &panic),
         }
     }
 }
 
-/// Writes a PLI (or FIR) for the publisher's video on its video receiver.
-fn write_keyframe_request(conn: &mut Conn, now: Instant) {
-    let Some(media_ssrc) = conn.keyframes.video_ssrc else {
-        return;
-    };
-    let packet: Box<dyn rtc::rtcp::Packet> = if conn.keyframes.fir_only {
+/// Writes a PLI per source in `ssrcs` (or one FIR naming them) on the publisher's video
+/// receiver.
+fn write_keyframe_request(conn: &mut Conn, ssrcs: &[u32], now: Instant) {
+    let packets: Vec<Box<dyn rtc::rtcp::Packet>> = if conn.keyframes.fir_only {
         conn.keyframes.fir_sequence = conn.keyframes.fir_sequence.wrapping_add(1);
-        Box::new(FullIntraRequest {
+        let sequence_number = conn.keyframes.fir_sequence;
+        vec![Box::new(FullIntraRequest {
             sender_ssrc: 0,
-            media_ssrc,
-            fir: vec![FirEntry {
-                ssrc: media_ssrc,
-                sequence_number: conn.keyframes.fir_sequence,
-            }],
-        })
+            media_ssrc: 0,
+            fir: ssrcs
+                .iter()
+                .map(|&ssrc| FirEntry {
+                    ssrc,
+                    sequence_number,
+                })
+                .collect(),
+        })]
     } else {
-        Box::new(PictureLossIndication {
-            sender_ssrc: 0,
-            media_ssrc,
-        })
+        ssrcs
+            .iter()
+            .map(|&media_ssrc| -> Box<dyn rtc::rtcp::Packet> {
+                Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                })
+            })
+            .collect()
     };
     let receivers: Vec<_> = conn.pc.get_receivers().collect();
     for id in receivers {
@@ -130,7 +183,7 @@ fn write_keyframe_request(conn: &mut Conn, now: Instant) {
         if receiver.track().kind() != RtpCodecKind::Video {
             continue;
         }
-        match receiver.write_rtcp(now, vec![packet]) {
+        match receiver.write_rtcp(now, packets) {
             Ok(()) => conn.span.in_scope(|| debug!("keyframe requested")),
             Err(e) => conn
                 .span
@@ -147,17 +200,26 @@ mod tests {
     #[test]
     fn at_most_one_request_per_interval_and_none_before_video() {
         let t0 = Instant::now();
-        let mut k = Keyframes {
-            pending: true,
-            ..Keyframes::default()
-        };
-        assert!(!k.due(t0), "no video SSRC yet");
-        k.video_ssrc = Some(7);
-        assert!(k.due(t0));
-        assert!(!k.due(t0), "nothing pending");
-        k.pending = true;
-        assert!(!k.due(t0 + MIN_INTERVAL / 2), "inside the interval: kept");
-        assert!(k.due(t0 + MIN_INTERVAL), "sent when it ends");
+        let mut k = Keyframes::default();
+        k.want(None);
+        assert!(k.due(t0, [].into_iter()).is_empty(), "no video SSRC yet");
+        assert_eq!(k.due(t0, [7, 8].into_iter()), [7, 8], "every layer");
+        assert!(k.due(t0, [7].into_iter()).is_empty(), "nothing pending");
+        k.want(Some(8));
+        k.want(Some(8));
+        assert!(
+            k.due(t0 + MIN_INTERVAL / 2, [7, 8].into_iter()).is_empty(),
+            "inside the interval: kept"
+        );
+        assert_eq!(
+            k.due(t0 + MIN_INTERVAL, [7, 8].into_iter()),
+            [8],
+            "the layer wanted"
+        );
+        for ssrc in 0..100 {
+            k.want(Some(ssrc));
+        }
+        assert_eq!(k.pending.len(), MAX_SOURCES);
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod routes;
 mod shared_port;
 mod shield;
 mod socket;
-mod sources;
+pub mod sources;
 mod tcp;
 mod timers;
 mod transport;
@@ -143,6 +143,13 @@ pub(crate) enum Command {
     ListStreams {
         reply: oneshot::Sender<Vec<StreamInfo>>,
     },
+    /// A viewer's video layer: reported, and changed first when `change` is given (to a rid, or
+    /// to the top layer with none).
+    Layer {
+        resource: ResourceId,
+        change: Option<Option<String>>,
+        reply: oneshot::Sender<Result<LayerState, MediaError>>,
+    },
     /// Trickled candidates or an ICE restart (RFC 9725 §4.3).
     Patch {
         resource: ResourceId,
@@ -165,6 +172,21 @@ pub struct StreamInfo {
     pub viewers: usize,
     /// Cluster mode: of those, other nodes' pulls of the stream (its edges).
     pub edges: usize,
+    /// Each viewer (edges too), with the video layer it gets.
+    pub players: Vec<PlayerInfo>,
+}
+
+/// A viewer as `GET /api/streams` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PlayerInfo {
+    /// `connecting`, `connected` or `disconnected`.
+    pub state: &'static str,
+    /// The rid of the simulcast layer it gets now (none: no video yet, or no simulcast).
+    pub layer: Option<String>,
+    /// The layer it asked for (none: the top one).
+    pub requested: Option<String>,
+    /// Whether it is another node's pull of the stream (cluster mode).
+    pub edge: bool,
 }
 
 impl StreamInfo {
@@ -188,6 +210,8 @@ pub struct PublisherInfo {
     pub codecs: Vec<String>,
     /// Seconds since its POST.
     pub uptime_seconds: f64,
+    /// Each SSRC it sends (a simulcast publisher's layers), with its rate and picture size.
+    pub sources: Vec<sources::SourceInfo>,
 }
 
 /// A session negotiated on the request's task, handed to its loop.
@@ -204,6 +228,20 @@ pub(crate) struct NewSession {
     pub relay: bool,
     /// Remote candidates its offer brought (at most `offer::MAX_REMOTE_CANDIDATES`).
     pub remote_candidates: usize,
+    /// A viewer's simulcast layer, by rid (`?layer=`; none: the top one).
+    pub layer: Option<String>,
+}
+
+/// A viewer's video layer, as its layer URL reports it: the layers it can choose from, the one
+/// it asked for and the one it gets.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerState {
+    /// The rid it asked for (none: the top layer).
+    pub requested: Option<String>,
+    /// The rid of the layer it gets now (none: no video yet, or the publisher sends no rids).
+    pub current: Option<String>,
+    /// The publisher's video sources, the top layer first.
+    pub layers: Vec<sources::SourceInfo>,
 }
 
 /// A PATCH of a session as the HTTP plane parsed it: the fragment and the request's `If-Match`.
@@ -366,6 +404,7 @@ impl MediaHandle {
         offer: offer::CheckedOffer,
         client: Option<std::net::IpAddr>,
         edge: bool,
+        layer: Option<String>,
     ) -> Result<Created, MediaError> {
         let offer::CheckedOffer {
             sdp: offer,
@@ -426,6 +465,7 @@ impl MediaHandle {
             started,
             relay: edge,
             remote_candidates,
+            layer,
         });
         self.request(shard, |reply| Command::Create { session, reply })
             .await??;
@@ -493,6 +533,22 @@ impl MediaHandle {
         let shard = self.owner(&resource);
         self.request(shard, |reply| Command::Exists { resource, reply })
             .await
+    }
+
+    /// The video layer of viewer `resource`, after changing it to `change` if given (a rid, or
+    /// none for the top layer).
+    pub async fn layer(
+        &self,
+        resource: ResourceId,
+        change: Option<Option<String>>,
+    ) -> Result<LayerState, MediaError> {
+        let shard = self.owner(&resource);
+        self.request(shard, |reply| Command::Layer {
+            resource,
+            change,
+            reply,
+        })
+        .await?
     }
 
     /// Applies a PATCH (RFC 9725 §4.3) to the session `resource`.

@@ -127,6 +127,225 @@ fn av1(payload: &[u8]) -> bool {
     payload.first().is_some_and(|&b| b & 0x08 != 0)
 }
 
+/// A keyframe's picture size, where its first packet carries it: H.264's sequence parameter set
+/// (alone or in a STAP-A, RFC 6184 §5.7.1; ITU-T H.264 §7.3.2.1.1), VP8's key frame header
+/// (RFC 6386 §9.1) and VP9's scalability structure (RFC 9628 §4.2.1, the top spatial layer's).
+/// AV1's sequence header is not read (none).
+pub fn resolution(format: Format, payload: &[u8]) -> Option<(u32, u32)> {
+    match format {
+        Format::H264 => h264_sps(payload).and_then(|sps| sps_size(&unescape(sps))),
+        Format::Vp8 => vp8_size(payload),
+        Format::Vp9 => vp9_size(payload),
+        Format::Av1 | Format::Any => None,
+    }
+}
+
+/// The SPS NAL unit in `payload`: the packet itself or one unit of a STAP-A.
+fn h264_sps(payload: &[u8]) -> Option<&[u8]> {
+    match payload.first()? & 0x1F {
+        7 => Some(payload),
+        24 => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let nal = rest.get(2..2 + size)?;
+                if nal.first().is_some_and(|&h| h & 0x1F == 7) {
+                    return Some(nal);
+                }
+                rest = &rest[2 + size..];
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The RBSP of a NAL unit: its header byte dropped and emulation prevention bytes (the `03` of
+/// `00 00 03`, H.264 §7.4.1) removed. An SPS is a few dozen bytes; the first 64 are enough.
+fn unescape(nal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let mut zeros = 0;
+    for &b in nal.iter().skip(1).take(64) {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// A big-endian bit reader with Exp-Golomb codes (H.264 §9.1).
+struct Bits<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let byte = self.data.get(self.at / 8)?;
+        let bit = (byte >> (7 - self.at % 8)) & 1;
+        self.at += 1;
+        Some(u32::from(bit))
+    }
+
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0, |v, _| Some(v << 1 | self.bit()?))
+    }
+
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some((1u64 << zeros) as u32 - 1 + self.bits(zeros)?)
+    }
+
+    fn se(&mut self) -> Option<i32> {
+        let k = self.ue()?;
+        let magnitude = k.div_ceil(2) as i32;
+        Some(if k % 2 == 1 { magnitude } else { -magnitude })
+    }
+}
+
+/// Width and height from an SPS's RBSP (H.264 §7.3.2.1.1, cropping per §7.4.2.1.1).
+fn sps_size(rbsp: &[u8]) -> Option<(u32, u32)> {
+    let mut b = Bits { data: rbsp, at: 0 };
+    let profile = b.bits(8)?;
+    b.bits(16)?; // constraint flags, level
+    b.ue()?; // seq_parameter_set_id
+    let mut chroma_format = 1;
+    if matches!(
+        profile,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format = b.ue()?;
+        if chroma_format == 3 {
+            b.bit()?; // separate_colour_plane_flag
+        }
+        b.ue()?; // bit_depth_luma_minus8
+        b.ue()?; // bit_depth_chroma_minus8
+        b.bit()?; // qpprime_y_zero_transform_bypass_flag
+        if b.bit()? == 1 {
+            let lists = if chroma_format == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if b.bit()? == 1 {
+                    skip_scaling_list(&mut b, if i < 6 { 16 } else { 64 })?;
+                }
+            }
+        }
+    }
+    b.ue()?; // log2_max_frame_num_minus4
+    match b.ue()? {
+        0 => {
+            b.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            b.bit()?;
+            b.se()?;
+            b.se()?;
+            for _ in 0..b.ue()?.min(255) {
+                b.se()?;
+            }
+        }
+        _ => {}
+    }
+    b.ue()?; // max_num_ref_frames
+    b.bit()?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = b.ue()?.checked_add(1)?;
+    let height_units = b.ue()?.checked_add(1)?;
+    let frame_mbs_only = b.bit()?;
+    if frame_mbs_only == 0 {
+        b.bit()?; // mb_adaptive_frame_field_flag
+    }
+    b.bit()?; // direct_8x8_inference_flag
+    let (mut crop_x, mut crop_y) = (0, 0);
+    if b.bit()? == 1 {
+        let (left, right, top, bottom) = (b.ue()?, b.ue()?, b.ue()?, b.ue()?);
+        let (sub_w, sub_h) = match chroma_format {
+            1 => (2, 2),
+            2 => (2, 1),
+            _ => (1, 1),
+        };
+        crop_x = left.checked_add(right)?.checked_mul(sub_w)?;
+        crop_y = top
+            .checked_add(bottom)?
+            .checked_mul(sub_h * (2 - frame_mbs_only))?;
+    }
+    let width = width_mbs.checked_mul(16)?.checked_sub(crop_x)?;
+    let height = height_units
+        .checked_mul(16 * (2 - frame_mbs_only))?
+        .checked_sub(crop_y)?;
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+/// Skips a scaling list of `size` entries (H.264 §7.3.2.1.1.1).
+fn skip_scaling_list(b: &mut Bits, size: usize) -> Option<()> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            next = (last + b.se()? + 256) % 256;
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Some(())
+}
+
+/// The width and height (14 bits each) after a VP8 key frame's start code `9d 01 2a`, behind
+/// the payload descriptor and the 3-byte frame tag.
+fn vp8_size(payload: &[u8]) -> Option<(u32, u32)> {
+    if !vp8(payload) {
+        return None;
+    }
+    let at = payload
+        .windows(3)
+        .take(16)
+        .position(|w| w == [0x9d, 0x01, 0x2a])?
+        + 3;
+    let size = payload.get(at..at + 4)?;
+    let width = u32::from(u16::from_le_bytes([size[0], size[1]]) & 0x3FFF);
+    let height = u32::from(u16::from_le_bytes([size[2], size[3]]) & 0x3FFF);
+    (width > 0 && height > 0).then_some((width, height))
+}
+
+/// The top spatial layer's size in a VP9 payload descriptor's scalability structure (V = 1,
+/// then Y = 1), which encoders send with each key frame.
+fn vp9_size(payload: &[u8]) -> Option<(u32, u32)> {
+    let first = *payload.first()?;
+    if first & 0x02 == 0 {
+        return None; // no scalability structure
+    }
+    let mut at = 1;
+    if first & 0x80 != 0 {
+        at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 }; // PictureID
+    }
+    if first & 0x20 != 0 {
+        at += if first & 0x10 == 0 { 2 } else { 1 }; // layer indices, TL0PICIDX when not flexible
+    }
+    if first & 0x50 == 0x50 {
+        // Flexible mode with inter-picture prediction: P_DIFF bytes, the last with N = 0.
+        while payload.get(at)? & 0x01 != 0 {
+            at += 1;
+        }
+        at += 1;
+    }
+    let ss = *payload.get(at)?;
+    if ss & 0x10 == 0 {
+        return None; // no resolutions (Y = 0)
+    }
+    let layers = usize::from(ss >> 5) + 1;
+    let top = payload.get(at + 1 + (layers - 1) * 4..at + 1 + layers * 4)?;
+    let width = u32::from(u16::from_be_bytes([top[0], top[1]]));
+    let height = u32::from(u16::from_be_bytes([top[2], top[3]]));
+    (width > 0 && height > 0).then_some((width, height))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +413,49 @@ mod tests {
         assert!(av1(&[0x18])); // W=1, N=1
         assert!(!av1(&[0x10]));
         assert!(!av1(&[]));
+    }
+
+    #[test]
+    fn picture_sizes_from_keyframes() {
+        let hex = |s: &str| -> Vec<u8> {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        // SPSs of GStreamer's openh264enc (constrained baseline) at four sizes, and x264's
+        // 1920x1080 High profile one (1088 lines cropped to 1080, an emulation prevention byte).
+        for (sps, size) in [
+            ("6742c01f8c8d402802dd00f08846a000", (1280, 720)),
+            ("6742c01f8c8d406c1ef3f00f08846a00", (852, 480)),
+            ("6742c0158c8d40d8fb2700f08846a000", (426, 240)),
+            ("6742c01e8c8d405017fcb00f08846a00", (640, 360)),
+        ] {
+            let sps = hex(sps);
+            assert_eq!(resolution(Format::H264, &sps), Some(size));
+            // In a STAP-A with the PPS, as OBS and GStreamer send them.
+            let mut stap = vec![0x78, 0, sps.len() as u8];
+            stap.extend_from_slice(&sps);
+            stap.extend_from_slice(&[0, 2, 0x68, 0xce]);
+            assert_eq!(resolution(Format::H264, &stap), Some(size));
+        }
+        let high = hex("6764002aacd940780227e584000003000400000300f03c60c658");
+        assert_eq!(resolution(Format::H264, &high), Some((1920, 1080)));
+        assert_eq!(
+            resolution(Format::H264, &[0x65, 0x88]),
+            None,
+            "an IDR slice"
+        );
+        assert_eq!(resolution(Format::H264, &[0x67, 0x42]), None, "truncated");
+        // GStreamer's rtpvp8pay and rtpvp9pay, 320x180 key frames.
+        let vp8 = [
+            0x10, 0x30, 0x51, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+        ];
+        assert_eq!(resolution(Format::Vp8, &vp8), Some((320, 180)));
+        assert_eq!(resolution(Format::Vp8, &vp8[..8]), None);
+        let vp9 = [0x0a, 0x18, 0x01, 0x40, 0x00, 0xb4, 0x01, 0x04];
+        assert_eq!(resolution(Format::Vp9, &vp9), Some((320, 180)));
+        assert_eq!(resolution(Format::Vp9, &[0x08, 0x18]), None, "no V bit");
+        assert_eq!(resolution(Format::Av1, &[0x18]), None);
     }
 }

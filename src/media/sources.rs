@@ -1,127 +1,362 @@
-//! Which of a publisher's SSRCs of a kind is forwarded: a viewer's leg carries one stream per
-//! kind, so a simulcast publisher's other layers, or a second track of a kind, must not be
-//! interleaved into it (its forwarder would switch source on every packet). The first SSRC seen
-//! is forwarded until it has been silent for [`SOURCE_SILENCE`]; among video sources, the one
-//! that carried the most bytes over the last [`WINDOW`] replaces it (the top simulcast layer,
-//! learnt from what arrives, never from a rid's name: OBS calls its top layer `0`, browsers `h`).
-//! A viewer's leg then waits for the new source's keyframe, asking for one (`forward.rs`).
+//! A publisher's sources (its SSRCs) and which of them reach a viewer. A viewer's leg carries one
+//! stream per kind, so a simulcast publisher's layers, or a second track of a kind, must not be
+//! interleaved into it (its forwarder would switch source on every packet).
+//!
+//! Audio: the first SSRC seen is forwarded until it has been silent for [`SOURCE_SILENCE`].
+//! Video: every layer of one track is forwarded to the fan-out, and each viewer's leg takes one
+//! ([`Layers::target`]): the layer it asked for by rid while that layer sends, else the top one,
+//! the layer that carried the most bytes over the last [`WINDOW`] (learnt from what arrives,
+//! never from a rid's name: OBS calls its top layer `0`, browsers `h` or `f`). A leg switches at
+//! the new layer's keyframe, asking for one, and keeps the old layer until then (`forward.rs`,
+//! `event_loop.rs`).
 
 use std::time::{Duration, Instant};
 
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
+use super::random_access::{self, Format};
+
 /// How long the source forwarded for a kind may be silent before another SSRC of that kind
-/// replaces it (a client that restarts its encoder under a new SSRC, a layer that stops).
+/// replaces it (a client that restarts its encoder under a new SSRC, a layer that stops); a layer
+/// silent for longer is inactive and no viewer's target.
 pub const SOURCE_SILENCE: Duration = Duration::from_secs(1);
-/// The period over which video sources' bytes are compared.
+/// The period over which sources' bytes are counted and compared.
 pub const WINDOW: Duration = Duration::from_secs(1);
-/// Video sources counted at once (a simulcast offer has a handful of layers); more are not
-/// candidates until the next window.
-const MAX_COUNTED: usize = 8;
-/// A source is a candidate at a window's end only if it sent within this of it: a layer that
-/// has just stopped (a browser turning its top layer off) is not chosen for its earlier bytes.
+/// Sources a publisher is known by at once (a simulcast offer has a handful of layers); a new
+/// SSRC beyond them replaces the one silent longest, if that one is inactive.
+pub const MAX_SOURCES: usize = 8;
+/// A source silent this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(10);
+/// A source is the top layer's candidate at a window's end only if it sent within this of it: a
+/// layer that has just stopped (a browser turning its top layer off) is not chosen for its earlier
+/// bytes.
 const RECENT: Duration = Duration::from_millis(200);
 
-/// A video source's share of the current window.
+/// One SSRC of a publisher.
 #[derive(Debug)]
-struct Counted {
+struct Source {
     ssrc: u32,
+    kind: RtpCodecKind,
+    /// Its rid (RFC 8851), when rtc bound it by one, and [`rid_id`] of it.
+    rid: Option<(String, u64)>,
     /// The track it came on: simulcast layers share one, two video tracks (camera and screen)
-    /// do not, and a viewer is never moved between tracks by their bitrates.
+    /// do not, and a viewer is never moved between tracks.
     track: String,
+    /// This window's bytes and packets, and the last whole window's.
     bytes: u64,
+    packets: u64,
+    last_bytes: u64,
+    last_packets: u64,
+    /// The picture size of its last keyframe that carried one.
+    size: Option<(u32, u32)>,
     last: Instant,
 }
 
-/// The forwarded source of each kind, and the video sources' bytes in the current window.
-#[derive(Debug, Default)]
+/// A publisher's sources: the forwarded audio source, the top video layer, and each source's
+/// counts.
+#[derive(Debug)]
 pub struct Sources {
-    /// Audio, video: the SSRC forwarded and when it last sent.
+    /// Audio, video: the SSRC forwarded (video: the top layer) and when it last sent.
     current: [Option<(u32, Instant)>; 2],
     /// When the current window started.
     window: Option<Instant>,
-    /// Each video source's share of it.
-    counted: Vec<Counted>,
-    /// The most bytes a source may carry in a window to be chosen (`--max-bitrate`; 0: any): a
-    /// layer over the publisher's cap would reach viewers with its packets cut.
+    sources: Vec<Source>,
+    /// The most bytes a layer may carry in a window to be the top one (`--max-bitrate`; 0: any):
+    /// a layer over the publisher's cap would reach viewers with its packets cut.
     cap: u64,
+    /// How its video marks keyframes and their sizes.
+    video_format: Format,
+}
+
+/// A video source as `GET /api/streams` lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SourceInfo {
+    /// `audio` or `video`.
+    pub kind: &'static str,
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// Its rid, for a simulcast layer.
+    pub rid: Option<String>,
+    /// Packets over the last second.
+    pub packets_per_second: u64,
+    /// Payload bits over the last second.
+    pub bits_per_second: u64,
+    /// Its picture width, from its last keyframe that carried it (H.264, VP8, VP9).
+    pub width: Option<u32>,
+    /// Its picture height, likewise.
+    pub height: Option<u32>,
+    /// Whether it sent within the last second.
+    pub active: bool,
+    /// Whether it is what viewers get by default (audio: the source forwarded; video: the top
+    /// layer).
+    pub default: bool,
 }
 
 impl Sources {
-    /// Sources of a publisher whose bitrate is capped at `max_bitrate` bits a second (0: none).
-    pub fn new(max_bitrate: u64) -> Self {
+    /// Sources of a publisher whose bitrate is capped at `max_bitrate` bits a second (0: none),
+    /// whose video is of `video_format`.
+    pub fn new(max_bitrate: u64, video_format: Format) -> Self {
         Sources {
+            current: [None, None],
+            window: None,
+            sources: Vec::new(),
             cap: max_bitrate / 8 * WINDOW.as_secs().max(1),
-            ..Sources::default()
+            video_format,
         }
     }
 
-    /// Whether a packet of `kind` from `ssrc` on `track`, of `bytes`, is forwarded.
+    /// Whether a packet of `kind` from `ssrc` (with `rid`) on `track` goes to the fan-out: the
+    /// forwarded audio source's, and every layer of the top video layer's track.
     pub fn admits(
         &mut self,
         kind: RtpCodecKind,
         track: &str,
         ssrc: u32,
-        bytes: usize,
+        rid: Option<&str>,
+        payload: &[u8],
         now: Instant,
     ) -> bool {
+        self.tick(now);
         let video = kind == RtpCodecKind::Video;
-        if video {
-            self.count(track, ssrc, bytes as u64, now);
-        }
+        let known = self.count(kind, track, ssrc, rid, payload, now);
         let slot = &mut self.current[usize::from(video)];
-        match slot {
-            Some((current, last)) if *current != ssrc && now < *last + SOURCE_SILENCE => false,
+        let forwarded = match slot {
+            Some((current, last)) if *current != ssrc && now < *last + SOURCE_SILENCE => {
+                let current = *current;
+                video && known && self.track_of(current) == self.track_of(ssrc)
+            }
             _ => {
                 *slot = Some((ssrc, now));
                 true
             }
-        }
-    }
-
-    /// Adds `bytes` of `ssrc` to the window; at its end, the source of the forwarded one's track
-    /// that sent lately, within the cap, and carried a quarter more than the forwarded one (the
-    /// most of all) replaces it.
-    fn count(&mut self, track: &str, ssrc: u32, bytes: u64, now: Instant) {
-        let start = *self.window.get_or_insert(now);
-        if now >= start + WINDOW {
-            if let Some(best) = self.best(now) {
-                self.current[1] = Some((best, now));
+        };
+        if video && known && forwarded {
+            if let Some(source) = self.sources.iter_mut().find(|s| s.ssrc == ssrc) {
+                if let Some(size) = keyframe_size(self.video_format, payload) {
+                    source.size = Some(size);
+                }
             }
-            self.counted.clear();
-            self.window = Some(now);
         }
-        if let Some(c) = self.counted.iter_mut().find(|c| c.ssrc == ssrc) {
-            c.bytes += bytes;
-            c.last = now;
-        } else if self.counted.len() < MAX_COUNTED {
-            self.counted.push(Counted {
-                ssrc,
-                track: track.to_owned(),
-                bytes,
-                last: now,
-            });
-        }
+        forwarded
     }
 
-    /// The source that should replace the forwarded video source at the end of a window.
+    /// Ends the window if it is over: each source's counts move to its last window's, the top
+    /// video layer is chosen again, long-silent sources are forgotten.
+    fn tick(&mut self, now: Instant) {
+        let start = *self.window.get_or_insert(now);
+        if now < start + WINDOW {
+            return;
+        }
+        if let Some(best) = self.best(now) {
+            self.current[1] = Some((best, now));
+        }
+        for s in &mut self.sources {
+            s.last_bytes = std::mem::take(&mut s.bytes);
+            s.last_packets = std::mem::take(&mut s.packets);
+        }
+        self.sources.retain(|s| now < s.last + FORGET_AFTER);
+        self.window = Some(now);
+    }
+
+    /// Counts a packet of `ssrc`, learning the source if it is new and there is room. Whether it
+    /// is known.
+    fn count(
+        &mut self,
+        kind: RtpCodecKind,
+        track: &str,
+        ssrc: u32,
+        rid: Option<&str>,
+        payload: &[u8],
+        now: Instant,
+    ) -> bool {
+        let index = match self.sources.iter().position(|s| s.ssrc == ssrc) {
+            Some(i) => i,
+            None => {
+                if self.sources.len() == MAX_SOURCES {
+                    // The longest silent one makes room if it is inactive.
+                    let Some(i) = self
+                        .sources
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.last)
+                        .map(|(i, _)| i)
+                    else {
+                        return false;
+                    };
+                    if now < self.sources[i].last + SOURCE_SILENCE {
+                        return false;
+                    }
+                    self.sources.swap_remove(i);
+                }
+                self.sources.push(Source {
+                    ssrc,
+                    kind,
+                    rid: rid.map(|r| (r.to_owned(), rid_id(r))),
+                    track: track.to_owned(),
+                    bytes: 0,
+                    packets: 0,
+                    last_bytes: 0,
+                    last_packets: 0,
+                    size: None,
+                    last: now,
+                });
+                self.sources.len() - 1
+            }
+        };
+        let source = &mut self.sources[index];
+        source.bytes += payload.len() as u64;
+        source.packets += 1;
+        source.last = now;
+        true
+    }
+
+    fn track_of(&self, ssrc: u32) -> Option<&str> {
+        self.sources
+            .iter()
+            .find(|s| s.ssrc == ssrc)
+            .map(|s| s.track.as_str())
+    }
+
+    /// The layer that should become the top one at the end of a window: of the current top's
+    /// track, sent lately, within the cap, a quarter more bytes than the current top (the most).
     fn best(&self, now: Instant) -> Option<u32> {
         let (current, _) = self.current[1]?;
-        let forwarded = self.counted.iter().find(|c| c.ssrc == current)?;
+        let top = self.sources.iter().find(|s| s.ssrc == current)?;
         let (best, most) = self
-            .counted
+            .sources
             .iter()
-            .filter(|c| c.track == forwarded.track && now < c.last + RECENT)
-            .filter(|c| self.cap == 0 || c.bytes <= self.cap)
-            .map(|c| (c.ssrc, c.bytes))
+            .filter(|s| s.track == top.track && now < s.last + RECENT)
+            .filter(|s| self.cap == 0 || s.bytes <= self.cap)
+            .map(|s| (s.ssrc, s.bytes))
             .max_by_key(|(_, bytes)| *bytes)?;
-        (best != current && most > forwarded.bytes + forwarded.bytes / 4).then_some(best)
+        (best != current && most > top.bytes + top.bytes / 4).then_some(best)
     }
 
-    /// The video source forwarded, if any.
-    #[cfg(test)]
-    fn video(&self) -> Option<u32> {
-        self.current[1].map(|(s, _)| s)
+    /// The video layers a viewer's leg can take now.
+    pub fn layers(&self, now: Instant) -> Layers {
+        let mut layers = Layers {
+            top: self.current[1].map(|(s, _)| s),
+            ..Layers::default()
+        };
+        let Some(track) = layers.top.and_then(|top| self.track_of(top)) else {
+            return layers;
+        };
+        for s in &self.sources {
+            if s.track != track || now >= s.last + SOURCE_SILENCE {
+                continue;
+            }
+            if let Some((_, id)) = s.rid {
+                layers.named[layers.len] = (id, s.ssrc);
+                layers.len += 1;
+            }
+        }
+        layers
+    }
+
+    /// The rids of the video layers it has sent (active or not), top first.
+    pub fn rids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.sources
+            .iter()
+            .filter_map(|s| s.rid.as_ref().map(|(rid, _)| rid.as_str()))
+    }
+
+    /// The rid of source `ssrc`, if it has one.
+    pub fn rid_of(&self, ssrc: u32) -> Option<&str> {
+        let source = self.sources.iter().find(|s| s.ssrc == ssrc)?;
+        source.rid.as_ref().map(|(rid, _)| rid.as_str())
+    }
+
+    /// The video sources the publisher sends now (keyframe requests go to each).
+    pub fn video_ssrcs(&self) -> impl Iterator<Item = u32> + '_ {
+        self.sources
+            .iter()
+            .filter(|s| s.kind == RtpCodecKind::Video)
+            .map(|s| s.ssrc)
+    }
+
+    /// Every source, for `GET /api/streams`.
+    pub fn info(&self, now: Instant) -> Vec<SourceInfo> {
+        let secs = WINDOW.as_secs().max(1);
+        let mut list: Vec<SourceInfo> = self
+            .sources
+            .iter()
+            .map(|s| {
+                let video = s.kind == RtpCodecKind::Video;
+                SourceInfo {
+                    kind: if video { "video" } else { "audio" },
+                    ssrc: s.ssrc,
+                    rid: s.rid.as_ref().map(|(r, _)| r.clone()),
+                    packets_per_second: s.last_packets / secs,
+                    bits_per_second: s.last_bytes * 8 / secs,
+                    width: s.size.map(|(w, _)| w),
+                    height: s.size.map(|(_, h)| h),
+                    active: now < s.last + SOURCE_SILENCE,
+                    default: self.current[usize::from(video)].is_some_and(|(c, _)| c == s.ssrc),
+                }
+            })
+            .collect();
+        list.sort_by_key(|s| (s.kind, std::cmp::Reverse(s.bits_per_second)));
+        list
+    }
+}
+
+/// The size a packet's keyframe carries, if it starts one.
+fn keyframe_size(format: Format, payload: &[u8]) -> Option<(u32, u32)> {
+    if format == Format::Any || !format.starts_keyframe(payload) {
+        return None;
+    }
+    random_access::resolution(format, payload)
+}
+
+/// The longest rid a viewer may ask for (RFC 8851 §10 sets no length; RFC 8852's SDES item
+/// carries at most 255 bytes, and real clients use one or two characters).
+pub const MAX_RID_LEN: usize = 32;
+
+/// A rid as a viewer names it: RFC 8851 §10's `rid-id`, `1*(alpha-numeric / "-" / "_")`.
+pub fn parse_rid(rid: &str) -> Result<String, String> {
+    let valid = rid
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if rid.is_empty() || rid.len() > MAX_RID_LEN || !valid {
+        return Err(format!(
+            "a layer is a rid: 1 to {MAX_RID_LEN} letters, digits, '-' or '_' (RFC 8851)"
+        ));
+    }
+    Ok(rid.to_owned())
+}
+
+/// A rid as a number, so that a leg's choice is compared without touching strings per packet.
+pub fn rid_id(rid: &str) -> u64 {
+    super::codecs::key_id(rid)
+}
+
+/// A publisher's video layers at one instant, copied for the fan-out (no allocation).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layers {
+    /// The top layer: the default.
+    pub top: Option<u32>,
+    /// The active layers with a rid: ([`rid_id`], SSRC).
+    named: [(u64, u32); MAX_SOURCES],
+    len: usize,
+}
+
+impl Layers {
+    /// The SSRC a leg that asked for the rid `wanted` (its [`rid_id`]; none: the default)
+    /// should forward: that layer while it sends, else the top one.
+    pub fn target(&self, wanted: Option<u64>) -> Option<u32> {
+        wanted
+            .and_then(|id| {
+                self.named[..self.len]
+                    .iter()
+                    .find(|(rid, _)| *rid == id)
+                    .map(|(_, ssrc)| *ssrc)
+            })
+            .or(self.top)
+    }
+
+    /// Whether `ssrc` is one of the layers.
+    pub fn has(&self, ssrc: u32) -> bool {
+        self.top == Some(ssrc) || self.named[..self.len].iter().any(|(_, s)| *s == ssrc)
     }
 }
 
@@ -129,65 +364,86 @@ impl Sources {
 mod tests {
     use super::*;
 
-    /// Three layers of 1, 4 and 16 units a tick, for `ticks` ticks of 10 ms from `start`; the
-    /// SSRCs the video admitted at each tick.
+    /// Layers sending `bytes` a tick, for `ticks` ticks of 10 ms from `start`; the SSRCs that
+    /// were the top layer at each tick.
     fn run(sources: &mut Sources, start: Instant, ticks: u32, layers: &[(u32, usize)]) -> Vec<u32> {
-        let mut forwarded = Vec::new();
+        let mut tops = Vec::new();
         for t in 0..ticks {
             let now = start + Duration::from_millis(10 * u64::from(t));
             for &(ssrc, bytes) in layers {
                 // SSRCs 1 to 9 are layers of one track, 10 and up another's.
                 let track = if ssrc < 10 { "camera" } else { "screen" };
-                if sources.admits(RtpCodecKind::Video, track, ssrc, bytes, now) {
-                    forwarded.push(ssrc);
-                }
+                let rid = ["l", "m", "h"].get(ssrc as usize - 1).copied();
+                let payload = vec![0u8; bytes];
+                sources.admits(RtpCodecKind::Video, track, ssrc, rid, &payload, now);
+                tops.extend(sources.layers(now).top);
             }
         }
-        forwarded
+        tops
     }
 
     #[test]
-    fn the_video_source_carrying_the_most_replaces_the_first_after_a_window() {
-        let mut sources = Sources::new(0);
+    fn the_layer_carrying_the_most_becomes_the_top_one_after_a_window() {
+        let mut sources = Sources::new(0, Format::Any);
         let start = Instant::now();
         let layers = [(1, 100), (2, 400), (3, 1600)];
-        // The first layer to arrive is forwarded at once: nothing is known yet.
+        // The first layer to arrive is the top one at once: nothing is known yet.
         let first = run(&mut sources, start, 100, &layers);
         assert!(
             first.iter().all(|&s| s == 1),
-            "only layer 1 for the first second"
+            "layer 1 for the first second"
         );
-        // After one window the top layer (the most bytes) is forwarded, and stays.
+        // After one window the top layer (the most bytes) is, and stays.
         let later = run(&mut sources, start + WINDOW, 200, &layers);
-        assert!(later.iter().all(|&s| s == 3), "{:?}", &later[..5]);
-        assert_eq!(sources.video(), Some(3));
-        // The top layer stops: after its silence the next one takes over.
+        assert!(later[3..].iter().all(|&s| s == 3), "{:?}", &later[..5]);
+        let now = start + WINDOW * 3;
+        assert_eq!(sources.layers(now).target(None), Some(3));
+        // A leg that asked for `l` gets it; one that asked for a rid nobody sends gets the top.
+        assert_eq!(sources.layers(now).target(Some(rid_id("l"))), Some(1));
+        assert_eq!(sources.layers(now).target(Some(rid_id("x"))), Some(3));
+        // The top layer stops: after its silence the next one takes over, and `h` is no target.
         let after = start + WINDOW * 4;
         let rest = run(&mut sources, after, 200, &[(1, 100), (2, 400)]);
         assert!(rest.contains(&2) && !rest.contains(&3));
-        assert_eq!(sources.video(), Some(2));
+        let now = after + WINDOW * 2;
+        assert_eq!(sources.layers(now).target(Some(rid_id("h"))), Some(2));
+        let info = sources.info(now);
+        assert!(info
+            .iter()
+            .any(|s| s.rid.as_deref() == Some("h") && !s.active));
+        let m = info.iter().find(|s| s.ssrc == 2).unwrap();
+        assert!(
+            m.default && m.active && m.packets_per_second == 100,
+            "{m:?}"
+        );
+        assert_eq!(m.bits_per_second, 400 * 100 * 8);
     }
 
     #[test]
-    fn audio_keeps_its_first_source_and_similar_layers_do_not_flap() {
-        let mut sources = Sources::new(0);
+    fn every_layer_of_the_track_is_forwarded_audio_keeps_its_first_source() {
+        let mut sources = Sources::new(0, Format::Any);
         let now = Instant::now();
-        assert!(sources.admits(RtpCodecKind::Audio, "mic", 7, 100, now));
-        assert!(!sources.admits(RtpCodecKind::Audio, "mic", 8, 10_000, now));
-        // Two video sources within a quarter of each other: the first stays.
-        let forwarded = run(&mut sources, now, 500, &[(1, 100), (2, 110)]);
-        assert!(forwarded.iter().all(|&s| s == 1));
+        assert!(sources.admits(RtpCodecKind::Audio, "mic", 7, None, b"a", now));
+        assert!(!sources.admits(RtpCodecKind::Audio, "mic", 8, None, b"b", now));
+        assert!(sources.admits(RtpCodecKind::Video, "cam", 1, Some("l"), b"v", now));
+        assert!(sources.admits(RtpCodecKind::Video, "cam", 2, Some("h"), b"v", now));
+        // A second video track is not (a viewer's leg carries one track).
+        assert!(!sources.admits(RtpCodecKind::Video, "screen", 3, None, b"v", now));
+        // Two video layers within a quarter of each other: the first stays the top one.
+        let mut sources = Sources::new(0, Format::Any);
+        let tops = run(&mut sources, now, 500, &[(1, 100), (2, 110)]);
+        assert!(tops.iter().all(|&s| s == 1));
     }
 
     #[test]
-    fn another_track_a_stopped_layer_and_one_over_the_cap_are_never_chosen() {
+    fn another_track_a_stopped_layer_and_one_over_the_cap_never_become_the_top() {
         let start = Instant::now();
         // A screen track carrying far more than the camera: the camera stays.
-        let mut sources = Sources::new(0);
-        let forwarded = run(&mut sources, start, 300, &[(1, 100), (10, 5000)]);
-        assert!(forwarded.iter().all(|&s| s == 1));
+        let mut sources = Sources::new(0, Format::Any);
+        let tops = run(&mut sources, start, 300, &[(1, 100), (10, 5000)]);
+        assert!(tops.iter().all(|&s| s == 1));
         // The top layer sends for the first half of the window only, then stops: not chosen.
-        let mut sources = Sources::new(0);
+        let mut sources = Sources::new(0, Format::Any);
         run(&mut sources, start, 50, &[(1, 100), (3, 5000)]);
         run(
             &mut sources,
@@ -195,11 +451,51 @@ mod tests {
             100,
             &[(1, 100)],
         );
-        assert_eq!(sources.video(), Some(1));
+        assert_eq!(sources.layers(start + WINDOW * 2).top, Some(1));
         // A cap of 80 kb/s (10 kB a window): the 160 kB layer is not chosen, the 40 kB one is.
-        let mut sources = Sources::new(80_000);
-        let forwarded = run(&mut sources, start, 300, &[(1, 10), (2, 40), (3, 1600)]);
-        assert!(!forwarded.contains(&3));
-        assert_eq!(sources.video(), Some(2));
+        let mut sources = Sources::new(80_000, Format::Any);
+        let tops = run(&mut sources, start, 300, &[(1, 10), (2, 40), (3, 1600)]);
+        assert!(!tops.contains(&3));
+        assert_eq!(tops.last(), Some(&2));
+    }
+
+    #[test]
+    fn sources_are_bounded_and_a_new_one_replaces_only_an_inactive_one() {
+        let mut sources = Sources::new(0, Format::Any);
+        let now = Instant::now();
+        for ssrc in 0..100 {
+            sources.admits(RtpCodecKind::Video, "cam", ssrc, None, b"v", now);
+        }
+        assert_eq!(sources.info(now).len(), MAX_SOURCES);
+        // Once they are silent, new SSRCs take their places.
+        let later = now + SOURCE_SILENCE;
+        assert!(sources.admits(RtpCodecKind::Video, "cam", 500, None, b"v", later));
+        assert!(sources.info(later).iter().any(|s| s.ssrc == 500));
+        assert_eq!(sources.info(later).len(), MAX_SOURCES);
+        // Forgotten after a long silence.
+        let much_later = now + FORGET_AFTER + WINDOW * 2;
+        sources.admits(RtpCodecKind::Audio, "mic", 900, None, b"a", much_later);
+        sources.admits(
+            RtpCodecKind::Audio,
+            "mic",
+            900,
+            None,
+            b"a",
+            much_later + WINDOW,
+        );
+        assert_eq!(sources.info(much_later + WINDOW).len(), 1);
+    }
+
+    #[test]
+    fn a_layer_keyframe_carries_its_size() {
+        let mut sources = Sources::new(0, Format::Vp8);
+        let now = Instant::now();
+        let key = [
+            0x10, 0x30, 0x51, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,
+        ];
+        sources.admits(RtpCodecKind::Video, "cam", 1, Some("q"), &key, now);
+        let info = sources.info(now);
+        assert_eq!((info[0].width, info[0].height), (Some(320), Some(180)));
+        assert_eq!(info[0].rid.as_deref(), Some("q"));
     }
 }

@@ -134,6 +134,7 @@ impl MediaHandle {
             started,
             relay: true,
             remote_candidates: 0,
+            layer: None,
         });
         let shard = &self.shards[index];
         self.request(shard, |reply| super::Command::Create { session, reply })

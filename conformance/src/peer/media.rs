@@ -162,17 +162,24 @@ pub fn register(
     Ok(())
 }
 
-/// Adds the client's transceivers for `mode`: audio (unless none), then video (if any).
+/// Adds the client's transceivers for `mode`: audio (unless none), then video (if any; as
+/// simulcast layers with the rids `simulcast`, if any).
 pub fn add_tracks(
     pc: &mut RTCPeerConnection,
     mode: Mode,
     audio: AudioCodec,
     video: Option<VideoCodec>,
+    simulcast: &[&str],
 ) -> Result<(), rtc::shared::error::Error> {
     let audio = audio.rtc().map(|(c, _)| (RtpCodecKind::Audio, c));
     let video = video.map(|v| (RtpCodecKind::Video, v.rtc().0));
     for (kind, codec) in audio.into_iter().chain(video) {
-        add_transceiver(pc, mode, kind, codec)?;
+        let rids = if kind == RtpCodecKind::Video {
+            simulcast
+        } else {
+            &[]
+        };
+        add_transceiver(pc, mode, kind, codec, rids)?;
     }
     Ok(())
 }
@@ -182,6 +189,7 @@ fn add_transceiver(
     mode: Mode,
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
+    rids: &[&str],
 ) -> Result<(), rtc::shared::error::Error> {
     let name = if kind == RtpCodecKind::Video {
         "video"
@@ -193,14 +201,28 @@ fn add_transceiver(
         format!("whip-conformance-{name}"),
         format!("conformance {name}"),
         kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(rand::random()),
+        if rids.is_empty() {
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(rand::random()),
+                    ..Default::default()
+                },
+                codec,
                 ..Default::default()
-            },
-            codec,
-            ..Default::default()
-        }],
+            }]
+        } else {
+            rids.iter()
+                .map(|rid| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: (*rid).into(),
+                        ssrc: Some(rand::random()),
+                        ..Default::default()
+                    },
+                    codec: codec.clone(),
+                    ..Default::default()
+                })
+                .collect()
+        },
     );
     let init = |direction| RTCRtpTransceiverInit {
         direction,
@@ -258,6 +280,77 @@ pub fn write_packet(
             marker: kind == RtpCodecKind::Video,
             ..Default::default()
         };
+        let _ = sender.write_rtp(Instant::now(), Packet { header, payload });
+        return;
+    }
+}
+
+/// Writes one RTP packet with `payload` on simulcast layer `layer` of the client's video sender,
+/// with the mid and rid header extensions (RFC 8843 §15, RFC 8852 §3.1) that bind it to its
+/// layer where the offer signalled no SSRC.
+pub fn write_layer_packet(
+    pc: &mut RTCPeerConnection,
+    layer: usize,
+    payload: Bytes,
+    seq: u16,
+    ts: u32,
+) {
+    let transceivers: Vec<_> = pc.get_transceivers().collect();
+    for id in transceivers {
+        let Some(transceiver) = pc.rtp_transceiver(id) else {
+            continue;
+        };
+        let (Some(mid), Some(sender)) = (transceiver.mid().clone(), transceiver.sender()) else {
+            continue;
+        };
+        let Some(mut sender) = pc.rtp_sender(sender) else {
+            continue;
+        };
+        if sender.track().kind() != RtpCodecKind::Video {
+            continue;
+        }
+        let params = sender.get_parameters();
+        let Some(pt) = params.rtp_parameters.codecs.first().map(|c| c.payload_type) else {
+            return;
+        };
+        let Some(encoding) = params.encodings.get(layer) else {
+            return;
+        };
+        let (Some(ssrc), rid) = (
+            encoding.rtp_coding_parameters.ssrc,
+            encoding.rtp_coding_parameters.rid.clone(),
+        ) else {
+            return;
+        };
+        let id_of = |uri: &str| {
+            params
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|h| h.uri == uri)
+                .map(|h| h.id as u8)
+        };
+        let (mid_id, rid_id) = (
+            id_of(rtc::sdp::extmap::SDES_MID_URI),
+            id_of(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI),
+        );
+        let mut header = Header {
+            version: 2,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            marker: true,
+            extension: true,
+            extension_profile: 0xBEDE,
+            ..Default::default()
+        };
+        if let Some(id) = mid_id {
+            let _ = header.set_extension(id, Bytes::from(mid.into_bytes()));
+        }
+        if let Some(id) = rid_id {
+            let _ = header.set_extension(id, Bytes::from(rid.to_string().into_bytes()));
+        }
         let _ = sender.write_rtp(Instant::now(), Packet { header, payload });
         return;
     }
