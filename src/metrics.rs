@@ -63,13 +63,17 @@ pub enum Dropped {
     /// Refused by the WebRTC stack: SRTP or SRTCP that did not authenticate or was a replay, a
     /// new SSRC beyond a session's 64 (patched rtc-srtp), or a malformed packet.
     Rejected,
-    /// From a second source of a kind while the one forwarded is live: another simulcast layer,
-    /// or a second track (a viewer's leg carries one stream per kind).
+    /// Of a source no viewer takes: a second audio source while the first is live, a second
+    /// video track, a simulcast layer no viewer chose (a viewer's leg carries one stream per
+    /// kind).
     OtherSource,
+    /// RTP that no track of its session took (its SSRC neither signalled nor bound by mid or
+    /// rid: simulcast without the rid extension, a stream nobody negotiated; patched rtc).
+    Unbound,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 8] = [
+    const ALL: [Dropped; 9] = [
         Dropped::Unroutable,
         Dropped::RateCap,
         Dropped::CodecMismatch,
@@ -78,6 +82,7 @@ impl Dropped {
         Dropped::CheckBudget,
         Dropped::Rejected,
         Dropped::OtherSource,
+        Dropped::Unbound,
     ];
 
     fn label(self) -> &'static str {
@@ -90,6 +95,7 @@ impl Dropped {
             Dropped::CheckBudget => "check_budget",
             Dropped::Rejected => "rejected",
             Dropped::OtherSource => "other_source",
+            Dropped::Unbound => "unbound",
         }
     }
 }
@@ -223,7 +229,7 @@ pub struct LoopMetrics {
     rtp_received_bytes: Counter,
     rtp_sent: Counter,
     rtp_sent_bytes: Counter,
-    dropped: [Counter; 8],
+    dropped: [Counter; 9],
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
     tcp_closed: [Counter; 8],

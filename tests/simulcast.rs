@@ -267,3 +267,49 @@ async fn an_obs_shaped_simulcast_publisher_reaches_viewers_on_the_layer_each_cho
     let _ = sending.await;
     delete_all_and_stop(server, vec![publisher, top, low]).await;
 }
+
+#[tokio::test]
+async fn layers_nothing_binds_are_counted_not_dropped_silently() {
+    // A simulcast publisher whose packets carry no mid or rid (and whose offer no SSRC): no
+    // track takes them. Connected, but no video: the server says so.
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let bare = Options {
+        bare_layers: true,
+        ..obs()
+    };
+    let publisher = connected(&format!("{base}/whip/bare"), Mode::Send, bare).await;
+    let on = Arc::new(Mutex::new([true; 3]));
+    let sending = send_layers(&publisher, on.clone());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let unbound = loop {
+        let metrics = support::get_text(&format!("{base}/metrics")).await;
+        let count = support::metric(
+            &metrics,
+            "whip_echo_dropped_packets_total{cause=\"unbound\"}",
+        );
+        if count >= 30.0 {
+            break count;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unbound packets counted: {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let streams = get_json(&format!("{base}/api/streams")).await;
+    let publisher_info = &streams["streams"][0]["publisher"];
+    assert!(
+        publisher_info["unbound_packets"].as_u64().unwrap() >= 30,
+        "{streams}"
+    );
+    let sources = publisher_info["sources"].as_array().unwrap();
+    assert!(
+        sources.iter().all(|s| s["kind"] != "video"),
+        "no video source: {streams}"
+    );
+    println!("# {unbound} packets of unbound layers counted");
+    drop(on);
+    let _ = sending.await;
+    delete_all_and_stop(server, vec![publisher]).await;
+}

@@ -145,6 +145,9 @@ pub struct Options {
     /// `a=rid` and `a=simulcast:send`, the mid and rid header extensions, no video `a=ssrc`.
     /// Frames go out with [`SendHandle::send_layer_frame`]. Empty: no simulcast.
     pub simulcast: &'static [&'static str],
+    /// Send the simulcast layers without the mid and rid header extensions (a client whose
+    /// packets nothing binds to a layer: no server can forward them).
+    pub bare_layers: bool,
 }
 
 /// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
@@ -341,6 +344,7 @@ impl Client {
             hold_dtls: options.hold_dtls,
             miss_first_dtls: options.passive,
             layers: options.simulcast.len(),
+            bare_layers: options.bare_layers,
         };
         // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
         let video = options.video;
@@ -641,6 +645,8 @@ struct Io {
     miss_first_dtls: bool,
     /// Simulcast layers sent ([`Options::simulcast`]).
     layers: usize,
+    /// [`Options::bare_layers`].
+    bare_layers: bool,
 }
 
 async fn drive(
@@ -659,6 +665,7 @@ async fn drive(
         hold_dtls,
         miss_first_dtls,
         layers,
+        bare_layers,
     } = io;
     // Per simulcast layer: its sequence and timestamp, and whether a key frame is due.
     let mut layer_clocks: Vec<(u16, u32, bool)> = (0..layers)
@@ -766,7 +773,8 @@ async fn drive(
                     if let (Some(codec), Some((seq, ts, due))) = (video, layer_clocks.get_mut(layer)) {
                         let payload = [codec.payload_header(*due), &payload].concat().into();
                         *due = false;
-                        media::write_layer_packet(&mut pc, layer, payload, *seq, *ts);
+                        let packet = media::LayerPacket { layer, payload, seq: *seq, ts: *ts };
+                        media::write_layer_packet(&mut pc, packet, !bare_layers);
                         *seq = seq.wrapping_add(1);
                         *ts = ts.wrapping_add(3000);
                     }

@@ -202,6 +202,7 @@ impl MediaLoop {
                         codecs: conn.codecs.iter().map(|(_, c)| c.clone()).collect(),
                         uptime_seconds: now.saturating_duration_since(conn.started).as_secs_f64(),
                         sources: conn.sources.info(now),
+                        unbound_packets: conn.pc.unbound_rtp_packets(),
                     })
                 }),
                 viewers: viewers.len(),

@@ -238,7 +238,7 @@ impl MediaLoop {
             let dtls = (20..=63).contains(&packet.data[0]);
             let path = packet.path;
             let input = packet.into_tagged(now);
-            let errors = conn.pc.read_errors();
+            let (errors, unbound) = (conn.pc.read_errors(), conn.pc.unbound_rtp_packets());
             let read = shielded(|| {
                 #[cfg(feature = "fault-injection")]
                 if input.message[..] == *super::FAULT_DATAGRAM {
@@ -260,6 +260,10 @@ impl MediaLoop {
                     }
                     if refused > 0 {
                         self.config.metrics.dropped(Dropped::Rejected, refused);
+                    }
+                    let unbound = conn.pc.unbound_rtp_packets() - unbound;
+                    if unbound > 0 {
+                        self.config.metrics.dropped(Dropped::Unbound, unbound);
                     }
                 }
                 Err(panic) => {

@@ -212,6 +212,9 @@ pub struct PublisherInfo {
     pub uptime_seconds: f64,
     /// Each SSRC it sends (a simulcast publisher's layers), with its rate and picture size.
     pub sources: Vec<sources::SourceInfo>,
+    /// RTP packets of it that no track took (`dropped_packets_total{cause="unbound"}`): media
+    /// that arrives but cannot be forwarded ("connected, but no video").
+    pub unbound_packets: u64,
 }
 
 /// A session negotiated on the request's task, handed to its loop.

@@ -285,16 +285,25 @@ pub fn write_packet(
     }
 }
 
-/// Writes one RTP packet with `payload` on simulcast layer `layer` of the client's video sender,
-/// with the mid and rid header extensions (RFC 8843 §15, RFC 8852 §3.1) that bind it to its
-/// layer where the offer signalled no SSRC.
-pub fn write_layer_packet(
-    pc: &mut RTCPeerConnection,
-    layer: usize,
-    payload: Bytes,
-    seq: u16,
-    ts: u32,
-) {
+/// One RTP packet of a simulcast layer.
+pub struct LayerPacket {
+    /// The layer's index among the sender's encodings.
+    pub layer: usize,
+    pub payload: Bytes,
+    pub seq: u16,
+    pub ts: u32,
+}
+
+/// Writes `packet` on its layer of the client's video sender, with the mid and rid header
+/// extensions (RFC 8843 §15, RFC 8852 §3.1) that bind it to its layer where the offer signalled
+/// no SSRC, unless not `extensions`.
+pub fn write_layer_packet(pc: &mut RTCPeerConnection, packet: LayerPacket, extensions: bool) {
+    let LayerPacket {
+        layer,
+        payload,
+        seq,
+        ts,
+    } = packet;
     let transceivers: Vec<_> = pc.get_transceivers().collect();
     for id in transceivers {
         let Some(transceiver) = pc.rtp_transceiver(id) else {
@@ -341,14 +350,14 @@ pub fn write_layer_packet(
             timestamp: ts,
             ssrc,
             marker: true,
-            extension: true,
-            extension_profile: 0xBEDE,
+            extension: extensions,
+            extension_profile: if extensions { 0xBEDE } else { 0 },
             ..Default::default()
         };
-        if let Some(id) = mid_id {
+        if let (Some(id), true) = (mid_id, extensions) {
             let _ = header.set_extension(id, Bytes::from(mid.into_bytes()));
         }
-        if let Some(id) = rid_id {
+        if let (Some(id), true) = (rid_id, extensions) {
             let _ = header.set_extension(id, Bytes::from(rid.to_string().into_bytes()));
         }
         let _ = sender.write_rtp(Instant::now(), Packet { header, payload });

@@ -1824,6 +1824,14 @@ impl RTCPeerConnection {
         self.read_errors
     }
 
+    /// whip-echo patch: how many received RTP packets no track took (their SSRC neither
+    /// signalled nor bound by mid or rid): a simulcast offer answered without the rid header
+    /// extension, or a stream nobody negotiated. Each is dropped with a debug line only, so
+    /// without this an application could not tell "connected, but no video" from "no video".
+    pub fn unbound_rtp_packets(&self) -> u64 {
+        self.pipeline_context.endpoint_handler_context.unbound_rtp
+    }
+
     /// Returns the current configuration of this peer connection.
     ///
     /// The returned reference is to the current configuration. To modify the configuration,

@@ -27,6 +27,9 @@ pub(crate) struct EndpointHandlerContext {
     pub(crate) read_outs: VecDeque<TaggedRTCMessageInternal>,
     pub(crate) write_outs: VecDeque<TaggedRTCMessageInternal>,
     pub(crate) event_outs: VecDeque<TaggedRTCEventInternal>,
+    /// whip-echo patch: RTP packets dropped because no track took their SSRC (see
+    /// `RTCPeerConnection::unbound_rtp_packets`).
+    pub(crate) unbound_rtp: u64,
 }
 
 /// EndpointHandler implements DataChannel/Media Endpoint handling
@@ -194,6 +197,9 @@ impl<'a> EndpointHandler<'a> {
                 })),
             });
         } else {
+            // whip-echo patch: counted, so that an application can tell a peer whose media
+            // reaches no track (simulcast without the rid extension, an SSRC nobody signalled).
+            self.ctx.unbound_rtp += 1;
             debug!("drop rtp packet ssrc = {}", ssrc);
         }
         Ok(())
@@ -739,5 +745,37 @@ mod rtx_test {
             ctx.read_outs.is_empty(),
             "an RTX probe packet with no OSN should be dropped, not dispatched"
         );
+        assert_eq!(ctx.unbound_rtp, 0, "a probe is no packet of a track");
+    }
+
+    #[test]
+    fn an_rtp_packet_no_track_takes_is_counted() {
+        let (primary_ssrc, rtx_ssrc, primary_pt, rtx_pt) = (1000u32, 2000u32, 96u8, 97u8);
+        let mut transceivers = vec![rtx_receiver_transceiver(
+            primary_ssrc,
+            rtx_ssrc,
+            primary_pt,
+            rtx_pt,
+        )];
+        let mut stats = RTCStatsAccumulator::new();
+        let mut ctx = EndpointHandlerContext::default();
+        let packet = |ssrc| rtp::Packet {
+            header: rtp::Header {
+                payload_type: primary_pt,
+                ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from_static(&[1, 2, 3]),
+        };
+        {
+            let mut handler = EndpointHandler::new(&mut ctx, &mut transceivers, &mut stats);
+            for ssrc in [primary_ssrc, 4242, 4343] {
+                handler
+                    .handle_rtp_message(Instant::now(), test_transport(), packet(ssrc))
+                    .expect("handle_rtp_message");
+            }
+        }
+        assert_eq!(ctx.read_outs.len(), 1, "the track's packet is dispatched");
+        assert_eq!(ctx.unbound_rtp, 2, "the two of no track are counted");
     }
 }
