@@ -413,6 +413,36 @@ async fn requests_for_a_resource_on_the_wrong_node_reach_its_node() {
         .await
         .unwrap();
     assert_eq!(hop.status(), 404);
+    // A video viewer's layer URL too: changed on B, asked on C, both answered by A.
+    let video = Options {
+        video: Some(support::client::VideoCodec::Vp8),
+        ..Options::default()
+    };
+    let viewer = support::connected(&format!("{}/whep/layers", cl.a.base), Mode::Recv, video).await;
+    let layer = format!(
+        "{}/layer",
+        viewer
+            .resource_url
+            .strip_prefix(&cl.a.base)
+            .expect("A's resource")
+    );
+    let chosen = http
+        .post(format!("{}{layer}", cl.b.base))
+        .header("content-type", "application/json")
+        .body(r#"{"encodingId":"q"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chosen.status(), 200);
+    let state = http
+        .get(format!("{}{layer}", cl.c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(state.status(), 200);
+    let state: serde_json::Value = serde_json::from_str(&state.text().await.unwrap()).unwrap();
+    assert_eq!(state["requested"], "q", "{state}");
+    assert_eq!(viewer.delete().await, 200);
     let deleted = http
         .delete(format!("{}{path}", cl.c.base))
         .send()
