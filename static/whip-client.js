@@ -128,7 +128,9 @@ export class Session {
       this.onStep(`ICE servers: ${info.iceServers.map((s) => s.urls).join(" ")}`);
     }
     const pending = [];
-    pc.addEventListener("icecandidate", (e) => pending.push(e.candidate));
+    // Firefox ends each generation with an empty candidate before the final null: not one.
+    const real = (e) => !e.candidate || e.candidate.candidate;
+    pc.addEventListener("icecandidate", (e) => real(e) && pending.push(e.candidate));
     const offerGathered = pc.createOffer().then((offer) => pc.setLocalDescription(offer))
       .then(() => this.onStep("offer created"));
     await offerGathered;
@@ -188,7 +190,7 @@ export class Session {
       }).catch(() => this.onStep(`${label}: failed`));
     };
     if (pending.length) send(pending.splice(0));
-    this.pc.addEventListener("icecandidate", (e) => send([e.candidate]));
+    this.pc.addEventListener("icecandidate", (e) => (!e.candidate || e.candidate.candidate) && send([e.candidate]));
   }
 
   /**
