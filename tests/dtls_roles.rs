@@ -53,3 +53,46 @@ async fn a_passive_offer_is_answered_active_and_a_missed_first_flight_is_resent_
     support::echoed(&mut ffmpeg, b"after a missed first flight").await;
     support::delete_all_and_stop(server, vec![browser, ffmpeg]).await;
 }
+
+/// As DTLS server whip-echo keeps rtc-dtls's 1 s before resending its flight: the client's own
+/// resends ask again for a lost one, and a 100 ms timer would send flight 4 twice to any client
+/// farther than 100 ms away. A client that holds its second flight sees the server's first
+/// resend no sooner than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_dtls_server_a_flight_is_resent_only_after_the_default_interval() {
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let url = reqwest::Url::parse(&format!("{base}/echo/far")).unwrap();
+    let http = whip_conformance::http::Http::new(None);
+    let options = Options {
+        hold_second_flight: true,
+        ..Options::default()
+    };
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut client = support::client::Client::connect_with_options(
+        &http,
+        &url,
+        Mode::SendRecv,
+        loopback,
+        options,
+    )
+    .await
+    .unwrap();
+    assert!(
+        client.answer.contains("a=setup:passive"),
+        "{}",
+        client.answer
+    );
+    assert!(
+        client
+            .until(support::WAIT, |s| s.first_dtls_gap.is_some())
+            .await,
+        "the server resent its flight"
+    );
+    let resent = client.state().first_dtls_gap.unwrap();
+    println!("# whip-echo as DTLS server resent its unanswered flight after {resent:?}");
+    assert!(resent >= Duration::from_millis(800), "{resent:?}");
+    client.release_dtls();
+    client.wait_connected(support::WAIT).await;
+    support::delete_all_and_stop(server, vec![client]).await;
+}

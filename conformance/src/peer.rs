@@ -137,6 +137,10 @@ pub struct Options {
     /// [`Client::release_dtls`]: the server stays mid-handshake meanwhile (a test of what a
     /// server keeps for a handshake that never ends).
     pub hold_dtls: bool,
+    /// Send the first two DTLS datagrams (the ClientHello, again with the server's cookie) and
+    /// hold its next flight until [`Client::release_dtls`]: the server waits for it with its own
+    /// flight sent (a test of when a DTLS server resends).
+    pub hold_second_flight: bool,
     /// Behave as FFmpeg's WHIP muxer does: offer `a=setup:passive`, be the DTLS server whatever
     /// the answer says, and miss the server's first DTLS flight (FFmpeg starts listening for
     /// DTLS only once its own ICE check has an answer): the server's resend is what connects.
@@ -341,7 +345,13 @@ impl Client {
             socket,
             local,
             arrivals: arrivals.clone(),
-            hold_dtls: options.hold_dtls,
+            hold_dtls: if options.hold_dtls {
+                Some(1)
+            } else if options.hold_second_flight {
+                Some(2)
+            } else {
+                None
+            },
             miss_first_dtls: options.passive,
             layers: options.simulcast.len(),
             bare_layers: options.bare_layers,
@@ -640,7 +650,9 @@ struct Io {
     socket: UdpSocket,
     local: SocketAddr,
     arrivals: RtpArrivals,
-    hold_dtls: bool,
+    /// Hold the DTLS datagrams after this many ([`Options::hold_dtls`],
+    /// [`Options::hold_second_flight`]).
+    hold_dtls: Option<usize>,
     /// Drop the server's first DTLS flight ([`Options::passive`]).
     miss_first_dtls: bool,
     /// Simulcast layers sent ([`Options::simulcast`]).
@@ -674,7 +686,8 @@ async fn drive(
     // When the server's first DTLS datagram arrived.
     let mut first_dtls: Option<Instant> = None;
     // With `hold_dtls`: the DTLS datagrams held (after the first), until released.
-    let mut held: Option<Vec<(Bytes, SocketAddr)>> = hold_dtls.then(Vec::new);
+    let mut held: Option<Vec<(Bytes, SocketAddr)>> = hold_dtls.map(|_| Vec::new());
+    let hold_after = hold_dtls.unwrap_or(usize::MAX);
     let mut dtls_sent = 0usize;
     // Where the server was last sent to (raw datagrams go there).
     let mut server = None;
@@ -714,7 +727,7 @@ async fn drive(
             server = Some(out.transport.peer_addr);
             if (20..=63).contains(&out.message.first().copied().unwrap_or(0)) {
                 dtls_sent += 1;
-                if let (Some(held), true) = (held.as_mut(), dtls_sent > 1) {
+                if let (Some(held), true) = (held.as_mut(), dtls_sent > hold_after) {
                     held.push((out.message.freeze(), out.transport.peer_addr));
                     continue;
                 }

@@ -267,9 +267,12 @@ pub(super) struct PeerShape {
     pub nominates: Nominates,
 }
 
-/// When whip-echo's DTLS handshake first resends a flight that got no answer; each later resend
-/// waits twice as long (up to [`DTLS_RESEND_CEILING`]). rtc-dtls's 1 s made a client that was
-/// not listening yet for the first flight (FFmpeg) wait a second; browsers start at 50 ms.
+/// When whip-echo's DTLS handshake, as DTLS client, first resends a flight that got no answer;
+/// each later resend waits twice as long (up to [`DTLS_RESEND_CEILING`]). rtc-dtls's 1 s made a
+/// client that was not listening yet for the first flight (FFmpeg) wait a second; browsers start
+/// at 50 ms. As DTLS server whip-echo keeps rtc-dtls's 1 s: its flights answer the client's, whose
+/// own resends (browsers: from 50 ms) ask again for a lost one, and a short timer of its own would
+/// only send flight 4 twice to a client farther than 100 ms away.
 pub const DTLS_FIRST_RESEND: Duration = Duration::from_millis(100);
 /// The longest wait between two resends of a DTLS flight (RFC 6347 §4.2.4.1: 60 s). rtc-dtls
 /// resends 7 times (after 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 and 12.7 s) and gives up at its next
@@ -359,12 +362,17 @@ pub(super) fn build_peer(
     // has passed without any response.
     let disconnected = (settings.ice_timeout / 2).min(Duration::from_secs(5));
     let keepalive = (disconnected / 2).min(Duration::from_secs(2));
+    let first_resend = match dtls {
+        RTCDtlsRole::Client => DTLS_FIRST_RESEND,
+        // Zero: rtc-dtls's default interval.
+        _ => Duration::ZERO,
+    };
     let setting_engine = SettingEngineBuilder::new()
         // DTLS server (`a=setup:passive`) unless the offer is passive: the client starts the
         // handshake as soon as ICE connects, with no timer in between, and GStreamer 1.22 (RSA
         // certificate) can connect.
         .with_answering_dtls_role(dtls)
-        .with_dtls_flight_interval(DTLS_FIRST_RESEND, DTLS_RESEND_CEILING)
+        .with_dtls_flight_interval(first_resend, DTLS_RESEND_CEILING)
         // mDNS off: rtc-ice would send every packet from a peer port 5353 down its mDNS path.
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_timeouts(
