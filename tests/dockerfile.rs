@@ -55,7 +55,7 @@ fn what_it_copies_exists_and_is_in_the_build_context() {
         "Cargo.lock",
         "src",
         "static",
-        "patches",
+        "vendor",
         "crates",
         "conformance",
         "bench",

@@ -1,6 +1,6 @@
 """aiortc as a *client* of whip-echo: N sequential echo sessions, each timed from POST to
 "connected". aiortc nominates in its first connectivity check (aggressive nomination), which is the
-case rtc-ice 0.21.1 mishandled (see patches/rtc-ice/PATCH.md).
+case rtc-ice 0.21.1 mishandled (see vendor/rtc-ice/PATCH.md).
 
 Usage: aiortc_client.py BASE_URL [N]. Prints one JSON object with the timings in ms.
 """
