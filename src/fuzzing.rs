@@ -40,17 +40,17 @@ pub fn stream_name(data: &[u8]) {
 pub fn datagram(data: &[u8]) {
     if let Some(ufrag) = crate::media::stun_request_local_ufrag(data) {
         assert!(!ufrag.contains(':'));
-        let _ = crate::media::loop_of_ufrag(&ufrag);
+        let _ = crate::media::peer::IceCredentials::loop_of(&ufrag);
     }
     if let Some(&first) = data.first() {
-        let _ = crate::media::classify_first_byte(first);
+        let _ = crate::media::shared_port::classify(first);
     }
 }
 
 /// A byte stream on an ICE-TCP connection: RFC 4571 frames read one after the other, and the
 /// media loop the first one names.
 pub fn tcp_stream(data: &[u8]) {
-    let frames = crate::media::read_frames(data);
+    let frames = read_frames(data);
     let total: usize = frames.iter().map(|f| 2 + f.len()).sum();
     assert!(total <= data.len());
     if let Some(first) = frames.first() {
@@ -132,9 +132,16 @@ pub fn authorization(data: &[u8]) {
     }
 }
 
-/// A video RTP payload: does it start a keyframe, in each format whip-echo reads.
+/// A video RTP payload: does it start a keyframe, and the picture size a keyframe carries (an
+/// H.264 SPS, VP8's key frame header, VP9's scalability structure), in each format whip-echo reads.
 pub fn video_payload(data: &[u8]) {
-    crate::media::starts_keyframe_any_format(data);
+    use crate::media::random_access::{resolution, Format};
+    for format in [Format::Vp8, Format::Vp9, Format::H264, Format::Av1] {
+        format.starts_keyframe(data);
+        if let Some((width, height)) = resolution(format, data) {
+            assert!(width > 0 && height > 0);
+        }
+    }
 }
 
 /// The client IP from a proxy's header, as `--client-ip-header` reads it.
@@ -149,9 +156,40 @@ pub fn client_ip_header(data: &[u8]) {
     let _: Option<IpAddr> = ip;
 }
 
-/// RTP that rtc parses after SRTP decryption, rewritten for a viewer leg.
+/// RTP that rtc parses after SRTP decryption, rewritten for a viewer leg: the rewritten packet
+/// marshals and parses back with the leg's identity.
 pub fn rtp(data: &[u8]) {
-    crate::media::rewrite_rtp(data);
+    use rtc::shared::marshal::{Marshal, Unmarshal};
+    let mut buf = data;
+    let Ok(mut packet) = rtc::rtp::packet::Packet::unmarshal(&mut buf) else {
+        return;
+    };
+    let mut leg = crate::media::forward::Forwarder::new(42, 96, 90_000, 3000);
+    leg.rewrite(&mut packet.header, std::time::Instant::now());
+    let bytes = packet.marshal().expect("a rewritten packet marshals");
+    let back = rtc::rtp::packet::Packet::unmarshal(&mut &bytes[..]).expect("and parses back");
+    assert_eq!((back.header.ssrc, back.header.payload_type), (42, 96));
+    assert_eq!(back.payload, packet.payload);
+}
+
+/// The RFC 4571 frames of a byte stream, read as an ICE-TCP connection reads them, up to the
+/// first error.
+fn read_frames(mut data: &[u8]) -> Vec<bytes::BytesMut> {
+    use std::future::Future;
+    let mut frames = Vec::new();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        // Reading a slice never waits, so one poll finishes the read.
+        let read = std::pin::pin!(crate::media::tcp::read_frame(
+            &mut data,
+            usize::from(u16::MAX)
+        ))
+        .poll(&mut cx);
+        match read {
+            std::task::Poll::Ready(Ok(frame)) => frames.push(frame),
+            _ => return frames,
+        }
+    }
 }
 
 /// A compound RTCP packet that rtc parses after SRTCP decryption, and the NACKs in it answered.

@@ -13,21 +13,21 @@ mod conn;
 mod early_dtls;
 mod error;
 mod event_loop;
-mod forward;
+pub(crate) mod forward;
 mod keyframes;
 mod loops;
 pub(crate) mod nack;
 pub mod offer;
 mod patch;
-mod peer;
+pub(crate) mod peer;
 mod pending;
-mod random_access;
+pub(crate) mod random_access;
 mod routes;
-mod shared_port;
+pub(crate) mod shared_port;
 mod shield;
 mod socket;
 pub mod sources;
-mod tcp;
+pub(crate) mod tcp;
 mod timers;
 mod transport;
 mod transport_attrs;
@@ -60,53 +60,6 @@ pub(crate) use routes::stun_request_local_ufrag;
 #[cfg(feature = "fault-injection")]
 pub const FAULT_DATAGRAM: &[u8] = b"\x80 whip-echo fault injection: panic here";
 
-/// The media loop a local ufrag names (fuzzing entry).
-pub(crate) fn loop_of_ufrag(ufrag: &str) -> Option<usize> {
-    peer::IceCredentials::loop_of(ufrag)
-}
-
-/// What a connection on the HTTP port is, by its first byte (fuzzing entry).
-pub(crate) fn classify_first_byte(first: u8) -> shared_port::Kind {
-    shared_port::classify(first)
-}
-
-/// The RFC 4571 frames of a byte stream, read as an ICE-TCP connection reads them, up to the
-/// first error (fuzzing entry).
-pub(crate) fn read_frames(mut data: &[u8]) -> Vec<bytes::BytesMut> {
-    use std::future::Future;
-    let mut frames = Vec::new();
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        // Reading a slice never waits, so one poll finishes the read.
-        let read = std::pin::pin!(tcp::read_frame(&mut data, usize::from(u16::MAX))).poll(&mut cx);
-        match read {
-            std::task::Poll::Ready(Ok(frame)) => frames.push(frame),
-            _ => return frames,
-        }
-    }
-}
-
-/// RTP as a publisher's packet after SRTP: rtc's parser, then a viewer leg's rewrite; the
-/// rewritten packet marshals and parses back with the leg's identity (fuzzing entry).
-pub(crate) fn rewrite_rtp(data: &[u8]) {
-    use rtc::shared::marshal::{Marshal, Unmarshal};
-    let mut buf = data;
-    let Ok(mut packet) = rtc::rtp::packet::Packet::unmarshal(&mut buf) else {
-        return;
-    };
-    let mut leg = forward::Forwarder::new(42, 96, 90_000, 3000);
-    leg.rewrite(&mut packet.header, std::time::Instant::now());
-    let bytes = packet.marshal().expect("a rewritten packet marshals");
-    let back = rtc::rtp::packet::Packet::unmarshal(&mut &bytes[..]).expect("and parses back");
-    assert_eq!((back.header.ssrc, back.header.payload_type), (42, 96));
-    assert_eq!(back.payload, packet.payload);
-}
-
-/// Whether `payload` starts a keyframe, in every video format whip-echo reads (fuzzing entry).
-pub(crate) fn starts_keyframe_any_format(payload: &[u8]) -> [bool; 4] {
-    use random_access::Format;
-    [Format::Vp8, Format::Vp9, Format::H264, Format::Av1].map(|f| f.starts_keyframe(payload))
-}
 pub(crate) use tcp::{frame as rfc4571_frame, read_frame as read_rfc4571_frame};
 
 /// Queue depth between the HTTP plane and a media loop.
