@@ -1,32 +1,76 @@
 //! whip-echo: a WHIP (RFC 9725) ingest and WHEP (draft-ietf-wish-whep) egress server for audio,
 //! with a single-connection echo extension.
 //!
-//! # Layout
+//! # Module map
 //!
-//! | module       | its one job |
-//! |--------------|-------------|
-//! | [`config`]   | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main` |
-//! | [`telemetry`]| tracing subscriber set-up |
-//! | [`server`]   | `run(listener, config, shutdown)`: binds the UDP sockets, starts both planes, stops them; ends with an error if a media loop dies |
-//! | [`http`]     | the HTTP plane: `router()`, the offer extractor, CORS, one file per resource |
-//! | [`error`]    | `ApiError` and the one mapping of errors (the media plane's included) to statuses |
-//! | [`media`]    | the media plane: `MediaHandle` (negotiates on the caller's task, hands the connection over), media loops on their own threads, each owning a UDP socket and its `rtc` peer connections |
-//! | [`registry`] | session → resource id, role, stream; stream → publisher + viewers (pure bookkeeping) |
-//! | [`session`]  | loop-addressed resource ids, roles, stream names, end reasons |
-//! | [`tls`]      | the `--tls-cert`/`--tls-key` acceptor for HTTPS on the HTTP port |
-//! | [`fd_limit`] | the open-file limit raised to the hard one at start; the ICE-TCP cap derived from it |
-//! | [`rate`]     | token buckets: POSTs and PATCHes per client, ICE restarts per session |
-//! | [`cluster`]  | cluster mode: heartbeats, stream leases and fencing in Redis, 307s, forwarding, the WHEP cascade |
+//! The one map of the crate: every module with its one job (`module_map` below fails when a
+//! source file is not on it). The README's architecture section points here.
 //!
-//! Inside [`media`]: `loops` (threads and their end guard), `peer` (negotiation, per-loop
-//! certificate, loop-addressed ICE credentials), `offer` (pure offer checks), `event_loop` (the
-//! loop), `commands` (the loop's side of the HTTP commands), `conn` (one session's protocol state
-//! and legs per track), `transport` (the transport seam: `PathId`, `Inbound`, `Transports`),
-//! `tcp` (ICE-TCP on the shared port), `shared_port` (the HTTP listener that also takes
-//! ICE-TCP), `pending` (each listener's pool of connections not yet identified), `early_dtls`
-//! (DTLS held until ICE nominates), `answer` (the one text edit of rtc's answer), `routes`,
-//! `timers`, `forward`, `cap` (the session caps and ICE-TCP slots), `socket`, `error`
-//! (`MediaError`).
+//! | module | its one job |
+//! |---|---|
+//! | `config` | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main`; secret files read once |
+//! | `server` | `run(listener, config, shutdown)` and `spawn` (tests): binds, starts both planes and the cluster, stops them; an error if a media loop dies |
+//! | `telemetry` | the tracing subscriber: the non-blocking writer, the WebRTC stack's log budget, rate gates |
+//! | `metrics` | Prometheus metrics (`prometheus-client`): every counter and gauge, the text exposition |
+//! | `healthcheck` | `whip-echo healthcheck`: one `GET /readyz`, for a container's health check |
+//! | `selftest` | the start-up self-test: a loopback client over each media path (UDP, ICE-TCP, the HTTP port) |
+//! | `error` | `ApiError` and the one mapping of errors (the media plane's included) to statuses |
+//! | `auth` | who may publish and play: bearer tokens and JWTs (RFC 9725 §4.7.1) |
+//! | `rate` | token buckets: POSTs and PATCHes per client (a bounded map), ICE restarts per session |
+//! | `session` | loop-addressed (and node-tagged) resource ids, roles, stream names, end reasons |
+//! | `registry` | session → resource id, role, stream; stream → publisher + viewers (pure bookkeeping) |
+//! | `sdpfrag` | RFC 8840 SDP fragments: parse a PATCH body, build a restart's answer |
+//! | `ice_servers` | the STUN/TURN servers clients are told of (RFC 9725 §4.6 `Link`s, TURN REST credentials) |
+//! | `discover` | public-address discovery at start-up (`--stun-discover`) |
+//! | `stun_client` | whip-echo as a STUN client: the self-test's checks, discovery's Binding request |
+//! | `ports` | whether browsers will use an announced candidate (ports Chromium and Firefox refuse) |
+//! | `tls` | the `--tls-cert`/`--tls-key` acceptor (rustls) for HTTPS on the HTTP port |
+//! | `fd_limit` | the open-file limit raised to the hard one at start; the ICE-TCP cap derived from it |
+//! | `fuzzing` | the fuzz targets' entry points (`fuzz/`), also run by `tests/properties.rs` |
+//! | `http` | the HTTP plane: `router()`, translating requests into media-plane calls |
+//! | `http::endpoints` | `POST /whip`, `/whep`, `/echo` (offer in, 201 out), OPTIONS with `Link`s, placement in cluster mode |
+//! | `http::resource` | `/resource/{id}`: PATCH (trickle, ICE restart), GET, DELETE |
+//! | `http::layer` | a WHEP viewer's simulcast layer: `/resource/{id}/layer` and `?layer=` |
+//! | `http::forward` | cluster mode: a request for another node's session relayed there |
+//! | `http::sdp` | the body extractors: media type, size, UTF-8 of offers and fragments |
+//! | `http::cors` | CORS on the endpoints and resources |
+//! | `http::assets` | the embedded page, `/healthz` |
+//! | `http::ops` | `/metrics`, `/readyz`, `/api/streams`, the response counter |
+//! | `http::serve` | the HTTP connection loop (hyper): header timeout, connection caps, drain at shutdown |
+//! | `media` | the media plane's handle: `MediaHandle` (negotiates on the caller's task, hands the connection to its loop), commands, stats |
+//! | `media::loops` | one OS thread per media loop, the guard that reports a loop's end |
+//! | `media::event_loop` | the loop: bounded wake-ups, inbound packets, drive, fan-out, teardown |
+//! | `media::commands` | the loop's side of the HTTP commands: adopt, delete, layer, list; publisher takeover |
+//! | `media::conn` | one session's protocol state: link, legs per track, early DTLS hold, received media |
+//! | `media::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |
+//! | `media::offer` | pure checks of an offer (SDP, audio, direction, candidates) |
+//! | `media::transport_attrs` | the offer's ICE and DTLS attributes, checked before rtc sees them |
+//! | `media::codecs` | the codecs whip-echo forwards and the choice of one per section |
+//! | `media::answer` | the text edits of rtc's answer |
+//! | `media::patch` | PATCH on the loop: trickled candidates, ICE restarts |
+//! | `media::upstream` | cluster mode: a pull's peer connection, adopted as the stream's publisher |
+//! | `media::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
+//! | `media::forward` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
+//! | `media::keyframes` | keyframe requests (PLI/FIR) to a publisher, per layer, one per 500 ms |
+//! | `media::random_access` | where a video payload starts a keyframe, and the picture size it carries |
+//! | `media::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
+//! | `media::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
+//! | `media::routes` | which session an inbound packet belongs to (ufrag, path, proof of return routability) |
+//! | `media::transport` | the transport seam: `PathId`, `Inbound`, `Transports::send` |
+//! | `media::socket` | the shared UDP socket: batched receive with destination addresses |
+//! | `media::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |
+//! | `media::shared_port` | the HTTP listener that also takes ICE-TCP and TLS, by each connection's first byte |
+//! | `media::pending` | each listener's pool of connections not yet identified |
+//! | `media::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
+//! | `media::timers` | the loop's deadlines: one min-heap with lazy invalidation |
+//! | `media::cap` | the session caps (in all, per client, per /48, connecting) and ICE-TCP slots |
+//! | `media::shield` | a panic of the WebRTC stack ends its session alone |
+//! | `media::error` | `MediaError`, the media plane's own refusals |
+//! | `cluster` | cluster mode's handle: placement (lease or 307), pull tokens, the node of a resource id |
+//! | `cluster::store` | the Redis keys and Lua scripts, one atomic call each |
+//! | `cluster::keeper` | the one background task per node: lease renewal, fencing, heartbeat, the node table |
+//! | `cluster::edge` | the cascade: one pull per stream per node, following the lease |
+//! | `cluster::token` | pull tokens, forwarded-request marks and signed node records (HMAC-SHA256) |
 //!
 //! # Ownership
 //!
@@ -64,3 +108,50 @@ pub mod session;
 mod stun_client;
 pub mod telemetry;
 pub mod tls;
+
+#[cfg(test)]
+mod module_map {
+    use std::path::Path;
+
+    /// Every source file's module is named on the map at the top of this file.
+    #[test]
+    fn every_module_is_on_the_map() {
+        let map = include_str!("lib.rs");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut modules = Vec::new();
+        walk(&root, &root, &mut modules);
+        assert!(modules.len() > 50, "{modules:?}");
+        let missing: Vec<_> = modules
+            .iter()
+            .filter(|m| !map.contains(&format!("//! | `{m}` |")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "not on the module map in lib.rs: {missing:?}"
+        );
+    }
+
+    /// The module path of each `.rs` file under `dir` (`media/sources.rs`: `media::sources`).
+    fn walk(root: &Path, dir: &Path, modules: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(root, &path, modules);
+                continue;
+            }
+            let relative = path.strip_prefix(root).expect("under src/");
+            let mut parts: Vec<String> = relative
+                .with_extension("")
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            if parts.last().is_some_and(|p| p == "mod") {
+                parts.pop();
+            }
+            let module = parts.join("::");
+            if module != "lib" && module != "main" {
+                modules.push(module);
+            }
+        }
+    }
+}
