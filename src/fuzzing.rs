@@ -1,4 +1,4 @@
-//! Entry points for the fuzz targets (`fuzz/`) and the property tests (`tests/properties.rs`):
+//! Entry points for the fuzz targets (`fuzz/`) and the property tests (`tests/api/properties.rs`):
 //! every parser and validator that reads bytes a client or peer controls, each wrapped so that
 //! it must not panic on any input and must keep its invariants. Not an API.
 

@@ -26,7 +26,7 @@
 //! | `ports` | whether browsers will use an announced candidate (ports Chromium and Firefox refuse) |
 //! | `tls` | the `--tls-cert`/`--tls-key` acceptor (rustls) for HTTPS on the HTTP port |
 //! | `fd_limit` | the open-file limit raised to the hard one at start; the ICE-TCP cap derived from it |
-//! | `fuzzing` | the fuzz targets' entry points (`fuzz/`), also run by `tests/properties.rs` |
+//! | `fuzzing` | the fuzz targets' entry points (`fuzz/`), also run by `tests/api/properties.rs` |
 //! | `http` | the HTTP plane: `router()`, translating requests into media-plane calls |
 //! | `http::endpoints` | `POST /whip`, `/whep`, `/echo` (offer in, 201 out), OPTIONS with `Link`s, placement in cluster mode |
 //! | `http::resource` | `/resource/{id}`: PATCH (trickle, ICE restart), GET, DELETE |

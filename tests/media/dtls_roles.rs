@@ -1,7 +1,7 @@
 //! DTLS roles (RFC 8842 §5.3) and how soon a lost first flight is resent: a client that offers
 //! `a=setup:passive` and misses the server's first ClientHello, as FFmpeg's WHIP muxer does.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `--log info`), and a log pipe that is no longer read stalls neither HTTP nor a media loop
 //! (lines are dropped and counted instead).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -125,7 +125,7 @@ async fn bad_datagrams(server: &Server, server_ufrag: &str) {
 /// Five offers such as a Firefox or Chromium page without a microphone permission sends: its
 /// only candidate an mDNS name. Each session is created and deleted.
 async fn mdns_only_offers(base: &str) {
-    let offer = include_str!("data/offer.sdp").replace(
+    let offer = include_str!("../data/offer.sdp").replace(
         "127.0.0.1 50000 typ host",
         "0d6c9a64-9d9c-4a4c-8d63-bd2f3c1e8b7a.local 50000 typ host",
     );

@@ -1,7 +1,7 @@
 //! Several media loops (`--media-threads`): each on its own UDP port, a stream's sessions in one
 //! loop, resources found whichever loop holds them, one session cap across loops.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 
@@ -9,9 +9,9 @@ use support::client::{Client, Mode};
 use support::{start, wait_idle, WAIT};
 use whip_echo::config::Config;
 
-const PUBLISH: &str = include_str!("data/offer.sdp");
-const PLAY: &str = include_str!("data/recvonly-offer.sdp");
-const SENDRECV: &str = include_str!("data/pcma-first-stereo.sdp");
+const PUBLISH: &str = include_str!("../data/offer.sdp");
+const PLAY: &str = include_str!("../data/recvonly-offer.sdp");
+const SENDRECV: &str = include_str!("../data/pcma-first-stereo.sdp");
 
 fn threads(n: u16) -> Config {
     let mut config = Config::for_tests();

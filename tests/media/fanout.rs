@@ -1,6 +1,6 @@
 //! WHIP publish + WHEP play over real WebRTC connections on loopback.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

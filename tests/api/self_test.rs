@@ -1,7 +1,7 @@
 //! The start-up self-test: every media path is checked by a loopback client, and the results
 //! reach `/healthz` (text and JSON).
 
-mod support;
+use crate::support;
 
 use support::{start, wait_idle, WAIT};
 use whip_echo::config::Config;

@@ -3,7 +3,7 @@
 //! oversized request heads (431), the token checked before the body is read, and connections
 //! that say nothing (pending pools per listener, a share per client, the oldest evicted).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use whip_echo::config::Config;
 
-const OFFER: &str = include_str!("data/offer.sdp");
+const OFFER: &str = include_str!("../data/offer.sdp");
 
 /// POSTs the (sendonly) offer to `/whip/{stream}`, with `X-Forwarded-For: forwarded` if given.
 async fn post(

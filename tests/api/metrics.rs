@@ -1,7 +1,7 @@
 //! `/metrics` (Prometheus text format) and `/readyz` against a real server with a real echo
 //! session: the values move as sessions come, stream and go.
 
-mod support;
+use crate::support;
 
 use std::net::IpAddr;
 
@@ -63,7 +63,7 @@ async fn metrics_move_with_sessions_packets_and_refusals() {
     let refused = http
         .post(format!("{base}/whip/m2"))
         .header("content-type", "application/sdp")
-        .body(include_str!("data/offer.sdp"))
+        .body(include_str!("../data/offer.sdp"))
         .send()
         .await
         .unwrap();

@@ -1,6 +1,6 @@
 //! Echo round trip over a real WebRTC connection on loopback.
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

@@ -1,6 +1,6 @@
 //! HTTPS on the HTTP port (`--tls-cert`/`--tls-key`), with plain HTTP and ICE-TCP beside it.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -56,7 +56,13 @@ async fn https_and_http_share_the_port() {
     }
     // A WHIP POST over HTTPS: the whole lifecycle works there.
     let base = format!("https://127.0.0.1:{port}");
-    support::create_and_delete(&http, &base, "/whip/secure", include_str!("data/offer.sdp")).await;
+    support::create_and_delete(
+        &http,
+        &base,
+        "/whip/secure",
+        include_str!("../data/offer.sdp"),
+    )
+    .await;
     server.shutdown().await.unwrap();
 }
 

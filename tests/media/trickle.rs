@@ -1,6 +1,6 @@
 //! Trickle ICE and ICE restarts by PATCH (RFC 9725 §4.3) with real WebRTC peers on loopback.
 
-mod support;
+use crate::support;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! their POST (`?layer=`) or change it on the layer URL their 201 names (the WHEP video layer
 //! extension), switching only at the new layer's keyframe with their sequence unbroken.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

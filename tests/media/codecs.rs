@@ -2,7 +2,7 @@
 //! forwards round-trips unchanged through `/echo`, and a WHIP publisher's audio and video reach
 //! WHEP viewers on both tracks.
 
-mod support;
+use crate::support;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

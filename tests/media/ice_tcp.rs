@@ -1,7 +1,7 @@
 //! ICE-TCP on the shared port and on the HTTP port, from the outside: what a client that is not
 //! a session gets (the media path itself is proven with Chromium in `browser/`).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ async fn publish(server: &whip_echo::server::Running, stream: &str) -> reqwest::
     let created = reqwest::Client::new()
         .post(format!("{}/whip/{stream}", server.base_url()))
         .header("content-type", "application/sdp")
-        .body(include_str!("data/offer.sdp"))
+        .body(include_str!("../data/offer.sdp"))
         .send()
         .await
         .unwrap();

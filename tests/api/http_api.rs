@@ -11,12 +11,12 @@ use tower::ServiceExt;
 use whip_echo::config::{Config, PublisherConflict};
 use whip_echo::server::start_media;
 
-const OFFER: &str = include_str!("data/offer.sdp");
-const OBS_OFFER: &str = include_str!("data/obs-offer.sdp");
-const STEREO_PCMA_FIRST: &str = include_str!("data/pcma-first-stereo.sdp");
-const RECVONLY_OFFER: &str = include_str!("data/recvonly-offer.sdp");
+const OFFER: &str = include_str!("../data/offer.sdp");
+const OBS_OFFER: &str = include_str!("../data/obs-offer.sdp");
+const STEREO_PCMA_FIRST: &str = include_str!("../data/pcma-first-stereo.sdp");
+const RECVONLY_OFFER: &str = include_str!("../data/recvonly-offer.sdp");
 /// The shape GStreamer's `whepsrc` (webrtcbin 1.22) offers: recvonly audio + video, one bundle.
-const GSTREAMER_WHEP_OFFER: &str = include_str!("data/gstreamer-whep-offer.sdp");
+const GSTREAMER_WHEP_OFFER: &str = include_str!("../data/gstreamer-whep-offer.sdp");
 
 struct Api {
     router: Router,
@@ -660,7 +660,7 @@ fn es256_jwt(stream: &str, actions: &[&str], exp_in: i64) -> String {
         .unwrap()
         .as_secs() as i64;
     let claims = serde_json::json!({ "exp": now + exp_in, "stream": stream, "actions": actions });
-    let key = EncodingKey::from_ec_pem(include_bytes!("data/jwt-es256-private.pem")).unwrap();
+    let key = EncodingKey::from_ec_pem(include_bytes!("../data/jwt-es256-private.pem")).unwrap();
     encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap()
 }
 

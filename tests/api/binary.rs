@@ -1,6 +1,6 @@
 //! The real binary: the README's curl lifecycle example against it, and a clean exit on SIGTERM.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -120,7 +120,7 @@ async fn sigterm_closes_live_sessions_refuses_new_ones_and_exits_0() {
         while let Ok(r) = http
             .post(format!("{base}/whip/late"))
             .header("content-type", "application/sdp")
-            .body(include_str!("data/offer.sdp"))
+            .body(include_str!("../data/offer.sdp"))
             .send()
             .await
         {
@@ -276,7 +276,7 @@ async fn a_token_from_a_file_guards_publishing_and_stays_out_of_argv() {
         let mut request = http
             .post(format!("{}/whip/filed", server.base))
             .header("content-type", "application/sdp")
-            .body(include_str!("data/offer.sdp"));
+            .body(include_str!("../data/offer.sdp"));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

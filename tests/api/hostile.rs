@@ -2,7 +2,7 @@
 //! its 4xx with a plain-text reason (never a 5xx), nothing is left behind, and a normal echo
 //! session works afterwards.
 
-mod support;
+use crate::support;
 
 use reqwest::Method;
 use support::client::{Mode, Options};
@@ -10,7 +10,7 @@ use support::{start, wait_idle, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use whip_echo::config::Config;
 
-const OFFER: &str = include_str!("data/offer.sdp");
+const OFFER: &str = include_str!("../data/offer.sdp");
 const SDP: Option<&str> = Some("application/sdp");
 
 /// `OFFER` with `from` replaced by `to` (once).

@@ -2,7 +2,7 @@
 //! bound one, `--public-udp` announces the outside address and media flows through it; and
 //! `--stun-discover` learns the public address from a STUN server at start-up.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
