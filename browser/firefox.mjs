@@ -176,11 +176,18 @@ function harnessJs(origin, params) {
 // that dies would leave them running (and, in `unshare --net bash -c ...`, the namespace alive):
 // they go with it, at exit and at a SIGINT/SIGTERM/SIGHUP (node --test's timeout, Ctrl-C), after
 // which the signal is raised again for its usual effect.
-const live = new Set();
-process.on("exit", () => { for (const pid of live) killGroup(pid); });
+// Their temp homes (profiles) go too, best effort.
+const live = new Map();
+function killAll() {
+  for (const [pid, home] of live) {
+    killGroup(pid);
+    try { rmSync(home, { recursive: true, force: true }); } catch { /* in use: left */ }
+  }
+}
+process.on("exit", killAll);
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   process.once(signal, () => {
-    for (const pid of live) killGroup(pid);
+    killAll();
     process.kill(process.pid, signal);
   });
 }
@@ -368,7 +375,7 @@ export async function runFirefoxPage({
       ...env,
     },
   });
-  if (child.pid) live.add(child.pid);
+  if (child.pid) live.set(child.pid, home);
   // Firefox's output, less the remote-settings sync failures (a dozen blocks of console.error
   // at each start, the dummy server having nothing: noise, that would bury what matters).
   let noise = false;
@@ -409,7 +416,10 @@ export async function runFirefoxPage({
     live.delete(child.pid);
     server.closeAllConnections?.();
     server.close();
-    rmSync(home, { recursive: true, force: true, maxRetries: 3 });
+    // Never hide the page's own outcome behind a cleanup failure (a process still holding it).
+    try { rmSync(home, { recursive: true, force: true, maxRetries: 3 }); } catch (e) {
+      console.error(`# firefox profile ${home} not removed: ${e.message}`);
+    }
   }
 }
 

@@ -58,7 +58,7 @@ after(() => {
 async function run(scenario, stream, at = base, prefs = {}) {
   const t = performance.now();
   const { result, errors, timings } = await runFirefoxPage({
-    html: page, files, params: { base: at, scenario, stream }, timeoutMs: 60_000, prefs,
+    html: page, files, params: { base: at, scenario, stream }, timeoutMs: 90_000, prefs,
     handlers: { streams: async () => (await fetch(`${at}/api/streams`)).json() },
   });
   const warnings = errors.filter((e) => !e.fatal);

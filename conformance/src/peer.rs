@@ -738,8 +738,17 @@ async fn drive(
             if rtc_util::message_asks_for_keyframe(&message.message) {
                 state.send_modify(|st| st.keyframe_requests += 1);
                 keyframe_due = true;
-                for layer in &mut layer_clocks {
-                    layer.2 = true;
+                // A simulcast layer sends a key frame when a request names its SSRC.
+                if let RTCMessage::RtcpPacket(_, packets) = &message.message {
+                    let asked = rtc_util::keyframes_asked(packets);
+                    let ssrcs = media::layer_ssrcs(&mut pc);
+                    for (layer, ssrc) in ssrcs.iter().enumerate() {
+                        if let (true, Some(clock)) =
+                            (asked.contains(ssrc), layer_clocks.get_mut(layer))
+                        {
+                            clock.2 = true;
+                        }
+                    }
                 }
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {

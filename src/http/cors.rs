@@ -15,7 +15,7 @@ use super::AppState;
 const EXPOSE: &str =
     "Location, ETag, Link, Accept-Post, Accept-Patch, Retry-After, WWW-Authenticate";
 /// Request headers a script on another origin may send.
-pub(super) const ALLOW_HEADERS: &str = "Authorization, If-Match, Content-Type";
+const ALLOW_HEADERS: &str = "Authorization, If-Match, Content-Type";
 
 /// Which origins may call the API.
 #[derive(Debug, Clone)]

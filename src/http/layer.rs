@@ -23,7 +23,7 @@ use crate::session::ResourceId;
 /// The link relation of a viewer's layer URL in its 201.
 pub const LAYER_REL: &str = "urn:ietf:params:whep:ext:core:layer";
 /// Methods of a layer URL.
-const LAYER_METHODS: &str = "OPTIONS, GET, POST, DELETE";
+const LAYER_METHODS: &str = "OPTIONS, GET, HEAD, POST, DELETE";
 /// Largest layer request body: the request is a handful of short fields.
 pub const MAX_LAYER_BODY: usize = 1024;
 const APPLICATION_JSON: &str = "application/json";
@@ -66,7 +66,15 @@ impl Selection {
                     .into(),
             ));
         }
-        match self.encoding_id.as_deref().or(self.rid.as_deref()) {
+        let (encoding_id, rid) = (self.encoding_id.as_deref(), self.rid.as_deref());
+        if let (Some(a), Some(b)) = (encoding_id, rid) {
+            if a != b {
+                return Err(ApiError::BadLayer(
+                    "encodingId and rid name two layers: give one".into(),
+                ));
+            }
+        }
+        match encoding_id.or(rid) {
             None | Some("") => Ok(None),
             Some(rid) => parse_rid(rid).map(Some).map_err(ApiError::BadLayer),
         }
@@ -75,28 +83,35 @@ impl Selection {
 
 /// `POST`: chooses the layer named in the JSON body.
 pub async fn post(
-    state: State<AppState>,
+    State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
     peer: Option<Extension<PeerAddr>>,
     body: Request,
 ) -> Result<Response, ApiError> {
-    let text = text_body(body, APPLICATION_JSON, MAX_LAYER_BODY)
-        .await?
-        .map_err(|_| ApiError::BadLayer("body is not UTF-8".into()))?;
-    let selection: Selection = if text.trim().is_empty() {
-        Selection::default()
-    } else {
-        serde_json::from_str(&text)
-            .map_err(|e| ApiError::BadLayer(format!("body is not a layer request: {e}")))?
+    let resource = admit(&state, &id, &headers, peer)?;
+    let parsed = async {
+        let text = text_body(body, APPLICATION_JSON, MAX_LAYER_BODY)
+            .await?
+            .map_err(|_| ApiError::BadLayer("body is not UTF-8".into()))?;
+        let selection: Selection = if text.trim().is_empty() {
+            Selection::default()
+        } else {
+            serde_json::from_str(&text).map_err(|_| {
+                ApiError::BadLayer(
+                    "body is not a layer request: a JSON object such as {\"encodingId\": \"h\"}"
+                        .into(),
+                )
+            })?
+        };
+        Ok::<_, ApiError>((selection.layer()?, text))
     };
-    let layer = selection.layer()?;
-    serve(
-        state,
+    let (layer, text) = parsed.await.map_err(|e| refused(&state, e))?;
+    answer(
+        &state,
         Method::POST,
-        id,
-        headers,
-        peer,
+        resource,
+        &headers,
         Some(text),
         Some(layer),
     )
@@ -105,44 +120,60 @@ pub async fn post(
 
 /// `DELETE`: back to the default layer (the top one).
 pub async fn delete(
-    state: State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerAddr>>,
-) -> Result<Response, ApiError> {
-    serve(state, Method::DELETE, id, headers, peer, None, Some(None)).await
-}
-
-/// `GET`: the layers, the one asked for and the one played.
-pub async fn get(
-    state: State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    peer: Option<Extension<PeerAddr>>,
-) -> Result<Response, ApiError> {
-    serve(state, Method::GET, id, headers, peer, None, None).await
-}
-
-/// The one path of the three: rate-limited like a PATCH, forwarded to the session's node in
-/// cluster mode, then the media plane's answer as JSON.
-async fn serve(
     State(state): State<AppState>,
-    method: Method,
-    id: String,
+    Path(id): Path<String>,
     headers: HeaderMap,
     peer: Option<Extension<PeerAddr>>,
+) -> Result<Response, ApiError> {
+    let resource = admit(&state, &id, &headers, peer)?;
+    answer(&state, Method::DELETE, resource, &headers, None, Some(None)).await
+}
+
+/// `GET` (and HEAD): the layers, the one asked for and the one played.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
+) -> Result<Response, ApiError> {
+    let resource = admit(&state, &id, &headers, peer)?;
+    answer(&state, Method::GET, resource, &headers, None, None).await
+}
+
+/// A refusal, counted.
+fn refused(state: &AppState, e: ApiError) -> ApiError {
+    state.metrics.refused(&e);
+    e
+}
+
+/// The resource a request names, once its client is within the request rate (as a PATCH is;
+/// before its body is read). A request another node forwarded was counted there.
+fn admit(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
+) -> Result<ResourceId, ApiError> {
+    let resource = ResourceId::parse(id).ok_or(ApiError::NotFound("no such resource"))?;
+    if !forward::from_a_node(state, &resource, headers) {
+        state
+            .rate_limit(headers, peer)
+            .map_err(|e| refused(state, e))?;
+    }
+    Ok(resource)
+}
+
+/// The session's node's answer: relayed from there in cluster mode, else the media plane's, as
+/// JSON.
+async fn answer(
+    state: &AppState,
+    method: Method,
+    resource: ResourceId,
+    headers: &HeaderMap,
     body: Option<String>,
     change: Option<Option<String>>,
 ) -> Result<Response, ApiError> {
-    let refused = |e: ApiError| {
-        state.metrics.refused(&e);
-        e
-    };
-    let resource = ResourceId::parse(&id).ok_or(ApiError::NotFound("no such resource"))?;
-    if !forward::from_a_node(&state, &resource, &headers) {
-        state.rate_limit(&headers, peer).map_err(refused)?;
-    }
-    let forwarded = forward::elsewhere(&state, method, &resource, "/layer", &headers, body);
+    let forwarded = forward::elsewhere(state, method, &resource, "/layer", headers, body);
     if let Some(response) = forwarded.await {
         return Ok(response);
     }
@@ -151,7 +182,7 @@ async fn serve(
         .layer(resource, change)
         .await
         .map_err(ApiError::from)
-        .map_err(refused)?;
+        .map_err(|e| refused(state, e))?;
     let json = serde_json::to_string(&layer)
         .map_err(|e| ApiError::Internal(format!("layer state: {e}")))?;
     Ok((
@@ -228,6 +259,14 @@ mod tests {
             selection(r#"{"encodingId":"a b"}"#),
             Err(ApiError::BadLayer(_))
         ));
+        assert!(matches!(
+            selection(r#"{"encodingId":"h","rid":"l"}"#),
+            Err(ApiError::BadLayer(_))
+        ));
+        assert_eq!(
+            selection(r#"{"encodingId":"h","rid":"h"}"#).unwrap(),
+            Some("h".into())
+        );
         let long = format!(r#"{{"encodingId":"{}"}}"#, "x".repeat(33));
         assert!(matches!(selection(&long), Err(ApiError::BadLayer(_))));
     }

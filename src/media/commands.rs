@@ -134,8 +134,10 @@ impl MediaLoop {
             .and_then(|p| self.sessions.get(&p))
             .map(|p| &p.sources);
         if let (Some(Some(rid)), Some(sources)) = (&change, sources) {
+            // Only once the publisher has sent for a window: its layers start one by one.
             let rids: Vec<&str> = sources.rids().collect();
-            if !rids.is_empty() && !rids.contains(&rid.as_str()) {
+            let settled = sources.settled(now);
+            if settled && !rids.is_empty() && !rids.contains(&rid.as_str()) {
                 return Err(MediaError::BadLayer(format!(
                     "no layer {rid:?}: the publisher sends {}",
                     rids.join(", ")
@@ -147,11 +149,12 @@ impl MediaLoop {
             .sessions
             .get_mut(&key)
             .ok_or(MediaError::UnknownResource)?;
-        let Some(leg) = conn.legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video) else {
-            return Err(MediaError::BadLayer("this session plays no video".into()));
-        };
+        let leg = conn.legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video);
         let mut ask = None;
         if let Some(change) = change {
+            let Some(leg) = leg else {
+                return Err(MediaError::BadLayer("this session plays no video".into()));
+            };
             leg.wanted = change.map(|rid| {
                 let id = rid_id(&rid);
                 (rid, id)

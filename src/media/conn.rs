@@ -96,13 +96,16 @@ impl Leg {
         }
     }
 
-    /// Whether `packet` may go out on this leg now: any packet of the source it forwards, but a
-    /// new source's (the leg's first, a new publisher, a restarted encoder) only from a packet
-    /// that starts a keyframe, so that its viewer never decodes frames against pictures it
-    /// never had.
-    pub fn admits(&self, packet: &Packet) -> bool {
-        self.forwarder.source_ssrc() == Some(packet.header.ssrc)
+    /// What an audio leg does with a packet of the publisher's one audio source: forward it
+    /// (every audio packet is a place to start).
+    pub fn audio_step(&self, packet: &Packet) -> LayerStep {
+        if self.forwarder.source_ssrc() == Some(packet.header.ssrc)
             || self.format.starts_keyframe(&packet.payload)
+        {
+            LayerStep::Forward
+        } else {
+            LayerStep::Wait(packet.header.ssrc)
+        }
     }
 
     /// What a video leg does with a packet of one of the publisher's `layers`: the layer it
@@ -440,6 +443,73 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A VP8 video leg, and a VP8 packet of `ssrc`, a key frame or not.
+    fn vp8_leg() -> Leg {
+        Leg::new(&SendTrack {
+            sender: RTCRtpSenderId::default(),
+            kind: RtpCodecKind::Video,
+            ssrc: 42,
+            payload_type: 96,
+            clock_rate: 90_000,
+            codec: "video/VP8".into(),
+        })
+    }
+
+    fn vp8(ssrc: u32, key: bool) -> Packet {
+        Packet {
+            header: rtc::rtp::header::Header {
+                ssrc,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from(vec![0x10, u8::from(!key)]),
+        }
+    }
+
+    /// What the leg does with `packet`, forwarding it (its rewrite) when it says so.
+    fn step(leg: &mut Leg, layers: &Layers, mut packet: Packet) -> LayerStep {
+        let step = leg.layer_step(layers, &packet);
+        if step == LayerStep::Forward {
+            leg.forwarder
+                .rewrite(&mut packet.header, std::time::Instant::now());
+        }
+        step
+    }
+
+    #[test]
+    fn a_leg_switches_layers_at_a_keyframe_and_keeps_the_old_one_until_then() {
+        let (l, m, h) = (1, 2, 3);
+        let layers = Layers::of(Some(h), &[("l", l), ("m", m), ("h", h)]);
+        let mut leg = vp8_leg();
+        // Its first layer (the top one) from a key frame only; the others are not its.
+        assert_eq!(step(&mut leg, &layers, vp8(h, false)), LayerStep::Wait(h));
+        assert_eq!(step(&mut leg, &layers, vp8(l, true)), LayerStep::Other);
+        assert_eq!(step(&mut leg, &layers, vp8(h, true)), LayerStep::Forward);
+        assert_eq!(step(&mut leg, &layers, vp8(h, false)), LayerStep::Forward);
+        // Its viewer asks for `l`: `h` plays on until `l`'s key frame.
+        leg.wanted = Some(("l".into(), super::super::sources::rid_id("l")));
+        assert_eq!(step(&mut leg, &layers, vp8(l, false)), LayerStep::Wait(l));
+        assert_eq!(step(&mut leg, &layers, vp8(h, false)), LayerStep::Forward);
+        assert_eq!(step(&mut leg, &layers, vp8(m, true)), LayerStep::Other);
+        assert_eq!(step(&mut leg, &layers, vp8(l, true)), LayerStep::Forward);
+        assert_eq!(step(&mut leg, &layers, vp8(h, false)), LayerStep::Other);
+        assert_eq!(step(&mut leg, &layers, vp8(l, false)), LayerStep::Forward);
+        // `l` stops (no longer a layer): the top one again, at its key frame.
+        let without_l = Layers::of(Some(h), &[("m", m), ("h", h)]);
+        assert_eq!(
+            step(&mut leg, &without_l, vp8(h, false)),
+            LayerStep::Wait(h)
+        );
+        assert_eq!(step(&mut leg, &without_l, vp8(h, true)), LayerStep::Forward);
+        // The top one changes while the leg is on the default: the old plays until the new one's
+        // key frame.
+        leg.wanted = None;
+        let m_on_top = Layers::of(Some(m), &[("m", m), ("h", h)]);
+        assert_eq!(step(&mut leg, &m_on_top, vp8(h, false)), LayerStep::Forward);
+        assert_eq!(step(&mut leg, &m_on_top, vp8(m, false)), LayerStep::Wait(m));
+        assert_eq!(step(&mut leg, &m_on_top, vp8(m, true)), LayerStep::Forward);
+        assert_eq!(step(&mut leg, &m_on_top, vp8(h, false)), LayerStep::Other);
+    }
 
     #[test]
     fn the_kinds_of_ssrcs_are_bounded_and_the_latest_kept() {

@@ -18,6 +18,7 @@ use super::conn::{Conn, LayerStep, Link};
 use super::routes::{is_binding_request, Routes, SessionKey};
 use super::shield::shielded;
 use super::socket::UdpIo;
+use super::sources::SsrcSet;
 use super::tcp::{Claim, TcpConns, TcpEvent};
 use super::timers::Timers;
 use super::transport::{Inbound, PathId, Transports};
@@ -425,10 +426,10 @@ impl MediaLoop {
             .get(&from)
             .map(|c| c.sources.layers(now))
             .unwrap_or_default();
-        // A leg waiting for a layer's keyframe asks for one (rate-limited per publisher).
-        let mut keyframes_wanted: Vec<u32> = Vec::new();
-        // Video packets some leg took or waits for; the others (layers nobody gets) are counted.
-        let mut taken = vec![false; media.len()];
+        // The layers whose keyframe a leg waits for: one request asks for them all.
+        let mut keyframes_wanted = SsrcSet::default();
+        // The layers some video leg takes or waits for; packets of the others are counted.
+        let mut taken = SsrcSet::default();
         let mut video_legs = false;
         for target in targets {
             let Some(Conn {
@@ -442,25 +443,12 @@ impl MediaLoop {
                 continue;
             };
             let mut failed = None;
-            for (i, (kind, packet)) in media.iter().enumerate() {
+            for (kind, packet) in &media {
                 let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
                     continue;
                 };
-                if *kind == RtpCodecKind::Video {
-                    video_legs = true;
-                    match leg.layer_step(&layers, packet) {
-                        LayerStep::Other => continue,
-                        LayerStep::Wait(ssrc) => {
-                            taken[i] = true;
-                            self.config.metrics.dropped(Dropped::AwaitingKeyframe, 1);
-                            if !keyframes_wanted.contains(&ssrc) {
-                                keyframes_wanted.push(ssrc);
-                            }
-                            continue;
-                        }
-                        LayerStep::Forward => taken[i] = true,
-                    }
-                }
+                // First the codec: a leg of another codec reads the payload by rules that are
+                // not its own, and would wait (asking for keyframes) for ever.
                 if codec_of(*kind) != Some(leg.codec_id) {
                     self.config.metrics.dropped(Dropped::CodecMismatch, 1);
                     if !leg.mismatch_logged {
@@ -472,10 +460,23 @@ impl MediaLoop {
                     }
                     continue;
                 }
-                if !leg.admits(packet) {
-                    self.config.metrics.dropped(Dropped::AwaitingKeyframe, 1);
-                    keyframes_wanted.push(packet.header.ssrc);
-                    continue;
+                let step = if *kind == RtpCodecKind::Video {
+                    video_legs = true;
+                    leg.layer_step(&layers, packet)
+                } else {
+                    leg.audio_step(packet)
+                };
+                match step {
+                    LayerStep::Other => continue,
+                    LayerStep::Wait(ssrc) => {
+                        taken.insert(ssrc);
+                        if *kind == RtpCodecKind::Video {
+                            keyframes_wanted.insert(ssrc);
+                        }
+                        self.config.metrics.dropped(Dropped::AwaitingKeyframe, 1);
+                        continue;
+                    }
+                    LayerStep::Forward => taken.insert(packet.header.ssrc),
                 }
                 let mut packet = packet.clone();
                 leg.forwarder.rewrite(&mut packet.header, now);
@@ -504,15 +505,19 @@ impl MediaLoop {
         if video_legs {
             let other = media
                 .iter()
-                .zip(&taken)
-                .filter(|((kind, _), taken)| *kind == RtpCodecKind::Video && !**taken)
+                .filter(|(kind, p)| *kind == RtpCodecKind::Video && !taken.contains(p.header.ssrc))
                 .count();
             self.config
                 .metrics
                 .dropped(Dropped::OtherSource, other as u64);
         }
-        for ssrc in keyframes_wanted {
-            self.request_keyframe(from, Some(ssrc), now);
+        if !keyframes_wanted.is_empty() {
+            if let Some(conn) = self.sessions.get_mut(&from) {
+                for &ssrc in keyframes_wanted.iter() {
+                    conn.keyframes.want(Some(ssrc));
+                }
+            }
+            self.send_due_keyframe_request(from, now);
         }
     }
 

@@ -75,10 +75,13 @@ impl Keyframes {
         if self.last.is_some_and(|last| now < last + MIN_INTERVAL) {
             return Vec::new();
         }
-        let ssrcs: Vec<u32> = if self.pending_all {
-            known.collect()
+        let known: Vec<u32> = known.collect();
+        // A layer that is no longer a source is asked of no more (and holds no place).
+        self.pending.retain(|s| known.contains(s));
+        let ssrcs = if self.pending_all {
+            known
         } else {
-            known.filter(|s| self.pending.contains(s)).collect()
+            self.pending.clone()
         };
         if !ssrcs.is_empty() {
             self.pending_all = false;

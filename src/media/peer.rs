@@ -274,9 +274,10 @@ pub(super) struct PeerShape {
 /// own resends (browsers: from 50 ms) ask again for a lost one, and a short timer of its own would
 /// only send flight 4 twice to a client farther than 100 ms away.
 pub const DTLS_FIRST_RESEND: Duration = Duration::from_millis(100);
-/// The longest wait between two resends of a DTLS flight (RFC 6347 §4.2.4.1: 60 s). rtc-dtls
-/// resends 7 times (after 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 and 12.7 s) and gives up at its next
-/// timer, 25.5 s in; the session's setup deadline (`--ice-timeout`) usually comes first.
+/// The longest wait between two resends of a DTLS flight (RFC 6347 §4.2.4.1: 60 s). As DTLS
+/// client rtc-dtls resends 7 times (after 0.1, 0.3, 0.7, 1.5, 3.1, 6.3 and 12.7 s) and gives up
+/// at its next timer, 25.5 s in; as server its first resend comes after 1 s, doubling. The
+/// session's setup deadline (`--ice-timeout`) usually comes first.
 pub const DTLS_RESEND_CEILING: Duration = Duration::from_secs(60);
 
 /// The peer connection before any description: the chosen codecs, RTCP reports (and for video

@@ -52,25 +52,25 @@ impl Format {
 /// byte and its fields), then, in the first packet of a frame (S = 1, PID = 0), the VP8 payload
 /// header whose lowest bit P is 0 for a key frame (RFC 6386 §9.1).
 fn vp8(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
+    vp8_header_at(payload)
+        .and_then(|at| payload.get(at))
+        .is_some_and(|header| header & 0x01 == 0)
+}
+
+/// Where the VP8 payload header starts, in the first packet of a frame (S = 1, PID = 0).
+fn vp8_header_at(payload: &[u8]) -> Option<usize> {
+    let first = *payload.first()?;
     let start_of_partition_0 = first & 0x10 != 0 && first & 0x07 == 0;
     if !start_of_partition_0 {
-        return false;
+        return None;
     }
     let mut at = 1;
     if first & 0x80 != 0 {
-        let Some(&ext) = payload.get(1) else {
-            return false;
-        };
+        let ext = *payload.get(1)?;
         at = 2;
         if ext & 0x80 != 0 {
             // PictureID: one byte, or two when its M bit is set.
-            let Some(&pid) = payload.get(at) else {
-                return false;
-            };
-            at += if pid & 0x80 != 0 { 2 } else { 1 };
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
         }
         if ext & 0x40 != 0 {
             at += 1; // TL0PICIDX
@@ -79,7 +79,7 @@ fn vp8(payload: &[u8]) -> bool {
             at += 1; // TID / Y / KEYIDX
         }
     }
-    payload.get(at).is_some_and(|header| header & 0x01 == 0)
+    Some(at)
 }
 
 /// RFC 9628 §4.2: the payload descriptor's first byte `I P L F B E V Z`; the start of a frame
@@ -133,7 +133,11 @@ fn av1(payload: &[u8]) -> bool {
 /// AV1's sequence header is not read (none).
 pub fn resolution(format: Format, payload: &[u8]) -> Option<(u32, u32)> {
     match format {
-        Format::H264 => h264_sps(payload).and_then(|sps| sps_size(&unescape(sps))),
+        Format::H264 => h264_sps(payload).and_then(|sps| {
+            let mut rbsp = [0u8; RBSP_BYTES];
+            let len = unescape(sps, &mut rbsp);
+            sps_size(&rbsp[..len])
+        }),
         Format::Vp8 => vp8_size(payload),
         Format::Vp9 => vp9_size(payload),
         Format::Av1 | Format::Any => None,
@@ -160,20 +164,28 @@ fn h264_sps(payload: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The RBSP of a NAL unit: its header byte dropped and emulation prevention bytes (the `03` of
-/// `00 00 03`, H.264 §7.4.1) removed. An SPS is a few dozen bytes; the first 64 are enough.
-fn unescape(nal: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
+/// The bytes of an SPS read: a few dozen carry the picture size (more only with scaling lists,
+/// whose end then reads as truncated: no size).
+const RBSP_BYTES: usize = 96;
+
+/// The RBSP of a NAL unit into `out`: its header byte dropped and emulation prevention bytes
+/// (the `03` of `00 00 03`, H.264 §7.4.1) removed. Its length.
+fn unescape(nal: &[u8], out: &mut [u8; RBSP_BYTES]) -> usize {
+    let mut len = 0;
     let mut zeros = 0;
-    for &b in nal.iter().skip(1).take(64) {
+    for &b in nal.iter().skip(1) {
+        if len == out.len() {
+            break;
+        }
         if zeros >= 2 && b == 3 {
             zeros = 0;
             continue;
         }
         zeros = if b == 0 { zeros + 1 } else { 0 };
-        out.push(b);
+        out[len] = b;
+        len += 1;
     }
-    out
+    len
 }
 
 /// A big-endian bit reader with Exp-Golomb codes (H.264 §9.1).
@@ -205,9 +217,9 @@ impl Bits<'_> {
         Some((1u64 << zeros) as u32 - 1 + self.bits(zeros)?)
     }
 
-    fn se(&mut self) -> Option<i32> {
+    fn se(&mut self) -> Option<i64> {
         let k = self.ue()?;
-        let magnitude = k.div_ceil(2) as i32;
+        let magnitude = i64::from(k.div_ceil(2));
         Some(if k % 2 == 1 { magnitude } else { -magnitude })
     }
 }
@@ -285,10 +297,11 @@ fn sps_size(rbsp: &[u8]) -> Option<(u32, u32)> {
 
 /// Skips a scaling list of `size` entries (H.264 §7.3.2.1.1.1).
 fn skip_scaling_list(b: &mut Bits, size: usize) -> Option<()> {
-    let (mut last, mut next) = (8i32, 8i32);
+    let (mut last, mut next) = (8i64, 8i64);
     for _ in 0..size {
         if next != 0 {
-            next = (last + b.se()? + 256) % 256;
+            // A hostile delta is any 32-bit value: no overflow, whatever it is.
+            next = (last + b.se()?).rem_euclid(256);
         }
         if next != 0 {
             last = next;
@@ -300,14 +313,15 @@ fn skip_scaling_list(b: &mut Bits, size: usize) -> Option<()> {
 /// The width and height (14 bits each) after a VP8 key frame's start code `9d 01 2a`, behind
 /// the payload descriptor and the 3-byte frame tag.
 fn vp8_size(payload: &[u8]) -> Option<(u32, u32)> {
-    if !vp8(payload) {
+    let header = vp8_header_at(payload)?;
+    if payload.get(header)? & 0x01 != 0 {
+        return None; // an inter frame
+    }
+    // The 3-byte frame tag, then the start code (RFC 6386 §9.1).
+    if payload.get(header + 3..header + 6)? != [0x9d, 0x01, 0x2a] {
         return None;
     }
-    let at = payload
-        .windows(3)
-        .take(16)
-        .position(|w| w == [0x9d, 0x01, 0x2a])?
-        + 3;
+    let at = header + 6;
     let size = payload.get(at..at + 4)?;
     let width = u32::from(u16::from_le_bytes([size[0], size[1]]) & 0x3FFF);
     let height = u32::from(u16::from_le_bytes([size[2], size[3]]) & 0x3FFF);
@@ -447,6 +461,26 @@ mod tests {
             "an IDR slice"
         );
         assert_eq!(resolution(Format::H264, &[0x67, 0x42]), None, "truncated");
+        // High profile with a scaling matrix whose first delta_scale is 2^31 - 1: it overflowed
+        // an i32 (a panic in debug builds); now it reads on, to no size.
+        let mut bits = String::from("1"); // seq_parameter_set_id 0
+        bits += "010"; // chroma_format_idc 1
+        bits += "11"; // bit depths
+        bits += "0"; // qpprime_y_zero_transform_bypass_flag
+        bits += "1"; // seq_scaling_matrix_present_flag
+        bits += "1"; // list 0 present
+        bits += &"0".repeat(31); // se(v) of code number 2^32 - 3: 2^31 - 1
+        bits += "1";
+        bits += &"1".repeat(30);
+        bits += "0";
+        while bits.len() % 8 != 0 {
+            bits.push('0');
+        }
+        let mut hostile = vec![0x67, 100, 0, 40];
+        hostile.extend(
+            (0..bits.len() / 8).map(|i| u8::from_str_radix(&bits[i * 8..i * 8 + 8], 2).unwrap()),
+        );
+        assert_eq!(resolution(Format::H264, &hostile), None);
         // GStreamer's rtpvp8pay and rtpvp9pay, 320x180 key frames.
         let vp8 = [
             0x10, 0x30, 0x51, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xb4, 0x00,

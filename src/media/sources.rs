@@ -27,6 +27,10 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 pub const MAX_SOURCES: usize = 8;
 /// A source silent this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(10);
+/// The top layer silent this long while another layer of its track sends has paused (a browser
+/// turning it off under congestion): the layer of its track that carried the most takes over at
+/// once, so that viewers on the default do not wait out [`SOURCE_SILENCE`] with nothing.
+const TOP_PAUSE: Duration = Duration::from_millis(500);
 /// A source is the top layer's candidate at a window's end only if it sent within this of it: a
 /// layer that has just stopped (a browser turning its top layer off) is not chosen for its earlier
 /// bytes.
@@ -66,6 +70,8 @@ pub struct Sources {
     cap: u64,
     /// How its video marks keyframes and their sizes.
     video_format: Format,
+    /// When its first packet came.
+    first: Option<Instant>,
 }
 
 /// A video source as `GET /api/streams` lists it.
@@ -102,7 +108,13 @@ impl Sources {
             sources: Vec::new(),
             cap: max_bitrate / 8 * WINDOW.as_secs().max(1),
             video_format,
+            first: None,
         }
+    }
+
+    /// Whether it has sent for a whole window: every layer it sends has shown up by then.
+    pub fn settled(&self, now: Instant) -> bool {
+        self.first.is_some_and(|first| now >= first + WINDOW)
     }
 
     /// Whether a packet of `kind` from `ssrc` (with `rid`) on `track` goes to the fan-out: the
@@ -117,17 +129,19 @@ impl Sources {
         now: Instant,
     ) -> bool {
         self.tick(now);
+        self.first.get_or_insert(now);
         let video = kind == RtpCodecKind::Video;
         let known = self.count(kind, track, ssrc, rid, payload, now);
-        let slot = &mut self.current[usize::from(video)];
-        let forwarded = match slot {
-            Some((current, last)) if *current != ssrc && now < *last + SOURCE_SILENCE => {
-                let current = *current;
-                video && known && self.track_of(current) == self.track_of(ssrc)
-            }
-            _ => {
-                *slot = Some((ssrc, now));
-                true
+        let forwarded = if video {
+            known && self.choose_video(ssrc, now)
+        } else {
+            let slot = &mut self.current[0];
+            match slot {
+                Some((current, last)) if *current != ssrc && now < *last + SOURCE_SILENCE => false,
+                _ => {
+                    *slot = Some((ssrc, now));
+                    true
+                }
             }
         };
         if video && known && forwarded {
@@ -138,6 +152,57 @@ impl Sources {
             }
         }
         forwarded
+    }
+
+    /// Keeps the top video layer current with a packet of `ssrc` (known); whether the packet is
+    /// of the top layer's track. The first layer is the top one at once; a layer whose rid the
+    /// top one had replaces it (an encoder restarted under a new SSRC); when the top layer has
+    /// paused for [`TOP_PAUSE`], the layer of its track that carried the most and sends now does;
+    /// when its whole track has been silent for [`SOURCE_SILENCE`], this one's track takes over.
+    fn choose_video(&mut self, ssrc: u32, now: Instant) -> bool {
+        let Some((top, last)) = self.current[1] else {
+            self.current[1] = Some((ssrc, now));
+            return true;
+        };
+        if top == ssrc {
+            self.current[1] = Some((ssrc, now));
+            return true;
+        }
+        let (Some(top_source), Some(this)) = (self.source(top), self.source(ssrc)) else {
+            // The top one was forgotten: this one replaces it.
+            self.current[1] = Some((ssrc, now));
+            return true;
+        };
+        if top_source.track != this.track {
+            let track_sends = self
+                .sources
+                .iter()
+                .any(|s| s.track == top_source.track && now < s.last + SOURCE_SILENCE);
+            if now >= last + SOURCE_SILENCE && !track_sends {
+                self.current[1] = Some((ssrc, now));
+                return true;
+            }
+            return false;
+        }
+        let moved = this.rid.is_some()
+            && this.rid.as_ref().map(|r| r.1) == top_source.rid.as_ref().map(|r| r.1);
+        if moved {
+            self.current[1] = Some((ssrc, now));
+        } else if now >= last + TOP_PAUSE {
+            let track = top_source.track.clone();
+            let next = self
+                .sources
+                .iter()
+                .filter(|s| s.track == track && now < s.last + RECENT)
+                .max_by_key(|s| (s.last_bytes, s.bytes))
+                .map_or(ssrc, |s| s.ssrc);
+            self.current[1] = Some((next, now));
+        }
+        true
+    }
+
+    fn source(&self, ssrc: u32) -> Option<&Source> {
+        self.sources.iter().find(|s| s.ssrc == ssrc)
     }
 
     /// Ends the window if it is over: each source's counts move to its last window's, the top
@@ -241,13 +306,30 @@ impl Sources {
         let Some(track) = layers.top.and_then(|top| self.track_of(top)) else {
             return layers;
         };
+        // The active layers with a rid; a rid seen on two SSRCs (an encoder restart) names the
+        // one that sent last.
+        let mut lasts = [now; MAX_SOURCES];
         for s in &self.sources {
+            let Some((_, id)) = s.rid else {
+                continue;
+            };
             if s.track != track || now >= s.last + SOURCE_SILENCE {
                 continue;
             }
-            if let Some((_, id)) = s.rid {
-                layers.named[layers.len] = (id, s.ssrc);
-                layers.len += 1;
+            match layers.named[..layers.len]
+                .iter()
+                .position(|(r, _)| *r == id)
+            {
+                Some(i) if s.last > lasts[i] => {
+                    layers.named[i].1 = s.ssrc;
+                    lasts[i] = s.last;
+                }
+                Some(_) => {}
+                None => {
+                    layers.named[layers.len] = (id, s.ssrc);
+                    lasts[layers.len] = s.last;
+                    layers.len += 1;
+                }
             }
         }
         layers
@@ -282,20 +364,24 @@ impl Sources {
             .iter()
             .map(|s| {
                 let video = s.kind == RtpCodecKind::Video;
+                let active = now < s.last + SOURCE_SILENCE;
+                // A source that stopped shows no rate (its counts move only as packets come).
+                let rate = |n: u64| if active { n / secs } else { 0 };
                 SourceInfo {
                     kind: if video { "video" } else { "audio" },
                     ssrc: s.ssrc,
                     rid: s.rid.as_ref().map(|(r, _)| r.clone()),
-                    packets_per_second: s.last_packets / secs,
-                    bits_per_second: s.last_bytes * 8 / secs,
+                    packets_per_second: rate(s.last_packets),
+                    bits_per_second: rate(s.last_bytes * 8),
                     width: s.size.map(|(w, _)| w),
                     height: s.size.map(|(_, h)| h),
-                    active: now < s.last + SOURCE_SILENCE,
+                    active,
                     default: self.current[usize::from(video)].is_some_and(|(c, _)| c == s.ssrc),
                 }
             })
             .collect();
-        list.sort_by_key(|s| (s.kind, std::cmp::Reverse(s.bits_per_second)));
+        // Per kind, the default first, then by bitrate.
+        list.sort_by_key(|s| (s.kind, !s.default, std::cmp::Reverse(s.bits_per_second)));
         list
     }
 }
@@ -330,6 +416,38 @@ pub fn rid_id(rid: &str) -> u64 {
     super::codecs::key_id(rid)
 }
 
+/// A few SSRCs (at most [`MAX_SOURCES`]; more are not kept), without allocating.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SsrcSet {
+    ssrcs: [u32; MAX_SOURCES],
+    len: usize,
+}
+
+impl SsrcSet {
+    /// Adds `ssrc` if it is not there and there is room.
+    pub fn insert(&mut self, ssrc: u32) {
+        if !self.contains(ssrc) && self.len < MAX_SOURCES {
+            self.ssrcs[self.len] = ssrc;
+            self.len += 1;
+        }
+    }
+
+    /// Whether `ssrc` is in the set.
+    pub fn contains(&self, ssrc: u32) -> bool {
+        self.ssrcs[..self.len].contains(&ssrc)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The SSRCs in the set.
+    pub fn iter(&self) -> impl Iterator<Item = &u32> {
+        self.ssrcs[..self.len].iter()
+    }
+}
+
 /// A publisher's video layers at one instant, copied for the fan-out (no allocation).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Layers {
@@ -352,6 +470,20 @@ impl Layers {
                     .map(|(_, ssrc)| *ssrc)
             })
             .or(self.top)
+    }
+
+    /// Layers with `top` and the active `named` ones (for tests elsewhere).
+    #[cfg(test)]
+    pub(crate) fn of(top: Option<u32>, named: &[(&str, u32)]) -> Self {
+        let mut layers = Layers {
+            top,
+            ..Layers::default()
+        };
+        for (rid, ssrc) in named {
+            layers.named[layers.len] = (rid_id(rid), *ssrc);
+            layers.len += 1;
+        }
+        layers
     }
 
     /// Whether `ssrc` is one of the layers.
@@ -457,6 +589,30 @@ mod tests {
         let tops = run(&mut sources, start, 300, &[(1, 10), (2, 40), (3, 1600)]);
         assert!(!tops.contains(&3));
         assert_eq!(tops.last(), Some(&2));
+    }
+
+    #[test]
+    fn a_paused_top_layer_gives_way_at_once_and_a_moved_rid_is_followed() {
+        let mut sources = Sources::new(0, Format::Any);
+        let start = Instant::now();
+        let tops = run(&mut sources, start, 200, &[(1, 100), (2, 400), (3, 1600)]);
+        assert_eq!(tops.last(), Some(&3));
+        // The top layer pauses: the next one down takes over after TOP_PAUSE, not after the
+        // SOURCE_SILENCE of a stopped source (viewers on the default would see nothing meanwhile).
+        let after = start + Duration::from_secs(2);
+        let tops = run(&mut sources, after, 70, &[(1, 100), (2, 400)]);
+        let switched = tops.iter().position(|&s| s == 2).expect("2 takes over");
+        // Its last packet came 10 ms before `after`.
+        let at = Duration::from_millis(10 * (switched as u64 / 2) + 10);
+        assert!(
+            at >= TOP_PAUSE && at < TOP_PAUSE + Duration::from_millis(50),
+            "{at:?}"
+        );
+        // `m` comes back under a new SSRC (an encoder restart): the top follows its rid at once.
+        let now = after + Duration::from_secs(1);
+        assert!(sources.admits(RtpCodecKind::Video, "camera", 20, Some("m"), b"v", now));
+        assert_eq!(sources.layers(now).top, Some(20));
+        assert_eq!(sources.layers(now).target(Some(rid_id("m"))), Some(20));
     }
 
     #[test]

@@ -178,6 +178,13 @@ async fn an_obs_shaped_simulcast_publisher_reaches_viewers_on_the_layer_each_cho
     }
     assert_eq!(video[0]["rid"], "0", "the top layer first: {sources}");
     assert_eq!(video[0]["default"], true);
+    // Layer `1`, which no viewer takes, is counted as not forwarded.
+    let metrics = support::get_text(&format!("{base}/metrics")).await;
+    let other = support::metric(
+        &metrics,
+        "whip_echo_dropped_packets_total{cause=\"other_source\"}",
+    );
+    assert!(other > 0.0, "the untaken layer's packets are counted");
     let mut layers: Vec<_> = players
         .as_array()
         .unwrap()
@@ -200,10 +207,20 @@ async fn an_obs_shaped_simulcast_publisher_reaches_viewers_on_the_layer_each_cho
             .body(body)
             .send()
     };
+    // Layer `1` pauses first: until its key frame comes, the viewer keeps getting layer `0`.
+    on.lock().unwrap()[1] = false;
     let response = post(r#"{"mediaId":"1","encodingId":"1"}"#).await.unwrap();
     assert_eq!(response.status(), 200);
     let state: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
     assert_eq!(state["requested"], "1", "{state}");
+    for _ in 0..10 {
+        assert_eq!(
+            next_video(&mut top).await.payload[0],
+            0,
+            "the old layer plays on"
+        );
+    }
+    on.lock().unwrap()[1] = true;
     until_layer(&mut top, 1).await;
     let state = http
         .get(&layer_url)
@@ -312,4 +329,48 @@ async fn layers_nothing_binds_are_counted_not_dropped_silently() {
     drop(on);
     let _ = sending.await;
     delete_all_and_stop(server, vec![publisher]).await;
+}
+
+#[tokio::test]
+async fn a_viewer_of_another_codec_asks_for_no_keyframes() {
+    // A VP8 viewer waits for the stream; the publisher sends H.264. The viewer gets nothing (the
+    // codec mismatch is counted) and must not ask the publisher for keyframes: its leg would
+    // read H.264 by VP8's rules, never see a key frame, and ask twice a second for ever.
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let vp8 = Options {
+        video: Some(VideoCodec::Vp8),
+        ..Options::default()
+    };
+    let viewer = connected(&format!("{base}/whep/mixed"), Mode::Recv, vp8).await;
+    let h264 = Options {
+        video: Some(VideoCodec::H264),
+        ..Options::default()
+    };
+    let publisher = connected(&format!("{base}/whip/mixed"), Mode::Send, h264).await;
+    let frames = |n: usize| {
+        let sender = publisher.clone_sender();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(33));
+            for _ in 0..n {
+                sender.send_video_frame(&[0xAA; 200], false);
+                tick.tick().await;
+            }
+        }
+    };
+    frames(30).await;
+    let before = publisher.state().keyframe_requests;
+    frames(60).await;
+    let after = publisher.state().keyframe_requests;
+    let metrics = support::get_text(&format!("{base}/metrics")).await;
+    let mismatch = support::metric(
+        &metrics,
+        "whip_echo_dropped_packets_total{cause=\"codec_mismatch\"}",
+    );
+    assert!(mismatch > 0.0, "the mismatch is counted");
+    assert_eq!(
+        after, before,
+        "no keyframe requests for a viewer of another codec"
+    );
+    delete_all_and_stop(server, vec![viewer, publisher]).await;
 }

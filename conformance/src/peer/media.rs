@@ -285,6 +285,26 @@ pub fn write_packet(
     }
 }
 
+/// The SSRC of each simulcast layer of the client's video sender, in layer order.
+pub fn layer_ssrcs(pc: &mut RTCPeerConnection) -> Vec<u32> {
+    let senders: Vec<_> = pc.get_senders().collect();
+    for id in senders {
+        let Some(mut sender) = pc.rtp_sender(id) else {
+            continue;
+        };
+        if sender.track().kind() != RtpCodecKind::Video {
+            continue;
+        }
+        let params = sender.get_parameters();
+        return params
+            .encodings
+            .iter()
+            .filter_map(|e| e.rtp_coding_parameters.ssrc)
+            .collect();
+    }
+    Vec::new()
+}
+
 /// One RTP packet of a simulcast layer.
 pub struct LayerPacket {
     /// The layer's index among the sender's encodings.

@@ -37,6 +37,20 @@ pub fn asks_for_keyframe(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
     })
 }
 
+/// The media SSRCs that RTCP `packets` ask keyframes of (a PLI's media SSRC, a FIR's entries).
+pub fn keyframes_asked(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
+    let mut ssrcs = Vec::new();
+    for p in packets {
+        let any = p.as_any();
+        if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+            ssrcs.push(pli.media_ssrc);
+        } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+            ssrcs.extend(fir.fir.iter().map(|entry| entry.ssrc));
+        }
+    }
+    ssrcs
+}
+
 /// Whether a message the application read from a connection is such a request (the server's
 /// loop and the test client both ask this of every message they read).
 pub fn message_asks_for_keyframe(message: &rtc::peer_connection::message::RTCMessage) -> bool {

@@ -5,7 +5,8 @@
 
 mod keyframe_feedback;
 pub use keyframe_feedback::{
-    asks_for_keyframe, message_asks_for_keyframe, with_keyframe_feedback, KeyframeFeedback,
+    asks_for_keyframe, keyframes_asked, message_asks_for_keyframe, with_keyframe_feedback,
+    KeyframeFeedback,
 };
 
 use std::net::SocketAddr;
