@@ -14,7 +14,6 @@
 //! | `metrics` | Prometheus metrics (`prometheus-client`): every counter and gauge, the text exposition |
 //! | `healthcheck` | `whip-echo healthcheck`: one `GET /readyz`, for a container's health check |
 //! | `selftest` | the start-up self-test: a loopback client over each media path (UDP, ICE-TCP, the HTTP port) |
-//! | `error` | `ApiError` and the one mapping of errors (the media plane's included) to statuses |
 //! | `auth` | who may publish and play: bearer tokens and JWTs (RFC 9725 §4.7.1) |
 //! | `rate` | token buckets: POSTs and PATCHes per client (a bounded map), ICE restarts per session |
 //! | `session` | loop-addressed (and node-tagged) resource ids, roles, stream names, end reasons |
@@ -33,6 +32,7 @@
 //! | `http::layer` | a WHEP viewer's simulcast layer: `/resource/{id}/layer` and `?layer=` |
 //! | `http::forward` | cluster mode: a request for another node's session relayed there |
 //! | `http::sdp` | the body extractors: media type, size, UTF-8 of offers and fragments |
+//! | `http::error` | `ApiError` and the one mapping of errors (the media plane's included) to statuses |
 //! | `http::cors` | CORS on the endpoints and resources |
 //! | `http::assets` | the embedded page, `/healthz` |
 //! | `http::ops` | `/metrics`, `/readyz`, `/api/streams`, the response counter |
@@ -89,7 +89,6 @@ pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod discover;
-pub mod error;
 pub mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -184,20 +184,6 @@ impl Rejection {
             Rejection::RestartRate => "restart_rate",
         }
     }
-
-    /// Why `error` refused a request, if it is one of these refusals.
-    fn of(error: &crate::error::ApiError) -> Option<Rejection> {
-        use crate::error::ApiError;
-        Some(match error {
-            ApiError::OverCapacity => Rejection::Capacity,
-            ApiError::TooManyFromClient(_) => Rejection::PerIp,
-            ApiError::TooManyFromNetwork(_) => Rejection::PerPrefix,
-            ApiError::TooManyConnecting(_) => Rejection::ConnectingPerIp,
-            ApiError::RateLimited(_) => Rejection::Rate,
-            ApiError::RestartTooSoon(_) => Rejection::RestartRate,
-            _ => return None,
-        })
-    }
 }
 
 /// Every metric of the server; cheap to clone.
@@ -441,13 +427,6 @@ impl Metrics {
     /// A POST refused before its session existed.
     pub fn rejected(&self, why: Rejection) {
         self.0.rejected[why as usize].inc();
-    }
-
-    /// Counts `error` if it is a refusal by a session cap or a rate ([`Rejection`]).
-    pub fn refused(&self, error: &crate::error::ApiError) {
-        if let Some(why) = Rejection::of(error) {
-            self.rejected(why);
-        }
     }
 
     /// One HTTP response on `route` (the matched path pattern, e.g. `/whip/{stream}`, so that

@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+/// The media type of an SDP offer or answer (RFC 8866 §10.1), which the HTTP plane takes and a
+/// cluster node's pull sends.
+pub const APPLICATION_SDP: &str = "application/sdp";
+
 /// The capability that names one WHIP/WHEP session resource: 128 random bits, never derived from the
 /// stream name (RFC 9725 §4.2: the resource URL is how the client reaches its session, so it must not be
 /// guessable).

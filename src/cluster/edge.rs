@@ -81,7 +81,7 @@ impl Cluster {
             .0
             .http
             .post(&url)
-            .header(header::CONTENT_TYPE, crate::http::sdp::APPLICATION_SDP)
+            .header(header::CONTENT_TYPE, crate::session::APPLICATION_SDP)
             .bearer_auth(token::mint(
                 &self.0.config.secret,
                 stream.as_str(),

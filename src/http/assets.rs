@@ -85,8 +85,8 @@ pub async fn favicon() -> Response {
 }
 
 /// Any method but GET and HEAD on the page's files and `/healthz`.
-pub async fn not_allowed() -> crate::error::ApiError {
-    crate::error::ApiError::MethodNotAllowed { allow: "GET, HEAD" }
+pub async fn not_allowed() -> crate::http::error::ApiError {
+    crate::http::error::ApiError::MethodNotAllowed { allow: "GET, HEAD" }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

@@ -10,7 +10,7 @@ use axum::Extension;
 use super::sdp::{SdpOffer, APPLICATION_SDP};
 use super::{cors, AppState, PeerAddr};
 use crate::auth::Action;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::media::offer::CheckedOffer;
 use crate::session::{Role, StreamName};
 
@@ -50,7 +50,7 @@ pub async fn post_whep(
     match super::layer::from_query(query.as_deref()) {
         Ok(layer) => create(state, Role::Viewer, stream, h, peer, offer, layer).await,
         Err(e) => {
-            state.metrics.refused(&e);
+            state.refused(&e);
             e.into_response()
         }
     }
@@ -153,7 +153,7 @@ async fn create(
     }
     .await;
     if let Err(e) = &result {
-        state.metrics.refused(e);
+        state.refused(e);
     }
     result.unwrap_or_else(IntoResponse::into_response)
 }

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::session::ResourceId;
 
 /// Marks a request one node forwarded to another (its value: a MAC under the cluster secret,

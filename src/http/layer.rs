@@ -15,7 +15,7 @@ use axum::Extension;
 use super::forward;
 use super::sdp::text_body;
 use super::{cors, AppState, PeerAddr};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::media::sources::parse_rid;
 use crate::media::LayerState;
 use crate::session::ResourceId;
@@ -142,7 +142,7 @@ pub async fn get(
 
 /// A refusal, counted.
 fn refused(state: &AppState, e: ApiError) -> ApiError {
-    state.metrics.refused(&e);
+    state.refused(&e);
     e
 }
 

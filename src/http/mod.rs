@@ -4,6 +4,7 @@
 mod assets;
 pub mod cors;
 mod endpoints;
+pub mod error;
 mod forward;
 mod layer;
 mod ops;
@@ -20,7 +21,7 @@ use axum::routing::{get, MethodRouter};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::media::MediaHandle;
 
 /// Shared, read-only state of every handler.
@@ -54,6 +55,13 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Counts a refusal by a session cap or a rate (`whip_echo_sessions_rejected_total`).
+    fn refused(&self, error: &error::ApiError) {
+        if let Some(why) = error.rejection() {
+            self.metrics.rejected(why);
+        }
+    }
+
     /// `--request-rate-per-ip`: one more POST or PATCH of this request's client, or 429 with
     /// the wait. A request with no known client (the router's own tests) is not limited.
     fn rate_limit(

@@ -8,7 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The Prometheus text exposition format's media type (version 0.0.4).
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -64,7 +64,7 @@ pub async fn count_responses(
 /// Any path that is not a route: 404, counted as route `unmatched`.
 pub async fn no_route(State(state): State<AppState>) -> Response {
     state.metrics.http_response("unmatched", 404);
-    crate::error::ApiError::NotFound("no such endpoint").into_response()
+    crate::http::error::ApiError::NotFound("no such endpoint").into_response()
 }
 
 /// `GET /api/streams`: every stream with its publisher (state, codecs, uptime) and viewer

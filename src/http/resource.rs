@@ -9,7 +9,7 @@ use super::endpoints::header_value;
 use super::forward;
 use super::sdp::{SdpFragment, TRICKLE_ICE_SDPFRAG};
 use super::{cors, AppState, PeerAddr};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::media::{IcePatch, IfMatch, Patched, ResourceState};
 use crate::sdpfrag;
 use crate::session::ResourceId;
@@ -29,7 +29,7 @@ pub async fn patch(
     body: Request,
 ) -> Result<Response, ApiError> {
     let refused = |e: ApiError| {
-        state.metrics.refused(&e);
+        state.refused(&e);
         e
     };
     let resource = parse(&id)?;

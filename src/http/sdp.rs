@@ -6,13 +6,13 @@ use axum::body::Body;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap};
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// Largest accepted offer (mediamtx uses the same cap). Real offers are a few KiB.
 pub const MAX_OFFER_BYTES: usize = 128 * 1024;
 
 /// The SDP media type (RFC 9725 §4.2, RFC 8866 §8.1).
-pub const APPLICATION_SDP: &str = "application/sdp";
+pub use crate::session::APPLICATION_SDP;
 
 /// The SDP fragment media type of trickle ICE and ICE restarts (RFC 8840 §9, RFC 9725 §4.3.1).
 pub const TRICKLE_ICE_SDPFRAG: &str = "application/trickle-ice-sdpfrag";

@@ -150,6 +150,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The refusal by a session cap or a rate it is, if any (`whip_echo_sessions_rejected_total`).
+    pub fn rejection(&self) -> Option<crate::metrics::Rejection> {
+        use crate::metrics::Rejection;
+        Some(match self {
+            ApiError::OverCapacity => Rejection::Capacity,
+            ApiError::TooManyFromClient(_) => Rejection::PerIp,
+            ApiError::TooManyFromNetwork(_) => Rejection::PerPrefix,
+            ApiError::TooManyConnecting(_) => Rejection::ConnectingPerIp,
+            ApiError::RateLimited(_) => Rejection::Rate,
+            ApiError::RestartTooSoon(_) => Rejection::RestartRate,
+            _ => return None,
+        })
+    }
+}
+
 impl From<MediaError> for ApiError {
     /// The media plane's refusals as the API reports them.
     fn from(e: MediaError) -> Self {
