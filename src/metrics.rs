@@ -14,7 +14,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::media::Stats;
 use crate::session::EndReason;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -186,6 +185,109 @@ impl Rejection {
     }
 }
 
+/// Why a requested packet was not resent (in the order of [`Refused::ALL`], which indexes the
+/// counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Named again in the same compound packet.
+    Duplicate,
+    /// Resent less than max(RTT, 100 ms) ago.
+    TooSoon,
+    /// Already resent `MAX_RESENDS` (media::nack) times.
+    Exhausted,
+    /// Not in the history (never sent on this leg, or too old).
+    Unknown,
+    /// Named by an FCI beyond `MAX_FCIS` (media::nack) in one compound packet.
+    TooMany,
+    /// The leg's resend budget was spent.
+    Budget,
+}
+
+impl Refused {
+    const ALL: [Refused; 6] = [
+        Refused::Duplicate,
+        Refused::TooSoon,
+        Refused::Exhausted,
+        Refused::Unknown,
+        Refused::TooMany,
+        Refused::Budget,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::Duplicate => "duplicate",
+            Refused::TooSoon => "too_soon",
+            Refused::Exhausted => "exhausted",
+            Refused::Unknown => "unknown",
+            Refused::TooMany => "too_many",
+            Refused::Budget => "budget",
+        }
+    }
+}
+
+/// The responders' counters: packets resent, and requests refused by cause.
+#[derive(Clone, Default)]
+pub struct NackMetrics {
+    pub(crate) resent: Counter,
+    pub(crate) refused: [Counter; 6],
+}
+
+impl std::fmt::Debug for NackMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NackMetrics")
+    }
+}
+
+impl NackMetrics {
+    /// Counters registered in `registry` (`nack_resent_packets`, `nack_refused_packets{cause}`).
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let resent = Counter::default();
+        registry.register(
+            "nack_resent_packets",
+            "RTP packets resent to receivers that asked by NACK",
+            resent.clone(),
+        );
+        let refused = cause_counters(
+            registry,
+            "nack_refused_packets",
+            "Packets asked for by NACK and not resent, by cause",
+            Refused::ALL.map(Refused::label),
+        );
+        NackMetrics { resent, refused }
+    }
+
+    pub(crate) fn refused(&self, why: Refused, n: u64) {
+        if n > 0 {
+            self.refused[why as usize].inc_by(n);
+        }
+    }
+}
+
+/// The gauges a scrape sets: what the media loops and the cluster hold at that moment.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Live sessions by role (publisher, viewer, echo) and link (connecting, connected,
+    /// disconnected).
+    pub sessions: [[usize; 3]; 3],
+    /// Streams with a publisher or a viewer.
+    pub streams: usize,
+    /// Cluster mode's.
+    pub cluster: Option<ClusterGauges>,
+}
+
+/// Cluster mode's gauges.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterGauges {
+    /// Streams this node holds the lease of.
+    pub leases: usize,
+    /// Streams this node pulls from their holders.
+    pub pulls: usize,
+    /// Whether Redis answered lately.
+    pub redis_up: bool,
+    /// Redis errors so far.
+    pub redis_errors: u64,
+}
+
 /// Every metric of the server; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -222,7 +324,7 @@ pub struct LoopMetrics {
     tcp_pending: Family<ListenerLabel, Gauge>,
     ice_tcp_open: Gauge,
     candidates_ignored: Counter,
-    nack: crate::media::NackMetrics,
+    nack: NackMetrics,
 }
 
 /// Raises `counter` to `total`, a count kept elsewhere (read at each scrape).
@@ -324,7 +426,7 @@ impl Metrics {
             "Remote candidates of offers and trickles not taken: over a session's cap, at an \
              unspecified, multicast, broadcast or the server's own address, or an mDNS name",
         );
-        let nack = crate::media::NackMetrics::register(&mut registry);
+        let nack = NackMetrics::register(&mut registry);
         let ice_tcp_open = Gauge::default();
         registry.register(
             "ice_tcp_connections",
@@ -441,14 +543,15 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with the gauges set from the loops' latest statistics.
-    pub fn encode(&self, stats: &Stats, cluster: Option<&crate::cluster::ClusterView>) -> String {
+    /// The text exposition, with the gauges set to `gauges` (the loops' and the cluster's state
+    /// at this scrape).
+    pub fn encode(&self, gauges: &Gauges) -> String {
         let _one = self.0.scrape.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(view) = cluster {
+        if let Some(view) = &gauges.cluster {
             let [leases, pulls, up] = &self.0.cluster;
-            leases.set(view.holds.len() as i64);
-            pulls.set(view.pulls.len() as i64);
-            up.set(i64::from(view.redis_ok));
+            leases.set(view.leases as i64);
+            pulls.set(view.pulls as i64);
+            up.set(i64::from(view.redis_up));
             catch_up(&self.0.redis_errors, view.redis_errors);
         }
         catch_up(&self.0.log_lines_dropped, crate::telemetry::dropped_lines());
@@ -460,14 +563,14 @@ impl Metrics {
         let states = [("connecting", 0), ("connected", 1), ("disconnected", 2)];
         for (role, r) in roles {
             for (state, s) in states {
-                let n = stats.by_role[r][s];
+                let n = gauges.sessions[r][s];
                 self.0
                     .sessions
                     .get_or_create(&SessionLabels { role, state })
                     .set(n as i64);
             }
         }
-        self.0.streams.set(stats.streams as i64);
+        self.0.streams.set(gauges.streams as i64);
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.0.registry);
@@ -520,7 +623,7 @@ impl LoopMetrics {
     }
 
     /// The NACK responders' counters.
-    pub fn nack(&self) -> crate::media::NackMetrics {
+    pub fn nack(&self) -> NackMetrics {
         self.nack.clone()
     }
 

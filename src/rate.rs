@@ -61,7 +61,22 @@ impl TokenBucket {
 /// than this cannot make the map grow).
 const MAX_CLIENTS: usize = 65_536;
 
-/// A token bucket per client, keyed by `media::client_key`.
+/// Whom a client IP counts as: an IPv4 client seen on a dual-stack socket is the same client as
+/// over IPv4, and an IPv6 client is its /64 (one subscriber's prefix: anyone with one has 2^64
+/// addresses to pick from). Every per-client limit keys by it (rates, session caps, pending
+/// connections, HTTP connections).
+pub(crate) fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// A token bucket per client, keyed by [`client_key`].
 #[derive(Debug)]
 pub struct PerClientRate {
     per_second: f64,
@@ -84,7 +99,7 @@ impl PerClientRate {
 
     /// One event of `client` at `now`: `Err` with the wait until the next is allowed.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let key = crate::media::client_key(client);
+        let key = client_key(client);
         let (per_second, burst) = (self.per_second, self.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if !buckets.contains_key(&key) && buckets.len() >= self.max_clients {

@@ -7,6 +7,10 @@ use std::fmt;
 /// cluster node's pull sends.
 pub const APPLICATION_SDP: &str = "application/sdp";
 
+/// The media type of an SDP fragment (RFC 8840 §9): trickle ICE and ICE restarts by PATCH
+/// (RFC 9725 §4.3.1).
+pub const TRICKLE_ICE_SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
 /// The capability that names one WHIP/WHEP session resource: 128 random bits, never derived from the
 /// stream name (RFC 9725 §4.2: the resource URL is how the client reaches its session, so it must not be
 /// guessable).

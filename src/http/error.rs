@@ -286,7 +286,7 @@ impl IntoResponse for ApiError {
             }
             // RFC 5789 §2.2: a 415 to a PATCH says which patch documents are taken.
             ApiError::UnsupportedMediaType(expected)
-                if expected == crate::http::sdp::TRICKLE_ICE_SDPFRAG =>
+                if expected == crate::session::TRICKLE_ICE_SDPFRAG =>
             {
                 headers.insert("accept-patch", HeaderValue::from_static(expected));
             }

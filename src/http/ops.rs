@@ -17,7 +17,17 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.media.stats().borrow();
     let cluster = state.cluster.as_ref().map(crate::cluster::Cluster::view);
-    let body = state.metrics.encode(&stats, cluster.as_ref());
+    let gauges = crate::metrics::Gauges {
+        sessions: stats.by_role,
+        streams: stats.streams,
+        cluster: cluster.map(|view| crate::metrics::ClusterGauges {
+            leases: view.holds.len(),
+            pulls: view.pulls.len(),
+            redis_up: view.redis_ok,
+            redis_errors: view.redis_errors,
+        }),
+    };
+    let body = state.metrics.encode(&gauges);
     ([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], body).into_response()
 }
 

@@ -15,7 +15,7 @@ pub const MAX_OFFER_BYTES: usize = 128 * 1024;
 pub use crate::session::APPLICATION_SDP;
 
 /// The SDP fragment media type of trickle ICE and ICE restarts (RFC 8840 §9, RFC 9725 §4.3.1).
-pub const TRICKLE_ICE_SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+pub use crate::session::TRICKLE_ICE_SDPFRAG;
 
 /// Largest accepted SDP fragment: a burst of trickled candidates is well under 4 KiB.
 pub const MAX_FRAG_BYTES: usize = 16 * 1024;

@@ -68,7 +68,7 @@ where
             }
             accepted = listener.accept() => accepted,
         };
-        let ip = crate::media::client_key(peer.ip());
+        let ip = crate::rate::client_key(peer.ip());
         let over_ip = !per_ip.try_take(ip, limits.max_connections_per_ip);
         let slot = if over_ip {
             None

@@ -330,18 +330,7 @@ fn prefix_key(ip: IpAddr) -> Option<IpAddr> {
     }
 }
 
-/// Whom a client IP counts as: an IPv4 client seen on a dual-stack socket is the same client as
-/// over IPv4, and an IPv6 client is its /64 (one subscriber's prefix: anyone with one has 2^64
-/// addresses to pick from).
-pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
-        }
-        v4 => v4,
-    }
-}
+pub(crate) use crate::rate::client_key;
 
 /// How many of something (live sessions, open HTTP connections) each client holds, by
 /// [`client_key`]; only clients holding at least one are kept. One owner each: the session cap

@@ -33,7 +33,7 @@ mod transport;
 mod transport_attrs;
 mod upstream;
 
-pub(crate) use nack::NackMetrics;
+pub(crate) use crate::metrics::NackMetrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,7 +52,7 @@ pub use socket::local_ips;
 pub use tcp::TcpLimits;
 pub use upstream::PendingPull;
 
-pub(crate) use cap::{client_key, PerClient};
+pub(crate) use cap::PerClient;
 pub(crate) use routes::stun_request_local_ufrag;
 
 /// Test builds only (feature `fault-injection`): a datagram with these bytes makes the media loop

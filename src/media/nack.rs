@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
+use crate::metrics::{NackMetrics, Refused};
 use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
 };
@@ -53,84 +53,6 @@ pub const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(100);
 pub const RESEND_BYTES_PER_SECOND: u32 = 250_000;
 /// Sender reports of a leg remembered, to find the one a reception report answers.
 const SENDER_REPORTS: usize = 4;
-
-/// Why a requested packet was not resent (in the order of [`Refused::ALL`], which indexes the
-/// counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// Named again in the same compound packet.
-    Duplicate,
-    /// Resent less than max(RTT, 100 ms) ago.
-    TooSoon,
-    /// Already resent [`MAX_RESENDS`] times.
-    Exhausted,
-    /// Not in the history (never sent on this leg, or too old).
-    Unknown,
-    /// Named by an FCI beyond [`MAX_FCIS`] in one compound packet.
-    TooMany,
-    /// The leg's resend budget was spent.
-    Budget,
-}
-
-impl Refused {
-    const ALL: [Refused; 6] = [
-        Refused::Duplicate,
-        Refused::TooSoon,
-        Refused::Exhausted,
-        Refused::Unknown,
-        Refused::TooMany,
-        Refused::Budget,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Refused::Duplicate => "duplicate",
-            Refused::TooSoon => "too_soon",
-            Refused::Exhausted => "exhausted",
-            Refused::Unknown => "unknown",
-            Refused::TooMany => "too_many",
-            Refused::Budget => "budget",
-        }
-    }
-}
-
-/// The responders' counters: packets resent, and requests refused by cause.
-#[derive(Clone, Default)]
-pub struct NackMetrics {
-    resent: Counter,
-    refused: [Counter; 6],
-}
-
-impl std::fmt::Debug for NackMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NackMetrics")
-    }
-}
-
-impl NackMetrics {
-    /// Counters registered in `registry` (`nack_resent_packets`, `nack_refused_packets{cause}`).
-    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
-        let resent = Counter::default();
-        registry.register(
-            "nack_resent_packets",
-            "RTP packets resent to receivers that asked by NACK",
-            resent.clone(),
-        );
-        let refused = crate::metrics::cause_counters(
-            registry,
-            "nack_refused_packets",
-            "Packets asked for by NACK and not resent, by cause",
-            Refused::ALL.map(Refused::label),
-        );
-        NackMetrics { resent, refused }
-    }
-
-    fn refused(&self, why: Refused, n: u64) {
-        if n > 0 {
-            self.refused[why as usize].inc_by(n);
-        }
-    }
-}
 
 /// A packet sent on a leg, with its resend state.
 struct Sent {
