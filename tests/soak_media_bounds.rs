@@ -161,22 +161,12 @@ async fn a_handshake_that_never_ends_cannot_queue_records_without_bound() {
     let _serial = SERIAL.lock().await;
     let server = start(Config::for_tests()).await;
     let base = server.base_url();
-    let url = reqwest::Url::parse(&format!("{base}/echo/dtls")).unwrap();
-    let http = whip_conformance::http::Http::new(None);
     let options = Options {
         hold_dtls: true,
         ..Options::default()
     };
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
-    let mut client = support::client::Client::connect_with_options(
-        &http,
-        &url,
-        Mode::SendRecv,
-        loopback,
-        options,
-    )
-    .await
-    .unwrap();
+    let mut client =
+        support::connecting(&format!("{base}/echo/dtls"), Mode::SendRecv, options).await;
     // The server answered the ClientHello: ICE selected the pair, its DTLS server is mid-way.
     assert!(client.until(WAIT, |s| s.dtls_from_server).await);
     let before = support::rss_kib();

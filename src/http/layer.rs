@@ -89,7 +89,7 @@ pub async fn post(
     peer: Option<Extension<PeerAddr>>,
     body: Request,
 ) -> Result<Response, ApiError> {
-    let resource = admit(&state, &id, &headers, peer)?;
+    let resource = super::admit(&state, &id, &headers, peer)?;
     let parsed = async {
         let text = text_body(body, APPLICATION_JSON, MAX_LAYER_BODY)
             .await?
@@ -106,7 +106,7 @@ pub async fn post(
         };
         Ok::<_, ApiError>((selection.layer()?, text))
     };
-    let (layer, text) = parsed.await.map_err(|e| refused(&state, e))?;
+    let (layer, text) = parsed.await.map_err(|e| state.refused_as(e))?;
     answer(
         &state,
         Method::POST,
@@ -125,7 +125,7 @@ pub async fn delete(
     headers: HeaderMap,
     peer: Option<Extension<PeerAddr>>,
 ) -> Result<Response, ApiError> {
-    let resource = admit(&state, &id, &headers, peer)?;
+    let resource = super::admit(&state, &id, &headers, peer)?;
     answer(&state, Method::DELETE, resource, &headers, None, Some(None)).await
 }
 
@@ -136,31 +136,8 @@ pub async fn get(
     headers: HeaderMap,
     peer: Option<Extension<PeerAddr>>,
 ) -> Result<Response, ApiError> {
-    let resource = admit(&state, &id, &headers, peer)?;
+    let resource = super::admit(&state, &id, &headers, peer)?;
     answer(&state, Method::GET, resource, &headers, None, None).await
-}
-
-/// A refusal, counted.
-fn refused(state: &AppState, e: ApiError) -> ApiError {
-    state.refused(&e);
-    e
-}
-
-/// The resource a request names, once its client is within the request rate (as a PATCH is;
-/// before its body is read). A request another node forwarded was counted there.
-fn admit(
-    state: &AppState,
-    id: &str,
-    headers: &HeaderMap,
-    peer: Option<Extension<PeerAddr>>,
-) -> Result<ResourceId, ApiError> {
-    let resource = ResourceId::parse(id).ok_or(ApiError::NotFound("no such resource"))?;
-    if !forward::from_a_node(state, &resource, headers) {
-        state
-            .rate_limit(headers, peer)
-            .map_err(|e| refused(state, e))?;
-    }
-    Ok(resource)
 }
 
 /// The session's node's answer: relayed from there in cluster mode, else the media plane's, as
@@ -182,7 +159,7 @@ async fn answer(
         .layer(resource, change)
         .await
         .map_err(ApiError::from)
-        .map_err(|e| refused(state, e))?;
+        .map_err(|e| state.refused_as(e))?;
     let json = serde_json::to_string(&layer)
         .map_err(|e| ApiError::Internal(format!("layer state: {e}")))?;
     Ok((

@@ -62,6 +62,12 @@ impl AppState {
         }
     }
 
+    /// [`AppState::refused`], handing the error back.
+    fn refused_as(&self, error: error::ApiError) -> error::ApiError {
+        self.refused(&error);
+        error
+    }
+
     /// `--request-rate-per-ip`: one more POST or PATCH of this request's client, or 429 with
     /// the wait. A request with no known client (the router's own tests) is not limited.
     fn rate_limit(
@@ -231,4 +237,23 @@ pub fn router(state: AppState) -> Router {
         // the level its status deserves.
         .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
+}
+
+/// The session resource a request names (`/resource/{id}` and below it), once its client is
+/// within the request rate, before its body is read. A request another node forwarded was
+/// counted there, against its client.
+fn admit(
+    state: &AppState,
+    id: &str,
+    headers: &axum::http::HeaderMap,
+    peer: Option<axum::Extension<PeerAddr>>,
+) -> Result<crate::session::ResourceId, error::ApiError> {
+    let resource = crate::session::ResourceId::parse(id)
+        .ok_or(error::ApiError::NotFound("no such resource"))?;
+    if !forward::from_a_node(state, &resource, headers) {
+        state
+            .rate_limit(headers, peer)
+            .map_err(|e| state.refused_as(e))?;
+    }
+    Ok(resource)
 }

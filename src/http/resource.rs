@@ -32,11 +32,7 @@ pub async fn patch(
         state.refused(&e);
         e
     };
-    let resource = parse(&id)?;
-    // A request another node forwarded was counted there, against its client.
-    if !forward::from_a_node(&state, &resource, &headers) {
-        state.rate_limit(&headers, peer).map_err(refused)?;
-    }
+    let resource = super::admit(&state, &id, &headers, peer)?;
     let SdpFragment(text) = SdpFragment::from_request(body, &()).await?;
     let forwarded = forward::elsewhere(
         &state,

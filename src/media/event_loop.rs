@@ -420,10 +420,12 @@ impl MediaLoop {
             RtpCodecKind::Video => video,
             _ => audio,
         };
-        // The video layers each leg chooses from (`sources.rs`).
+        // The video layers each leg chooses from (`sources.rs`), if there is video.
+        let has_video = media.iter().any(|(kind, _)| *kind == RtpCodecKind::Video);
         let layers = self
             .sessions
             .get(&from)
+            .filter(|_| has_video)
             .map(|c| c.sources.layers(now))
             .unwrap_or_default();
         // The layers whose keyframe a leg waits for: one request asks for them all.

@@ -62,22 +62,12 @@ async fn a_passive_offer_is_answered_active_and_a_missed_first_flight_is_resent_
 async fn as_dtls_server_a_flight_is_resent_only_after_the_default_interval() {
     let server = start(Config::for_tests()).await;
     let base = server.base_url();
-    let url = reqwest::Url::parse(&format!("{base}/echo/far")).unwrap();
-    let http = whip_conformance::http::Http::new(None);
     let options = Options {
         hold_second_flight: true,
         ..Options::default()
     };
-    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
-    let mut client = support::client::Client::connect_with_options(
-        &http,
-        &url,
-        Mode::SendRecv,
-        loopback,
-        options,
-    )
-    .await
-    .unwrap();
+    let mut client =
+        support::connecting(&format!("{base}/echo/far"), Mode::SendRecv, options).await;
     assert!(
         client.answer.contains("a=setup:passive"),
         "{}",

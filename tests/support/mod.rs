@@ -50,14 +50,20 @@ pub async fn delete_all_and_stop(server: Running, clients: Vec<client::Client>) 
 /// A client of `url` (`{base}/echo/{stream}` and the like) with `options`, connected (ICE and
 /// DTLS up on its side); panics with the server's answer if the POST is refused.
 pub async fn connected(url: &str, mode: client::Mode, options: client::Options) -> client::Client {
+    let mut c = connecting(url, mode, options).await;
+    c.wait_connected(WAIT).await;
+    c
+}
+
+/// A client of `url` with `options` whose POST was answered 201, its connection under way (a
+/// test of a handshake held half-way waits for what it needs itself).
+pub async fn connecting(url: &str, mode: client::Mode, options: client::Options) -> client::Client {
     let url = reqwest::Url::parse(url).unwrap();
     let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
     let http = whip_conformance::http::Http::new(None);
-    let mut c = client::Client::connect_with_options(&http, &url, mode, loopback, options)
+    client::Client::connect_with_options(&http, &url, mode, loopback, options)
         .await
-        .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body));
-    c.wait_connected(WAIT).await;
-    c
+        .unwrap_or_else(|r| panic!("{}: {}", r.status, r.body))
 }
 
 /// Sends `payload` on `client` and waits (up to [`WAIT`] a packet) until it comes back.
