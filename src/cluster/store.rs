@@ -39,6 +39,17 @@ pub struct NodeRecord {
     pub mac: String,
 }
 
+impl NodeRecord {
+    /// What its MAC vouches for, as node `tag`'s.
+    fn claim(&self, tag: u16) -> super::token::NodeClaim<'_> {
+        super::token::NodeClaim {
+            tag,
+            url: &self.url,
+            at: self.at,
+        }
+    }
+}
+
 /// Who holds a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -194,7 +205,7 @@ impl Store {
     fn record(&self, tag: u16, json: &str) -> Option<NodeRecord> {
         let record: NodeRecord = serde_json::from_str(json).ok()?;
         let now = super::token::unix(std::time::SystemTime::now());
-        let signed = super::token::verify_node(&self.secret, tag, &record, &record.mac);
+        let signed = super::token::verify_node(&self.secret, record.claim(tag), &record.mac);
         let recent = now.saturating_sub(record.at) <= self.max_age.as_secs();
         if !signed || !recent {
             super::unverified_record(tag);
@@ -214,7 +225,7 @@ impl Store {
             at: super::token::unix(std::time::SystemTime::now()),
             ..record.clone()
         };
-        signed.mac = super::token::sign_node(&self.secret, tag, &signed);
+        signed.mac = super::token::sign_node(&self.secret, signed.claim(tag));
         let json = serde_json::to_string(&signed).unwrap_or_default();
         let set: i64 = Script::new(HEARTBEAT)
             .key(format!("{NODE}{tag:04x}"))

@@ -136,21 +136,32 @@ pub fn verify_forward(secret: &str, resource: &str, mark: &str, now: SystemTime)
         .is_ok()
 }
 
-/// The MAC of node `tag`'s `record` (its heartbeat in Redis): its URL and time.
-pub fn sign_node(secret: &str, tag: u16, record: &super::store::NodeRecord) -> String {
-    let message = node_message(tag, record);
+/// What a node's record in Redis (its heartbeat) vouches for: its tag, URL and time.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeClaim<'a> {
+    /// The node's tag.
+    pub tag: u16,
+    /// Its URL.
+    pub url: &'a str,
+    /// When it wrote the record (Unix seconds).
+    pub at: u64,
+}
+
+/// The MAC of a node's `claim`.
+pub fn sign_node(secret: &str, claim: NodeClaim) -> String {
+    let message = node_message(claim);
     hex(hmac::sign(&key(secret), message.as_bytes()).as_ref())
 }
 
-/// Whether `mac` is [`sign_node`]'s for `tag` and `record`.
-pub fn verify_node(secret: &str, tag: u16, record: &super::store::NodeRecord, mac: &str) -> bool {
+/// Whether `mac` is [`sign_node`]'s for `claim`.
+pub fn verify_node(secret: &str, claim: NodeClaim, mac: &str) -> bool {
     unhex(mac).is_some_and(|bytes| {
-        hmac::verify(&key(secret), node_message(tag, record).as_bytes(), &bytes).is_ok()
+        hmac::verify(&key(secret), node_message(claim).as_bytes(), &bytes).is_ok()
     })
 }
 
-fn node_message(tag: u16, record: &super::store::NodeRecord) -> String {
-    format!("node\n{tag:04x}\n{}\n{}", record.at, record.url)
+fn node_message(claim: NodeClaim) -> String {
+    format!("node\n{:04x}\n{}\n{}", claim.tag, claim.at, claim.url)
 }
 
 fn forward_message(resource: &str, expires: u64) -> String {
@@ -195,29 +206,33 @@ mod tests {
 
     #[test]
     fn node_records_verify_only_for_their_tag_url_time_and_secret() {
-        use super::super::store::NodeRecord;
-        let record = NodeRecord {
-            url: "http://10.0.0.2:8080".into(),
-            sessions: 3,
-            streams: 1,
+        let claim = NodeClaim {
+            tag: 0xbeef,
+            url: "http://10.0.0.2:8080",
             at: 1_800_000_000,
-            mac: String::new(),
         };
-        let mac = sign_node("s3cret", 0xbeef, &record);
-        assert!(verify_node("s3cret", 0xbeef, &record, &mac));
-        assert!(!verify_node("other", 0xbeef, &record, &mac));
-        assert!(!verify_node("s3cret", 0xbeee, &record, &mac));
-        let elsewhere = NodeRecord {
-            url: "http://evil.example".into(),
-            ..record.clone()
+        let mac = sign_node("s3cret", claim);
+        assert!(verify_node("s3cret", claim, &mac));
+        assert!(!verify_node("other", claim, &mac));
+        assert!(!verify_node(
+            "s3cret",
+            NodeClaim {
+                tag: 0xbeee,
+                ..claim
+            },
+            &mac
+        ));
+        let elsewhere = NodeClaim {
+            url: "http://evil.example",
+            ..claim
         };
-        assert!(!verify_node("s3cret", 0xbeef, &elsewhere, &mac));
-        let older = NodeRecord {
+        assert!(!verify_node("s3cret", elsewhere, &mac));
+        let older = NodeClaim {
             at: 1_700_000_000,
-            ..record.clone()
+            ..claim
         };
-        assert!(!verify_node("s3cret", 0xbeef, &older, &mac));
-        assert!(!verify_node("s3cret", 0xbeef, &record, ""));
+        assert!(!verify_node("s3cret", older, &mac));
+        assert!(!verify_node("s3cret", claim, ""));
     }
 
     #[test]
