@@ -56,6 +56,7 @@
 //! | `media::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
 //! | `media::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
 //! | `media::routes` | which session an inbound packet belongs to (ufrag, path, proof of return routability) |
+//! | `media::stun` | what whip-echo reads of a STUN message before rtc: Binding type, transaction id, the local ufrag |
 //! | `media::transport` | the transport seam: `PathId`, `Inbound`, `Transports::send` |
 //! | `media::socket` | the shared UDP socket: batched receive with destination addresses |
 //! | `media::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |

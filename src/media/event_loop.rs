@@ -15,10 +15,11 @@ use tracing::{debug, error, info, warn};
 
 use super::codecs;
 use super::conn::{Conn, LayerStep, Link};
-use super::routes::{is_binding_request, Routes, SessionKey};
+use super::routes::{Routes, SessionKey};
 use super::shield::shielded;
 use super::socket::UdpIo;
 use super::sources::SsrcSet;
+use super::stun::is_binding_request;
 use super::tcp::{Claim, TcpConns, TcpEvent};
 use super::timers::Timers;
 use super::transport::{Inbound, PathId, Transports};

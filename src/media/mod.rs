@@ -27,6 +27,7 @@ pub(crate) mod shared_port;
 mod shield;
 mod socket;
 pub mod sources;
+mod stun;
 pub(crate) mod tcp;
 mod timers;
 mod transport;
@@ -53,7 +54,10 @@ pub use tcp::TcpLimits;
 pub use upstream::PendingPull;
 
 pub(crate) use cap::PerClient;
-pub(crate) use routes::stun_request_local_ufrag;
+pub(crate) use stun::stun_request_local_ufrag;
+
+/// Index of a session inside its media loop.
+pub type SessionKey = usize;
 
 /// Test builds only (feature `fault-injection`): a datagram with these bytes makes the media loop
 /// panic while a session's peer connection handles it, as a bug in `rtc` would.

@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use std::collections::{HashMap, HashSet};
 
-use rtc::stun::attributes::ATTR_USERNAME;
-use rtc::stun::message::{Message, BINDING_REQUEST};
 use rustc_hash::FxHashMap;
 
+use super::stun::{
+    binding_transaction, stun_request_local_ufrag, BINDING_REQUEST_TYPE, BINDING_SUCCESS_TYPE,
+};
 use super::transport::PathId;
 
-/// Index of a session inside the media loop.
-pub type SessionKey = usize;
+pub use super::SessionKey;
 
 /// Binding requests remembered for their answers: a check is retransmitted for a few seconds
 /// at most, and consent checks go out every couple of seconds per session.
@@ -166,45 +166,11 @@ impl Routes {
     }
 }
 
-/// STUN message types (RFC 8489 §5): a Binding request, a Binding success response.
-const BINDING_REQUEST_TYPE: [u8; 2] = [0x00, 0x01];
-const BINDING_SUCCESS_TYPE: [u8; 2] = [0x01, 0x01];
-
-/// Whether `datagram` is a STUN Binding request.
-pub(super) fn is_binding_request(datagram: &[u8]) -> bool {
-    binding_transaction(datagram, BINDING_REQUEST_TYPE).is_some()
-}
-
-/// The transaction id of `datagram` if it is a STUN message of type `typ` (with the magic
-/// cookie).
-fn binding_transaction(datagram: &[u8], typ: [u8; 2]) -> Option<[u8; 12]> {
-    if datagram.len() < 20 || datagram[..2] != typ || datagram[4..8] != [0x21, 0x12, 0xA4, 0x42] {
-        return None;
-    }
-    datagram[8..20].try_into().ok()
-}
-
-/// The local (first) ufrag of a STUN Binding request's USERNAME, if `datagram` is one.
-/// RFC 7983 §7: a first byte in 0..=3 marks STUN on a multiplexed port.
-pub fn stun_request_local_ufrag(datagram: &[u8]) -> Option<String> {
-    if datagram.len() < 20 || datagram[0] > 3 {
-        return None;
-    }
-    let mut message = Message::new();
-    message.unmarshal_binary(datagram).ok()?;
-    if message.typ != BINDING_REQUEST {
-        return None;
-    }
-    let username = message.get(ATTR_USERNAME).ok()?;
-    let username = std::str::from_utf8(&username).ok()?;
-    let (local, _remote) = username.split_once(':')?;
-    Some(local.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::stun::message::{Setter, TransactionId};
+    use rtc::stun::attributes::ATTR_USERNAME;
+    use rtc::stun::message::{Message, Setter, TransactionId, BINDING_REQUEST};
     use rtc::stun::textattrs::Username;
 
     fn binding_request(username: &str) -> Vec<u8> {
@@ -223,7 +189,7 @@ mod tests {
     }
 
     fn tcp(n: u64) -> PathId {
-        PathId::Tcp(super::super::transport::TcpConnId(n))
+        PathId::Tcp(super::super::tcp::TcpConnId(n))
     }
 
     #[test]

@@ -31,10 +31,14 @@ use tracing::debug;
 use super::cap::{Full, Slot, Slots};
 use super::peer::IceCredentials;
 use super::pending::{Pending, Place};
-use super::routes::{stun_request_local_ufrag, SessionKey};
 use super::socket::{map_local, Announced, Candidates};
-use super::transport::TcpConnId;
+use super::stun::stun_request_local_ufrag;
+use super::SessionKey;
 use crate::metrics::{ConnClosed, LoopMetrics};
+
+/// A TCP connection of a shared ICE-TCP listener, numbered by whoever accepted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TcpConnId(pub u64);
 
 /// The longest first frame: a Binding request is about 100 to 200 bytes.
 const FIRST_FRAME_MAX: usize = 1024;

@@ -13,9 +13,7 @@ use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use super::socket::UdpIo;
 use super::tcp::TcpConns;
 
-/// A TCP connection of a shared ICE-TCP listener, numbered by whoever accepted it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TcpConnId(pub u64);
+pub use super::tcp::TcpConnId;
 
 /// What tells apart the sessions sharing one transport: the remote address on the shared UDP
 /// socket, the connection on a TCP listener (whose framed packets carry no address of their own).
