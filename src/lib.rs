@@ -51,7 +51,8 @@
 //! | `media::upstream` | cluster mode: a pull's peer connection, adopted as the stream's publisher |
 //! | `media::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
 //! | `media::forward` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
-//! | `media::keyframes` | keyframe requests (PLI/FIR) to a publisher, per layer, one per 500 ms |
+//! | `media::keyframes` | a publisher's keyframe-request state: the layers wanted, one request per 500 ms, PLI or FIR |
+//! | `media::keyframe_requests` | the loop's side of keyframe requests: a viewer's passed to its publisher for its layer |
 //! | `media::random_access` | where a video payload starts a keyframe, and the picture size it carries |
 //! | `media::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
 //! | `media::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
@@ -129,6 +130,86 @@ mod module_map {
             missing.is_empty(),
             "not on the module map in lib.rs: {missing:?}"
         );
+    }
+
+    /// No module imports another that imports it back, directly or through others: neither
+    /// between the crate's top-level modules (each with everything below it) nor between the
+    /// modules one level down (`media::conn`, `http::layer`, …). Imports are the `crate::` and
+    /// `super::` paths outside test code.
+    #[test]
+    fn no_module_imports_one_that_imports_it_back() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk_files(&root, &root, &mut files);
+        for level in [1, 2] {
+            let node = |module: &str| {
+                module
+                    .split("::")
+                    .take(level)
+                    .collect::<Vec<_>>()
+                    .join("::")
+            };
+            let nodes: std::collections::BTreeSet<String> =
+                files.iter().map(|(m, _)| node(m)).collect();
+            let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+                Default::default();
+            for (module, text) in &files {
+                let from = node(module);
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                let parent: Vec<&str> = module.split("::").collect();
+                let parent = parent[..parent.len().saturating_sub(1)].join("::");
+                for (prefix, base) in [("crate::", String::new()), ("super::", parent)] {
+                    for path in code.split(prefix).skip(1) {
+                        let ident: String = path
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                            .collect();
+                        let full = if base.is_empty() {
+                            ident
+                        } else {
+                            format!("{base}::{ident}")
+                        };
+                        let to = node(&full);
+                        if to != from && nodes.contains(&to) {
+                            edges.entry(from.clone()).or_default().insert(to);
+                        }
+                    }
+                }
+            }
+            // A cycle: a module reached again from itself.
+            for start in &nodes {
+                let mut seen = std::collections::BTreeSet::new();
+                let mut todo: Vec<&String> = edges.get(start).into_iter().flatten().collect();
+                while let Some(next) = todo.pop() {
+                    assert!(
+                        next != start,
+                        "{start} imports a module that imports it back"
+                    );
+                    if seen.insert(next) {
+                        todo.extend(edges.get(next).into_iter().flatten());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Each `.rs` file under `dir` as (its module path, its text).
+    fn walk_files(root: &Path, dir: &Path, files: &mut Vec<(String, String)>) {
+        let mut modules = Vec::new();
+        walk(root, dir, &mut modules);
+        for module in modules {
+            let relative = module.replace("::", "/");
+            let file = root.join(format!("{relative}.rs"));
+            let path = if file.exists() {
+                file
+            } else {
+                root.join(relative).join("mod.rs")
+            };
+            files.push((
+                module,
+                std::fs::read_to_string(path).expect("a source file"),
+            ));
+        }
     }
 
     /// The module path of each `.rs` file under `dir` (`media/sources.rs`: `media::sources`).

@@ -12,12 +12,7 @@ use std::time::{Duration, Instant};
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use tracing::debug;
 
-use super::conn::{Conn, Link};
-use super::event_loop::MediaLoop;
-use super::routes::SessionKey;
-use super::shield::shielded;
 use super::sources::MAX_SOURCES;
 
 /// The least time between two keyframe requests to one publisher.
@@ -68,7 +63,7 @@ impl Keyframes {
 
     /// The sources to ask now, of the publisher's video sources `known`; if any, the request is
     /// counted as sent.
-    fn due(&mut self, now: Instant, known: impl Iterator<Item = u32>) -> Vec<u32> {
+    pub(super) fn due(&mut self, now: Instant, known: impl Iterator<Item = u32>) -> Vec<u32> {
         if !self.pending_all && self.pending.is_empty() {
             return Vec::new();
         }
@@ -90,84 +85,25 @@ impl Keyframes {
         }
         ssrcs
     }
-}
 
-impl MediaLoop {
-    /// Asks the publisher of the stream of session `key` for a keyframe of the layer session
-    /// `key`'s video leg forwards (or will: its first), now or when the interval ends.
-    pub(super) fn request_keyframe_upstream(&mut self, key: SessionKey, now: Instant) {
-        let Some(stream) = self.registry.session(key).map(|e| e.stream.clone()) else {
-            return;
-        };
-        let Some(publisher) = self.registry.publisher(&stream) else {
-            return;
-        };
-        let layers = self.sessions.get(&publisher).map(|c| c.sources.layers(now));
-        let leg = self.sessions.get(&key).and_then(|c| {
-            c.legs
-                .iter()
-                .find(|l| l.kind == RtpCodecKind::Video)
-                .map(|l| {
-                    (
-                        l.forwarder.source_ssrc(),
-                        l.wanted.as_ref().map(|(_, id)| *id),
-                    )
-                })
-        });
-        let ssrc = match (leg, layers) {
-            (Some((Some(ssrc), _)), _) => Some(ssrc),
-            (Some((None, wanted)), Some(layers)) => layers.target(wanted),
-            _ => None,
-        };
-        self.request_keyframe(publisher, ssrc, now);
-    }
-
-    /// Asks publisher `key` for a keyframe of source `ssrc` (none: of each video source), now or
-    /// when its interval ends.
-    pub(super) fn request_keyframe(&mut self, key: SessionKey, ssrc: Option<u32>, now: Instant) {
-        if let Some(conn) = self.sessions.get_mut(&key) {
-            conn.keyframes.want(ssrc);
+    /// The request for `ssrcs`: a PLI for each, or one FIR naming them all where only FIR was
+    /// negotiated (its sequence number counts up, RFC 5104 §4.3.1.1).
+    pub(super) fn packets(&mut self, ssrcs: &[u32]) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+        if self.fir_only {
+            self.fir_sequence = self.fir_sequence.wrapping_add(1);
+            let sequence_number = self.fir_sequence;
+            return vec![Box::new(FullIntraRequest {
+                sender_ssrc: 0,
+                media_ssrc: 0,
+                fir: ssrcs
+                    .iter()
+                    .map(|&ssrc| FirEntry {
+                        ssrc,
+                        sequence_number,
+                    })
+                    .collect(),
+            })];
         }
-        self.send_due_keyframe_request(key, now);
-    }
-
-    /// Sends publisher `key`'s pending keyframe request if its interval has ended.
-    pub(super) fn send_due_keyframe_request(&mut self, key: SessionKey, now: Instant) {
-        let Some(conn) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        if conn.link != Link::Connected {
-            return;
-        }
-        let ssrcs = conn.keyframes.due(now, conn.sources.video_ssrcs());
-        if ssrcs.is_empty() {
-            return;
-        }
-        match shielded(|| write_keyframe_request(conn, &ssrcs, now)) {
-            Ok(()) => self.flush(key),
-            Err(panic) => self.note_panic(key, &panic),
-        }
-    }
-}
-
-/// Writes a PLI per source in `ssrcs` (or one FIR naming them) on the publisher's video
-/// receiver.
-fn write_keyframe_request(conn: &mut Conn, ssrcs: &[u32], now: Instant) {
-    let packets: Vec<Box<dyn rtc::rtcp::Packet>> = if conn.keyframes.fir_only {
-        conn.keyframes.fir_sequence = conn.keyframes.fir_sequence.wrapping_add(1);
-        let sequence_number = conn.keyframes.fir_sequence;
-        vec![Box::new(FullIntraRequest {
-            sender_ssrc: 0,
-            media_ssrc: 0,
-            fir: ssrcs
-                .iter()
-                .map(|&ssrc| FirEntry {
-                    ssrc,
-                    sequence_number,
-                })
-                .collect(),
-        })]
-    } else {
         ssrcs
             .iter()
             .map(|&media_ssrc| -> Box<dyn rtc::rtcp::Packet> {
@@ -177,23 +113,26 @@ fn write_keyframe_request(conn: &mut Conn, ssrcs: &[u32], now: Instant) {
                 })
             })
             .collect()
-    };
-    let receivers: Vec<_> = conn.pc.get_receivers().collect();
+    }
+}
+
+/// Writes RTCP `packets` (keyframe requests) on `pc`'s video receiver; whether it took them.
+pub(super) fn write_on_video_receiver(
+    pc: &mut rtc::peer_connection::RTCPeerConnection,
+    packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    now: Instant,
+) -> Result<(), String> {
+    let receivers: Vec<_> = pc.get_receivers().collect();
     for id in receivers {
-        let Some(mut receiver) = conn.pc.rtp_receiver(id) else {
+        let Some(mut receiver) = pc.rtp_receiver(id) else {
             continue;
         };
         if receiver.track().kind() != RtpCodecKind::Video {
             continue;
         }
-        match receiver.write_rtcp(now, packets) {
-            Ok(()) => conn.span.in_scope(|| debug!("keyframe requested")),
-            Err(e) => conn
-                .span
-                .in_scope(|| debug!(error = %e, "keyframe request not sent")),
-        }
-        return;
+        return receiver.write_rtcp(now, packets).map_err(|e| e.to_string());
     }
+    Err("no video receiver".into())
 }
 
 #[cfg(test)]

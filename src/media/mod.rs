@@ -14,6 +14,7 @@ mod early_dtls;
 mod error;
 mod event_loop;
 pub(crate) mod forward;
+mod keyframe_requests;
 mod keyframes;
 mod loops;
 pub(crate) mod nack;
