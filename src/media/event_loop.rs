@@ -11,20 +11,20 @@ use rtc::sansio::Protocol;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info, warn, Span};
 
 use super::codecs;
-use super::conn::{Conn, LayerStep, Link};
+use super::conn::{Conn, LayerStep, Leg, Link};
 use super::routes::{Routes, SessionKey};
 use super::shield::shielded;
 use super::socket::UdpIo;
-use super::sources::SsrcSet;
+use super::sources::{Layers, SsrcSet};
 use super::stun::is_binding_request;
 use super::tcp::{Claim, TcpConns, TcpEvent};
 use super::timers::Timers;
 use super::transport::{Inbound, PathId, Transports};
 use super::{Command, MediaConfig, Stats, StatsSlot};
-use crate::metrics::Dropped;
+use crate::metrics::{Dropped, LoopMetrics};
 use crate::rate::TokenBucket;
 use crate::registry::Registry;
 use crate::session::{EndReason, Role};
@@ -406,121 +406,83 @@ impl MediaLoop {
         if source.role == Role::Echo {
             targets.push(from);
         }
-        // The codec of each kind the publisher sends: a leg of another codec gets none of it.
-        // Compared by a hash of the key, so this per-packet path allocates nothing.
-        let codec_id = |kind: RtpCodecKind| {
-            self.sessions.get(&from).and_then(|c| {
-                c.codecs
-                    .iter()
-                    .find(|(k, _)| *k == kind)
-                    .map(|(_, key)| codecs::key_id(key))
-            })
+        let Some(publisher) = self.sessions.get(&from) else {
+            return;
         };
-        let (audio, video) = (codec_id(RtpCodecKind::Audio), codec_id(RtpCodecKind::Video));
-        let codec_of = |kind: RtpCodecKind| match kind {
-            RtpCodecKind::Video => video,
-            _ => audio,
-        };
-        // The video layers each leg chooses from (`sources.rs`), if there is video.
-        let has_video = media.iter().any(|(kind, _)| *kind == RtpCodecKind::Video);
-        let layers = self
-            .sessions
-            .get(&from)
-            .filter(|_| has_video)
-            .map(|c| c.sources.layers(now))
-            .unwrap_or_default();
-        // The layers whose keyframe a leg waits for: one request asks for them all.
-        let mut keyframes_wanted = SsrcSet::default();
-        // The layers some video leg takes or waits for; packets of the others are counted.
-        let mut taken = SsrcSet::default();
-        let mut video_legs = false;
+        let mut fan = FanOut::of(publisher, &media, now);
         for target in targets {
-            let Some(Conn {
-                pc,
-                legs,
-                link: Link::Connected,
-                span,
-                ..
-            }) = self.sessions.get_mut(&target)
-            else {
-                continue;
-            };
-            let mut failed = None;
-            for (kind, packet) in &media {
-                let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
-                    continue;
-                };
-                // First the codec: a leg of another codec reads the payload by rules that are
-                // not its own, and would wait (asking for keyframes) for ever.
-                if codec_of(*kind) != Some(leg.codec_id) {
-                    self.config.metrics.dropped(Dropped::CodecMismatch, 1);
-                    if !leg.mismatch_logged {
-                        leg.mismatch_logged = true;
-                        let codec = &leg.codec;
-                        span.in_scope(
-                            || info!(%codec, "the publisher sends another codec: not forwarded"),
-                        );
-                    }
-                    continue;
-                }
-                let step = if *kind == RtpCodecKind::Video {
-                    video_legs = true;
-                    leg.layer_step(&layers, packet)
-                } else {
-                    leg.audio_step(packet)
-                };
-                match step {
-                    LayerStep::Other => continue,
-                    LayerStep::Wait(ssrc) => {
-                        taken.insert(ssrc);
-                        if *kind == RtpCodecKind::Video {
-                            keyframes_wanted.insert(ssrc);
-                        }
-                        self.config.metrics.dropped(Dropped::AwaitingKeyframe, 1);
-                        continue;
-                    }
-                    LayerStep::Forward => taken.insert(packet.header.ssrc),
-                }
-                let mut packet = packet.clone();
-                leg.forwarder.rewrite(&mut packet.header, now);
-                let bytes = rtp_bytes(&packet);
-                let sender = leg.sender;
-                let written =
-                    shielded(|| pc.rtp_sender(sender).map(|mut s| s.write_rtp(now, packet)));
-                match written {
-                    Ok(Some(Ok(()))) => self.config.metrics.sent(bytes),
-                    Ok(Some(Err(e))) => {
-                        self.config.metrics.dropped(Dropped::SendFailed, 1);
-                        span.in_scope(|| debug!(error = %e, "RTP not sent"));
-                    }
-                    Ok(None) => {}
-                    Err(panic) => {
-                        failed = Some(panic);
-                        break;
-                    }
-                }
-            }
-            match failed {
-                Some(panic) => self.note_panic(target, &panic),
-                None => self.flush(target),
-            }
+            self.forward_to(target, &media, &mut fan, now);
         }
-        if video_legs {
+        if fan.video_legs {
             let other = media
                 .iter()
-                .filter(|(kind, p)| *kind == RtpCodecKind::Video && !taken.contains(p.header.ssrc))
+                .filter(|(kind, p)| {
+                    *kind == RtpCodecKind::Video && !fan.taken.contains(p.header.ssrc)
+                })
                 .count();
             self.config
                 .metrics
                 .dropped(Dropped::OtherSource, other as u64);
         }
-        if !keyframes_wanted.is_empty() {
+        if !fan.keyframes_wanted.is_empty() {
             if let Some(conn) = self.sessions.get_mut(&from) {
-                for &ssrc in keyframes_wanted.iter() {
+                for &ssrc in fan.keyframes_wanted.iter() {
                     conn.keyframes.want(Some(ssrc));
                 }
             }
             self.send_due_keyframe_request(from, now);
+        }
+    }
+
+    /// Sends what of `media` the legs of `target` (connected) take: each packet rewritten for
+    /// its leg and written by the leg's sender. A leg whose sender refuses a packet loses it.
+    fn forward_to(
+        &mut self,
+        target: SessionKey,
+        media: &[(RtpCodecKind, Packet)],
+        fan: &mut FanOut,
+        now: Instant,
+    ) {
+        let Some(Conn {
+            pc,
+            legs,
+            link: Link::Connected,
+            span,
+            ..
+        }) = self.sessions.get_mut(&target)
+        else {
+            return;
+        };
+        let metrics = &self.config.metrics;
+        let mut failed = None;
+        for (kind, packet) in media {
+            let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
+                continue;
+            };
+            if !fan.admits(leg, packet, metrics, span) {
+                continue;
+            }
+            let mut packet = packet.clone();
+            leg.forwarder.rewrite(&mut packet.header, now);
+            let bytes = rtp_bytes(&packet);
+            let sender = leg.sender;
+            let written = shielded(|| pc.rtp_sender(sender).map(|mut s| s.write_rtp(now, packet)));
+            match written {
+                Ok(Some(Ok(()))) => metrics.sent(bytes),
+                Ok(Some(Err(e))) => {
+                    metrics.dropped(Dropped::SendFailed, 1);
+                    span.in_scope(|| debug!(error = %e, "RTP not sent"));
+                }
+                Ok(None) => {}
+                Err(panic) => {
+                    failed = Some(panic);
+                    break;
+                }
+            }
+        }
+        match failed {
+            Some(panic) => self.note_panic(target, &panic),
+            None => self.flush(target),
         }
     }
 
@@ -695,4 +657,87 @@ async fn sleep_until(at: Option<Instant>) {
 fn log_panic(conn: &Conn, panic: &super::shield::Panicked) {
     conn.span
         .in_scope(|| error!(%panic, "the WebRTC stack panicked: session ended"));
+}
+
+/// What one fan-out knows of its publisher's media, and what its legs found out.
+struct FanOut {
+    /// The codec the publisher sends per kind (audio, video), by [`codecs::key_id`] of its key,
+    /// so that comparing it per packet allocates nothing: a leg of another codec gets none of it.
+    codecs: [Option<u64>; 2],
+    /// The video layers each leg chooses from (`sources.rs`), when the batch has video.
+    layers: Layers,
+    /// The layers whose keyframe a leg waits for: one request asks for them all.
+    keyframes_wanted: SsrcSet,
+    /// The layers some video leg takes or waits for; packets of the others are counted.
+    taken: SsrcSet,
+    /// Whether a leg of the publisher's video codec plays video.
+    video_legs: bool,
+}
+
+impl FanOut {
+    /// The fan-out of `media` from `publisher`.
+    fn of(publisher: &Conn, media: &[(RtpCodecKind, Packet)], now: Instant) -> Self {
+        let codec_id = |kind: RtpCodecKind| {
+            publisher
+                .codecs
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, key)| codecs::key_id(key))
+        };
+        let has_video = media.iter().any(|(kind, _)| *kind == RtpCodecKind::Video);
+        FanOut {
+            codecs: [codec_id(RtpCodecKind::Audio), codec_id(RtpCodecKind::Video)],
+            layers: if has_video {
+                publisher.sources.layers(now)
+            } else {
+                Layers::default()
+            },
+            keyframes_wanted: SsrcSet::default(),
+            taken: SsrcSet::default(),
+            video_legs: false,
+        }
+    }
+
+    /// Whether `leg` takes `packet` now, counting what it does not. First the codec: a leg of
+    /// another codec would read the payload by rules that are not its own and wait, asking for
+    /// keyframes, for ever. Then the layer (video) or the source (audio) it plays.
+    fn admits(
+        &mut self,
+        leg: &mut Leg,
+        packet: &Packet,
+        metrics: &LoopMetrics,
+        span: &Span,
+    ) -> bool {
+        let video = leg.kind == RtpCodecKind::Video;
+        if self.codecs[usize::from(video)] != Some(leg.codec_id) {
+            metrics.dropped(Dropped::CodecMismatch, 1);
+            if !leg.mismatch_logged {
+                leg.mismatch_logged = true;
+                let codec = &leg.codec;
+                span.in_scope(|| info!(%codec, "the publisher sends another codec: not forwarded"));
+            }
+            return false;
+        }
+        let step = if video {
+            self.video_legs = true;
+            leg.layer_step(&self.layers, packet)
+        } else {
+            leg.audio_step(packet)
+        };
+        match step {
+            LayerStep::Other => false,
+            LayerStep::Wait(ssrc) => {
+                self.taken.insert(ssrc);
+                if video {
+                    self.keyframes_wanted.insert(ssrc);
+                }
+                metrics.dropped(Dropped::AwaitingKeyframe, 1);
+                false
+            }
+            LayerStep::Forward => {
+                self.taken.insert(packet.header.ssrc);
+                true
+            }
+        }
+    }
 }
