@@ -134,42 +134,19 @@ impl MediaLoop {
             .and_then(|p| self.sessions.get(&p))
             .map(|p| &p.sources);
         if let (Some(Some(rid)), Some(sources)) = (&change, sources) {
-            // Only once the publisher has sent for a window: its layers start one by one.
-            let rids: Vec<&str> = sources.rids().collect();
-            let settled = sources.settled(now);
-            if settled && !rids.is_empty() && !rids.contains(&rid.as_str()) {
-                return Err(MediaError::BadLayer(format!(
-                    "no layer {rid:?}: the publisher sends {}",
-                    rids.join(", ")
-                )));
-            }
+            check_rid(rid, sources, now)?;
         }
         let layers = sources.map(|s| s.layers(now)).unwrap_or_default();
-        let conn = self
-            .sessions
-            .get_mut(&key)
-            .ok_or(MediaError::UnknownResource)?;
-        let leg = conn.legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video);
-        let mut ask = None;
         if let Some(change) = change {
-            let Some(leg) = leg else {
-                return Err(MediaError::BadLayer("this session plays no video".into()));
-            };
-            leg.wanted = change.map(|rid| {
-                let id = rid_id(&rid);
-                (rid, id)
-            });
-            let target = layers.target(leg.wanted.as_ref().map(|(_, id)| *id));
-            if target.is_some() && target != leg.forwarder.source_ssrc() {
-                ask = target;
+            let conn = self
+                .sessions
+                .get_mut(&key)
+                .ok_or(MediaError::UnknownResource)?;
+            let ask = choose_layer(conn, change, &layers)?;
+            if let (Some(ssrc), Some(publisher)) = (ask, publisher) {
+                // The switch happens at the new layer's keyframe: ask for one now.
+                self.request_keyframe(publisher, Some(ssrc), now);
             }
-            let requested = leg.wanted.as_ref().map(|(rid, _)| rid.as_str());
-            conn.span
-                .in_scope(|| info!(layer = requested.unwrap_or("top"), "layer chosen"));
-        }
-        if let (Some(ssrc), Some(publisher)) = (ask, publisher) {
-            // The switch happens at the new layer's keyframe: ask for one now.
-            self.request_keyframe(publisher, Some(ssrc), now);
         }
         let publisher = publisher.and_then(|p| self.sessions.get(&p));
         let viewer = self.sessions.get(&key).ok_or(MediaError::UnknownResource)?;
@@ -347,4 +324,38 @@ fn player_info(viewer: &Conn, publisher: Option<&Conn>) -> super::PlayerInfo {
             .map(|(rid, _)| rid.clone()),
         edge: viewer.relay,
     }
+}
+
+/// A rid a viewer asks for is refused when the publisher, sending for a window already (its
+/// layers start one by one), has never sent it: a typo would otherwise give the top layer.
+fn check_rid(rid: &str, sources: &super::sources::Sources, now: Instant) -> Result<(), MediaError> {
+    let rids: Vec<&str> = sources.rids().collect();
+    if sources.settled(now) && !rids.is_empty() && !rids.contains(&rid) {
+        return Err(MediaError::BadLayer(format!(
+            "no layer {rid:?}: the publisher sends {}",
+            rids.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Sets viewer `conn`'s layer to `change` (a rid, or none for the top one); the SSRC of the
+/// layer it should switch to now, if that is not the one it plays.
+fn choose_layer(
+    conn: &mut Conn,
+    change: Option<String>,
+    layers: &super::sources::Layers,
+) -> Result<Option<u32>, MediaError> {
+    let Some(leg) = conn.legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video) else {
+        return Err(MediaError::BadLayer("this session plays no video".into()));
+    };
+    leg.wanted = change.map(|rid| {
+        let id = rid_id(&rid);
+        (rid, id)
+    });
+    let target = layers.target(leg.wanted.as_ref().map(|(_, id)| *id));
+    let requested = leg.wanted.as_ref().map(|(rid, _)| rid.as_str());
+    conn.span
+        .in_scope(|| info!(layer = requested.unwrap_or("top"), "layer chosen"));
+    Ok(target.filter(|&t| Some(t) != leg.forwarder.source_ssrc()))
 }

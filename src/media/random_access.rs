@@ -230,42 +230,16 @@ fn sps_size(rbsp: &[u8]) -> Option<(u32, u32)> {
     let profile = b.bits(8)?;
     b.bits(16)?; // constraint flags, level
     b.ue()?; // seq_parameter_set_id
-    let mut chroma_format = 1;
-    if matches!(
+    let chroma_format = if matches!(
         profile,
         100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
     ) {
-        chroma_format = b.ue()?;
-        if chroma_format == 3 {
-            b.bit()?; // separate_colour_plane_flag
-        }
-        b.ue()?; // bit_depth_luma_minus8
-        b.ue()?; // bit_depth_chroma_minus8
-        b.bit()?; // qpprime_y_zero_transform_bypass_flag
-        if b.bit()? == 1 {
-            let lists = if chroma_format == 3 { 12 } else { 8 };
-            for i in 0..lists {
-                if b.bit()? == 1 {
-                    skip_scaling_list(&mut b, if i < 6 { 16 } else { 64 })?;
-                }
-            }
-        }
-    }
+        high_profile_fields(&mut b)?
+    } else {
+        1
+    };
     b.ue()?; // log2_max_frame_num_minus4
-    match b.ue()? {
-        0 => {
-            b.ue()?; // log2_max_pic_order_cnt_lsb_minus4
-        }
-        1 => {
-            b.bit()?;
-            b.se()?;
-            b.se()?;
-            for _ in 0..b.ue()?.min(255) {
-                b.se()?;
-            }
-        }
-        _ => {}
-    }
+    pic_order_fields(&mut b)?;
     b.ue()?; // max_num_ref_frames
     b.bit()?; // gaps_in_frame_num_value_allowed_flag
     let width_mbs = b.ue()?.checked_add(1)?;
@@ -293,6 +267,46 @@ fn sps_size(rbsp: &[u8]) -> Option<(u32, u32)> {
         .checked_mul(16 * (2 - frame_mbs_only))?
         .checked_sub(crop_y)?;
     (width > 0 && height > 0).then_some((width, height))
+}
+
+/// Reads past the fields high profiles add (chroma format, bit depths, scaling lists); the
+/// chroma format.
+fn high_profile_fields(b: &mut Bits) -> Option<u32> {
+    let chroma_format = b.ue()?;
+    if chroma_format == 3 {
+        b.bit()?; // separate_colour_plane_flag
+    }
+    b.ue()?; // bit_depth_luma_minus8
+    b.ue()?; // bit_depth_chroma_minus8
+    b.bit()?; // qpprime_y_zero_transform_bypass_flag
+    if b.bit()? == 1 {
+        let lists = if chroma_format == 3 { 12 } else { 8 };
+        for i in 0..lists {
+            if b.bit()? == 1 {
+                skip_scaling_list(b, if i < 6 { 16 } else { 64 })?;
+            }
+        }
+    }
+    Some(chroma_format)
+}
+
+/// Reads past the picture order count fields (`pic_order_cnt_type` and what it brings).
+fn pic_order_fields(b: &mut Bits) -> Option<()> {
+    match b.ue()? {
+        0 => {
+            b.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            b.bit()?;
+            b.se()?;
+            b.se()?;
+            for _ in 0..b.ue()?.min(255) {
+                b.se()?;
+            }
+        }
+        _ => {}
+    }
+    Some(())
 }
 
 /// Skips a scaling list of `size` entries (H.264 §7.3.2.1.1.1).
