@@ -190,14 +190,14 @@ impl MediaLoop {
                     .iter()
                     .filter(|k| self.sessions.get(k).is_some_and(|c| c.relay))
                     .count(),
-                players: viewers
-                    .iter()
-                    .filter_map(|k| self.sessions.get(k))
-                    .map(|viewer| {
-                        let publisher = publisher.and_then(|p| self.sessions.get(&p));
-                        player_info(viewer, publisher)
-                    })
-                    .collect(),
+                players: {
+                    let publisher = publisher.and_then(|p| self.sessions.get(&p));
+                    viewers
+                        .iter()
+                        .filter_map(|k| self.sessions.get(k))
+                        .map(|viewer| player_info(viewer, publisher))
+                        .collect()
+                },
             })
             .collect()
     }
@@ -329,7 +329,7 @@ fn player_info(viewer: &Conn, publisher: Option<&Conn>) -> super::PlayerInfo {
 /// A rid a viewer asks for is refused when the publisher, sending for a window already (its
 /// layers start one by one), has never sent it: a typo would otherwise give the top layer.
 fn check_rid(rid: &str, sources: &super::sources::Sources, now: Instant) -> Result<(), MediaError> {
-    let rids: Vec<&str> = sources.rids().collect();
+    let rids = sources.rids();
     if sources.settled(now) && !rids.is_empty() && !rids.contains(&rid) {
         return Err(MediaError::BadLayer(format!(
             "no layer {rid:?}: the publisher sends {}",
@@ -353,7 +353,7 @@ fn choose_layer(
         let id = rid_id(&rid);
         (rid, id)
     });
-    let target = layers.target(leg.wanted.as_ref().map(|(_, id)| *id));
+    let target = layers.target(leg.wanted_id());
     let requested = leg.wanted.as_ref().map(|(rid, _)| rid.as_str());
     conn.span
         .in_scope(|| info!(layer = requested.unwrap_or("top"), "layer chosen"));

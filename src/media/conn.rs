@@ -96,16 +96,16 @@ impl Leg {
         }
     }
 
-    /// What an audio leg does with a packet of the publisher's one audio source: forward it
-    /// (every audio packet is a place to start).
-    pub fn audio_step(&self, packet: &Packet) -> LayerStep {
-        if self.forwarder.source_ssrc() == Some(packet.header.ssrc)
-            || self.format.starts_keyframe(&packet.payload)
-        {
-            LayerStep::Forward
-        } else {
-            LayerStep::Wait(packet.header.ssrc)
-        }
+    /// The [`super::sources::rid_id`] of the layer its viewer asked for (none: the top one).
+    pub fn wanted_id(&self) -> Option<u64> {
+        self.wanted.as_ref().map(|(_, id)| *id)
+    }
+
+    /// The layer it plays, or, before its first packet, the one it will (of `layers`).
+    pub fn layer(&self, layers: &Layers) -> Option<u32> {
+        self.forwarder
+            .source_ssrc()
+            .or_else(|| layers.target(self.wanted_id()))
     }
 
     /// What a video leg does with a packet of one of the publisher's `layers`: the layer it
@@ -115,7 +115,7 @@ impl Leg {
     pub fn layer_step(&self, layers: &Layers, packet: &Packet) -> LayerStep {
         let ssrc = packet.header.ssrc;
         let current = self.forwarder.source_ssrc();
-        let target = layers.target(self.wanted.as_ref().map(|(_, id)| *id));
+        let target = layers.target(self.wanted_id());
         if current == Some(ssrc) && layers.has(ssrc) {
             return LayerStep::Forward;
         }

@@ -718,11 +718,12 @@ impl FanOut {
             }
             return false;
         }
+        // Audio has one source (`sources.rs`), and every audio packet is a place to start.
         let step = if video {
             self.video_legs = true;
             leg.layer_step(&self.layers, packet)
         } else {
-            leg.audio_step(packet)
+            LayerStep::Forward
         };
         match step {
             LayerStep::Other => false,

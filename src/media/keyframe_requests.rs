@@ -9,7 +9,6 @@ use tracing::debug;
 
 use super::conn::Link;
 use super::event_loop::MediaLoop;
-use super::keyframes;
 use super::shield::shielded;
 use super::SessionKey;
 
@@ -23,23 +22,15 @@ impl MediaLoop {
         let Some(publisher) = self.registry.publisher(&stream) else {
             return;
         };
-        let layers = self.sessions.get(&publisher).map(|c| c.sources.layers(now));
-        let leg = self.sessions.get(&key).and_then(|c| {
-            c.legs
-                .iter()
-                .find(|l| l.kind == RtpCodecKind::Video)
-                .map(|l| {
-                    (
-                        l.forwarder.source_ssrc(),
-                        l.wanted.as_ref().map(|(_, id)| *id),
-                    )
-                })
+        let layers = self
+            .sessions
+            .get(&publisher)
+            .map(|c| c.sources.layers(now))
+            .unwrap_or_default();
+        let ssrc = self.sessions.get(&key).and_then(|c| {
+            let leg = c.legs.iter().find(|l| l.kind == RtpCodecKind::Video)?;
+            leg.layer(&layers)
         });
-        let ssrc = match (leg, layers) {
-            (Some((Some(ssrc), _)), _) => Some(ssrc),
-            (Some((None, wanted)), Some(layers)) => layers.target(wanted),
-            _ => None,
-        };
         self.request_keyframe(publisher, ssrc, now);
     }
 
@@ -66,7 +57,7 @@ impl MediaLoop {
         }
         let packets = conn.keyframes.packets(&ssrcs);
         let span = conn.span.clone();
-        match shielded(|| keyframes::write_on_video_receiver(&mut conn.pc, packets, now)) {
+        match shielded(|| rtc_util::write_on_video_receiver(&mut conn.pc, packets, now)) {
             Ok(written) => {
                 match written {
                     Ok(()) => span.in_scope(|| debug!("keyframe requested")),

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
-use super::sources::MAX_SOURCES;
+use super::sources::SsrcSet;
 
 /// The least time between two keyframe requests to one publisher.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
@@ -26,8 +25,8 @@ pub struct Keyframes {
     last: Option<Instant>,
     /// Every video source is wanted.
     pending_all: bool,
-    /// The layers wanted (at most [`MAX_SOURCES`]).
-    pending: Vec<u32>,
+    /// The layers wanted.
+    pending: SsrcSet,
     fir_sequence: u8,
 }
 
@@ -54,10 +53,7 @@ impl Keyframes {
     pub fn want(&mut self, ssrc: Option<u32>) {
         match ssrc {
             None => self.pending_all = true,
-            Some(ssrc) if !self.pending.contains(&ssrc) && self.pending.len() < MAX_SOURCES => {
-                self.pending.push(ssrc)
-            }
-            Some(_) => {}
+            Some(ssrc) => self.pending.insert(ssrc),
         }
     }
 
@@ -72,15 +68,15 @@ impl Keyframes {
         }
         let known: Vec<u32> = known.collect();
         // A layer that is no longer a source is asked of no more (and holds no place).
-        self.pending.retain(|s| known.contains(s));
+        self.pending.retain(|s| known.contains(&s));
         let ssrcs = if self.pending_all {
             known
         } else {
-            self.pending.clone()
+            self.pending.iter().copied().collect()
         };
         if !ssrcs.is_empty() {
             self.pending_all = false;
-            self.pending.clear();
+            self.pending = SsrcSet::default();
             self.last = Some(now);
         }
         ssrcs
@@ -116,25 +112,6 @@ impl Keyframes {
     }
 }
 
-/// Writes RTCP `packets` (keyframe requests) on `pc`'s video receiver; whether it took them.
-pub(super) fn write_on_video_receiver(
-    pc: &mut rtc::peer_connection::RTCPeerConnection,
-    packets: Vec<Box<dyn rtc::rtcp::Packet>>,
-    now: Instant,
-) -> Result<(), String> {
-    let receivers: Vec<_> = pc.get_receivers().collect();
-    for id in receivers {
-        let Some(mut receiver) = pc.rtp_receiver(id) else {
-            continue;
-        };
-        if receiver.track().kind() != RtpCodecKind::Video {
-            continue;
-        }
-        return receiver.write_rtcp(now, packets).map_err(|e| e.to_string());
-    }
-    Err("no video receiver".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,7 +138,7 @@ mod tests {
         for ssrc in 0..100 {
             k.want(Some(ssrc));
         }
-        assert_eq!(k.pending.len(), MAX_SOURCES);
+        assert_eq!(k.pending.len(), crate::media::sources::MAX_SOURCES);
     }
 
     #[test]

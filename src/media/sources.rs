@@ -133,7 +133,7 @@ impl Sources {
         let video = kind == RtpCodecKind::Video;
         let known = self.count(kind, track, ssrc, rid, payload, now);
         let forwarded = if video {
-            known && self.choose_video(ssrc, now)
+            known.is_some() && self.choose_video(ssrc, now)
         } else {
             let slot = &mut self.current[0];
             match slot {
@@ -144,11 +144,9 @@ impl Sources {
                 }
             }
         };
-        if video && known && forwarded {
-            if let Some(source) = self.sources.iter_mut().find(|s| s.ssrc == ssrc) {
-                if let Some(size) = keyframe_size(self.video_format, payload) {
-                    source.size = Some(size);
-                }
+        if let (true, true, Some(i)) = (video, forwarded, known) {
+            if let Some(size) = keyframe_size(self.video_format, payload) {
+                self.sources[i].size = Some(size);
             }
         }
         forwarded
@@ -223,8 +221,8 @@ impl Sources {
         self.window = Some(now);
     }
 
-    /// Counts a packet of `ssrc`, learning the source if it is new and there is room. Whether it
-    /// is known.
+    /// Counts a packet of `ssrc`, learning the source if it is new and there is room. Where it
+    /// is in `sources`, if it is known.
     fn count(
         &mut self,
         kind: RtpCodecKind,
@@ -233,23 +231,20 @@ impl Sources {
         rid: Option<&str>,
         payload: &[u8],
         now: Instant,
-    ) -> bool {
+    ) -> Option<usize> {
         let index = match self.sources.iter().position(|s| s.ssrc == ssrc) {
             Some(i) => i,
             None => {
                 if self.sources.len() == MAX_SOURCES {
                     // The longest silent one makes room if it is inactive.
-                    let Some(i) = self
+                    let i = self
                         .sources
                         .iter()
                         .enumerate()
                         .min_by_key(|(_, s)| s.last)
-                        .map(|(i, _)| i)
-                    else {
-                        return false;
-                    };
+                        .map(|(i, _)| i)?;
                     if now < self.sources[i].last + SOURCE_SILENCE {
-                        return false;
+                        return None;
                     }
                     self.sources.swap_remove(i);
                 }
@@ -272,21 +267,14 @@ impl Sources {
         source.bytes += payload.len() as u64;
         source.packets += 1;
         source.last = now;
-        true
-    }
-
-    fn track_of(&self, ssrc: u32) -> Option<&str> {
-        self.sources
-            .iter()
-            .find(|s| s.ssrc == ssrc)
-            .map(|s| s.track.as_str())
+        Some(index)
     }
 
     /// The layer that should become the top one at the end of a window: of the current top's
     /// track, sent lately, within the cap, a quarter more bytes than the current top (the most).
     fn best(&self, now: Instant) -> Option<u32> {
         let (current, _) = self.current[1]?;
-        let top = self.sources.iter().find(|s| s.ssrc == current)?;
+        let top = self.source(current)?;
         let (best, most) = self
             .sources
             .iter()
@@ -303,7 +291,11 @@ impl Sources {
             top: self.current[1].map(|(s, _)| s),
             ..Layers::default()
         };
-        let Some(track) = layers.top.and_then(|top| self.track_of(top)) else {
+        let Some(track) = layers
+            .top
+            .and_then(|top| self.source(top))
+            .map(|s| s.track.as_str())
+        else {
             return layers;
         };
         // The active layers with a rid; a rid seen on two SSRCs (an encoder restart) names the
@@ -335,17 +327,21 @@ impl Sources {
         layers
     }
 
-    /// The rids of the video layers it has sent (active or not), top first.
-    pub fn rids(&self) -> impl Iterator<Item = &str> + '_ {
-        self.sources
+    /// The rids it has sent (active or not), each once, in order.
+    pub fn rids(&self) -> Vec<&str> {
+        let mut rids: Vec<&str> = self
+            .sources
             .iter()
             .filter_map(|s| s.rid.as_ref().map(|(rid, _)| rid.as_str()))
+            .collect();
+        rids.sort_unstable();
+        rids.dedup();
+        rids
     }
 
     /// The rid of source `ssrc`, if it has one.
     pub fn rid_of(&self, ssrc: u32) -> Option<&str> {
-        let source = self.sources.iter().find(|s| s.ssrc == ssrc)?;
-        source.rid.as_ref().map(|(rid, _)| rid.as_str())
+        self.source(ssrc)?.rid.as_ref().map(|(rid, _)| rid.as_str())
     }
 
     /// The video sources the publisher sends now (keyframe requests go to each).
@@ -440,6 +436,20 @@ impl SsrcSet {
     /// Whether the set is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// How many SSRCs it holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps only the SSRCs `keep` says yes to.
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        let mut kept = SsrcSet::default();
+        for &ssrc in self.iter().filter(|&&s| keep(s)) {
+            kept.insert(ssrc);
+        }
+        *self = kept;
     }
 
     /// The SSRCs in the set.

@@ -14,7 +14,7 @@ use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpSender, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use std::time::Instant;
@@ -251,58 +251,53 @@ pub fn write_packet(
     seq: u16,
     ts: u32,
 ) {
-    let senders: Vec<_> = pc.get_senders().collect();
-    for id in senders {
-        let Some(mut sender) = pc.rtp_sender(id) else {
-            continue;
-        };
-        if sender.track().kind() != kind {
-            continue;
-        }
-        let params = sender.get_parameters();
-        let Some(pt) = params.rtp_parameters.codecs.first().map(|c| c.payload_type) else {
-            return;
-        };
-        let Some(ssrc) = params
-            .encodings
-            .first()
-            .and_then(|e| e.rtp_coding_parameters.ssrc)
-        else {
-            return;
-        };
-        let header = Header {
-            version: 2,
-            payload_type: pt,
-            sequence_number: seq,
-            timestamp: ts,
-            ssrc,
-            // A video frame of one packet: the marker ends it (RFC 3550 §5.1).
-            marker: kind == RtpCodecKind::Video,
-            ..Default::default()
-        };
-        let _ = sender.write_rtp(Instant::now(), Packet { header, payload });
+    let Some(mut sender) = sender_of(pc, kind) else {
         return;
-    }
+    };
+    let params = sender.get_parameters();
+    let Some(pt) = params.rtp_parameters.codecs.first().map(|c| c.payload_type) else {
+        return;
+    };
+    let Some(ssrc) = params
+        .encodings
+        .first()
+        .and_then(|e| e.rtp_coding_parameters.ssrc)
+    else {
+        return;
+    };
+    let header = Header {
+        version: 2,
+        payload_type: pt,
+        sequence_number: seq,
+        timestamp: ts,
+        ssrc,
+        // A video frame of one packet: the marker ends it (RFC 3550 §5.1).
+        marker: kind == RtpCodecKind::Video,
+        ..Default::default()
+    };
+    let _ = sender.write_rtp(Instant::now(), Packet { header, payload });
+}
+
+/// The client's sender of `kind`, if it has one.
+fn sender_of(pc: &mut RTCPeerConnection, kind: RtpCodecKind) -> Option<RTCRtpSender<'_>> {
+    let senders: Vec<_> = pc.get_senders().collect();
+    let id = senders
+        .into_iter()
+        .find(|&id| pc.rtp_sender(id).is_some_and(|s| s.track().kind() == kind))?;
+    pc.rtp_sender(id)
 }
 
 /// The SSRC of each simulcast layer of the client's video sender, in layer order.
 pub fn layer_ssrcs(pc: &mut RTCPeerConnection) -> Vec<u32> {
-    let senders: Vec<_> = pc.get_senders().collect();
-    for id in senders {
-        let Some(mut sender) = pc.rtp_sender(id) else {
-            continue;
-        };
-        if sender.track().kind() != RtpCodecKind::Video {
-            continue;
-        }
-        let params = sender.get_parameters();
-        return params
-            .encodings
-            .iter()
-            .filter_map(|e| e.rtp_coding_parameters.ssrc)
-            .collect();
-    }
-    Vec::new()
+    let Some(mut sender) = sender_of(pc, RtpCodecKind::Video) else {
+        return Vec::new();
+    };
+    let params = sender.get_parameters();
+    params
+        .encodings
+        .iter()
+        .filter_map(|e| e.rtp_coding_parameters.ssrc)
+        .collect()
 }
 
 /// One RTP packet of a simulcast layer.
@@ -432,14 +427,5 @@ pub fn request_keyframe(pc: &mut RTCPeerConnection, media_ssrc: u32) {
 
 /// Writes `packets` (one compound) on the client's video receiver.
 fn write_video_rtcp(pc: &mut RTCPeerConnection, packets: Vec<Box<dyn rtc::rtcp::Packet>>) {
-    let receivers: Vec<_> = pc.get_receivers().collect();
-    for id in receivers {
-        let Some(mut receiver) = pc.rtp_receiver(id) else {
-            continue;
-        };
-        if receiver.track().kind() == RtpCodecKind::Video {
-            let _ = receiver.write_rtcp(Instant::now(), packets);
-            return;
-        }
-    }
+    let _ = rtc_util::write_on_video_receiver(pc, packets, Instant::now());
 }

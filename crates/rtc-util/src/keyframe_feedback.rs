@@ -51,6 +51,25 @@ pub fn keyframes_asked(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Vec<u32> {
     ssrcs
 }
 
+/// Writes RTCP `packets` (one compound: keyframe requests, NACKs) on `pc`'s video receiver, the
+/// way the server asks a publisher and the test client asks the server.
+pub fn write_on_video_receiver(
+    pc: &mut rtc::peer_connection::RTCPeerConnection,
+    packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    now: Instant,
+) -> Result<(), String> {
+    let receivers: Vec<_> = pc.get_receivers().collect();
+    for id in receivers {
+        let Some(mut receiver) = pc.rtp_receiver(id) else {
+            continue;
+        };
+        if receiver.track().kind() == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video {
+            return receiver.write_rtcp(now, packets).map_err(|e| e.to_string());
+        }
+    }
+    Err("no video receiver".into())
+}
+
 /// Whether a message the application read from a connection is such a request (the server's
 /// loop and the test client both ask this of every message they read).
 pub fn message_asks_for_keyframe(message: &rtc::peer_connection::message::RTCMessage) -> bool {

@@ -6,7 +6,7 @@
 mod keyframe_feedback;
 pub use keyframe_feedback::{
     asks_for_keyframe, keyframes_asked, message_asks_for_keyframe, with_keyframe_feedback,
-    KeyframeFeedback,
+    write_on_video_receiver, KeyframeFeedback,
 };
 
 use std::net::SocketAddr;
