@@ -248,6 +248,13 @@ async fn an_obs_shaped_simulcast_publisher_reaches_viewers_on_the_layer_each_cho
         .header("content-type", "text/plain")
         .body("1");
     assert_eq!(form.send().await.unwrap().status(), 415);
+    // A request is a handful of fields: a body past MAX_LAYER_BODY (1 KiB) is refused unread.
+    let padded = format!(r#"{{"encodingId":"1","pad":"{}"}}"#, "x".repeat(1024));
+    let big = http
+        .post(&layer_url)
+        .header("content-type", "application/json")
+        .body(padded);
+    assert_eq!(big.send().await.unwrap().status(), 413);
     let publisher_layer = format!("{}/layer", publisher.resource_url);
     let response = http.get(&publisher_layer).send().await.unwrap();
     assert_eq!(response.status(), 400, "a publisher has no layer to choose");
