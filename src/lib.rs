@@ -39,20 +39,26 @@
 //! | `http::serve` | the HTTP connection loop (hyper): header timeout, connection caps, drain at shutdown |
 //! | `media` | the media plane's handle: `MediaHandle` (negotiates on the caller's task, hands the connection to its loop), commands, stats |
 //! | `media::loops` | one OS thread per media loop, the guard that reports a loop's end |
-//! | `media::event_loop` | the loop: bounded wake-ups, inbound packets, drive, fan-out, teardown |
-//! | `media::commands` | the loop's side of the HTTP commands: adopt, delete, layer, list; publisher takeover |
-//! | `media::conn` | one session's protocol state: link, legs per track, early DTLS hold, received media |
+//! | `media::event_loop` | the loop: bounded wake-ups; it only dispatches (packets to sessions, their events, fan-out, the one teardown) |
+//! | `media::event_loop::commands` | the loop's side of the HTTP commands: adopt, delete, layer, PATCH |
+//! | `media::sessions` | `Sessions`: the one writer of the connection map, the registry and the routes (adopt, teardown, restarts) |
+//! | `media::net` | a loop's transports: inbound batches, sends learnt as routes, the ICE-TCP caps, the unanswered-check budget |
+//! | `media::fan_out` | the fan-out over a loop's sessions: a publisher's packets to its stream's legs |
+//! | `media::legs` | a viewer's send legs and what one fan-out lets each take (codec, layer, keyframe wait) |
+//! | `media::listing` | what a loop reports (`/api/streams`, a stream's codecs, a viewer's layer) and a viewer's layer choice |
+//! | `media::conn` | one session: receive (early DTLS hold), poll (typed events), deadlines; fields private |
+//! | `media::conn::ice` | a session's ICE generations and its side of a PATCH (trickle, restart) |
+//! | `media::conn::ingest` | a publisher's side of a session: SSRC kinds, sources, bitrate budget, keyframe requests |
 //! | `media::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |
 //! | `media::offer` | pure checks of an offer (SDP, audio, direction, candidates) |
 //! | `media::transport_attrs` | the offer's ICE and DTLS attributes, checked before rtc sees them |
 //! | `media::codecs` | the codecs whip-echo forwards and the choice of one per section |
 //! | `media::answer` | the text edits of rtc's answer |
-//! | `media::patch` | PATCH on the loop: trickled candidates, ICE restarts |
+//! | `media::patch` | PATCH's pure part: what a fragment asks, `If-Match`, the restart's re-offer |
 //! | `media::upstream` | cluster mode: a pull's peer connection, adopted as the stream's publisher |
 //! | `media::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
 //! | `media::forward` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
 //! | `media::keyframes` | a publisher's keyframe-request state: the layers wanted, one request per 500 ms, PLI or FIR |
-//! | `media::keyframe_requests` | the loop's side of keyframe requests: a viewer's passed to its publisher for its layer |
 //! | `media::random_access` | where a video payload starts a keyframe, and the picture size it carries |
 //! | `media::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
 //! | `media::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |

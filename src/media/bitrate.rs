@@ -62,6 +62,12 @@ impl Budget {
     }
 }
 
+/// An RTP packet's size as counted for the bitrate cap and the metrics: the fixed header, its
+/// CSRCs and the payload (extensions left out: a few bytes).
+pub fn rtp_bytes(packet: &rtc::rtp::packet::Packet) -> usize {
+    12 + 4 * packet.header.csrc.len() + packet.payload.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,432 @@
+//! One session inside the media loop: its protocol state only (who it is, its role and stream
+//! live in the loop's `Registry`, kept by `Sessions`). The connection classifies what it receives
+//! ([`Conn::receive`]: DTLS before ICE selected a pair is held, `early_dtls.rs`) and says what
+//! happened as typed events ([`Conn::poll`], str0m's `Output` habit); the loop decides what they
+//! mean for other sessions. Its state is split by role: `ice.rs` (its ICE generations and its
+//! side of a PATCH), `ingest.rs` (what it publishes), `egress.rs` (the legs it sends).
+
+mod ice;
+mod ingest;
+
+use std::time::{Duration, Instant};
+
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use rtc::shared::TaggedBytesMut;
+use tracing::{debug, info, Span};
+
+use super::cap::Permit;
+use super::early_dtls::EarlyDtls;
+use super::legs::Leg;
+use super::peer::Negotiated;
+use super::sources::Sources;
+use super::transport::PathId;
+use crate::metrics::{Dropped, LoopMetrics};
+use crate::session::EndReason;
+
+use ice::Ice;
+pub use ice::{Applied, Refused};
+use ingest::Ingest;
+
+/// Connectivity of a session as the media loop sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// ICE and DTLS not yet up; the setup deadline applies.
+    Connecting,
+    /// Media flows.
+    Connected,
+    /// Consent checks are failing (RFC 7675); `failed` follows unless the peer comes back.
+    Disconnected,
+}
+
+impl Link {
+    /// As `GET /api/streams` shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Connecting => "connecting",
+            Link::Connected => "connected",
+            Link::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// A session of the media loop.
+pub struct Conn {
+    pc: RTCPeerConnection,
+    ice: Ice,
+    link: Link,
+    setup_deadline: Instant,
+    /// The earliest deadline this session has armed in the loop's timers.
+    armed: Option<Instant>,
+    /// One per send track (none for a publisher).
+    legs: Vec<Leg>,
+    /// What it publishes (unused by a viewer).
+    ingest: Ingest,
+    span: Span,
+    /// DTLS that arrived before ICE selected a pair (see [`Conn::receive`]).
+    early_dtls: EarlyDtls,
+    /// When its POST was taken (for the connect-time metric).
+    started: Instant,
+    /// Whether it has been connected once (an ICE restart's reconnect is not a new connect).
+    ever_connected: bool,
+    /// Cluster mode: a publisher that is this node's pull of the stream from its holder, or a
+    /// viewer that is another node's pull of it.
+    relay: bool,
+    /// Its place under the session cap, given back when the session is dropped.
+    permit: Permit,
+}
+
+/// How a session starts, besides what its negotiation produced.
+pub struct Setup {
+    /// When its POST was taken.
+    pub started: Instant,
+    /// When it must be connected by.
+    pub setup_deadline: Instant,
+    pub span: Span,
+    /// Its place under the session cap.
+    pub permit: Permit,
+    /// Bits per second it may publish (0: no cap).
+    pub max_bitrate: u64,
+    /// A pull, in cluster mode.
+    pub relay: bool,
+    /// Remote candidates its offer carried.
+    pub remote_candidates: usize,
+    /// The simulcast layer a viewer asked for in its POST (none: the top one).
+    pub layer: Option<String>,
+}
+
+/// What happened to a session, as [`Conn::poll`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// It connected (ICE and DTLS up, again after a restart or a consent gap).
+    Connected,
+    /// Its consent checks fail (RFC 7675).
+    Disconnected,
+    /// The connection ended (failed or closed).
+    Ended(EndReason),
+    /// The client asked for a keyframe of the video it receives (PLI or FIR).
+    KeyframeWanted,
+}
+
+/// What draining a session produced.
+#[derive(Default)]
+pub struct Polled {
+    /// What happened, in order.
+    pub events: Vec<Event>,
+    /// RTP received from a publishing client that reaches the fan-out, with the kind of the
+    /// track it came on (within the bitrate cap).
+    pub media: Vec<(RtpCodecKind, Packet)>,
+}
+
+/// What [`Conn::fire`] makes of a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fired {
+    /// Superseded by an earlier entry.
+    Stale,
+    /// The setup deadline passed while connecting.
+    SetupTimeout,
+    /// Its peer connection's deadline: handled.
+    Handled,
+}
+
+impl Conn {
+    /// A freshly negotiated session, connecting until its setup deadline, with one leg per send
+    /// track.
+    pub fn new(negotiated: Negotiated, setup: Setup) -> Self {
+        let Negotiated {
+            pc,
+            ufrag,
+            tracks,
+            codecs,
+            payload_types,
+            ..
+        } = negotiated;
+        let mut legs: Vec<Leg> = tracks.iter().map(Leg::new).collect();
+        if let Some(leg) = legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video) {
+            leg.want(setup.layer);
+        }
+        let remote = pc
+            .remote_description()
+            .map(|d| d.sdp.clone())
+            .unwrap_or_default();
+        Conn {
+            ingest: Ingest::new(codecs, payload_types, &remote, setup.max_bitrate),
+            ice: Ice::new(ufrag, setup.remote_candidates, setup.started),
+            pc,
+            link: Link::Connecting,
+            setup_deadline: setup.setup_deadline,
+            armed: None,
+            legs,
+            span: setup.span,
+            early_dtls: EarlyDtls::default(),
+            started: setup.started,
+            ever_connected: false,
+            relay: setup.relay,
+            permit: setup.permit,
+        }
+    }
+
+    /// Takes a datagram that came on `path`. DTLS (RFC 7983 §7: a first byte in 20..=63) that
+    /// arrives before ICE selected a pair is held, which rtc would drop (OBS's libjuice sends
+    /// its ClientHello before it nominates; `early_dtls.rs` says what qualifies), and goes to
+    /// rtc in order from [`Conn::poll`] once the pair is selected. Packets rtc refuses are
+    /// counted. Whether it was DTLS (after the handshake, an alert: maybe a close_notify).
+    pub fn receive(&mut self, path: PathId, input: TaggedBytesMut, metrics: &LoopMetrics) -> bool {
+        #[cfg(feature = "fault-injection")]
+        if input.message[..] == *super::FAULT_DATAGRAM {
+            panic!("fault injected");
+        }
+        let dtls = (20..=63).contains(&input.message[0]);
+        let (errors, unbound) = (self.pc.read_errors(), self.pc.unbound_rtp_packets());
+        let held = dtls && self.link == Link::Connecting && !self.pair_selected();
+        let mut refused = 0;
+        if held {
+            if self.early_dtls.hold(path, input) {
+                self.span
+                    .in_scope(|| debug!("DTLS before ICE nomination: held"));
+            }
+        } else if let Err(e) = self.pc.handle_read(input) {
+            refused += 1;
+            self.span.in_scope(|| debug!(error = %e, "packet rejected"));
+        }
+        refused += self.pc.read_errors() - errors;
+        if refused > 0 {
+            metrics.dropped(Dropped::Rejected, refused);
+        }
+        let unbound = self.pc.unbound_rtp_packets() - unbound;
+        if unbound > 0 {
+            metrics.dropped(Dropped::Unbound, unbound);
+        }
+        dtls
+    }
+
+    /// Whether ICE has selected a candidate pair, so rtc reads DTLS.
+    fn pair_selected(&mut self) -> bool {
+        rtc_util::dtls_transport(&mut self.pc, |t| {
+            t.ice_transport().get_selected_candidate_pair().is_some()
+        })
+        .unwrap_or(false)
+    }
+
+    /// Hands held early DTLS datagrams to rtc once a pair is selected.
+    fn release_early_dtls(&mut self) {
+        if self.early_dtls.is_empty() || !self.pair_selected() {
+            return;
+        }
+        for input in self.early_dtls.take() {
+            if let Err(e) = self.pc.handle_read(input) {
+                self.span
+                    .in_scope(|| debug!(error = %e, "early DTLS rejected"));
+            }
+        }
+    }
+
+    /// The loop's timer armed at `at` fired at `now`.
+    pub fn fire(&mut self, at: Instant, now: Instant) -> Fired {
+        if self.armed != Some(at) {
+            return Fired::Stale;
+        }
+        self.armed = None;
+        if self.link == Link::Connecting && now >= self.setup_deadline {
+            return Fired::SetupTimeout;
+        }
+        if let Err(e) = self.pc.handle_timeout(now) {
+            self.span
+                .in_scope(|| debug!(error = %e, "timeout handling failed"));
+        }
+        Fired::Handled
+    }
+
+    /// Drains the peer connection's events and received messages. Received RTP is kept only
+    /// when `publishes` (a viewer's media goes nowhere), of the sources the fan-out takes and
+    /// within the bitrate cap; what is not is counted.
+    pub fn poll(&mut self, publishes: bool, now: Instant, metrics: &LoopMetrics) -> Polled {
+        self.release_early_dtls();
+        let mut polled = Polled::default();
+        while let Some(event) = self.pc.poll_event() {
+            let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event else {
+                continue;
+            };
+            self.span.in_scope(|| info!(%state, "connection state"));
+            if let Some(event) = self.link_event(state, now, metrics) {
+                polled.events.push(event);
+            }
+        }
+        while let Some(message) = self.pc.poll_read() {
+            if rtc_util::message_asks_for_keyframe(&message.message)
+                && !polled.events.contains(&Event::KeyframeWanted)
+            {
+                polled.events.push(Event::KeyframeWanted);
+            }
+            if let RTCMessage::RtpPacket(track, packet) = message.message {
+                if !publishes {
+                    continue;
+                }
+                let kind = self
+                    .ingest
+                    .take(&mut self.pc, &track, &packet, message.now, metrics);
+                if let Some(kind) = kind {
+                    polled.media.push((kind, packet));
+                }
+            }
+        }
+        // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
+        if !polled.media.is_empty() && self.ingest.admit(&mut polled.media, now, metrics) {
+            self.note_capped();
+        }
+        polled
+    }
+
+    /// The event of a connection state change, if any; the first connect is counted.
+    fn link_event(
+        &mut self,
+        state: RTCPeerConnectionState,
+        now: Instant,
+        metrics: &LoopMetrics,
+    ) -> Option<Event> {
+        match state {
+            RTCPeerConnectionState::Connected => {
+                self.link = Link::Connected;
+                if !self.ever_connected {
+                    // Counted as connected under the session cap from now on (no longer
+                    // evictable to make room).
+                    self.ever_connected = true;
+                    self.permit.connected();
+                    metrics.connected(now.saturating_duration_since(self.started));
+                }
+                Some(Event::Connected)
+            }
+            RTCPeerConnectionState::Disconnected => {
+                self.link = Link::Disconnected;
+                Some(Event::Disconnected)
+            }
+            RTCPeerConnectionState::Failed => Some(Event::Ended(EndReason::Failed)),
+            RTCPeerConnectionState::Closed => Some(Event::Ended(EndReason::Closed)),
+            _ => None,
+        }
+    }
+
+    /// The next datagram its peer connection sends.
+    pub fn poll_write(&mut self) -> Option<TaggedBytesMut> {
+        self.pc.poll_write()
+    }
+
+    /// Notes a datagram it sent on `path` (a check's answer there lets early DTLS in).
+    pub fn note_sent(&mut self, path: PathId, datagram: &[u8]) {
+        if self.link == Link::Connecting {
+            self.early_dtls.note_sent(path, datagram);
+        }
+    }
+
+    /// The next instant the loop must wake this session: rtc's own deadline, and the setup
+    /// deadline while connecting.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        let rtc = self.pc.poll_timeout();
+        if self.link != Link::Connecting {
+            return rtc;
+        }
+        Some(rtc.map_or(self.setup_deadline, |w| w.min(self.setup_deadline)))
+    }
+
+    /// The loop's timer slot of this session ([`super::timers::Timers::arm`]).
+    pub fn armed(&mut self) -> &mut Option<Instant> {
+        &mut self.armed
+    }
+
+    /// Queues a DTLS close_notify, so the peer learns at once instead of waiting for its consent
+    /// checks to fail (RFC 7675 §5.2); [`Conn::poll_write`] gives it.
+    pub fn close(&mut self) {
+        let _ = self.pc.close();
+    }
+
+    /// Whether the peer closed the DTLS transport (close_notify).
+    pub fn dtls_closed(&mut self) -> bool {
+        rtc_util::dtls_closed(&mut self.pc)
+    }
+
+    /// Its send legs with what writes them, while connected (the fan-out's way in).
+    pub fn forwarding(&mut self) -> Option<(&mut RTCPeerConnection, &mut [Leg], &Span)> {
+        if self.link != Link::Connected {
+            return None;
+        }
+        Some((&mut self.pc, &mut self.legs, &self.span))
+    }
+
+    /// A new publisher took its stream over: each leg starts it afresh, at its first keyframe,
+    /// even under the old publisher's SSRC.
+    pub fn forget_sources(&mut self) {
+        for leg in &mut self.legs {
+            leg.forwarder.forget_source();
+        }
+    }
+
+    /// The local ICE ufrag (routing key and ETag).
+    pub fn ufrag(&self) -> &str {
+        &self.ice.ufrag
+    }
+
+    /// The local ufrag before the last ICE restart, while it is still routed.
+    pub fn previous_ufrag(&self) -> Option<&str> {
+        self.ice.previous_ufrag.as_deref()
+    }
+
+    /// Makes `ufrag` the local one (an ICE restart); the ufrag before the previous one, which
+    /// stops being routed, comes back.
+    pub fn replace_ufrag(&mut self, ufrag: &str) -> Option<String> {
+        let old = std::mem::replace(&mut self.ice.ufrag, ufrag.to_owned());
+        self.ice.previous_ufrag.replace(old)
+    }
+
+    /// Takes the ufrag before the last restart (the restart completed).
+    pub fn take_previous_ufrag(&mut self) -> Option<String> {
+        self.ice.previous_ufrag.take()
+    }
+
+    pub fn link(&self) -> Link {
+        self.link
+    }
+
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Whether it is a pull (cluster mode).
+    pub fn relay(&self) -> bool {
+        self.relay
+    }
+
+    /// How long it has existed.
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// The codec negotiated per kind: for a publisher, what its packets are.
+    pub fn codecs(&self) -> &[(RtpCodecKind, String)] {
+        &self.ingest.codecs
+    }
+
+    /// Its sources, as a publisher.
+    pub fn sources(&self) -> &Sources {
+        &self.ingest.sources
+    }
+
+    /// Its video leg, if it plays video.
+    pub fn video_leg(&self) -> Option<&Leg> {
+        self.legs.iter().find(|l| l.kind == RtpCodecKind::Video)
+    }
+
+    /// Its video leg, to choose a layer.
+    pub fn video_leg_mut(&mut self) -> Option<&mut Leg> {
+        self.legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video)
+    }
+
+    /// RTP its peer connection bound to no track (vendored rtc change 7).
+    pub fn unbound_rtp_packets(&self) -> u64 {
+        self.pc.unbound_rtp_packets()
+    }
+}

@@ -1,0 +1,368 @@
+//! The media loop: waits on a datagram batch, a command or the earliest deadline, feeds it to the
+//! sessions, then drives the touched ones (events → fan-out → outgoing packets → next deadline).
+//! It dispatches only: its sessions are [`Sessions`]' (the one writer of the connection map, the
+//! registry and the routes), its sockets [`Net`]'s, what a connection does [`Conn`]'s, the
+//! fan-out `fan_out.rs`'s; commands from the HTTP plane are in `commands.rs`.
+
+mod commands;
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::conn::{Conn, Event, Fired, Link};
+use super::fan_out::fan_out;
+use super::listing;
+use super::net::Net;
+use super::sessions::Sessions;
+use super::shield::{shielded, Panicked};
+use super::socket::UdpIo;
+use super::tcp::{TcpConns, TcpEvent};
+use super::timers::Timers;
+use super::transport::Inbound;
+use super::{Command, MediaConfig, SessionKey, StatsSlot};
+use crate::session::EndReason;
+
+/// How often ended resources past their grace period are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(5);
+/// Commands handled per wake-up. A command is cheap now (negotiation happens before it), but a
+/// burst of a few hundred must still not hold datagrams and timers back for its whole length.
+pub(super) const MAX_COMMANDS_PER_WAKE: usize = 16;
+
+/// State owned by the media task: nothing here is shared, so nothing is locked.
+pub(super) struct MediaLoop {
+    net: Net,
+    sessions: Sessions,
+    timers: Timers,
+    config: MediaConfig,
+    stats: StatsSlot,
+    /// Sessions whose peer connection panicked (`shield.rs`), moved out of `sessions` so that
+    /// nothing finds them to call into again; torn down at the end of the wake-up.
+    panicked: Vec<(SessionKey, Conn)>,
+}
+
+impl MediaLoop {
+    pub(super) fn new(udp: UdpIo, tcp: TcpConns, config: MediaConfig, stats: StatsSlot) -> Self {
+        MediaLoop {
+            net: Net::new(udp, tcp, &config),
+            sessions: Sessions::default(),
+            timers: Timers::default(),
+            config,
+            stats,
+            panicked: Vec::new(),
+        }
+    }
+
+    /// Runs until `stop` is cancelled (or every handle is dropped), then tears every session down.
+    /// Each wake-up does a bounded amount of each kind of work: datagrams, commands, timers.
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut tcp: mpsc::Receiver<TcpEvent>,
+        stop: CancellationToken,
+    ) {
+        let mut tcp_open = true;
+        let mut next_prune = Instant::now() + PRUNE_EVERY;
+        loop {
+            // The prune is a deadline like the sessions' ones, checked after every wake-up
+            // below, so a socket that is always readable cannot keep it from running.
+            let next_timer = Some(self.timers.next().map_or(next_prune, |t| t.min(next_prune)));
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                readable = self.net.readable() => match readable {
+                    Ok(()) => {
+                        let inbound = self.net.read_datagrams();
+                        self.handle_inbound(inbound, Instant::now());
+                        // Under steady load the socket is readable again at once and, being
+                        // polled first, would starve the other branches: consent checks (RFC
+                        // 7675 §5.1) would stop, ICE-TCP would stall and new sessions would wait.
+                        self.handle_tcp(&mut tcp, None);
+                        self.handle_commands(&mut commands, None);
+                        self.fire_timers(Instant::now());
+                    }
+                    Err(e) => warn!(error = %e, "UDP socket not readable"),
+                },
+                event = tcp.recv(), if tcp_open => match event {
+                    Some(event) => {
+                        self.handle_tcp(&mut tcp, Some(event));
+                        self.handle_commands(&mut commands, None);
+                        self.fire_timers(Instant::now());
+                    }
+                    None => tcp_open = false,
+                },
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_commands(&mut commands, Some(command)),
+                    None => break,
+                },
+                _ = sleep_until(next_timer) => self.fire_timers(Instant::now()),
+            }
+            self.end_panicked();
+            let now = Instant::now();
+            if now >= next_prune {
+                self.sessions.prune(now);
+                next_prune = now + PRUNE_EVERY;
+            }
+        }
+        for key in self.sessions.keys() {
+            self.teardown(key, EndReason::Shutdown);
+        }
+        info!(
+            unroutable = self.net.unroutable_count(),
+            "media loop stopped"
+        );
+    }
+
+    /// Handles `first` and then whatever is queued, up to `MAX_COMMANDS_PER_WAKE` in all.
+    fn handle_commands(&mut self, commands: &mut mpsc::Receiver<Command>, first: Option<Command>) {
+        let mut handled = 0;
+        if let Some(command) = first {
+            self.handle_command(command);
+            handled += 1;
+        }
+        while handled < MAX_COMMANDS_PER_WAKE {
+            let Ok(command) = commands.try_recv() else {
+                break;
+            };
+            self.handle_command(command);
+            handled += 1;
+        }
+    }
+
+    /// Feeds what the ICE-TCP connections queued in like datagrams, then forgets the closed ones.
+    fn handle_tcp(&mut self, events: &mut mpsc::Receiver<TcpEvent>, first: Option<TcpEvent>) {
+        let (inbound, closed) = self.net.tcp_events(events, first);
+        self.handle_inbound(inbound, Instant::now());
+        for id in closed {
+            self.net.close_tcp(id, &mut self.sessions);
+        }
+    }
+
+    /// Feeds packets from any transport to their sessions, then drives the sessions touched.
+    fn handle_inbound(&mut self, inbound: Vec<Inbound>, now: Instant) {
+        // Sessions touched by this batch, and whether a DTLS record reached them.
+        let mut touched: Vec<(SessionKey, bool)> = Vec::new();
+        for packet in inbound {
+            let Some(key) = self.sessions.route(packet.path, &packet.data) else {
+                self.net.unroutable(packet.path, &self.config);
+                continue;
+            };
+            let Some(conn) = self.sessions.conn_mut(key) else {
+                continue;
+            };
+            let path = packet.path;
+            let input = packet.into_tagged(now);
+            let metrics = &self.config.metrics;
+            let dtls = match shielded(|| conn.receive(path, input, metrics)) {
+                Ok(dtls) => dtls,
+                Err(panic) => {
+                    self.note_panic(key, &panic);
+                    continue;
+                }
+            };
+            match touched.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, seen)) => *seen |= dtls,
+                None => touched.push((key, dtls)),
+            }
+        }
+        for (key, dtls) in touched {
+            self.drive(key, now);
+            if dtls {
+                self.check_closed(key);
+            }
+        }
+    }
+
+    /// After DTLS reached session `key`: ends it if that was the peer's close_notify.
+    fn check_closed(&mut self, key: SessionKey) {
+        let closed = (self.sessions.conn_mut(key)).map(|conn| shielded(|| conn.dtls_closed()));
+        match closed {
+            Some(Ok(true)) => self.teardown(key, EndReason::Closed),
+            Some(Err(panic)) => self.note_panic(key, &panic),
+            _ => {}
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
+            let Some(conn) = self.sessions.conn_mut(key) else {
+                continue;
+            };
+            match shielded(|| conn.fire(at, now)) {
+                Ok(Fired::Stale) => {}
+                Ok(Fired::SetupTimeout) => self.teardown(key, EndReason::SetupTimeout),
+                Ok(Fired::Handled) => self.drive(key, now),
+                Err(panic) => self.note_panic(key, &panic),
+            }
+        }
+    }
+
+    /// Drains a session's events and received media, sends what it has to send, and acts on
+    /// what happened: a restart completed, a stats change, its end, keyframes wanted, media to
+    /// fan out.
+    fn drive(&mut self, key: SessionKey, now: Instant) {
+        let publishes = self.sessions.publishes(key);
+        let Some(conn) = self.sessions.conn_mut(key) else {
+            return;
+        };
+        let metrics = &self.config.metrics;
+        let polled = match shielded(|| conn.poll(publishes, now, metrics)) {
+            Ok(polled) => polled,
+            Err(panic) => {
+                self.note_panic(key, &panic);
+                return;
+            }
+        };
+        let plays_video = conn.video_leg().is_some();
+        let link_changed =
+            (polled.events.iter()).any(|e| matches!(e, Event::Connected | Event::Disconnected));
+        let connected = link_changed && conn.link() == Link::Connected;
+        if connected {
+            self.sessions.restart_done(key);
+        }
+        self.flush(key);
+        if link_changed {
+            self.publish_stats();
+        }
+        for event in &polled.events {
+            if let Event::Ended(reason) = *event {
+                self.teardown(key, reason);
+                return;
+            }
+        }
+        // Keyframes (`keyframes.rs`): a viewer's PLI/FIR, or its video leg coming up, asks the
+        // publisher; a publisher that connects (a new one taking a stream over too) is asked
+        // at once, so that its viewers start with a decodable picture.
+        if polled.events.contains(&Event::KeyframeWanted) || (connected && plays_video) {
+            if let Some((publisher, ssrc)) = listing::upstream_layer(&self.sessions, key, now) {
+                self.request_keyframe(publisher, ssrc, now);
+            }
+        }
+        if publishes {
+            if connected {
+                self.request_keyframe(key, None, now);
+            }
+            self.send_due_keyframe_request(key, now);
+        }
+        if !polled.media.is_empty() {
+            let metrics = &self.config.metrics;
+            let forwarded = fan_out(&mut self.sessions, key, &polled.media, now, metrics);
+            for (target, panic) in forwarded.panicked {
+                self.note_panic(target, &panic);
+            }
+            for target in forwarded.written {
+                self.flush(target);
+            }
+            if forwarded.keyframe_asked {
+                self.send_due_keyframe_request(key, now);
+            }
+        }
+    }
+
+    /// Asks publisher `key` for a keyframe of source `ssrc` (none: of each video source), now or
+    /// when its interval ends.
+    fn request_keyframe(&mut self, key: SessionKey, ssrc: Option<u32>, now: Instant) {
+        if let Some(conn) = self.sessions.conn_mut(key) {
+            conn.want_keyframe(ssrc);
+        }
+        self.send_due_keyframe_request(key, now);
+    }
+
+    /// Sends publisher `key`'s pending keyframe request if its interval has ended.
+    fn send_due_keyframe_request(&mut self, key: SessionKey, now: Instant) {
+        let Some(conn) = self.sessions.conn_mut(key) else {
+            return;
+        };
+        match shielded(|| conn.send_due_keyframe_request(now)) {
+            Ok(true) => self.flush(key),
+            Ok(false) => {}
+            Err(panic) => self.note_panic(key, &panic),
+        }
+    }
+
+    /// Sends a session's pending datagrams, learning their destinations as its routes, and
+    /// re-arms its timer.
+    fn flush(&mut self, key: SessionKey) {
+        let Some(mut sending) = self.sessions.sending(key) else {
+            return;
+        };
+        // One shielded call for the whole drain (it is on every packet's path).
+        let (net, config) = (&mut self.net, &self.config);
+        match shielded(|| net.flush(key, &mut sending, config)) {
+            Ok(Some(at)) => self.timers.arm(key, at, sending.conn.armed()),
+            Ok(None) => {}
+            Err(panic) => self.note_panic(key, &panic),
+        }
+    }
+
+    /// Notes that `key`'s peer connection panicked: logged, and torn down at the end of the
+    /// wake-up (or by [`Self::end_panicked`]) without another call into it.
+    fn note_panic(&mut self, key: SessionKey, panic: &Panicked) {
+        if let Some(conn) = self.sessions.take(key) {
+            log_panic(&conn, panic);
+            self.panicked.push((key, conn));
+        }
+    }
+
+    /// Tears down the sessions whose peer connection panicked.
+    fn end_panicked(&mut self) {
+        for (key, conn) in std::mem::take(&mut self.panicked) {
+            let paths = self
+                .sessions
+                .end(key, &conn, EndReason::Panicked, Instant::now());
+            self.finish(conn, &paths, EndReason::Panicked);
+        }
+    }
+
+    /// The one teardown path: DELETE, ICE/DTLS failure, peer close, setup timeout, a publisher
+    /// replaced, and shutdown.
+    fn teardown(&mut self, key: SessionKey, reason: EndReason) {
+        let Some(mut removed) = self.sessions.teardown(key, reason, Instant::now()) else {
+            return;
+        };
+        // A DTLS close_notify, so the peer learns at once (RFC 7675 §5.2). Not after a panic:
+        // the peer connection is not called again (`shield.rs`).
+        let net = &mut self.net;
+        let conn = &mut removed.conn;
+        if let Err(panic) = shielded(|| {
+            conn.close();
+            net.send_all(conn);
+        }) {
+            log_panic(conn, &panic);
+        }
+        self.finish(removed.conn, &removed.paths, reason);
+    }
+
+    /// The end of a session out of `sessions`: its ICE-TCP connections closed (RFC 6544: they
+    /// belong to it), counted, logged, dropped.
+    fn finish(&mut self, conn: Conn, paths: &[super::transport::PathId], reason: EndReason) {
+        self.net.close_paths(paths);
+        self.config.metrics.ended(reason);
+        conn.span().in_scope(|| info!(%reason, "session ended"));
+        // Dropping `conn` gives its place under the session cap back; its peer connection's drop
+        // is shielded too.
+        if let Err(panic) = shielded(move || drop(conn)) {
+            error!(%panic, "the WebRTC stack panicked while a session was dropped");
+        }
+        self.publish_stats();
+    }
+
+    fn publish_stats(&self) {
+        self.stats.publish(self.sessions.stats());
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs that `conn`'s peer connection panicked (once per session: it is not called again).
+fn log_panic(conn: &Conn, panic: &Panicked) {
+    conn.span()
+        .in_scope(|| error!(%panic, "the WebRTC stack panicked: session ended"));
+}

@@ -1,0 +1,74 @@
+//! The fan-out over a loop's sessions: a publisher's packets to every connected receiving leg of
+//! its stream (its viewers, and itself for `/echo`); what each leg takes is `legs.rs`'s
+//! [`FanOut`]. The keyframes legs wait for are asked of the publisher in one request.
+
+use std::time::Instant;
+
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+
+use super::conn::Conn;
+use super::legs::FanOut;
+use super::sessions::Sessions;
+use super::shield::{shielded, Panicked};
+use super::SessionKey;
+use crate::metrics::{Dropped, LoopMetrics};
+use crate::session::Role;
+
+/// What a fan-out did, for the loop to finish.
+#[derive(Default)]
+pub struct Forwarded {
+    /// The sessions it wrote to: their datagrams wait to be flushed.
+    pub written: Vec<SessionKey>,
+    /// Sessions whose peer connection panicked while writing.
+    pub panicked: Vec<(SessionKey, Panicked)>,
+    /// Whether a keyframe was asked of the publisher (to send when its interval allows).
+    pub keyframe_asked: bool,
+}
+
+/// Sends `media` from publisher `from` to the legs of its stream.
+pub fn fan_out(
+    sessions: &mut Sessions,
+    from: SessionKey,
+    media: &[(RtpCodecKind, Packet)],
+    now: Instant,
+    metrics: &LoopMetrics,
+) -> Forwarded {
+    let mut forwarded = Forwarded::default();
+    let Some(source) = sessions.entry(from) else {
+        return forwarded;
+    };
+    let mut targets = sessions.viewers(&source.stream).to_vec();
+    if source.role == Role::Echo {
+        targets.push(from);
+    }
+    let Some(publisher) = sessions.conn(from) else {
+        return forwarded;
+    };
+    let mut fan = FanOut::of(publisher.codecs(), publisher.sources(), media, now);
+    for target in targets {
+        let Some(legs) = sessions.conn_mut(target).and_then(Conn::forwarding) else {
+            continue;
+        };
+        match shielded(|| fan.forward_to(legs, media, now, metrics)) {
+            Ok(()) => forwarded.written.push(target),
+            Err(panic) => forwarded.panicked.push((target, panic)),
+        }
+    }
+    if fan.video_legs {
+        let other = media
+            .iter()
+            .filter(|(kind, p)| *kind == RtpCodecKind::Video && !fan.taken.contains(p.header.ssrc))
+            .count();
+        metrics.dropped(Dropped::OtherSource, other as u64);
+    }
+    if !fan.keyframes_wanted.is_empty() {
+        if let Some(conn) = sessions.conn_mut(from) {
+            for &ssrc in fan.keyframes_wanted.iter() {
+                conn.want_keyframe(Some(ssrc));
+            }
+            forwarded.keyframe_asked = true;
+        }
+    }
+    forwarded
+}

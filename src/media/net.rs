@@ -1,0 +1,215 @@
+//! A media loop's network side: its transports (the UDP socket and the ICE-TCP connections
+//! handed to it), what comes in on them as [`Inbound`] packets, and what its sessions send, each
+//! datagram learnt as a route of its session ([`Sessions::sending`]) and held to the ICE-TCP caps
+//! and the budget of checks to addresses that never answered one.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use super::conn::Conn;
+use super::sessions::{Sending, Sessions};
+use super::socket::UdpIo;
+use super::stun::is_binding_request;
+use super::tcp::{Claim, TcpConns, TcpEvent};
+use super::transport::{Inbound, PathId, TcpConnId, Transports};
+use super::{MediaConfig, SessionKey};
+use crate::metrics::Dropped;
+use crate::rate::TokenBucket;
+
+/// Receive batches handled before the loop looks at commands and timers again.
+const MAX_BATCHES_PER_WAKE: usize = 8;
+/// ICE-TCP events (frames, mostly) handled per wake-up, like a few receive batches.
+const MAX_TCP_EVENTS_PER_WAKE: usize = 64;
+
+/// The transports of one media loop and the budgets of what it sends.
+pub struct Net {
+    transports: Transports,
+    /// Checks to addresses that never answered one (`--unanswered-checks-per-second`).
+    unanswered_checks: TokenBucket,
+    /// Packets that named no session.
+    unroutable: u64,
+}
+
+impl Net {
+    pub fn new(udp: UdpIo, tcp: TcpConns, config: &MediaConfig) -> Self {
+        let burst = config.unanswered_checks_per_second.saturating_mul(2);
+        Net {
+            transports: Transports { udp, tcp },
+            unanswered_checks: TokenBucket::full(burst, Instant::now()),
+            unroutable: 0,
+        }
+    }
+
+    /// Waits until the UDP socket is readable.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.transports.udp.readable().await
+    }
+
+    /// Up to `MAX_BATCHES_PER_WAKE` receive batches of the UDP socket.
+    pub fn read_datagrams(&mut self) -> Vec<Inbound> {
+        let mut inbound: Vec<Inbound> = Vec::new();
+        for _ in 0..MAX_BATCHES_PER_WAKE {
+            let got = self.transports.udp.recv_batch(|d| {
+                if !d.data.is_empty() {
+                    inbound.push(Inbound {
+                        path: PathId::Udp(d.from),
+                        local: d.local,
+                        peer: d.from,
+                        data: bytes::BytesMut::from(d.data),
+                    });
+                }
+            });
+            match got {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    debug!(error = %e, "UDP receive error");
+                    break;
+                }
+            }
+        }
+        inbound
+    }
+
+    /// Takes `first` and whatever else the ICE-TCP connections have queued (bounded): new
+    /// connections are opened, frames come back as packets, and the connections that closed
+    /// (to forget once this batch's frames, which may still name them, are handled).
+    pub fn tcp_events(
+        &mut self,
+        events: &mut mpsc::Receiver<TcpEvent>,
+        first: Option<TcpEvent>,
+    ) -> (Vec<Inbound>, Vec<TcpConnId>) {
+        let mut inbound = Vec::new();
+        let mut closed = Vec::new();
+        let mut next = first.or_else(|| events.try_recv().ok());
+        let mut handled = 0;
+        while let Some(event) = next.take() {
+            match event {
+                TcpEvent::Opened {
+                    id,
+                    peer,
+                    local,
+                    writer,
+                } => self.transports.tcp.open(id, peer, local, writer),
+                TcpEvent::Frame { id, data } => {
+                    if let Some((peer, local)) = self.transports.tcp.addrs(id) {
+                        inbound.push(Inbound {
+                            path: PathId::Tcp(id),
+                            local,
+                            peer,
+                            data,
+                        });
+                    }
+                }
+                TcpEvent::Closed { id } => closed.push(id),
+            }
+            handled += 1;
+            if handled < MAX_TCP_EVENTS_PER_WAKE {
+                next = events.try_recv().ok();
+            }
+        }
+        (inbound, closed)
+    }
+
+    /// A packet on `path` named no session: counted, and a TCP connection that names none is
+    /// closed rather than kept open for nothing (it exists for one session, RFC 6544).
+    pub fn unroutable(&mut self, path: PathId, config: &MediaConfig) {
+        self.unroutable += 1;
+        config.metrics.dropped(Dropped::Unroutable, 1);
+        if let PathId::Tcp(id) = path {
+            self.transports.tcp.close(id);
+        }
+    }
+
+    /// Packets that named no session so far.
+    pub fn unroutable_count(&self) -> u64 {
+        self.unroutable
+    }
+
+    /// Closes the ICE-TCP connections among `paths` (a session's, at its end: RFC 6544).
+    pub fn close_paths(&mut self, paths: &[PathId]) {
+        for path in paths {
+            if let PathId::Tcp(id) = path {
+                self.transports.tcp.close(*id);
+            }
+        }
+    }
+
+    /// Closes ICE-TCP connection `id` and forgets its routes.
+    pub fn close_tcp(&mut self, id: TcpConnId, sessions: &mut Sessions) {
+        self.transports.tcp.close(id);
+        sessions.forget_path(PathId::Tcp(id));
+    }
+
+    /// Sends what `conn` has queued, ignoring errors (its close_notify at teardown).
+    pub fn send_all(&mut self, conn: &mut Conn) {
+        while let Some(out) = conn.poll_write() {
+            let _ = self.transports.send(&out.transport, &out.message);
+        }
+    }
+
+    /// Sends session `key`'s pending datagrams, learning their destinations as its routes; its
+    /// next deadline.
+    pub fn flush(
+        &mut self,
+        key: SessionKey,
+        sending: &mut Sending<'_>,
+        config: &MediaConfig,
+    ) -> Option<Instant> {
+        while let Some(out) = sending.conn.poll_write() {
+            if let Some(path) = self.transports.path_of(&out.transport) {
+                if !self.may_send(key, path, &out.message, sending, config) {
+                    continue;
+                }
+                sending.learn_sent(path, &out.message);
+                sending.conn.note_sent(path, &out.message);
+            }
+            if let Err(e) = self.transports.send(&out.transport, &out.message) {
+                (sending.conn.span()).in_scope(|| debug!(error = %e, "send failed"));
+            }
+        }
+        sending.conn.next_deadline()
+    }
+
+    /// Whether session `key` may send `datagram` on `path`: the ICE-TCP caps (a connection
+    /// beyond one is closed instead of answered), and RFC 8445 §19.5.1: checks to addresses that
+    /// never answered one are what a client's offer can aim anywhere; each loop sends only so
+    /// many a second.
+    fn may_send(
+        &mut self,
+        key: SessionKey,
+        path: PathId,
+        datagram: &[u8],
+        sending: &mut Sending<'_>,
+        config: &MediaConfig,
+    ) -> bool {
+        if let PathId::Tcp(id) = path {
+            match self.transports.tcp.claim(id, key) {
+                Claim::Send => {}
+                Claim::NotYours => return false,
+                Claim::Refused(cap) => {
+                    self.transports.tcp.close(id);
+                    sending.forget(path);
+                    config.metrics.tcp_closed(cap);
+                    return false;
+                }
+            }
+        }
+        let rate = config.unanswered_checks_per_second;
+        if rate > 0 && is_binding_request(datagram) && !sending.has_answered(path) {
+            let burst = rate.saturating_mul(2);
+            let now = Instant::now();
+            if self
+                .unanswered_checks
+                .take(now, f64::from(rate), burst)
+                .is_err()
+            {
+                config.metrics.dropped(Dropped::CheckBudget, 1);
+                return false;
+            }
+        }
+        true
+    }
+}
