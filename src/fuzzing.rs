@@ -14,7 +14,7 @@ pub fn offer(data: &[u8]) {
         return;
     };
     for role in [Role::Publisher, Role::Viewer, Role::Echo] {
-        if let Ok(info) = crate::media::offer::inspect(sdp, role) {
+        if let Ok(info) = crate::media::negotiate::offer::inspect(sdp, role) {
             assert!(info.audio.is_some() || info.video.is_some());
         }
     }
@@ -40,10 +40,10 @@ pub fn stream_name(data: &[u8]) {
 pub fn datagram(data: &[u8]) {
     if let Some(ufrag) = crate::media::stun_request_local_ufrag(data) {
         assert!(!ufrag.contains(':'));
-        let _ = crate::media::peer::IceCredentials::loop_of(&ufrag);
+        let _ = crate::media::negotiate::peer::IceCredentials::loop_of(&ufrag);
     }
     if let Some(&first) = data.first() {
-        let _ = crate::media::shared_port::classify(first);
+        let _ = crate::media::net::shared_port::classify(first);
     }
 }
 
@@ -135,7 +135,7 @@ pub fn authorization(data: &[u8]) {
 /// A video RTP payload: does it start a keyframe, and the picture size a keyframe carries (an
 /// H.264 SPS, VP8's key frame header, VP9's scalability structure), in each format whip-echo reads.
 pub fn video_payload(data: &[u8]) {
-    use crate::media::random_access::{resolution, Format};
+    use crate::media::forward::random_access::{resolution, Format};
     for format in [Format::Vp8, Format::Vp9, Format::H264, Format::Av1] {
         format.starts_keyframe(data);
         if let Some((width, height)) = resolution(format, data) {
@@ -164,7 +164,7 @@ pub fn rtp(data: &[u8]) {
     let Ok(mut packet) = rtc::rtp::packet::Packet::unmarshal(&mut buf) else {
         return;
     };
-    let mut leg = crate::media::forward::Forwarder::new(42, 96, 90_000, 3000);
+    let mut leg = crate::media::forward::forwarder::Forwarder::new(42, 96, 90_000, 3000);
     leg.rewrite(&mut packet.header, std::time::Instant::now());
     let bytes = packet.marshal().expect("a rewritten packet marshals");
     let back = rtc::rtp::packet::Packet::unmarshal(&mut &bytes[..]).expect("and parses back");
@@ -180,7 +180,7 @@ fn read_frames(mut data: &[u8]) -> Vec<bytes::BytesMut> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     loop {
         // Reading a slice never waits, so one poll finishes the read.
-        let read = std::pin::pin!(crate::media::tcp::read_frame(
+        let read = std::pin::pin!(crate::media::net::tcp::read_frame(
             &mut data,
             usize::from(u16::MAX)
         ))
@@ -194,7 +194,7 @@ fn read_frames(mut data: &[u8]) -> Vec<bytes::BytesMut> {
 
 /// A compound RTCP packet that rtc parses after SRTCP decryption, and the NACKs in it answered.
 pub fn rtcp(data: &[u8]) {
-    crate::media::nack::answer_fuzzed(data);
+    crate::media::forward::nack::answer_fuzzed(data);
 }
 
 /// DTLS datagrams as whip-echo's DTLS server reads them before and during a handshake (rtc-dtls's

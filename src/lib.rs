@@ -41,35 +41,38 @@
 //! | `media::loops` | one OS thread per media loop, the guard that reports a loop's end |
 //! | `media::event_loop` | the loop: bounded wake-ups; it only dispatches (packets to sessions, their events, fan-out, the one teardown) |
 //! | `media::event_loop::commands` | the loop's side of the HTTP commands: adopt, delete, layer, PATCH |
+//! | `media::event_loop::io` | the loop's transports: inbound batches, sends learnt as routes, the ICE-TCP caps, the unanswered-check budget |
+//! | `media::event_loop::fan_out` | the fan-out over a loop's sessions: a publisher's packets to its stream's legs |
 //! | `media::sessions` | `Sessions`: the one writer of the connection map, the registry and the routes (adopt, teardown, restarts) |
-//! | `media::net` | a loop's transports: inbound batches, sends learnt as routes, the ICE-TCP caps, the unanswered-check budget |
-//! | `media::fan_out` | the fan-out over a loop's sessions: a publisher's packets to its stream's legs |
-//! | `media::legs` | a viewer's send legs and what one fan-out lets each take (codec, layer, keyframe wait) |
 //! | `media::listing` | what a loop reports (`/api/streams`, a stream's codecs, a viewer's layer) and a viewer's layer choice |
 //! | `media::conn` | one session: receive (early DTLS hold), poll (typed events), deadlines; fields private |
 //! | `media::conn::ice` | a session's ICE generations and its side of a PATCH (trickle, restart) |
 //! | `media::conn::ingest` | a publisher's side of a session: SSRC kinds, sources, bitrate budget, keyframe requests |
-//! | `media::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |
-//! | `media::offer` | pure checks of an offer (SDP, audio, direction, candidates) |
-//! | `media::transport_attrs` | the offer's ICE and DTLS attributes, checked before rtc sees them |
-//! | `media::codecs` | the codecs whip-echo forwards and the choice of one per section |
-//! | `media::answer` | the text edits of rtc's answer |
-//! | `media::patch` | PATCH's pure part: what a fragment asks, `If-Match`, the restart's re-offer |
+//! | `media::conn::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
+//! | `media::negotiate` | negotiation, on the request's task (the room of the five below and `patch`) |
+//! | `media::negotiate::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |
+//! | `media::negotiate::offer` | pure checks of an offer (SDP, audio, direction, candidates) |
+//! | `media::negotiate::transport_attrs` | the offer's ICE and DTLS attributes, checked before rtc sees them |
+//! | `media::negotiate::codecs` | the codecs whip-echo forwards and the choice of one per section |
+//! | `media::negotiate::answer` | the text edits of rtc's answer |
+//! | `media::negotiate::patch` | PATCH's pure part: what a fragment asks, `If-Match`, the restart's re-offer |
+//! | `media::forward` | the per-packet path, knowing no sessions or sockets (the room of the seven below) |
+//! | `media::forward::legs` | a viewer's send legs and what one fan-out lets each take (codec, layer, keyframe wait), written |
+//! | `media::forward::forwarder` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
+//! | `media::forward::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
+//! | `media::forward::keyframes` | a publisher's keyframe-request state: the layers wanted, one request per 500 ms, PLI or FIR |
+//! | `media::forward::random_access` | where a video payload starts a keyframe, and the picture size it carries |
+//! | `media::forward::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
+//! | `media::forward::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
+//! | `media::net` | the network under the loops (the room of the seven below) |
+//! | `media::net::routes` | which session an inbound packet belongs to (ufrag, path, proof of return routability) |
+//! | `media::net::stun` | what whip-echo reads of a STUN message before rtc: Binding type, transaction id, the local ufrag |
+//! | `media::net::transport` | the transport seam: `PathId`, `Inbound`, `Transports::send` |
+//! | `media::net::socket` | the shared UDP socket: batched receive with destination addresses |
+//! | `media::net::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |
+//! | `media::net::shared_port` | the HTTP listener that also takes ICE-TCP and TLS, by each connection's first byte |
+//! | `media::net::pending` | each listener's pool of connections not yet identified |
 //! | `media::upstream` | cluster mode: a pull's peer connection, adopted as the stream's publisher |
-//! | `media::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
-//! | `media::forward` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
-//! | `media::keyframes` | a publisher's keyframe-request state: the layers wanted, one request per 500 ms, PLI or FIR |
-//! | `media::random_access` | where a video payload starts a keyframe, and the picture size it carries |
-//! | `media::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
-//! | `media::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
-//! | `media::routes` | which session an inbound packet belongs to (ufrag, path, proof of return routability) |
-//! | `media::stun` | what whip-echo reads of a STUN message before rtc: Binding type, transaction id, the local ufrag |
-//! | `media::transport` | the transport seam: `PathId`, `Inbound`, `Transports::send` |
-//! | `media::socket` | the shared UDP socket: batched receive with destination addresses |
-//! | `media::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |
-//! | `media::shared_port` | the HTTP listener that also takes ICE-TCP and TLS, by each connection's first byte |
-//! | `media::pending` | each listener's pool of connections not yet identified |
-//! | `media::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
 //! | `media::timers` | the loop's deadlines: one min-heap with lazy invalidation |
 //! | `media::cap` | the session caps (in all, per client, per /48, connecting) and ICE-TCP slots |
 //! | `media::shield` | a panic of the WebRTC stack ends its session alone |
@@ -218,7 +221,7 @@ mod module_map {
         }
     }
 
-    /// The module path of each `.rs` file under `dir` (`media/sources.rs`: `media::sources`).
+    /// The module path of each `.rs` file under `dir` (`media/forward/sources.rs`: `media::forward::sources`).
     fn walk(root: &Path, dir: &Path, modules: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).expect("src/ is readable") {
             let path = entry.expect("a directory entry").path();

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::media::offer::CheckedOffer;
+use crate::media::negotiate::offer::CheckedOffer;
 use crate::media::{read_rfc4571_frame, rfc4571_frame, stream_loop, MediaError, MediaHandle};
 use crate::session::{Role, StreamName};
 use crate::stun_client;

@@ -11,7 +11,7 @@ use super::sdp::{SdpOffer, APPLICATION_SDP};
 use super::{cors, AppState, PeerAddr};
 use crate::auth::Action;
 use crate::http::error::ApiError;
-use crate::media::offer::CheckedOffer;
+use crate::media::negotiate::offer::CheckedOffer;
 use crate::session::{Role, StreamName};
 
 /// Methods of every endpoint.

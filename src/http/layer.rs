@@ -16,7 +16,7 @@ use super::forward;
 use super::sdp::text_body;
 use super::{cors, AppState, PeerAddr};
 use crate::http::error::ApiError;
-use crate::media::sources::parse_rid;
+use crate::media::forward::sources::parse_rid;
 use crate::media::LayerState;
 use crate::session::ResourceId;
 

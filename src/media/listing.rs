@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use tracing::info;
 
-use super::codecs::StreamCodecs;
 use super::conn::Conn;
+use super::forward::sources::{Layers, Sources};
+use super::negotiate::codecs::StreamCodecs;
 use super::sessions::Sessions;
-use super::sources::{Layers, Sources};
 use super::{LayerState, MediaError, PlayerInfo, PublisherInfo, SessionKey, StreamInfo, RELAY};
 use crate::session::{Role, StreamName};
 

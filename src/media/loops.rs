@@ -16,11 +16,11 @@ use tracing::error;
 use super::cap::SessionCap;
 use super::cap::Slots;
 use super::event_loop::MediaLoop;
-use super::peer::PeerSettings;
-use super::pending::Pending;
-use super::shared_port::{SharedPort, Sharing};
-use super::socket::{self, UdpIo};
-use super::tcp::{Acceptor, Intake, TcpConns, TcpEvent};
+use super::negotiate::peer::PeerSettings;
+use super::net::pending::Pending;
+use super::net::shared_port::{SharedPort, Sharing};
+use super::net::socket::{self, UdpIo};
+use super::net::tcp::{Acceptor, Intake, TcpConns, TcpEvent};
 use super::{MediaConfig, MediaError, MediaHandle, Shard, Stats, StatsSlot, COMMAND_QUEUE};
 
 /// How a media loop ended.

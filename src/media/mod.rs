@@ -4,38 +4,18 @@
 //! The HTTP plane talks to them only through [`MediaHandle`], which negotiates each new peer
 //! connection on the request's own task and hands the finished connection to its loop.
 
-mod answer;
-mod bitrate;
 mod cap;
-mod codecs;
 mod conn;
-mod early_dtls;
 mod error;
 mod event_loop;
-mod fan_out;
-pub(crate) mod forward;
-mod keyframes;
-mod legs;
+pub mod forward;
 mod listing;
 mod loops;
-pub(crate) mod nack;
-mod net;
-pub mod offer;
-mod patch;
-pub(crate) mod peer;
-mod pending;
-pub(crate) mod random_access;
-mod routes;
+pub mod negotiate;
+pub(crate) mod net;
 mod sessions;
-pub(crate) mod shared_port;
 mod shield;
-mod socket;
-pub mod sources;
-mod stun;
-pub(crate) mod tcp;
 mod timers;
-mod transport;
-mod transport_attrs;
 mod upstream;
 
 pub(crate) use crate::metrics::NackMetrics;
@@ -52,13 +32,13 @@ use crate::session::{EndReason, ResourceId, Role, StreamName};
 pub use cap::SessionLimits;
 pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
-pub use shared_port::SharedPort;
-pub use socket::local_ips;
-pub use tcp::TcpLimits;
+pub use net::shared_port::SharedPort;
+pub use net::socket::local_ips;
+pub use net::tcp::TcpLimits;
 pub use upstream::PendingPull;
 
 pub(crate) use cap::PerClient;
-pub(crate) use stun::stun_request_local_ufrag;
+pub(crate) use net::stun::stun_request_local_ufrag;
 
 /// Index of a session inside its media loop.
 pub type SessionKey = usize;
@@ -68,7 +48,7 @@ pub type SessionKey = usize;
 #[cfg(feature = "fault-injection")]
 pub const FAULT_DATAGRAM: &[u8] = b"\x80 whip-echo fault injection: panic here";
 
-pub(crate) use tcp::{frame as rfc4571_frame, read_frame as read_rfc4571_frame};
+pub(crate) use net::tcp::{frame as rfc4571_frame, read_frame as read_rfc4571_frame};
 
 /// Queue depth between the HTTP plane and a media loop.
 const COMMAND_QUEUE: usize = 1024;
@@ -98,7 +78,7 @@ pub(crate) enum Command {
     /// The codecs of a stream's publisher and viewers, for a new session's negotiation.
     StreamCodecs {
         stream: StreamName,
-        reply: oneshot::Sender<codecs::StreamCodecs>,
+        reply: oneshot::Sender<negotiate::codecs::StreamCodecs>,
     },
     /// The loop's streams, for `GET /api/streams`.
     ListStreams {
@@ -172,7 +152,7 @@ pub struct PublisherInfo {
     /// Seconds since its POST.
     pub uptime_seconds: f64,
     /// Each SSRC it sends (a simulcast publisher's layers), with its rate and picture size.
-    pub sources: Vec<sources::SourceInfo>,
+    pub sources: Vec<forward::sources::SourceInfo>,
     /// RTP packets of it that no track took (`dropped_packets_total{cause="unbound"}`): media
     /// that arrives but cannot be forwarded ("connected, but no video").
     pub unbound_packets: u64,
@@ -183,14 +163,14 @@ pub(crate) struct NewSession {
     pub resource: ResourceId,
     pub role: Role,
     pub stream: StreamName,
-    pub negotiated: peer::Negotiated,
+    pub negotiated: negotiate::peer::Negotiated,
     pub permit: cap::Permit,
     /// When negotiation started: the setup deadline counts from here.
     pub started: Instant,
     /// Cluster mode: a publisher that is this node's pull of the stream from its holder, or a
     /// viewer that is another node's pull of it.
     pub relay: bool,
-    /// Remote candidates its offer brought (at most `offer::MAX_REMOTE_CANDIDATES`).
+    /// Remote candidates its offer brought (at most `negotiate::offer::MAX_REMOTE_CANDIDATES`).
     pub remote_candidates: usize,
     /// A viewer's simulcast layer, by rid (`?layer=`; none: the top one).
     pub layer: Option<String>,
@@ -205,7 +185,7 @@ pub struct LayerState {
     /// The rid of the layer it gets now (none: no video yet, or the publisher sends no rids).
     pub current: Option<String>,
     /// The publisher's video sources, the top layer first.
-    pub layers: Vec<sources::SourceInfo>,
+    pub layers: Vec<forward::sources::SourceInfo>,
 }
 
 /// A PATCH of a session as the HTTP plane parsed it: the fragment and the request's `If-Match`.
@@ -343,7 +323,7 @@ pub struct MediaConfig {
 struct Shard {
     commands: mpsc::Sender<Command>,
     udp_addr: SocketAddr,
-    settings: Arc<peer::PeerSettings>,
+    settings: Arc<negotiate::peer::PeerSettings>,
 }
 
 /// The HTTP plane's handle on the media loops: cheap to clone.
@@ -365,12 +345,12 @@ impl MediaHandle {
     pub async fn create(
         &self,
         stream: StreamName,
-        offer: offer::CheckedOffer,
+        offer: negotiate::offer::CheckedOffer,
         client: Option<std::net::IpAddr>,
         edge: bool,
         layer: Option<String>,
     ) -> Result<Created, MediaError> {
-        let offer::CheckedOffer {
+        let negotiate::offer::CheckedOffer {
             sdp: offer,
             role,
             info,
@@ -391,16 +371,19 @@ impl MediaHandle {
             })
             .await?;
         let started = Instant::now();
-        let credentials = peer::IceCredentials::random_for(index);
+        let credentials = negotiate::peer::IceCredentials::random_for(index);
         let own = own_addrs(&shard.settings);
-        let (offer, remote_candidates, ignored) =
-            offer::limit_candidates(&offer, &own, offer::MAX_REMOTE_CANDIDATES);
+        let (offer, remote_candidates, ignored) = negotiate::offer::limit_candidates(
+            &offer,
+            &own,
+            negotiate::offer::MAX_REMOTE_CANDIDATES,
+        );
         self.metrics.candidates_ignored(ignored);
         // A panic of the WebRTC stack on this offer (a bug) refuses it, as an offer it cannot
         // apply, rather than dropping the connection without an answer.
         let settings = &shard.settings;
         let mut negotiated = shield::shielded(|| {
-            peer::negotiate(
+            negotiate::peer::negotiate(
                 settings,
                 role,
                 &info,
@@ -527,7 +510,7 @@ impl MediaHandle {
             let before = section.candidates.len();
             section
                 .candidates
-                .retain(|c| !offer::unusable_candidate(c, &own));
+                .retain(|c| !negotiate::offer::unusable_candidate(c, &own));
             self.metrics
                 .candidates_ignored(before - section.candidates.len());
         }
@@ -610,7 +593,7 @@ impl MediaHandle {
 }
 
 /// A loop's own candidate addresses, which no remote candidate may name.
-fn own_addrs(settings: &peer::PeerSettings) -> Vec<SocketAddr> {
+fn own_addrs(settings: &negotiate::peer::PeerSettings) -> Vec<SocketAddr> {
     settings.udp.iter().chain(&settings.tcp).copied().collect()
 }
 

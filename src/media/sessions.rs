@@ -10,8 +10,8 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 
 use super::conn::{Conn, Link};
-use super::routes::Routes;
-use super::transport::PathId;
+use super::net::routes::Routes;
+use super::net::transport::PathId;
 use super::{MediaError, SessionKey, Stats};
 use crate::config::PublisherConflict;
 use crate::registry::{Entry, Lookup, Registry};

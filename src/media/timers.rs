@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use super::routes::SessionKey;
+use super::net::routes::SessionKey;
 
 /// Deadlines of every session of one loop.
 #[derive(Debug, Default)]

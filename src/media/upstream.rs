@@ -15,8 +15,11 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::cap::Permit;
-use super::peer::{add_candidates, build_peer, IceCredentials, Negotiated, Nominates, PeerShape};
-use super::{codecs, offer, MediaError, MediaHandle, NewSession};
+use super::negotiate::peer::{
+    add_candidates, build_peer, IceCredentials, Negotiated, Nominates, PeerShape,
+};
+use super::negotiate::{codecs, offer};
+use super::{MediaError, MediaHandle, NewSession};
 use crate::session::{ResourceId, Role, StreamName};
 
 /// A pull offered and not yet answered: [`MediaHandle::pull_offer`] makes it, and

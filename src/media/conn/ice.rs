@@ -1,7 +1,7 @@
 //! A session's ICE state and its side of a PATCH (RFC 9725 §4.3): trickled candidates go to its
 //! ICE agent; new remote credentials restart ICE (RFC 8445 §9) under new local ones, on the same
 //! peer connection, so DTLS, SRTP and the tracks carry on. What a fragment asks for, the
-//! preconditions and the re-offer are pure functions in `patch.rs`; the routes of a restart's
+//! preconditions and the re-offer are pure functions in `negotiate/patch.rs`; the routes of a restart's
 //! new ufrag are [`super::super::sessions::Sessions::restarted`]'s.
 
 use std::time::Instant;
@@ -10,10 +10,12 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use tracing::{debug, info};
 
-use super::super::answer::sdp_attribute as attribute;
-use super::super::offer::MAX_REMOTE_CANDIDATES;
-use super::super::patch::{etag, intent, local_sections, precondition, restart_offer, Intent};
-use super::super::peer::{send_only, IceCredentials};
+use super::super::negotiate::answer::sdp_attribute as attribute;
+use super::super::negotiate::offer::MAX_REMOTE_CANDIDATES;
+use super::super::negotiate::patch::{
+    etag, intent, local_sections, precondition, restart_offer, Intent,
+};
+use super::super::negotiate::peer::{send_only, IceCredentials};
 use super::super::{IcePatch, MediaConfig, MediaError, Patched};
 use super::{Conn, Link};
 use crate::rate::TokenBucket;

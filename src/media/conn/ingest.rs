@@ -9,10 +9,10 @@ use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tracing::{debug, info};
 
-use super::super::bitrate::{rtp_bytes, Budget};
-use super::super::keyframes::Keyframes;
-use super::super::random_access::Format;
-use super::super::sources::Sources;
+use super::super::forward::bitrate::{rtp_bytes, Budget};
+use super::super::forward::keyframes::Keyframes;
+use super::super::forward::random_access::Format;
+use super::super::forward::sources::Sources;
 use super::{Conn, Link};
 use crate::metrics::{Dropped, LoopMetrics};
 

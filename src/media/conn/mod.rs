@@ -3,8 +3,9 @@
 //! ([`Conn::receive`]: DTLS before ICE selected a pair is held, `early_dtls.rs`) and says what
 //! happened as typed events ([`Conn::poll`], str0m's `Output` habit); the loop decides what they
 //! mean for other sessions. Its state is split by role: `ice.rs` (its ICE generations and its
-//! side of a PATCH), `ingest.rs` (what it publishes), `egress.rs` (the legs it sends).
+//! side of a PATCH), `ingest.rs` (what it publishes); the legs it sends are `forward/legs.rs`'s.
 
+mod early_dtls;
 mod ice;
 mod ingest;
 
@@ -21,11 +22,11 @@ use rtc::shared::TaggedBytesMut;
 use tracing::{debug, info, Span};
 
 use super::cap::Permit;
-use super::early_dtls::EarlyDtls;
-use super::legs::Leg;
-use super::peer::Negotiated;
-use super::sources::Sources;
-use super::transport::PathId;
+use super::conn::early_dtls::EarlyDtls;
+use super::forward::legs::Leg;
+use super::forward::sources::Sources;
+use super::negotiate::peer::Negotiated;
+use super::net::transport::PathId;
 use crate::metrics::{Dropped, LoopMetrics};
 use crate::session::EndReason;
 

@@ -2,9 +2,11 @@
 //! sessions, then drives the touched ones (events → fan-out → outgoing packets → next deadline).
 //! It dispatches only: its sessions are [`Sessions`]' (the one writer of the connection map, the
 //! registry and the routes), its sockets [`Net`]'s, what a connection does [`Conn`]'s, the
-//! fan-out `fan_out.rs`'s; commands from the HTTP plane are in `commands.rs`.
+//! fan-out `fan_out.rs`'s (what each leg takes: `forward/legs.rs`); commands from the HTTP plane are in `commands.rs`.
 
 mod commands;
+mod fan_out;
+mod io;
 
 use std::time::{Duration, Instant};
 
@@ -13,15 +15,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::conn::{Conn, Event, Fired, Link};
-use super::fan_out::fan_out;
+use super::event_loop::fan_out::fan_out;
+use super::event_loop::io::Net;
 use super::listing;
-use super::net::Net;
+use super::net::socket::UdpIo;
+use super::net::tcp::{TcpConns, TcpEvent};
+use super::net::transport::Inbound;
 use super::sessions::Sessions;
 use super::shield::{shielded, Panicked};
-use super::socket::UdpIo;
-use super::tcp::{TcpConns, TcpEvent};
 use super::timers::Timers;
-use super::transport::Inbound;
 use super::{Command, MediaConfig, SessionKey, StatsSlot};
 use crate::session::EndReason;
 
@@ -232,7 +234,7 @@ impl MediaLoop {
                 return;
             }
         }
-        // Keyframes (`keyframes.rs`): a viewer's PLI/FIR, or its video leg coming up, asks the
+        // Keyframes (`forward/keyframes.rs`): a viewer's PLI/FIR, or its video leg coming up, asks the
         // publisher; a publisher that connects (a new one taking a stream over too) is asked
         // at once, so that its viewers start with a decodable picture.
         if polled.events.contains(&Event::KeyframeWanted) || (connected && plays_video) {
@@ -337,7 +339,7 @@ impl MediaLoop {
 
     /// The end of a session out of `sessions`: its ICE-TCP connections closed (RFC 6544: they
     /// belong to it), counted, logged, dropped.
-    fn finish(&mut self, conn: Conn, paths: &[super::transport::PathId], reason: EndReason) {
+    fn finish(&mut self, conn: Conn, paths: &[super::net::transport::PathId], reason: EndReason) {
         self.net.close_paths(paths);
         self.config.metrics.ended(reason);
         conn.span().in_scope(|| info!(%reason, "session ended"));

@@ -7,11 +7,11 @@ use std::time::Instant;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
-use super::conn::Conn;
-use super::legs::FanOut;
-use super::sessions::Sessions;
-use super::shield::{shielded, Panicked};
-use super::SessionKey;
+use crate::media::conn::Conn;
+use crate::media::forward::legs::FanOut;
+use crate::media::sessions::Sessions;
+use crate::media::shield::{shielded, Panicked};
+use crate::media::SessionKey;
 use crate::metrics::{Dropped, LoopMetrics};
 use crate::session::Role;
 

@@ -9,7 +9,7 @@ use rtc::sdp::description::media::MediaDescription;
 use rtc::sdp::description::session::SessionDescription;
 
 use super::codecs::{self, Offered};
-use super::MediaError;
+use crate::media::MediaError;
 use crate::session::Role;
 
 /// What the media plane needs to know about an accepted offer: its first active audio and video
@@ -70,9 +70,9 @@ const MAX_LINE: usize = 4096;
 /// with it (in cluster mode, before it may take a stream's lease), and negotiated as it is.
 #[derive(Debug, Clone)]
 pub struct CheckedOffer {
-    pub(super) sdp: String,
-    pub(super) role: Role,
-    pub(super) info: OfferInfo,
+    pub(in crate::media) sdp: String,
+    pub(in crate::media) role: Role,
+    pub(in crate::media) info: OfferInfo,
 }
 
 impl CheckedOffer {

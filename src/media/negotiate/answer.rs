@@ -76,7 +76,7 @@ fn is_rtcp_candidate(line: &str) -> bool {
 }
 
 /// The value of the first `a=<key>:<value>` line of an SDP text.
-pub(super) fn sdp_attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
+pub(in crate::media) fn sdp_attribute<'a>(sdp: &'a str, key: &str) -> Option<&'a str> {
     sdp.lines().find_map(|line| {
         line.trim_end()
             .strip_prefix("a=")?

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
-use super::cap::{client_key, PerClient};
+use crate::media::cap::{client_key, PerClient};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::metrics::{ConnClosed, LoopMetrics};

@@ -7,8 +7,7 @@
 //! ([`Layers::target`]): the layer it asked for by rid while that layer sends, else the top one,
 //! the layer that carried the most bytes over the last [`WINDOW`] (learnt from what arrives,
 //! never from a rid's name: OBS calls its top layer `0`, browsers `h` or `f`). A leg switches at
-//! the new layer's keyframe, asking for one, and keeps the old layer until then (`forward.rs`,
-//! `event_loop.rs`).
+//! the new layer's keyframe, asking for one, and keeps the old layer until then (`legs.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -409,7 +408,7 @@ pub fn parse_rid(rid: &str) -> Result<String, String> {
 
 /// A rid as a number, so that a leg's choice is compared without touching strings per packet.
 pub fn rid_id(rid: &str) -> u64 {
-    super::codecs::key_id(rid)
+    key_id(rid)
 }
 
 /// A few SSRCs (at most [`MAX_SOURCES`]; more are not kept), without allocating.
@@ -500,6 +499,13 @@ impl Layers {
     pub fn has(&self, ssrc: u32) -> bool {
         self.top == Some(ssrc) || self.named[..self.len].iter().any(|(_, s)| *s == ssrc)
     }
+}
+
+/// A codec key or a rid as a number (FNV-1a), for comparisons on the per-packet path.
+pub fn key_id(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]

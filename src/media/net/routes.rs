@@ -21,7 +21,7 @@ use super::stun::{
 };
 use super::transport::PathId;
 
-pub use super::SessionKey;
+pub use crate::media::SessionKey;
 
 /// Binding requests remembered for their answers: a check is retransmitted for a few seconds
 /// at most, and consent checks go out every couple of seconds per session.
@@ -189,7 +189,7 @@ mod tests {
     }
 
     fn tcp(n: u64) -> PathId {
-        PathId::Tcp(super::super::tcp::TcpConnId(n))
+        PathId::Tcp(crate::media::net::tcp::TcpConnId(n))
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl UdpIo {
 /// The candidate address a datagram to `dst_ip` (on a socket bound to `port`) belongs to: the
 /// candidate itself when announced, otherwise (NAT 1:1 or a port forward: the packet reached a
 /// private address behind the public one) the first candidate of the same address family.
-pub(super) fn map_local(
+pub(in crate::media) fn map_local(
     candidates: &[Announced],
     port: u16,
     dst_ip: Option<IpAddr>,

@@ -240,13 +240,6 @@ pub fn every() -> Vec<Codec> {
         .collect()
 }
 
-/// A codec key as a number (FNV-1a), for comparisons on the per-packet path.
-pub fn key_id(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Opus's format parameters; `stereo=1` and `sprop-stereo=1` only when the offer asked for
 /// stereo (RFC 7587 §6.1), so a stereo stream stays stereo.
 pub fn opus_fmtp(stereo: bool) -> String {

@@ -13,7 +13,7 @@
 
 use rtc::shared::TaggedBytesMut;
 
-use super::transport::PathId;
+use crate::media::net::transport::PathId;
 
 /// DTLS content type `handshake` (RFC 6347 §4.1): a ClientHello flight.
 const HANDSHAKE: u8 = 22;

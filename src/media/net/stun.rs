@@ -7,17 +7,17 @@ use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::message::{Message, BINDING_REQUEST};
 
 /// STUN message types (RFC 8489 §5): a Binding request, a Binding success response.
-pub(super) const BINDING_REQUEST_TYPE: [u8; 2] = [0x00, 0x01];
-pub(super) const BINDING_SUCCESS_TYPE: [u8; 2] = [0x01, 0x01];
+pub(in crate::media) const BINDING_REQUEST_TYPE: [u8; 2] = [0x00, 0x01];
+pub(in crate::media) const BINDING_SUCCESS_TYPE: [u8; 2] = [0x01, 0x01];
 
 /// Whether `datagram` is a STUN Binding request.
-pub(super) fn is_binding_request(datagram: &[u8]) -> bool {
+pub(in crate::media) fn is_binding_request(datagram: &[u8]) -> bool {
     binding_transaction(datagram, BINDING_REQUEST_TYPE).is_some()
 }
 
 /// The transaction id of `datagram` if it is a STUN message of type `typ` (with the magic
 /// cookie).
-pub(super) fn binding_transaction(datagram: &[u8], typ: [u8; 2]) -> Option<[u8; 12]> {
+pub(in crate::media) fn binding_transaction(datagram: &[u8], typ: [u8; 2]) -> Option<[u8; 12]> {
     if datagram.len() < 20 || datagram[..2] != typ || datagram[4..8] != [0x21, 0x12, 0xA4, 0x42] {
         return None;
     }

@@ -8,13 +8,13 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tracing::debug;
 
-use super::conn::Conn;
-use super::sessions::{Sending, Sessions};
-use super::socket::UdpIo;
-use super::stun::is_binding_request;
-use super::tcp::{Claim, TcpConns, TcpEvent};
-use super::transport::{Inbound, PathId, TcpConnId, Transports};
-use super::{MediaConfig, SessionKey};
+use crate::media::conn::Conn;
+use crate::media::net::socket::UdpIo;
+use crate::media::net::stun::is_binding_request;
+use crate::media::net::tcp::{Claim, TcpConns, TcpEvent};
+use crate::media::net::transport::{Inbound, PathId, TcpConnId, Transports};
+use crate::media::sessions::{Sending, Sessions};
+use crate::media::{MediaConfig, SessionKey};
 use crate::metrics::Dropped;
 use crate::rate::TokenBucket;
 

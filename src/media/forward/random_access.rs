@@ -20,7 +20,7 @@ pub enum Format {
 }
 
 impl Format {
-    /// The format of a codec by its key ([`super::codecs::Codec::key`], which starts with the
+    /// The format of a codec by its key (`Codec::key` in `negotiate/codecs.rs`, which starts with the
     /// MIME type).
     pub fn of(kind: RtpCodecKind, codec_key: &str) -> Self {
         if kind != RtpCodecKind::Video {

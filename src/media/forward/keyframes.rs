@@ -59,7 +59,11 @@ impl Keyframes {
 
     /// The sources to ask now, of the publisher's video sources `known`; if any, the request is
     /// counted as sent.
-    pub(super) fn due(&mut self, now: Instant, known: impl Iterator<Item = u32>) -> Vec<u32> {
+    pub(in crate::media) fn due(
+        &mut self,
+        now: Instant,
+        known: impl Iterator<Item = u32>,
+    ) -> Vec<u32> {
         if !self.pending_all && self.pending.is_empty() {
             return Vec::new();
         }
@@ -84,7 +88,7 @@ impl Keyframes {
 
     /// The request for `ssrcs`: a PLI for each, or one FIR naming them all where only FIR was
     /// negotiated (its sequence number counts up, RFC 5104 §4.3.1.1).
-    pub(super) fn packets(&mut self, ssrcs: &[u32]) -> Vec<Box<dyn rtc::rtcp::Packet>> {
+    pub(in crate::media) fn packets(&mut self, ssrcs: &[u32]) -> Vec<Box<dyn rtc::rtcp::Packet>> {
         if self.fir_only {
             self.fir_sequence = self.fir_sequence.wrapping_add(1);
             let sequence_number = self.fir_sequence;
@@ -138,7 +142,7 @@ mod tests {
         for ssrc in 0..100 {
             k.want(Some(ssrc));
         }
-        assert_eq!(k.pending.len(), crate::media::sources::MAX_SOURCES);
+        assert_eq!(k.pending.len(), crate::media::forward::sources::MAX_SOURCES);
     }
 
     #[test]

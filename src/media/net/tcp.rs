@@ -28,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::cap::{Full, Slot, Slots};
-use super::peer::IceCredentials;
 use super::pending::{Pending, Place};
 use super::socket::{map_local, Announced, Candidates};
 use super::stun::stun_request_local_ufrag;
-use super::SessionKey;
+use crate::media::cap::{Full, Slot, Slots};
+use crate::media::negotiate::peer::IceCredentials;
+use crate::media::SessionKey;
 use crate::metrics::{ConnClosed, LoopMetrics};
 
 /// A TCP connection of a shared ICE-TCP listener, numbered by whoever accepted it.
@@ -581,7 +581,7 @@ mod tests {
         let acceptor = Acceptor {
             listener,
             intake,
-            candidates: crate::media::socket::candidates(addr, &[addr.ip()], &[], &[]),
+            candidates: crate::media::net::socket::candidates(addr, &[addr.ip()], &[], &[]),
         };
         tracker.spawn(acceptor.run());
 

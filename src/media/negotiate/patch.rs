@@ -4,12 +4,12 @@
 //! a restart's new ufrag are `Sessions::restarted`'s.
 
 use super::answer::sdp_attribute as attribute;
-use super::{IfMatch, MediaError};
+use crate::media::{IfMatch, MediaError};
 use crate::sdpfrag::SdpFrag;
 
 /// What a fragment asks for, given the session's current remote credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Intent {
+pub(in crate::media) enum Intent {
     /// Candidates or end-of-candidates for the current ICE session.
     Trickle,
     /// Candidates of an earlier ICE generation, arriving after a restart: ignored.
@@ -19,7 +19,11 @@ pub(super) enum Intent {
 }
 
 /// What `frag` asks of a session whose remote description is `remote`.
-pub(super) fn intent(frag: &SdpFrag, remote: &str, old_remote_ufrags: &[String]) -> Intent {
+pub(in crate::media) fn intent(
+    frag: &SdpFrag,
+    remote: &str,
+    old_remote_ufrags: &[String],
+) -> Intent {
     let Some(ufrag) = &frag.ufrag else {
         return Intent::Trickle;
     };
@@ -38,7 +42,7 @@ pub(super) fn intent(frag: &SdpFrag, remote: &str, old_remote_ufrags: &[String])
 /// comparison: a weak tag never matches); every PATCH must carry `If-Match` ("Missing or outdated
 /// ETags in the PATCH requests ... will be answered ... with a 428 Precondition Required response
 /// for a missing entity-tag", RFC 6585 §3).
-pub(super) fn precondition(
+pub(in crate::media) fn precondition(
     if_match: &IfMatch,
     current: &str,
     restart: bool,
@@ -53,13 +57,13 @@ pub(super) fn precondition(
 }
 
 /// The entity tag of an ICE session: its local ufrag, quoted.
-pub(super) fn etag(ufrag: &str) -> String {
+pub(in crate::media) fn etag(ufrag: &str) -> String {
     format!("\"{ufrag}\"")
 }
 
 /// The client's offer again, with the new credentials and without the old generation's
 /// candidates (the fragment's own are added after), and the next `o=` version (RFC 3264 §8).
-pub(super) fn restart_offer(remote: &str, ufrag: &str, pwd: &str) -> String {
+pub(in crate::media) fn restart_offer(remote: &str, ufrag: &str, pwd: &str) -> String {
     let mut out = String::with_capacity(remote.len());
     for line in remote.lines().map(str::trim_end) {
         if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
@@ -93,7 +97,7 @@ fn next_origin_version(origin: &str) -> String {
 
 /// The first m-section's mid and RTP-component candidates of a local description: under BUNDLE
 /// they are the session's.
-pub(super) fn local_sections(local: &str) -> Vec<(String, Vec<String>)> {
+pub(in crate::media) fn local_sections(local: &str) -> Vec<(String, Vec<String>)> {
     let first = local.split("\nm=").nth(1).unwrap_or_default();
     let mid = attribute(first, "mid").unwrap_or("0").to_owned();
     let candidates = first

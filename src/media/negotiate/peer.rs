@@ -4,6 +4,7 @@
 //! off, ICE credentials that name the loop, the shared socket's host candidates, and the answer,
 //! all without any network round trip (the POST returns as soon as this does).
 
+use crate::media::forward::legs::SendTrack;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,8 +31,8 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 
 use super::answer::edit_answer;
 use super::codecs::{self, Codec, StreamCodecs};
-use super::MediaError;
-use crate::media::offer::OfferInfo;
+use super::offer::OfferInfo;
+use crate::media::MediaError;
 use crate::session::Role;
 
 /// A certificate is replaced when less than this is left of its validity. rtc gives its
@@ -50,7 +51,7 @@ pub struct PeerSettings {
     /// Time without connectivity after which ICE reports `failed`.
     pub ice_timeout: Duration,
     /// The counters of the loop's NACK responders.
-    pub nack: super::NackMetrics,
+    pub nack: crate::media::NackMetrics,
     /// The loop's DTLS certificate. Generating an ECDSA key and a self-signed certificate per
     /// session cost more than the rest of the negotiation; browsers also reuse one certificate
     /// across their connections. The fingerprint is public (it is in every answer), the key
@@ -75,7 +76,7 @@ impl PeerSettings {
         udp: &[SocketAddr],
         tcp: &[SocketAddr],
         ice_timeout: Duration,
-        nack: super::NackMetrics,
+        nack: crate::media::NackMetrics,
     ) -> Result<Self, MediaError> {
         let candidates = udp
             .iter()
@@ -142,23 +143,6 @@ impl IceCredentials {
     pub fn loop_of(ufrag: &str) -> Option<usize> {
         usize::from_str_radix(ufrag.get(..2)?, 16).ok()
     }
-}
-
-/// A send track of a viewer or echo session, as negotiated.
-#[derive(Debug, Clone)]
-pub struct SendTrack {
-    /// The rtc sender that writes it.
-    pub sender: RTCRtpSenderId,
-    /// Audio or video.
-    pub kind: RtpCodecKind,
-    /// Its SSRC.
-    pub ssrc: u32,
-    /// The payload type negotiated for it.
-    pub payload_type: u8,
-    /// The codec's RTP clock rate.
-    pub clock_rate: u32,
-    /// The codec's identity ([`Codec::key`]): what the stream's packets must be to go here.
-    pub codec: String,
 }
 
 /// A negotiated peer connection, ready to be handed to its media loop.
@@ -261,7 +245,7 @@ fn choose_codecs(
 /// What a peer connection is for: its session's role, the DTLS role it answers with, and
 /// whether it nominates (the controlling side, a pull's offer).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct PeerShape {
+pub(in crate::media) struct PeerShape {
     pub role: Role,
     pub dtls: RTCDtlsRole,
     pub nominates: Nominates,
@@ -283,7 +267,7 @@ pub const DTLS_RESEND_CEILING: Duration = Duration::from_secs(60);
 /// The peer connection before any description: the chosen codecs, RTCP reports (and for video
 /// NACK, and TWCC feedback where the client sends video), consent timeouts, its DTLS role and
 /// resend timing, mDNS off, the loop's certificate and the session's credentials.
-pub(super) fn build_peer(
+pub(in crate::media) fn build_peer(
     settings: &PeerSettings,
     shape: PeerShape,
     chosen: &[Codec],
@@ -314,7 +298,7 @@ pub(super) fn build_peer(
     // with loss itself, and they stay as cheap as before.
     let mut registry = configure_rtcp_reports(Registry::new());
     if chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
-        // Viewers' keyframe requests reach the loop, which passes them upstream (`keyframes.rs`).
+        // Viewers' keyframe requests reach the loop, which passes them upstream (`forward/keyframes.rs`).
         registry = rtc_util::with_keyframe_feedback(registry);
         // rtc's NACK generator asks publishers again for what they lost; whip-echo's own
         // responder answers viewers' NACKs within bounds (`nack.rs`), in the slot of rtc's.
@@ -332,7 +316,7 @@ pub(super) fn build_peer(
         registry = registry
             .with(
                 Slot::NackResponder,
-                super::nack::NackResponder::new(settings.nack.clone()),
+                crate::media::forward::nack::NackResponder::new(settings.nack.clone()),
             )
             .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
         if role.publishes() {
@@ -411,7 +395,7 @@ pub(super) fn build_peer(
 /// Whether a peer connection is the ICE controlling side, which nominates (a pull's offer),
 /// or the controlled one (every answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Nominates {
+pub(in crate::media) enum Nominates {
     /// Controlling: checks (and so nominates) every 20 ms while connecting.
     Yes,
     /// Controlled: rtc's default check timer.
@@ -465,7 +449,7 @@ fn apply_offer(
 }
 
 /// Adds the loop's host candidates (UDP, then passive TCP) to `pc`.
-pub(super) fn add_candidates(
+pub(in crate::media) fn add_candidates(
     pc: &mut RTCPeerConnection,
     settings: &PeerSettings,
 ) -> Result<(), MediaError> {
@@ -520,7 +504,7 @@ fn negotiated_track(
 /// `sendonly` (the twin of RFC 9725 §4.2's `recvonly` rule for WHIP) and nothing such a viewer
 /// sends is read. rtc pairs the offer's section with the send track's `sendrecv` transceiver, whose
 /// direction is narrowed here, before the answer is created.
-pub(super) fn send_only(pc: &mut RTCPeerConnection) {
+pub(in crate::media) fn send_only(pc: &mut RTCPeerConnection) {
     let ids: Vec<_> = pc.get_transceivers().collect();
     for id in ids {
         if let Some(mut transceiver) = pc.rtp_transceiver(id) {

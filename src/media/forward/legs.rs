@@ -14,12 +14,27 @@ use rtc::rtp_transceiver::RTCRtpSenderId;
 use tracing::{debug, info, Span};
 
 use super::bitrate::rtp_bytes;
-use super::codecs;
-use super::forward::Forwarder;
-use super::peer::SendTrack;
+use super::forwarder::Forwarder;
 use super::random_access::Format;
-use super::sources::{rid_id, Layers, Sources, SsrcSet};
+use super::sources::{key_id, rid_id, Layers, Sources, SsrcSet};
 use crate::metrics::{Dropped, LoopMetrics};
+
+/// A send track of a viewer or echo session, as negotiated.
+#[derive(Debug, Clone)]
+pub struct SendTrack {
+    /// The rtc sender that writes it.
+    pub sender: RTCRtpSenderId,
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// Its SSRC.
+    pub ssrc: u32,
+    /// The payload type negotiated for it.
+    pub payload_type: u8,
+    /// The codec's RTP clock rate.
+    pub clock_rate: u32,
+    /// The codec's identity (`Codec::key`): what the stream's packets must be to go here.
+    pub codec: String,
+}
 
 /// One send track of a viewer or echo session: what it carries and how packets are rewritten
 /// for it. A session has one leg per negotiated send track, so fan-out matches kinds.
@@ -28,10 +43,10 @@ pub struct Leg {
     pub kind: RtpCodecKind,
     /// The rtc sender that writes this leg's RTP.
     pub sender: RTCRtpSenderId,
-    /// The codec negotiated for it ([`super::codecs::Codec::key`]): only packets of the same
+    /// The codec negotiated for it (`Codec::key` in `negotiate/codecs.rs`): only packets of the same
     /// codec are forwarded here.
     pub codec: String,
-    /// [`super::codecs::key_id`] of `codec`.
+    /// [`key_id`] of `codec`.
     pub codec_id: u64,
     /// Whether a packet of another codec was already refused (logged once).
     pub mismatch_logged: bool,
@@ -53,7 +68,7 @@ impl Leg {
             kind: track.kind,
             sender: track.sender,
             codec: track.codec.clone(),
-            codec_id: super::codecs::key_id(&track.codec),
+            codec_id: key_id(&track.codec),
             mismatch_logged: false,
             format: Format::of(track.kind, &track.codec),
             forwarder: Forwarder::new(
@@ -128,7 +143,7 @@ impl Leg {
 
 /// What one fan-out knows of its publisher's media, and what its legs found out.
 pub struct FanOut {
-    /// The codec the publisher sends per kind (audio, video), by [`codecs::key_id`] of its key,
+    /// The codec the publisher sends per kind (audio, video), by [`key_id`] of its key,
     /// so that comparing it per packet allocates nothing: a leg of another codec gets none of it.
     codecs: [Option<u64>; 2],
     /// The video layers each leg chooses from (`sources.rs`), when the batch has video.
@@ -186,7 +201,7 @@ impl FanOut {
             codecs
                 .iter()
                 .find(|(k, _)| *k == kind)
-                .map(|(_, key)| codecs::key_id(key))
+                .map(|(_, key)| key_id(key))
         };
         let has_video = media.iter().any(|(kind, _)| *kind == RtpCodecKind::Video);
         FanOut {
