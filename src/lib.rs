@@ -26,7 +26,8 @@
 //! | `tls` | the `--tls-cert`/`--tls-key` acceptor (rustls) for HTTPS on the HTTP port |
 //! | `fd_limit` | the open-file limit raised to the hard one at start; the ICE-TCP cap derived from it |
 //! | `fuzzing` | the fuzz targets' entry points (`fuzz/`), also run by `tests/api/properties.rs` |
-//! | `http` | the HTTP plane: `router()`, translating requests into media-plane calls |
+//! | `streams` | the domain door: `Streams::admit`/`open` (auth, checked offer, placement, lease given back, pull prepared, absolute `Location`), `resource` (here, on another node, gone) |
+//! | `http` | the HTTP plane: `router()`, extracting and checking requests, one `Streams` or media call each, the responses |
 //! | `http::endpoints` | `POST /whip`, `/whep`, `/echo` (offer in, 201 out), OPTIONS with `Link`s, placement in cluster mode |
 //! | `http::resource` | `/resource/{id}`: PATCH (trickle, ICE restart), GET, DELETE |
 //! | `http::layer` | a WHEP viewer's simulcast layer: `/resource/{id}/layer` and `?layer=` |
@@ -72,7 +73,7 @@
 //! | `media::net::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |
 //! | `media::net::shared_port` | the HTTP listener that also takes ICE-TCP and TLS, by each connection's first byte |
 //! | `media::net::pending` | each listener's pool of connections not yet identified |
-//! | `media::upstream` | cluster mode: a pull's peer connection, adopted as the stream's publisher |
+//! | `media::pull` | cluster mode: the pull's peer connection (a WHEP client of the holder), adopted as the stream's publisher |
 //! | `media::timers` | the loop's deadlines: one min-heap with lazy invalidation |
 //! | `media::cap` | the session caps (in all, per client, per /48, connecting) and ICE-TCP slots |
 //! | `media::shield` | a panic of the WebRTC stack ends its session alone |
@@ -80,7 +81,7 @@
 //! | `cluster` | cluster mode's handle: placement (lease or 307), pull tokens, the node of a resource id |
 //! | `cluster::store` | the Redis keys and Lua scripts, one atomic call each |
 //! | `cluster::keeper` | the one background task per node: lease renewal, fencing, heartbeat, the node table |
-//! | `cluster::edge` | the cascade: one pull per stream per node, following the lease |
+//! | `cluster::pull` | the pull (one word for it everywhere): one per stream per node, following the lease |
 //! | `cluster::token` | pull tokens, forwarded-request marks and signed node records (HMAC-SHA256) |
 //!
 //! # Ownership
@@ -115,6 +116,7 @@ pub mod sdpfrag;
 pub mod selftest;
 pub mod server;
 pub mod session;
+pub mod streams;
 mod stun_client;
 pub mod telemetry;
 pub mod tls;

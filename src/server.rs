@@ -304,8 +304,10 @@ async fn start_planes(
         SelfTest::Disabled
     };
     let (self_test, self_test_rx) = watch::channel(initial);
+    let auth = auth.map(Arc::new);
     let state = AppState {
-        auth: auth.map(Arc::new),
+        streams: crate::streams::Streams::new(media.clone(), auth.clone(), cluster.clone()),
+        auth,
         ice_servers: ice_servers.map(Arc::new),
         media: media.clone(),
         cors: Arc::new(CorsPolicy::new(&config.cors_origins)),

@@ -32,7 +32,7 @@ pub fn spawn_keeper(
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks
         };
-        let (mut liveness, mut edges) = (ticker(), ticker());
+        let (mut liveness, mut pulls_tick) = (ticker(), ticker());
         let keep_alive = async {
             loop {
                 tokio::select! {
@@ -41,15 +41,15 @@ pub fn spawn_keeper(
                 }
             }
         };
-        let keep_edges = async {
+        let keep_pulls = async {
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = edges.tick() => cluster.keep_edges(&media).await,
+                    _ = pulls_tick.tick() => cluster.tend_pulls(&media).await,
                 }
             }
         };
-        tokio::join!(keep_alive, keep_edges);
+        tokio::join!(keep_alive, keep_pulls);
         // Bounded: with Redis down, each call would wait for its own timeout.
         let leave = tokio::time::timeout(super::CALL_TIMEOUT, cluster.leave());
         if leave.await.is_err() {
@@ -80,7 +80,7 @@ impl Cluster {
         }
     }
 
-    async fn keep_edges(&self, media: &MediaHandle) {
+    async fn tend_pulls(&self, media: &MediaHandle) {
         if let Ok(streams) = media.streams().await {
             self.keep_pulls(media, &streams).await;
         }
@@ -248,10 +248,10 @@ impl Cluster {
             .state()
             .pulls
             .drain()
-            .map(|(_, p)| p.upstream)
+            .map(|(_, p)| p.resource)
             .collect();
-        for upstream in pulls {
-            self.delete_upstream(&upstream).await;
+        for resource in pulls {
+            self.delete_pulled(&resource).await;
         }
         let _ = self.0.keeper.forget_node(self.0.tag).await;
         info!("cluster: left (leases and heartbeat given up)");

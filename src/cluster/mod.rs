@@ -10,7 +10,7 @@
 //!   drops its claim and ends its publisher ([`EndReason::Fenced`]).
 //! - **Resources**: ids carry the node's tag ([`ResourceId::node_tag`]); the 201 `Location` is
 //!   absolute and names the node, and a PATCH, DELETE or GET that lands elsewhere is forwarded.
-//! - **Cascade** (`edge.rs`): a WHEP viewer is served where it lands; a node that does not hold
+//! - **Pull** (`pull.rs`): a WHEP viewer is served where it lands; a node that does not hold
 //!   the stream pulls it once from the holder (a WHEP session of its own, signed with the cluster
 //!   secret and the epoch: `token.rs`) and fans it out locally.
 //!
@@ -18,8 +18,8 @@
 //! held only for map updates, never across an await. The keeper task is owned by the server and
 //! stops with it (releasing its leases and its heartbeat).
 
-mod edge;
 mod keeper;
+mod pull;
 pub mod store;
 pub mod token;
 
@@ -132,6 +132,10 @@ pub enum Placement {
     Redirect(String),
 }
 
+/// The cluster's Redis cannot be reached, so this node cannot decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreDown;
+
 /// Why a request on another node's resource cannot reach that node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unreachable {
@@ -175,7 +179,7 @@ struct Pull {
     /// The local publisher session that is the pull.
     local: ResourceId,
     /// The pull's resource URL at the holder.
-    upstream: String,
+    resource: String,
     /// The holder's base URL.
     holder_url: String,
     /// Since when the stream has had no local viewer.
@@ -272,7 +276,7 @@ struct Inner {
     state: Mutex<State>,
     /// One pull of a stream is set up at a time (a burst of viewers makes one pull), each
     /// stream's apart (a slow holder holds up only its own streams' viewers). An entry lives
-    /// while someone waits on it (`edge::PullTurn`).
+    /// while someone waits on it (`pull::PullTurn`).
     pulling: Mutex<HashMap<StreamName, Arc<tokio::sync::Mutex<()>>>>,
     redis_errors: AtomicU64,
     redis_ok: AtomicBool,
@@ -297,7 +301,7 @@ pub struct ClusterView {
     pub redis_errors: u64,
     /// Streams this node holds, with their epochs.
     pub holds: Vec<(String, u64)>,
-    /// Streams this node pulls from their holders (it is their edge): stream, epoch, holder.
+    /// Streams this node pulls from their holders (they are its pulls): stream, epoch, holder.
     pub pulls: Vec<(String, u64, String)>,
 }
 
@@ -378,8 +382,8 @@ impl Cluster {
     }
 
     /// Where a new publisher of `stream` goes: here (this node holds, or has just taken, the
-    /// lease) or to the live holder. `Err` when Redis cannot be reached.
-    pub async fn place_publisher(&self, stream: &StreamName) -> Result<Placement, ()> {
+    /// lease) or to the live holder.
+    pub async fn place_publisher(&self, stream: &StreamName) -> Result<Placement, StoreDown> {
         let acquired = self
             .noted(
                 self.0
@@ -387,7 +391,7 @@ impl Cluster {
                     .acquire(stream.as_str(), self.0.tag, self.0.config.lease_ttl)
                     .await,
             )
-            .map_err(|_| ())?;
+            .map_err(|_| StoreDown)?;
         match acquired {
             Acquired::Mine(epoch) => {
                 let now = Instant::now();
@@ -413,7 +417,7 @@ impl Cluster {
             Acquired::Theirs(holder) => match holder.url {
                 Some(url) => Ok(Placement::Redirect(url)),
                 // The script only answers "theirs" for a live holder.
-                None => Err(()),
+                None => Err(StoreDown),
             },
         }
     }

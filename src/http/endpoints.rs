@@ -9,10 +9,10 @@ use axum::Extension;
 
 use super::sdp::{SdpOffer, APPLICATION_SDP};
 use super::{cors, AppState, PeerAddr};
-use crate::auth::Action;
 use crate::http::error::ApiError;
-use crate::media::negotiate::offer::CheckedOffer;
+use crate::media::Created;
 use crate::session::{Role, StreamName};
+use crate::streams::{Caller, Opened};
 
 /// Methods of every endpoint.
 pub const ENDPOINT_METHODS: &str = "OPTIONS, GET, HEAD, POST";
@@ -67,6 +67,9 @@ pub async fn post_echo(
     create(state, Role::Echo, stream, h, peer, offer, None).await
 }
 
+/// A POST on an endpoint: the token decides first (a client without one neither learns what the
+/// server accepts nor makes it read the offer), then the offer is read and the session opened
+/// (`streams.rs`); the answer is a 201, or a 307 to the node that holds the stream.
 async fn create(
     State(state): State<AppState>,
     role: Role,
@@ -82,74 +85,22 @@ async fn create(
         }
         let stream = StreamName::parse(&stream)?;
         let bearer = super::bearer(&request_headers);
-        let pull = bearer.filter(|t| state.cluster.is_some() && crate::cluster::token::is_pull(t));
-        if let Some(token) = pull {
-            // Cluster mode: another node pulls this stream (its cascade).
-            check_pull(&state, role, &stream, token).await?;
-        } else {
+        let caller = state.streams.caller(bearer);
+        if caller == Caller::Client {
             state.rate_limit(&request_headers, peer)?;
         }
-        if let (None, Some(auth)) = (pull, &state.auth) {
-            // RFC 9725 §4.7.1: bearer tokens, when the server is configured with any.
-            let action = if role.publishes() {
-                Action::Publish
-            } else {
-                Action::Play
-            };
-            auth.check(bearer, action, &stream)?;
-        }
+        state.streams.admit(caller, role, &stream, bearer).await?;
         let SdpOffer(offer) = SdpOffer::from_request(offer, &()).await?;
-        // Checked first: in cluster mode a malformed offer never takes a stream's lease.
-        let offer = CheckedOffer::check(offer, role)?;
-        let mut taken = false;
-        if pull.is_none() {
-            match place(&state, role, &stream).await? {
-                Placed::Elsewhere(redirect) => return Ok(redirect),
-                Placed::Here { taken_now } => taken = taken_now,
+        let client = super::client_ip(&state, &request_headers, peer);
+        let opened = state
+            .streams
+            .open(caller, role, stream.clone(), offer, client, layer);
+        match opened.await? {
+            Opened::Here { created, location } => {
+                created_response(&state, role, &stream, created, location)
             }
+            Opened::Elsewhere { base, url } => redirect(&stream, &base, url),
         }
-        let edge = pull.is_some();
-        // Another node's pulls all come from its one address: not counted per IP.
-        let client = super::client_ip(&state, &request_headers, peer).filter(|_| !edge);
-        let created = match state
-            .media
-            .create(stream.clone(), offer, client, edge, layer)
-            .await
-        {
-            Ok(created) => created,
-            Err(e) => {
-                if let (true, Some(cluster)) = (taken, &state.cluster) {
-                    // The lease this POST took has no publisher: give it back now.
-                    cluster.abandon(&stream).await;
-                }
-                return Err(e.into());
-            }
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(APPLICATION_SDP),
-        );
-        // RFC 9725 §4.2: the Location header names the session resource.
-        // Cluster mode: absolute, naming this node (RFC 9725 does not require clients to follow
-        // redirects for PATCH and DELETE, so they should reach it directly).
-        let location = match &state.cluster {
-            Some(cluster) => cluster.url_of(&created.resource.location()),
-            None => created.resource.location(),
-        };
-        if role == Role::Viewer {
-            // The WHEP video layer extension (`layer.rs`).
-            headers.append(header::LINK, header_value(super::layer::link(&location))?);
-        }
-        headers.insert(header::LOCATION, header_value(location)?);
-        headers.insert(header::ETAG, header_value(created.etag)?);
-        // RFC 9725 §4.3.1: the session takes trickle ICE and ICE restarts by PATCH.
-        headers.insert(
-            "accept-patch",
-            HeaderValue::from_static(super::sdp::TRICKLE_ICE_SDPFRAG),
-        );
-        append_links(&state, &mut headers, &stream, false)?;
-        Ok::<_, ApiError>((StatusCode::CREATED, headers, created.answer).into_response())
     }
     .await;
     if let Err(e) = &result {
@@ -158,72 +109,47 @@ async fn create(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Cluster mode: a pull token must be a WHEP request of a live node, signed for this stream, at
-/// this node's current epoch of it.
-async fn check_pull(
+/// The 201 of a session created here: the answer, its `Location` (RFC 9725 §4.2), `ETag`,
+/// `Accept-Patch` (§4.3.1: trickle ICE and ICE restarts by PATCH), the layer `Link` of a viewer
+/// and the ICE servers' `Link`s.
+fn created_response(
     state: &AppState,
     role: Role,
     stream: &StreamName,
-    token: &str,
-) -> Result<(), ApiError> {
-    use crate::cluster::PullRefused;
-    let Some(cluster) = &state.cluster else {
-        return Ok(());
-    };
-    if role != Role::Viewer {
-        return Err(ApiError::Forbidden("a pull token only plays".into()));
+    created: Created,
+    location: String,
+) -> Result<Response, ApiError> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(APPLICATION_SDP),
+    );
+    if role == Role::Viewer {
+        // The WHEP video layer extension (`layer.rs`).
+        headers.append(header::LINK, header_value(super::layer::link(&location))?);
     }
-    match cluster.check_pull(stream, token).await {
-        Ok(()) => Ok(()),
-        Err(PullRefused::BadToken) => Err(ApiError::Unauthorized {
-            invalid_token: true,
-            why: "pull token not signed with this cluster's secret",
-        }),
-        Err(PullRefused::Stale) => Err(ApiError::StalePull(stream.to_string())),
-    }
+    headers.insert(header::LOCATION, header_value(location)?);
+    headers.insert(header::ETAG, header_value(created.etag)?);
+    headers.insert(
+        "accept-patch",
+        HeaderValue::from_static(super::sdp::TRICKLE_ICE_SDPFRAG),
+    );
+    append_links(state, &mut headers, stream, false)?;
+    Ok((StatusCode::CREATED, headers, created.answer).into_response())
 }
 
-/// Cluster mode: where this POST is served. A publisher of a stream another live node holds is
-/// sent there (RFC 9725 §4.5: 307, never 301/302, which may turn a POST into a GET); otherwise
-/// this node takes the stream. A viewer is served here; its stream is pulled first when another
-/// node holds it. `Err` when Redis cannot be reached.
-async fn place(state: &AppState, role: Role, stream: &StreamName) -> Result<Placed, ApiError> {
-    let here = Placed::Here { taken_now: false };
-    let Some(cluster) = &state.cluster else {
-        return Ok(here);
-    };
-    if !role.publishes() {
-        cluster
-            .prepare_viewer(&state.media, stream)
-            .await
-            .map_err(|()| ApiError::ClusterUnavailable)?;
-        return Ok(here);
-    }
-    match cluster.place_publisher(stream).await {
-        Err(()) => Err(ApiError::ClusterUnavailable),
-        Ok(crate::cluster::Placement::Local { taken_now }) => Ok(Placed::Here { taken_now }),
-        Ok(crate::cluster::Placement::Redirect(base)) => {
-            let target = format!("{base}/{role}/{stream}");
-            let headers = [
-                (header::LOCATION, header_value(target.clone())?),
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                ),
-            ];
-            let body = format!("stream {stream:?} is published on {base}: {target}\n");
-            let redirect = (StatusCode::TEMPORARY_REDIRECT, headers, body).into_response();
-            Ok(Placed::Elsewhere(redirect))
-        }
-    }
-}
-
-/// Where [`place`] put a POST.
-enum Placed {
-    /// Served here; `taken_now`: this POST took the stream's lease.
-    Here { taken_now: bool },
-    /// Sent elsewhere with this response.
-    Elsewhere(Response),
+/// Cluster mode: a publisher of a stream another live node holds is sent there (RFC 9725 §4.5:
+/// 307, never 301/302, which may turn a POST into a GET).
+fn redirect(stream: &StreamName, base: &str, url: String) -> Result<Response, ApiError> {
+    let body = format!("stream {stream:?} is published on {base}: {url}\n");
+    let headers = [
+        (header::LOCATION, header_value(url)?),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ),
+    ];
+    Ok((StatusCode::TEMPORARY_REDIRECT, headers, body).into_response())
 }
 
 /// Locations and ETags are built from hex digits only, so a value that is not a valid header is
@@ -270,18 +196,14 @@ pub async fn options(
     if preflight || state.ice_servers.is_none() {
         return response;
     }
-    if let Some(auth) = &state.auth {
-        let action = if path.as_str().starts_with("/whep/") {
-            Action::Play
-        } else {
-            Action::Publish
-        };
-        if auth
-            .check(super::bearer(&request_headers), action, &stream)
-            .is_err()
-        {
-            return response;
-        }
+    let role = if path.as_str().starts_with("/whep/") {
+        Role::Viewer
+    } else {
+        Role::Publisher
+    };
+    let bearer = super::bearer(&request_headers);
+    if !state.streams.authorised(role, &stream, bearer) {
+        return response;
     }
     if let Err(e) = append_links(&state, response.headers_mut(), &stream, true) {
         return e.into_response();

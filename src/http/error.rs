@@ -193,6 +193,25 @@ impl From<MediaError> for ApiError {
     }
 }
 
+impl From<crate::streams::Refused> for ApiError {
+    /// The domain's refusals as the API reports them.
+    fn from(e: crate::streams::Refused) -> Self {
+        use crate::streams::Refused;
+        match e {
+            Refused::Denied(denied) => denied.into(),
+            Refused::PullOnlyPlays => ApiError::Forbidden("a pull token only plays".into()),
+            Refused::BadPullToken => ApiError::Unauthorized {
+                invalid_token: true,
+                why: "pull token not signed with this cluster's secret",
+            },
+            Refused::StalePull(stream) => ApiError::StalePull(stream),
+            Refused::ClusterUnavailable => ApiError::ClusterUnavailable,
+            Refused::ClusterBusy => ApiError::ClusterBusy,
+            Refused::Media(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::auth::Denied> for ApiError {
     fn from(d: crate::auth::Denied) -> Self {
         match d {

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use crate::http::error::ApiError;
 use crate::session::ResourceId;
+use crate::streams::Located;
 
 /// Marks a request one node forwarded to another (its value: a MAC under the cluster secret,
 /// `token::mint_forward`).
@@ -19,11 +20,10 @@ const FORWARDED: &str = "x-whip-echo-forwarded";
 /// Whether the request is one that another node of this cluster forwarded for `resource` (its
 /// mark verifies): that node counted it against its client's request rate already.
 pub(super) fn from_a_node(state: &AppState, resource: &ResourceId, headers: &HeaderMap) -> bool {
-    let (Some(cluster), Some(mark)) = (&state.cluster, headers.get(FORWARDED)) else {
+    let Some(mark) = headers.get(FORWARDED) else {
         return false;
     };
-    mark.to_str()
-        .is_ok_and(|mark| cluster.is_forwarded(resource, mark))
+    (mark.to_str()).is_ok_and(|mark| state.streams.forwarded_by_a_node(resource, mark))
 }
 
 /// Request headers a session resource reads.
@@ -37,8 +37,8 @@ const RESPONSE_HEADERS: [header::HeaderName; 5] = [
     header::WWW_AUTHENTICATE,
 ];
 
-/// The other node's answer to this request when `resource` is another node's; `None` when it
-/// is this node's (or in single-node mode). `sub` follows the resource's path (`/layer`).
+/// The other node's answer to this request when `resource` is another node's (`Streams::resource`
+/// decides); `None` when it is this node's. `sub` follows the resource's path (`/layer`).
 pub(super) async fn elsewhere(
     state: &AppState,
     method: Method,
@@ -47,24 +47,14 @@ pub(super) async fn elsewhere(
     headers: &HeaderMap,
     body: Option<String>,
 ) -> Option<Response> {
-    let cluster = state.cluster.as_ref()?;
-    if headers.contains_key(FORWARDED) {
-        return None;
-    }
-    use crate::cluster::Unreachable;
-    let base = match cluster.owner_of(resource).await {
-        Ok(None) => return None,
-        Ok(Some(base)) => base,
-        // Its node is dead, and its sessions with it.
-        Err(Unreachable::Dead) => {
-            return Some(ApiError::NotFound("no such resource").into_response())
-        }
-        Err(Unreachable::StoreDown) => return Some(ApiError::ClusterUnavailable.into_response()),
-        Err(Unreachable::Busy) => return Some(ApiError::ClusterBusy.into_response()),
+    let forwarded = headers.contains_key(FORWARDED);
+    let (url, mark, http) = match state.streams.resource(resource, sub, forwarded).await {
+        Ok(Located::Here) => return None,
+        Ok(Located::There { url, mark, http }) => (url, mark, http),
+        Ok(Located::Gone) => return Some(ApiError::NotFound("no such resource").into_response()),
+        Err(e) => return Some(ApiError::from(e).into_response()),
     };
-    let url = format!("{base}{}{sub}", resource.location());
-    let mark = cluster.forward_mark(resource);
-    let mut request = cluster.http().request(method, &url).header(FORWARDED, mark);
+    let mut request = http.request(method, &url).header(FORWARDED, mark);
     for name in &REQUEST_HEADERS {
         for value in headers.get_all(name) {
             request = request.header(name, value);

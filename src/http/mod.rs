@@ -29,6 +29,8 @@ use crate::media::MediaHandle;
 pub struct AppState {
     /// The media plane.
     pub media: MediaHandle,
+    /// The domain service every POST and resource request goes through (`streams.rs`).
+    pub streams: crate::streams::Streams,
     /// Allowed origins.
     pub cors: Arc<cors::CorsPolicy>,
     /// What the start-up self-test found.

@@ -10,7 +10,9 @@ use super::conn::Conn;
 use super::forward::sources::{Layers, Sources};
 use super::negotiate::codecs::StreamCodecs;
 use super::sessions::Sessions;
-use super::{LayerState, MediaError, PlayerInfo, PublisherInfo, SessionKey, StreamInfo, RELAY};
+use super::{
+    LayerState, MediaError, PlayerInfo, PublisherInfo, PublisherKind, SessionKey, StreamInfo,
+};
 use crate::session::{Role, StreamName};
 
 /// The loop's streams, for `GET /api/streams`.
@@ -25,7 +27,7 @@ pub fn streams(sessions: &Sessions, now: Instant) -> Vec<StreamInfo> {
                 viewers: viewers.len(),
                 edges: viewers
                     .iter()
-                    .filter(|k| sessions.conn(**k).is_some_and(Conn::relay))
+                    .filter(|k| sessions.conn(**k).is_some_and(Conn::pull))
                     .count(),
                 players: viewers
                     .iter()
@@ -43,9 +45,9 @@ fn publisher_info(sessions: &Sessions, key: SessionKey, now: Instant) -> Option<
     let role = sessions.entry(key)?.role;
     Some(PublisherInfo {
         kind: match role {
-            Role::Echo => "echo",
-            _ if conn.relay() => RELAY,
-            _ => "whip",
+            Role::Echo => PublisherKind::Echo,
+            _ if conn.pull() => PublisherKind::Pull,
+            _ => PublisherKind::Whip,
         },
         state: conn.link().name(),
         codecs: conn.codecs().iter().map(|(_, c)| c.clone()).collect(),
@@ -81,7 +83,7 @@ fn player_info(viewer: &Conn, publisher: Option<&Conn>) -> PlayerInfo {
         state: viewer.link().name(),
         layer,
         requested: video.and_then(|l| l.wanted_rid()).map(str::to_owned),
-        edge: viewer.relay(),
+        edge: viewer.pull(),
     }
 }
 

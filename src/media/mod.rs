@@ -13,10 +13,10 @@ mod listing;
 mod loops;
 pub mod negotiate;
 pub(crate) mod net;
+mod pull;
 mod sessions;
 mod shield;
 mod timers;
-mod upstream;
 
 pub(crate) use crate::metrics::NackMetrics;
 
@@ -35,7 +35,7 @@ pub use loops::{spawn, LoopEnd, MediaLoops};
 pub use net::shared_port::SharedPort;
 pub use net::socket::local_ips;
 pub use net::tcp::TcpLimits;
-pub use upstream::PendingPull;
+pub use pull::PendingPull;
 
 pub(crate) use cap::PerClient;
 pub(crate) use net::stun::stun_request_local_ufrag;
@@ -133,18 +133,29 @@ pub struct PlayerInfo {
 impl StreamInfo {
     /// Whether a client publishes it on this node (cluster mode: not a pull from its holder).
     pub fn has_local_publisher(&self) -> bool {
-        self.publisher.as_ref().is_some_and(|p| p.kind != RELAY)
+        (self.publisher.as_ref()).is_some_and(|p| p.kind != PublisherKind::Pull)
     }
 }
 
-/// The publisher kind of a cluster pull, in `GET /api/streams`.
-pub(crate) const RELAY: &str = "relay";
+/// What publishes a stream, as `GET /api/streams` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PublisherKind {
+    /// A WHIP client.
+    Whip,
+    /// An `/echo` session.
+    Echo,
+    /// Cluster mode: this node's pull of the stream from its holder (`"relay"` in the JSON, as
+    /// it always was).
+    #[serde(rename = "relay")]
+    Pull,
+}
 
 /// A stream's publisher as `GET /api/streams` lists it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PublisherInfo {
-    /// `whip` or `echo`.
-    pub kind: &'static str,
+    /// Who publishes.
+    pub kind: PublisherKind,
     /// `connecting`, `connected` or `disconnected`.
     pub state: &'static str,
     /// The codec of each kind it sends (`audio/opus`, `video/H264/42e0/1`).
@@ -169,7 +180,7 @@ pub(crate) struct NewSession {
     pub started: Instant,
     /// Cluster mode: a publisher that is this node's pull of the stream from its holder, or a
     /// viewer that is another node's pull of it.
-    pub relay: bool,
+    pub pull: bool,
     /// Remote candidates its offer brought (at most `negotiate::offer::MAX_REMOTE_CANDIDATES`).
     pub remote_candidates: usize,
     /// A viewer's simulcast layer, by rid (`?layer=`; none: the top one).
@@ -340,14 +351,14 @@ pub struct MediaHandle {
 impl MediaHandle {
     /// Checks `offer` for `role`, negotiates the peer connection here (on the caller's task, so
     /// a burst of POSTs never stalls a loop's media) and hands it to the stream's media loop.
-    /// `edge`: cluster mode, the session is another node's pull of the stream (counted apart
+    /// `pull`: cluster mode, the session is another node's pull of the stream (counted apart
     /// in `/api/streams`).
     pub async fn create(
         &self,
         stream: StreamName,
         offer: negotiate::offer::CheckedOffer,
         client: Option<std::net::IpAddr>,
-        edge: bool,
+        pull: bool,
         layer: Option<String>,
     ) -> Result<Created, MediaError> {
         let negotiate::offer::CheckedOffer {
@@ -410,7 +421,7 @@ impl MediaHandle {
             negotiated,
             permit,
             started,
-            relay: edge,
+            pull,
             remote_candidates,
             layer,
         });

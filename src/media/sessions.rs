@@ -152,7 +152,7 @@ impl Sessions {
         })
     }
 
-    /// The publisher of `stream` that a new one (`relay`: a pull) replaces, if any. A stream has
+    /// The publisher of `stream` that a new one (`pull`: another node's pull) replaces, if any. A stream has
     /// one publisher. By default a new one takes over (a reconnecting encoder after a network
     /// drop, a reloaded page without DELETE): the old session ends through the one teardown
     /// path, its resource still answers DELETE within the grace period, and viewers continue on
@@ -165,7 +165,7 @@ impl Sessions {
     pub fn publisher_to_replace(
         &self,
         stream: &StreamName,
-        relay: bool,
+        pull: bool,
         conflict: PublisherConflict,
     ) -> Result<Option<SessionKey>, MediaError> {
         let Some(current) = self.registry.publisher(stream) else {
@@ -173,9 +173,9 @@ impl Sessions {
         };
         let conn = self.conns.get(&current);
         let fading = conn.map(Conn::link) == Some(Link::Disconnected);
-        let current_relay = conn.is_some_and(Conn::relay);
-        let taken = (relay && !current_relay)
-            || (!fading && !current_relay && conflict == PublisherConflict::Reject);
+        let current_pull = conn.is_some_and(Conn::pull);
+        let taken = (pull && !current_pull)
+            || (!fading && !current_pull && conflict == PublisherConflict::Reject);
         if taken {
             return Err(MediaError::PublisherExists(stream.to_string()));
         }

@@ -77,7 +77,7 @@ pub struct Conn {
     ever_connected: bool,
     /// Cluster mode: a publisher that is this node's pull of the stream from its holder, or a
     /// viewer that is another node's pull of it.
-    relay: bool,
+    pull: bool,
     /// Its place under the session cap, given back when the session is dropped.
     permit: Permit,
 }
@@ -94,7 +94,7 @@ pub struct Setup {
     /// Bits per second it may publish (0: no cap).
     pub max_bitrate: u64,
     /// A pull, in cluster mode.
-    pub relay: bool,
+    pub pull: bool,
     /// Remote candidates its offer carried.
     pub remote_candidates: usize,
     /// The simulcast layer a viewer asked for in its POST (none: the top one).
@@ -167,7 +167,7 @@ impl Conn {
             early_dtls: EarlyDtls::default(),
             started: setup.started,
             ever_connected: false,
-            relay: setup.relay,
+            pull: setup.pull,
             permit: setup.permit,
         }
     }
@@ -397,8 +397,8 @@ impl Conn {
     }
 
     /// Whether it is a pull (cluster mode).
-    pub fn relay(&self) -> bool {
-        self.relay
+    pub fn pull(&self) -> bool {
+        self.pull
     }
 
     /// How long it has existed.

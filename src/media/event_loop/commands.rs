@@ -167,7 +167,7 @@ impl MediaLoop {
             negotiated,
             permit,
             started,
-            relay,
+            pull,
             remote_candidates,
             layer,
         } = session;
@@ -175,7 +175,7 @@ impl MediaLoop {
             let conflict = self.config.publisher_conflict;
             if let Some(current) = self
                 .sessions
-                .publisher_to_replace(&stream, relay, conflict)?
+                .publisher_to_replace(&stream, pull, conflict)?
             {
                 self.teardown(current, EndReason::Replaced);
             }
@@ -197,7 +197,7 @@ impl MediaLoop {
             span,
             permit,
             max_bitrate: self.config.max_bitrate,
-            relay,
+            pull,
             remote_candidates,
             layer,
         };

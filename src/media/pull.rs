@@ -1,7 +1,7 @@
-//! Cluster mode's cascade: a node pulls a stream it does not hold from the node that does, over
+//! Cluster mode's pull: a node pulls a stream it does not hold from the node that does, over
 //! WHEP, as a client. The peer connection is whip-echo's own offer (recvonly audio and video, every
 //! codec it forwards), built here on the caller's task like an answer; the loop then runs it as
-//! the stream's publisher, marked `relay`, so the local viewers get its media through the same
+//! the stream's publisher, marked `pull`, so the local viewers get its media through the same
 //! fan-out, keyframe requests and publisher-change handling as from a WHIP client. It lives on the
 //! loop's socket: its checks go out from there, so the holder's answers come back by the paths
 //! they teach the router, and the holder's own checks name its ufrag.
@@ -135,7 +135,7 @@ impl MediaHandle {
             negotiated,
             permit,
             started,
-            relay: true,
+            pull: true,
             remote_candidates: 0,
             layer: None,
         });

@@ -1,6 +1,6 @@
-//! The cascade: a node that does not hold a stream pulls it once from the node that does, over
+//! The pull: a node that does not hold a stream pulls it once from the node that does, over
 //! WHEP, and fans it out to its own viewers (the pull is the stream's local publisher, see
-//! `media/upstream.rs`). One pull per stream per node; it follows the lease (a new holder or a new
+//! `media/pull.rs`). One pull per stream per node; it follows the lease (a new holder or a new
 //! epoch means a new pull) and ends after its last local viewer has been gone for
 //! `--cluster-edge-idle`.
 
@@ -9,22 +9,26 @@ use std::time::Instant;
 use axum::http::header;
 use tracing::{debug, info};
 
-use super::{token, Cluster, Pull};
+use super::{token, Cluster, Pull, StoreDown};
 use crate::media::{MediaHandle, ResourceState};
 use crate::session::{EndReason, StreamName};
 
 impl Cluster {
     /// Before a WHEP viewer of `stream` is created on this node: makes sure the stream's media
-    /// reaches it. `Err` when Redis cannot be reached and this node does not hold the stream.
+    /// reaches it. [`StoreDown`] when Redis cannot be reached and this node does not hold it.
     /// A failed pull is not the viewer's error: it waits, as for a stream nobody publishes yet,
     /// and the keeper tries again.
-    pub async fn prepare_viewer(&self, media: &MediaHandle, stream: &StreamName) -> Result<(), ()> {
+    pub async fn prepare_viewer(
+        &self,
+        media: &MediaHandle,
+        stream: &StreamName,
+    ) -> Result<(), StoreDown> {
         if self.state().claims.contains_key(stream) {
             return Ok(());
         }
         match self.ensure_pull(media, stream).await {
             Ok(()) => Ok(()),
-            Err(PullError::Store) => Err(()),
+            Err(PullError::Store) => Err(StoreDown),
             Err(PullError::Other(why)) => {
                 info!(%stream, reason = %why, "cluster: could not pull the stream yet");
                 Ok(())
@@ -102,7 +106,7 @@ impl Cluster {
             .and_then(|l| response.url().join(l).ok())
             .map(|u| u.to_string());
         let body = response.text().await.map_err(|e| other(&e))?;
-        let Some(upstream) = location.filter(|_| status.as_u16() == 201) else {
+        let Some(resource) = location.filter(|_| status.as_u16() == 201) else {
             return Err(PullError::Other(format!(
                 "{url}: {status}: {}",
                 body.trim()
@@ -110,7 +114,7 @@ impl Cluster {
         };
         if self.state().claims.contains_key(stream) {
             // A publisher took the stream here while the holder answered: no pull needed.
-            self.delete_upstream(&upstream).await;
+            self.delete_pulled(&resource).await;
             return Err(PullError::Other(
                 "this node took the stream meanwhile".into(),
             ));
@@ -120,12 +124,12 @@ impl Cluster {
                 holder: holder_tag,
                 epoch,
                 local,
-                upstream,
+                resource,
                 holder_url: holder.to_owned(),
                 idle_since: None,
             }),
             Err(e) => {
-                self.delete_upstream(&upstream).await;
+                self.delete_pulled(&resource).await;
                 Err(other(&e))
             }
         }
@@ -135,14 +139,14 @@ impl Cluster {
     /// session at the holder.
     pub(super) async fn end_pull(&self, media: &MediaHandle, stream: &StreamName, pull: &Pull) {
         let _ = media.end(pull.local, EndReason::Replaced).await;
-        self.delete_upstream(&pull.upstream).await;
+        self.delete_pulled(&pull.resource).await;
         let mut state = self.state();
         if state.pulls.get(stream).map(|p| p.local) == Some(pull.local) {
             state.pulls.remove(stream);
         }
     }
 
-    pub(super) async fn delete_upstream(&self, url: &str) {
+    pub(super) async fn delete_pulled(&self, url: &str) {
         if let Err(e) = self.0.http.delete(url).send().await {
             debug!(%url, error = %e, "cluster: DELETE of a pull at its holder failed");
         }
