@@ -43,7 +43,7 @@ pub fn datagram(data: &[u8]) {
         let _ = crate::media::negotiate::peer::IceCredentials::loop_of(&ufrag);
     }
     if let Some(&first) = data.first() {
-        let _ = crate::media::net::shared_port::classify(first);
+        let _ = crate::http::port::classify(first);
     }
 }
 

@@ -9,22 +9,26 @@
 //! | module | its one job |
 //! |---|---|
 //! | `config` | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main`; secret files read once |
+//! | `startup` | `Plan::resolve` (auth, TURN, ICE servers, cluster, DNS, ports, limits, configuration errors first) and `Plan::bind` (the media sockets, STUN discovery) |
+//! | `startup::addresses` | every announced candidate, computed once from the bound and configured addresses (pure) |
+//! | `startup::dns` | names looked up once at start-up: bind hosts, `--public-ip`, forwards, the STUN-discovered address |
 //! | `server` | `run(listener, config, shutdown)` and `spawn` (tests): binds, starts both planes and the cluster, stops them; an error if a media loop dies |
-//! | `telemetry` | the tracing subscriber: the non-blocking writer, the WebRTC stack's log budget, rate gates |
-//! | `metrics` | Prometheus metrics (`prometheus-client`): every counter and gauge, the text exposition |
-//! | `healthcheck` | `whip-echo healthcheck`: one `GET /readyz`, for a container's health check |
+//! | `ops` | operations: metrics, the health check, logs (the room of the three below) |
+//! | `ops::metrics` | Prometheus metrics (`prometheus-client`): every counter and gauge, the text exposition |
+//! | `ops::healthcheck` | `whip-echo healthcheck`: one `GET /readyz`, for a container's health check |
 //! | `selftest` | the start-up self-test: a loopback client over each media path (UDP, ICE-TCP, the HTTP port) |
+//! | `ops::telemetry` | the tracing subscriber: the non-blocking writer, the WebRTC stack's log budget, rate gates |
 //! | `auth` | who may publish and play: bearer tokens and JWTs (RFC 9725 §4.7.1) |
 //! | `rate` | token buckets: POSTs and PATCHes per client (a bounded map), ICE restarts per session |
 //! | `session` | loop-addressed (and node-tagged) resource ids, roles, stream names, end reasons |
 //! | `registry` | session → resource id, role, stream; stream → publisher + viewers (pure bookkeeping) |
 //! | `sdpfrag` | RFC 8840 SDP fragments: parse a PATCH body, build a restart's answer |
 //! | `ice_servers` | the STUN/TURN servers clients are told of (RFC 9725 §4.6 `Link`s, TURN REST credentials) |
-//! | `discover` | public-address discovery at start-up (`--stun-discover`) |
-//! | `stun_client` | whip-echo as a STUN client: the self-test's checks, discovery's Binding request |
-//! | `ports` | whether browsers will use an announced candidate (ports Chromium and Firefox refuse) |
-//! | `tls` | the `--tls-cert`/`--tls-key` acceptor (rustls) for HTTPS on the HTTP port |
-//! | `fd_limit` | the open-file limit raised to the hard one at start; the ICE-TCP cap derived from it |
+//! | `network` | the host's network at start-up: discovery, STUN client, browser port rules, the open-file limit |
+//! | `network::discover` | public-address discovery at start-up (`--stun-discover`) |
+//! | `network::stun_client` | whip-echo as a STUN client: the self-test's checks, discovery's Binding request |
+//! | `network::ports` | whether browsers will use an announced candidate (ports Chromium and Firefox refuse) |
+//! | `network::fd_limit` | the open-file limit raised to the hard one at start; the ICE-TCP cap derived from it |
 //! | `fuzzing` | the fuzz targets' entry points (`fuzz/`), also run by `tests/api/properties.rs` |
 //! | `streams` | the domain door: `Streams::admit`/`open` (auth, checked offer, placement, lease given back, pull prepared, absolute `Location`), `resource` (here, on another node, gone) |
 //! | `http` | the HTTP plane: `router()`, extracting and checking requests, one `Streams` or media call each, the responses |
@@ -38,6 +42,8 @@
 //! | `http::assets` | the embedded page, `/healthz` |
 //! | `http::ops` | `/metrics`, `/readyz`, `/api/streams`, the response counter |
 //! | `http::serve` | the HTTP connection loop (hyper): header timeout, connection caps, drain at shutdown |
+//! | `http::port` | the port classifier: the HTTP listener that also takes ICE-TCP and TLS (HTTP, HTTPS, ICE-TCP), by each connection's first byte |
+//! | `http::tls` | the `--tls-cert`/`--tls-key` acceptor (rustls) for HTTPS on the HTTP port |
 //! | `media` | the media plane's handle: `MediaHandle` (negotiates on the caller's task, hands the connection to its loop), commands, stats |
 //! | `media::loops` | one OS thread per media loop, the guard that reports a loop's end |
 //! | `media::event_loop` | the loop: bounded wake-ups; it only dispatches (packets to sessions, their events, fan-out, the one teardown) |
@@ -65,13 +71,12 @@
 //! | `media::forward::random_access` | where a video payload starts a keyframe, and the picture size it carries |
 //! | `media::forward::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
 //! | `media::forward::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
-//! | `media::net` | the network under the loops (the room of the seven below) |
+//! | `media::net` | the network under the loops (the room of the six below) |
 //! | `media::net::routes` | which session an inbound packet belongs to (ufrag, path, proof of return routability) |
 //! | `media::net::stun` | what whip-echo reads of a STUN message before rtc: Binding type, transaction id, the local ufrag |
 //! | `media::net::transport` | the transport seam: `PathId`, `Inbound`, `Transports::send` |
 //! | `media::net::socket` | the shared UDP socket: batched receive with destination addresses |
 //! | `media::net::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |
-//! | `media::net::shared_port` | the HTTP listener that also takes ICE-TCP and TLS, by each connection's first byte |
 //! | `media::net::pending` | each listener's pool of connections not yet identified |
 //! | `media::pull` | cluster mode: the pull's peer connection (a WHEP client of the holder), adopted as the stream's publisher |
 //! | `media::timers` | the loop's deadlines: one min-heap with lazy invalidation |
@@ -100,26 +105,21 @@
 pub mod auth;
 pub mod cluster;
 pub mod config;
-pub mod discover;
-pub mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod healthcheck;
 pub mod http;
 pub mod ice_servers;
 pub mod media;
-pub mod metrics;
-pub mod ports;
+pub mod network;
+pub mod ops;
 pub mod rate;
 pub mod registry;
 pub mod sdpfrag;
 pub mod selftest;
 pub mod server;
 pub mod session;
+pub mod startup;
 pub mod streams;
-mod stun_client;
-pub mod telemetry;
-pub mod tls;
 
 #[cfg(test)]
 mod module_map {

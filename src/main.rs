@@ -3,13 +3,13 @@
 
 use clap::Parser;
 use whip_echo::config::{Config, Subcommand};
-use whip_echo::{server, telemetry};
+use whip_echo::{ops::telemetry, server};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     if config.command == Some(Subcommand::Healthcheck) {
-        return whip_echo::healthcheck::run(config.listen).await;
+        return whip_echo::ops::healthcheck::run(config.listen).await;
     }
     // Flushes the queued log lines when main returns.
     let _logs = telemetry::init(&config);

@@ -28,8 +28,8 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use crate::media::negotiate::offer::CheckedOffer;
 use crate::media::{read_rfc4571_frame, rfc4571_frame, stream_loop, MediaError, MediaHandle};
+use crate::network::stun_client;
 use crate::session::{Role, StreamName};
-use crate::stun_client;
 
 /// How long one path may take to answer.
 const PROBE_WAIT: Duration = Duration::from_secs(3);

@@ -11,47 +11,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::discover;
 use crate::http::{self, cors::CorsPolicy, router, AppState};
-use crate::ice_servers::{IceServers, TurnCredentials};
-use crate::media::{self, MediaConfig, MediaHandle, MediaLoops};
-use crate::ports;
+use crate::media::{self, MediaHandle, MediaLoops};
+use crate::network::ports;
 use crate::selftest::{self, SelfTest};
-
-/// Why the server could not start, or stopped on its own.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// A socket could not be bound or used.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done (with the address, for binds).
-        what: String,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// --udp-port plus --media-threads runs past port 65535.
-    #[error("the UDP port range (--udp-port + --media-threads) runs past 65535")]
-    PortRange,
-    /// The media plane could not start.
-    #[error("starting the media plane: {0}")]
-    Media(#[from] media::MediaError),
-    /// A configured address cannot be used.
-    #[error("{0}")]
-    Config(String),
-    /// The TLS certificate or key is unusable.
-    #[error("HTTPS: {0}")]
-    Tls(String),
-    /// A media loop died (a panic); the process should be restarted.
-    #[error("media loop {0} died")]
-    MediaLoopDied(usize),
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
-    let what = what.into();
-    move |source| ServerError::Io { what, source }
-}
+pub use crate::startup::ServerError;
+use crate::startup::{addresses, io, tls_acceptor, Plan};
 
 /// A server started in the background: its addresses, a handle on its media plane, and the way to
 /// stop it. Tests and the conformance suite use it; `main` uses [`run`].
@@ -159,171 +126,31 @@ async fn start_planes(
     http: Option<SocketAddr>,
     stop: CancellationToken,
 ) -> Result<Planes, ServerError> {
-    let metrics = crate::metrics::Metrics::new();
-    let stop_http = stop.clone();
-    // Configuration errors first, before any socket or thread exists.
-    let auth = crate::auth::Auth::from_config(
-        &config.publish_tokens,
-        &config.play_tokens,
-        config.jwt_secret.as_deref(),
-        config.jwt_public_key.as_deref(),
-    )
-    .map_err(ServerError::Config)?
-    .map(|auth| auth.expecting(config.jwt_audience.as_deref(), config.jwt_issuer.as_deref()));
-    match (&auth, bound) {
-        (Some(auth), _) => info!(?auth, "bearer tokens required to publish and play"),
-        (None, Some(addr)) if !addr.ip().is_loopback() => warn!(
-            listen = %addr,
-            publisher_conflict = ?config.publisher_conflict(),
-            "no bearer tokens: whoever reaches this address may publish and play any stream \
-             (README: Security; --publish-token, --play-token, --jwt-secret)"
-        ),
-        _ => {}
-    }
-    let turn = match (
-        &config.turn_secret,
-        &config.turn_username,
-        &config.turn_password,
-    ) {
-        (Some(secret), _, _) => TurnCredentials::Rest {
-            secret: secret.clone(),
-            ttl: config.turn_ttl,
-        },
-        (None, Some(username), Some(password)) => TurnCredentials::Static {
-            username: username.clone(),
-            password: password.clone(),
-        },
-        _ => TurnCredentials::None,
-    };
-    let ice_servers = IceServers::new(&config.ice_servers, turn).map_err(ServerError::Config)?;
-    let cluster = ClusterConfig::from_config(config, bound)
-        .and_then(|c| c.map(Cluster::new).transpose())
-        .map_err(ServerError::Config)?;
-    // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
-    let last = config
-        .udp_port
-        .checked_add(config.media_threads.saturating_sub(1));
-    if config.udp_port != 0 && last.is_none() {
-        return Err(ServerError::PortRange);
-    }
-    let udp_host = resolve_host("--udp-host", &config.udp_host).await?;
-    let tcp_host = match &config.tcp_host {
-        Some(host) => resolve_host("--tcp-host", host).await?,
-        None => udp_host,
-    };
-    let mut sockets = Vec::new();
-    for i in 0..config.media_threads {
-        let port = if config.udp_port == 0 {
-            0
-        } else {
-            config.udp_port + i
-        };
-        let at = SocketAddr::new(udp_host, port);
-        let udp = std::net::UdpSocket::bind(at).map_err(io(format!("binding UDP {at}")))?;
-        udp.set_nonblocking(true)
-            .map_err(io(format!("binding UDP {at}")))?;
-        sockets.push(udp);
-    }
-    let local_ips = |bind| {
-        if config.public_ip_only {
-            Vec::new()
-        } else {
-            media::local_ips(bind)
-        }
-    };
-    let mut public_ips = Vec::new();
-    for host in &config.public_ips {
-        for ip in resolve_ips("--public-ip", host).await? {
-            if !public_ips.contains(&ip) {
-                public_ips.push(ip);
-            }
-        }
-    }
-    if let Some(server) = &config.stun_discover {
-        // A dual-stack name (stun.l.google.com) often lists IPv6 first: ask over the socket's
-        // own family.
-        let v4 = udp_host.is_ipv4();
-        let server = tokio::net::lookup_host(server.as_str())
-            .await
-            .ok()
-            .and_then(|mut all| all.find(|a| a.is_ipv4() == v4))
-            .ok_or_else(|| {
-                ServerError::Config(format!(
-                    "--stun-discover {server}: no address of the UDP socket's family"
-                ))
-            })?;
-        discover_public_ip(&sockets[0], server, &mut public_ips).await;
-    }
-    let media_config = MediaConfig {
-        local_ips: local_ips(udp_host),
-        tcp_local_ips: local_ips(tcp_host),
-        http_local_ips: http.map_or_else(Vec::new, |addr| local_ips(addr.ip())),
-        public_tcp: resolve_all("--public-tcp", &config.public_tcp).await?,
-        public_udp: resolve_all("--public-udp", &config.public_udp).await?,
-        public_ips,
-        session_limits: media::SessionLimits {
-            max: config.max_sessions,
-            max_per_ip: config.max_sessions_per_ip,
-            max_per_prefix: config.max_sessions_per_prefix,
-            max_connecting_per_ip: config.max_connecting_sessions_per_ip,
-            evictable_after: config.evict_connecting_after,
-        },
-        ice_timeout: config.ice_timeout,
-        publisher_conflict: config.publisher_conflict(),
-        max_bitrate: config.max_bitrate,
-        metrics: metrics.for_loops(),
-        node_tag: cluster.as_ref().map(Cluster::tag),
-        tcp_limits: tcp_limits(config, http.is_some()),
-        ice_restarts_per_minute: config.ice_restarts_per_minute,
-        unanswered_checks_per_second: config.unanswered_checks_per_second,
-    };
-    let at = SocketAddr::new(tcp_host, config.tcp_port);
-    let tcp = std::net::TcpListener::bind(at).map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;
-    tcp.set_nonblocking(true)
-        .map_err(io(format!("binding TCP {at} (ICE-TCP)")))?;
-    let tcp_addr = tcp.local_addr().map_err(io("ICE-TCP listener address"))?;
-    let (media, loops) = media::spawn(sockets, tcp, http, media_config, stop)?;
-    info!(tcp = %tcp_addr, "ICE-TCP listening");
-    for udp in media.udp_addrs() {
-        info!(%udp, "media plane listening");
-    }
-    let announced = media.announced();
-    for warning in ports::warnings(&announced) {
-        warn!("{warning}; announce another port or address (README: Deploying)");
-    }
-    if announced.is_empty() {
-        warn!(
-            "no candidate to announce (--public-ip-only without a --public-ip, --public-udp, \
-             --public-tcp or --stun-discover answer of the bound address family): no client can \
-             connect (README: Deploying)"
-        );
-    }
+    let mut plan = Plan::resolve(config, bound, http).await?;
+    let sockets = plan.bind(config).await?;
+    let udp = (sockets.udp.iter())
+        .map(|s| s.local_addr().map_err(io("UDP socket address")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tcp = (sockets.tcp.local_addr()).map_err(io("ICE-TCP listener address"))?;
+    let announced = addresses::announce(&plan.addresses, &udp, tcp, http);
+    let metrics = crate::ops::metrics::Metrics::new();
+    let media_config = plan.media_config(config, metrics.for_loops());
+    let (media, loops) = media::spawn(
+        sockets.udp,
+        sockets.tcp,
+        announced,
+        media_config,
+        stop.clone(),
+    )?;
+    log_listening(&media, tcp);
     let initial = if config.self_test {
         SelfTest::Running
     } else {
         SelfTest::Disabled
     };
     let (self_test, self_test_rx) = watch::channel(initial);
-    let auth = auth.map(Arc::new);
-    let state = AppState {
-        streams: crate::streams::Streams::new(media.clone(), auth.clone(), cluster.clone()),
-        auth,
-        ice_servers: ice_servers.map(Arc::new),
-        media: media.clone(),
-        cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
-        self_test: self_test_rx,
-        client_ip_header: client_ip_header(config)?,
-        metrics,
-        stopping: stop_http.clone(),
-        admin_token: config.admin_token.as_deref().map(Arc::from),
-        request_timeout: config.http_request_timeout,
-        cluster: cluster.clone(),
-        request_rate: crate::rate::PerClientRate::new(
-            config.request_rate_per_ip,
-            config.request_burst_per_ip,
-        )
-        .map(Arc::new),
-    };
+    let cluster = plan.cluster.clone();
+    let state = app_state(config, plan, media.clone(), metrics, self_test_rx, stop);
     let limits = http::Limits {
         header_timeout: config.http_header_timeout,
         max_connections: config.max_http_connections.max(1),
@@ -339,135 +166,66 @@ async fn start_planes(
     })
 }
 
-/// The TCP connection limits, the ICE-TCP cap derived from the open-file limit (raised to its
-/// hard limit first) unless configured; `shared`: the HTTP port takes ICE-TCP too (a second
-/// pending pool).
-fn tcp_limits(config: &Config, shared: bool) -> media::TcpLimits {
-    let needs = crate::fd_limit::Needs {
-        http: config.max_http_connections,
-        pending_per_listener: config.max_pending_connections,
-        listeners: if shared { 2 } else { 1 },
-        sessions: config.max_sessions,
-    };
-    let nofile = crate::fd_limit::raise();
-    let max_ice_tcp = crate::fd_limit::ice_tcp_cap(config.max_ice_tcp_connections, needs, nofile);
-    info!(
-        open_files = nofile,
-        max_ice_tcp, "ICE-TCP connections capped"
-    );
-    media::TcpLimits {
-        max_pending: config.max_pending_connections.max(1),
-        max_pending_per_ip: config.max_pending_connections_per_ip,
-        setup_wait: config.tcp_setup_timeout,
-        max_ice_tcp,
-        max_ice_tcp_per_ip: config.max_ice_tcp_connections_per_ip,
-        max_ice_tcp_per_session: usize::from(config.max_ice_tcp_connections_per_session),
+/// Logs where the media plane listens and what it announces, warning of what clients cannot use.
+fn log_listening(media: &MediaHandle, tcp: SocketAddr) {
+    info!(%tcp, "ICE-TCP listening");
+    for udp in media.udp_addrs() {
+        info!(%udp, "media plane listening");
+    }
+    let announced = media.announced();
+    for warning in ports::warnings(&announced) {
+        warn!("{warning}; announce another port or address (README: Deploying)");
+    }
+    if announced.is_empty() {
+        warn!(
+            "no candidate to announce (--public-ip-only without a --public-ip, --public-udp, \
+             --public-tcp or --stun-discover answer of the bound address family): no client can \
+             connect (README: Deploying)"
+        );
     }
 }
 
-/// `--client-ip-header` as a header name.
-fn client_ip_header(config: &Config) -> Result<Option<axum::http::HeaderName>, ServerError> {
-    config
-        .client_ip_header
-        .as_deref()
-        .map(|name| {
-            axum::http::HeaderName::try_from(name.trim()).map_err(|_| {
-                ServerError::Config(format!("--client-ip-header {name}: not a header name"))
-            })
-        })
-        .transpose()
-}
-
-/// Asks the STUN server `server` for the public address of `socket` and adds its IP to
-/// `public_ips`. A failure is logged, not fatal: the local addresses are still announced.
-async fn discover_public_ip(
-    socket: &std::net::UdpSocket,
-    server: SocketAddr,
-    public_ips: &mut Vec<std::net::IpAddr>,
-) {
-    let bound = socket.local_addr().map_or(0, |a| a.port());
-    match discover::mapped_address(socket, server).await {
-        Ok(mapped) => {
-            info!(%server, %mapped, "discovered the public address of the media socket");
-            if mapped.port() != bound {
-                warn!(%mapped, bound, "the NAT changes the media port: forward it and announce \
-                       the outside port with --public-udp, or media may not connect");
-            }
-            if !public_ips.contains(&mapped.ip()) {
-                public_ips.push(mapped.ip());
-            }
-        }
-        Err(error) => warn!(%server, %error, "STUN discovery failed; announcing local addresses"),
-    }
-}
-
-/// The address of a bind host given as an address or a host name (looked up once, here).
-/// A name with several addresses binds its first IPv4 one (like the default 0.0.0.0), else its
-/// first.
-async fn resolve_host(flag: &str, host: &str) -> Result<std::net::IpAddr, ServerError> {
-    let ips = resolve_ips(flag, host).await?;
-    let ip = ips
-        .iter()
-        .copied()
-        .find(|ip| ip.is_ipv4())
-        .unwrap_or(ips[0]);
-    if ips.len() > 1 {
-        info!(%host, bound = %ip, "{flag}: binding one of the name's addresses");
-    }
-    Ok(ip)
-}
-
-/// The addresses of `host`, an address or a host name (looked up once, here); never empty.
-async fn resolve_ips(flag: &str, host: &str) -> Result<Vec<std::net::IpAddr>, ServerError> {
-    if let Ok(ip) = host.parse() {
-        return Ok(vec![ip]);
-    }
-    let mut ips: Vec<std::net::IpAddr> = tokio::net::lookup_host((host, 0))
-        .await
-        .map_err(|_| ServerError::Config(format!("{flag} {host}: does not resolve")))?
-        .map(|addr| addr.ip())
-        .collect();
-    ips.dedup();
-    if ips.is_empty() {
-        return Err(ServerError::Config(format!(
-            "{flag} {host}: does not resolve"
-        )));
-    }
-    info!(%host, addrs = ?ips, "{flag} resolved");
-    Ok(ips)
-}
-
-/// Resolves each HOST:PORT (a host name is looked up once, here, at start-up).
-async fn resolve_all(flag: &str, targets: &[String]) -> Result<Vec<SocketAddr>, ServerError> {
-    let mut out = Vec::with_capacity(targets.len());
-    for target in targets {
-        let found = tokio::net::lookup_host(target.as_str())
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| {
-                ServerError::Config(format!("{flag} {target}: not HOST:PORT that resolves"))
-            })?;
-        info!(%target, addr = %found, "announcing {flag}");
-        out.push(found);
-    }
-    Ok(out)
-}
-
-/// The HTTPS acceptor, when a certificate is configured.
-fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, ServerError> {
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => crate::tls::acceptor(cert, key)
-            .map(Some)
-            .map_err(ServerError::Tls),
-        _ => Ok(None),
+/// The HTTP plane's state.
+fn app_state(
+    config: &Config,
+    plan: Plan,
+    media: MediaHandle,
+    metrics: crate::ops::metrics::Metrics,
+    self_test: watch::Receiver<SelfTest>,
+    stopping: CancellationToken,
+) -> AppState {
+    let Plan {
+        auth,
+        ice_servers,
+        cluster,
+        client_ip_header,
+        ..
+    } = plan;
+    AppState {
+        streams: crate::streams::Streams::new(media.clone(), auth.clone(), cluster.clone()),
+        auth,
+        ice_servers,
+        media,
+        cors: Arc::new(CorsPolicy::new(&config.cors_origins)),
+        self_test,
+        client_ip_header,
+        metrics,
+        stopping,
+        admin_token: config.admin_token.as_deref().map(Arc::from),
+        request_timeout: config.http_request_timeout,
+        cluster,
+        request_rate: crate::rate::PerClientRate::new(
+            config.request_rate_per_ip,
+            config.request_burst_per_ip,
+        )
+        .map(Arc::new),
     }
 }
 
 /// The HTTP listener as served: alone on its port, or sharing it with ICE-TCP.
 enum HttpListener {
     Plain(TcpListener),
-    Shared(media::SharedPort),
+    Shared(http::port::SharedPort),
 }
 
 /// The HTTP listener as served, and its address. With media on the HTTP port, RFC 4571-framed
@@ -479,7 +237,16 @@ fn http_listener(
 ) -> Result<(HttpListener, SocketAddr), ServerError> {
     let addr = listener.local_addr().map_err(io("HTTP listener address"))?;
     let listener = if loops.media_on_http_port() || tls.is_some() {
-        let shared = loops.shared_port(listener, tls);
+        let (intake, pending, ice) = loops.http_port_intake();
+        let (tracker, stop) = intake.tasks();
+        let (tracker, stop) = (tracker.clone(), stop.clone());
+        let sharing = http::port::Sharing {
+            intake,
+            pending,
+            ice,
+            tls,
+        };
+        let shared = http::port::SharedPort::new(listener, sharing, tracker, stop);
         HttpListener::Shared(shared.map_err(io("sharing the HTTP port"))?)
     } else {
         HttpListener::Plain(listener)

@@ -111,7 +111,7 @@ impl ClusterConfig {
 /// 503 until its lease expires.
 pub(crate) fn unverified_record(tag: u16) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    if crate::telemetry::once_every(&LAST, 10) {
+    if crate::ops::telemetry::once_every(&LAST, 10) {
         tracing::error!(
             node = format!("{tag:04x}"),
             "cluster: a node record in Redis is not signed with this node's --cluster-secret, or \

@@ -152,8 +152,8 @@ impl ApiError {
 
 impl ApiError {
     /// The refusal by a session cap or a rate it is, if any (`whip_echo_sessions_rejected_total`).
-    pub fn rejection(&self) -> Option<crate::metrics::Rejection> {
-        use crate::metrics::Rejection;
+    pub fn rejection(&self) -> Option<crate::ops::metrics::Rejection> {
+        use crate::ops::metrics::Rejection;
         Some(match self {
             ApiError::OverCapacity => Rejection::Capacity,
             ApiError::TooManyFromClient(_) => Rejection::PerIp,
@@ -234,7 +234,7 @@ impl From<BadStreamName> for ApiError {
 /// second, since a client retrying in a loop sets the pace (the others go to debug).
 fn warn_now() -> bool {
     static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    crate::telemetry::once_every(&LAST, 1)
+    crate::ops::telemetry::once_every(&LAST, 1)
 }
 
 /// Seconds a client is asked to wait after a 503.

@@ -8,9 +8,11 @@ pub mod error;
 mod forward;
 mod layer;
 mod ops;
+pub mod port;
 mod resource;
 pub mod sdp;
 mod serve;
+pub mod tls;
 
 pub(crate) use resource::if_match;
 pub use serve::{serve, Limits, PeerAddr};
@@ -45,7 +47,7 @@ pub struct AppState {
     /// The longest a request may take, body included (then 408).
     pub request_timeout: std::time::Duration,
     /// What `/metrics` reports.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::ops::metrics::Metrics,
     /// The bearer token of `GET /api/streams` (`--admin-token`).
     pub admin_token: Option<Arc<str>>,
     /// Cluster mode's handle; `None` on a single node.

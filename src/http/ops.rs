@@ -17,10 +17,10 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let stats = state.media.stats().borrow();
     let cluster = state.cluster.as_ref().map(crate::cluster::Cluster::view);
-    let gauges = crate::metrics::Gauges {
+    let gauges = crate::ops::metrics::Gauges {
         sessions: stats.by_role,
         streams: stats.streams,
-        cluster: cluster.map(|view| crate::metrics::ClusterGauges {
+        cluster: cluster.map(|view| crate::ops::metrics::ClusterGauges {
             leases: view.holds.len(),
             pulls: view.pulls.len(),
             redis_up: view.redis_ok,

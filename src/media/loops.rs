@@ -18,8 +18,7 @@ use super::cap::Slots;
 use super::event_loop::MediaLoop;
 use super::negotiate::peer::PeerSettings;
 use super::net::pending::Pending;
-use super::net::shared_port::{SharedPort, Sharing};
-use super::net::socket::{self, UdpIo};
+use super::net::socket::{Announcements, Candidates, UdpIo};
 use super::net::tcp::{Acceptor, Intake, TcpConns, TcpEvent};
 use super::{MediaConfig, MediaError, MediaHandle, Shard, Stats, StatsSlot, COMMAND_QUEUE};
 
@@ -45,7 +44,7 @@ pub struct MediaLoops {
     /// Where ICE-TCP connections go, from whichever listener.
     intake: Intake,
     /// The HTTP port's announced addresses, when it carries media too.
-    http_candidates: Option<socket::Candidates>,
+    http_candidates: Option<Candidates>,
     /// The HTTP port's places for connections not yet classified.
     http_pending: Pending,
 }
@@ -59,21 +58,16 @@ impl MediaLoops {
         }
     }
 
-    /// The HTTP listener, sharing its port with ICE-TCP when the media plane announced it
-    /// (`http` given to [`spawn`]), and with TLS when `tls` is given.
-    pub fn shared_port(
-        &self,
-        listener: tokio::net::TcpListener,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> std::io::Result<SharedPort> {
-        let sharing = Sharing {
-            intake: self.intake.clone(),
-            pending: self.http_pending.clone(),
-            ice: self.http_candidates.clone(),
-            tls,
-        };
-        let (tracker, stop) = self.intake.tasks();
-        SharedPort::new(listener, sharing, tracker.clone(), stop.clone())
+    /// What the HTTP port needs to hand ICE-TCP connections to the media plane (`http/port.rs`):
+    /// the intake, the port's pool of connections not yet classified, and its announced
+    /// addresses when it carries ICE-TCP (`None`: it does not).
+    pub fn http_port_intake(&self) -> (Intake, Pending, Option<Candidates>) {
+        let intake = self.intake.clone();
+        (
+            intake,
+            self.http_pending.clone(),
+            self.http_candidates.clone(),
+        )
     }
 
     /// Whether the HTTP port was announced as an ICE-TCP candidate.
@@ -126,7 +120,7 @@ impl Drop for EndGuard {
 /// What one media loop's thread starts from.
 struct LoopParts {
     socket: std::net::UdpSocket,
-    candidates: socket::Candidates,
+    candidates: Candidates,
     config: MediaConfig,
     commands: mpsc::Receiver<super::Command>,
     tcp: mpsc::Receiver<TcpEvent>,
@@ -167,33 +161,24 @@ fn start_loop(
         .map_err(MediaError::internal)
 }
 
-/// Starts one media loop per socket (bound, non-blocking std sockets). They run until `stop` is
+/// Starts one media loop per socket (bound, non-blocking std sockets), announcing `announced`
+/// (`startup/addresses.rs`). They run until `stop` is
 /// cancelled, then tear every session down and end. Sessions are capped at
 /// `config.session_limits` across all loops.
 pub fn spawn(
     sockets: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
-    http: Option<std::net::SocketAddr>,
+    announced: Announcements,
     config: MediaConfig,
     stop: CancellationToken,
 ) -> Result<(MediaHandle, MediaLoops), MediaError> {
     let tcp_addr = tcp.local_addr().map_err(MediaError::internal)?;
-    let tcp_direct = socket::candidates(tcp_addr, &config.tcp_local_ips, &config.public_ips, &[]);
-    // Forwarded from outside to the ICE-TCP port: a connection through it reaches the listener
-    // like any other and is told to rtc as one of the listener's own candidates.
-    let tcp_forwarded = socket::candidates(tcp_addr, &[], &[], &config.public_tcp);
-    let http_candidates =
-        http.map(|addr| socket::candidates(addr, &config.http_local_ips, &config.public_ips, &[]));
-    // The shared ICE-TCP port first, then the HTTP port (same priority: RFC 6544 passive), then
-    // the forwards.
-    let mut tcp_addrs = socket::candidate_addrs(&tcp_direct);
-    tcp_addrs.extend(
-        http_candidates
-            .iter()
-            .flat_map(|c| socket::candidate_addrs(c)),
-    );
-    tcp_addrs.extend(socket::candidate_addrs(&tcp_forwarded));
-    let tcp_candidates = [tcp_direct, tcp_forwarded].concat();
+    let Announcements {
+        udp: udp_candidates,
+        tcp: tcp_candidates,
+        http: http_candidates,
+        tcp_addrs,
+    } = announced;
     let mut tcp_loops = Vec::with_capacity(sockets.len());
     let limits = &config.tcp_limits;
     let tcp_bound = Slots::new(limits.max_ice_tcp, limits.max_ice_tcp_per_ip);
@@ -207,18 +192,9 @@ pub fn spawn(
     let (ended_tx, ended) = mpsc::unbounded_channel();
     let mut shards = Vec::with_capacity(sockets.len());
     let mut threads = Vec::with_capacity(sockets.len());
-    for (index, socket) in sockets.into_iter().enumerate() {
+    for ((index, socket), candidates) in sockets.into_iter().enumerate().zip(udp_candidates) {
         let udp_addr = socket.local_addr().map_err(MediaError::internal)?;
-        // Loop i's UDP port is reached from outside through each forward's port + i.
-        let forwarded: Vec<_> = (config.public_udp.iter())
-            .filter_map(|addr| {
-                let port = addr.port().checked_add(u16::try_from(index).ok()?)?;
-                Some(std::net::SocketAddr::new(addr.ip(), port))
-            })
-            .collect();
-        let candidates =
-            socket::candidates(udp_addr, &config.local_ips, &config.public_ips, &forwarded);
-        let addrs = socket::candidate_addrs(&candidates);
+        let addrs: Vec<_> = candidates.iter().map(|c| c.addr).collect();
         let settings = Arc::new(PeerSettings::new(
             &addrs,
             &tcp_addrs,

@@ -18,7 +18,7 @@ mod sessions;
 mod shield;
 mod timers;
 
-pub(crate) use crate::metrics::NackMetrics;
+pub(crate) use crate::ops::metrics::NackMetrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,8 +32,7 @@ use crate::session::{EndReason, ResourceId, Role, StreamName};
 pub use cap::SessionLimits;
 pub use error::MediaError;
 pub use loops::{spawn, LoopEnd, MediaLoops};
-pub use net::shared_port::SharedPort;
-pub use net::socket::local_ips;
+pub use net::socket::{local_ips, Announced, Announcements, Candidates};
 pub use net::tcp::TcpLimits;
 pub use pull::PendingPull;
 
@@ -296,19 +295,6 @@ pub struct Stats {
 /// Settings of the media plane.
 #[derive(Debug, Clone)]
 pub struct MediaConfig {
-    /// Local interface addresses to announce for UDP.
-    pub local_ips: Vec<std::net::IpAddr>,
-    /// Local interface addresses to announce for the ICE-TCP port.
-    pub tcp_local_ips: Vec<std::net::IpAddr>,
-    /// NAT 1:1 public addresses to announce.
-    pub public_ips: Vec<std::net::IpAddr>,
-    /// Public addresses that forward to the ICE-TCP port (announced after the others).
-    pub public_tcp: Vec<SocketAddr>,
-    /// Public addresses that forward to the first loop's UDP port (loop i: port + i).
-    pub public_udp: Vec<SocketAddr>,
-    /// Local interface addresses of the HTTP listener, announced with its port when it carries
-    /// ICE-TCP too.
-    pub http_local_ips: Vec<std::net::IpAddr>,
     /// The session caps.
     pub session_limits: SessionLimits,
     /// ICE setup and consent timeout.
@@ -318,7 +304,7 @@ pub struct MediaConfig {
     /// Bits per second a publishing session may send (0: no cap).
     pub max_bitrate: u64,
     /// The counters the loops move.
-    pub metrics: crate::metrics::LoopMetrics,
+    pub metrics: crate::ops::metrics::LoopMetrics,
     /// Cluster mode: this node's tag, put in every resource id it mints.
     pub node_tag: Option<u16>,
     /// The limits on TCP connections, pending and ICE-TCP.
@@ -345,7 +331,7 @@ pub struct MediaHandle {
     cap: cap::SessionCap,
     tcp_addr: SocketAddr,
     node_tag: Option<u16>,
-    metrics: crate::metrics::LoopMetrics,
+    metrics: crate::ops::metrics::LoopMetrics,
 }
 
 impl MediaHandle {

@@ -14,7 +14,7 @@ use super::super::forward::keyframes::Keyframes;
 use super::super::forward::random_access::Format;
 use super::super::forward::sources::Sources;
 use super::{Conn, Link};
-use crate::metrics::{Dropped, LoopMetrics};
+use crate::ops::metrics::{Dropped, LoopMetrics};
 
 /// SSRCs whose kind (and rid) a session remembers at most: a handful of streams, a simulcast
 /// publisher's layers, and the SSRCs an encoder restart or layer change brings (rtc binds one per

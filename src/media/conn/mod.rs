@@ -27,7 +27,7 @@ use super::forward::legs::Leg;
 use super::forward::sources::Sources;
 use super::negotiate::peer::Negotiated;
 use super::net::transport::PathId;
-use crate::metrics::{Dropped, LoopMetrics};
+use crate::ops::metrics::{Dropped, LoopMetrics};
 use crate::session::EndReason;
 
 use ice::Ice;

@@ -12,7 +12,7 @@ use crate::media::forward::legs::FanOut;
 use crate::media::sessions::Sessions;
 use crate::media::shield::{shielded, Panicked};
 use crate::media::SessionKey;
-use crate::metrics::{Dropped, LoopMetrics};
+use crate::ops::metrics::{Dropped, LoopMetrics};
 use crate::session::Role;
 
 /// What a fan-out did, for the loop to finish.

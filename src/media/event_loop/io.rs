@@ -15,7 +15,7 @@ use crate::media::net::tcp::{Claim, TcpConns, TcpEvent};
 use crate::media::net::transport::{Inbound, PathId, TcpConnId, Transports};
 use crate::media::sessions::{Sending, Sessions};
 use crate::media::{MediaConfig, SessionKey};
-use crate::metrics::Dropped;
+use crate::ops::metrics::Dropped;
 use crate::rate::TokenBucket;
 
 /// Receive batches handled before the loop looks at commands and timers again.

@@ -17,7 +17,7 @@ use super::bitrate::rtp_bytes;
 use super::forwarder::Forwarder;
 use super::random_access::Format;
 use super::sources::{key_id, rid_id, Layers, Sources, SsrcSet};
-use crate::metrics::{Dropped, LoopMetrics};
+use crate::ops::metrics::{Dropped, LoopMetrics};
 
 /// A send track of a viewer or echo session, as negotiated.
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@
 
 pub(crate) mod pending;
 pub(crate) mod routes;
-pub(crate) mod shared_port;
 pub(crate) mod socket;
 pub(crate) mod stun;
 pub(crate) mod tcp;

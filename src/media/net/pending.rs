@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::media::cap::{client_key, PerClient};
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::metrics::{ConnClosed, LoopMetrics};
+use crate::ops::metrics::{ConnClosed, LoopMetrics};
 
 /// A listener's pool of places for connections not yet identified.
 #[derive(Debug, Clone)]
@@ -146,7 +146,12 @@ mod tests {
 
     #[test]
     fn one_client_holds_its_share_and_a_full_pool_evicts_the_oldest() {
-        let pool = Pending::new("test", 3, 2, crate::metrics::Metrics::new().for_loops());
+        let pool = Pending::new(
+            "test",
+            3,
+            2,
+            crate::ops::metrics::Metrics::new().for_loops(),
+        );
         let a1 = pool.admit(ip("192.0.2.1")).unwrap();
         let _a2 = pool.admit(ip("192.0.2.1")).unwrap();
         assert!(pool.admit(ip("192.0.2.1")).is_none(), "over its share");
@@ -164,7 +169,12 @@ mod tests {
         // Dropping an evicted place gives nothing back twice.
         drop(a1);
         assert_eq!(pool.held(), 3);
-        let wide = Pending::new("test", 10, 1, crate::metrics::Metrics::new().for_loops());
+        let wide = Pending::new(
+            "test",
+            10,
+            1,
+            crate::ops::metrics::Metrics::new().for_loops(),
+        );
         let _v6 = wide.admit(ip("2001:db8::1")).unwrap();
         assert!(
             wide.admit(ip("2001:db8::ffff")).is_none(),

@@ -55,41 +55,18 @@ pub struct Announced {
 /// Every announced candidate of one socket or listener.
 pub type Candidates = Vec<Announced>;
 
-/// The announced candidates of a socket bound to `bound`: the local interface addresses and the
-/// NAT 1:1 public addresses on the bound port, then `forwarded` addresses (a port-forwarding NAT
-/// or a PaaS proxy that reaches the bound port from another one).
-pub fn candidates(
-    bound: SocketAddr,
-    local_ips: &[IpAddr],
-    public_ips: &[IpAddr],
-    forwarded: &[SocketAddr],
-) -> Candidates {
-    let pick_source = !bound.ip().is_unspecified();
-    let at = |ip: IpAddr| SocketAddr::new(ip, bound.port());
-    // An IPv4 socket cannot be reached over IPv6 (a [::] socket takes both, as Linux binds it
-    // dual-stack): announcing the other family would send clients nowhere.
-    let dual_stack = bound.is_ipv6() && bound.ip().is_unspecified();
-    let reachable = |ip: &&IpAddr| ip.is_ipv4() == bound.is_ipv4() || dual_stack;
-    local_ips
-        .iter()
-        .map(|ip| Announced {
-            addr: at(*ip),
-            source: (!pick_source).then_some(*ip),
-        })
-        .chain(public_ips.iter().filter(reachable).map(|ip| Announced {
-            addr: at(*ip),
-            source: None,
-        }))
-        .chain(forwarded.iter().map(|addr| Announced {
-            addr: *addr,
-            source: None,
-        }))
-        .collect()
-}
-
-/// The announced candidate addresses, in order.
-pub fn candidate_addrs(candidates: &[Announced]) -> Vec<SocketAddr> {
-    candidates.iter().map(|c| c.addr).collect()
+/// Every announced candidate, by socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcements {
+    /// Each media loop's UDP socket's, in loop order.
+    pub udp: Vec<Candidates>,
+    /// The ICE-TCP port's: its own addresses, then the forwards to it (a connection through a
+    /// forward reaches the listener like any other).
+    pub tcp: Candidates,
+    /// The HTTP port's, when it carries ICE-TCP.
+    pub http: Option<Candidates>,
+    /// Every ICE-TCP candidate address in the order answers list them.
+    pub tcp_addrs: Vec<SocketAddr>,
 }
 
 impl UdpIo {
@@ -224,6 +201,7 @@ fn is_link_local(ip: &IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::startup::addresses::candidates;
 
     #[test]
     fn maps_destination_to_candidate() {

@@ -34,7 +34,7 @@ use super::stun::stun_request_local_ufrag;
 use crate::media::cap::{Full, Slot, Slots};
 use crate::media::negotiate::peer::IceCredentials;
 use crate::media::SessionKey;
-use crate::metrics::{ConnClosed, LoopMetrics};
+use crate::ops::metrics::{ConnClosed, LoopMetrics};
 
 /// A TCP connection of a shared ICE-TCP listener, numbered by whoever accepted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -570,7 +570,7 @@ mod tests {
         let (tx0, mut rx0) = mpsc::channel(8);
         let (tx1, mut rx1) = mpsc::channel(8);
         let (tracker, stop) = (TaskTracker::new(), CancellationToken::new());
-        let metrics = crate::metrics::Metrics::new().for_loops();
+        let metrics = crate::ops::metrics::Metrics::new().for_loops();
         let intake = Intake::new(
             vec![tx0, tx1],
             &limits(8),
@@ -581,7 +581,7 @@ mod tests {
         let acceptor = Acceptor {
             listener,
             intake,
-            candidates: crate::media::net::socket::candidates(addr, &[addr.ip()], &[], &[]),
+            candidates: crate::startup::addresses::candidates(addr, &[addr.ip()], &[], &[]),
         };
         tracker.spawn(acceptor.run());
 
@@ -656,7 +656,7 @@ mod tests {
 
     fn conns(per_session: usize) -> TcpConns {
         let limits = limits(per_session);
-        let metrics = crate::metrics::Metrics::new().for_loops();
+        let metrics = crate::ops::metrics::Metrics::new().for_loops();
         TcpConns::new(&limits, Slots::new(limits.max_ice_tcp, 0), metrics)
     }
 

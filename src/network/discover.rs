@@ -10,7 +10,7 @@ use rtc::stun::message::{Getter, Message, Setter, TransactionId, BINDING_REQUEST
 use rtc::stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
 
-use crate::stun_client;
+use crate::network::stun_client;
 
 /// How long the STUN server may take, in all.
 const DISCOVER_WAIT: Duration = Duration::from_secs(3);

@@ -554,10 +554,13 @@ impl Metrics {
             up.set(i64::from(view.redis_up));
             catch_up(&self.0.redis_errors, view.redis_errors);
         }
-        catch_up(&self.0.log_lines_dropped, crate::telemetry::dropped_lines());
+        catch_up(
+            &self.0.log_lines_dropped,
+            crate::ops::telemetry::dropped_lines(),
+        );
         catch_up(
             &self.0.log_lines_suppressed,
-            crate::telemetry::suppressed_lines(),
+            crate::ops::telemetry::suppressed_lines(),
         );
         let roles = [("publisher", 0), ("viewer", 1), ("echo", 2)];
         let states = [("connecting", 0), ("connected", 1), ("disconnected", 2)];

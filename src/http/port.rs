@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::pending::{Pending, Place};
-use super::socket::Candidates;
-use super::tcp::{accept_failed, announced_local, Intake};
-use crate::metrics::ConnClosed;
+use crate::media::net::pending::{Pending, Place};
+use crate::media::net::socket::Candidates;
+use crate::media::net::tcp::{accept_failed, announced_local, Intake};
+use crate::ops::metrics::ConnClosed;
 /// Classified HTTP connections waiting for axum to take them.
 const HTTP_QUEUE: usize = 128;
 
