@@ -44,7 +44,11 @@
 //! | `http::serve` | the HTTP connection loop (hyper): header timeout, connection caps, drain at shutdown |
 //! | `http::port` | the port classifier: the HTTP listener that also takes ICE-TCP and TLS (HTTP, HTTPS, ICE-TCP), by each connection's first byte |
 //! | `http::tls` | the `--tls-cert`/`--tls-key` acceptor (rustls) for HTTPS on the HTTP port |
-//! | `media` | the media plane's handle: `MediaHandle` (negotiates on the caller's task, hands the connection to its loop), commands, stats |
+//! | `media` | the media plane: its rooms below, re-exporting what callers use |
+//! | `media::handle` | `MediaHandle`: negotiates on the caller's task, hands the connection to its loop, sends the other commands to the loop that minted the resource |
+//! | `media::command` | the commands a loop takes, and the negotiated session a `Create` hands over |
+//! | `media::api` | the media plane's types as callers see them (`/api/streams`, layers, PATCH, `MediaConfig`) |
+//! | `media::stats` | what each loop publishes after every change, and the totals |
 //! | `media::loops` | one OS thread per media loop, the guard that reports a loop's end |
 //! | `media::event_loop` | the loop: bounded wake-ups; it only dispatches (packets to sessions, their events, fan-out, the one teardown) |
 //! | `media::event_loop::commands` | the loop's side of the HTTP commands: adopt, delete, layer, PATCH |
