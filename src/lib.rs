@@ -15,6 +15,8 @@
 //! | `server` | `run(listener, config, shutdown)` and `spawn` (tests): binds, starts both planes and the cluster, stops them; an error if a media loop dies |
 //! | `ops` | operations: metrics, the health check, logs (the room of the three below) |
 //! | `ops::metrics` | Prometheus metrics (`prometheus-client`): every counter and gauge, the text exposition |
+//! | `ops::metrics::loops` | the counters a media loop moves (resolved once), the NACK responders' |
+//! | `ops::metrics::causes` | the label sets and the causes metrics count by |
 //! | `ops::healthcheck` | `whip-echo healthcheck`: one `GET /readyz`, for a container's health check |
 //! | `selftest` | the start-up self-test: a loopback client over each media path (UDP, ICE-TCP, the HTTP port) |
 //! | `ops::telemetry` | the tracing subscriber: the non-blocking writer, the WebRTC stack's log budget, rate gates |
