@@ -62,8 +62,9 @@
 //! | `media::conn::ice` | a session's ICE generations and its side of a PATCH (trickle, restart) |
 //! | `media::conn::ingest` | a publisher's side of a session: SSRC kinds, sources, bitrate budget, keyframe requests |
 //! | `media::conn::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
-//! | `media::negotiate` | negotiation, on the request's task (the room of the five below and `patch`) |
+//! | `media::negotiate` | negotiation, on the request's task (the room of the seven below) |
 //! | `media::negotiate::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |
+//! | `media::negotiate::engine` | the peer connection before any description: media engine, interceptors, setting engine (consent, DTLS role and resends, ICE-TCP) |
 //! | `media::negotiate::offer` | pure checks of an offer (SDP, audio, direction, candidates) |
 //! | `media::negotiate::transport_attrs` | the offer's ICE and DTLS attributes, checked before rtc sees them |
 //! | `media::negotiate::codecs` | the codecs whip-echo forwards and the choice of one per section |

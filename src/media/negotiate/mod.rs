@@ -3,6 +3,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod codecs;
+mod engine;
 pub mod offer;
 pub(crate) mod patch;
 pub(crate) mod peer;
