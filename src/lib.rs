@@ -84,6 +84,8 @@
 //! | `media::net::transport` | the transport seam: `PathId`, `Inbound`, `Transports::send` |
 //! | `media::net::socket` | the shared UDP socket: batched receive with destination addresses |
 //! | `media::net::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |
+//! | `media::net::tcp::intake` | ICE-TCP connections from any listener: the acceptor, each connection's task (first frame picks the loop, then both ways) |
+//! | `media::net::tcp::framing` | RFC 4571 framing: a 16-bit length before each packet, read with a growing buffer |
 //! | `media::net::pending` | each listener's pool of connections not yet identified |
 //! | `media::pull` | cluster mode: the pull's peer connection (a WHEP client of the holder), adopted as the stream's publisher |
 //! | `media::timers` | the loop's deadlines: one min-heap with lazy invalidation |

@@ -13,45 +13,36 @@
 //! session, per client and in all: [`TcpConns::claim`]). Every task is tracked and ends with
 //! the server's stop signal.
 
+mod framing;
+mod intake;
+
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::debug;
 
-use super::pending::{Pending, Place};
-use super::socket::{map_local, Announced, Candidates};
-use super::stun::stun_request_local_ufrag;
 use crate::media::cap::{Full, Slot, Slots};
-use crate::media::negotiate::peer::IceCredentials;
 use crate::media::SessionKey;
 use crate::ops::metrics::{ConnClosed, LoopMetrics};
+pub(crate) use framing::{frame, read_frame};
+pub use intake::{accept_failed, announced_local, Acceptor, Intake};
 
 /// A TCP connection of a shared ICE-TCP listener, numbered by whoever accepted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TcpConnId(pub u64);
 
 /// The longest first frame: a Binding request is about 100 to 200 bytes.
-const FIRST_FRAME_MAX: usize = 1024;
-/// A frame's buffer starts at most this large and grows as its bytes arrive, so a length
-/// announced and never sent holds little.
-const READ_CHUNK: usize = 4096;
+pub(super) const FIRST_FRAME_MAX: usize = 1024;
 /// Frames queued towards one connection before further ones are dropped (media is lossy; the
 /// loop never waits on a slow connection).
-const WRITE_QUEUE: usize = 256;
+pub(super) const WRITE_QUEUE: usize = 256;
 /// A bound connection that sends nothing for this long is closed.
-const IDLE_WAIT: Duration = Duration::from_secs(30);
+pub(super) const IDLE_WAIT: Duration = Duration::from_secs(30);
 /// How long one frame may take to write before the peer counts as gone.
-const WRITE_WAIT: Duration = Duration::from_secs(5);
+pub(super) const WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// The limits on TCP connections (README: Limits).
 #[derive(Debug, Clone, Copy)]
@@ -71,7 +62,7 @@ pub struct TcpLimits {
 }
 /// Pause after an accept error that is not the connection's own (out of descriptors, say), so
 /// that the loop does not spin on a backlog it cannot take (axum's listener does the same).
-const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
+pub(super) const ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
 /// What a connection task tells its loop.
 #[derive(Debug)]
@@ -234,305 +225,14 @@ impl TcpConns {
     }
 }
 
-/// Where ICE-TCP connections go, from the shared ICE-TCP port and from the HTTP port alike:
-/// each becomes a tracked task that ends with the server's stop signal.
-#[derive(Debug, Clone)]
-pub struct Intake(Arc<IntakeInner>);
-
-#[derive(Debug)]
-struct IntakeInner {
-    /// Each loop's event channel, by loop index.
-    loops: Vec<mpsc::Sender<TcpEvent>>,
-    /// Connection ids, unique across every listener.
-    ids: AtomicU64,
-    /// The ICE-TCP port's places for connections not yet answered.
-    pending: Pending,
-    setup_wait: Duration,
-    metrics: LoopMetrics,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-}
-
-impl Intake {
-    pub fn new(
-        loops: Vec<mpsc::Sender<TcpEvent>>,
-        limits: &TcpLimits,
-        metrics: LoopMetrics,
-        tracker: TaskTracker,
-        stop: CancellationToken,
-    ) -> Self {
-        Intake(Arc::new(IntakeInner {
-            loops,
-            ids: AtomicU64::new(0),
-            pending: Pending::new(
-                "ice_tcp",
-                limits.max_pending,
-                limits.max_pending_per_ip,
-                metrics.clone(),
-            ),
-            setup_wait: limits.setup_wait,
-            metrics,
-            tracker,
-            stop,
-        }))
-    }
-
-    /// Serves `stream` as an ICE-TCP connection whose announced local address is `local`;
-    /// `place` is its place in its listener's pending pool until its session answers it.
-    pub fn take(&self, stream: TcpStream, peer: SocketAddr, local: SocketAddr, place: Place) {
-        let inner = self.0.clone();
-        self.0.tracker.spawn(async move {
-            let id = TcpConnId(inner.ids.fetch_add(1, Ordering::Relaxed));
-            if let Err(e) = serve(stream, id, (peer, local), &inner, place).await {
-                debug!(%peer, error = %e, "ICE-TCP connection ended");
-            }
-        });
-    }
-
-    /// The tracker of the ICE-TCP tasks, and the stop signal they end with.
-    pub fn tasks(&self) -> (&TaskTracker, &CancellationToken) {
-        (&self.0.tracker, &self.0.stop)
-    }
-
-    /// Each setup step's wait.
-    pub fn setup_wait(&self) -> Duration {
-        self.0.setup_wait
-    }
-
-    /// Counts a connection closed by a limit.
-    pub fn closed(&self, why: ConnClosed) {
-        self.0.metrics.tcp_closed(why);
-    }
-}
-
-/// The local address to tell rtc for a connection accepted on `port`: the announced candidate it
-/// reached (as for UDP: `socket::map_local`).
-pub fn announced_local(
-    candidates: &[Announced],
-    port: u16,
-    stream: &TcpStream,
-    peer: SocketAddr,
-) -> SocketAddr {
-    let dst = stream.local_addr().ok().map(|a| a.ip());
-    map_local(candidates, port, dst, peer)
-}
-
-/// After a failed accept: nothing for the connection's own errors, a pause for the others.
-pub async fn accept_failed(e: io::Error, stop: &CancellationToken) {
-    use io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(
-        e.kind(),
-        ConnectionAborted | ConnectionRefused | ConnectionReset
-    ) {
-        return;
-    }
-    debug!(error = %e, "accept failed; pausing");
-    tokio::select! {
-        _ = stop.cancelled() => {}
-        _ = tokio::time::sleep(ACCEPT_PAUSE) => {}
-    }
-}
-
-/// The shared ICE-TCP port's acceptor.
-pub struct Acceptor {
-    pub listener: TcpListener,
-    /// Where its connections go; its pending pool is the ICE-TCP port's.
-    pub intake: Intake,
-    /// Announced candidate IPs, to map an accepted connection's local address.
-    pub candidates: Candidates,
-}
-
-impl Acceptor {
-    /// Accepts connections until the intake's stop signal.
-    pub async fn run(self) {
-        let port = self.listener.local_addr().map_or(0, |a| a.port());
-        let stop = self.intake.tasks().1.clone();
-        loop {
-            let accepted = tokio::select! {
-                _ = stop.cancelled() => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    accept_failed(e, &stop).await;
-                    continue;
-                }
-            };
-            let Some(place) = self.intake.0.pending.admit(peer.ip()) else {
-                continue; // closed: this client holds its share of unanswered connections
-            };
-            let local = announced_local(&self.candidates, port, &stream, peer);
-            self.intake.take(stream, peer, local, place);
-        }
-    }
-}
-
-/// One connection: its first frame picks the loop; then frames flow both ways until either side
-/// ends, a limit closes it, or the server stops.
-async fn serve(
-    mut stream: TcpStream,
-    id: TcpConnId,
-    (peer, local): (SocketAddr, SocketAddr),
-    inner: &IntakeInner,
-    place: Place,
-) -> io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let (stop, metrics, wait) = (&inner.stop, &inner.metrics, inner.setup_wait);
-    let limit = |why: ConnClosed, what: &str| {
-        metrics.tcp_closed(why);
-        io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
-    };
-    let first = tokio::select! {
-        _ = stop.cancelled() => return Ok(()),
-        // Counted when it was taken.
-        _ = place.evicted() => return Err(io::Error::other("evicted: its pool was full")),
-        first = tokio::time::timeout(wait, read_frame(&mut stream, FIRST_FRAME_MAX)) => match first {
-            Ok(Ok(first)) => first,
-            Ok(Err(e)) => {
-                if e.kind() == io::ErrorKind::InvalidData {
-                    metrics.tcp_closed(ConnClosed::BadFirstFrame);
-                }
-                return Err(e);
-            }
-            Err(_) => return Err(limit(ConnClosed::SetupTimeout, "no first frame")),
-        },
-    };
-    let Some(owner) = stun_request_local_ufrag(&first)
-        .and_then(|ufrag| IceCredentials::loop_of(&ufrag))
-        .and_then(|index| inner.loops.get(index))
-    else {
-        metrics.tcp_closed(ConnClosed::BadFirstFrame);
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a request for a session",
-        ));
-    };
-    let answer_by = tokio::time::Instant::now() + wait;
-    let (writer, mut outgoing) = mpsc::channel(WRITE_QUEUE);
-    let opened = TcpEvent::Opened {
-        id,
-        peer,
-        local,
-        writer,
-    };
-    let closed = || io::Error::new(io::ErrorKind::BrokenPipe, "media loop gone");
-    owner.send(opened).await.map_err(|_| closed())?;
-    owner
-        .send(TcpEvent::Frame { id, data: first })
-        .await
-        .map_err(|_| closed())?;
-    let (mut reader, mut write_half) = stream.into_split();
-    // Until its session answers, every frame is held to the first frame's cap.
-    let answered = std::sync::atomic::AtomicBool::new(false);
-    // Reading and writing are two futures of their own: a frame is never half-read and then
-    // resumed by another future (reads are not cancel-safe), and a peer that stops reading
-    // holds only the writer, for at most `WRITE_WAIT`. Whichever ends first ends the connection.
-    let reading = async {
-        loop {
-            // RFC 7675: a live peer sends consent checks every few seconds.
-            let max = || {
-                if answered.load(Ordering::Relaxed) {
-                    usize::from(u16::MAX)
-                } else {
-                    FIRST_FRAME_MAX
-                }
-            };
-            match tokio::time::timeout(IDLE_WAIT, read_frame_within(&mut reader, max)).await {
-                Ok(Ok(data)) => {
-                    if owner.send(TcpEvent::Frame { id, data }).await.is_err() {
-                        return Err(closed());
-                    }
-                }
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "idle")),
-            }
-        }
-    };
-    let writing = async {
-        // Until its session answers, the connection is pending: evictable, and closed at the
-        // deadline (a request whose integrity rtc could not check is never answered).
-        let answer = tokio::select! {
-            _ = place.evicted() => return Err(io::Error::other("evicted: its pool was full")),
-            _ = tokio::time::sleep_until(answer_by) => {
-                return Err(limit(ConnClosed::Unanswered, "its session did not answer"));
-            }
-            answer = outgoing.recv() => answer,
-        };
-        let Some(answer) = answer else {
-            // The loop forgot it: its session ended, or a cap refused it.
-            return Ok(());
-        };
-        // Answered: the loop holds it under the ICE-TCP caps from now on.
-        answered.store(true, Ordering::Relaxed);
-        drop(place);
-        let mut next = Some(answer);
-        while let Some(data) = next {
-            tokio::time::timeout(WRITE_WAIT, write_half.write_all(&frame(&data)))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer not reading"))??;
-            next = outgoing.recv().await;
-        }
-        // The loop forgot the connection (its session ended).
-        Ok(())
-    };
-    let result = tokio::select! {
-        _ = stop.cancelled() => Ok(()),
-        read = reading => read,
-        written = writing => written,
-    };
-    let _ = owner.send(TcpEvent::Closed { id }).await;
-    result
-}
-
-/// One packet as an RFC 4571 §2 frame: a 16-bit length, then the packet (`TcpConns::send`
-/// refuses packets too long for it).
-pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
-    let mut framed = Vec::with_capacity(2 + packet.len());
-    framed.extend_from_slice(&(packet.len() as u16).to_be_bytes());
-    framed.extend_from_slice(packet);
-    framed
-}
-
-/// Reads one RFC 4571 frame of at most `max` bytes. Its buffer grows as its bytes arrive.
-pub(crate) async fn read_frame(
-    stream: &mut (impl AsyncRead + Unpin),
-    max: usize,
-) -> io::Result<BytesMut> {
-    read_frame_within(stream, || max).await
-}
-
-/// [`read_frame`], the cap asked for once the frame's length is in.
-async fn read_frame_within(
-    stream: &mut (impl AsyncRead + Unpin),
-    max: impl Fn() -> usize,
-) -> io::Result<BytesMut> {
-    let len = usize::from(stream.read_u16().await?);
-    let max = max();
-    if len == 0 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "empty frame"));
-    }
-    if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes, over {max}"),
-        ));
-    }
-    let mut data = BytesMut::with_capacity(len.min(READ_CHUNK));
-    while data.len() < len {
-        let left = len - data.len();
-        data.reserve(left.min(READ_CHUNK));
-        let room = left.min(data.capacity() - data.len());
-        if (&mut *stream).take(room as u64).read_buf(&mut data).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(data)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::negotiate::peer::IceCredentials;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
 
     #[tokio::test]
     async fn frames_are_length_prefixed() {
