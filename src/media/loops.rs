@@ -162,9 +162,9 @@ fn start_loop(
 }
 
 /// Starts one media loop per socket (bound, non-blocking std sockets), announcing `announced`
-/// (`startup/addresses.rs`). They run until `stop` is
-/// cancelled, then tear every session down and end. Sessions are capped at
-/// `config.session_limits` across all loops.
+/// (`startup/addresses.rs`), and the ICE-TCP acceptor. They run until `stop` is cancelled, then
+/// tear every session down and end. Sessions are capped at `config.session_limits` across all
+/// loops.
 pub fn spawn(
     sockets: Vec<std::net::UdpSocket>,
     tcp: std::net::TcpListener,
@@ -174,12 +174,57 @@ pub fn spawn(
 ) -> Result<(MediaHandle, MediaLoops), MediaError> {
     let tcp_addr = tcp.local_addr().map_err(MediaError::internal)?;
     let Announcements {
-        udp: udp_candidates,
+        udp,
         tcp: tcp_candidates,
         http: http_candidates,
         tcp_addrs,
     } = announced;
-    let mut tcp_loops = Vec::with_capacity(sockets.len());
+    let sockets = sockets.into_iter().zip(udp).collect();
+    let started = start_loops(sockets, &tcp_addrs, &config, &stop)?;
+    let handle = MediaHandle {
+        shards: started.shards.into(),
+        stats: started.stats,
+        cap: SessionCap::new(config.session_limits),
+        tcp_addr,
+        node_tag: config.node_tag,
+        metrics: config.metrics.clone(),
+    };
+    let (tcp_tasks, intake) = start_ice_tcp(tcp, started.tcp, tcp_candidates, &config, stop)?;
+    let limits = &config.tcp_limits;
+    let http_pending = Pending::new(
+        "http",
+        limits.max_pending,
+        limits.max_pending_per_ip,
+        config.metrics.clone(),
+    );
+    let loops = MediaLoops {
+        threads: started.threads,
+        ended: started.ended,
+        tcp_tasks,
+        intake,
+        http_candidates,
+        http_pending,
+    };
+    Ok((handle, loops))
+}
+
+/// The loops [`start_loops`] started.
+struct Started {
+    shards: Vec<Shard>,
+    threads: Vec<JoinHandle<()>>,
+    /// Each loop's ICE-TCP event channel, by loop index.
+    tcp: Vec<mpsc::Sender<TcpEvent>>,
+    stats: watch::Receiver<Vec<Stats>>,
+    ended: mpsc::UnboundedReceiver<(usize, LoopEnd)>,
+}
+
+/// One loop per socket, each announcing its candidates (and `tcp_addrs` for ICE-TCP).
+fn start_loops(
+    sockets: Vec<(std::net::UdpSocket, Candidates)>,
+    tcp_addrs: &[std::net::SocketAddr],
+    config: &MediaConfig,
+    stop: &CancellationToken,
+) -> Result<Started, MediaError> {
     let limits = &config.tcp_limits;
     let tcp_bound = Slots::new(limits.max_ice_tcp, limits.max_ice_tcp_per_ip);
     let idle = Stats {
@@ -187,30 +232,27 @@ pub fn spawn(
         running: true,
         ..Stats::default()
     };
-    let (board, stats_rx) = watch::channel(vec![idle; sockets.len()]);
+    let (board, stats) = watch::channel(vec![idle; sockets.len()]);
     let board = Arc::new(board);
     let (ended_tx, ended) = mpsc::unbounded_channel();
-    let mut shards = Vec::with_capacity(sockets.len());
-    let mut threads = Vec::with_capacity(sockets.len());
-    for ((index, socket), candidates) in sockets.into_iter().enumerate().zip(udp_candidates) {
+    let (mut shards, mut threads, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
+    for (index, (socket, candidates)) in sockets.into_iter().enumerate() {
         let udp_addr = socket.local_addr().map_err(MediaError::internal)?;
         let addrs: Vec<_> = candidates.iter().map(|c| c.addr).collect();
-        let settings = Arc::new(PeerSettings::new(
-            &addrs,
-            &tcp_addrs,
-            config.ice_timeout,
-            config.metrics.nack(),
-        )?);
+        let nack = config.metrics.nack();
+        let settings = PeerSettings::new(&addrs, tcp_addrs, config.ice_timeout, nack)?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let (tcp_tx, tcp_rx) = mpsc::channel(TCP_EVENT_QUEUE);
-        tcp_loops.push(tcp_tx);
+        tcp.push(tcp_tx);
+        let stats = StatsSlot {
+            board: board.clone(),
+            index,
+        };
+        let ended = ended_tx.clone();
         let guard = EndGuard {
             index,
-            stats: StatsSlot {
-                board: board.clone(),
-                index,
-            },
-            ended: ended_tx.clone(),
+            stats,
+            ended,
         };
         let run = LoopParts {
             socket,
@@ -225,45 +267,36 @@ pub fn spawn(
         shards.push(Shard {
             commands: commands_tx,
             udp_addr,
-            settings,
+            settings: Arc::new(settings),
         });
     }
-    let handle = MediaHandle {
-        shards: shards.into(),
-        stats: stats_rx,
-        cap: SessionCap::new(config.session_limits),
-        tcp_addr,
-        node_tag: config.node_tag,
-        metrics: config.metrics.clone(),
-    };
+    Ok(Started {
+        shards,
+        threads,
+        tcp,
+        stats,
+        ended,
+    })
+}
+
+/// The shared ICE-TCP port's acceptor, handing connections to `loops` through the intake (which
+/// the HTTP port uses too); its tasks' tracker.
+fn start_ice_tcp(
+    tcp: std::net::TcpListener,
+    loops: Vec<mpsc::Sender<TcpEvent>>,
+    candidates: Candidates,
+    config: &MediaConfig,
+    stop: CancellationToken,
+) -> Result<(TaskTracker, Intake), MediaError> {
     let tcp_tasks = TaskTracker::new();
     let listener = tokio::net::TcpListener::from_std(tcp).map_err(MediaError::internal)?;
-    let intake = Intake::new(
-        tcp_loops,
-        limits,
-        config.metrics.clone(),
-        tcp_tasks.clone(),
-        stop,
-    );
-    let http_pending = Pending::new(
-        "http",
-        limits.max_pending,
-        limits.max_pending_per_ip,
-        config.metrics.clone(),
-    );
+    let metrics = config.metrics.clone();
+    let intake = Intake::new(loops, &config.tcp_limits, metrics, tcp_tasks.clone(), stop);
     let acceptor = Acceptor {
         listener,
         intake: intake.clone(),
-        candidates: tcp_candidates,
+        candidates,
     };
     tcp_tasks.spawn(acceptor.run());
-    let loops = MediaLoops {
-        threads,
-        ended,
-        tcp_tasks,
-        intake,
-        http_candidates,
-        http_pending,
-    };
-    Ok((handle, loops))
+    Ok((tcp_tasks, intake))
 }
