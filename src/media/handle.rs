@@ -14,7 +14,8 @@ use super::{
     cap, negotiate, Created, IcePatch, LayerState, MediaError, Patched, ResourceState, StreamInfo,
     Transport,
 };
-use crate::session::{EndReason, ResourceId, StreamName};
+use crate::session::{EndReason, ResourceId, Role, StreamName};
+use negotiate::offer::OfferInfo;
 
 /// One media loop as the HTTP plane sees it.
 #[derive(Debug)]
@@ -48,18 +49,10 @@ impl MediaHandle {
         pull: bool,
         layer: Option<String>,
     ) -> Result<Created, MediaError> {
-        let negotiate::offer::CheckedOffer {
-            sdp: offer,
-            role,
-            info,
-        } = offer;
+        let role = offer.role;
         let index = stream_loop(&stream, self.shards.len());
         let shard = &self.shards[index];
-        let admitted = self.cap.try_admit(client, Instant::now())?;
-        if let Some(victim) = admitted.evicted {
-            self.end_soon(victim, EndReason::Evicted);
-        }
-        let permit = admitted.permit;
+        let permit = self.admit(client)?;
         // The stream's codecs first (one round trip to the loop): a viewer gets its publisher's,
         // a publisher prefers its waiting viewers' (whip-echo forwards, never transcodes).
         let stream_codecs = self
@@ -69,34 +62,8 @@ impl MediaHandle {
             })
             .await?;
         let started = Instant::now();
-        let credentials = negotiate::peer::IceCredentials::random_for(index);
-        let own = own_addrs(&shard.settings);
-        let (offer, remote_candidates, ignored) = negotiate::offer::limit_candidates(
-            &offer,
-            &own,
-            negotiate::offer::MAX_REMOTE_CANDIDATES,
-        );
-        self.metrics.candidates_ignored(ignored);
-        // A panic of the WebRTC stack on this offer (a bug) refuses it, as an offer it cannot
-        // apply, rather than dropping the connection without an answer.
-        let settings = &shard.settings;
-        let mut negotiated = super::shield::shielded(|| {
-            negotiate::peer::negotiate(
-                settings,
-                role,
-                &info,
-                offer,
-                credentials,
-                &stream_codecs,
-                started,
-            )
-        })
-        .unwrap_or_else(|panic| {
-            tracing::error!(%panic, "the WebRTC stack panicked on an offer");
-            Err(MediaError::BadOffer(
-                "the server failed while applying it (a bug, logged)".into(),
-            ))
-        })?;
+        let (mut negotiated, remote_candidates) =
+            self.negotiate(index, offer, &stream_codecs, started)?;
         let resource = self.new_resource(index);
         // RFC 9725 §4.3.1: the ETag identifies the ICE session; it changes only on ICE restart.
         let etag = format!("\"{}\"", negotiated.ufrag);
@@ -119,6 +86,35 @@ impl MediaHandle {
             answer,
             etag,
         })
+    }
+
+    /// A place under the session cap for `client`; a connecting session it evicts ends soon.
+    fn admit(&self, client: Option<std::net::IpAddr>) -> Result<cap::Permit, MediaError> {
+        let admitted = self.cap.try_admit(client, Instant::now())?;
+        if let Some(victim) = admitted.evicted {
+            self.end_soon(victim, EndReason::Evicted);
+        }
+        Ok(admitted.permit)
+    }
+
+    /// The negotiation of `offer` for loop `index`, its remote candidates limited first (those
+    /// naming the loop's own addresses and those past the cap are dropped, and counted); how
+    /// many it kept.
+    fn negotiate(
+        &self,
+        index: usize,
+        offer: negotiate::offer::CheckedOffer,
+        stream_codecs: &negotiate::codecs::StreamCodecs,
+        started: Instant,
+    ) -> Result<(negotiate::peer::Negotiated, usize), MediaError> {
+        let shard = &self.shards[index];
+        let own = own_addrs(&shard.settings);
+        let max = negotiate::offer::MAX_REMOTE_CANDIDATES;
+        let (sdp, kept, ignored) = negotiate::offer::limit_candidates(&offer.sdp, &own, max);
+        self.metrics.candidates_ignored(ignored);
+        let offer = (sdp, offer.role, &offer.info);
+        let negotiated = negotiate_shielded(shard, index, offer, stream_codecs, started)?;
+        Ok((negotiated, kept))
     }
 
     /// Ends the session `resource` (DELETE). An ended resource within its grace period is `Ok`.
@@ -288,6 +284,37 @@ impl MediaHandle {
     pub(crate) async fn panic_loop(&self, index: usize) {
         let _ = self.shards[index].commands.send(Command::Panic).await;
     }
+}
+
+/// Negotiates `offer` on `shard`'s settings with ICE credentials of loop `index`. A panic of the
+/// WebRTC stack on an offer (a bug) refuses it, as an offer it cannot apply, rather than
+/// dropping the connection without an answer.
+fn negotiate_shielded(
+    shard: &Shard,
+    index: usize,
+    (offer, role, info): (String, Role, &OfferInfo),
+    stream_codecs: &negotiate::codecs::StreamCodecs,
+    started: Instant,
+) -> Result<negotiate::peer::Negotiated, MediaError> {
+    let credentials = negotiate::peer::IceCredentials::random_for(index);
+    let settings = &shard.settings;
+    super::shield::shielded(|| {
+        negotiate::peer::negotiate(
+            settings,
+            role,
+            info,
+            offer,
+            credentials,
+            stream_codecs,
+            started,
+        )
+    })
+    .unwrap_or_else(|panic| {
+        tracing::error!(%panic, "the WebRTC stack panicked on an offer");
+        Err(MediaError::BadOffer(
+            "the server failed while applying it (a bug, logged)".into(),
+        ))
+    })
 }
 
 /// A loop's own candidate addresses, which no remote candidate may name.
