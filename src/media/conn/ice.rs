@@ -59,6 +59,36 @@ impl Ice {
     }
 }
 
+impl Ice {
+    /// `--ice-restarts-per-minute` (0: any number): each restart renegotiates and restarts every
+    /// check; one over the rate is refused with the wait.
+    fn take_restart(&mut self, per_minute: u32, now: Instant) -> Result<(), Refused> {
+        if per_minute == 0 {
+            return Ok(());
+        }
+        let per_second = f64::from(per_minute) / 60.0;
+        self.restarts
+            .take(now, per_second, RESTART_BURST)
+            .map_err(|wait| {
+                let wait = wait.as_secs_f64().ceil() as u64;
+                Refused::Kept(MediaError::RestartTooSoon(wait))
+            })
+    }
+
+    /// The client restarted ICE under `ufrag` from the generation of `remote`: only a ufrag
+    /// that changed is an earlier generation's (a password-only restart keeps it); the new one
+    /// is current, not old, even if it was used before.
+    fn new_remote_generation(&mut self, remote: &str, ufrag: &str) {
+        let old = &mut self.old_remote_ufrags;
+        old.retain(|u| u != ufrag);
+        if let Some(old_remote) = attribute(remote, "ice-ufrag").filter(|u| *u != ufrag) {
+            old.push(old_remote.to_owned());
+            let excess = old.len().saturating_sub(OLD_GENERATIONS);
+            old.drain(..excess);
+        }
+    }
+}
+
 /// What a PATCH did to a session.
 pub enum Applied {
     /// Candidates added, ignored, or of an earlier generation.
@@ -118,15 +148,7 @@ impl Conn {
                 "no credentials".into(),
             )));
         };
-        // `--ice-restarts-per-minute`: each restart renegotiates and restarts every check.
-        let per_minute = config.ice_restarts_per_minute;
-        if per_minute > 0 {
-            let per_second = f64::from(per_minute) / 60.0;
-            if let Err(wait) = self.ice.restarts.take(now, per_second, RESTART_BURST) {
-                let wait = wait.as_secs_f64().ceil() as u64;
-                return Err(Refused::Kept(MediaError::RestartTooSoon(wait)));
-            }
-        }
+        self.ice.take_restart(config.ice_restarts_per_minute, now)?;
         let index = IceCredentials::loop_of(&self.ice.ufrag).unwrap_or(0);
         let credentials = IceCredentials::random_for(index);
         let offer = restart_offer(remote, ufrag, pwd);
@@ -139,15 +161,7 @@ impl Conn {
             })?;
         self.ice.remote_candidates = 0;
         self.add_candidates(frag, remote, config);
-        // Only a ufrag that changed is an earlier generation's (a password-only restart keeps
-        // it); the new one is current, not old, even if it was used before.
-        let old = &mut self.ice.old_remote_ufrags;
-        old.retain(|u| u != ufrag);
-        if let Some(old_remote) = attribute(remote, "ice-ufrag").filter(|u| u != ufrag) {
-            old.push(old_remote.to_owned());
-            let excess = old.len().saturating_sub(OLD_GENERATIONS);
-            old.drain(..excess);
-        }
+        self.ice.new_remote_generation(remote, ufrag);
         // A session that never connected keeps the deadline its POST set: restarts cannot keep
         // it connecting for ever.
         if self.ever_connected {

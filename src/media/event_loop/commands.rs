@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use tokio::sync::oneshot;
 use tracing::info;
 
 use super::MediaLoop;
@@ -20,21 +21,7 @@ impl MediaLoop {
     pub(super) fn handle_command(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Create { session, reply } => {
-                // A client that gave up while its session waited in the queue must not take a
-                // stream over from a live publisher; dropping the session frees its place.
-                if reply.is_closed() {
-                    return;
-                }
-                let resource = session.resource;
-                let result = self.adopt(*session, now);
-                if reply.send(result).is_err() {
-                    // The client gave up before the answer: nobody can reach this session.
-                    if let Some(key) = self.sessions.live(&resource, now) {
-                        self.teardown(key, EndReason::Abandoned);
-                    }
-                }
-            }
+            Command::Create { session, reply } => self.create(*session, reply, now),
             Command::Delete {
                 resource,
                 reason,
@@ -81,6 +68,27 @@ impl MediaLoop {
             }
             #[cfg(test)]
             Command::Panic => panic!("media loop told to panic (test)"),
+        }
+    }
+
+    /// Adopts `session` and answers `reply`. A client that gave up while its session waited in
+    /// the queue must not take a stream over from a live publisher: dropping the session frees
+    /// its place; one that gave up before the answer leaves a session nobody can reach: it ends.
+    fn create(
+        &mut self,
+        session: NewSession,
+        reply: oneshot::Sender<Result<(), MediaError>>,
+        now: Instant,
+    ) {
+        if reply.is_closed() {
+            return;
+        }
+        let resource = session.resource;
+        let result = self.adopt(session, now);
+        if reply.send(result).is_err() {
+            if let Some(key) = self.sessions.live(&resource, now) {
+                self.teardown(key, EndReason::Abandoned);
+            }
         }
     }
 
