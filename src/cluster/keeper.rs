@@ -135,50 +135,58 @@ impl Cluster {
             // The POST that took the lease creates its publisher just after.
             let starting = now.duration_since(claim.taken) < config.lease_ttl / 2;
             if !publishing && !starting {
-                // Forgotten here first, and only if no POST took it again since the snapshot.
-                let unchanged = {
-                    let mut state = self.state();
-                    let same = state.claims.get(&stream).map(|c| c.taken) == Some(claim.taken);
-                    if same {
-                        state.claims.remove(&stream);
-                    }
-                    same
-                };
-                if !unchanged {
-                    continue;
-                }
-                let _ = self.noted(
-                    self.0
-                        .keeper
-                        .release(stream.as_str(), self.0.tag, claim.epoch)
-                        .await,
-                );
-                info!(%stream, epoch = claim.epoch, "cluster: no publisher left, lease released");
+                self.release(&stream, &claim).await;
                 continue;
             }
-            let renewed = self.noted(
-                self.0
-                    .keeper
-                    .renew(stream.as_str(), self.0.tag, claim.epoch, config.lease_ttl)
-                    .await,
-            );
-            match renewed {
-                Ok(true) => self.update(&stream, |c| {
-                    c.renewed = now;
-                    c.suspended = false;
-                }),
-                // Not ours any more: Redis came back empty or the lease expired during an
-                // outage, or a POST here re-took it just as this tick released it. Take it
-                // again if nobody else did; fence only if another node holds it. (A node that
-                // slept past its lease was fenced above, before any renewal.)
-                Ok(false) => self.retake(media, &stream).await,
-                Err(_) => {
-                    if !claim.suspended {
-                        warn!(%stream, "cluster: lease not renewed (Redis unreachable); the \
-                               publisher keeps flowing, pulls of it are refused meanwhile");
-                    }
-                    self.update(&stream, |c| c.suspended = true);
+            self.renew(media, &stream, &claim, now).await;
+        }
+    }
+
+    /// Gives the lease of `stream` back (its publisher is gone): forgotten here first, and only
+    /// if no POST took it again since the snapshot `claim`.
+    async fn release(&self, stream: &StreamName, claim: &Claim) {
+        let unchanged = {
+            let mut state = self.state();
+            let same = state.claims.get(stream).map(|c| c.taken) == Some(claim.taken);
+            if same {
+                state.claims.remove(stream);
+            }
+            same
+        };
+        if !unchanged {
+            return;
+        }
+        let released = self
+            .0
+            .keeper
+            .release(stream.as_str(), self.0.tag, claim.epoch);
+        let _ = self.noted(released.await);
+        info!(%stream, epoch = claim.epoch, "cluster: no publisher left, lease released");
+    }
+
+    /// Renews the lease of `stream` (held as `claim`).
+    async fn renew(&self, media: &MediaHandle, stream: &StreamName, claim: &Claim, now: Instant) {
+        let ttl = self.0.config.lease_ttl;
+        let renewed = self
+            .0
+            .keeper
+            .renew(stream.as_str(), self.0.tag, claim.epoch, ttl);
+        match self.noted(renewed.await) {
+            Ok(true) => self.update(stream, |c| {
+                c.renewed = now;
+                c.suspended = false;
+            }),
+            // Not ours any more: Redis came back empty or the lease expired during an outage,
+            // or a POST here re-took it just as this tick released it. Take it again if nobody
+            // else did; fence only if another node holds it. (A node that slept past its lease
+            // was fenced before any renewal.)
+            Ok(false) => self.retake(media, stream).await,
+            Err(_) => {
+                if !claim.suspended {
+                    warn!(%stream, "cluster: lease not renewed (Redis unreachable); the \
+                           publisher keeps flowing, pulls of it are refused meanwhile");
                 }
+                self.update(stream, |c| c.suspended = true);
             }
         }
     }
