@@ -80,38 +80,17 @@ impl Cluster {
     ) -> Result<Pull, PullError> {
         let other = |e: &dyn std::fmt::Display| PullError::Other(e.to_string());
         let pending = media.pull_offer(stream).map_err(|e| other(&e))?;
-        let url = format!("{holder}/whep/{stream}");
-        let response = self
-            .0
-            .http
-            .post(&url)
-            .header(header::CONTENT_TYPE, crate::session::APPLICATION_SDP)
-            .bearer_auth(token::mint(
-                &self.0.config.secret,
-                stream.as_str(),
-                holder_tag,
-                self.0.tag,
-                epoch,
-                std::time::SystemTime::now(),
-            ))
-            .body(pending.offer.clone())
-            .send()
-            .await
-            .map_err(|e| other(&e))?;
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|l| response.url().join(l).ok())
-            .map(|u| u.to_string());
-        let body = response.text().await.map_err(|e| other(&e))?;
-        let Some(resource) = location.filter(|_| status.as_u16() == 201) else {
-            return Err(PullError::Other(format!(
-                "{url}: {status}: {}",
-                body.trim()
-            )));
-        };
+        let token = token::mint(
+            &self.0.config.secret,
+            stream.as_str(),
+            holder_tag,
+            self.0.tag,
+            epoch,
+            std::time::SystemTime::now(),
+        );
+        let (resource, body) = self
+            .post_pull(holder, stream, &token, &pending.offer)
+            .await?;
         if self.state().claims.contains_key(stream) {
             // A publisher took the stream here while the holder answered: no pull needed.
             self.delete_pulled(&resource).await;
@@ -132,6 +111,41 @@ impl Cluster {
                 self.delete_pulled(&resource).await;
                 Err(other(&e))
             }
+        }
+    }
+
+    /// POSTs the pull's `offer` to the holder's WHEP endpoint of `stream` with the pull `token`:
+    /// the session's resource URL there and the answer.
+    async fn post_pull(
+        &self,
+        holder: &str,
+        stream: &StreamName,
+        token: &str,
+        offer: &str,
+    ) -> Result<(String, String), PullError> {
+        let other = |e: &dyn std::fmt::Display| PullError::Other(e.to_string());
+        let url = format!("{holder}/whep/{stream}");
+        let response = (self.0.http.post(&url))
+            .header(header::CONTENT_TYPE, crate::session::APPLICATION_SDP)
+            .bearer_auth(token)
+            .body(offer.to_owned())
+            .send()
+            .await
+            .map_err(|e| other(&e))?;
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|l| response.url().join(l).ok())
+            .map(|u| u.to_string());
+        let body = response.text().await.map_err(|e| other(&e))?;
+        match location.filter(|_| status.as_u16() == 201) {
+            Some(resource) => Ok((resource, body)),
+            None => Err(PullError::Other(format!(
+                "{url}: {status}: {}",
+                body.trim()
+            ))),
         }
     }
 
