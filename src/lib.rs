@@ -95,6 +95,8 @@
 //! | `cluster` | cluster mode's handle: placement (lease or 307), pull tokens, the node of a resource id |
 //! | `cluster::store` | the Redis keys and Lua scripts, one atomic call each |
 //! | `cluster::keeper` | the one background task per node: lease renewal, fencing, heartbeat, the node table |
+//! | `cluster::config` | cluster mode's settings (`--cluster-*`, `--node-url`), checked once |
+//! | `cluster::nodes` | the node table: another node's URL without a Redis call, lookups of unknown tags budgeted |
 //! | `cluster::pull` | the pull (one word for it everywhere): one per stream per node, following the lease |
 //! | `cluster::token` | pull tokens, forwarded-request marks and signed node records (HMAC-SHA256) |
 //!

@@ -18,93 +18,30 @@
 //! held only for map updates, never across an await. The keeper task is owned by the server and
 //! stops with it (releasing its leases and its heartbeat).
 
+mod config;
 mod keeper;
+mod nodes;
 mod pull;
 pub mod store;
 pub mod token;
 
-use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::info;
 
+pub use config::ClusterConfig;
 pub use keeper::spawn_keeper;
+use nodes::NodeTable;
+pub use nodes::{NODE_LOOKUPS_PER_SECOND, NODE_LOOKUP_BURST};
 use store::{Acquired, Store};
 
-use crate::rate::TokenBucket;
 use crate::session::{ResourceId, StreamName};
 
 /// How long a node waits for Redis, or for another node, before it answers 503 or 502.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Cluster settings, from `--cluster-*` and `--node-url`.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// The Redis URL.
-    pub redis: String,
-    /// This node's base URL, without a trailing slash.
-    pub node_url: String,
-    /// The shared secret of node-to-node pulls.
-    pub secret: String,
-    /// Heartbeat TTL (refreshed every third of it).
-    pub heartbeat_ttl: Duration,
-    /// Lease TTL (renewed every fifth of it).
-    pub lease_ttl: Duration,
-    /// How long a pull outlives its last local viewer.
-    pub edge_idle: Duration,
-}
-
-impl ClusterConfig {
-    /// The cluster settings of `config`, `None` in single-node mode. `bound` is the HTTP
-    /// listener's address, the default node URL's.
-    pub fn from_config(
-        config: &crate::config::Config,
-        bound: Option<SocketAddr>,
-    ) -> Result<Option<ClusterConfig>, String> {
-        let Some(redis) = &config.cluster_redis else {
-            return Ok(None);
-        };
-        let secret = config
-            .cluster_secret
-            .clone()
-            .filter(|s| !s.is_empty())
-            .ok_or("--cluster-redis needs --cluster-secret (the same on every node)")?;
-        let scheme = if config.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let node_url = match (&config.node_url, bound) {
-            (Some(url), _) => url.trim_end_matches('/').to_owned(),
-            (None, Some(addr)) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
-            _ => {
-                return Err(
-                    "--cluster-redis needs --node-url when HTTP listens on every \
-                            address (0.0.0.0 or ::)"
-                        .into(),
-                )
-            }
-        };
-        let parsed =
-            reqwest::Url::parse(&node_url).map_err(|e| format!("--node-url {node_url}: {e}"))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            return Err(format!(
-                "--node-url {node_url}: not an absolute http(s) URL"
-            ));
-        }
-        Ok(Some(ClusterConfig {
-            redis: redis.clone(),
-            node_url,
-            secret,
-            heartbeat_ttl: config.cluster_heartbeat_ttl,
-            lease_ttl: config.cluster_lease_ttl,
-            edge_idle: config.cluster_edge_idle,
-        }))
-    }
-}
 
 /// Logs (at most every 10 s) that node `tag`'s record in Redis was not taken: not signed with
 /// this node's cluster secret, or too old. Nothing is sent to its URL; a stream it "holds" gets
@@ -184,73 +121,6 @@ struct Pull {
     holder_url: String,
     /// Since when the stream has had no local viewer.
     idle_since: Option<Instant>,
-}
-
-/// Lookups in Redis of node tags that the node table does not know (a node that joined since the
-/// keeper's last refresh), per second, at most; beyond them a request for such a tag gets 503.
-pub const NODE_LOOKUPS_PER_SECOND: f64 = 5.0;
-/// Such lookups at once.
-pub const NODE_LOOKUP_BURST: u32 = 10;
-
-/// The live nodes as the keeper last read them (every tick), so that a request on another node's
-/// resource costs no Redis call: a flood of made-up tags cost one each, on the connection that
-/// renewed the leases, and could make the holders fence themselves.
-#[derive(Debug)]
-struct NodeTable {
-    /// When the keeper last read it; a table not read for a heartbeat TTL (Redis unreachable)
-    /// is not trusted: its nodes may have died since.
-    refreshed: Option<Instant>,
-    /// Base URL by tag.
-    urls: HashMap<u16, String>,
-    /// Tags looked up since the last refresh and found without a (signed) heartbeat; at most
-    /// the 65,536 tags there are.
-    dead: HashSet<u16>,
-    /// The budget of lookups of tags in neither.
-    lookups: TokenBucket,
-}
-
-/// What the node table says of a tag.
-#[derive(Debug, PartialEq, Eq)]
-enum Known {
-    Live(String),
-    Dead,
-    /// Not known: look it up in Redis.
-    Ask,
-    /// Not known, and the lookup budget is spent.
-    OverBudget,
-}
-
-impl NodeTable {
-    fn new() -> Self {
-        NodeTable {
-            refreshed: None,
-            urls: HashMap::new(),
-            dead: HashSet::new(),
-            lookups: TokenBucket::full(NODE_LOOKUP_BURST, Instant::now()),
-        }
-    }
-
-    /// What the table says of `tag` at `now`, if it was read within `fresh_for`.
-    fn find(&mut self, tag: u16, now: Instant, fresh_for: Duration) -> Known {
-        let fresh = self
-            .refreshed
-            .is_some_and(|at| now.saturating_duration_since(at) <= fresh_for);
-        if fresh {
-            if let Some(url) = self.urls.get(&tag) {
-                return Known::Live(url.clone());
-            }
-            if self.dead.contains(&tag) {
-                return Known::Dead;
-            }
-        }
-        match self
-            .lookups
-            .take(now, NODE_LOOKUPS_PER_SECOND, NODE_LOOKUP_BURST)
-        {
-            Ok(()) => Known::Ask,
-            Err(_) => Known::OverBudget,
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -481,33 +351,6 @@ impl Cluster {
         self.url_of_node(tag).await.map(Some)
     }
 
-    /// The base URL of live node `tag`: from the node table; Redis is asked only about a tag the
-    /// table does not know (or when the table is stale), within [`NODE_LOOKUPS_PER_SECOND`].
-    async fn url_of_node(&self, tag: u16) -> Result<String, Unreachable> {
-        let fresh_for = self.0.config.heartbeat_ttl;
-        match self.nodes().find(tag, Instant::now(), fresh_for) {
-            Known::Live(url) => return Ok(url),
-            Known::Dead => return Err(Unreachable::Dead),
-            Known::OverBudget => return Err(Unreachable::Busy),
-            Known::Ask => {}
-        }
-        match self.noted(self.0.store.node(tag).await) {
-            Ok(Some(node)) => {
-                self.nodes().urls.insert(tag, node.url.clone());
-                Ok(node.url)
-            }
-            Ok(None) => {
-                self.nodes().dead.insert(tag);
-                Err(Unreachable::Dead)
-            }
-            Err(_) => Err(Unreachable::StoreDown),
-        }
-    }
-
-    fn nodes(&self) -> MutexGuard<'_, NodeTable> {
-        self.0.nodes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// The mark this node puts on a request it forwards for `resource` to the resource's node.
     pub fn forward_mark(&self, resource: &ResourceId) -> String {
         let now = std::time::SystemTime::now();
@@ -555,6 +398,9 @@ impl Cluster {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::rate::TokenBucket;
+    use nodes::Known;
+    use std::net::SocketAddr;
     use std::time::SystemTime;
 
     fn config(args: &[&str]) -> Config {
