@@ -9,6 +9,7 @@
 //! | module | its one job |
 //! |---|---|
 //! | `config` | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main`; secret files read once |
+//! | `config::secrets` | the `--*-file` secrets read once; secrets hidden from the start-up log line |
 //! | `startup` | `Plan::resolve` (auth, TURN, ICE servers, cluster, DNS, ports, limits, configuration errors first) and `Plan::bind` (the media sockets, STUN discovery) |
 //! | `startup::addresses` | every announced candidate, computed once from the bound and configured addresses (pure) |
 //! | `startup::dns` | names looked up once at start-up: bind hosts, `--public-ip`, forwards, the STUN-discovered address |

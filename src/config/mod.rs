@@ -1,8 +1,12 @@
 //! Command-line and environment configuration: one clap struct, parsed once in `main` and passed down.
 //! Library code never reads environment variables.
 
+mod secrets;
+
+pub(crate) use secrets::redact_url;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -483,101 +487,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The configuration with its secrets (tokens, the JWT and TURN secrets, the TURN
-    /// password) replaced by `<redacted>`, for the start-up log line.
-    pub fn redacted(&self) -> Config {
-        let hide = |s: &Option<String>| s.as_ref().map(|_| REDACTED.to_owned());
-        // A token's stream scope (`secret@stream`) is configuration, not secret.
-        let hide_tokens = |tokens: &[String]| -> Vec<String> {
-            tokens
-                .iter()
-                .map(|t| match t.rsplit_once('@') {
-                    Some((_, scope)) => format!("{REDACTED}@{scope}"),
-                    None => REDACTED.to_owned(),
-                })
-                .collect()
-        };
-        Config {
-            publish_tokens: hide_tokens(&self.publish_tokens),
-            play_tokens: hide_tokens(&self.play_tokens),
-            jwt_secret: hide(&self.jwt_secret),
-            turn_secret: hide(&self.turn_secret),
-            turn_password: hide(&self.turn_password),
-            admin_token: hide(&self.admin_token),
-            cluster_secret: hide(&self.cluster_secret),
-            cluster_redis: self.cluster_redis.as_deref().map(redact_url),
-            ..self.clone()
-        }
-    }
-
-    /// Reads the `--*-file` secrets into their flags' fields (the server does, before anything
-    /// uses them), each once: a path read is cleared. A file that cannot be read, or holds
-    /// nothing, is an error that names it.
-    pub fn read_secret_files(&mut self) -> Result<(), String> {
-        fn read(flag: &str, path: &Path) -> Result<String, String> {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("--{flag} {}: {e}", path.display()))?;
-            let text = text.trim_end_matches(['\r', '\n']);
-            if text.trim().is_empty() {
-                return Err(format!("--{flag} {}: empty", path.display()));
-            }
-            Ok(text.to_owned())
-        }
-        let lines = |text: String| -> Vec<String> {
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        if let Some(path) = self.publish_token_file.take() {
-            let tokens = lines(read("publish-token-file", &path)?);
-            self.publish_tokens.extend(tokens);
-        }
-        if let Some(path) = self.play_token_file.take() {
-            let tokens = lines(read("play-token-file", &path)?);
-            self.play_tokens.extend(tokens);
-        }
-        let singles: [(&str, &mut Option<PathBuf>, &mut Option<String>); 6] = [
-            (
-                "jwt-secret-file",
-                &mut self.jwt_secret_file,
-                &mut self.jwt_secret,
-            ),
-            (
-                "admin-token-file",
-                &mut self.admin_token_file,
-                &mut self.admin_token,
-            ),
-            (
-                "turn-secret-file",
-                &mut self.turn_secret_file,
-                &mut self.turn_secret,
-            ),
-            (
-                "turn-password-file",
-                &mut self.turn_password_file,
-                &mut self.turn_password,
-            ),
-            (
-                "cluster-redis-file",
-                &mut self.cluster_redis_file,
-                &mut self.cluster_redis,
-            ),
-            (
-                "cluster-secret-file",
-                &mut self.cluster_secret_file,
-                &mut self.cluster_secret,
-            ),
-        ];
-        for (flag, path, field) in singles {
-            if let Some(path) = path.take() {
-                *field = Some(read(flag, &path)?);
-            }
-        }
-        Ok(())
-    }
-
     /// `--publisher-conflict`, or its default: `takeover` when tokens or a JWT key are
     /// configured, `reject` when auth is off.
     pub fn publisher_conflict(&self) -> PublisherConflict {
@@ -607,23 +516,6 @@ impl Config {
         // Its sessions would count against the caps that tests measure.
         config.self_test = false;
         config
-    }
-}
-
-const REDACTED: &str = "<redacted>";
-
-/// A Redis URL without its password (`redis://user:pw@host` → `redis://user:<redacted>@host`),
-/// for logs and error messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-                format!("{scheme}://{user}:{REDACTED}@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
