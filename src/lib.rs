@@ -71,10 +71,11 @@
 //! | `media::negotiate::codecs` | the codecs whip-echo forwards and the choice of one per section |
 //! | `media::negotiate::answer` | the text edits of rtc's answer |
 //! | `media::negotiate::patch` | PATCH's pure part: what a fragment asks, `If-Match`, the restart's re-offer |
-//! | `media::forward` | the per-packet path, knowing no sessions or sockets (the room of the seven below) |
+//! | `media::forward` | the per-packet path, knowing no sessions or sockets (the room of the eight below) |
 //! | `media::forward::legs` | a viewer's send legs and what one fan-out lets each take (codec, layer, keyframe wait), written |
 //! | `media::forward::forwarder` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
 //! | `media::forward::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
+//! | `media::forward::layers` | a publisher's layers as a fan-out reads them (no allocation), the bounded SSRC set, rids |
 //! | `media::forward::keyframes` | a publisher's keyframe-request state: the layers wanted, one request per 500 ms, PLI or FIR |
 //! | `media::forward::random_access` | where a video payload starts a keyframe, and the picture size it carries |
 //! | `media::forward::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |

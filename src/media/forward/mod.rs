@@ -5,6 +5,7 @@
 pub(crate) mod bitrate;
 pub(crate) mod forwarder;
 pub(crate) mod keyframes;
+pub(crate) mod layers;
 pub(crate) mod legs;
 pub(crate) mod nack;
 pub(crate) mod random_access;
