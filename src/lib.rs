@@ -62,6 +62,7 @@
 //! | `media::conn` | one session: receive (early DTLS hold), poll (typed events), deadlines; fields private |
 //! | `media::conn::ice` | a session's ICE generations and its side of a PATCH (trickle, restart) |
 //! | `media::conn::ingest` | a publisher's side of a session: SSRC kinds, sources, bitrate budget, keyframe requests |
+//! | `media::conn::receive` | what a session receives, classified by it alone: early DTLS held, the rest to rtc, refusals counted |
 //! | `media::conn::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
 //! | `media::negotiate` | negotiation, on the request's task (the room of the seven below) |
 //! | `media::negotiate::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |

@@ -1,6 +1,6 @@
 //! One session inside the media loop: its protocol state only (who it is, its role and stream
 //! live in the loop's `Registry`, kept by `Sessions`). The connection classifies what it receives
-//! ([`Conn::receive`]: DTLS before ICE selected a pair is held, `early_dtls.rs`) and says what
+//! ([`Conn::receive`], `receive.rs`: DTLS before ICE selected a pair is held, `early_dtls.rs`) and says what
 //! happened as typed events ([`Conn::poll`], str0m's `Output` habit); the loop decides what they
 //! mean for other sessions. Its state is split by role: `ice.rs` (its ICE generations and its
 //! side of a PATCH), `ingest.rs` (what it publishes); the legs it sends are `forward/legs.rs`'s.
@@ -8,6 +8,7 @@
 mod early_dtls;
 mod ice;
 mod ingest;
+mod receive;
 
 use std::time::{Duration, Instant};
 
@@ -22,13 +23,12 @@ use rtc::shared::TaggedBytesMut;
 use tracing::{debug, info, Span};
 
 use super::cap::Permit;
-use super::conn::early_dtls::EarlyDtls;
 use super::forward::legs::Leg;
 use super::forward::sources::Sources;
 use super::negotiate::peer::Negotiated;
-use super::net::transport::PathId;
-use crate::ops::metrics::{Dropped, LoopMetrics};
+use crate::ops::metrics::LoopMetrics;
 use crate::session::EndReason;
+use early_dtls::EarlyDtls;
 
 use ice::Ice;
 pub use ice::{Applied, Refused};
@@ -172,61 +172,6 @@ impl Conn {
         }
     }
 
-    /// Takes a datagram that came on `path`. DTLS (RFC 7983 §7: a first byte in 20..=63) that
-    /// arrives before ICE selected a pair is held, which rtc would drop (OBS's libjuice sends
-    /// its ClientHello before it nominates; `early_dtls.rs` says what qualifies), and goes to
-    /// rtc in order from [`Conn::poll`] once the pair is selected. Packets rtc refuses are
-    /// counted. Whether it was DTLS (after the handshake, an alert: maybe a close_notify).
-    pub fn receive(&mut self, path: PathId, input: TaggedBytesMut, metrics: &LoopMetrics) -> bool {
-        #[cfg(feature = "fault-injection")]
-        if input.message[..] == *super::FAULT_DATAGRAM {
-            panic!("fault injected");
-        }
-        let dtls = (20..=63).contains(&input.message[0]);
-        let (errors, unbound) = (self.pc.read_errors(), self.pc.unbound_rtp_packets());
-        let held = dtls && self.link == Link::Connecting && !self.pair_selected();
-        let mut refused = 0;
-        if held {
-            if self.early_dtls.hold(path, input) {
-                self.span
-                    .in_scope(|| debug!("DTLS before ICE nomination: held"));
-            }
-        } else if let Err(e) = self.pc.handle_read(input) {
-            refused += 1;
-            self.span.in_scope(|| debug!(error = %e, "packet rejected"));
-        }
-        refused += self.pc.read_errors() - errors;
-        if refused > 0 {
-            metrics.dropped(Dropped::Rejected, refused);
-        }
-        let unbound = self.pc.unbound_rtp_packets() - unbound;
-        if unbound > 0 {
-            metrics.dropped(Dropped::Unbound, unbound);
-        }
-        dtls
-    }
-
-    /// Whether ICE has selected a candidate pair, so rtc reads DTLS.
-    fn pair_selected(&mut self) -> bool {
-        rtc_util::dtls_transport(&mut self.pc, |t| {
-            t.ice_transport().get_selected_candidate_pair().is_some()
-        })
-        .unwrap_or(false)
-    }
-
-    /// Hands held early DTLS datagrams to rtc once a pair is selected.
-    fn release_early_dtls(&mut self) {
-        if self.early_dtls.is_empty() || !self.pair_selected() {
-            return;
-        }
-        for input in self.early_dtls.take() {
-            if let Err(e) = self.pc.handle_read(input) {
-                self.span
-                    .in_scope(|| debug!(error = %e, "early DTLS rejected"));
-            }
-        }
-    }
-
     /// The loop's timer armed at `at` fired at `now`.
     pub fn fire(&mut self, at: Instant, now: Instant) -> Fired {
         if self.armed != Some(at) {
@@ -315,13 +260,6 @@ impl Conn {
     /// The next datagram its peer connection sends.
     pub fn poll_write(&mut self) -> Option<TaggedBytesMut> {
         self.pc.poll_write()
-    }
-
-    /// Notes a datagram it sent on `path` (a check's answer there lets early DTLS in).
-    pub fn note_sent(&mut self, path: PathId, datagram: &[u8]) {
-        if self.link == Link::Connecting {
-            self.early_dtls.note_sent(path, datagram);
-        }
     }
 
     /// The next instant the loop must wake this session: rtc's own deadline, and the setup
