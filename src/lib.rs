@@ -72,7 +72,7 @@
 //! | `media::negotiate::codecs` | the codecs whip-echo forwards and the choice of one per section |
 //! | `media::negotiate::answer` | the text edits of rtc's answer |
 //! | `media::negotiate::patch` | PATCH's pure part: what a fragment asks, `If-Match`, the restart's re-offer |
-//! | `media::forward` | the per-packet path, knowing no sessions or sockets (the room of the eight below) |
+//! | `media::forward` | the per-packet path, knowing no sessions or sockets (the room of the nine below) |
 //! | `media::forward::legs` | a viewer's send legs and what one fan-out lets each take (codec, layer, keyframe wait), written |
 //! | `media::forward::forwarder` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
 //! | `media::forward::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
@@ -81,6 +81,7 @@
 //! | `media::forward::random_access` | where a video payload starts a keyframe, and the picture size it carries |
 //! | `media::forward::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
 //! | `media::forward::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
+//! | `media::forward::history` | a video leg's sent packets kept for resending and the rules of a resend (count, RTT, bytes) |
 //! | `media::net` | the network under the loops (the room of the six below) |
 //! | `media::net::routes` | which session an inbound packet belongs to (ufrag, path, proof of return routability) |
 //! | `media::net::stun` | what whip-echo reads of a STUN message before rtc: Binding type, transaction id, the local ufrag |

@@ -4,6 +4,7 @@
 
 pub(crate) mod bitrate;
 pub(crate) mod forwarder;
+mod history;
 pub(crate) mod keyframes;
 pub(crate) mod layers;
 pub(crate) mod legs;

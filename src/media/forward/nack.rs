@@ -28,15 +28,13 @@ use rtc::interceptor::{
     Attribute, AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket,
 };
 use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::error::Error;
-use rtc::shared::marshal::MarshalSize;
 use rtc::shared::TransportContext;
 use rustc_hash::FxHashMap;
 
-use crate::rate::TokenBucket;
+use super::history::{LegHistory, Sent};
 
 /// Packets of a leg kept for resending: about 1 s at the default `--max-bitrate` (8 Mb/s), 6 s of
 /// 1.5 Mb/s video; rtc's default too. The payloads are the forwarded packets' shared buffers, so a
@@ -52,94 +50,11 @@ pub const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(100);
 /// Bytes a leg resends per second at most (2 Mb/s), and its burst.
 pub const RESEND_BYTES_PER_SECOND: u32 = 250_000;
 /// Sender reports of a leg remembered, to find the one a reception report answers.
-const SENDER_REPORTS: usize = 4;
-
-/// A packet sent on a leg, with its resend state.
-struct Sent {
-    packet: rtc::rtp::Packet,
-    /// When it was last put on the wire (first sent, or last resent).
-    at: Instant,
-    resends: u8,
-}
-
-/// One leg (local stream) that negotiated NACK.
-struct Leg {
-    history: Box<[Option<Sent>]>,
-    budget: TokenBucket,
-    /// (NTP middle 32 bits, when sent) of its last sender reports.
-    reports: VecDeque<(u32, Instant)>,
-    rtt: Option<Duration>,
-}
-
-impl Leg {
-    fn new(now: Instant) -> Self {
-        Leg {
-            history: (0..HISTORY).map(|_| None).collect(),
-            budget: TokenBucket::full(RESEND_BYTES_PER_SECOND, now),
-            reports: VecDeque::with_capacity(SENDER_REPORTS),
-            rtt: None,
-        }
-    }
-
-    fn slot(seq: u16) -> usize {
-        usize::from(seq) % HISTORY
-    }
-
-    /// The packet with `seq` if it may be resent at `now`, its resend counted.
-    fn resend(&mut self, seq: u16, now: Instant) -> Result<rtc::rtp::Packet, Refused> {
-        let rtt = self.rtt.unwrap_or_default();
-        let Some(sent) = self.history[Self::slot(seq)]
-            .as_mut()
-            .filter(|s| s.packet.header.sequence_number == seq)
-        else {
-            return Err(Refused::Unknown);
-        };
-        if sent.resends >= MAX_RESENDS {
-            return Err(Refused::Exhausted);
-        }
-        if sent.resends > 0 && now.saturating_duration_since(sent.at) < rtt.max(MIN_RESEND_INTERVAL)
-        {
-            return Err(Refused::TooSoon);
-        }
-        let size = sent.packet.header.marshal_size() + sent.packet.payload.len();
-        let size = u32::try_from(size).unwrap_or(u32::MAX);
-        if !self.budget.take_n(
-            now,
-            f64::from(RESEND_BYTES_PER_SECOND),
-            RESEND_BYTES_PER_SECOND,
-            size,
-        ) {
-            return Err(Refused::Budget);
-        }
-        sent.resends += 1;
-        sent.at = now;
-        Ok(sent.packet.clone())
-    }
-
-    /// A reception report of this leg at `now`: the RTT, when it answers a sender report we
-    /// remember (RFC 3550 §6.4.1: arrival − LSR − DLSR).
-    fn report(&mut self, report: &ReceptionReport, now: Instant) {
-        if report.last_sender_report == 0 {
-            return;
-        }
-        let Some(&(_, sent)) = self
-            .reports
-            .iter()
-            .find(|(ntp, _)| *ntp == report.last_sender_report)
-        else {
-            return;
-        };
-        // DLSR is in 1/65536 s.
-        let delay = Duration::from_micros(u64::from(report.delay) * 1_000_000 / 65_536);
-        if let Some(rtt) = now.saturating_duration_since(sent).checked_sub(delay) {
-            self.rtt = Some(rtt);
-        }
-    }
-}
+pub(super) const SENDER_REPORTS: usize = 4;
 
 /// The responder of one peer connection (see the module documentation).
 pub struct NackResponder {
-    legs: FxHashMap<u32, Leg>,
+    legs: FxHashMap<u32, LegHistory>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
     metrics: NackMetrics,
@@ -293,7 +208,7 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
         match &msg.message.packet {
             Packet::Rtp(packet) => {
                 if let Some(leg) = self.legs.get_mut(&packet.header.ssrc) {
-                    leg.history[Leg::slot(packet.header.sequence_number)] = Some(Sent {
+                    leg.history[LegHistory::slot(packet.header.sequence_number)] = Some(Sent {
                         packet: packet.clone(),
                         at: msg.now,
                         resends: 0,
@@ -347,7 +262,7 @@ impl Interceptor for NackResponder {
             .iter()
             .any(|fb| fb.typ == "nack" && fb.parameter.is_empty());
         if nack {
-            self.legs.insert(info.ssrc, Leg::new(Instant::now()));
+            self.legs.insert(info.ssrc, LegHistory::new(Instant::now()));
         }
     }
 
@@ -410,6 +325,7 @@ pub(crate) fn answer_fuzzed(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::rtcp::reception_report::ReceptionReport;
     use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
 
     const SSRC: u32 = 42;
