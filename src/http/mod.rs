@@ -169,16 +169,51 @@ async fn no_sniff(
 
 /// The one list of routes and layers.
 pub fn router(state: AppState) -> Router {
+    // GET (and HEAD) only; any other method gets a 405 with its reason like every error.
+    let page = |get: MethodRouter<AppState>| get.fallback(assets::not_allowed);
+    let api = api_routes(&state);
+    Router::new()
+        .route("/", page(get(assets::index)))
+        .route("/app.js", page(get(assets::app_js)))
+        .route("/whip-client.js", page(get(assets::whip_client_js)))
+        .route("/latency.js", page(get(assets::latency_js)))
+        .route("/live.js", page(get(assets::live_js)))
+        .route("/diagnose.js", page(get(assets::diagnose_js)))
+        .route("/style.css", page(get(assets::style_css)))
+        .route("/favicon.ico", page(get(assets::favicon)))
+        .route("/healthz", page(get(assets::healthz)))
+        .route("/readyz", page(get(ops::readyz)))
+        .route("/metrics", page(get(ops::metrics)))
+        .route("/api/streams", page(get(ops::streams)))
+        .merge(api)
+        .fallback(ops::no_route)
+        .layer(axum::middleware::from_fn(no_sniff))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
+        // Outside the timeout: a 408 is counted too. A route layer, so that the matched route
+        // is known; the fallback counts its own 404s.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::count_responses,
+        ))
+        // The trace layer would log every 5xx at ERROR; ApiError logs each refusal once, at
+        // the level its status deserves.
+        .layer(TraceLayer::new_for_http().on_failure(()))
+        .with_state(state)
+}
+
+/// The WHIP, WHEP and echo endpoints and the session resources, with CORS.
+fn api_routes(state: &AppState) -> Router<AppState> {
     let endpoint = |post: MethodRouter<AppState>| {
         post.options(endpoints::options)
             .get(endpoints::get)
             .fallback(endpoints::not_allowed)
     };
-    // GET (and HEAD) only; any other method gets a 405 with its reason like every error.
-    let page = |get: MethodRouter<AppState>| get.fallback(assets::not_allowed);
     // CORS on the WHIP, WHEP and echo endpoints and their resources only: the page, the health
     // checks, /metrics and /api/streams are for this origin and for operators' tools.
-    let api = Router::new()
+    Router::new()
         .route(
             "/whip/{stream}",
             endpoint(axum::routing::post(endpoints::post_whip)),
@@ -210,37 +245,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             cors::layer,
-        ));
-    Router::new()
-        .route("/", page(get(assets::index)))
-        .route("/app.js", page(get(assets::app_js)))
-        .route("/whip-client.js", page(get(assets::whip_client_js)))
-        .route("/latency.js", page(get(assets::latency_js)))
-        .route("/live.js", page(get(assets::live_js)))
-        .route("/diagnose.js", page(get(assets::diagnose_js)))
-        .route("/style.css", page(get(assets::style_css)))
-        .route("/favicon.ico", page(get(assets::favicon)))
-        .route("/healthz", page(get(assets::healthz)))
-        .route("/readyz", page(get(ops::readyz)))
-        .route("/metrics", page(get(ops::metrics)))
-        .route("/api/streams", page(get(ops::streams)))
-        .merge(api)
-        .fallback(ops::no_route)
-        .layer(axum::middleware::from_fn(no_sniff))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            request_timeout,
         ))
-        // Outside the timeout: a 408 is counted too. A route layer, so that the matched route
-        // is known; the fallback counts its own 404s.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            ops::count_responses,
-        ))
-        // The trace layer would log every 5xx at ERROR; ApiError logs each refusal once, at
-        // the level its status deserves.
-        .layer(TraceLayer::new_for_http().on_failure(()))
-        .with_state(state)
 }
 
 /// The session resource a request names (`/resource/{id}` and below it), once its client is

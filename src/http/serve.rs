@@ -70,38 +70,21 @@ where
         };
         let ip = crate::rate::client_key(peer.ip());
         let over_ip = !per_ip.try_take(ip, limits.max_connections_per_ip);
-        let slot = if over_ip {
-            None
-        } else {
-            let slot = slots.clone().try_acquire_owned().ok();
-            if slot.is_none() {
-                per_ip.release(ip);
-            }
-            slot
-        };
+        let slot = (!over_ip)
+            .then(|| slots.clone().try_acquire_owned().ok())
+            .flatten();
+        if slot.is_none() && !over_ip {
+            per_ip.release(ip);
+        }
         let Some(slot) = slot else {
-            // At most one line a second: a flood of connections must not become one of lines.
-            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                last_warning = Some(Instant::now());
-                warn!(%peer, per_ip = over_ip, "HTTP connection refused: at the cap");
-            }
+            warn_refused(&mut last_warning, peer, over_ip);
             connections.spawn(async move {
                 refuse(io).await;
                 None
             });
             continue;
         };
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: Request<_>| {
-            request.extensions_mut().insert(PeerAddr(peer));
-            app.clone().oneshot(request.map(axum::body::Body::new))
-        });
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_header_size(MAX_HEAD_BYTES);
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(io), service));
+        let connection = graceful.watch(connection(io, peer, app.clone(), limits.header_timeout));
         connections.spawn(async move {
             if let Err(e) = connection.await {
                 debug!(%peer, error = %e, "HTTP connection ended");
@@ -119,6 +102,38 @@ where
             left = connections.len(),
             "HTTP connections still open at shutdown: closed"
         );
+    }
+}
+
+/// One HTTP/1 connection of `peer` serving `app`, its head read within `header_timeout` and
+/// `MAX_HEAD_BYTES`; each request carries the peer's address.
+fn connection<Io>(
+    io: Io,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+) -> impl hyper_util::server::graceful::GracefulConnection<Error = hyper::Error>
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<_>| {
+        request.extensions_mut().insert(PeerAddr(peer));
+        app.clone().oneshot(request.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
+    builder.serve_connection(TokioIo::new(io), service)
+}
+
+/// Logs a connection refused at the cap, at most one line a second: a flood of connections must
+/// not become one of lines.
+fn warn_refused(last: &mut Option<Instant>, peer: SocketAddr, per_ip: bool) {
+    if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+        *last = Some(Instant::now());
+        warn!(%peer, per_ip, "HTTP connection refused: at the cap");
     }
 }
 
