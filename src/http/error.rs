@@ -240,12 +240,11 @@ fn warn_now() -> bool {
 /// Seconds a client is asked to wait after a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        // One policy: a client's mistake is its own business (debug), a full or stopping
-        // server is the operator's (warn), a bug is everyone's (error, with its cause).
-        match &self {
+impl ApiError {
+    /// One policy: a client's mistake is its own business (debug), a full or stopping server is
+    /// the operator's (warn), a bug is everyone's (error, with its cause).
+    fn log(&self, status: StatusCode) {
+        match self {
             ApiError::Internal(cause) => tracing::error!(error = %cause, "internal error"),
             ApiError::OverCapacity
             | ApiError::ShuttingDown
@@ -260,6 +259,13 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(%status, reason = %self, "request rejected"),
         }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        self.log(status);
         let mut response = (status, format!("{self}\n")).into_response();
         let headers = response.headers_mut();
         headers.insert(
