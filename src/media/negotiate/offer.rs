@@ -146,38 +146,10 @@ pub fn limit_candidates(
 /// Checks an offer for `role`. Errors are client mistakes with a short reason.
 pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
     let bad = |why: &str| MediaError::BadOffer(why.to_owned());
-    if !sdp.starts_with("v=") {
-        return Err(bad("does not start with v="));
-    }
-    if sdp.lines().any(|l| l.len() > MAX_LINE) {
-        return Err(MediaError::BadOffer(format!(
-            "a line longer than {MAX_LINE} bytes"
-        )));
-    }
-    let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
-        .map_err(MediaError::bad_offer)?;
-    if parsed.media_descriptions.is_empty() {
-        return Err(bad("no m= sections"));
-    }
-    if parsed.media_descriptions.len() > MAX_SECTIONS {
-        return Err(MediaError::BadOffer(format!(
-            "more than {MAX_SECTIONS} m= sections"
-        )));
-    }
+    let parsed = parse(sdp)?;
     super::transport_attrs::check(&parsed).map_err(MediaError::BadOffer)?;
-    let setup_of = |attributes: &[rtc::sdp::description::common::Attribute]| {
-        attributes
-            .iter()
-            .find(|a| a.key == "setup")
-            .and_then(|a| a.value.as_deref().map(str::trim).map(str::to_owned))
-    };
-    let setup = parsed
-        .media_descriptions
-        .iter()
-        .find_map(|m| setup_of(&m.attributes))
-        .or_else(|| setup_of(&parsed.attributes));
     let mut info = OfferInfo {
-        passive: setup.as_deref() == Some("passive"),
+        passive: setup(&parsed).as_deref() == Some("passive"),
         ..OfferInfo::default()
     };
     for media in &parsed.media_descriptions {
@@ -212,6 +184,45 @@ pub fn inspect(sdp: &str, role: Role) -> Result<OfferInfo, MediaError> {
         ));
     }
     Ok(info)
+}
+
+/// The offer parsed, within the line and section limits.
+fn parse(sdp: &str) -> Result<SessionDescription, MediaError> {
+    let bad = |why: &str| MediaError::BadOffer(why.to_owned());
+    if !sdp.starts_with("v=") {
+        return Err(bad("does not start with v="));
+    }
+    if sdp.lines().any(|l| l.len() > MAX_LINE) {
+        return Err(MediaError::BadOffer(format!(
+            "a line longer than {MAX_LINE} bytes"
+        )));
+    }
+    let parsed = SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes()))
+        .map_err(MediaError::bad_offer)?;
+    if parsed.media_descriptions.is_empty() {
+        return Err(bad("no m= sections"));
+    }
+    if parsed.media_descriptions.len() > MAX_SECTIONS {
+        return Err(MediaError::BadOffer(format!(
+            "more than {MAX_SECTIONS} m= sections"
+        )));
+    }
+    Ok(parsed)
+}
+
+/// The offer's `a=setup` (its first media section's, else the session's).
+fn setup(parsed: &SessionDescription) -> Option<String> {
+    let setup_of = |attributes: &[rtc::sdp::description::common::Attribute]| {
+        attributes
+            .iter()
+            .find(|a| a.key == "setup")
+            .and_then(|a| a.value.as_deref().map(str::trim).map(str::to_owned))
+    };
+    parsed
+        .media_descriptions
+        .iter()
+        .find_map(|m| setup_of(&m.attributes))
+        .or_else(|| setup_of(&parsed.attributes))
 }
 
 /// RFC 9725 §4.2: a WHIP client sends media; WHEP (draft §4.2) clients receive it.
