@@ -48,6 +48,24 @@ pub enum FragError {
     HalfCredentials,
 }
 
+impl SdpFrag {
+    /// Adds the candidate `arg` of line `number`. RFC 8840 §4.4: a candidate belongs to the
+    /// section it follows; one before any m-line (no mid) goes to the first, the only one under
+    /// BUNDLE.
+    fn add_candidate(&mut self, arg: &str, number: usize) -> Result<(), FragError> {
+        if !valid_candidate(arg) {
+            return Err(FragError::Candidate(number));
+        }
+        if self.sections.is_empty() {
+            self.sections.push(FragSection::default());
+        }
+        if let Some(section) = self.sections.last_mut() {
+            section.candidates.push(format!("candidate:{arg}"));
+        }
+        Ok(())
+    }
+}
+
 /// Parses an RFC 8840 fragment. Lines other than `a=` and `m=` are skipped (RFC 8840 §9
 /// fragments carry only those), as are attributes that say nothing about ICE.
 pub fn parse(text: &str) -> Result<SdpFrag, FragError> {
@@ -79,19 +97,7 @@ pub fn parse(text: &str) -> Result<SdpFrag, FragError> {
                             section.mid = Some(arg.to_owned());
                         }
                     }
-                    "candidate" => {
-                        if !valid_candidate(arg) {
-                            return Err(FragError::Candidate(number));
-                        }
-                        // RFC 8840 §4.4: a candidate belongs to the section it follows; one
-                        // before any m-line (no mid) goes to the first, the only one under BUNDLE.
-                        if frag.sections.is_empty() {
-                            frag.sections.push(FragSection::default());
-                        }
-                        if let Some(section) = frag.sections.last_mut() {
-                            section.candidates.push(format!("candidate:{arg}"));
-                        }
-                    }
+                    "candidate" => frag.add_candidate(arg, number)?,
                     "end-of-candidates" => match frag.sections.last_mut() {
                         Some(section) => section.end_of_candidates = true,
                         None => frag.end_of_candidates = true,

@@ -294,19 +294,42 @@ async fn serve(
     // (its acceptor belongs to the media plane and stops with it), and accepted until then
     // otherwise.
     let close = CancellationToken::new();
-    let http_close = close.clone();
-    let http = tokio::spawn(async move {
-        match listener {
-            HttpListener::Plain(plain) => http::serve(plain, app, limits, http_close).await,
-            HttpListener::Shared(shared) => http::serve(shared, app, limits, http_close).await,
-        }
-    });
+    let http = tokio::spawn(serve_http(listener, app, limits, close.clone()));
     let outcome = tokio::select! {
         () = stop.cancelled() => Ok(()),
         (index, media::LoopEnd::Died) = loops.next_end() => Err(ServerError::MediaLoopDied(index)),
     };
     info!("stopping: closing every session");
     stop.cancel();
+    let joined = stop_planes(self_test, loops, keeper).await;
+    close.cancel();
+    if http.await.is_err() {
+        error!("the HTTP server task panicked");
+    }
+    info!("server stopped");
+    outcome.and(joined.map_err(ServerError::MediaLoopDied))
+}
+
+/// The HTTP listener served until `close`.
+async fn serve_http(
+    listener: HttpListener,
+    app: axum::Router,
+    limits: http::Limits,
+    close: CancellationToken,
+) {
+    match listener {
+        HttpListener::Plain(plain) => http::serve(plain, app, limits, close).await,
+        HttpListener::Shared(shared) => http::serve(shared, app, limits, close).await,
+    }
+}
+
+/// Waits, once stopping began, for the self-test, the media loops (which tear every session
+/// down) and the cluster keeper; `Err` names a media loop that died.
+async fn stop_planes(
+    self_test: Option<JoinHandle<()>>,
+    loops: MediaLoops,
+    keeper: Option<JoinHandle<()>>,
+) -> Result<(), usize> {
     if let Some(task) = self_test {
         let _ = task.await;
     }
@@ -319,12 +342,7 @@ async fn serve(
     if let Err(index) = joined {
         error!(media_loop = index, "media loop died");
     }
-    close.cancel();
-    if http.await.is_err() {
-        error!("the HTTP server task panicked");
-    }
-    info!("server stopped");
-    outcome.and(joined.map_err(ServerError::MediaLoopDied))
+    joined
 }
 
 /// Runs the self-test once (it ends early with `stop`), logs and publishes what it found.
