@@ -149,8 +149,17 @@ async fn start_planes(
         SelfTest::Disabled
     };
     let (self_test, self_test_rx) = watch::channel(initial);
-    let cluster = plan.cluster.clone();
-    let state = app_state(config, plan, media.clone(), metrics, self_test_rx, stop);
+    // The cluster is built after the media plane (whose resource ids carry its tag) and owns
+    // its handle.
+    let cluster = plan.cluster.take().map(|c| c.with_media(media.clone()));
+    let state = app_state(
+        config,
+        plan,
+        cluster.clone(),
+        media.clone(),
+        (metrics, self_test_rx),
+        stop,
+    );
     let limits = http::Limits {
         header_timeout: config.http_header_timeout,
         max_connections: config.max_http_connections.max(1),
@@ -189,15 +198,14 @@ fn log_listening(media: &MediaHandle, tcp: SocketAddr) {
 fn app_state(
     config: &Config,
     plan: Plan,
+    cluster: Option<Cluster>,
     media: MediaHandle,
-    metrics: crate::ops::metrics::Metrics,
-    self_test: watch::Receiver<SelfTest>,
+    (metrics, self_test): (crate::ops::metrics::Metrics, watch::Receiver<SelfTest>),
     stopping: CancellationToken,
 ) -> AppState {
     let Plan {
         auth,
         ice_servers,
-        cluster,
         client_ip_header,
         ..
     } = plan;
@@ -282,7 +290,7 @@ async fn serve(
     };
     info!(%addr, "HTTP listening");
     let http_media = loops.media_on_http_port().then_some(addr);
-    let keeper = cluster.map(|c| crate::cluster::spawn_keeper(c, media.clone(), stop.clone()));
+    let keeper = cluster.map(|c| crate::cluster::spawn_keeper(c, stop.clone()));
     let wanted = *self_test.borrow() == SelfTest::Running;
     let self_test = wanted.then(|| {
         let paths = selftest::paths(&media, http_media);

@@ -218,7 +218,7 @@ impl Streams {
             return Ok(here);
         };
         if !role.publishes() {
-            cluster.prepare_viewer(&self.media, stream).await?;
+            cluster.prepare_viewer(stream).await?;
             return Ok(here);
         }
         Ok(match cluster.place_publisher(stream).await? {

@@ -13,15 +13,11 @@ use tracing::{error, info, warn};
 
 use super::store::{Acquired, NodeRecord};
 use super::{Claim, Cluster};
-use crate::media::{MediaHandle, StreamInfo};
+use crate::media::StreamInfo;
 use crate::session::{EndReason, StreamName};
 
 /// Starts the keeper; it ends when `stop` is cancelled, after leaving the cluster.
-pub fn spawn_keeper(
-    cluster: Cluster,
-    media: MediaHandle,
-    stop: CancellationToken,
-) -> JoinHandle<()> {
+pub fn spawn_keeper(cluster: Cluster, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let config = &cluster.0.config;
         let every = (config.heartbeat_ttl / 3)
@@ -37,7 +33,7 @@ pub fn spawn_keeper(
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = liveness.tick() => cluster.keep_alive(&media).await,
+                    _ = liveness.tick() => cluster.keep_alive().await,
                 }
             }
         };
@@ -45,7 +41,7 @@ pub fn spawn_keeper(
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = pulls_tick.tick() => cluster.tend_pulls(&media).await,
+                    _ = pulls_tick.tick() => cluster.tend_pulls().await,
                 }
             }
         };
@@ -61,12 +57,12 @@ pub fn spawn_keeper(
 impl Cluster {
     /// Leases and heartbeat. Nothing is decided without the loops' answer (a dead loop's
     /// streams are not "without a publisher").
-    async fn keep_alive(&self, media: &MediaHandle) {
-        let Ok(streams) = media.streams().await else {
+    async fn keep_alive(&self) {
+        let Ok(streams) = self.0.media.streams().await else {
             return;
         };
-        self.keep_claims(media, &streams).await;
-        self.heartbeat(media, &streams).await;
+        self.keep_claims(&streams).await;
+        self.heartbeat(&streams).await;
         self.refresh_nodes().await;
     }
 
@@ -80,16 +76,16 @@ impl Cluster {
         }
     }
 
-    async fn tend_pulls(&self, media: &MediaHandle) {
-        if let Ok(streams) = media.streams().await {
-            self.keep_pulls(media, &streams).await;
+    async fn tend_pulls(&self) {
+        if let Ok(streams) = self.0.media.streams().await {
+            self.keep_pulls(&streams).await;
         }
     }
 
-    async fn heartbeat(&self, media: &MediaHandle, streams: &[StreamInfo]) {
+    async fn heartbeat(&self, streams: &[StreamInfo]) {
         let record = NodeRecord {
             url: self.0.config.node_url.clone(),
-            sessions: media.stats().borrow().sessions,
+            sessions: self.0.media.stats().borrow().sessions,
             streams: streams.len(),
             at: 0,
             mac: String::new(),
@@ -111,7 +107,7 @@ impl Cluster {
 
     /// Renews the lease of every stream this node publishes; releases those it no longer does;
     /// fences itself out of those it could not renew in time.
-    async fn keep_claims(&self, media: &MediaHandle, streams: &[StreamInfo]) {
+    async fn keep_claims(&self, streams: &[StreamInfo]) {
         let claims: Vec<(StreamName, Claim)> = self
             .state()
             .claims
@@ -125,7 +121,7 @@ impl Cluster {
             // clock stalled). Another node may hold the stream by now; this one must not
             // serve it (the monotonic clock counts the time it was stopped).
             if !claim.suspended && now.duration_since(claim.renewed) > self.fence_after() {
-                self.fence(media, &stream, "its lease was not renewed in time")
+                self.fence(&stream, "its lease was not renewed in time")
                     .await;
                 continue;
             }
@@ -138,7 +134,7 @@ impl Cluster {
                 self.release(&stream, &claim).await;
                 continue;
             }
-            self.renew(media, &stream, &claim, now).await;
+            self.renew(&stream, &claim, now).await;
         }
     }
 
@@ -165,7 +161,7 @@ impl Cluster {
     }
 
     /// Renews the lease of `stream` (held as `claim`).
-    async fn renew(&self, media: &MediaHandle, stream: &StreamName, claim: &Claim, now: Instant) {
+    async fn renew(&self, stream: &StreamName, claim: &Claim, now: Instant) {
         let ttl = self.0.config.lease_ttl;
         let renewed = self
             .0
@@ -180,7 +176,7 @@ impl Cluster {
             // or a POST here re-took it just as this tick released it. Take it again if nobody
             // else did; fence only if another node holds it. (A node that slept past its lease
             // was fenced before any renewal.)
-            Ok(false) => self.retake(media, stream).await,
+            Ok(false) => self.retake(stream).await,
             Err(_) => {
                 if !claim.suspended {
                     warn!(%stream, "cluster: lease not renewed (Redis unreachable); the \
@@ -191,7 +187,7 @@ impl Cluster {
         }
     }
 
-    async fn retake(&self, media: &MediaHandle, stream: &StreamName) {
+    async fn retake(&self, stream: &StreamName) {
         let ttl = self.0.config.lease_ttl;
         let acquired = self.noted(
             self.0
@@ -208,10 +204,7 @@ impl Cluster {
                     c.suspended = false;
                 });
             }
-            Ok(Acquired::Theirs(_)) => {
-                self.fence(media, stream, "another node holds its lease")
-                    .await
-            }
+            Ok(Acquired::Theirs(_)) => self.fence(stream, "another node holds its lease").await,
             Err(_) => {}
         }
     }
@@ -225,11 +218,11 @@ impl Cluster {
     /// Drops this node's claim on `stream` and ends its local publisher: it is no longer the
     /// stream's. Its local viewers stay; the keeper pulls the stream for them from the new
     /// holder, if there is one.
-    async fn fence(&self, media: &MediaHandle, stream: &StreamName, why: &str) {
+    async fn fence(&self, stream: &StreamName, why: &str) {
         let claim = self.state().claims.remove(stream);
         let epoch = claim.map(|c| c.epoch);
         warn!(%stream, ?epoch, reason = why, "cluster: fenced out of the stream");
-        let _ = media.end_publisher(stream, EndReason::Fenced).await;
+        let _ = self.0.media.end_publisher(stream, EndReason::Fenced).await;
         // Still ours in Redis (compare-and-delete): free it, so nobody is sent here meanwhile.
         if let Some(epoch) = epoch {
             let released = self.0.keeper.release(stream.as_str(), self.0.tag, epoch);

@@ -38,6 +38,7 @@ use nodes::NodeTable;
 pub use nodes::{NODE_LOOKUPS_PER_SECOND, NODE_LOOKUP_BURST};
 use store::{Acquired, Store};
 
+use crate::media::MediaHandle;
 use crate::session::{ResourceId, StreamName};
 
 /// How long a node waits for Redis, or for another node, before it answers 503 or 502.
@@ -141,6 +142,8 @@ struct Inner {
     store: Store,
     /// Redis for the keeper alone (heartbeat, renewals, the node table): its own connection.
     keeper: Store,
+    /// The media plane whose streams it places, pulls and fences.
+    media: MediaHandle,
     nodes: Mutex<NodeTable>,
     http: reqwest::Client,
     state: Mutex<State>,
@@ -154,31 +157,22 @@ struct Inner {
     joined: AtomicBool,
 }
 
-/// The cluster as this node takes part in it: cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Cluster(Arc<Inner>);
-
-/// What `/api/streams` shows of the cluster.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct ClusterView {
-    /// This node's tag (4 hex digits; the top of its resource ids).
-    pub node: String,
-    /// This node's base URL.
-    pub node_url: String,
-    /// Whether Redis answered the last call.
-    pub redis_ok: bool,
-    /// Failed Redis calls since start.
-    pub redis_errors: u64,
-    /// Streams this node holds, with their epochs.
-    pub holds: Vec<(String, u64)>,
-    /// Streams this node pulls from their holders (they are its pulls): stream, epoch, holder.
-    pub pulls: Vec<(String, u64, String)>,
+/// This node's membership before the media plane exists: its Redis connections (lazy: only
+/// the URL is checked), its HTTP client and its tag, which goes into every resource id the
+/// media plane mints. [`Joining::with_media`] makes it the [`Cluster`].
+#[derive(Debug)]
+pub struct Joining {
+    config: ClusterConfig,
+    tag: u16,
+    store: Store,
+    keeper: Store,
+    http: reqwest::Client,
 }
 
-impl Cluster {
-    /// A cluster handle with a fresh random node tag (the heartbeat claims it; a clash with a
+impl Joining {
+    /// This node's membership with a fresh random node tag (the heartbeat claims it; a clash with a
     /// live node is reported, 1 in 65,536 per pair). Nothing is sent before the first call.
-    pub fn new(config: ClusterConfig) -> Result<Cluster, String> {
+    pub fn new(config: ClusterConfig) -> Result<Joining, String> {
         // A record is as old as a tick at most while its node lives.
         let max_age = config.heartbeat_ttl + token::CLOCK_SKEW;
         let connect = || {
@@ -203,11 +197,35 @@ impl Cluster {
             }
         };
         info!(node = format!("{tag:04x}"), url = %config.node_url, "cluster mode");
-        Ok(Cluster(Arc::new(Inner {
+        Ok(Joining {
             config,
             tag,
             store,
             keeper,
+            http,
+        })
+    }
+
+    /// This node's tag, in every resource id it mints.
+    pub fn tag(&self) -> u16 {
+        self.tag
+    }
+
+    /// The cluster, owning the handle of the media plane it places streams on.
+    pub fn with_media(self, media: MediaHandle) -> Cluster {
+        let Joining {
+            config,
+            tag,
+            store,
+            keeper,
+            http,
+        } = self;
+        Cluster(Arc::new(Inner {
+            config,
+            tag,
+            store,
+            keeper,
+            media,
             nodes: Mutex::new(NodeTable::new()),
             http,
             state: Mutex::new(State::default()),
@@ -215,9 +233,32 @@ impl Cluster {
             redis_errors: AtomicU64::new(0),
             redis_ok: AtomicBool::new(true),
             joined: AtomicBool::new(false),
-        })))
+        }))
     }
+}
 
+/// The cluster as this node takes part in it: cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Cluster(Arc<Inner>);
+
+/// What `/api/streams` shows of the cluster.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ClusterView {
+    /// This node's tag (4 hex digits; the top of its resource ids).
+    pub node: String,
+    /// This node's base URL.
+    pub node_url: String,
+    /// Whether Redis answered the last call.
+    pub redis_ok: bool,
+    /// Failed Redis calls since start.
+    pub redis_errors: u64,
+    /// Streams this node holds, with their epochs.
+    pub holds: Vec<(String, u64)>,
+    /// Streams this node pulls from their holders (they are its pulls): stream, epoch, holder.
+    pub pulls: Vec<(String, u64, String)>,
+}
+
+impl Cluster {
     /// This node's tag.
     pub fn tag(&self) -> u16 {
         self.0.tag
@@ -470,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_frozen_claim_is_dropped_before_its_lease_expires() {
-        let c = Cluster::new(ClusterConfig {
+        let c = Joining::new(ClusterConfig {
             redis: "redis://127.0.0.1:1".into(),
             node_url: "http://127.0.0.1:1".into(),
             secret: "s".into(),
@@ -478,7 +519,8 @@ mod tests {
             lease_ttl: Duration::from_secs(10),
             edge_idle: Duration::from_secs(10),
         })
-        .unwrap();
+        .unwrap()
+        .with_media(MediaHandle::detached());
         // Heartbeat 6 s (the shorter TTL): dropped after 4.5 s without a renewal.
         assert_eq!(c.fence_after(), Duration::from_millis(4500));
         let stream = StreamName::parse("s").unwrap();

@@ -10,7 +10,7 @@ use axum::http::header;
 use tracing::{debug, info};
 
 use super::{token, Cluster, Pull, StoreDown};
-use crate::media::{MediaHandle, ResourceState};
+use crate::media::ResourceState;
 use crate::session::{EndReason, StreamName};
 
 impl Cluster {
@@ -18,15 +18,11 @@ impl Cluster {
     /// reaches it. [`StoreDown`] when Redis cannot be reached and this node does not hold it.
     /// A failed pull is not the viewer's error: it waits, as for a stream nobody publishes yet,
     /// and the keeper tries again.
-    pub async fn prepare_viewer(
-        &self,
-        media: &MediaHandle,
-        stream: &StreamName,
-    ) -> Result<(), StoreDown> {
+    pub async fn prepare_viewer(&self, stream: &StreamName) -> Result<(), StoreDown> {
         if self.state().claims.contains_key(stream) {
             return Ok(());
         }
-        match self.ensure_pull(media, stream).await {
+        match self.ensure_pull(stream).await {
             Ok(()) => Ok(()),
             Err(PullError::Store) => Err(StoreDown),
             Err(PullError::Other(why)) => {
@@ -39,11 +35,7 @@ impl Cluster {
     /// Pulls `stream` from its live holder unless a live pull at the holder's epoch exists.
     /// Nothing to do when nobody holds it, its holder is dead (a new one will come) or it is
     /// this node.
-    pub(super) async fn ensure_pull(
-        &self,
-        media: &MediaHandle,
-        stream: &StreamName,
-    ) -> Result<(), PullError> {
+    pub(super) async fn ensure_pull(&self, stream: &StreamName) -> Result<(), PullError> {
         let turn = PullTurn::new(self, stream);
         let _one_at_a_time = turn.lock.lock().await;
         let holder = self
@@ -57,13 +49,13 @@ impl Cluster {
             return Ok(());
         };
         if let Some(pull) = current {
-            let live = media.exists(pull.local).await.ok() == Some(ResourceState::Live);
+            let live = self.0.media.exists(pull.local).await.ok() == Some(ResourceState::Live);
             if live && (pull.holder, pull.epoch) == (tag, epoch) {
                 return Ok(());
             }
-            self.end_pull(media, stream, &pull).await;
+            self.end_pull(stream, &pull).await;
         }
-        let pull = self.pull(media, stream, &url, tag, epoch).await?;
+        let pull = self.pull(stream, &url, tag, epoch).await?;
         info!(%stream, epoch, holder = %url, "cluster: pulling the stream from its holder");
         self.state().pulls.insert(stream.clone(), pull);
         Ok(())
@@ -72,14 +64,13 @@ impl Cluster {
     /// One WHEP session at the holder, adopted here as the stream's publisher.
     async fn pull(
         &self,
-        media: &MediaHandle,
         stream: &StreamName,
         holder: &str,
         holder_tag: u16,
         epoch: u64,
     ) -> Result<Pull, PullError> {
         let other = |e: &dyn std::fmt::Display| PullError::Other(e.to_string());
-        let pending = media.pull_offer(stream).map_err(|e| other(&e))?;
+        let pending = self.0.media.pull_offer(stream).map_err(|e| other(&e))?;
         let token = token::mint(
             &self.0.config.secret,
             stream.as_str(),
@@ -98,7 +89,7 @@ impl Cluster {
                 "this node took the stream meanwhile".into(),
             ));
         }
-        match media.pull_adopt(pending, body).await {
+        match self.0.media.pull_adopt(pending, body).await {
             Ok(local) => Ok(Pull {
                 holder: holder_tag,
                 epoch,
@@ -151,8 +142,8 @@ impl Cluster {
 
     /// Ends a pull: its local session (its viewers stay and wait for the next source) and its
     /// session at the holder.
-    pub(super) async fn end_pull(&self, media: &MediaHandle, stream: &StreamName, pull: &Pull) {
-        let _ = media.end(pull.local, EndReason::Replaced).await;
+    pub(super) async fn end_pull(&self, stream: &StreamName, pull: &Pull) {
+        let _ = self.0.media.end(pull.local, EndReason::Replaced).await;
         self.delete_pulled(&pull.resource).await;
         let mut state = self.state();
         if state.pulls.get(stream).map(|p| p.local) == Some(pull.local) {
@@ -169,11 +160,7 @@ impl Cluster {
     /// Keeps each pull for as long as its stream has local viewers, then `--cluster-edge-idle`
     /// longer; starts one for a stream with local viewers, no local publisher and a remote
     /// holder.
-    pub(super) async fn keep_pulls(
-        &self,
-        media: &MediaHandle,
-        streams: &[crate::media::StreamInfo],
-    ) {
+    pub(super) async fn keep_pulls(&self, streams: &[crate::media::StreamInfo]) {
         let now = Instant::now();
         for info in streams {
             let Ok(stream) = StreamName::parse(&info.stream) else {
@@ -185,7 +172,7 @@ impl Cluster {
             if viewers == 0 || local_publisher || self.state().claims.contains_key(&stream) {
                 continue;
             }
-            if let Err(e) = self.ensure_pull(media, &stream).await {
+            if let Err(e) = self.ensure_pull(&stream).await {
                 debug!(%stream, error = ?e, "cluster: pull not made");
             }
         }
@@ -206,7 +193,7 @@ impl Cluster {
                 Some(pull.idle_since.unwrap_or(now))
             };
             if idle_since.is_some_and(|t| now.duration_since(t) >= self.0.config.edge_idle) {
-                self.end_pull(media, &stream, &pull).await;
+                self.end_pull(&stream, &pull).await;
                 info!(%stream, "cluster: no local viewer left, the pull ended");
             } else if let Some(p) = self.state().pulls.get_mut(&stream) {
                 p.idle_since = idle_since;

@@ -279,6 +279,25 @@ impl MediaHandle {
         Ok(all)
     }
 
+    /// A handle on no loop, for unit tests of what holds one without using it.
+    #[cfg(test)]
+    pub(crate) fn detached() -> MediaHandle {
+        MediaHandle {
+            shards: Arc::new([]),
+            stats: watch::channel(Vec::new()).1,
+            cap: cap::SessionCap::new(super::SessionLimits {
+                max: 0,
+                max_per_ip: 0,
+                max_per_prefix: 0,
+                max_connecting_per_ip: 0,
+                evictable_after: std::time::Duration::ZERO,
+            }),
+            tcp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            node_tag: None,
+            metrics: crate::ops::metrics::Metrics::new().for_loops(),
+        }
+    }
+
     /// Makes loop `index` panic (tests of crash visibility).
     #[cfg(test)]
     pub(crate) async fn panic_loop(&self, index: usize) {

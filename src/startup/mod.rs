@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::auth::Auth;
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::{ClusterConfig, Joining};
 use crate::config::Config;
 use crate::ice_servers::{IceServers, TurnCredentials};
 use crate::media::{self, MediaConfig};
@@ -59,8 +59,8 @@ pub struct Plan {
     pub auth: Option<Arc<Auth>>,
     /// The STUN/TURN servers clients are told of.
     pub ice_servers: Option<Arc<IceServers>>,
-    /// Cluster mode's handle.
-    pub cluster: Option<Cluster>,
+    /// Cluster mode's membership (its node tag), made the cluster once the media plane runs.
+    pub cluster: Option<Joining>,
     /// The UDP sockets' bind address.
     pub udp_host: IpAddr,
     /// The ICE-TCP listener's bind address.
@@ -94,7 +94,7 @@ impl Plan {
         let ice_servers =
             IceServers::new(&config.ice_servers, turn(config)).map_err(ServerError::Config)?;
         let cluster = ClusterConfig::from_config(config, bound)
-            .and_then(|c| c.map(Cluster::new).transpose())
+            .and_then(|c| c.map(Joining::new).transpose())
             .map_err(ServerError::Config)?;
         // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
         let last = (config.udp_port).checked_add(config.media_threads.saturating_sub(1));
@@ -174,7 +174,7 @@ impl Plan {
             publisher_conflict: config.publisher_conflict(),
             max_bitrate: config.max_bitrate,
             metrics,
-            node_tag: self.cluster.as_ref().map(Cluster::tag),
+            node_tag: self.cluster.as_ref().map(Joining::tag),
             tcp_limits: self.tcp_limits,
             ice_restarts_per_minute: config.ice_restarts_per_minute,
             unanswered_checks_per_second: config.unanswered_checks_per_second,
