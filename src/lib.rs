@@ -10,6 +10,9 @@
 //! |---|---|
 //! | `config` | the clap `Config` (flags and `WHIP_ECHO_*` env vars), parsed once in `main`; secret files read once |
 //! | `config::secrets` | the `--*-file` secrets read once; secrets hidden from the start-up log line |
+//! | `config::access` | the flags of who may publish and play (tokens, JWTs) and read `/api/streams` |
+//! | `config::turn` | the flags of the STUN/TURN servers clients are told of, and TURN credentials |
+//! | `config::cluster` | cluster mode's flags (Redis, node URL, secret, TTLs) |
 //! | `startup` | `Plan::resolve` (auth, TURN, ICE servers, cluster, DNS, ports, limits, configuration errors first) and `Plan::bind` (the media sockets, STUN discovery) |
 //! | `startup::addresses` | every announced candidate, computed once from the bound and configured addresses (pure) |
 //! | `startup::dns` | names looked up once at start-up: bind hosts, `--public-ip`, forwards, the STUN-discovered address |
@@ -100,6 +103,7 @@
 //! | `cluster::store` | the Redis keys and Lua scripts, one atomic call each |
 //! | `cluster::keeper` | the one background task per node: lease renewal, fencing, heartbeat, the node table |
 //! | `cluster::config` | cluster mode's settings (`--cluster-*`, `--node-url`), checked once |
+//! | `cluster::joining` | the membership before the media plane exists (Redis, HTTP client, node tag); `with_media` makes the cluster |
 //! | `cluster::nodes` | the node table: another node's URL without a Redis call, lookups of unknown tags budgeted |
 //! | `cluster::pull` | the pull (one word for it everywhere): one per stream per node, following the lease |
 //! | `cluster::token` | pull tokens, forwarded-request marks and signed node records (HMAC-SHA256) |

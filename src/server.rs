@@ -219,7 +219,7 @@ fn app_state(
         client_ip_header,
         metrics,
         stopping,
-        admin_token: config.admin_token.as_deref().map(Arc::from),
+        admin_token: config.access.admin_token.as_deref().map(Arc::from),
         request_timeout: config.http_request_timeout,
         cluster,
         request_rate: crate::rate::PerClientRate::new(

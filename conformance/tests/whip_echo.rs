@@ -39,14 +39,14 @@ async fn whip_echo_with_two_media_loops_passes_the_conformance_suite() {
 #[tokio::test]
 async fn whip_echo_with_tokens_and_ice_servers_passes_the_suite_and_its_auth_and_link_checks() {
     let mut config = Config::for_tests();
-    config.publish_tokens = vec!["conformance-token".into()];
-    config.play_tokens = vec!["conformance-token".into()];
+    config.access.publish_tokens = vec!["conformance-token".into()];
+    config.access.play_tokens = vec!["conformance-token".into()];
     // And ICE servers in Link headers (RFC 9725 §4.6), TURN credentials minted per request.
-    config.ice_servers = vec![
+    config.turn.ice_servers = vec![
         "stun:stun.example.net".into(),
         "turn:turn.example.net:3478?transport=udp".into(),
     ];
-    config.turn_secret = Some("conformance-turn-secret".into());
+    config.turn.turn_secret = Some("conformance-turn-secret".into());
     let report = passes_the_suite_with(config, Some("conformance-token")).await;
     for id in [
         "rfc9725-4.6-link-ice-server-syntax",

@@ -27,10 +27,11 @@ impl ClusterConfig {
         config: &crate::config::Config,
         bound: Option<SocketAddr>,
     ) -> Result<Option<ClusterConfig>, String> {
-        let Some(redis) = &config.cluster_redis else {
+        let Some(redis) = &config.cluster.cluster_redis else {
             return Ok(None);
         };
         let secret = config
+            .cluster
             .cluster_secret
             .clone()
             .filter(|s| !s.is_empty())
@@ -40,7 +41,7 @@ impl ClusterConfig {
         } else {
             "http"
         };
-        let node_url = match (&config.node_url, bound) {
+        let node_url = match (&config.cluster.node_url, bound) {
             (Some(url), _) => url.trim_end_matches('/').to_owned(),
             (None, Some(addr)) if !addr.ip().is_unspecified() => format!("{scheme}://{addr}"),
             _ => {
@@ -62,9 +63,9 @@ impl ClusterConfig {
             redis: redis.clone(),
             node_url,
             secret,
-            heartbeat_ttl: config.cluster_heartbeat_ttl,
-            lease_ttl: config.cluster_lease_ttl,
-            edge_idle: config.cluster_edge_idle,
+            heartbeat_ttl: config.cluster.cluster_heartbeat_ttl,
+            lease_ttl: config.cluster.cluster_lease_ttl,
+            edge_idle: config.cluster.cluster_edge_idle,
         }))
     }
 }

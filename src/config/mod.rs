@@ -1,7 +1,14 @@
 //! Command-line and environment configuration: one clap struct, parsed once in `main` and passed down.
 //! Library code never reads environment variables.
 
+mod access;
+mod cluster;
 mod secrets;
+mod turn;
+
+pub use access::AccessFlags;
+pub use cluster::ClusterFlags;
+pub use turn::TurnFlags;
 
 pub(crate) use secrets::redact_url;
 
@@ -43,10 +50,6 @@ pub enum Subcommand {
 /// whip-echo: a WHIP (RFC 9725) / WHEP audio echo server.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "whip-echo", version, about)]
-// Any of the JWT keys (the JWT claim checks need one).
-#[command(group(clap::ArgGroup::new("jwt_key").multiple(true).args(
-    ["jwt_secret", "jwt_secret_file", "jwt_public_key"]
-)))]
 pub struct Config {
     /// Instead of serving, run a subcommand.
     #[command(subcommand)]
@@ -145,121 +148,13 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
-    /// A bearer token that may publish (WHIP and /echo): `TOKEN` (every stream), `TOKEN@stream`
-    /// or `TOKEN@prefix*`. Repeatable; as an env var, comma-separated. With no token and no JWT
-    /// key configured, anyone may publish and play.
-    #[arg(
-        long = "publish-token",
-        env = "WHIP_ECHO_PUBLISH_TOKEN",
-        value_delimiter = ','
-    )]
-    pub publish_tokens: Vec<String>,
+    /// Who may publish and play: bearer tokens, JWTs, the admin token.
+    #[command(flatten)]
+    pub access: AccessFlags,
 
-    /// A file of --publish-token values, one per line (argv is readable by every user in
-    /// `/proc`; a file, such as a container secret, need not be). Adds to --publish-token.
-    #[arg(long, env = "WHIP_ECHO_PUBLISH_TOKEN_FILE")]
-    pub publish_token_file: Option<PathBuf>,
-
-    /// A bearer token that may play (WHEP), scoped like --publish-token.
-    #[arg(
-        long = "play-token",
-        env = "WHIP_ECHO_PLAY_TOKEN",
-        value_delimiter = ','
-    )]
-    pub play_tokens: Vec<String>,
-
-    /// A file of --play-token values, one per line. Adds to --play-token.
-    #[arg(long, env = "WHIP_ECHO_PLAY_TOKEN_FILE")]
-    pub play_token_file: Option<PathBuf>,
-
-    /// Shared secret (at least 32 bytes) of HS256 JWT bearer tokens with claims `exp`, `stream`
-    /// (a name, `prefix*` or `*`) and `actions` (`publish`, `play`).
-    #[arg(long, env = "WHIP_ECHO_JWT_SECRET")]
-    pub jwt_secret: Option<String>,
-
-    /// A file holding --jwt-secret (a trailing newline is ignored).
-    #[arg(long, env = "WHIP_ECHO_JWT_SECRET_FILE", conflicts_with = "jwt_secret")]
-    pub jwt_secret_file: Option<PathBuf>,
-
-    /// JWTs must carry this `aud` claim (RFC 7519 §4.1.3). Unset: a token with an `aud` claim is
-    /// refused (a recipient not named in `aud` must reject it).
-    #[arg(long, env = "WHIP_ECHO_JWT_AUDIENCE", requires = "jwt_key")]
-    pub jwt_audience: Option<String>,
-
-    /// JWTs must carry this `iss` claim (RFC 7519 §4.1.1). Unset: `iss` is not checked.
-    #[arg(long, env = "WHIP_ECHO_JWT_ISSUER", requires = "jwt_key")]
-    pub jwt_issuer: Option<String>,
-
-    /// PEM public key of RS256 (RSA) or ES256 (EC P-256) JWT bearer tokens, claims as for
-    /// --jwt-secret.
-    #[arg(long, env = "WHIP_ECHO_JWT_PUBLIC_KEY")]
-    pub jwt_public_key: Option<PathBuf>,
-
-    /// Bearer token for `GET /api/streams`. Without it the list is open, unless publish or play
-    /// tokens or a JWT key are configured: then the list needs this token.
-    #[arg(long, env = "WHIP_ECHO_ADMIN_TOKEN")]
-    pub admin_token: Option<String>,
-
-    /// A file holding --admin-token.
-    #[arg(
-        long,
-        env = "WHIP_ECHO_ADMIN_TOKEN_FILE",
-        conflicts_with = "admin_token"
-    )]
-    pub admin_token_file: Option<PathBuf>,
-
-    /// A STUN or TURN server told to clients in a `Link` header (RFC 9725 §4.6) on every 201 and
-    /// OPTIONS, e.g. `stun:stun.example.org:3478` or `turn:turn.example.org:3478?transport=udp`.
-    /// Repeatable; as an env var, comma-separated.
-    #[arg(
-        long = "ice-server",
-        env = "WHIP_ECHO_ICE_SERVERS",
-        value_delimiter = ','
-    )]
-    pub ice_servers: Vec<String>,
-
-    /// Shared secret of the TURN servers (coturn `use-auth-secret`): credentials are minted per
-    /// response as `<expiry>:<stream>:<random>` and base64 HMAC-SHA1.
-    #[arg(long, env = "WHIP_ECHO_TURN_SECRET", conflicts_with = "turn_username")]
-    pub turn_secret: Option<String>,
-
-    /// A file holding --turn-secret.
-    #[arg(
-        long,
-        env = "WHIP_ECHO_TURN_SECRET_FILE",
-        conflicts_with_all = ["turn_secret", "turn_username"]
-    )]
-    pub turn_secret_file: Option<PathBuf>,
-
-    /// Lifetime of minted TURN credentials, in seconds.
-    #[arg(long, env = "WHIP_ECHO_TURN_TTL", default_value = "86400", value_parser = parse_seconds)]
-    pub turn_ttl: Duration,
-
-    /// Static TURN username (with --turn-password), for TURN servers without a shared secret.
-    #[arg(
-        long,
-        env = "WHIP_ECHO_TURN_USERNAME",
-        requires = "turn_password_given"
-    )]
-    pub turn_username: Option<String>,
-
-    /// Static TURN password.
-    #[arg(
-        long,
-        env = "WHIP_ECHO_TURN_PASSWORD",
-        requires = "turn_username",
-        group = "turn_password_given"
-    )]
-    pub turn_password: Option<String>,
-
-    /// A file holding --turn-password.
-    #[arg(
-        long,
-        env = "WHIP_ECHO_TURN_PASSWORD_FILE",
-        requires = "turn_username",
-        group = "turn_password_given"
-    )]
-    pub turn_password_file: Option<PathBuf>,
+    /// The STUN and TURN servers clients are told of.
+    #[command(flatten)]
+    pub turn: TurnFlags,
 
     /// Maximum number of live sessions (publishers, viewers and echoes together); beyond it POST gets 503.
     #[arg(long, env = "WHIP_ECHO_MAX_SESSIONS", default_value_t = 2000)]
@@ -423,56 +318,9 @@ pub struct Config {
           action = clap::ArgAction::Set)]
     pub self_test: bool,
 
-    /// Cluster mode: the Redis (or Valkey) server that holds node liveness and stream placement
-    /// (`redis://host:port/db`, `rediss://...`, `unix:///path/redis.sock`). Unset: one node,
-    /// nothing shared (README: Cluster mode).
-    #[arg(long, env = "WHIP_ECHO_CLUSTER_REDIS")]
-    pub cluster_redis: Option<String>,
-
-    /// A file holding --cluster-redis (a URL with a password in it).
-    #[arg(
-        long,
-        env = "WHIP_ECHO_CLUSTER_REDIS_FILE",
-        conflicts_with = "cluster_redis"
-    )]
-    pub cluster_redis_file: Option<PathBuf>,
-
-    /// Cluster mode: the absolute base URL clients and the other nodes reach this node at
-    /// (`https://node-a.example.com`), used in redirects and `Location`s. Default: `http://` and
-    /// the bound HTTP address, which suits nodes that share a private network.
-    #[arg(long, env = "WHIP_ECHO_NODE_URL")]
-    pub node_url: Option<String>,
-
-    /// Cluster mode: the secret nodes sign their pulls of each other's streams with (required
-    /// with --cluster-redis; the same on every node).
-    #[arg(long, env = "WHIP_ECHO_CLUSTER_SECRET")]
-    pub cluster_secret: Option<String>,
-
-    /// A file holding --cluster-secret.
-    #[arg(
-        long,
-        env = "WHIP_ECHO_CLUSTER_SECRET_FILE",
-        conflicts_with = "cluster_secret"
-    )]
-    pub cluster_secret_file: Option<PathBuf>,
-
-    /// Cluster mode: seconds a node's heartbeat lives in Redis without a refresh (refreshed every
-    /// third of it); a node unseen for this long is dead and its streams can be taken.
-    #[arg(long, env = "WHIP_ECHO_CLUSTER_HEARTBEAT_TTL", default_value = "6",
-          value_parser = parse_seconds)]
-    pub cluster_heartbeat_ttl: Duration,
-
-    /// Cluster mode: seconds a stream's lease lives without a renewal (renewed every fifth of
-    /// it while its publisher is live).
-    #[arg(long, env = "WHIP_ECHO_CLUSTER_LEASE_TTL", default_value = "10",
-          value_parser = parse_seconds)]
-    pub cluster_lease_ttl: Duration,
-
-    /// Cluster mode: seconds an edge keeps pulling a stream from its holder after its last local
-    /// viewer left.
-    #[arg(long, env = "WHIP_ECHO_CLUSTER_EDGE_IDLE", default_value = "10",
-          value_parser = parse_seconds)]
-    pub cluster_edge_idle: Duration,
+    /// Cluster mode.
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
 
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `whip_echo=debug`). Whatever it is,
     /// the WebRTC stack's per-connection chatter stays out unless it names those targets itself
@@ -500,10 +348,10 @@ impl Config {
 
     /// Whether any bearer token or JWT key is configured (auth on).
     pub fn auth_configured(&self) -> bool {
-        !self.publish_tokens.is_empty()
-            || !self.play_tokens.is_empty()
-            || self.jwt_secret.is_some()
-            || self.jwt_public_key.is_some()
+        !self.access.publish_tokens.is_empty()
+            || !self.access.play_tokens.is_empty()
+            || self.access.jwt_secret.is_some()
+            || self.access.jwt_public_key.is_some()
     }
 
     /// A configuration for in-process tests: HTTP and UDP on ephemeral loopback ports.
@@ -626,15 +474,18 @@ mod tests {
         ])
         .unwrap();
         c.read_secret_files().unwrap();
-        assert_eq!(c.publish_tokens, ["zero", "one", "two@room"]);
+        assert_eq!(c.access.publish_tokens, ["zero", "one", "two@room"]);
         // Read once: a second call adds nothing.
         c.read_secret_files().unwrap();
-        assert_eq!(c.publish_tokens, ["zero", "one", "two@room"]);
+        assert_eq!(c.access.publish_tokens, ["zero", "one", "two@room"]);
         assert_eq!(
-            c.jwt_secret.as_deref(),
+            c.access.jwt_secret.as_deref(),
             Some("a-secret-of-thirty-two-bytes-or-more")
         );
-        assert_eq!(c.cluster_redis.as_deref(), Some("redis://u:pw@r:6379"));
+        assert_eq!(
+            c.cluster.cluster_redis.as_deref(),
+            Some("redis://u:pw@r:6379")
+        );
         let empty = file("empty", "\n");
         let mut c = Config::try_parse_from(["whip-echo", "--admin-token-file", &empty]).unwrap();
         assert!(c.read_secret_files().unwrap_err().contains("empty"));

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Config;
+use super::{AccessFlags, ClusterFlags, Config, TurnFlags};
 
 impl Config {
     /// The configuration with its secrets (tokens, the JWT and TURN secrets, the TURN
@@ -20,15 +20,25 @@ impl Config {
                 })
                 .collect()
         };
+        let (access, turn, cluster) = (&self.access, &self.turn, &self.cluster);
         Config {
-            publish_tokens: hide_tokens(&self.publish_tokens),
-            play_tokens: hide_tokens(&self.play_tokens),
-            jwt_secret: hide(&self.jwt_secret),
-            turn_secret: hide(&self.turn_secret),
-            turn_password: hide(&self.turn_password),
-            admin_token: hide(&self.admin_token),
-            cluster_secret: hide(&self.cluster_secret),
-            cluster_redis: self.cluster_redis.as_deref().map(redact_url),
+            access: AccessFlags {
+                publish_tokens: hide_tokens(&access.publish_tokens),
+                play_tokens: hide_tokens(&access.play_tokens),
+                jwt_secret: hide(&access.jwt_secret),
+                admin_token: hide(&access.admin_token),
+                ..access.clone()
+            },
+            turn: TurnFlags {
+                turn_secret: hide(&turn.turn_secret),
+                turn_password: hide(&turn.turn_password),
+                ..turn.clone()
+            },
+            cluster: ClusterFlags {
+                cluster_secret: hide(&cluster.cluster_secret),
+                cluster_redis: cluster.cluster_redis.as_deref().map(redact_url),
+                ..cluster.clone()
+            },
             ..self.clone()
         }
     }
@@ -43,13 +53,13 @@ impl Config {
 
     /// `--publish-token-file` and `--play-token-file`: a token a line, added to the flags'.
     fn read_token_files(&mut self) -> Result<(), String> {
-        if let Some(path) = self.publish_token_file.take() {
+        if let Some(path) = self.access.publish_token_file.take() {
             let tokens = lines(read("publish-token-file", &path)?);
-            self.publish_tokens.extend(tokens);
+            self.access.publish_tokens.extend(tokens);
         }
-        if let Some(path) = self.play_token_file.take() {
+        if let Some(path) = self.access.play_token_file.take() {
             let tokens = lines(read("play-token-file", &path)?);
-            self.play_tokens.extend(tokens);
+            self.access.play_tokens.extend(tokens);
         }
         Ok(())
     }
@@ -59,33 +69,33 @@ impl Config {
         let singles: [(&str, &mut Option<PathBuf>, &mut Option<String>); 6] = [
             (
                 "jwt-secret-file",
-                &mut self.jwt_secret_file,
-                &mut self.jwt_secret,
+                &mut self.access.jwt_secret_file,
+                &mut self.access.jwt_secret,
             ),
             (
                 "admin-token-file",
-                &mut self.admin_token_file,
-                &mut self.admin_token,
+                &mut self.access.admin_token_file,
+                &mut self.access.admin_token,
             ),
             (
                 "turn-secret-file",
-                &mut self.turn_secret_file,
-                &mut self.turn_secret,
+                &mut self.turn.turn_secret_file,
+                &mut self.turn.turn_secret,
             ),
             (
                 "turn-password-file",
-                &mut self.turn_password_file,
-                &mut self.turn_password,
+                &mut self.turn.turn_password_file,
+                &mut self.turn.turn_password,
             ),
             (
                 "cluster-redis-file",
-                &mut self.cluster_redis_file,
-                &mut self.cluster_redis,
+                &mut self.cluster.cluster_redis_file,
+                &mut self.cluster.cluster_redis,
             ),
             (
                 "cluster-secret-file",
-                &mut self.cluster_secret_file,
-                &mut self.cluster_secret,
+                &mut self.cluster.cluster_secret_file,
+                &mut self.cluster.cluster_secret,
             ),
         ];
         for (flag, path, field) in singles {

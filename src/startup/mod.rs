@@ -92,7 +92,7 @@ impl Plan {
     ) -> Result<Plan, ServerError> {
         let auth = auth(config, bound)?;
         let ice_servers =
-            IceServers::new(&config.ice_servers, turn(config)).map_err(ServerError::Config)?;
+            IceServers::new(&config.turn.ice_servers, turn(config)).map_err(ServerError::Config)?;
         let cluster = ClusterConfig::from_config(config, bound)
             .and_then(|c| c.map(Joining::new).transpose())
             .map_err(ServerError::Config)?;
@@ -186,13 +186,18 @@ impl Plan {
 /// publish and play.
 fn auth(config: &Config, bound: Option<SocketAddr>) -> Result<Option<Auth>, ServerError> {
     let auth = Auth::from_config(
-        &config.publish_tokens,
-        &config.play_tokens,
-        config.jwt_secret.as_deref(),
-        config.jwt_public_key.as_deref(),
+        &config.access.publish_tokens,
+        &config.access.play_tokens,
+        config.access.jwt_secret.as_deref(),
+        config.access.jwt_public_key.as_deref(),
     )
     .map_err(ServerError::Config)?
-    .map(|auth| auth.expecting(config.jwt_audience.as_deref(), config.jwt_issuer.as_deref()));
+    .map(|auth| {
+        auth.expecting(
+            config.access.jwt_audience.as_deref(),
+            config.access.jwt_issuer.as_deref(),
+        )
+    });
     match (&auth, bound) {
         (Some(auth), _) => info!(?auth, "bearer tokens required to publish and play"),
         (None, Some(addr)) if !addr.ip().is_loopback() => warn!(
@@ -210,13 +215,13 @@ fn auth(config: &Config, bound: Option<SocketAddr>) -> Result<Option<Auth>, Serv
 /// REST scheme), or the static ones.
 fn turn(config: &Config) -> TurnCredentials {
     match (
-        &config.turn_secret,
-        &config.turn_username,
-        &config.turn_password,
+        &config.turn.turn_secret,
+        &config.turn.turn_username,
+        &config.turn.turn_password,
     ) {
         (Some(secret), _, _) => TurnCredentials::Rest {
             secret: secret.clone(),
-            ttl: config.turn_ttl,
+            ttl: config.turn.turn_ttl,
         },
         (None, Some(username), Some(password)) => TurnCredentials::Static {
             username: username.clone(),

@@ -667,9 +667,9 @@ fn es256_jwt(stream: &str, actions: &[&str], exp_in: i64) -> String {
 #[tokio::test]
 async fn bearer_tokens_guard_publishing_and_playing() {
     let mut config = Config::for_tests();
-    config.publish_tokens = vec!["pub-secret@room".into()];
-    config.play_tokens = vec!["play-secret".into()];
-    config.jwt_public_key = Some(
+    config.access.publish_tokens = vec!["pub-secret@room".into()];
+    config.access.play_tokens = vec!["play-secret".into()];
+    config.access.jwt_public_key = Some(
         concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/data/jwt-es256-public.pem"
@@ -750,11 +750,11 @@ async fn bearer_tokens_guard_publishing_and_playing() {
 #[tokio::test]
 async fn ice_servers_are_announced_one_link_field_each() {
     let mut config = Config::for_tests();
-    config.ice_servers = vec![
+    config.turn.ice_servers = vec![
         "stun:stun.example.net".into(),
         "turn:turn.example.net:3478?transport=udp".into(),
     ];
-    config.turn_secret = Some("shared".into());
+    config.turn.turn_secret = Some("shared".into());
     let api = Api::new(config).await;
     let (created, _) = api.sdp("/whip/linked", OFFER).await;
     let (options, _) = api.call(Method::OPTIONS, "/whip/linked").await;
@@ -793,13 +793,13 @@ fn links_of(response: &Response) -> Vec<String> {
 #[tokio::test]
 async fn turn_credentials_only_for_whoever_may_post() {
     let mut config = Config::for_tests();
-    config.ice_servers = vec![
+    config.turn.ice_servers = vec![
         "stun:stun.example.net".into(),
         "turn:turn.example.net:3478".into(),
     ];
-    config.turn_secret = Some("shared".into());
-    config.publish_tokens = vec!["pub-secret@room".into()];
-    config.play_tokens = vec!["play-secret".into()];
+    config.turn.turn_secret = Some("shared".into());
+    config.access.publish_tokens = vec!["pub-secret@room".into()];
+    config.access.play_tokens = vec!["play-secret".into()];
     let api = Api::new(config).await;
     let options = |path: &str, headers: &[(&str, &str)]| {
         let mut request = Request::builder().method(Method::OPTIONS).uri(path);
@@ -856,12 +856,12 @@ async fn turn_credentials_only_for_whoever_may_post() {
 
     // Static credentials: on the 201 of a POST only.
     let mut config = Config::for_tests();
-    config.ice_servers = vec![
+    config.turn.ice_servers = vec![
         "stun:stun.example.net".into(),
         "turn:turn.example.net:3478".into(),
     ];
-    config.turn_username = Some("user".into());
-    config.turn_password = Some("pass".into());
+    config.turn.turn_username = Some("user".into());
+    config.turn.turn_password = Some("pass".into());
     let api = Api::new(config).await;
     let (r, _) = api.send(options("/whip/room", &[])).await;
     assert_eq!(

@@ -346,7 +346,7 @@ async fn a_full_pending_pool_closes_its_oldest_connection() {
 #[tokio::test]
 async fn the_token_is_checked_before_the_body_is_read() {
     let mut config = Config::for_tests();
-    config.publish_tokens = vec!["s3cret".into()];
+    config.access.publish_tokens = vec!["s3cret".into()];
     config.http_request_timeout = Duration::from_secs(600);
     let server = start(config).await;
     let mut stream = TcpStream::connect(server.http_addr).await.unwrap();

@@ -206,7 +206,7 @@ async fn list_status(server: &whip_echo::server::Running, token: Option<&str>) -
 #[tokio::test]
 async fn api_streams_needs_the_admin_token_once_the_server_has_tokens() {
     let mut config = Config::for_tests();
-    config.publish_tokens = vec!["pub-secret".into()];
+    config.access.publish_tokens = vec!["pub-secret".into()];
     let server = start(config).await;
     let get = |token| list_status(&server, token);
     // Tokens but no admin token: nobody may list (stream names may be private).
@@ -215,8 +215,8 @@ async fn api_streams_needs_the_admin_token_once_the_server_has_tokens() {
     server.shutdown().await.unwrap();
 
     let mut config = Config::for_tests();
-    config.publish_tokens = vec!["pub-secret".into()];
-    config.admin_token = Some("admin-secret".into());
+    config.access.publish_tokens = vec!["pub-secret".into()];
+    config.access.admin_token = Some("admin-secret".into());
     let server = start(config).await;
     let get = |token| list_status(&server, token);
     assert_eq!(get(None).await, 401);
