@@ -46,15 +46,23 @@ pub fn fan_out(
         return forwarded;
     };
     let mut fan = FanOut::of(publisher.codecs(), publisher.sources(), media, now);
-    for target in targets {
+    // The targets written to are kept in place: no second list per fan-out.
+    let mut written = 0;
+    for i in 0..targets.len() {
+        let target = targets[i];
         let Some(legs) = sessions.conn_mut(target).and_then(Conn::forwarding) else {
             continue;
         };
         match shielded(|| fan.forward_to(legs, media, now, metrics)) {
-            Ok(()) => forwarded.written.push(target),
+            Ok(()) => {
+                targets[written] = target;
+                written += 1;
+            }
             Err(panic) => forwarded.panicked.push((target, panic)),
         }
     }
+    targets.truncate(written);
+    forwarded.written = targets;
     if fan.video_legs {
         let other = media
             .iter()
