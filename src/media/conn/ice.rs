@@ -99,6 +99,8 @@ pub enum Applied {
 
 /// Why a PATCH was not applied.
 pub enum Refused {
+    /// Its `If-Match` precondition failed (RFC 9725 §4.3.1): nothing was looked at.
+    Precondition(MediaError),
     /// The session carries on as it was.
     Kept(MediaError),
     /// rtc refused the restart: its peer connection is in no state to carry on, so it ends.
@@ -117,7 +119,8 @@ impl Conn {
         let remote = self.remote_sdp();
         let intent = intent(&patch.frag, &remote, &self.ice.old_remote_ufrags);
         let restart = intent == Intent::Restart;
-        precondition(&patch.if_match, &etag(&self.ice.ufrag), restart).map_err(Refused::Kept)?;
+        precondition(&patch.if_match, &etag(&self.ice.ufrag), restart)
+            .map_err(Refused::Precondition)?;
         match intent {
             Intent::Late => {
                 self.span

@@ -199,7 +199,7 @@ impl Conn {
                 continue;
             };
             self.span.in_scope(|| info!(%state, "connection state"));
-            if let Some(event) = self.link_event(state, now, metrics) {
+            if let Some(event) = self.link_event(state) {
                 polled.events.push(event);
             }
         }
@@ -221,6 +221,13 @@ impl Conn {
                 }
             }
         }
+        // The first connect, if the link is up at the end of this poll: counted as connected
+        // under the session cap from now on (no longer evictable to make room).
+        if !self.ever_connected && self.link == Link::Connected {
+            self.ever_connected = true;
+            self.permit.connected();
+            metrics.connected(now.saturating_duration_since(self.started));
+        }
         // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
         if !polled.media.is_empty() && self.ingest.admit(&mut polled.media, now, metrics) {
             self.note_capped();
@@ -228,23 +235,11 @@ impl Conn {
         polled
     }
 
-    /// The event of a connection state change, if any; the first connect is counted.
-    fn link_event(
-        &mut self,
-        state: RTCPeerConnectionState,
-        now: Instant,
-        metrics: &LoopMetrics,
-    ) -> Option<Event> {
+    /// The event of a connection state change, if any.
+    fn link_event(&mut self, state: RTCPeerConnectionState) -> Option<Event> {
         match state {
             RTCPeerConnectionState::Connected => {
                 self.link = Link::Connected;
-                if !self.ever_connected {
-                    // Counted as connected under the session cap from now on (no longer
-                    // evictable to make room).
-                    self.ever_connected = true;
-                    self.permit.connected();
-                    metrics.connected(now.saturating_duration_since(self.started));
-                }
                 Some(Event::Connected)
             }
             RTCPeerConnectionState::Disconnected => {

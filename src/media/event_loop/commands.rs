@@ -147,6 +147,8 @@ impl MediaLoop {
                 self.sessions.restarted(key, &ufrag);
                 Ok(patched)
             }
+            // Refused before anything was applied: the session is not driven.
+            Ok(Err(Refused::Precondition(e))) => return Err(e),
             Ok(Err(Refused::Kept(e))) => Err(e),
             Ok(Err(Refused::Ended(e))) => {
                 self.teardown(key, EndReason::Failed);

@@ -235,11 +235,14 @@ impl MediaLoop {
         if link_changed {
             self.publish_stats();
         }
-        for event in &polled.events {
-            if let Event::Ended(reason) = *event {
-                self.teardown(key, reason);
-                return;
-            }
+        // The last state rtc reported is the end reason.
+        let ended = polled.events.iter().rev().find_map(|e| match e {
+            Event::Ended(reason) => Some(*reason),
+            _ => None,
+        });
+        if let Some(reason) = ended {
+            self.teardown(key, reason);
+            return;
         }
         // Keyframes (`forward/keyframes.rs`): a viewer's PLI/FIR, or its video leg coming up, asks the
         // publisher; a publisher that connects (a new one taking a stream over too) is asked
