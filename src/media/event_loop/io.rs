@@ -1,6 +1,6 @@
 //! A media loop's network side: its transports (the UDP socket and the ICE-TCP connections
 //! handed to it), what comes in on them as [`Inbound`] packets, and what its sessions send, each
-//! datagram learnt as a route of its session ([`Sessions::sending`]) and held to the ICE-TCP caps
+//! datagram learnt as a route of its session (`Sessions::sending`) and held to the ICE-TCP caps
 //! and the budget of checks to addresses that never answered one.
 
 use std::time::Instant;
@@ -13,7 +13,7 @@ use crate::media::net::socket::UdpIo;
 use crate::media::net::stun::is_binding_request;
 use crate::media::net::tcp::{Claim, TcpConns, TcpEvent};
 use crate::media::net::transport::{Inbound, PathId, TcpConnId, Transports};
-use crate::media::sessions::{Sending, Sessions};
+use crate::media::sessions::Sending;
 use crate::media::{MediaConfig, SessionKey};
 use crate::ops::metrics::Dropped;
 use crate::rate::TokenBucket;
@@ -137,10 +137,9 @@ impl Net {
         }
     }
 
-    /// Closes ICE-TCP connection `id` and forgets its routes.
-    pub fn close_tcp(&mut self, id: TcpConnId, sessions: &mut Sessions) {
+    /// Closes ICE-TCP connection `id` (its routes are forgotten by `Sessions::forget_path`).
+    pub fn close_tcp(&mut self, id: TcpConnId) {
         self.transports.tcp.close(id);
-        sessions.forget_path(PathId::Tcp(id));
     }
 
     /// Sends what `conn` has queued, ignoring errors (its close_notify at teardown).

@@ -20,7 +20,7 @@ use super::event_loop::io::Net;
 use super::listing;
 use super::net::socket::UdpIo;
 use super::net::tcp::{TcpConns, TcpEvent};
-use super::net::transport::Inbound;
+use super::net::transport::{Inbound, PathId};
 use super::sessions::Sessions;
 use super::shield::{shielded, Panicked};
 use super::timers::Timers;
@@ -145,7 +145,8 @@ impl MediaLoop {
         let (inbound, closed) = self.net.tcp_events(events, first);
         self.handle_inbound(inbound, Instant::now());
         for id in closed {
-            self.net.close_tcp(id, &mut self.sessions);
+            self.net.close_tcp(id);
+            self.sessions.forget_path(PathId::Tcp(id));
         }
     }
 
@@ -244,18 +245,17 @@ impl MediaLoop {
             self.teardown(key, reason);
             return;
         }
-        // Keyframes (`forward/keyframes.rs`): a viewer's PLI/FIR, or its video leg coming up, asks the
-        // publisher; a publisher that connects (a new one taking a stream over too) is asked
-        // at once, so that its viewers start with a decodable picture.
+        // Keyframes (`forward/keyframes.rs`): a viewer's PLI/FIR, or its video leg coming up,
+        // asks the publisher; a publisher that connects (a new one taking a stream over too) is
+        // asked at once, so that its viewers start with a decodable picture.
         if polled.events.contains(&Event::KeyframeWanted) || (connected && plays_video) {
             if let Some((publisher, ssrc)) = listing::upstream_layer(&self.sessions, key, now) {
                 self.request_keyframe(publisher, ssrc, now);
             }
         }
-        if publishes {
-            if connected {
-                self.request_keyframe(key, None, now);
-            }
+        if publishes && connected {
+            self.request_keyframe(key, None, now);
+        } else if publishes {
             self.send_due_keyframe_request(key, now);
         }
         if !polled.media.is_empty() {
