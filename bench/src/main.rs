@@ -48,7 +48,7 @@ struct Cli {
     /// Scenario 4 for the baseline (aiortc needs ~0.5 s of CPU per cycle).
     #[arg(long, default_value_t = 1_000)]
     baseline_churn: usize,
-    /// whip-echo's media loops (`--media-threads`), each on its own UDP port.
+    /// whip-echo's media loops (`--media-threads`), all on one UDP port; 0: one per core.
     #[arg(long, default_value_t = 1)]
     media_threads: u16,
     /// Only count whip-echo's instructions per echoed packet under callgrind, with as many

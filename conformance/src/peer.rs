@@ -152,6 +152,8 @@ pub struct Options {
     /// Send the simulcast layers without the mid and rid header extensions (a client whose
     /// packets nothing binds to a layer: no server can forward them).
     pub bare_layers: bool,
+    /// The local UDP port to bind (0: any), as a client that reuses its port does.
+    pub port: u16,
 }
 
 /// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
@@ -284,7 +286,7 @@ impl Client {
         options: Options,
     ) -> Result<Client, Rejected> {
         let failed = |e: String| Rejected { status: 0, body: e };
-        let socket = UdpSocket::bind((local_ip, 0))
+        let socket = UdpSocket::bind((local_ip, options.port))
             .await
             .map_err(|e| failed(e.to_string()))?;
         let local = socket.local_addr().map_err(|e| failed(e.to_string()))?;

@@ -26,7 +26,8 @@ async fn whip_echo_passes_the_conformance_suite() {
     passes_the_suite(Config::for_tests()).await;
 }
 
-/// The same with two media loops: sessions spread over two ports, resources found in either.
+/// The same with two media loops on one UDP port: sessions spread over both, each reached
+/// through either loop's socket, resources found in either.
 #[tokio::test]
 async fn whip_echo_with_two_media_loops_passes_the_conformance_suite() {
     let mut config = Config::for_tests();

@@ -83,11 +83,12 @@ pub struct Config {
           action = clap::ArgAction::Set)]
     pub media_on_http_port: bool,
 
-    /// Media loops, each on an OS thread of its own and its own UDP port (udp-port, udp-port + 1,
-    /// ...); use up to one per core. A stream's sessions share one loop (chosen by stream name),
-    /// so fan-out never crosses loops. Keep 1 where only one UDP port can be opened.
-    #[arg(long, env = "WHIP_ECHO_MEDIA_THREADS", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Media loops, each on an OS thread of its own, all on the one --udp-port (a socket each,
+    /// SO_REUSEPORT: the kernel spreads clients over them, and a loop hands a datagram for
+    /// another loop's session over to it). 0: one per core. A stream's sessions share one loop
+    /// (chosen by stream name), so fan-out never crosses loops.
+    #[arg(long, env = "WHIP_ECHO_MEDIA_THREADS", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=64))]
     pub media_threads: u16,
 
     /// Address (or host name, resolved at start-up) the UDP sockets bind to. With 0.0.0.0 the
@@ -120,8 +121,8 @@ pub struct Config {
 
     /// A public HOST:PORT that forwards UDP to --udp-port from outside (a port-forwarding NAT
     /// whose outside port differs from the bound one), announced as one more UDP host
-    /// candidate. With --media-threads N, loop i is reached at PORT + i. Host names are resolved
-    /// at start-up. Repeatable; as an env var, comma-separated.
+    /// candidate. Host names are resolved at start-up. Repeatable; as an env var,
+    /// comma-separated.
     #[arg(
         long = "public-udp",
         env = "WHIP_ECHO_PUBLIC_UDP",
@@ -335,6 +336,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// How many media loops run: `--media-threads`, or one per core when it is 0.
+    pub fn media_loops(&self) -> usize {
+        match self.media_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(64)),
+            n => usize::from(n),
+        }
+    }
+
     /// `--publisher-conflict`, or its default: `takeover` when tokens or a JWT key are
     /// configured, `reject` when auth is off.
     pub fn publisher_conflict(&self) -> PublisherConflict {
@@ -363,6 +372,8 @@ impl Config {
         config.udp_host = "127.0.0.1".into();
         // Its sessions would count against the caps that tests measure.
         config.self_test = false;
+        // One loop, whatever the machine: the tests of several are explicit about it.
+        config.media_threads = 1;
         config
     }
 }

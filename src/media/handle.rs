@@ -226,9 +226,15 @@ impl MediaHandle {
         self.tcp_addr
     }
 
-    /// The bound addresses of every loop's UDP socket.
+    /// The bound address of the UDP port (once: every loop's socket is bound to it).
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
-        self.shards.iter().map(|s| s.udp_addr).collect()
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        for shard in self.shards.iter() {
+            if !addrs.contains(&shard.udp_addr) {
+                addrs.push(shard.udp_addr);
+            }
+        }
+        addrs
     }
 
     /// Every announced candidate address, each once: the loops' UDP ones, then the TCP ones.

@@ -15,8 +15,9 @@ use tracing::error;
 
 use super::cap::SessionCap;
 use super::cap::Slots;
-use super::event_loop::MediaLoop;
+use super::event_loop::{Inputs, MediaLoop};
 use super::negotiate::peer::PeerSettings;
+use super::net::mesh::{Mesh, Parcel, PARCEL_QUEUE};
 use super::net::pending::Pending;
 use super::net::socket::{Announcements, Candidates, UdpIo};
 use super::net::tcp::{Acceptor, Intake, TcpConns, TcpEvent};
@@ -122,8 +123,9 @@ struct LoopParts {
     socket: std::net::UdpSocket,
     candidates: Candidates,
     config: MediaConfig,
-    commands: mpsc::Receiver<super::Command>,
-    tcp: mpsc::Receiver<TcpEvent>,
+    inputs: Inputs,
+    /// Its links to the other loops on the UDP port.
+    mesh: Mesh,
     /// The ICE-TCP caps in all and per client, shared by every loop.
     tcp_bound: Slots,
     stop: CancellationToken,
@@ -153,8 +155,9 @@ fn start_loop(
                     parts.tcp_bound,
                     parts.config.metrics.clone(),
                 );
-                let media_loop = MediaLoop::new(io, tcp, parts.config, guard.stats.clone());
-                media_loop.run(parts.commands, parts.tcp, parts.stop).await;
+                let transports = (io, tcp, parts.mesh);
+                let media_loop = MediaLoop::new(transports, parts.config, guard.stats.clone());
+                media_loop.run(parts.inputs, parts.stop).await;
             });
             drop(guard);
         })
@@ -218,7 +221,8 @@ struct Started {
     ended: mpsc::UnboundedReceiver<(usize, LoopEnd)>,
 }
 
-/// One loop per socket, each announcing its candidates (and `tcp_addrs` for ICE-TCP).
+/// One loop per socket, each announcing its candidates (and `tcp_addrs` for ICE-TCP), each
+/// with a queue the others hand it datagrams through (`net/mesh.rs`).
 fn start_loops(
     sockets: Vec<(std::net::UdpSocket, Candidates)>,
     tcp_addrs: &[std::net::SocketAddr],
@@ -236,7 +240,10 @@ fn start_loops(
     let board = Arc::new(board);
     let (ended_tx, ended) = mpsc::unbounded_channel();
     let (mut shards, mut threads, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
-    for (index, (socket, candidates)) in sockets.into_iter().enumerate() {
+    let (queues, parcels): (Vec<_>, Vec<mpsc::Receiver<Parcel>>) =
+        sockets.iter().map(|_| mpsc::channel(PARCEL_QUEUE)).unzip();
+    let each = sockets.into_iter().zip(parcels).enumerate();
+    for (index, ((socket, candidates), parcels)) in each {
         let udp_addr = socket.local_addr().map_err(MediaError::internal)?;
         let addrs: Vec<_> = candidates.iter().map(|c| c.addr).collect();
         let nack = config.metrics.nack();
@@ -258,8 +265,12 @@ fn start_loops(
             socket,
             candidates,
             config: config.clone(),
-            commands: commands_rx,
-            tcp: tcp_rx,
+            inputs: Inputs {
+                commands: commands_rx,
+                tcp: tcp_rx,
+                parcels,
+            },
+            mesh: Mesh::new(index, queues.clone()),
             tcp_bound: tcp_bound.clone(),
             stop: stop.clone(),
         };

@@ -1,6 +1,7 @@
 //! The media plane: a media loop owns its UDP socket and every peer connection on it (sans-IO
-//! `rtc`), so protocol state needs no locks. By default there is one loop; with `--media-threads
-//! N` there are N, each on its own OS thread and port, and a stream's sessions share a loop.
+//! `rtc`), so protocol state needs no locks. There is one loop per core (`--media-threads N`: N),
+//! each on its own OS thread with its own socket on the one UDP port (`net/mesh.rs`), and a
+//! stream's sessions share a loop.
 //! The HTTP plane talks to them only through [`MediaHandle`], which negotiates each new peer
 //! connection on the request's own task and hands the finished connection to its loop.
 

@@ -10,7 +10,7 @@ use std::time::Instant;
 use rustc_hash::FxHashMap;
 
 use super::conn::{Conn, Link};
-use super::net::routes::Routes;
+use super::net::routes::{Destination, PathClaim, Routes};
 use super::net::transport::PathId;
 use super::{MediaError, SessionKey, Stats};
 use crate::config::PublisherConflict;
@@ -43,9 +43,15 @@ pub struct Sending<'a> {
 }
 
 impl Sending<'_> {
-    /// Learns that the session sent `datagram` on `path` ([`Routes::learn_sent`]).
-    pub fn learn_sent(&mut self, path: PathId, datagram: &[u8]) {
-        self.routes.learn_sent(path, self.key, datagram);
+    /// Learns that the session sent `datagram` on `path` ([`Routes::learn_sent`]); whether that
+    /// made a claim for the other loops on the port.
+    pub fn learn_sent(&mut self, path: PathId, datagram: &[u8]) -> bool {
+        self.routes.learn_sent(path, self.key, datagram)
+    }
+
+    /// The claims made since the last call ([`Routes::take_claims`]).
+    pub fn take_claims(&mut self) -> Vec<PathClaim> {
+        self.routes.take_claims()
     }
 
     /// Whether `path` has answered a check ([`Routes::has_answered`]).
@@ -60,6 +66,14 @@ impl Sending<'_> {
 }
 
 impl Sessions {
+    /// The sessions of loop `me` of `loops` sharing the UDP port.
+    pub fn for_loop(me: usize, loops: usize) -> Self {
+        Sessions {
+            routes: Routes::for_loop(me, loops),
+            ..Sessions::default()
+        }
+    }
+
     /// Takes a negotiated session in: registered as `entry`, routed by its ufrag.
     pub fn adopt(&mut self, entry: Entry, conn: Conn) -> SessionKey {
         let key = self.next_key;
@@ -135,6 +149,26 @@ impl Sessions {
     pub fn route(&mut self, path: PathId, data: &[u8]) -> Option<SessionKey> {
         let proven = self.routes.proven(path, data);
         proven.or_else(|| self.routes.route(path, data))
+    }
+
+    /// Where a packet that reached this loop's own socket goes ([`Routes::destination`]).
+    pub fn destination(&mut self, path: PathId, data: &[u8]) -> Destination {
+        self.routes.destination(path, data)
+    }
+
+    /// The session whose check a Binding success response answers, if one of this loop's did.
+    pub fn proven(&mut self, path: PathId, data: &[u8]) -> Option<SessionKey> {
+        self.routes.proven(path, data)
+    }
+
+    /// Learns another loop's claim ([`Routes::claimed`]).
+    pub fn claimed(&mut self, claim: PathClaim) {
+        self.routes.claimed(claim);
+    }
+
+    /// This loop's claims since the last call, for the other loops.
+    pub fn take_claims(&mut self) -> Vec<PathClaim> {
+        self.routes.take_claims()
     }
 
     /// Forgets a path that is gone (a closed ICE-TCP connection).

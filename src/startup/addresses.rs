@@ -3,8 +3,8 @@
 //!
 //! Per socket: the local interface addresses and the NAT 1:1 public ones on its bound port
 //! (`--public-ip`, `--stun-discover`), then the forwarded addresses that reach it from another
-//! port (`--public-udp` for the UDP sockets, loop i through each forward's port + i;
-//! `--public-tcp` for the ICE-TCP port). ICE-TCP is announced on the shared ICE-TCP port first,
+//! port (`--public-udp` for the UDP port, which every loop's socket shares; `--public-tcp` for
+//! the ICE-TCP port). ICE-TCP is announced on the shared ICE-TCP port first,
 //! then on the HTTP port when it carries media (same priority: RFC 6544 passive), then the forwards.
 
 use std::net::{IpAddr, SocketAddr};
@@ -25,7 +25,7 @@ pub struct AddressPlan {
     pub public_ips: Vec<IpAddr>,
     /// `--public-tcp`: addresses forwarded to the ICE-TCP port.
     pub public_tcp: Vec<SocketAddr>,
-    /// `--public-udp`: addresses forwarded to the first UDP socket's port (loop i: port + i).
+    /// `--public-udp`: addresses forwarded to the UDP port.
     pub public_udp: Vec<SocketAddr>,
 }
 
@@ -43,11 +43,8 @@ pub fn announce(
     let mut tcp_addrs = addrs(&tcp_direct);
     tcp_addrs.extend(http.iter().flat_map(|c| addrs(c)));
     tcp_addrs.extend(addrs(&tcp_forwarded));
-    let udp = (udp.iter().enumerate())
-        .map(|(index, bound)| {
-            let forwarded = shifted(&plan.public_udp, index);
-            candidates(*bound, &plan.local_udp, &plan.public_ips, &forwarded)
-        })
+    let udp = (udp.iter())
+        .map(|bound| candidates(*bound, &plan.local_udp, &plan.public_ips, &plan.public_udp))
         .collect();
     Announcements {
         udp,
@@ -94,16 +91,6 @@ pub fn addrs(candidates: &[Announced]) -> Vec<SocketAddr> {
     candidates.iter().map(|c| c.addr).collect()
 }
 
-/// `forwards` with their ports `index` higher (loop `index`'s; none past port 65535).
-fn shifted(forwards: &[SocketAddr], index: usize) -> Vec<SocketAddr> {
-    (forwards.iter())
-        .filter_map(|addr| {
-            let port = addr.port().checked_add(u16::try_from(index).ok()?)?;
-            Some(SocketAddr::new(addr.ip(), port))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,27 +104,17 @@ mod tests {
     }
 
     #[test]
-    fn each_loop_is_reached_through_each_forward_shifted_by_its_index() {
+    fn every_loop_announces_the_one_port_and_its_forwards() {
         let plan = AddressPlan {
             local_udp: vec![ip("10.0.0.5")],
-            public_udp: vec![addr("203.0.113.9:40000"), addr("203.0.113.9:65535")],
+            public_udp: vec![addr("203.0.113.9:40000")],
             ..AddressPlan::default()
         };
-        let udp = [addr("0.0.0.0:8189"), addr("0.0.0.0:8190")];
+        let udp = [addr("0.0.0.0:8189"), addr("0.0.0.0:8189")];
         let all = announce(&plan, &udp, addr("0.0.0.0:8189"), None);
-        assert_eq!(
-            addrs(&all.udp[0]),
-            [
-                addr("10.0.0.5:8189"),
-                addr("203.0.113.9:40000"),
-                addr("203.0.113.9:65535")
-            ]
-        );
-        // Loop 1: port + 1, and no forward past 65535.
-        assert_eq!(
-            addrs(&all.udp[1]),
-            [addr("10.0.0.5:8190"), addr("203.0.113.9:40001")]
-        );
+        let expected = [addr("10.0.0.5:8189"), addr("203.0.113.9:40000")];
+        assert_eq!(addrs(&all.udp[0]), expected);
+        assert_eq!(all.udp[0], all.udp[1]);
         assert_eq!(all.udp[0][0].source, Some(ip("10.0.0.5")));
     }
 

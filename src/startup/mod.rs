@@ -31,9 +31,6 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
-    /// --udp-port plus --media-threads runs past port 65535.
-    #[error("the UDP port range (--udp-port + --media-threads) runs past 65535")]
-    PortRange,
     /// The media plane could not start.
     #[error("starting the media plane: {0}")]
     Media(#[from] media::MediaError),
@@ -96,11 +93,6 @@ impl Plan {
         let cluster = ClusterConfig::from_config(config, bound)
             .and_then(|c| c.map(Joining::new).transpose())
             .map_err(ServerError::Config)?;
-        // One port per loop: udp-port, udp-port + 1, ... (all ephemeral when udp-port is 0).
-        let last = (config.udp_port).checked_add(config.media_threads.saturating_sub(1));
-        if config.udp_port != 0 && last.is_none() {
-            return Err(ServerError::PortRange);
-        }
         let udp_host = dns::resolve_host("--udp-host", &config.udp_host).await?;
         let tcp_host = match &config.tcp_host {
             Some(host) => dns::resolve_host("--tcp-host", host).await?,
@@ -119,21 +111,11 @@ impl Plan {
         })
     }
 
-    /// Binds one UDP socket per media loop and the ICE-TCP listener; with `--stun-discover`, the
-    /// first UDP socket's public address is asked for and announced.
+    /// Binds one UDP socket per media loop, all on the one UDP port, and the ICE-TCP listener;
+    /// with `--stun-discover`, the UDP port's public address is asked for and announced.
     pub async fn bind(&mut self, config: &Config) -> Result<Sockets, ServerError> {
-        let mut udp = Vec::new();
-        for i in 0..config.media_threads {
-            let port = if config.udp_port == 0 {
-                0
-            } else {
-                config.udp_port + i
-            };
-            let at = SocketAddr::new(self.udp_host, port);
-            let socket = std::net::UdpSocket::bind(at).map_err(io(format!("binding UDP {at}")))?;
-            (socket.set_nonblocking(true)).map_err(io(format!("binding UDP {at}")))?;
-            udp.push(socket);
-        }
+        let at = SocketAddr::new(self.udp_host, config.udp_port);
+        let udp = bind_udp(at, config.media_loops()).map_err(io(format!("binding UDP {at}")))?;
         if let Some(server) = &config.stun_discover {
             // A dual-stack name (stun.l.google.com) often lists IPv6 first: ask over the
             // socket's own family.
@@ -180,6 +162,31 @@ impl Plan {
             unanswered_checks_per_second: config.unanswered_checks_per_second,
         }
     }
+}
+
+/// `loops` non-blocking UDP sockets on `at`'s port (an ephemeral one when it is 0): one socket
+/// alone as it is, or a SO_REUSEPORT group, whose members the kernel picks between by each
+/// datagram's 4-tuple. A group would share the port with anyone else's group (of the same user),
+/// so the port is first bound without the option, which fails if it is taken.
+fn bind_udp(at: SocketAddr, loops: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let probe = std::net::UdpSocket::bind(at)?;
+    let at = probe.local_addr()?;
+    if loops <= 1 {
+        probe.set_nonblocking(true)?;
+        return Ok(vec![probe]);
+    }
+    drop(probe);
+    (0..loops)
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
+            #[cfg(unix)]
+            socket.set_reuse_port(true)?;
+            socket.bind(&at.into())?;
+            socket.set_nonblocking(true)?;
+            Ok(socket.into())
+        })
+        .collect()
 }
 
 /// `--publish-token`, `--play-token` and the JWT settings; a warning when anyone reachable may

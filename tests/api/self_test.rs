@@ -36,14 +36,15 @@ async fn every_media_path_answers_and_healthz_says_so() {
     .unwrap();
     let paths = done["self_test"]["paths"].as_array().unwrap();
     let kinds: Vec<&str> = paths.iter().map(|p| p["path"].as_str().unwrap()).collect();
-    assert_eq!(kinds, ["udp", "udp", "tcp", "tcp-http-port"], "{done}");
+    // Two loops share the one UDP port: it is checked once (through either loop's socket).
+    assert_eq!(kinds, ["udp", "tcp", "tcp-http-port"], "{done}");
     for path in paths {
         assert!(path["error"].is_null(), "{path}");
         assert!(path["ms"].as_f64().unwrap() > 0.0, "{path}");
     }
     let text = http.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(text.starts_with("ok sessions=0\n"), "{text}");
-    assert_eq!(text.matches(" ok ").count(), 4, "{text}");
+    assert_eq!(text.matches(" ok ").count(), 3, "{text}");
     let http_port = format!(
         "media tcp-http-port 127.0.0.1:{} ok",
         server.http_addr.port()

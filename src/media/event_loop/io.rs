@@ -9,6 +9,8 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::media::conn::Conn;
+use crate::media::net::mesh::Mesh;
+use crate::media::net::routes::PathClaim;
 use crate::media::net::socket::UdpIo;
 use crate::media::net::stun::is_binding_request;
 use crate::media::net::tcp::{Claim, TcpConns, TcpEvent};
@@ -23,9 +25,12 @@ const MAX_BATCHES_PER_WAKE: usize = 8;
 /// ICE-TCP events (frames, mostly) handled per wake-up, like a few receive batches.
 const MAX_TCP_EVENTS_PER_WAKE: usize = 64;
 
-/// The transports of one media loop and the budgets of what it sends.
+/// The transports of one media loop, its links to the other loops on the UDP port, and the
+/// budgets of what it sends.
 pub struct Net {
     transports: Transports,
+    /// The other loops on the UDP port.
+    mesh: Mesh,
     /// Checks to addresses that never answered one (`--unanswered-checks-per-second`).
     unanswered_checks: TokenBucket,
     /// Packets that named no session.
@@ -33,12 +38,26 @@ pub struct Net {
 }
 
 impl Net {
-    pub fn new(udp: UdpIo, tcp: TcpConns, config: &MediaConfig) -> Self {
+    pub fn new((udp, tcp, mesh): (UdpIo, TcpConns, Mesh), config: &MediaConfig) -> Self {
         let burst = config.unanswered_checks_per_second.saturating_mul(2);
         Net {
             transports: Transports { udp, tcp },
+            mesh,
             unanswered_checks: TokenBucket::full(burst, Instant::now()),
             unroutable: 0,
+        }
+    }
+
+    /// The other loops on the UDP port.
+    pub fn mesh(&mut self) -> &mut Mesh {
+        &mut self.mesh
+    }
+
+    /// Tells the other loops on the port `claims` and hands them what this wake-up has for them.
+    pub fn tell_others(&mut self, claims: &[PathClaim], config: &MediaConfig) {
+        if self.mesh.shared() {
+            self.mesh.tell(claims);
+            self.mesh.send(&config.metrics);
         }
     }
 
@@ -162,7 +181,12 @@ impl Net {
                 if !self.may_send(key, path, &out.message, sending, config) {
                     continue;
                 }
-                sending.learn_sent(path, &out.message);
+                if sending.learn_sent(path, &out.message) {
+                    // A path new to this loop: the other loops learn it before the client can
+                    // answer there (its answer may reach another loop's socket).
+                    let claims = sending.take_claims();
+                    self.tell_others(&claims, config);
+                }
                 sending.conn.note_sent(path, &out.message);
             }
             if let Err(e) = self.transports.send(&out.transport, &out.message) {

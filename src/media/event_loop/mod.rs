@@ -3,6 +3,8 @@
 //! It dispatches only: its sessions are [`Sessions`]' (the one writer of the connection map, the
 //! registry and the routes), its sockets [`Net`]'s, what a connection does [`Conn`]'s, the
 //! fan-out `fan_out.rs`'s (what each leg takes: `forward/legs.rs`); commands from the HTTP plane are in `commands.rs`.
+//! Datagrams its socket took for another loop's sessions go to that loop ([`Mesh`]), and what the
+//! other loops hand it comes in like its own.
 
 mod commands;
 mod fan_out;
@@ -18,7 +20,10 @@ use super::conn::{Conn, Event, Fired, Link};
 use super::event_loop::fan_out::fan_out;
 use super::event_loop::io::Net;
 use super::listing;
+use super::net::mesh::{Mesh, Parcel};
+use super::net::routes::Destination;
 use super::net::socket::UdpIo;
+use super::net::stun::is_binding_success;
 use super::net::tcp::{TcpConns, TcpEvent};
 use super::net::transport::{Inbound, PathId};
 use super::sessions::Sessions;
@@ -32,6 +37,29 @@ const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// Commands handled per wake-up. A command is cheap now (negotiation happens before it), but a
 /// burst of a few hundred must still not hold datagrams and timers back for its whole length.
 pub(super) const MAX_COMMANDS_PER_WAKE: usize = 16;
+/// Parcels from the other loops on the port handled per wake-up (one per loop and its wake-up).
+const MAX_PARCELS_PER_WAKE: usize = 16;
+
+/// What a loop waits on besides its socket and its timers.
+pub(super) struct Inputs {
+    /// Commands from the HTTP plane.
+    pub commands: mpsc::Receiver<Command>,
+    /// ICE-TCP connections and their frames.
+    pub tcp: mpsc::Receiver<TcpEvent>,
+    /// What the other loops on the UDP port hand this one.
+    pub parcels: mpsc::Receiver<Parcel>,
+}
+
+/// How a packet reached the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Its own socket or ICE-TCP connection: it may be for another loop's session.
+    Own,
+    /// Handed over by another loop, for one of this loop's sessions.
+    Handed,
+    /// Offered by another loop as the answer to a check, if one of this loop's sessions sent it.
+    Proof,
+}
 
 /// State owned by the media task: nothing here is shared, so nothing is locked.
 pub(super) struct MediaLoop {
@@ -46,10 +74,14 @@ pub(super) struct MediaLoop {
 }
 
 impl MediaLoop {
-    pub(super) fn new(udp: UdpIo, tcp: TcpConns, config: MediaConfig, stats: StatsSlot) -> Self {
+    pub(super) fn new(
+        (udp, tcp, mesh): (UdpIo, TcpConns, Mesh),
+        config: MediaConfig,
+        stats: StatsSlot,
+    ) -> Self {
         MediaLoop {
-            net: Net::new(udp, tcp, &config),
-            sessions: Sessions::default(),
+            sessions: Sessions::for_loop(mesh.me(), mesh.len()),
+            net: Net::new((udp, tcp, mesh), &config),
             timers: Timers::default(),
             config,
             stats,
@@ -59,13 +91,8 @@ impl MediaLoop {
 
     /// Runs until `stop` is cancelled (or every handle is dropped), then tears every session down.
     /// Each wake-up does a bounded amount of each kind of work: datagrams, commands, timers.
-    pub(super) async fn run(
-        mut self,
-        mut commands: mpsc::Receiver<Command>,
-        mut tcp: mpsc::Receiver<TcpEvent>,
-        stop: CancellationToken,
-    ) {
-        let mut tcp_open = true;
+    pub(super) async fn run(mut self, mut inputs: Inputs, stop: CancellationToken) {
+        let (mut tcp_open, mut parcels_open) = (true, true);
         let mut next_prune = Instant::now() + PRUNE_EVERY;
         loop {
             // The prune is a deadline like the sessions' ones, checked after every wake-up
@@ -76,31 +103,39 @@ impl MediaLoop {
                 _ = stop.cancelled() => break,
                 readable = self.net.readable() => match readable {
                     Ok(()) => {
+                        // What the other loops handed over first: their claims may name the
+                        // senders of these datagrams.
+                        self.handle_parcels(&mut inputs.parcels, None);
                         self.read_datagrams();
                         // Under steady load the socket is readable again at once and, being
                         // polled first, would starve the other branches: consent checks (RFC
                         // 7675 §5.1) would stop, ICE-TCP would stall and new sessions would wait.
-                        self.handle_tcp(&mut tcp, None);
-                        self.handle_commands(&mut commands, None);
-                        self.fire_timers(Instant::now());
+                        self.catch_up(&mut inputs);
                     }
                     Err(e) => warn!(error = %e, "UDP socket not readable"),
                 },
-                event = tcp.recv(), if tcp_open => match event {
+                parcel = inputs.parcels.recv(), if parcels_open => match parcel {
+                    Some(parcel) => {
+                        self.handle_parcels(&mut inputs.parcels, Some(parcel));
+                        self.catch_up(&mut inputs);
+                    }
+                    None => parcels_open = false,
+                },
+                event = inputs.tcp.recv(), if tcp_open => match event {
                     Some(event) => {
-                        self.handle_tcp(&mut tcp, Some(event));
-                        self.handle_commands(&mut commands, None);
-                        self.fire_timers(Instant::now());
+                        self.handle_tcp(&mut inputs.tcp, Some(event));
+                        self.catch_up(&mut inputs);
                     }
                     None => tcp_open = false,
                 },
-                command = commands.recv() => match command {
-                    Some(command) => self.handle_commands(&mut commands, Some(command)),
+                command = inputs.commands.recv() => match command {
+                    Some(command) => self.handle_commands(&mut inputs.commands, Some(command)),
                     None => break,
                 },
                 _ = sleep_until(next_timer) => self.fire_timers(Instant::now()),
             }
             self.end_panicked();
+            self.tell_others();
             let now = Instant::now();
             if now >= next_prune {
                 self.sessions.prune(now);
@@ -110,10 +145,19 @@ impl MediaLoop {
         for key in self.sessions.keys() {
             self.teardown(key, EndReason::Shutdown);
         }
+        self.tell_others();
         info!(
             unroutable = self.net.unroutable_count(),
             "media loop stopped"
         );
+    }
+
+    /// The queued ICE-TCP events and commands, and the timers due, after a wake-up for another
+    /// reason (a bounded amount of each).
+    fn catch_up(&mut self, inputs: &mut Inputs) {
+        self.handle_tcp(&mut inputs.tcp, None);
+        self.handle_commands(&mut inputs.commands, None);
+        self.fire_timers(Instant::now());
     }
 
     /// Handles `first` and then whatever is queued, up to `MAX_COMMANDS_PER_WAKE` in all.
@@ -137,13 +181,38 @@ impl MediaLoop {
     #[inline(never)]
     fn read_datagrams(&mut self) {
         let inbound = self.net.read_datagrams();
-        self.handle_inbound(inbound, Instant::now());
+        self.handle_inbound(inbound, Instant::now(), Via::Own);
+    }
+
+    /// Takes in `first` and what else the other loops handed over (bounded): their claims, then
+    /// their packets.
+    fn handle_parcels(&mut self, parcels: &mut mpsc::Receiver<Parcel>, first: Option<Parcel>) {
+        let mut next = first.or_else(|| parcels.try_recv().ok());
+        let mut handled = 0;
+        while let Some(parcel) = next.take() {
+            for claim in parcel.claims {
+                self.sessions.claimed(claim);
+            }
+            let now = Instant::now();
+            self.handle_inbound(parcel.packets, now, Via::Handed);
+            self.handle_inbound(parcel.proofs, now, Via::Proof);
+            handled += 1;
+            if handled < MAX_PARCELS_PER_WAKE {
+                next = parcels.try_recv().ok();
+            }
+        }
+    }
+
+    /// Tells the other loops on the port this loop's new claims and hands them their packets.
+    fn tell_others(&mut self) {
+        let claims = self.sessions.take_claims();
+        self.net.tell_others(&claims, &self.config);
     }
 
     /// Feeds what the ICE-TCP connections queued in like datagrams, then forgets the closed ones.
     fn handle_tcp(&mut self, events: &mut mpsc::Receiver<TcpEvent>, first: Option<TcpEvent>) {
         let (inbound, closed) = self.net.tcp_events(events, first);
-        self.handle_inbound(inbound, Instant::now());
+        self.handle_inbound(inbound, Instant::now(), Via::Own);
         for id in closed {
             self.net.close_tcp(id);
             self.sessions.forget_path(PathId::Tcp(id));
@@ -151,12 +220,11 @@ impl MediaLoop {
     }
 
     /// Feeds packets from any transport to their sessions, then drives the sessions touched.
-    fn handle_inbound(&mut self, inbound: Vec<Inbound>, now: Instant) {
+    fn handle_inbound(&mut self, inbound: Vec<Inbound>, now: Instant, via: Via) {
         // Sessions touched by this batch, and whether a DTLS record reached them.
         let mut touched: Vec<(SessionKey, bool)> = Vec::new();
         for packet in inbound {
-            let Some(key) = self.sessions.route(packet.path, &packet.data) else {
-                self.net.unroutable(packet.path, &self.config);
+            let Some((key, packet)) = self.owner(packet, via) else {
                 continue;
             };
             let Some(conn) = self.sessions.conn_mut(key) else {
@@ -181,6 +249,53 @@ impl MediaLoop {
             self.drive(key, now);
             if dtls {
                 self.check_closed(key);
+            }
+        }
+    }
+
+    /// The session of this loop `packet` is for, if one is; a packet for another loop's session
+    /// is handed over to it (`mesh.rs`), one that names no session is counted.
+    fn owner(&mut self, packet: Inbound, via: Via) -> Option<(SessionKey, Inbound)> {
+        let key = match via {
+            Via::Own => return self.destination(packet),
+            Via::Handed => self.sessions.route(packet.path, &packet.data),
+            Via::Proof => {
+                return (self.sessions.proven(packet.path, &packet.data)).zip(Some(packet))
+            }
+        };
+        if key.is_none() {
+            self.net.unroutable(packet.path, &self.config);
+        }
+        key.zip(Some(packet))
+    }
+
+    /// Where a packet that reached this loop's own transports goes: a session of this loop, or
+    /// another loop on the port. An answer to a check that no session here sent is offered to the
+    /// other loops too: the session that sent the check may be theirs.
+    fn destination(&mut self, packet: Inbound) -> Option<(SessionKey, Inbound)> {
+        let destination = self.sessions.destination(packet.path, &packet.data);
+        let offered = self.net.mesh().shared()
+            && matches!(packet.path, PathId::Udp(_))
+            && !matches!(destination, Destination::Proven(_))
+            && is_binding_success(&packet.data);
+        if offered {
+            let owner = match destination {
+                Destination::Loop(owner) => Some(owner),
+                _ => None,
+            };
+            self.net.mesh().offer_proof(&packet, owner);
+        }
+        match destination {
+            Destination::Proven(key) | Destination::Session(key) => Some((key, packet)),
+            Destination::Loop(owner) => {
+                self.net.mesh().hand(owner, packet);
+                None
+            }
+            Destination::Nowhere => {
+                if !offered {
+                    self.net.unroutable(packet.path, &self.config);
+                }
+                None
             }
         }
     }

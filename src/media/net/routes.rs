@@ -9,10 +9,15 @@
 //! response, on that path, to a check the session itself sent there (its transaction id: RFC 8445
 //! §7.2.5.2.1, RFC 8489 §6, RFC 7675 §5.1). The session's answers to requests prove nothing: a
 //! request's source address can be spoofed.
-
-use std::time::{Duration, Instant};
+//!
+//! Loops that share the UDP port (`mesh.rs`) each keep their own tables and tell the others
+//! which remote addresses they own ([`PathClaim`]): a datagram the kernel gives to another loop's
+//! socket is handed to the owner by the ufrag a request names or by that claim
+//! ([`Destination::Loop`]). A claim proven by an answer takes a path from whichever loop had it.
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
@@ -20,6 +25,7 @@ use super::stun::{
     binding_transaction, stun_request_local_ufrag, BINDING_REQUEST_TYPE, BINDING_SUCCESS_TYPE,
 };
 use super::transport::PathId;
+use crate::media::negotiate::peer::IceCredentials;
 
 pub use crate::media::SessionKey;
 
@@ -30,6 +36,39 @@ const CHECK_TTL: Duration = Duration::from_secs(10);
 /// forgotten, and if none has expired a new check is not remembered (its answer then moves no
 /// path: the next check's will).
 const MAX_CHECKS: usize = 16_384;
+
+/// Where a packet that reached a loop's own socket goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// The session whose check it answers (the path is proven and now that session's).
+    Proven(SessionKey),
+    /// A session of this loop, by its ufrag or its path.
+    Session(SessionKey),
+    /// Another loop on the same port: the one its ufrag names or that claimed its path.
+    Loop(usize),
+    /// No session.
+    Nowhere,
+}
+
+/// What one loop tells the others about a remote address on the shared UDP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathClaim {
+    pub addr: SocketAddr,
+    /// The loop that sends it.
+    pub owner: usize,
+    pub kind: ClaimKind,
+}
+
+/// How a loop came to own a path, or that it no longer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// A session of it sent there first (no other loop's claim was known).
+    Learnt,
+    /// An answer to its session's check came from there: it takes the path from any loop.
+    Proven,
+    /// It no longer owns the path.
+    Released,
+}
 
 /// The routing tables of one socket. Owned by the media loop; no locks.
 #[derive(Debug, Default)]
@@ -42,9 +81,25 @@ pub struct Routes {
     checks: FxHashMap<[u8; 12], (SessionKey, PathId, Instant)>,
     /// Paths that answered a session's check (and are still a session's).
     answered: HashSet<PathId>,
+    /// This loop's index, among `loops` on the UDP port (with one, no claim is made).
+    me: usize,
+    loops: usize,
+    /// Remote addresses other loops claimed, and which.
+    foreign: HashMap<SocketAddr, usize>,
+    /// This loop's claims not yet told to the others.
+    journal: Vec<PathClaim>,
 }
 
 impl Routes {
+    /// The tables of loop `me` of `loops` sharing the UDP port.
+    pub fn for_loop(me: usize, loops: usize) -> Self {
+        Routes {
+            me,
+            loops,
+            ..Routes::default()
+        }
+    }
+
     /// Registers a session's local ICE ufrag.
     pub fn add_ufrag(&mut self, ufrag: &str, key: SessionKey) {
         self.by_ufrag.insert(ufrag.to_owned(), key);
@@ -62,14 +117,16 @@ impl Routes {
     /// has, and its Binding requests are remembered, so that an answer to one of them can prove
     /// the path ([`Routes::proven`]). No send takes a path over from another session: a success
     /// response the session sends answers a request whose source address anyone could have
-    /// written.
-    pub fn learn_sent(&mut self, path: PathId, key: SessionKey, datagram: &[u8]) {
+    /// written (nor from another loop on the port: [`Routes::claimed`]). Whether claims now wait
+    /// to be told to the other loops ([`Routes::take_claims`]).
+    pub fn learn_sent(&mut self, path: PathId, key: SessionKey, datagram: &[u8]) -> bool {
         if let Some(id) = binding_transaction(datagram, BINDING_REQUEST_TYPE) {
             self.note_check(id, key, path, Instant::now());
         }
-        if !self.by_path.contains_key(&path) {
-            self.learn(path, key);
+        if !self.by_path.contains_key(&path) && self.foreign_owner(path).is_none() {
+            self.learn(path, key, ClaimKind::Learnt);
         }
+        !self.journal.is_empty()
     }
 
     fn note_check(&mut self, id: [u8; 12], key: SessionKey, path: PathId, now: Instant) {
@@ -94,7 +151,7 @@ impl Routes {
         if sent_on != path {
             return None;
         }
-        self.learn(path, key);
+        self.learn(path, key, ClaimKind::Proven);
         self.answered.insert(path);
         Some(key)
     }
@@ -104,17 +161,90 @@ impl Routes {
         self.answered.contains(&path)
     }
 
-    /// Makes `path` session `key`'s.
-    pub fn learn(&mut self, path: PathId, key: SessionKey) {
-        if let Some(old) = self.by_path.insert(path, key) {
-            if old == key {
-                return;
+    /// Makes `path` session `key`'s; a path new to this loop is claimed as `how`.
+    fn learn(&mut self, path: PathId, key: SessionKey, how: ClaimKind) {
+        match self.by_path.insert(path, key) {
+            Some(old) if old == key => return,
+            Some(old) => {
+                if let Some(list) = self.paths_of.get_mut(&old) {
+                    list.retain(|p| *p != path);
+                }
             }
-            if let Some(list) = self.paths_of.get_mut(&old) {
-                list.retain(|p| *p != path);
-            }
+            None => self.note(path, how),
         }
         self.paths_of.entry(key).or_default().push(path);
+    }
+
+    /// Journals a change of this loop's UDP paths for the other loops on the port.
+    fn note(&mut self, path: PathId, kind: ClaimKind) {
+        if let (PathId::Udp(addr), true) = (path, self.loops > 1) {
+            self.foreign.remove(&addr);
+            let owner = self.me;
+            self.journal.push(PathClaim { addr, owner, kind });
+        }
+    }
+
+    /// The claims made since the last call, to tell the other loops.
+    pub fn take_claims(&mut self) -> Vec<PathClaim> {
+        std::mem::take(&mut self.journal)
+    }
+
+    /// Another loop's claim: a proven one takes the path from this loop's session that had it;
+    /// a learnt one does not (the loop that sent there first keeps it until an answer decides).
+    pub fn claimed(&mut self, claim: PathClaim) {
+        let PathClaim { addr, owner, kind } = claim;
+        if owner == self.me || owner >= self.loops {
+            return;
+        }
+        let path = PathId::Udp(addr);
+        match kind {
+            ClaimKind::Released => {
+                if self.foreign.get(&addr) == Some(&owner) {
+                    self.foreign.remove(&addr);
+                }
+            }
+            ClaimKind::Learnt if self.by_path.contains_key(&path) => {}
+            ClaimKind::Learnt => {
+                self.foreign.insert(addr, owner);
+            }
+            ClaimKind::Proven => {
+                self.foreign.insert(addr, owner);
+                self.drop_path(path);
+            }
+        }
+    }
+
+    /// The loop that claimed `path`, when another one did.
+    fn foreign_owner(&self, path: PathId) -> Option<usize> {
+        match path {
+            PathId::Udp(addr) => self.foreign.get(&addr).copied(),
+            PathId::Tcp(_) => None,
+        }
+    }
+
+    /// Where a packet that reached this loop's own socket goes: the session whose check it
+    /// answers, the one it names or whose path it came on, else the loop that does (a STUN
+    /// request's ufrag names its loop; other packets go by the claims). ICE-TCP connections are
+    /// their loop's already, and are never handed over.
+    pub fn destination(&mut self, path: PathId, packet: &[u8]) -> Destination {
+        if let Some(key) = self.proven(path, packet) {
+            return Destination::Proven(key);
+        }
+        if let Some(ufrag) = stun_request_local_ufrag(packet) {
+            if let Some(&key) = self.by_ufrag.get(&ufrag) {
+                return Destination::Session(key);
+            }
+            let named = IceCredentials::loop_of(&ufrag);
+            let other = named.filter(|&i| i != self.me && i < self.loops);
+            if let (Some(owner), PathId::Udp(_)) = (other, path) {
+                return Destination::Loop(owner);
+            }
+        }
+        if let Some(&key) = self.by_path.get(&path) {
+            return Destination::Session(key);
+        }
+        self.foreign_owner(path)
+            .map_or(Destination::Nowhere, Destination::Loop)
     }
 
     /// The session a packet that came on `path` belongs to: the one a STUN request names by
@@ -133,12 +263,21 @@ impl Routes {
 
     /// Forgets a path that is gone (a closed ICE-TCP connection).
     pub fn forget(&mut self, path: PathId) {
-        self.answered.remove(&path);
-        if let Some(key) = self.by_path.remove(&path) {
-            if let Some(list) = self.paths_of.get_mut(&key) {
-                list.retain(|p| *p != path);
-            }
+        if self.drop_path(path) {
+            self.note(path, ClaimKind::Released);
         }
+    }
+
+    /// Takes `path` from the session that has it; whether one had.
+    fn drop_path(&mut self, path: PathId) -> bool {
+        self.answered.remove(&path);
+        let Some(key) = self.by_path.remove(&path) else {
+            return false;
+        };
+        if let Some(list) = self.paths_of.get_mut(&key) {
+            list.retain(|p| *p != path);
+        }
+        true
     }
 
     /// Forgets everything about a session (part of teardown); returns the paths it had, so
@@ -151,12 +290,14 @@ impl Routes {
             if self.by_path.get(path) == Some(&key) {
                 self.by_path.remove(path);
                 self.answered.remove(path);
+                self.note(*path, ClaimKind::Released);
             }
         }
         paths
     }
 
-    /// Whether no route is left (tests and leak checks).
+    /// Whether no route of this loop's own is left (tests and leak checks; the other loops'
+    /// claims are theirs to release).
     pub fn is_empty(&self) -> bool {
         self.by_ufrag.is_empty()
             && self.by_path.is_empty()
@@ -214,7 +355,7 @@ mod tests {
         // Not checked yet (a spoofed source or a guessed ufrag): the path is not the session's.
         assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), None);
         // The session answered on it (rtc checked the request's integrity).
-        routes.learn(addr(1000), 7);
+        routes.learn(addr(1000), 7, ClaimKind::Learnt);
         assert_eq!(routes.route(addr(1000), &[0x80, 0, 0, 0]), Some(7));
         assert_eq!(
             routes.route(addr(1001), &binding_request("other:cli")),
@@ -229,14 +370,14 @@ mod tests {
         routes.add_ufrag("other", 8);
         assert_eq!(routes.route(tcp(1), &[0x80, 0]), None);
         assert_eq!(routes.route(tcp(1), &binding_request("srv:cli")), Some(7));
-        routes.learn(tcp(1), 7);
+        routes.learn(tcp(1), 7, ClaimKind::Learnt);
         assert_eq!(routes.route(tcp(1), &[0x80, 0]), Some(7));
         // The same numbers as a UDP port, or another connection, are other paths.
         assert_eq!(routes.route(addr(1), &[0x80, 0]), None);
         assert_eq!(routes.route(tcp(2), &binding_request("other:cli")), Some(8));
-        routes.learn(tcp(2), 8);
+        routes.learn(tcp(2), 8, ClaimKind::Learnt);
         assert_eq!(routes.route(tcp(2), &[0x80, 0]), Some(8));
-        routes.learn(addr(9), 7);
+        routes.learn(addr(9), 7, ClaimKind::Learnt);
         routes.remove(7, "srv");
         assert_eq!(routes.route(tcp(1), &[0x80, 0]), None);
         assert_eq!(routes.route(addr(9), &[0x80, 0]), None);
@@ -314,12 +455,60 @@ mod tests {
         let mut routes = Routes::default();
         routes.add_ufrag("a", 1);
         routes.add_ufrag("b", 2);
-        routes.learn(addr(5), 1);
-        routes.learn(addr(5), 2);
+        routes.learn(addr(5), 1, ClaimKind::Learnt);
+        routes.learn(addr(5), 2, ClaimKind::Learnt);
         assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
         routes.remove(1, "a");
         assert_eq!(routes.route(addr(5), &[0x80]), Some(2));
         routes.remove(2, "b");
         assert!(routes.is_empty());
+    }
+
+    #[test]
+    fn loops_on_one_port_hand_packets_to_the_owner_and_a_proof_moves_a_path() {
+        let (mut zero, mut one) = (Routes::for_loop(0, 2), Routes::for_loop(1, 2));
+        let client = addr(5000);
+        let PathId::Udp(client_addr) = client else {
+            unreachable!()
+        };
+        let media = [0x80; 20];
+        // Loop 0's session sends a check there first: loop 1 learns the claim.
+        zero.learn_sent(client, 3, &stun(BINDING_REQUEST_TYPE, 1));
+        let claims = zero.take_claims();
+        let learnt = PathClaim {
+            addr: client_addr,
+            owner: 0,
+            kind: ClaimKind::Learnt,
+        };
+        assert_eq!(claims, [learnt]);
+        assert!(zero.take_claims().is_empty());
+        claims.into_iter().for_each(|c| one.claimed(c));
+        assert_eq!(one.destination(client, &media), Destination::Loop(0));
+        assert_eq!(zero.destination(client, &media), Destination::Session(3));
+        // Loop 1's session does not take a path another loop claimed by sending there...
+        one.learn_sent(client, 8, &stun(BINDING_REQUEST_TYPE, 2));
+        assert!(one.take_claims().is_empty());
+        // ...but an answer to its check does, from loop 0 too.
+        assert_eq!(
+            one.destination(client, &stun(BINDING_SUCCESS_TYPE, 2)),
+            Destination::Proven(8)
+        );
+        let claims = one.take_claims();
+        assert_eq!(claims[0].kind, ClaimKind::Proven);
+        claims.into_iter().for_each(|c| zero.claimed(c));
+        assert_eq!(zero.destination(client, &media), Destination::Loop(1));
+        // A request names its loop by its ufrag, wherever it arrives.
+        let ufrag = IceCredentials::random_for(1).ufrag;
+        let request = binding_request(&format!("{ufrag}:client"));
+        assert_eq!(zero.destination(addr(6000), &request), Destination::Loop(1));
+        // The owner's session ends: its path is released, and nobody's.
+        assert_eq!(one.remove(8, "gone"), vec![client]);
+        one.take_claims().into_iter().for_each(|c| zero.claimed(c));
+        assert_eq!(zero.destination(client, &media), Destination::Nowhere);
+        assert!(zero.foreign.is_empty());
+        // A single loop makes no claim.
+        let mut alone = Routes::default();
+        alone.learn_sent(client, 1, &media);
+        assert!(alone.take_claims().is_empty());
     }
 }

@@ -15,6 +15,11 @@ pub(in crate::media) fn is_binding_request(datagram: &[u8]) -> bool {
     binding_transaction(datagram, BINDING_REQUEST_TYPE).is_some()
 }
 
+/// Whether `datagram` is a STUN Binding success response.
+pub(in crate::media) fn is_binding_success(datagram: &[u8]) -> bool {
+    binding_transaction(datagram, BINDING_SUCCESS_TYPE).is_some()
+}
+
 /// The transaction id of `datagram` if it is a STUN message of type `typ` (with the magic
 /// cookie).
 pub(in crate::media) fn binding_transaction(datagram: &[u8], typ: [u8; 2]) -> Option<[u8; 12]> {

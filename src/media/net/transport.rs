@@ -36,7 +36,7 @@ impl PathId {
 }
 
 /// One inbound packet as a transport hands it to the loop.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Inbound {
     /// The path it came on.
     pub path: PathId,

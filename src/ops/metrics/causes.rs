@@ -55,10 +55,12 @@ pub enum Dropped {
     /// RTP that no track of its session took (its SSRC neither signalled nor bound by mid or
     /// rid: simulcast without the rid extension, a stream nobody negotiated; patched rtc).
     Unbound,
+    /// For a session of another loop on the same UDP port, whose queue was full (`mesh.rs`).
+    HandoverFull,
 }
 
 impl Dropped {
-    pub(super) const ALL: [Dropped; 9] = [
+    pub(super) const ALL: [Dropped; 10] = [
         Dropped::Unroutable,
         Dropped::RateCap,
         Dropped::CodecMismatch,
@@ -68,6 +70,7 @@ impl Dropped {
         Dropped::Rejected,
         Dropped::OtherSource,
         Dropped::Unbound,
+        Dropped::HandoverFull,
     ];
 
     pub(super) fn label(self) -> &'static str {
@@ -81,6 +84,7 @@ impl Dropped {
             Dropped::Rejected => "rejected",
             Dropped::OtherSource => "other_source",
             Dropped::Unbound => "unbound",
+            Dropped::HandoverFull => "handover_full",
         }
     }
 }

@@ -20,7 +20,8 @@ pub struct LoopMetrics {
     rtp_received_bytes: Counter,
     rtp_sent: Counter,
     rtp_sent_bytes: Counter,
-    dropped: [Counter; 9],
+    dropped: [Counter; 10],
+    handed_over: Counter,
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
     tcp_closed: [Counter; 8],
@@ -39,7 +40,7 @@ impl std::fmt::Debug for LoopMetrics {
 impl LoopMetrics {
     /// The loops' counters, registered in `registry`.
     pub(super) fn register(registry: &mut Registry) -> Self {
-        let [rtp_received, rtp_received_bytes, rtp_sent, rtp_sent_bytes] = [
+        let [rtp_received, rtp_received_bytes, rtp_sent, rtp_sent_bytes, handed_over] = [
             (
                 "rtp_packets_received",
                 "RTP packets received from publishers",
@@ -53,6 +54,11 @@ impl LoopMetrics {
                 "RTP packets forwarded to viewers and echo sessions",
             ),
             ("rtp_sent_bytes", "RTP bytes (header and payload) forwarded"),
+            (
+                "handed_over_packets",
+                "Datagrams a media loop's socket took for a session of another loop on the same \
+                 UDP port, handed over to it",
+            ),
         ]
         .map(|(name, help)| counter(registry, name, help));
         let dropped = cause_counters(
@@ -89,6 +95,7 @@ impl LoopMetrics {
             rtp_sent,
             rtp_sent_bytes,
             dropped,
+            handed_over,
             ended,
             connect_seconds,
             tcp_closed,
@@ -135,6 +142,11 @@ impl LoopMetrics {
     /// `n` packets not forwarded for `why`.
     pub fn dropped(&self, why: Dropped, n: u64) {
         self.dropped[why as usize].inc_by(n);
+    }
+
+    /// Datagrams handed to another loop on the port.
+    pub fn handed_over(&self, n: usize) {
+        self.handed_over.inc_by(n as u64);
     }
 
     /// A session ended.
