@@ -90,6 +90,7 @@
 //! | `media::net::stun` | what whip-echo reads of a STUN message before rtc: Binding type, transaction id, the local ufrag |
 //! | `media::net::transport` | the transport seam: `PathId`, `Inbound`, `Transports::send` |
 //! | `media::net::socket` | the shared UDP socket: batched receive with destination addresses |
+//! | `media::net::batch` | what a loop sends in one wake-up, sent by `sendmmsg` per source address |
 //! | `media::net::mesh` | the loops on the one UDP port: datagrams for another loop's session handed over, the claims of remote addresses |
 //! | `media::net::tcp` | ICE-TCP on the shared port: RFC 4571 framing, the loop's connections and their caps |
 //! | `media::net::tcp::intake` | ICE-TCP connections from any listener: the acceptor, each connection's task (first frame picks the loop, then both ways) |

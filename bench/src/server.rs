@@ -1,7 +1,7 @@
 //! The server under test as a child process, and its costs read from /proc (the server process
 //! only, never the load generator's).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -64,7 +64,9 @@ impl Server {
         threads: u16,
         wrapper: &[String],
     ) -> Result<Server, String> {
-        let binary = root.join("target/release/whip-echo");
+        // `WHIP_ECHO_BENCH_BINARY`: another build (an older commit's, to compare in one sitting).
+        let binary = std::env::var_os("WHIP_ECHO_BENCH_BINARY")
+            .map_or_else(|| root.join("target/release/whip-echo"), PathBuf::from);
         let mut command = match kind {
             Kind::WhipEcho => {
                 let mut c = match wrapper.split_first() {

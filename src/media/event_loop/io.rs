@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::media::conn::Conn;
+use crate::media::net::batch::Sent;
 use crate::media::net::mesh::Mesh;
 use crate::media::net::routes::PathClaim;
 use crate::media::net::socket::UdpIo;
@@ -162,10 +163,18 @@ impl Net {
     }
 
     /// Sends what `conn` has queued, ignoring errors (its close_notify at teardown).
-    pub fn send_all(&mut self, conn: &mut Conn) {
+    pub fn send_all(&mut self, conn: &mut Conn, config: &MediaConfig) {
         while let Some(out) = conn.poll_write() {
-            let _ = self.transports.send(&out.transport, &out.message);
+            if let Ok(sent) = self.transports.send(&out.transport, out.message) {
+                count(sent, config);
+            }
         }
+    }
+
+    /// Sends the UDP datagrams this wake-up queued (`batch.rs`).
+    pub fn send_queued(&mut self, config: &MediaConfig) {
+        let sent = self.transports.udp.send_queued();
+        count(sent, config);
     }
 
     /// Sends session `key`'s pending datagrams, learning their destinations as its routes; its
@@ -189,8 +198,9 @@ impl Net {
                 }
                 sending.conn.note_sent(path, &out.message);
             }
-            if let Err(e) = self.transports.send(&out.transport, &out.message) {
-                (sending.conn.span()).in_scope(|| debug!(error = %e, "send failed"));
+            match self.transports.send(&out.transport, out.message) {
+                Ok(sent) => count(sent, config),
+                Err(e) => (sending.conn.span()).in_scope(|| debug!(error = %e, "send failed")),
             }
         }
         sending.conn.next_deadline()
@@ -234,5 +244,14 @@ impl Net {
             }
         }
         true
+    }
+}
+
+/// Counts the datagrams a batch could not send (a full socket buffer, a refused destination).
+fn count(sent: Sent, config: &MediaConfig) {
+    if sent.dropped > 0 {
+        config
+            .metrics
+            .dropped(Dropped::SendFailed, sent.dropped as u64);
     }
 }

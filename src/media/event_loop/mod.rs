@@ -135,7 +135,7 @@ impl MediaLoop {
                 _ = sleep_until(next_timer) => self.fire_timers(Instant::now()),
             }
             self.end_panicked();
-            self.tell_others();
+            self.send_all_queued();
             let now = Instant::now();
             if now >= next_prune {
                 self.sessions.prune(now);
@@ -145,7 +145,7 @@ impl MediaLoop {
         for key in self.sessions.keys() {
             self.teardown(key, EndReason::Shutdown);
         }
-        self.tell_others();
+        self.send_all_queued();
         info!(
             unroutable = self.net.unroutable_count(),
             "media loop stopped"
@@ -176,12 +176,14 @@ impl MediaLoop {
         }
     }
 
-    /// Takes the socket's receive batches in and drives the sessions they touched: the whole
-    /// per-packet path of UDP (the bench's callgrind mode measures this function, by name).
+    /// Takes the socket's receive batches in, drives the sessions they touched and sends what
+    /// they sent (one batch) and what goes to the other loops: the whole per-packet path of UDP
+    /// (the bench's callgrind mode measures this function, by name).
     #[inline(never)]
     fn read_datagrams(&mut self) {
         let inbound = self.net.read_datagrams();
         self.handle_inbound(inbound, Instant::now(), Via::Own);
+        self.send_all_queued();
     }
 
     /// Takes in `first` and what else the other loops handed over (bounded): their claims, then
@@ -203,10 +205,12 @@ impl MediaLoop {
         }
     }
 
-    /// Tells the other loops on the port this loop's new claims and hands them their packets.
-    fn tell_others(&mut self) {
+    /// The end of every wake-up: tells the other loops on the port this loop's new claims, hands
+    /// them their packets, and sends the datagrams it queued (one batch, `net/batch.rs`).
+    fn send_all_queued(&mut self) {
         let claims = self.sessions.take_claims();
         self.net.tell_others(&claims, &self.config);
+        self.net.send_queued(&self.config);
     }
 
     /// Feeds what the ICE-TCP connections queued in like datagrams, then forgets the closed ones.
@@ -451,11 +455,11 @@ impl MediaLoop {
         };
         // A DTLS close_notify, so the peer learns at once (RFC 7675 §5.2). Not after a panic:
         // the peer connection is not called again (`shield.rs`).
-        let net = &mut self.net;
+        let (net, config) = (&mut self.net, &self.config);
         let conn = &mut removed.conn;
         if let Err(panic) = shielded(|| {
             conn.close();
-            net.send_all(conn);
+            net.send_all(conn, config);
         }) {
             log_panic(conn, &panic);
         }

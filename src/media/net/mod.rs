@@ -2,6 +2,7 @@
 //! the transport seam (`PathId`, `Inbound`), the routes from a packet to its session, and what is
 //! read of STUN before rtc.
 
+pub(crate) mod batch;
 pub(crate) mod mesh;
 pub(crate) mod pending;
 pub(crate) mod routes;

@@ -1,5 +1,5 @@
-//! The shared UDP socket: batched receive with each datagram's destination address (IP_PKTINFO), and
-//! sends with an explicit source address, through `quinn-udp`.
+//! The shared UDP socket: batched receive with each datagram's destination address (IP_PKTINFO),
+//! through `quinn-udp`, and batched sends with an explicit source address (`batch.rs`).
 //!
 //! On a socket bound to 0.0.0.0 the kernel does not say which local address a datagram reached, yet
 //! rtc-ice matches the local address handed in with each packet against its candidates exactly
@@ -8,8 +8,12 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use bytes::BytesMut;
+use quinn_udp::{RecvMeta, UdpSocketState};
+
+use super::batch::{SendBatch, Sent};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -39,6 +43,8 @@ pub struct UdpIo {
     candidates: Candidates,
     bufs: Vec<Vec<u8>>,
     metas: Vec<RecvMeta>,
+    /// What this wake-up sends.
+    outgoing: SendBatch,
 }
 
 /// One announced candidate address, with the source IP replies from it must use (`None` where
@@ -84,6 +90,7 @@ impl UdpIo {
             candidates,
             bufs: vec![vec![0; SLOT]; BATCH],
             metas: vec![RecvMeta::default(); BATCH],
+            outgoing: SendBatch::default(),
         })
     }
 
@@ -122,24 +129,27 @@ impl UdpIo {
         Ok(count)
     }
 
-    /// Sends `data` to `to` from the candidate `local`, without waiting: a full socket buffer drops
-    /// the datagram (media is loss-tolerant; the loop never blocks on one slow path).
-    pub fn send(&self, to: SocketAddr, local: SocketAddr, data: &[u8]) -> io::Result<()> {
-        let src_ip = self
+    /// Queues `data` for `to` from the candidate `local`, sent with the rest of the wake-up's by
+    /// [`UdpIo::send_queued`] (or at once when the batch is full); what was sent then.
+    pub fn queue(&mut self, to: SocketAddr, local: SocketAddr, data: BytesMut) -> Sent {
+        let source = self
             .candidates
             .iter()
             .find(|c| c.addr == local)
             .and_then(|c| c.source);
-        let transmit = Transmit {
-            destination: to,
-            ecn: None,
-            contents: data,
-            segment_size: None,
-            src_ip,
-        };
-        self.socket.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.socket).into(), &transmit)
-        })
+        if self.outgoing.queue(to, source, data) {
+            return self.send_queued();
+        }
+        Sent::default()
+    }
+
+    /// Sends the queued datagrams without waiting: a full socket buffer drops them (media is
+    /// loss-tolerant; the loop never blocks on one slow path).
+    pub fn send_queued(&mut self) -> Sent {
+        if self.outgoing.is_empty() {
+            return Sent::default();
+        }
+        self.outgoing.send(self.socket.as_raw_fd())
     }
 }
 

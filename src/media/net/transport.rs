@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+use super::batch::Sent;
 use super::socket::UdpIo;
 use super::tcp::TcpConns;
 
@@ -87,16 +88,18 @@ impl Transports {
     }
 
     /// Sends one packet by the transport its context names, without waiting (a full buffer
-    /// drops it: media is loss-tolerant and the loop never blocks on one slow path).
-    pub fn send(&self, transport: &TransportContext, data: &[u8]) -> io::Result<()> {
+    /// drops it: media is loss-tolerant and the loop never blocks on one slow path). UDP
+    /// datagrams are queued, and sent with the rest of the wake-up's (`batch.rs`): what a full
+    /// batch sent comes back.
+    pub fn send(&mut self, transport: &TransportContext, data: BytesMut) -> io::Result<Sent> {
         match transport.transport_protocol {
             TransportProtocol::UDP => {
-                self.udp
-                    .send(transport.peer_addr, transport.local_addr, data)
+                let (to, local) = (transport.peer_addr, transport.local_addr);
+                Ok(self.udp.queue(to, local, data))
             }
             TransportProtocol::TCP => {
-                self.tcp
-                    .send(transport.local_addr, transport.peer_addr, data)
+                let (local, peer) = (transport.local_addr, transport.peer_addr);
+                self.tcp.send(local, peer, &data).map(|()| Sent::default())
             }
             other => Err(io::Error::new(
                 io::ErrorKind::Unsupported,

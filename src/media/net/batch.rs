@@ -1,0 +1,194 @@
+//! What a media loop sends on its UDP socket in one wake-up, queued and sent together: one
+//! `sendmmsg(2)` per run of datagrams with the same source address (a call's control message,
+//! IP_PKTINFO, is shared by its datagrams), instead of a `sendmsg` each. The datagrams are moved
+//! in, not copied, and the headers are allocated once.
+//!
+//! A datagram the kernel refuses (no route to its destination, say: a client's offer names any
+//! address it likes) ends that call at it; the rest of the run is sent by the next call, so one
+//! bad destination never costs the others their datagrams. A full socket buffer drops what is
+//! left of the run: media is loss-tolerant, and the loop never waits on its socket.
+
+use std::io::IoSlice;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::RawFd;
+
+use bytes::BytesMut;
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+
+/// Datagrams queued before they are sent without waiting for the end of the wake-up.
+pub const SEND_BATCH: usize = 64;
+
+/// One queued datagram.
+struct Queued {
+    to: SocketAddr,
+    /// The source IP the kernel must use, when it must be told.
+    source: Option<IpAddr>,
+    data: BytesMut,
+}
+
+/// What [`SendBatch::send`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Datagrams the kernel took.
+    pub sent: usize,
+    /// Datagrams it refused (each with the error logged) or that found the socket buffer full.
+    pub dropped: usize,
+}
+
+/// The datagrams of one wake-up and the reused headers of the calls that send them.
+pub struct SendBatch {
+    queued: Vec<Queued>,
+    /// Headers without a control message, with an IPv4 one and with an IPv6 one.
+    plain: MultiHeaders<SockaddrStorage>,
+    v4: MultiHeaders<SockaddrStorage>,
+    v6: MultiHeaders<SockaddrStorage>,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch {
+            queued: Vec::with_capacity(SEND_BATCH),
+            plain: MultiHeaders::preallocate(SEND_BATCH, None),
+            v4: MultiHeaders::preallocate(SEND_BATCH, Some(nix::cmsg_space!(libc::in_pktinfo))),
+            v6: MultiHeaders::preallocate(SEND_BATCH, Some(nix::cmsg_space!(libc::in6_pktinfo))),
+        }
+    }
+}
+
+impl SendBatch {
+    /// Queues `data` for `to`, from `source` when the kernel must be told; whether the batch is
+    /// full (time to send it).
+    pub fn queue(&mut self, to: SocketAddr, source: Option<IpAddr>, data: BytesMut) -> bool {
+        self.queued.push(Queued { to, source, data });
+        self.queued.len() >= SEND_BATCH
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queued.is_empty()
+    }
+
+    /// Sends everything queued on socket `fd`, one call per run of datagrams with one source.
+    pub fn send(&mut self, fd: RawFd) -> Sent {
+        let mut total = Sent::default();
+        let mut start = 0;
+        while start < self.queued.len() {
+            let source = self.queued[start].source;
+            let len = (self.queued[start..].iter())
+                .take_while(|q| q.source == source)
+                .count();
+            let run = self.send_run(fd, start, start + len);
+            total.sent += run.sent;
+            total.dropped += run.dropped;
+            start += len;
+        }
+        self.queued.clear();
+        total
+    }
+
+    /// Sends `queued[start..end]`, which share a source, skipping what the kernel refuses.
+    fn send_run(&mut self, fd: RawFd, mut start: usize, end: usize) -> Sent {
+        let mut sent = Sent::default();
+        while start < end {
+            match self.call(fd, start, end) {
+                Ok(0) | Err(Errno::EAGAIN) => {
+                    sent.dropped += end - start;
+                    break;
+                }
+                Ok(n) => {
+                    sent.sent += n;
+                    start += n;
+                }
+                Err(e) => {
+                    let to = self.queued[start].to;
+                    tracing::debug!(error = %e, %to, "UDP send failed");
+                    sent.dropped += 1;
+                    start += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// One `sendmmsg` of `queued[start..end]`: how many the kernel took.
+    fn call(&mut self, fd: RawFd, start: usize, end: usize) -> nix::Result<usize> {
+        let run = &self.queued[start..end];
+        let slices: Vec<[IoSlice<'_>; 1]> = run.iter().map(|q| [IoSlice::new(&q.data)]).collect();
+        let addrs: Vec<Option<SockaddrStorage>> = run.iter().map(|q| Some(q.to.into())).collect();
+        let flags = MsgFlags::MSG_DONTWAIT;
+        match run[0].source {
+            None => {
+                let none: [ControlMessage<'_>; 0] = [];
+                sendmmsg(fd, &mut self.plain, &slices, &addrs, none, flags).map(Iterator::count)
+            }
+            Some(IpAddr::V4(ip)) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(ip.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
+                sendmmsg(fd, &mut self.v4, &slices, &addrs, cmsg, flags).map(Iterator::count)
+            }
+            Some(IpAddr::V6(ip)) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
+                sendmmsg(fd, &mut self.v6, &slices, &addrs, cmsg, flags).map(Iterator::count)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn socket() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s
+    }
+
+    #[test]
+    fn a_batch_reaches_every_destination_and_one_refused_costs_the_others_nothing() {
+        let (from, a, b) = (socket(), socket(), socket());
+        let mut batch = SendBatch::default();
+        let lo = Some(IpAddr::from([127, 0, 0, 1]));
+        let dest = |s: &std::net::UdpSocket| s.local_addr().unwrap();
+        // Port 0 is refused by the kernel (EINVAL), between datagrams that are not.
+        let refused: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert!(!batch.queue(dest(&a), None, BytesMut::from(&b"one"[..])));
+        batch.queue(refused, None, BytesMut::from(&b"lost"[..]));
+        batch.queue(dest(&b), None, BytesMut::from(&b"two"[..]));
+        batch.queue(dest(&a), lo, BytesMut::from(&b"three"[..]));
+        let sent = batch.send(from.as_raw_fd());
+        assert_eq!(
+            sent,
+            Sent {
+                sent: 3,
+                dropped: 1
+            }
+        );
+        assert!(batch.is_empty());
+        let mut buf = [0; 16];
+        let mut read = |s: &std::net::UdpSocket| {
+            let (n, peer) = s.recv_from(&mut buf).unwrap();
+            assert_eq!(peer, dest(&from));
+            buf[..n].to_vec()
+        };
+        assert_eq!(read(&a), b"one");
+        assert_eq!(read(&a), b"three");
+        assert_eq!(read(&b), b"two");
+    }
+}
