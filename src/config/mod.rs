@@ -205,8 +205,8 @@ pub struct Config {
     #[arg(long, env = "WHIP_ECHO_ICE_RESTARTS_PER_MINUTE", default_value_t = 6)]
     pub ice_restarts_per_minute: u32,
 
-    /// Connectivity checks each media loop may send per second (twice that at once) to addresses
-    /// that never answered one; more are dropped (a client's offer names the addresses its
+    /// Connectivity checks the media loops may send per second in all (twice that at once; each
+    /// loop an even share) to addresses that never answered one; more are dropped (a client's offer names the addresses its
     /// session checks: unbounded, the server sends checks wherever clients tell it). Checks to
     /// addresses that answered are not counted. 0: no limit.
     #[arg(

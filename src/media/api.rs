@@ -180,6 +180,7 @@ pub struct MediaConfig {
     pub tcp_limits: TcpLimits,
     /// ICE restarts a session may make per minute (0: any number).
     pub ice_restarts_per_minute: u32,
-    /// Checks per second to addresses that never answered one, per loop (0: any number).
+    /// Checks per second to addresses that never answered one, in all (0: any number); each loop
+    /// takes an even share.
     pub unanswered_checks_per_second: u32,
 }

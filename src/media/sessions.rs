@@ -43,10 +43,9 @@ pub struct Sending<'a> {
 }
 
 impl Sending<'_> {
-    /// Learns that the session sent `datagram` on `path` ([`Routes::learn_sent`]); whether that
-    /// made a claim for the other loops on the port.
-    pub fn learn_sent(&mut self, path: PathId, datagram: &[u8]) -> bool {
-        self.routes.learn_sent(path, self.key, datagram)
+    /// Learns that the session sent `datagram` on `path` ([`Routes::learn_sent`]).
+    pub fn learn_sent(&mut self, path: PathId, datagram: &[u8]) {
+        self.routes.learn_sent(path, self.key, datagram);
     }
 
     /// The claims made since the last call ([`Routes::take_claims`]).

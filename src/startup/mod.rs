@@ -115,7 +115,9 @@ impl Plan {
     /// with `--stun-discover`, the UDP port's public address is asked for and announced.
     pub async fn bind(&mut self, config: &Config) -> Result<Sockets, ServerError> {
         let at = SocketAddr::new(self.udp_host, config.udp_port);
-        let udp = bind_udp(at, config.media_loops()).map_err(io(format!("binding UDP {at}")))?;
+        let probe = std::net::UdpSocket::bind(at)
+            .and_then(|socket| socket.set_nonblocking(true).map(|()| socket))
+            .map_err(io(format!("binding UDP {at}")))?;
         if let Some(server) = &config.stun_discover {
             // A dual-stack name (stun.l.google.com) often lists IPv6 first: ask over the
             // socket's own family.
@@ -129,8 +131,11 @@ impl Plan {
                         "--stun-discover {server}: no address of the UDP socket's family"
                     ))
                 })?;
-            dns::discover_public_ip(&udp[0], server, &mut self.addresses.public_ips).await;
+            // Before the group binds: the answer comes back to the socket that asked.
+            dns::discover_public_ip(&probe, server, &mut self.addresses.public_ips).await;
         }
+        let udp =
+            udp_group(probe, config.media_loops()).map_err(io(format!("binding UDP {at}")))?;
         let at = SocketAddr::new(self.tcp_host, config.tcp_port);
         let what = format!("binding TCP {at} (ICE-TCP)");
         let tcp = std::net::TcpListener::bind(at).map_err(io(what.clone()))?;
@@ -164,16 +169,17 @@ impl Plan {
     }
 }
 
-/// `loops` non-blocking UDP sockets on `at`'s port (an ephemeral one when it is 0): one socket
-/// alone as it is, or a SO_REUSEPORT group, whose members the kernel picks between by each
-/// datagram's 4-tuple. A group would share the port with anyone else's group (of the same user),
-/// so the port is first bound without the option, which fails if it is taken.
-fn bind_udp(at: SocketAddr, loops: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+/// `loops` non-blocking UDP sockets on the port `probe` is bound to: `probe` alone as it is, or a
+/// SO_REUSEPORT group in its place, whose members the kernel picks between by each datagram's
+/// 4-tuple. The port was bound without the option first, which fails if it is taken: a group would
+/// share it with another group (of the same user, the only one Linux lets join) without a word.
+fn udp_group(
+    probe: std::net::UdpSocket,
+    loops: usize,
+) -> std::io::Result<Vec<std::net::UdpSocket>> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let probe = std::net::UdpSocket::bind(at)?;
     let at = probe.local_addr()?;
     if loops <= 1 {
-        probe.set_nonblocking(true)?;
         return Ok(vec![probe]);
     }
     drop(probe);

@@ -9,7 +9,6 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::media::conn::Conn;
-use crate::media::net::batch::Sent;
 use crate::media::net::mesh::Mesh;
 use crate::media::net::routes::PathClaim;
 use crate::media::net::socket::UdpIo;
@@ -32,16 +31,21 @@ pub struct Net {
     transports: Transports,
     /// The other loops on the UDP port.
     mesh: Mesh,
-    /// Checks to addresses that never answered one (`--unanswered-checks-per-second`).
+    /// Checks to addresses that never answered one (`--unanswered-checks-per-second`, shared
+    /// evenly by the loops: this loop's share a second).
     unanswered_checks: TokenBucket,
+    check_rate: u32,
     /// Packets that named no session.
     unroutable: u64,
 }
 
 impl Net {
     pub fn new((udp, tcp, mesh): (UdpIo, TcpConns, Mesh), config: &MediaConfig) -> Self {
-        let burst = config.unanswered_checks_per_second.saturating_mul(2);
+        let loops = u32::try_from(mesh.len().max(1)).unwrap_or(u32::MAX);
+        let check_rate = config.unanswered_checks_per_second.div_ceil(loops);
+        let burst = check_rate.saturating_mul(2);
         Net {
+            check_rate,
             transports: Transports { udp, tcp },
             mesh,
             unanswered_checks: TokenBucket::full(burst, Instant::now()),
@@ -165,16 +169,22 @@ impl Net {
     /// Sends what `conn` has queued, ignoring errors (its close_notify at teardown).
     pub fn send_all(&mut self, conn: &mut Conn, config: &MediaConfig) {
         while let Some(out) = conn.poll_write() {
-            if let Ok(sent) = self.transports.send(&out.transport, out.message) {
-                count(sent, config);
+            // Its paths are claimed already: a full batch may leave at once.
+            if let Ok(true) = self.transports.send(&out.transport, out.message) {
+                self.send_queued(config);
             }
         }
     }
 
-    /// Sends the UDP datagrams this wake-up queued (`batch.rs`).
+    /// Sends the UDP datagrams this wake-up queued (`batch.rs`); those the kernel refused or
+    /// found no room for are counted.
     pub fn send_queued(&mut self, config: &MediaConfig) {
         let sent = self.transports.udp.send_queued();
-        count(sent, config);
+        if sent.dropped > 0 {
+            config
+                .metrics
+                .dropped(Dropped::SendFailed, sent.dropped as u64);
+        }
     }
 
     /// Sends session `key`'s pending datagrams, learning their destinations as its routes; its
@@ -190,16 +200,17 @@ impl Net {
                 if !self.may_send(key, path, &out.message, sending, config) {
                     continue;
                 }
-                if sending.learn_sent(path, &out.message) {
-                    // A path new to this loop: the other loops learn it before the client can
-                    // answer there (its answer may reach another loop's socket).
-                    let claims = sending.take_claims();
-                    self.tell_others(&claims, config);
-                }
+                sending.learn_sent(path, &out.message);
                 sending.conn.note_sent(path, &out.message);
             }
             match self.transports.send(&out.transport, out.message) {
-                Ok(sent) => count(sent, config),
+                // A full batch leaves now, after the claims its datagrams make (`mesh.rs`).
+                Ok(true) => {
+                    let claims = sending.take_claims();
+                    self.tell_others(&claims, config);
+                    self.send_queued(config);
+                }
+                Ok(false) => {}
                 Err(e) => (sending.conn.span()).in_scope(|| debug!(error = %e, "send failed")),
             }
         }
@@ -230,7 +241,7 @@ impl Net {
                 }
             }
         }
-        let rate = config.unanswered_checks_per_second;
+        let rate = self.check_rate;
         if rate > 0 && is_binding_request(datagram) && !sending.has_answered(path) {
             let burst = rate.saturating_mul(2);
             let now = Instant::now();
@@ -244,14 +255,5 @@ impl Net {
             }
         }
         true
-    }
-}
-
-/// Counts the datagrams a batch could not send (a full socket buffer, a refused destination).
-fn count(sent: Sent, config: &MediaConfig) {
-    if sent.dropped > 0 {
-        config
-            .metrics
-            .dropped(Dropped::SendFailed, sent.dropped as u64);
     }
 }

@@ -37,8 +37,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// Commands handled per wake-up. A command is cheap now (negotiation happens before it), but a
 /// burst of a few hundred must still not hold datagrams and timers back for its whole length.
 pub(super) const MAX_COMMANDS_PER_WAKE: usize = 16;
-/// Parcels from the other loops on the port handled per wake-up (one per loop and its wake-up).
-const MAX_PARCELS_PER_WAKE: usize = 16;
+/// Parcels from the other loops on the port handled per wake-up (one per loop and its wake-up:
+/// as many as there can be loops).
+const MAX_PARCELS_PER_WAKE: usize = 64;
 
 /// What a loop waits on besides its socket and its timers.
 pub(super) struct Inputs {
@@ -278,11 +279,11 @@ impl MediaLoop {
     /// other loops too: the session that sent the check may be theirs.
     fn destination(&mut self, packet: Inbound) -> Option<(SessionKey, Inbound)> {
         let destination = self.sessions.destination(packet.path, &packet.data);
-        let offered = self.net.mesh().shared()
+        let unproven = self.net.mesh().shared()
             && matches!(packet.path, PathId::Udp(_))
             && !matches!(destination, Destination::Proven(_))
             && is_binding_success(&packet.data);
-        if offered {
+        if unproven {
             let owner = match destination {
                 Destination::Loop(owner) => Some(owner),
                 _ => None,
@@ -295,10 +296,10 @@ impl MediaLoop {
                 self.net.mesh().hand(owner, packet);
                 None
             }
+            // Counted here even when offered: nothing here took it, and what the other loops
+            // do not take they drop without a word.
             Destination::Nowhere => {
-                if !offered {
-                    self.net.unroutable(packet.path, &self.config);
-                }
+                self.net.unroutable(packet.path, &self.config);
                 None
             }
         }

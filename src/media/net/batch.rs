@@ -1,12 +1,19 @@
 //! What a media loop sends on its UDP socket in one wake-up, queued and sent together: one
-//! `sendmmsg(2)` per run of datagrams with the same source address (a call's control message,
-//! IP_PKTINFO, is shared by its datagrams), instead of a `sendmsg` each. The datagrams are moved
-//! in, not copied, and the headers are allocated once.
+//! `sendmmsg(2)` (nix) per run of datagrams with the same source address (a call's control
+//! message, IP_PKTINFO, is shared by its datagrams), instead of a `sendmsg` each. The datagrams are
+//! moved in, not copied; the message headers are allocated once, and each call builds one small
+//! list of its datagrams' slices.
 //!
 //! A datagram the kernel refuses (no route to its destination, say: a client's offer names any
 //! address it likes) ends that call at it; the rest of the run is sent by the next call, so one
-//! bad destination never costs the others their datagrams. A full socket buffer drops what is
-//! left of the run: media is loss-tolerant, and the loop never waits on its socket.
+//! bad destination never costs the others their datagrams. A full socket buffer (or no buffer
+//! memory, or a source address that is gone) drops what is left of the run: media is
+//! loss-tolerant, and the loop never waits on its socket.
+//!
+//! nix reports how many datagrams a call sent only through the iterator of its results, whose
+//! items it builds from each sent header (reading the unused address slot of each as initialised
+//! memory): only its count is used here. Linux only, as whip-echo's deployment is (SO_REUSEPORT
+//! balancing, IP_PKTINFO).
 
 use std::io::IoSlice;
 use std::net::{IpAddr, SocketAddr};
@@ -40,6 +47,8 @@ pub struct Sent {
 /// The datagrams of one wake-up and the reused headers of the calls that send them.
 pub struct SendBatch {
     queued: Vec<Queued>,
+    /// The destinations of one call, reused.
+    addrs: Vec<Option<SockaddrStorage>>,
     /// Headers without a control message, with an IPv4 one and with an IPv6 one.
     plain: MultiHeaders<SockaddrStorage>,
     v4: MultiHeaders<SockaddrStorage>,
@@ -50,6 +59,7 @@ impl Default for SendBatch {
     fn default() -> Self {
         SendBatch {
             queued: Vec::with_capacity(SEND_BATCH),
+            addrs: Vec::with_capacity(SEND_BATCH),
             plain: MultiHeaders::preallocate(SEND_BATCH, None),
             v4: MultiHeaders::preallocate(SEND_BATCH, Some(nix::cmsg_space!(libc::in_pktinfo))),
             v6: MultiHeaders::preallocate(SEND_BATCH, Some(nix::cmsg_space!(libc::in6_pktinfo))),
@@ -93,7 +103,8 @@ impl SendBatch {
         let mut sent = Sent::default();
         while start < end {
             match self.call(fd, start, end) {
-                Ok(0) | Err(Errno::EAGAIN) => {
+                Err(Errno::EINTR) => {}
+                Ok(0) | Err(Errno::EAGAIN | Errno::ENOBUFS | Errno::EADDRNOTAVAIL) => {
                     sent.dropped += end - start;
                     break;
                 }
@@ -116,12 +127,14 @@ impl SendBatch {
     fn call(&mut self, fd: RawFd, start: usize, end: usize) -> nix::Result<usize> {
         let run = &self.queued[start..end];
         let slices: Vec<[IoSlice<'_>; 1]> = run.iter().map(|q| [IoSlice::new(&q.data)]).collect();
-        let addrs: Vec<Option<SockaddrStorage>> = run.iter().map(|q| Some(q.to.into())).collect();
+        self.addrs.clear();
+        (self.addrs).extend(run.iter().map(|q| Some(SockaddrStorage::from(q.to))));
+        let addrs = &self.addrs;
         let flags = MsgFlags::MSG_DONTWAIT;
         match run[0].source {
             None => {
                 let none: [ControlMessage<'_>; 0] = [];
-                sendmmsg(fd, &mut self.plain, &slices, &addrs, none, flags).map(Iterator::count)
+                sendmmsg(fd, &mut self.plain, &slices, addrs, none, flags).map(Iterator::count)
             }
             Some(IpAddr::V4(ip)) => {
                 let info = libc::in_pktinfo {
@@ -132,7 +145,7 @@ impl SendBatch {
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
                 let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
-                sendmmsg(fd, &mut self.v4, &slices, &addrs, cmsg, flags).map(Iterator::count)
+                sendmmsg(fd, &mut self.v4, &slices, addrs, cmsg, flags).map(Iterator::count)
             }
             Some(IpAddr::V6(ip)) => {
                 let info = libc::in6_pktinfo {
@@ -142,7 +155,7 @@ impl SendBatch {
                     ipi6_ifindex: 0,
                 };
                 let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
-                sendmmsg(fd, &mut self.v6, &slices, &addrs, cmsg, flags).map(Iterator::count)
+                sendmmsg(fd, &mut self.v6, &slices, addrs, cmsg, flags).map(Iterator::count)
             }
         }
     }
@@ -153,8 +166,8 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
-    fn socket() -> std::net::UdpSocket {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    fn socket(at: &str) -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind(at).unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         s
@@ -162,33 +175,36 @@ mod tests {
 
     #[test]
     fn a_batch_reaches_every_destination_and_one_refused_costs_the_others_nothing() {
-        let (from, a, b) = (socket(), socket(), socket());
+        // Sent from a socket bound to every address, as the media loops' are by default: each
+        // datagram's source is the one its run names, or the kernel's choice.
+        let from = socket("0.0.0.0:0");
+        let (a, b) = (socket("127.0.0.1:0"), socket("127.0.0.1:0"));
         let mut batch = SendBatch::default();
-        let lo = Some(IpAddr::from([127, 0, 0, 1]));
+        let other = IpAddr::from([127, 0, 0, 2]);
         let dest = |s: &std::net::UdpSocket| s.local_addr().unwrap();
+        let port = dest(&from).port();
         // Port 0 is refused by the kernel (EINVAL), between datagrams that are not.
         let refused: SocketAddr = "127.0.0.1:0".parse().unwrap();
         assert!(!batch.queue(dest(&a), None, BytesMut::from(&b"one"[..])));
         batch.queue(refused, None, BytesMut::from(&b"lost"[..]));
         batch.queue(dest(&b), None, BytesMut::from(&b"two"[..]));
-        batch.queue(dest(&a), lo, BytesMut::from(&b"three"[..]));
+        batch.queue(dest(&a), Some(other), BytesMut::from(&b"three"[..]));
         let sent = batch.send(from.as_raw_fd());
-        assert_eq!(
-            sent,
-            Sent {
-                sent: 3,
-                dropped: 1
-            }
-        );
+        let expected = Sent {
+            sent: 3,
+            dropped: 1,
+        };
+        assert_eq!(sent, expected);
         assert!(batch.is_empty());
         let mut buf = [0; 16];
         let mut read = |s: &std::net::UdpSocket| {
             let (n, peer) = s.recv_from(&mut buf).unwrap();
-            assert_eq!(peer, dest(&from));
-            buf[..n].to_vec()
+            assert_eq!(peer.port(), port);
+            (buf[..n].to_vec(), peer.ip())
         };
-        assert_eq!(read(&a), b"one");
-        assert_eq!(read(&a), b"three");
-        assert_eq!(read(&b), b"two");
+        let lo = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(read(&a), (b"one".to_vec(), lo));
+        assert_eq!(read(&a), (b"three".to_vec(), other));
+        assert_eq!(read(&b), (b"two".to_vec(), lo));
     }
 }

@@ -11,7 +11,12 @@
 //! A Binding success response that the loop it reached cannot match to a check of its own is
 //! offered to every other loop as a proof ([`Parcel::proofs`]): the loop whose session sent the
 //! check takes it (and with it the path, `routes.rs`), the others drop it. That is how a client
-//! that reuses its port for a new session on another loop moves its path there.
+//! that reuses its port for a new session on another loop moves its path there. Anyone can send
+//! such a response, so a loop offers at most `MAX_PROOFS_PER_WAKE` per wake-up.
+//!
+//! Claims go out with the parcels at the end of the wake-up, before the loop's own datagrams
+//! (`batch.rs`), so a claim reaches the other loops before the datagram that teaches it can be
+//! answered (the answer may come to any loop's socket).
 
 use tokio::sync::mpsc;
 
@@ -25,6 +30,8 @@ pub const PARCEL_QUEUE: usize = 256;
 /// Claims kept for a loop whose queue is full, to tell it later; beyond, the oldest are dropped
 /// (the queue of a live loop empties every wake-up, so this is only reached by a stuck one).
 const MAX_HELD_CLAIMS: usize = 65_536;
+/// Answers to checks one loop offers the others per wake-up.
+const MAX_PROOFS_PER_WAKE: usize = 64;
 
 /// What one loop hands another in one wake-up.
 #[derive(Debug, Default)]
@@ -51,13 +58,20 @@ pub struct Mesh {
     loops: Vec<mpsc::Sender<Parcel>>,
     /// What this wake-up hands each loop.
     outbox: Vec<Parcel>,
+    /// Answers to checks offered this wake-up.
+    offered: usize,
 }
 
 impl Mesh {
     /// Loop `me`'s links, given every loop's queue in loop order.
     pub fn new(me: usize, loops: Vec<mpsc::Sender<Parcel>>) -> Self {
         let outbox = loops.iter().map(|_| Parcel::default()).collect();
-        Mesh { me, loops, outbox }
+        Mesh {
+            me,
+            loops,
+            outbox,
+            offered: 0,
+        }
     }
 
     /// This loop's index.
@@ -82,13 +96,19 @@ impl Mesh {
         }
     }
 
-    /// Offers a Binding success response to every other loop but `owner` (which is handed it).
-    pub fn offer_proof(&mut self, packet: &Inbound, owner: Option<usize>) {
+    /// Offers a Binding success response to every other loop but `owner` (which is handed it);
+    /// whether it was (not past this wake-up's budget).
+    pub fn offer_proof(&mut self, packet: &Inbound, owner: Option<usize>) -> bool {
+        if self.offered >= MAX_PROOFS_PER_WAKE {
+            return false;
+        }
+        self.offered += 1;
         for (index, parcel) in self.outbox.iter_mut().enumerate() {
             if index != self.me && Some(index) != owner {
                 parcel.proofs.push(packet.clone());
             }
         }
+        true
     }
 
     /// Tells every other loop this loop's `claims`.
@@ -106,12 +126,13 @@ impl Mesh {
     /// Sends each loop its parcel. A full queue drops the parcel's datagrams (counted; media is
     /// loss-tolerant and checks are retransmitted) and keeps its claims for the next wake-up.
     pub fn send(&mut self, metrics: &LoopMetrics) {
+        self.offered = 0;
         for (index, queue) in self.loops.iter().enumerate() {
             let parcel = &mut self.outbox[index];
             if index == self.me || parcel.is_empty() {
                 continue;
             }
-            let handed = parcel.packets.len() + parcel.proofs.len();
+            let handed = parcel.packets.len();
             match queue.try_send(std::mem::take(parcel)) {
                 Ok(()) => metrics.handed_over(handed),
                 Err(mpsc::error::TrySendError::Full(mut refused)) => {

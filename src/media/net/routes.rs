@@ -117,16 +117,14 @@ impl Routes {
     /// has, and its Binding requests are remembered, so that an answer to one of them can prove
     /// the path ([`Routes::proven`]). No send takes a path over from another session: a success
     /// response the session sends answers a request whose source address anyone could have
-    /// written (nor from another loop on the port: [`Routes::claimed`]). Whether claims now wait
-    /// to be told to the other loops ([`Routes::take_claims`]).
-    pub fn learn_sent(&mut self, path: PathId, key: SessionKey, datagram: &[u8]) -> bool {
+    /// written (nor from another loop on the port: [`Routes::claimed`]).
+    pub fn learn_sent(&mut self, path: PathId, key: SessionKey, datagram: &[u8]) {
         if let Some(id) = binding_transaction(datagram, BINDING_REQUEST_TYPE) {
             self.note_check(id, key, path, Instant::now());
         }
         if !self.by_path.contains_key(&path) && self.foreign_owner(path).is_none() {
             self.learn(path, key, ClaimKind::Learnt);
         }
-        !self.journal.is_empty()
     }
 
     fn note_check(&mut self, id: [u8; 12], key: SessionKey, path: PathId, now: Instant) {
@@ -151,8 +149,12 @@ impl Routes {
         if sent_on != path {
             return None;
         }
-        self.learn(path, key, ClaimKind::Proven);
-        self.answered.insert(path);
+        // The first proof of a path tells the other loops even when this loop's session had it
+        // already: a loop that learnt it at the same time gives it up.
+        let first_proof = self.answered.insert(path);
+        if !self.learn(path, key, ClaimKind::Proven) && first_proof {
+            self.note(path, ClaimKind::Proven);
+        }
         Some(key)
     }
 
@@ -161,18 +163,24 @@ impl Routes {
         self.answered.contains(&path)
     }
 
-    /// Makes `path` session `key`'s; a path new to this loop is claimed as `how`.
-    fn learn(&mut self, path: PathId, key: SessionKey, how: ClaimKind) {
-        match self.by_path.insert(path, key) {
-            Some(old) if old == key => return,
+    /// Makes `path` session `key`'s; a path new to this loop is claimed as `how` (whether it
+    /// was).
+    fn learn(&mut self, path: PathId, key: SessionKey, how: ClaimKind) -> bool {
+        let new = match self.by_path.insert(path, key) {
+            Some(old) if old == key => return false,
             Some(old) => {
                 if let Some(list) = self.paths_of.get_mut(&old) {
                     list.retain(|p| *p != path);
                 }
+                false
             }
-            None => self.note(path, how),
-        }
+            None => {
+                self.note(path, how);
+                true
+            }
+        };
         self.paths_of.entry(key).or_default().push(path);
+        new
     }
 
     /// Journals a change of this loop's UDP paths for the other loops on the port.
@@ -189,8 +197,9 @@ impl Routes {
         std::mem::take(&mut self.journal)
     }
 
-    /// Another loop's claim: a proven one takes the path from this loop's session that had it;
-    /// a learnt one does not (the loop that sent there first keeps it until an answer decides).
+    /// Another loop's claim: a proven one takes the path from whichever loop had it (this loop's
+    /// session included); a learnt one takes a path nobody claimed (the loop that sent there first
+    /// keeps it until an answer decides).
     pub fn claimed(&mut self, claim: PathClaim) {
         let PathClaim { addr, owner, kind } = claim;
         if owner == self.me || owner >= self.loops {
@@ -205,7 +214,7 @@ impl Routes {
             }
             ClaimKind::Learnt if self.by_path.contains_key(&path) => {}
             ClaimKind::Learnt => {
-                self.foreign.insert(addr, owner);
+                self.foreign.entry(addr).or_insert(owner);
             }
             ClaimKind::Proven => {
                 self.foreign.insert(addr, owner);
@@ -510,5 +519,52 @@ mod tests {
         let mut alone = Routes::default();
         alone.learn_sent(client, 1, &media);
         assert!(alone.take_claims().is_empty());
+    }
+
+    #[test]
+    fn claims_converge_when_two_loops_learn_one_path_at_once() {
+        let mut loops: Vec<Routes> = (0..3).map(|i| Routes::for_loop(i, 3)).collect();
+        let client = addr(7000);
+        let PathId::Udp(client_addr) = client else {
+            unreachable!()
+        };
+        // Loops 0 and 1 send there before either hears of the other.
+        loops[0].learn_sent(client, 1, &stun(BINDING_REQUEST_TYPE, 1));
+        loops[1].learn_sent(client, 2, &stun(BINDING_REQUEST_TYPE, 2));
+        let from_zero = loops[0].take_claims();
+        let from_one = loops[1].take_claims();
+        // Loop 2 hears loop 1 first; each of the two keeps its own.
+        from_one.iter().for_each(|c| loops[2].claimed(*c));
+        from_zero.iter().for_each(|c| loops[2].claimed(*c));
+        from_zero.iter().for_each(|c| loops[1].claimed(*c));
+        from_one.iter().for_each(|c| loops[0].claimed(*c));
+        assert_eq!(loops[2].foreign.get(&client_addr), Some(&1));
+        // Loop 0's session gets the answer: the path is proven, and every loop learns it, loop
+        // 0 having had it already.
+        let answer = stun(BINDING_SUCCESS_TYPE, 1);
+        assert_eq!(
+            loops[0].destination(client, &answer),
+            Destination::Proven(1)
+        );
+        let proven = loops[0].take_claims();
+        assert_eq!(proven.len(), 1);
+        assert_eq!(proven[0].kind, ClaimKind::Proven);
+        proven.iter().for_each(|c| loops[1].claimed(*c));
+        proven.iter().for_each(|c| loops[2].claimed(*c));
+        let media = [0x80; 20];
+        assert_eq!(loops[1].destination(client, &media), Destination::Loop(0));
+        assert_eq!(loops[2].destination(client, &media), Destination::Loop(0));
+        // A later learnt claim does not take a proven path from loop 0 either.
+        let late = PathClaim {
+            addr: client_addr,
+            owner: 1,
+            kind: ClaimKind::Learnt,
+        };
+        loops[2].claimed(late);
+        assert_eq!(loops[2].destination(client, &media), Destination::Loop(0));
+        // A second answer makes no new claim.
+        loops[0].learn_sent(client, 1, &stun(BINDING_REQUEST_TYPE, 3));
+        loops[0].destination(client, &stun(BINDING_SUCCESS_TYPE, 3));
+        assert!(loops[0].take_claims().is_empty());
     }
 }

@@ -130,17 +130,14 @@ impl UdpIo {
     }
 
     /// Queues `data` for `to` from the candidate `local`, sent with the rest of the wake-up's by
-    /// [`UdpIo::send_queued`] (or at once when the batch is full); what was sent then.
-    pub fn queue(&mut self, to: SocketAddr, local: SocketAddr, data: BytesMut) -> Sent {
+    /// [`UdpIo::send_queued`]; whether the batch is full (to send it now).
+    pub fn queue(&mut self, to: SocketAddr, local: SocketAddr, data: BytesMut) -> bool {
         let source = self
             .candidates
             .iter()
             .find(|c| c.addr == local)
             .and_then(|c| c.source);
-        if self.outgoing.queue(to, source, data) {
-            return self.send_queued();
-        }
-        Sent::default()
+        self.outgoing.queue(to, source, data)
     }
 
     /// Sends the queued datagrams without waiting: a full socket buffer drops them (media is

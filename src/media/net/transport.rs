@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-use super::batch::Sent;
 use super::socket::UdpIo;
 use super::tcp::TcpConns;
 
@@ -89,9 +88,9 @@ impl Transports {
 
     /// Sends one packet by the transport its context names, without waiting (a full buffer
     /// drops it: media is loss-tolerant and the loop never blocks on one slow path). UDP
-    /// datagrams are queued, and sent with the rest of the wake-up's (`batch.rs`): what a full
-    /// batch sent comes back.
-    pub fn send(&mut self, transport: &TransportContext, data: BytesMut) -> io::Result<Sent> {
+    /// datagrams are queued, and sent with the rest of the wake-up's (`batch.rs`): whether the
+    /// batch is full, to send now.
+    pub fn send(&mut self, transport: &TransportContext, data: BytesMut) -> io::Result<bool> {
         match transport.transport_protocol {
             TransportProtocol::UDP => {
                 let (to, local) = (transport.peer_addr, transport.local_addr);
@@ -99,7 +98,7 @@ impl Transports {
             }
             TransportProtocol::TCP => {
                 let (local, peer) = (transport.local_addr, transport.peer_addr);
-                self.tcp.send(local, peer, &data).map(|()| Sent::default())
+                self.tcp.send(local, peer, &data).map(|()| false)
             }
             other => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
