@@ -179,7 +179,7 @@ async fn start_planes(
 fn log_listening(media: &MediaHandle, tcp: SocketAddr) {
     info!(%tcp, "ICE-TCP listening");
     for udp in media.udp_addrs() {
-        info!(%udp, "media plane listening");
+        info!(%udp, loops = media.loops(), "media plane listening");
     }
     let announced = media.announced();
     for warning in ports::warnings(&announced) {

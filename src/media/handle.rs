@@ -226,6 +226,11 @@ impl MediaHandle {
         self.tcp_addr
     }
 
+    /// How many media loops there are (each with its own socket on the UDP port).
+    pub fn loops(&self) -> usize {
+        self.shards.len()
+    }
+
     /// The bound address of the UDP port (once: every loop's socket is bound to it).
     pub fn udp_addrs(&self) -> Vec<SocketAddr> {
         let mut addrs: Vec<SocketAddr> = Vec::new();
