@@ -17,7 +17,7 @@ use super::cap::SessionCap;
 use super::cap::Slots;
 use super::event_loop::{Inputs, MediaLoop};
 use super::negotiate::peer::PeerSettings;
-use super::net::mesh::{Mesh, Parcel, PARCEL_QUEUE};
+use super::net::mesh::{self, Inbox, Mesh};
 use super::net::pending::Pending;
 use super::net::socket::{Announcements, Candidates, UdpIo};
 use super::net::tcp::{Acceptor, Intake, TcpConns, TcpEvent};
@@ -240,8 +240,7 @@ fn start_loops(
     let board = Arc::new(board);
     let (ended_tx, ended) = mpsc::unbounded_channel();
     let (mut shards, mut threads, mut tcp) = (Vec::new(), Vec::new(), Vec::new());
-    let (queues, parcels): (Vec<_>, Vec<mpsc::Receiver<Parcel>>) =
-        sockets.iter().map(|_| mpsc::channel(PARCEL_QUEUE)).unzip();
+    let (queues, parcels): (Vec<_>, Vec<Inbox>) = sockets.iter().map(|_| mesh::queue()).unzip();
     let each = sockets.into_iter().zip(parcels).enumerate();
     for (index, ((socket, candidates), parcels)) in each {
         let udp_addr = socket.local_addr().map_err(MediaError::internal)?;

@@ -20,7 +20,7 @@ use super::conn::{Conn, Event, Fired, Link};
 use super::event_loop::fan_out::fan_out;
 use super::event_loop::io::Net;
 use super::listing;
-use super::net::mesh::{Mesh, Parcel};
+use super::net::mesh::{Inbox, Mesh, Parcel};
 use super::net::routes::Destination;
 use super::net::socket::UdpIo;
 use super::net::stun::is_binding_success;
@@ -48,7 +48,7 @@ pub(super) struct Inputs {
     /// ICE-TCP connections and their frames.
     pub tcp: mpsc::Receiver<TcpEvent>,
     /// What the other loops on the UDP port hand this one.
-    pub parcels: mpsc::Receiver<Parcel>,
+    pub parcels: Inbox,
 }
 
 /// How a packet reached the loop.
@@ -189,8 +189,8 @@ impl MediaLoop {
 
     /// Takes in `first` and what else the other loops handed over (bounded): their claims, then
     /// their packets.
-    fn handle_parcels(&mut self, parcels: &mut mpsc::Receiver<Parcel>, first: Option<Parcel>) {
-        let mut next = first.or_else(|| parcels.try_recv().ok());
+    fn handle_parcels(&mut self, parcels: &mut Inbox, first: Option<Parcel>) {
+        let mut next = first.or_else(|| parcels.try_recv());
         let mut handled = 0;
         while let Some(parcel) = next.take() {
             for claim in parcel.claims {
@@ -201,7 +201,7 @@ impl MediaLoop {
             self.handle_inbound(parcel.proofs, now, Via::Proof);
             handled += 1;
             if handled < MAX_PARCELS_PER_WAKE {
-                next = parcels.try_recv().ok();
+                next = parcels.try_recv();
             }
         }
     }

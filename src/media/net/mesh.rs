@@ -3,7 +3,9 @@
 //! not by session: a loop's socket also receives datagrams for sessions of other loops. Sessions
 //! stay in the loop that minted them (a stream's sessions in one loop, so fan-out never crosses
 //! threads; resource ids and ufrags name their loop, so DELETE, PATCH and ICE-TCP find them), and
-//! such a datagram is handed over to its owner, in one [`Parcel`] per loop and wake-up, with the
+//! such a datagram is handed over to its owner, in one [`Parcel`] per loop and wake-up (at most
+//! [`MAX_QUEUED_BYTES`] of them waiting for one loop: a flood that names one loop's ufrags,
+//! which anyone can guess by their first digits, costs that loop no more), with the
 //! claims of remote addresses that tell the loops which is whose (`routes.rs`). The owner answers
 //! from its own socket: it is bound to the same address and port, so the client sees no
 //! difference.
@@ -18,20 +20,80 @@
 //! (`batch.rs`), so a claim reaches the other loops before the datagram that teaches it can be
 //! answered (the answer may come to any loop's socket).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 
 use super::routes::PathClaim;
 use super::transport::Inbound;
 use crate::ops::metrics::{Dropped, LoopMetrics};
 
-/// Parcels queued towards one loop before the others drop their packets for it (a parcel holds
-/// what one wake-up of one loop handed over, at most a few hundred datagrams).
-pub const PARCEL_QUEUE: usize = 256;
+/// Parcels queued towards one loop at most (a parcel holds what one wake-up of one loop handed
+/// over).
+const PARCEL_QUEUE: usize = 256;
+/// Bytes of datagrams queued towards one loop at most, whatever the number of parcels: about a
+/// socket receive buffer's worth. Past it the others drop what they would hand it (a flood that
+/// names one loop, hundreds of megabytes of it once, is held to this much memory and this much
+/// delay for that loop's own clients).
+pub const MAX_QUEUED_BYTES: usize = 4 << 20;
 /// Claims kept for a loop whose queue is full, to tell it later; beyond, the oldest are dropped
 /// (the queue of a live loop empties every wake-up, so this is only reached by a stuck one).
 const MAX_HELD_CLAIMS: usize = 65_536;
 /// Answers to checks one loop offers the others per wake-up.
 const MAX_PROOFS_PER_WAKE: usize = 64;
+
+/// One loop's queue, as the other loops hand it parcels: the channel and the bytes of datagrams
+/// waiting in it.
+#[derive(Clone)]
+pub struct Queue {
+    parcels: mpsc::Sender<Parcel>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// One loop's end of its queue.
+pub struct Inbox {
+    parcels: mpsc::Receiver<Parcel>,
+    bytes: Arc<AtomicUsize>,
+}
+
+/// A loop's queue: the end the others hand parcels to and its own.
+pub fn queue() -> (Queue, Inbox) {
+    let (tx, rx) = mpsc::channel(PARCEL_QUEUE);
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let queue = Queue {
+        parcels: tx,
+        bytes: bytes.clone(),
+    };
+    (queue, Inbox { parcels: rx, bytes })
+}
+
+impl Inbox {
+    /// The next parcel, waiting for one (`None`: every other loop has stopped).
+    pub async fn recv(&mut self) -> Option<Parcel> {
+        let parcel = self.parcels.recv().await;
+        self.taken(parcel)
+    }
+
+    /// The next parcel if one is queued.
+    pub fn try_recv(&mut self) -> Option<Parcel> {
+        let parcel = self.parcels.try_recv().ok();
+        self.taken(parcel)
+    }
+
+    fn taken(&self, parcel: Option<Parcel>) -> Option<Parcel> {
+        if let Some(parcel) = &parcel {
+            self.bytes.fetch_sub(parcel.bytes, Ordering::Relaxed);
+        }
+        parcel
+    }
+
+    /// Bytes of datagrams queued.
+    #[cfg(test)]
+    fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
 
 /// What one loop hands another in one wake-up.
 #[derive(Debug, Default)]
@@ -43,6 +105,8 @@ pub struct Parcel {
     /// Binding success responses for whichever session sent the check they answer, if the
     /// receiver's did.
     pub proofs: Vec<Inbound>,
+    /// The bytes of its datagrams, counted against [`MAX_QUEUED_BYTES`].
+    bytes: usize,
 }
 
 impl Parcel {
@@ -55,7 +119,7 @@ impl Parcel {
 pub struct Mesh {
     me: usize,
     /// Every loop's queue, this one's included (never sent to).
-    loops: Vec<mpsc::Sender<Parcel>>,
+    loops: Vec<Queue>,
     /// What this wake-up hands each loop.
     outbox: Vec<Parcel>,
     /// Answers to checks offered this wake-up.
@@ -64,7 +128,7 @@ pub struct Mesh {
 
 impl Mesh {
     /// Loop `me`'s links, given every loop's queue in loop order.
-    pub fn new(me: usize, loops: Vec<mpsc::Sender<Parcel>>) -> Self {
+    pub fn new(me: usize, loops: Vec<Queue>) -> Self {
         let outbox = loops.iter().map(|_| Parcel::default()).collect();
         Mesh {
             me,
@@ -92,6 +156,7 @@ impl Mesh {
     /// Hands `packet` to loop `owner`.
     pub fn hand(&mut self, owner: usize, packet: Inbound) {
         if let Some(parcel) = self.outbox.get_mut(owner) {
+            parcel.bytes += packet.data.len();
             parcel.packets.push(packet);
         }
     }
@@ -105,6 +170,7 @@ impl Mesh {
         self.offered += 1;
         for (index, parcel) in self.outbox.iter_mut().enumerate() {
             if index != self.me && Some(index) != owner {
+                parcel.bytes += packet.data.len();
                 parcel.proofs.push(packet.clone());
             }
         }
@@ -123,8 +189,9 @@ impl Mesh {
         }
     }
 
-    /// Sends each loop its parcel. A full queue drops the parcel's datagrams (counted; media is
-    /// loss-tolerant and checks are retransmitted) and keeps its claims for the next wake-up.
+    /// Sends each loop its parcel. A queue that is full, in parcels or in bytes, drops the
+    /// parcel's datagrams (counted; media is loss-tolerant and checks are retransmitted), and its
+    /// claims wait for the next wake-up.
     pub fn send(&mut self, metrics: &LoopMetrics) {
         self.offered = 0;
         for (index, queue) in self.loops.iter().enumerate() {
@@ -133,17 +200,102 @@ impl Mesh {
                 continue;
             }
             let handed = parcel.packets.len();
-            match queue.try_send(std::mem::take(parcel)) {
-                Ok(()) => metrics.handed_over(handed),
+            let mut parcel = std::mem::take(parcel);
+            let room = queue.bytes.load(Ordering::Relaxed) + parcel.bytes <= MAX_QUEUED_BYTES;
+            if !room {
+                metrics.dropped(Dropped::HandoverFull, handed as u64);
+                parcel.packets.clear();
+                parcel.proofs.clear();
+                parcel.bytes = 0;
+                if parcel.claims.is_empty() {
+                    continue;
+                }
+            }
+            let bytes = parcel.bytes;
+            queue.bytes.fetch_add(bytes, Ordering::Relaxed);
+            match queue.parcels.try_send(parcel) {
+                Ok(()) if room => metrics.handed_over(handed),
+                Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(mut refused)) => {
-                    metrics.dropped(Dropped::HandoverFull, handed as u64);
+                    queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                    if room {
+                        metrics.dropped(Dropped::HandoverFull, handed as u64);
+                    }
                     let excess = refused.claims.len().saturating_sub(MAX_HELD_CLAIMS);
                     refused.claims.drain(..excess);
-                    parcel.claims = refused.claims;
+                    self.outbox[index].claims = refused.claims;
                 }
                 // The loop has stopped (shutdown): nothing is waiting for it.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::net::routes::ClaimKind;
+    use crate::media::net::transport::PathId;
+    use crate::ops::metrics::{Gauges, Metrics};
+
+    fn datagram(len: usize) -> Inbound {
+        let peer: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        Inbound {
+            path: PathId::Udp(peer),
+            local: "127.0.0.1:8189".parse().unwrap(),
+            peer,
+            data: bytes::BytesMut::from(&vec![0x80; len][..]),
+        }
+    }
+
+    fn counted(metrics: &Metrics, line: &str) -> String {
+        let text = metrics.encode(&Gauges::default());
+        let found = text.lines().find(|l| l.starts_with(line)).unwrap_or("");
+        found.rsplit(' ').next().unwrap_or("").to_owned()
+    }
+
+    #[test]
+    fn a_loop_that_does_not_take_its_parcels_holds_at_most_its_bytes() {
+        let (zero, _zero_inbox) = queue();
+        let (one, mut inbox) = queue();
+        let mut mesh = Mesh::new(0, vec![zero, one]);
+        let metrics = Metrics::new();
+        let loop_metrics = metrics.for_loops();
+        // Loop 1 is busy: wake-up after wake-up, loop 0 hands it 64 KiB, far past its bytes.
+        for _ in 0..(2 * MAX_QUEUED_BYTES / (64 << 10)) {
+            for _ in 0..64 {
+                mesh.hand(1, datagram(1024));
+            }
+            mesh.send(&loop_metrics);
+        }
+        assert_eq!(inbox.queued_bytes(), MAX_QUEUED_BYTES);
+        let full = r#"whip_echo_dropped_packets_total{cause="handover_full"}"#;
+        assert_eq!(counted(&metrics, full), (64 * 64).to_string());
+        // Claims still go while datagrams cannot.
+        let addr = "127.0.0.1:6000".parse().unwrap();
+        let claim = PathClaim {
+            addr,
+            owner: 0,
+            kind: ClaimKind::Learnt,
+        };
+        mesh.hand(1, datagram(1024));
+        mesh.tell(&[claim]);
+        mesh.send(&loop_metrics);
+        let mut parcels = Vec::new();
+        while let Some(parcel) = inbox.try_recv() {
+            parcels.push(parcel);
+        }
+        let last = parcels.last().unwrap();
+        assert_eq!((last.claims.len(), last.packets.len()), (1, 0));
+        let handed: usize = parcels.iter().map(|p| p.packets.len()).sum();
+        assert_eq!(handed * 1024, MAX_QUEUED_BYTES);
+        // Taken, the room is back.
+        assert_eq!(inbox.queued_bytes(), 0);
+        mesh.hand(1, datagram(1024));
+        mesh.send(&loop_metrics);
+        assert_eq!(inbox.try_recv().unwrap().packets.len(), 1);
     }
 }
