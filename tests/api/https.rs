@@ -9,8 +9,18 @@ use support::start;
 use whip_echo::config::Config;
 use whip_echo::server::{self, ServerError};
 
-/// A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI.
-fn self_signed(dir: &str) -> (PathBuf, PathBuf) {
+/// A directory removed when the test ends, passing or not.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, made with the openssl CLI, in a directory
+/// that goes when the first value is dropped.
+fn self_signed(dir: &str) -> (TempDir, PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("whip-echo-{dir}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -32,12 +42,12 @@ fn self_signed(dir: &str) -> (PathBuf, PathBuf) {
         .output()
         .expect("openssl");
     assert!(made.status.success(), "{made:?}");
-    (cert, key)
+    (TempDir(dir), cert, key)
 }
 
 #[tokio::test]
 async fn https_and_http_share_the_port() {
-    let (cert, key) = self_signed("https");
+    let (_dir, cert, key) = self_signed("https");
     let mut config = Config::for_tests();
     config.tls_cert = Some(cert);
     config.tls_key = Some(key);
@@ -68,7 +78,7 @@ async fn https_and_http_share_the_port() {
 
 #[tokio::test]
 async fn an_unusable_key_is_refused_at_start() {
-    let (cert, _) = self_signed("badkey");
+    let (_dir, cert, _) = self_signed("badkey");
     let mut config = Config::for_tests();
     config.tls_key = Some(cert.clone()); // a certificate is not a key
     config.tls_cert = Some(cert);

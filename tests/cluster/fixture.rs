@@ -96,6 +96,8 @@ pub struct Redis {
     pub proc: Proc,
     pub socket: PathBuf,
     dir: PathBuf,
+    /// Its directory outlives it (a restart in the same one).
+    keep_dir: bool,
 }
 
 impl Redis {
@@ -123,6 +125,7 @@ impl Redis {
             proc,
             socket,
             dir: dir.to_owned(),
+            keep_dir: false,
         }
     }
 
@@ -138,6 +141,7 @@ impl Redis {
 
     /// Starts it again on the same socket, empty.
     pub fn restart(&mut self) {
+        self.keep_dir = true;
         *self = Redis::start(&self.dir.clone());
     }
 
@@ -218,6 +222,15 @@ impl Node {
         Node {
             proc,
             base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Redis {
+    /// Its directory goes with it (its socket; it saves nothing): no test leaves one behind.
+    fn drop(&mut self) {
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
