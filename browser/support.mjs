@@ -3,7 +3,7 @@
 
 import { spawn, execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -81,9 +81,10 @@ export async function waitForAudio(page) {
   return page.evaluate(() => window.whipEcho);
 }
 
-/** A self-signed certificate (and key) for `ip`, in a fresh temporary folder. */
+/** A self-signed certificate (and key) for `ip`, in a fresh temporary folder removed at exit. */
 export function selfSignedCert(ip) {
   const dir = mkdtempSync(path.join(tmpdir(), "whip-echo-tls-"));
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
   const [cert, key] = [path.join(dir, "cert.pem"), path.join(dir, "key.pem")];
   execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
     "-days", "2", "-subj", "/CN=localhost", "-addext", `subjectAltName=IP:${ip}`, "-keyout", key, "-out", cert],
