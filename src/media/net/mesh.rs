@@ -199,14 +199,13 @@ impl Mesh {
             if index == self.me || parcel.is_empty() {
                 continue;
             }
-            let handed = parcel.packets.len();
             let mut parcel = std::mem::take(parcel);
-            let room = queue.bytes.load(Ordering::Relaxed) + parcel.bytes <= MAX_QUEUED_BYTES;
-            if !room {
+            let mut handed = parcel.packets.len();
+            if queue.bytes.load(Ordering::Relaxed) + parcel.bytes > MAX_QUEUED_BYTES {
                 metrics.dropped(Dropped::HandoverFull, handed as u64);
                 parcel.packets.clear();
                 parcel.proofs.clear();
-                parcel.bytes = 0;
+                (parcel.bytes, handed) = (0, 0);
                 if parcel.claims.is_empty() {
                     continue;
                 }
@@ -214,13 +213,10 @@ impl Mesh {
             let bytes = parcel.bytes;
             queue.bytes.fetch_add(bytes, Ordering::Relaxed);
             match queue.parcels.try_send(parcel) {
-                Ok(()) if room => metrics.handed_over(handed),
-                Ok(()) => {}
+                Ok(()) => metrics.handed_over(handed),
                 Err(mpsc::error::TrySendError::Full(mut refused)) => {
                     queue.bytes.fetch_sub(bytes, Ordering::Relaxed);
-                    if room {
-                        metrics.dropped(Dropped::HandoverFull, handed as u64);
-                    }
+                    metrics.dropped(Dropped::HandoverFull, handed as u64);
                     let excess = refused.claims.len().saturating_sub(MAX_HELD_CLAIMS);
                     refused.claims.drain(..excess);
                     self.outbox[index].claims = refused.claims;

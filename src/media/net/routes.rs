@@ -236,15 +236,21 @@ impl Routes {
     /// request's ufrag names its loop; other packets go by the claims). ICE-TCP connections are
     /// their loop's already, and are never handed over.
     pub fn destination(&mut self, path: PathId, packet: &[u8]) -> Destination {
-        if let Some(key) = self.proven(path, packet) {
-            return Destination::Proven(key);
+        match self.proven(path, packet) {
+            Some(key) => Destination::Proven(key),
+            None => self.find(path, packet, true),
         }
+    }
+
+    /// The session a packet names by its ufrag, else the one its path belongs to; with
+    /// `across_loops`, first the loop its ufrag names, then the loop that claimed its path.
+    fn find(&self, path: PathId, packet: &[u8], across_loops: bool) -> Destination {
         if let Some(ufrag) = stun_request_local_ufrag(packet) {
             if let Some(&key) = self.by_ufrag.get(&ufrag) {
                 return Destination::Session(key);
             }
             let named = IceCredentials::loop_of(&ufrag);
-            let other = named.filter(|&i| i != self.me && i < self.loops);
+            let other = named.filter(|&i| across_loops && i != self.me && i < self.loops);
             if let (Some(owner), PathId::Udp(_)) = (other, path) {
                 return Destination::Loop(owner);
             }
@@ -252,8 +258,8 @@ impl Routes {
         if let Some(&key) = self.by_path.get(&path) {
             return Destination::Session(key);
         }
-        self.foreign_owner(path)
-            .map_or(Destination::Nowhere, Destination::Loop)
+        let claimed = self.foreign_owner(path).filter(|_| across_loops);
+        claimed.map_or(Destination::Nowhere, Destination::Loop)
     }
 
     /// The session a packet that came on `path` belongs to: the one a STUN request names by
@@ -262,12 +268,10 @@ impl Routes {
     /// address), so the path is learnt only when the session answers on it ([`Routes::learn`]
     /// from the loop's sends), which rtc does for a request whose integrity checks out.
     pub fn route(&self, path: PathId, packet: &[u8]) -> Option<SessionKey> {
-        if let Some(ufrag) = stun_request_local_ufrag(packet) {
-            if let Some(&key) = self.by_ufrag.get(&ufrag) {
-                return Some(key);
-            }
+        match self.find(path, packet, false) {
+            Destination::Session(key) => Some(key),
+            _ => None,
         }
-        self.by_path.get(&path).copied()
     }
 
     /// Forgets a path that is gone (a closed ICE-TCP connection).
