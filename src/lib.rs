@@ -66,6 +66,7 @@
 //! | `media::conn::ice` | a session's ICE generations and its side of a PATCH (trickle, restart) |
 //! | `media::conn::ingest` | a publisher's side of a session: SSRC kinds, sources, bitrate budget, keyframe requests |
 //! | `media::conn::receive` | what a session receives, classified by it alone: early DTLS held, the rest to rtc, refusals counted |
+//! | `media::conn::fast` | a session's fast path once DTLS is up: SRTP opened and protected with its own contexts, sends queued, its RTCP reports |
 //! | `media::conn::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
 //! | `media::negotiate` | negotiation, on the request's task (the room of the seven below) |
 //! | `media::negotiate::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |
@@ -75,7 +76,7 @@
 //! | `media::negotiate::codecs` | the codecs whip-echo forwards and the choice of one per section |
 //! | `media::negotiate::answer` | the text edits of rtc's answer |
 //! | `media::negotiate::patch` | PATCH's pure part: what a fragment asks, `If-Match`, the restart's re-offer |
-//! | `media::forward` | the per-packet path, knowing no sessions or sockets (the room of the nine below) |
+//! | `media::forward` | the per-packet path, knowing no sessions or sockets (the room of the ten below) |
 //! | `media::forward::legs` | a viewer's send legs and what one fan-out lets each take (codec, layer, keyframe wait), written |
 //! | `media::forward::forwarder` | rewriting a publisher's RTP for one leg (SSRC, payload type, sequence, timestamps) |
 //! | `media::forward::sources` | a publisher's sources: the audio one forwarded, its video layers, the layer each viewer takes |
@@ -84,6 +85,7 @@
 //! | `media::forward::random_access` | where a video payload starts a keyframe, and the picture size it carries |
 //! | `media::forward::bitrate` | the per-publisher bitrate cap (`--max-bitrate`) |
 //! | `media::forward::nack` | whip-echo's NACK responder: resends bounded per packet, RTT and second |
+//! | `media::forward::reports` | the fast path's RTCP statistics: loss, jitter and LSR per received SSRC, counts per send leg (RFC 3550) |
 //! | `media::forward::history` | a video leg's sent packets kept for resending and the rules of a resend (count, RTT, bytes) |
 //! | `media::net` | the network under the loops (the room of the six below) |
 //! | `media::net::routes` | which session an inbound packet belongs to (ufrag, path, proof of return routability) |

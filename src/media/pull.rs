@@ -126,6 +126,8 @@ impl MediaHandle {
             tracks: Vec::new(),
             codecs: chosen.iter().map(|c| (c.kind, c.key())).collect(),
             payload_types: chosen.iter().map(|c| (c.payload_type, c.kind)).collect(),
+            // Built with every codec: rtc's pipeline (`engine::fast_path`).
+            fast: None,
         };
         let resource = self.new_resource(index);
         let session = Box::new(NewSession {

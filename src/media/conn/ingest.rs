@@ -72,8 +72,26 @@ impl Ingest {
     ) -> Option<RtpCodecKind> {
         let (ssrc, pt) = (packet.header.ssrc, packet.header.payload_type);
         // Every packet rtc hands out has a track, whose kind `kind_of` finds.
-        let kind = self.kind_of(pc, track, ssrc, pt)?;
-        let rid = self.recv_kinds.rid(ssrc);
+        self.kind_of(pc, track, ssrc, pt)?;
+        self.take_known(packet, now, metrics)
+    }
+
+    /// Whether the kind and track of `ssrc` are known (rtc handed out one of its packets): the
+    /// fast path takes its packets then.
+    pub fn knows(&self, ssrc: u32) -> bool {
+        self.recv_kinds.get(ssrc).is_some()
+    }
+
+    /// [`Ingest::take`] for a packet of an SSRC it [`Ingest::knows`]: the fast path's, which has
+    /// no track from rtc.
+    pub fn take_known(
+        &mut self,
+        packet: &Packet,
+        now: Instant,
+        metrics: &LoopMetrics,
+    ) -> Option<RtpCodecKind> {
+        let ssrc = packet.header.ssrc;
+        let (kind, rid, track) = self.recv_kinds.entry(ssrc)?;
         if !self
             .sources
             .admits(kind, track, ssrc, rid, &packet.payload, now)
@@ -141,7 +159,7 @@ impl Ingest {
             _ => None,
         };
         let kind = by_ssrc.or(by_pt).or(by_track)?;
-        self.recv_kinds.insert(ssrc, kind, rid);
+        self.recv_kinds.insert(ssrc, kind, rid, track);
         Some(kind)
     }
 }
@@ -182,27 +200,41 @@ impl Conn {
     }
 }
 
-/// The kinds of the last [`MAX_RECV_SSRCS`] SSRCs received, the oldest forgotten first (looked
-/// up again from rtc if it comes back).
+/// The kinds (with the rid rtc bound them by and their track) of the last [`MAX_RECV_SSRCS`]
+/// SSRCs received, the oldest forgotten first (looked up again from rtc if it comes back).
 #[derive(Debug, Default)]
-struct SsrcKinds(std::collections::VecDeque<(u32, RtpCodecKind, Option<String>)>);
+struct SsrcKinds(std::collections::VecDeque<SsrcKind>);
+
+#[derive(Debug)]
+struct SsrcKind {
+    ssrc: u32,
+    kind: RtpCodecKind,
+    rid: Option<String>,
+    track: String,
+}
 
 impl SsrcKinds {
     fn get(&self, ssrc: u32) -> Option<RtpCodecKind> {
-        self.0.iter().find(|(s, ..)| *s == ssrc).map(|(_, k, _)| *k)
+        self.0.iter().find(|s| s.ssrc == ssrc).map(|s| s.kind)
     }
 
-    /// The rid rtc bound `ssrc` by, if any.
-    fn rid(&self, ssrc: u32) -> Option<&str> {
-        let (.., rid) = self.0.iter().find(|(s, ..)| *s == ssrc)?;
-        rid.as_deref()
+    /// The kind of `ssrc`, the rid rtc bound it by, if any, and its track.
+    fn entry(&self, ssrc: u32) -> Option<(RtpCodecKind, Option<&str>, &str)> {
+        let s = self.0.iter().find(|s| s.ssrc == ssrc)?;
+        Some((s.kind, s.rid.as_deref(), &s.track))
     }
 
-    fn insert(&mut self, ssrc: u32, kind: RtpCodecKind, rid: Option<String>) {
+    fn insert(&mut self, ssrc: u32, kind: RtpCodecKind, rid: Option<String>, track: &str) {
         if self.0.len() == MAX_RECV_SSRCS {
             self.0.pop_front();
         }
-        self.0.push_back((ssrc, kind, rid));
+        let track = track.to_owned();
+        self.0.push_back(SsrcKind {
+            ssrc,
+            kind,
+            rid,
+            track,
+        });
     }
 }
 
@@ -214,11 +246,12 @@ mod tests {
     fn the_kinds_of_ssrcs_are_bounded_and_the_latest_kept() {
         let mut kinds = SsrcKinds::default();
         for ssrc in 0..100_000 {
-            kinds.insert(ssrc, RtpCodecKind::Video, Some("h".into()));
+            kinds.insert(ssrc, RtpCodecKind::Video, Some("h".into()), "camera");
         }
         assert_eq!(kinds.0.len(), MAX_RECV_SSRCS);
         assert_eq!(kinds.get(99_999), Some(RtpCodecKind::Video));
         assert_eq!(kinds.get(0), None);
-        assert_eq!(kinds.rid(99_999), Some("h"));
+        let entry = kinds.entry(99_999);
+        assert_eq!(entry, Some((RtpCodecKind::Video, Some("h"), "camera")));
     }
 }

@@ -6,6 +6,7 @@
 //! side of a PATCH), `ingest.rs` (what it publishes); the legs it sends are `forward/legs.rs`'s.
 
 mod early_dtls;
+mod fast;
 mod ice;
 mod ingest;
 mod receive;
@@ -19,7 +20,6 @@ use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
-use rtc::shared::TaggedBytesMut;
 use tracing::{debug, info, Span};
 
 use super::cap::Permit;
@@ -29,6 +29,7 @@ use super::negotiate::peer::Negotiated;
 use crate::ops::metrics::LoopMetrics;
 use crate::session::EndReason;
 use early_dtls::EarlyDtls;
+use fast::FastPath;
 
 use ice::Ice;
 pub use ice::{Applied, Refused};
@@ -80,6 +81,8 @@ pub struct Conn {
     pull: bool,
     /// Its place under the session cap, given back when the session is dropped.
     permit: Permit,
+    /// Its fast path (sessions without video): media past rtc's pipeline once DTLS is up.
+    fast: Option<FastPath>,
 }
 
 /// How a session starts, besides what its negotiation produced.
@@ -145,8 +148,10 @@ impl Conn {
             tracks,
             codecs,
             payload_types,
+            fast,
             ..
         } = negotiated;
+        let fast = fast.map(|clock_rate| FastPath::new(clock_rate, &tracks));
         let mut legs: Vec<Leg> = tracks.iter().map(Leg::new).collect();
         if let Some(leg) = legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video) {
             leg.want(setup.layer);
@@ -169,6 +174,7 @@ impl Conn {
             ever_connected: false,
             pull: setup.pull,
             permit: setup.permit,
+            fast,
         }
     }
 
@@ -185,6 +191,7 @@ impl Conn {
             self.span
                 .in_scope(|| debug!(error = %e, "timeout handling failed"));
         }
+        self.send_due_reports(now);
         Fired::Handled
     }
 
@@ -210,6 +217,9 @@ impl Conn {
                 polled.events.push(Event::KeyframeWanted);
             }
             if let RTCMessage::RtpPacket(track, packet) = message.message {
+                if let Some(fast) = self.fast.as_mut() {
+                    fast.count_received(&packet.header, message.now);
+                }
                 if !publishes {
                     continue;
                 }
@@ -221,6 +231,7 @@ impl Conn {
                 }
             }
         }
+        self.poll_fast(publishes, now, metrics, &mut polled);
         // The first connect, if the link is up at the end of this poll: counted as connected
         // under the session cap from now on (no longer evictable to make room).
         if !self.ever_connected && self.link == Link::Connected {
@@ -252,15 +263,13 @@ impl Conn {
         }
     }
 
-    /// The next datagram its peer connection sends.
-    pub fn poll_write(&mut self) -> Option<TaggedBytesMut> {
-        self.pc.poll_write()
-    }
-
     /// The next instant the loop must wake this session: rtc's own deadline, and the setup
     /// deadline while connecting.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        let rtc = self.pc.poll_timeout();
+        let rtc = match (self.pc.poll_timeout(), self.report_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if self.link != Link::Connecting {
             return rtc;
         }
@@ -281,14 +290,6 @@ impl Conn {
     /// Whether the peer closed the DTLS transport (close_notify).
     pub fn dtls_closed(&mut self) -> bool {
         rtc_util::dtls_closed(&mut self.pc)
-    }
-
-    /// Its send legs with what writes them, while connected (the fan-out's way in).
-    pub fn forwarding(&mut self) -> Option<(&mut RTCPeerConnection, &mut [Leg], &Span)> {
-        if self.link != Link::Connected {
-            return None;
-        }
-        Some((&mut self.pc, &mut self.legs, &self.span))
     }
 
     /// A new publisher took its stream over: each leg starts it afresh, at its first keyframe,

@@ -21,6 +21,9 @@ impl Conn {
         if input.message[..] == *crate::media::FAULT_DATAGRAM {
             panic!("fault injected");
         }
+        if self.receive_fast(&input, metrics) {
+            return false;
+        }
         let dtls = (20..=63).contains(&input.message[0]);
         let (errors, unbound) = (self.pc.read_errors(), self.pc.unbound_rtp_packets());
         let held = dtls && self.link == Link::Connecting && !self.pair_selected();

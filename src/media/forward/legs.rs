@@ -7,7 +7,6 @@
 
 use std::time::Instant;
 
-use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -141,6 +140,17 @@ impl Leg {
     }
 }
 
+/// What writes a session's legs: rtc's senders, or the session's fast path (`conn/fast.rs`).
+pub trait LegWriter {
+    /// Writes `packet`, rewritten for `leg`, at `now`; none when the leg has no sender.
+    fn write(
+        &mut self,
+        leg: &Leg,
+        packet: Packet,
+        now: Instant,
+    ) -> Option<Result<(), rtc::shared::error::Error>>;
+}
+
 /// What one fan-out knows of its publisher's media, and what its legs found out.
 pub struct FanOut {
     /// The codec the publisher sends per kind (audio, video), by [`key_id`] of its key,
@@ -157,11 +167,11 @@ pub struct FanOut {
 }
 
 impl FanOut {
-    /// Writes what of `media` `legs` take, by `pc`: each packet rewritten for its leg and
-    /// written by the leg's sender.
+    /// Writes what of `media` `legs` take, by `writer`: each packet rewritten for its leg and
+    /// written for it.
     pub fn forward_to(
         &mut self,
-        (pc, legs, span): (&mut RTCPeerConnection, &mut [Leg], &Span),
+        (mut writer, legs, span): (impl LegWriter, &mut [Leg], &Span),
         media: &[(RtpCodecKind, Packet)],
         now: Instant,
         metrics: &LoopMetrics,
@@ -176,10 +186,7 @@ impl FanOut {
             let mut packet = packet.clone();
             leg.forwarder.rewrite(&mut packet.header, now);
             let bytes = rtp_bytes(&packet);
-            match pc
-                .rtp_sender(leg.sender)
-                .map(|mut s| s.write_rtp(now, packet))
-            {
+            match writer.write(leg, packet, now) {
                 Some(Ok(())) => metrics.sent(bytes),
                 Some(Err(e)) => {
                     metrics.dropped(Dropped::SendFailed, 1);

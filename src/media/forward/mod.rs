@@ -10,4 +10,5 @@ pub(crate) mod layers;
 pub(crate) mod legs;
 pub(crate) mod nack;
 pub(crate) mod random_access;
+pub(crate) mod reports;
 pub mod sources;

@@ -98,10 +98,12 @@ fn interceptors(
     chosen: &[Codec],
     media_engine: &mut MediaEngine,
 ) -> Result<Registry, MediaError> {
-    let mut registry = configure_rtcp_reports(Registry::new());
-    if !chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
-        return Ok(registry);
+    // The fast path keeps its sessions' reports itself (`forward/reports.rs`): its packets do
+    // not pass the interceptors, which would report what they never saw.
+    if fast_path(chosen).is_some() {
+        return Ok(Registry::new());
     }
+    let mut registry = configure_rtcp_reports(Registry::new());
     // Viewers' keyframe requests reach the loop, which passes them upstream
     // (`forward/keyframes.rs`).
     registry = rtc_util::with_keyframe_feedback(registry);
@@ -130,6 +132,19 @@ fn interceptors(
         simulcast_extensions(media_engine)?;
     }
     Ok(registry)
+}
+
+/// Whether a session of `chosen` codecs runs its media on the fast path once DTLS is up
+/// (`media/conn/fast.rs`): sessions without video, whose only interceptors would be the reports.
+/// Its receiving clock rate then. (Video keeps rtc's NACK, TWCC and keyframe interceptors.)
+pub(in crate::media) fn fast_path(chosen: &[Codec]) -> Option<u32> {
+    if chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
+        return None;
+    }
+    chosen
+        .iter()
+        .find(|c| c.kind == RtpCodecKind::Audio)
+        .map(|c| c.clock_rate)
 }
 
 /// Simulcast (RFC 8853): each layer's SSRC is bound to its rid by these header extensions (RFC

@@ -152,6 +152,9 @@ pub struct Negotiated {
     /// The payload type negotiated per kind: a received packet's kind is its payload type's
     /// (GStreamer gives every track one msid, so rtc's track ids do not tell kinds apart).
     pub payload_types: Vec<(u8, RtpCodecKind)>,
+    /// Whether its media skips rtc's pipeline once DTLS is up (`engine::fast_path`): then the
+    /// RTP clock rate of what it receives.
+    pub fast: Option<u32>,
 }
 
 /// Answers `offer` for `role` with `credentials`, one codec per kind as `stream`'s other sessions
@@ -199,6 +202,7 @@ pub fn negotiate(
         tracks,
         codecs: chosen.iter().map(|c| (c.kind, c.key())).collect(),
         payload_types: chosen.iter().map(|c| (c.payload_type, c.kind)).collect(),
+        fast: super::engine::fast_path(&chosen),
     })
 }
 

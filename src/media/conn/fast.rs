@@ -1,0 +1,303 @@
+//! A session's fast path (sessions without video, `negotiate/engine.rs` `fast_path`): once DTLS is
+//! up, its SRTP and SRTCP skip rtc's pipeline. What arrives is opened with the session's own
+//! remote SRTP context (the one rtc keyed from the DTLS exporter, RFC 5764 §4.2; vendored rtc
+//! change 8), what it sends is protected with its local one and queued for the loop's flush, and
+//! its RTCP reports are its own (`forward/reports.rs`, every [`REPORT_INTERVAL`]). rtc keeps STUN,
+//! DTLS, consent and the first packet of each SSRC (which binds it to its track: the fast path
+//! takes only SSRCs whose kind and track `ingest.rs` knows).
+
+use std::collections::VecDeque;
+use std::time::{Instant, SystemTime};
+
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::reception_report::ReceptionReport;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtp::header::Header;
+use rtc::rtp::packet::Packet;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::{TaggedBytesMut, TransportContext};
+use tracing::debug;
+
+use super::super::forward::legs::{Leg, LegWriter, SendTrack};
+use super::super::forward::reports::{Received, Sent, REPORT_INTERVAL};
+use super::ingest::MAX_RECV_SSRCS;
+use super::{Conn, Link};
+use crate::ops::metrics::{Dropped, LoopMetrics};
+
+/// Reception report blocks one RTCP packet holds (its 5-bit count, RFC 3550 §6.4.1).
+const MAX_REPORT_BLOCKS: usize = 31;
+
+/// What the fast path of a session keeps.
+pub(super) struct FastPath {
+    /// The RTP clock rate of what it receives.
+    clock_rate: u32,
+    /// Reception statistics of the SSRCs it receives (at most [`MAX_RECV_SSRCS`]).
+    received: Vec<Received>,
+    /// What each send leg sent.
+    sent: Vec<Sent>,
+    /// The SSRC its receiver reports name as theirs when it sends nothing.
+    report_ssrc: u32,
+    /// When its next reports are due (from its first connect).
+    next_report: Option<Instant>,
+    /// RTP that arrived since the last poll.
+    pub(super) media: Vec<Packet>,
+    /// Datagrams it protected, for the loop's flush.
+    outbox: VecDeque<TaggedBytesMut>,
+    /// Whether a PLI or FIR arrived since the last poll.
+    pub(super) keyframe_wanted: bool,
+}
+
+impl FastPath {
+    /// The fast path of a session that receives at `clock_rate` and sends `tracks`.
+    pub(super) fn new(clock_rate: u32, tracks: &[SendTrack]) -> Self {
+        FastPath {
+            clock_rate,
+            received: Vec::new(),
+            sent: tracks
+                .iter()
+                .map(|t| Sent::new(t.ssrc, t.clock_rate))
+                .collect(),
+            report_ssrc: rand::random(),
+            next_report: None,
+            media: Vec::new(),
+            outbox: VecDeque::new(),
+            keyframe_wanted: false,
+        }
+    }
+
+    /// Counts a received packet with `header` in its SSRC's statistics.
+    pub(super) fn count_received(&mut self, header: &Header, now: Instant) {
+        match self.received.iter_mut().find(|r| r.ssrc() == header.ssrc) {
+            Some(received) => received.packet(header, now),
+            None => {
+                if self.received.len() == MAX_RECV_SSRCS {
+                    self.received.remove(0);
+                }
+                let received = Received::new(header.ssrc, self.clock_rate, header, now);
+                self.received.push(received);
+            }
+        }
+    }
+
+    /// Takes the RTCP a client sent: its sender reports (for LSR/DLSR) and its keyframe requests.
+    fn read_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::packet::Packet>], now: Instant) {
+        for packet in packets {
+            if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
+                if let Some(r) = self.received.iter_mut().find(|r| r.ssrc() == sr.ssrc) {
+                    r.sender_report(sr.ntp_time, now);
+                }
+            }
+        }
+        if rtc_util::asks_for_keyframe(packets) {
+            self.keyframe_wanted = true;
+        }
+    }
+
+    /// Protects `packet` with `local` and queues it towards `transport`, counted for its leg's
+    /// sender report.
+    fn protect(
+        &mut self,
+        local: &mut rtc::srtp::context::Context,
+        transport: TransportContext,
+        packet: &Packet,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let plain = packet.marshal()?;
+        let message = local.encrypt_rtp_with_header(&plain, &packet.header)?;
+        if let Some(sent) = self
+            .sent
+            .iter_mut()
+            .find(|s| s.ssrc() == packet.header.ssrc)
+        {
+            sent.packet(&packet.header, packet.payload.len(), now);
+        }
+        self.outbox.push_back(TaggedBytesMut {
+            now,
+            transport,
+            message,
+        });
+        Ok(())
+    }
+
+    /// The reports due at `now`: a sender report per leg that has sent, the first carrying the
+    /// reception report blocks, else a receiver report with them.
+    fn reports(&mut self, now: Instant) -> Vec<Box<dyn rtc::rtcp::packet::Packet>> {
+        let wall = SystemTime::now();
+        let mut blocks: Vec<ReceptionReport> = (self.received.iter_mut())
+            .take(MAX_REPORT_BLOCKS)
+            .map(|r| r.report(now))
+            .collect();
+        let mut packets: Vec<Box<dyn rtc::rtcp::packet::Packet>> = Vec::new();
+        for sent in &self.sent {
+            if let Some(mut sr) = sent.report(now, wall) {
+                sr.reports = std::mem::take(&mut blocks);
+                packets.push(Box::new(sr));
+            }
+        }
+        if !blocks.is_empty() {
+            packets.push(Box::new(ReceiverReport {
+                ssrc: self.report_ssrc,
+                reports: blocks,
+                ..Default::default()
+            }));
+        }
+        packets
+    }
+}
+
+/// What writes a session's legs: its fast path once DTLS is up, else rtc's senders.
+pub struct Writer<'a> {
+    pc: &'a mut RTCPeerConnection,
+    fast: Option<&'a mut FastPath>,
+}
+
+impl LegWriter for Writer<'_> {
+    fn write(&mut self, leg: &Leg, packet: Packet, now: Instant) -> Option<Result<(), Error>> {
+        if let Some(fast) = self.fast.as_deref_mut() {
+            if let Some((local, _, transport)) = self.pc.srtp_contexts() {
+                return Some(fast.protect(local, transport, &packet, now));
+            }
+        }
+        let mut sender = self.pc.rtp_sender(leg.sender)?;
+        Some(sender.write_rtp(now, packet))
+    }
+}
+
+impl Conn {
+    /// Takes `input` on the fast path, if the session has one and DTLS is up: SRTCP, and SRTP
+    /// of an SSRC whose kind is known (others go to rtc, which binds them). Whether it did;
+    /// what does not authenticate or parse is counted as rejected.
+    pub(super) fn receive_fast(&mut self, input: &TaggedBytesMut, metrics: &LoopMetrics) -> bool {
+        let Some(fast) = self.fast.as_mut() else {
+            return false;
+        };
+        let data = &input.message[..];
+        // RFC 7983 §7: 128..=191 is RTP or RTCP; RFC 5761 §4: RTCP's types are 192..=223.
+        if data.len() < 12 || !(128..=191).contains(&data[0]) {
+            return false;
+        }
+        let rtcp = (192..=223).contains(&data[1]);
+        if !rtcp {
+            let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+            if !self.ingest.knows(ssrc) {
+                return false;
+            }
+        }
+        let Some((_, remote, _)) = self.pc.srtp_contexts() else {
+            return false;
+        };
+        let now = input.now;
+        let read = if rtcp {
+            remote
+                .decrypt_rtcp(data)
+                .and_then(|mut plain| rtc::rtcp::packet::unmarshal(&mut plain))
+                .map(|packets| fast.read_rtcp(&packets, now))
+        } else {
+            remote
+                .decrypt_rtp(data)
+                .and_then(|mut plain| Packet::unmarshal(&mut plain))
+                .map(|packet| {
+                    fast.count_received(&packet.header, now);
+                    fast.media.push(packet);
+                })
+        };
+        if let Err(e) = read {
+            metrics.dropped(Dropped::Rejected, 1);
+            self.span.in_scope(|| debug!(error = %e, "packet rejected"));
+        }
+        true
+    }
+
+    /// Its send legs with what writes them, while connected (the fan-out's way in).
+    pub fn forwarding(&mut self) -> Option<(Writer<'_>, &mut [Leg], &tracing::Span)> {
+        if self.link != Link::Connected {
+            return None;
+        }
+        let writer = Writer {
+            pc: &mut self.pc,
+            fast: self.fast.as_mut(),
+        };
+        Some((writer, &mut self.legs, &self.span))
+    }
+
+    /// The next datagram it sends: the fast path's, then its peer connection's.
+    pub fn poll_write(&mut self) -> Option<TaggedBytesMut> {
+        if let Some(out) = self.fast.as_mut().and_then(|f| f.outbox.pop_front()) {
+            return Some(out);
+        }
+        self.pc.poll_write()
+    }
+
+    /// When its fast path's next reports are due, once it has connected.
+    pub(super) fn report_deadline(&mut self) -> Option<Instant> {
+        let fast = self.fast.as_mut()?;
+        if fast.next_report.is_none() && self.link == Link::Connected {
+            fast.next_report = Some(Instant::now() + REPORT_INTERVAL);
+        }
+        fast.next_report
+    }
+
+    /// Writes its fast path's reports if they are due at `now` (through rtc, which protects them
+    /// with the same context).
+    pub(super) fn send_due_reports(&mut self, now: Instant) {
+        let Some(fast) = self.fast.as_mut() else {
+            return;
+        };
+        if fast.next_report.is_none_or(|at| now < at) {
+            return;
+        }
+        fast.next_report = Some(now + REPORT_INTERVAL);
+        if self.link == Link::Connecting {
+            return;
+        }
+        let packets = fast.reports(now);
+        if packets.is_empty() {
+            return;
+        }
+        let (sender, receiver) = (self.pc.get_senders().next(), self.pc.get_receivers().next());
+        let written = match (sender, receiver) {
+            (Some(id), _) => self
+                .pc
+                .rtp_sender(id)
+                .map(|mut s| s.write_rtcp(now, packets)),
+            (None, Some(id)) => (self.pc.rtp_receiver(id)).map(|mut r| r.write_rtcp(now, packets)),
+            (None, None) => None,
+        };
+        if let Some(Err(e)) = written {
+            self.span
+                .in_scope(|| debug!(error = %e, "RTCP reports not sent"));
+        }
+    }
+}
+
+impl Conn {
+    /// Hands what arrived on the fast path since the last poll to `polled`: a keyframe request,
+    /// and the RTP of the sources the fan-out takes (a viewer's goes nowhere).
+    pub(super) fn poll_fast(
+        &mut self,
+        publishes: bool,
+        now: Instant,
+        metrics: &LoopMetrics,
+        polled: &mut super::Polled,
+    ) {
+        let Some(fast) = self.fast.as_mut() else {
+            return;
+        };
+        if std::mem::take(&mut fast.keyframe_wanted)
+            && !polled.events.contains(&super::Event::KeyframeWanted)
+        {
+            polled.events.push(super::Event::KeyframeWanted);
+        }
+        for packet in fast.media.drain(..) {
+            if !publishes {
+                continue;
+            }
+            if let Some(kind) = self.ingest.take_known(&packet, now, metrics) {
+                polled.media.push((kind, packet));
+            }
+        }
+    }
+}
