@@ -179,10 +179,25 @@ enum Control {
     Raw(Vec<Bytes>),
     /// Send the DTLS held by [`Options::hold_dtls`] and hold no more.
     ReleaseDtls,
+    /// Reply with what the server's RTCP reports told the client's statistics.
+    RemoteReports(tokio::sync::oneshot::Sender<RemoteReports>),
     /// Close the peer connection politely (DTLS close_notify) and stop.
     Close,
     /// Stop without a word, as a crashed or vanished client would.
     Vanish,
+}
+
+/// What a client's statistics (rtc's `getStats`) learnt from the server's RTCP reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RemoteReports {
+    /// Sender reports heard about the streams it receives (`remote-outbound-rtp`).
+    pub sender_reports: u64,
+    /// The packets the server's last sender report said it sent, over those streams.
+    pub packets_sent: u64,
+    /// Receiver reports heard about the streams it sends (`remote-inbound-rtp`).
+    pub receiver_reports: u64,
+    /// The packets those reports said were lost.
+    pub packets_lost: i64,
 }
 
 /// Sends RTP on a [`Client`].
@@ -414,6 +429,13 @@ impl Client {
         let _ = self.control.send(Control::ReleaseDtls);
     }
 
+    /// What the server's RTCP reports told this client's statistics so far.
+    pub async fn remote_reports(&self) -> RemoteReports {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let _ = self.control.send(Control::RemoteReports(reply));
+        answer.await.unwrap_or_default()
+    }
+
     /// Waits until the peer connection is connected; panics after `within` (for tests).
     pub async fn wait_connected(&mut self, within: Duration) {
         assert!(
@@ -541,6 +563,27 @@ impl Client {
         let _ = self.control.send(Control::Vanish);
         let _ = self.task.await;
     }
+}
+
+/// What `pc`'s statistics learnt from the other side's RTCP reports.
+fn remote_reports(pc: &mut RTCPeerConnection) -> RemoteReports {
+    use rtc::statistics::report::RTCStatsReportEntry;
+    let stats = pc.get_stats(Instant::now(), rtc::statistics::StatsSelector::None);
+    let mut reports = RemoteReports::default();
+    for entry in stats.iter() {
+        match entry {
+            RTCStatsReportEntry::RemoteOutboundRtp(s) => {
+                reports.sender_reports += s.reports_sent;
+                reports.packets_sent += s.sent_rtp_stream_stats.packets_sent;
+            }
+            RTCStatsReportEntry::RemoteInboundRtp(s) => {
+                reports.receiver_reports += s.round_trip_time_measurements;
+                reports.packets_lost += s.received_rtp_stream_stats.packets_lost;
+            }
+            _ => {}
+        }
+    }
+    reports
 }
 
 /// An SDP offer for `mode` without candidates: enough for HTTP-level checks, which never connect.
@@ -817,6 +860,9 @@ async fn drive(
                             let _ = socket.send_to(&d, to).await;
                         }
                     }
+                }
+                Some(Control::RemoteReports(reply)) => {
+                    let _ = reply.send(remote_reports(&mut pc));
                 }
                 Some(Control::ReleaseDtls) => {
                     for (d, to) in held.take().unwrap_or_default() {

@@ -38,7 +38,7 @@ pub(super) struct FastPath {
     received: Vec<Received>,
     /// What each send leg sent.
     sent: Vec<Sent>,
-    /// The SSRC its receiver reports name as theirs when it sends nothing.
+    /// The SSRC its receiver reports name as theirs: its first leg's, else a random one.
     report_ssrc: u32,
     /// When its next reports are due (from its first connect).
     next_report: Option<Instant>,
@@ -60,7 +60,7 @@ impl FastPath {
                 .iter()
                 .map(|t| Sent::new(t.ssrc, t.clock_rate))
                 .collect(),
-            report_ssrc: rand::random(),
+            report_ssrc: tracks.first().map_or_else(rand::random, |t| t.ssrc),
             next_report: None,
             media: Vec::new(),
             outbox: VecDeque::new(),
@@ -122,18 +122,19 @@ impl FastPath {
         Ok(())
     }
 
-    /// The reports due at `now`: a sender report per leg that has sent, the first carrying the
-    /// reception report blocks, else a receiver report with them.
+    /// The reports due at `now`, one compound packet: a sender report per leg that has sent, and
+    /// a receiver report with the reception report blocks. (The blocks could ride in the first
+    /// sender report; rtc, and pion before it, read them from receiver reports only, so a
+    /// webrtc-rs client would never see them there.)
     fn reports(&mut self, now: Instant) -> Vec<Box<dyn rtc::rtcp::packet::Packet>> {
         let wall = SystemTime::now();
-        let mut blocks: Vec<ReceptionReport> = (self.received.iter_mut())
+        let blocks: Vec<ReceptionReport> = (self.received.iter_mut())
             .take(MAX_REPORT_BLOCKS)
             .map(|r| r.report(now))
             .collect();
         let mut packets: Vec<Box<dyn rtc::rtcp::packet::Packet>> = Vec::new();
         for sent in &self.sent {
-            if let Some(mut sr) = sent.report(now, wall) {
-                sr.reports = std::mem::take(&mut blocks);
+            if let Some(sr) = sent.report(now, wall) {
                 packets.push(Box::new(sr));
             }
         }
@@ -155,9 +156,16 @@ pub struct Writer<'a> {
 }
 
 impl LegWriter for Writer<'_> {
-    fn write(&mut self, leg: &Leg, packet: Packet, now: Instant) -> Option<Result<(), Error>> {
+    fn write(
+        &mut self,
+        leg: &Leg,
+        packet: Packet,
+        now: Instant,
+        metrics: &LoopMetrics,
+    ) -> Option<Result<(), Error>> {
         if let Some(fast) = self.fast.as_deref_mut() {
             if let Some((local, _, transport)) = self.pc.srtp_contexts() {
+                metrics.fast_path();
                 return Some(fast.protect(local, transport, &packet, now));
             }
         }
@@ -204,9 +212,12 @@ impl Conn {
                     fast.media.push(packet);
                 })
         };
-        if let Err(e) = read {
-            metrics.dropped(Dropped::Rejected, 1);
-            self.span.in_scope(|| debug!(error = %e, "packet rejected"));
+        match read {
+            Ok(()) => metrics.fast_path(),
+            Err(e) => {
+                metrics.dropped(Dropped::Rejected, 1);
+                self.span.in_scope(|| debug!(error = %e, "packet rejected"));
+            }
         }
         true
     }

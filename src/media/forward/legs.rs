@@ -148,6 +148,7 @@ pub trait LegWriter {
         leg: &Leg,
         packet: Packet,
         now: Instant,
+        metrics: &LoopMetrics,
     ) -> Option<Result<(), rtc::shared::error::Error>>;
 }
 
@@ -186,7 +187,7 @@ impl FanOut {
             let mut packet = packet.clone();
             leg.forwarder.rewrite(&mut packet.header, now);
             let bytes = rtp_bytes(&packet);
-            match writer.write(leg, packet, now) {
+            match writer.write(leg, packet, now, metrics) {
                 Some(Ok(())) => metrics.sent(bytes),
                 Some(Err(e)) => {
                     metrics.dropped(Dropped::SendFailed, 1);

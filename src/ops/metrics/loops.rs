@@ -22,6 +22,7 @@ pub struct LoopMetrics {
     rtp_sent_bytes: Counter,
     dropped: [Counter; 10],
     handed_over: Counter,
+    fast_path: Counter,
     ended: Family<ReasonLabel, Counter>,
     connect_seconds: Histogram,
     tcp_closed: [Counter; 8],
@@ -40,7 +41,7 @@ impl std::fmt::Debug for LoopMetrics {
 impl LoopMetrics {
     /// The loops' counters, registered in `registry`.
     pub(super) fn register(registry: &mut Registry) -> Self {
-        let [rtp_received, rtp_received_bytes, rtp_sent, rtp_sent_bytes, handed_over] = [
+        let [rtp_received, rtp_received_bytes, rtp_sent, rtp_sent_bytes, handed_over, fast_path] = [
             (
                 "rtp_packets_received",
                 "RTP packets received from publishers",
@@ -59,6 +60,10 @@ impl LoopMetrics {
                 "Datagrams a media loop's socket took for a session of another loop on the same \
                  UDP port, handed over to it",
             ),
+            (
+                "fast_path_packets",
+                "SRTP and SRTCP packets the fast path opened or protected, past rtc's pipeline",
+            ),
         ]
         .map(|(name, help)| counter(registry, name, help));
         let dropped = cause_counters(
@@ -67,15 +72,7 @@ impl LoopMetrics {
             "Packets not forwarded, by cause",
             Dropped::ALL.map(Dropped::label),
         );
-        let ended = Family::<ReasonLabel, Counter>::default();
-        registry.register("sessions_ended", "Sessions ended, by reason", ended.clone());
-        // 1 ms to about 16 s.
-        let connect_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        registry.register(
-            "connect_seconds",
-            "Time from POST to ICE and DTLS connected",
-            connect_seconds.clone(),
-        );
+        let (ended, connect_seconds) = session_counters(registry);
         let (tcp_closed, tcp_pending) = tcp_counters(registry);
         let candidates_ignored = counter(
             registry,
@@ -96,6 +93,7 @@ impl LoopMetrics {
             rtp_sent_bytes,
             dropped,
             handed_over,
+            fast_path,
             ended,
             connect_seconds,
             tcp_closed,
@@ -105,6 +103,20 @@ impl LoopMetrics {
             nack: NackMetrics::register(registry),
         }
     }
+}
+
+/// Sessions ended by reason, and the time they took to connect.
+fn session_counters(registry: &mut Registry) -> (Family<ReasonLabel, Counter>, Histogram) {
+    let ended = Family::<ReasonLabel, Counter>::default();
+    registry.register("sessions_ended", "Sessions ended, by reason", ended.clone());
+    // 1 ms to about 16 s.
+    let connect_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+    registry.register(
+        "connect_seconds",
+        "Time from POST to ICE and DTLS connected",
+        connect_seconds.clone(),
+    );
+    (ended, connect_seconds)
 }
 
 /// The TCP connections closed by a limit, by cause, and the pools of connections not yet
@@ -142,6 +154,11 @@ impl LoopMetrics {
     /// `n` packets not forwarded for `why`.
     pub fn dropped(&self, why: Dropped, n: u64) {
         self.dropped[why as usize].inc_by(n);
+    }
+
+    /// A packet the fast path opened or protected.
+    pub fn fast_path(&self) {
+        self.fast_path.inc();
     }
 
     /// Datagrams handed to another loop on the port.

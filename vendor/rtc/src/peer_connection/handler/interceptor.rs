@@ -777,6 +777,12 @@ impl<'a>
                 self.stats
                     .on_fec_packet_received_if_fec(ssrc, payload_bytes);
             }
+            // whip-echo patch: received RTCP feeds the statistics (the remote-outbound-rtp of a
+            // sender report, the remote-inbound-rtp of a receiver report, NACK/PLI/FIR counts).
+            // `process_read_rtcp_for_stats` was never called, so getStats never showed them.
+            if let Packet::Rtcp(rtcp_packets) = &packet {
+                self.process_read_rtcp_for_stats(rtcp_packets, msg.now);
+            }
 
             self.interceptor.handle_read(TaggedPacket {
                 now: msg.now,
