@@ -9,13 +9,11 @@
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
-use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
-use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext};
@@ -24,6 +22,7 @@ use tracing::debug;
 use super::super::forward::legs::{Leg, LegWriter, SendTrack};
 use super::super::forward::reports::{Received, Sent, REPORT_INTERVAL};
 use super::ingest::MAX_RECV_SSRCS;
+use super::pipeline::Rtc;
 use super::{Conn, Link};
 use crate::ops::metrics::{Dropped, LoopMetrics};
 
@@ -151,7 +150,7 @@ impl FastPath {
 
 /// What writes a session's legs: its fast path once DTLS is up, else rtc's senders.
 pub struct Writer<'a> {
-    pc: &'a mut RTCPeerConnection,
+    pc: &'a mut Rtc,
     fast: Option<&'a mut FastPath>,
 }
 
@@ -169,7 +168,7 @@ impl LegWriter for Writer<'_> {
                 return Some(fast.protect(local, transport, &packet, now));
             }
         }
-        let mut sender = self.pc.rtp_sender(leg.sender)?;
+        let mut sender = self.pc.get().rtp_sender(leg.sender)?;
         Some(sender.write_rtp(now, packet))
     }
 }
@@ -268,13 +267,11 @@ impl Conn {
         if packets.is_empty() {
             return;
         }
-        let (sender, receiver) = (self.pc.get_senders().next(), self.pc.get_receivers().next());
+        let pc = self.pc.get();
+        let (sender, receiver) = (pc.get_senders().next(), pc.get_receivers().next());
         let written = match (sender, receiver) {
-            (Some(id), _) => self
-                .pc
-                .rtp_sender(id)
-                .map(|mut s| s.write_rtcp(now, packets)),
-            (None, Some(id)) => (self.pc.rtp_receiver(id)).map(|mut r| r.write_rtcp(now, packets)),
+            (Some(id), _) => pc.rtp_sender(id).map(|mut s| s.write_rtcp(now, packets)),
+            (None, Some(id)) => (pc.rtp_receiver(id)).map(|mut r| r.write_rtcp(now, packets)),
             (None, None) => None,
         };
         if let Some(Err(e)) = written {

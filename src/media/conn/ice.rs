@@ -192,7 +192,7 @@ impl Conn {
         credentials: &IceCredentials,
         now: Instant,
     ) -> Result<String, String> {
-        let pc = &mut self.pc;
+        let pc = self.pc.get();
         pc.set_ice_restart_credentials(credentials.ufrag.clone(), credentials.pwd.clone());
         let offer = RTCSessionDescription::offer(offer).map_err(|e| e.to_string())?;
         pc.set_remote_description(now, offer)
@@ -264,7 +264,7 @@ impl Conn {
             return;
         }
         self.ice.remote_candidates += 1;
-        match self.pc.add_remote_candidate(init) {
+        match self.pc.get().add_remote_candidate(init) {
             Ok(()) => self
                 .span
                 .in_scope(|| debug!(%candidate, "trickled candidate added")),
@@ -277,6 +277,7 @@ impl Conn {
     /// The client's offer as this session holds it now.
     fn remote_sdp(&self) -> String {
         self.pc
+            .peek()
             .remote_description()
             .map(|d| d.sdp.clone())
             .unwrap_or_default()

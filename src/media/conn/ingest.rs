@@ -183,7 +183,7 @@ impl Conn {
             return false;
         }
         let packets = ingest.keyframes.packets(&ssrcs);
-        match rtc_util::write_on_video_receiver(&mut self.pc, packets, now) {
+        match rtc_util::write_on_video_receiver(self.pc.get(), packets, now) {
             Ok(()) => self.span.in_scope(|| debug!("keyframe requested")),
             Err(e) => self
                 .span

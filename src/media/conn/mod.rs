@@ -9,6 +9,7 @@ mod early_dtls;
 mod fast;
 mod ice;
 mod ingest;
+mod pipeline;
 mod receive;
 
 use std::time::{Duration, Instant};
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::RTCPeerConnection;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
@@ -30,6 +30,7 @@ use crate::ops::metrics::LoopMetrics;
 use crate::session::EndReason;
 use early_dtls::EarlyDtls;
 use fast::FastPath;
+use pipeline::Rtc;
 
 use ice::Ice;
 pub use ice::{Applied, Refused};
@@ -59,7 +60,7 @@ impl Link {
 
 /// A session of the media loop.
 pub struct Conn {
-    pc: RTCPeerConnection,
+    pc: Rtc,
     ice: Ice,
     link: Link,
     setup_deadline: Instant,
@@ -163,7 +164,7 @@ impl Conn {
         Conn {
             ingest: Ingest::new(codecs, payload_types, &remote, setup.max_bitrate),
             ice: Ice::new(ufrag, setup.remote_candidates, setup.started),
-            pc,
+            pc: Rtc::new(pc),
             link: Link::Connecting,
             setup_deadline: setup.setup_deadline,
             armed: None,
@@ -187,7 +188,7 @@ impl Conn {
         if self.link == Link::Connecting && now >= self.setup_deadline {
             return Fired::SetupTimeout;
         }
-        if let Err(e) = self.pc.handle_timeout(now) {
+        if let Err(e) = self.pc.get().handle_timeout(now) {
             self.span
                 .in_scope(|| debug!(error = %e, "timeout handling failed"));
         }
@@ -201,7 +202,12 @@ impl Conn {
     pub fn poll(&mut self, publishes: bool, now: Instant, metrics: &LoopMetrics) -> Polled {
         self.release_early_dtls();
         let mut polled = Polled::default();
-        while let Some(event) = self.pc.poll_event() {
+        // A session whose packets all took the fast path gave rtc nothing to give back.
+        if !self.pc.take_unpolled() {
+            self.poll_fast(publishes, now, metrics, &mut polled);
+            return self.polled(polled, now, metrics);
+        }
+        while let Some(event) = self.pc.draining().poll_event() {
             let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) = event else {
                 continue;
             };
@@ -210,7 +216,7 @@ impl Conn {
                 polled.events.push(event);
             }
         }
-        while let Some(message) = self.pc.poll_read() {
+        while let Some(message) = self.pc.draining().poll_read() {
             if rtc_util::message_asks_for_keyframe(&message.message)
                 && !polled.events.contains(&Event::KeyframeWanted)
             {
@@ -223,15 +229,20 @@ impl Conn {
                 if !publishes {
                     continue;
                 }
-                let kind = self
-                    .ingest
-                    .take(&mut self.pc, &track, &packet, message.now, metrics);
+                let kind =
+                    self.ingest
+                        .take(self.pc.draining(), &track, &packet, message.now, metrics);
                 if let Some(kind) = kind {
                     polled.media.push((kind, packet));
                 }
             }
         }
         self.poll_fast(publishes, now, metrics, &mut polled);
+        self.polled(polled, now, metrics)
+    }
+
+    /// What [`Conn::poll`] found, once the first connect is counted and the bitrate cap applied.
+    fn polled(&mut self, mut polled: Polled, now: Instant, metrics: &LoopMetrics) -> Polled {
         // The first connect, if the link is up at the end of this poll: counted as connected
         // under the session cap from now on (no longer evictable to make room).
         if !self.ever_connected && self.link == Link::Connected {
@@ -266,7 +277,7 @@ impl Conn {
     /// The next instant the loop must wake this session: rtc's own deadline, and the setup
     /// deadline while connecting.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        let rtc = match (self.pc.poll_timeout(), self.report_deadline()) {
+        let rtc = match (self.pc.deadline(), self.report_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -284,12 +295,12 @@ impl Conn {
     /// Queues a DTLS close_notify, so the peer learns at once instead of waiting for its consent
     /// checks to fail (RFC 7675 §5.2); [`Conn::poll_write`] gives it.
     pub fn close(&mut self) {
-        let _ = self.pc.close();
+        let _ = self.pc.get().close();
     }
 
     /// Whether the peer closed the DTLS transport (close_notify).
     pub fn dtls_closed(&mut self) -> bool {
-        rtc_util::dtls_closed(&mut self.pc)
+        rtc_util::dtls_closed(self.pc.get())
     }
 
     /// A new publisher took its stream over: each leg starts it afresh, at its first keyframe,
@@ -362,6 +373,6 @@ impl Conn {
 
     /// RTP its peer connection bound to no track (vendored rtc change 7).
     pub fn unbound_rtp_packets(&self) -> u64 {
-        self.pc.unbound_rtp_packets()
+        self.pc.peek().unbound_rtp_packets()
     }
 }

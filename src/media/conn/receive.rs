@@ -25,7 +25,10 @@ impl Conn {
             return false;
         }
         let dtls = (20..=63).contains(&input.message[0]);
-        let (errors, unbound) = (self.pc.read_errors(), self.pc.unbound_rtp_packets());
+        let (errors, unbound) = (
+            self.pc.peek().read_errors(),
+            self.pc.peek().unbound_rtp_packets(),
+        );
         let held = dtls && self.link == Link::Connecting && !self.pair_selected();
         let mut refused = 0;
         if held {
@@ -33,15 +36,15 @@ impl Conn {
                 self.span
                     .in_scope(|| debug!("DTLS before ICE nomination: held"));
             }
-        } else if let Err(e) = self.pc.handle_read(input) {
+        } else if let Err(e) = self.pc.get().handle_read(input) {
             refused += 1;
             self.span.in_scope(|| debug!(error = %e, "packet rejected"));
         }
-        refused += self.pc.read_errors() - errors;
+        refused += self.pc.peek().read_errors() - errors;
         if refused > 0 {
             metrics.dropped(Dropped::Rejected, refused);
         }
-        let unbound = self.pc.unbound_rtp_packets() - unbound;
+        let unbound = self.pc.peek().unbound_rtp_packets() - unbound;
         if unbound > 0 {
             metrics.dropped(Dropped::Unbound, unbound);
         }
@@ -50,7 +53,7 @@ impl Conn {
 
     /// Whether ICE has selected a candidate pair, so rtc reads DTLS.
     fn pair_selected(&mut self) -> bool {
-        rtc_util::dtls_transport(&mut self.pc, |t| {
+        rtc_util::dtls_transport(self.pc.get(), |t| {
             t.ice_transport().get_selected_candidate_pair().is_some()
         })
         .unwrap_or(false)
@@ -62,7 +65,7 @@ impl Conn {
             return;
         }
         for input in self.early_dtls.take() {
-            if let Err(e) = self.pc.handle_read(input) {
+            if let Err(e) = self.pc.get().handle_read(input) {
                 self.span
                     .in_scope(|| debug!(error = %e, "early DTLS rejected"));
             }
