@@ -45,7 +45,8 @@ struct Stream<K> {
 /// The registry, generic over the media loop's session key.
 #[derive(Debug)]
 pub struct Registry<K> {
-    sessions: HashMap<K, Entry>,
+    /// Keyed by the media loop's own keys: a fast non-keyed hash is safe (looked up per packet).
+    sessions: rustc_hash::FxHashMap<K, Entry>,
     resources: HashMap<ResourceId, K>,
     streams: HashMap<StreamName, Stream<K>>,
     ended: HashMap<ResourceId, Ended>,
@@ -63,7 +64,7 @@ struct Ended {
 impl<K> Default for Registry<K> {
     fn default() -> Self {
         Registry {
-            sessions: HashMap::new(),
+            sessions: rustc_hash::FxHashMap::default(),
             resources: HashMap::new(),
             streams: HashMap::new(),
             ended: HashMap::new(),

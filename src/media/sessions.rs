@@ -40,12 +40,21 @@ pub struct Sending<'a> {
     pub conn: &'a mut Conn,
     key: SessionKey,
     routes: &'a mut Routes,
+    /// The path learnt last: the drain's next datagrams there have nothing to teach but their
+    /// checks (one route lookup per drain and path, not per datagram).
+    learnt: Option<PathId>,
 }
 
 impl Sending<'_> {
     /// Learns that the session sent `datagram` on `path` ([`Routes::learn_sent`]).
     pub fn learn_sent(&mut self, path: PathId, datagram: &[u8]) {
+        // RFC 7983: STUN starts with 0..=3 (a check to note); anything else teaches the path only.
+        let stun = datagram.first().is_some_and(|b| *b <= 3);
+        if self.learnt == Some(path) && !stun {
+            return;
+        }
         self.routes.learn_sent(path, self.key, datagram);
+        self.learnt = Some(path);
     }
 
     /// The claims made since the last call ([`Routes::take_claims`]).
@@ -182,6 +191,7 @@ impl Sessions {
             conn,
             key,
             routes: &mut self.routes,
+            learnt: None,
         })
     }
 
