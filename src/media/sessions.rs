@@ -40,21 +40,21 @@ pub struct Sending<'a> {
     pub conn: &'a mut Conn,
     key: SessionKey,
     routes: &'a mut Routes,
-    /// The path learnt last: the drain's next datagrams there have nothing to teach but their
-    /// checks (one route lookup per drain and path, not per datagram).
-    learnt: Option<PathId>,
 }
 
 impl Sending<'_> {
     /// Learns that the session sent `datagram` on `path` ([`Routes::learn_sent`]).
     pub fn learn_sent(&mut self, path: PathId, datagram: &[u8]) {
-        // RFC 7983: STUN starts with 0..=3 (a check to note); anything else teaches the path only.
+        // RFC 7983: STUN starts with 0..=3 (a check to note); anything else teaches the path
+        // only, which the session taught already if it sent there since the tables last changed
+        // (one route lookup per path, not per datagram).
         let stun = datagram.first().is_some_and(|b| *b <= 3);
-        if self.learnt == Some(path) && !stun {
+        let learnt = Some((path, self.routes.changes()));
+        if !stun && *self.conn.learnt() == learnt {
             return;
         }
         self.routes.learn_sent(path, self.key, datagram);
-        self.learnt = Some(path);
+        *self.conn.learnt() = Some((path, self.routes.changes()));
     }
 
     /// The claims made since the last call ([`Routes::take_claims`]).
@@ -191,7 +191,6 @@ impl Sessions {
             conn,
             key,
             routes: &mut self.routes,
-            learnt: None,
         })
     }
 

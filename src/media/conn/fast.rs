@@ -9,13 +9,14 @@
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
+use bytes::{Buf, BytesMut};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::shared::error::Error;
-use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use tracing::debug;
 
@@ -28,6 +29,8 @@ use crate::ops::metrics::{Dropped, LoopMetrics};
 
 /// Reception report blocks one RTCP packet holds (its 5-bit count, RFC 3550 §6.4.1).
 const MAX_REPORT_BLOCKS: usize = 31;
+/// The longest SRTP tag (AEAD: 16 bytes, RFC 7714 §6.1; HMAC-SHA1-80: 10).
+const MAX_TAG: usize = 16;
 
 /// What the fast path of a session keeps.
 pub(super) struct FastPath {
@@ -96,7 +99,8 @@ impl FastPath {
     }
 
     /// Protects `packet` with `local` and queues it towards `transport`, counted for its leg's
-    /// sender report.
+    /// sender report. One buffer: marshalled into it, protected in place (vendored rtc-srtp
+    /// change 2), sent from it.
     fn protect(
         &mut self,
         local: &mut rtc::srtp::context::Context,
@@ -104,8 +108,11 @@ impl FastPath {
         packet: &Packet,
         now: Instant,
     ) -> Result<(), Error> {
-        let plain = packet.marshal()?;
-        let message = local.encrypt_rtp_with_header(&plain, &packet.header)?;
+        let size = packet.marshal_size();
+        let mut message = BytesMut::with_capacity(size + MAX_TAG);
+        message.resize(size, 0);
+        packet.marshal_to(&mut message)?;
+        local.encrypt_rtp_in_place(&mut message, &packet.header)?;
         if let Some(sent) = self
             .sent
             .iter_mut()
@@ -148,6 +155,26 @@ impl FastPath {
     }
 }
 
+/// Opens the SRTP packet `message` with `remote` where it is (vendored rtc-srtp change 2): the
+/// RTP packet, its payload the same buffer (RFC 3550 §5.1: without its padding).
+fn open_rtp(
+    remote: &mut rtc::srtp::context::Context,
+    mut message: BytesMut,
+) -> Result<Packet, Error> {
+    let header = Header::unmarshal(&mut &message[..])?;
+    remote.decrypt_rtp_in_place(&mut message, &header)?;
+    message.advance(header.marshal_size());
+    if header.padding {
+        let padding = usize::from(message.last().copied().unwrap_or(0));
+        if padding > message.len() {
+            return Err(Error::ErrShortPacket);
+        }
+        message.truncate(message.len() - padding);
+    }
+    let payload = message.freeze();
+    Ok(Packet { header, payload })
+}
+
 /// What writes a session's legs: its fast path once DTLS is up, else rtc's senders.
 pub struct Writer<'a> {
     pc: &'a mut Rtc,
@@ -175,26 +202,30 @@ impl LegWriter for Writer<'_> {
 
 impl Conn {
     /// Takes `input` on the fast path, if the session has one and DTLS is up: SRTCP, and SRTP
-    /// of an SSRC whose kind is known (others go to rtc, which binds them). Whether it did;
-    /// what does not authenticate or parse is counted as rejected.
-    pub(super) fn receive_fast(&mut self, input: &TaggedBytesMut, metrics: &LoopMetrics) -> bool {
+    /// of an SSRC whose kind is known (others go to rtc, which binds them); gives it back if
+    /// not. What does not authenticate or parse is counted as rejected.
+    pub(super) fn receive_fast(
+        &mut self,
+        input: TaggedBytesMut,
+        metrics: &LoopMetrics,
+    ) -> Result<(), TaggedBytesMut> {
         let Some(fast) = self.fast.as_mut() else {
-            return false;
+            return Err(input);
         };
         let data = &input.message[..];
         // RFC 7983 §7: 128..=191 is RTP or RTCP; RFC 5761 §4: RTCP's types are 192..=223.
         if data.len() < 12 || !(128..=191).contains(&data[0]) {
-            return false;
+            return Err(input);
         }
         let rtcp = (192..=223).contains(&data[1]);
         if !rtcp {
             let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
             if !self.ingest.knows(ssrc) {
-                return false;
+                return Err(input);
             }
         }
         let Some((_, remote, _)) = self.pc.srtp_contexts() else {
-            return false;
+            return Err(input);
         };
         let now = input.now;
         let read = if rtcp {
@@ -203,13 +234,10 @@ impl Conn {
                 .and_then(|mut plain| rtc::rtcp::packet::unmarshal(&mut plain))
                 .map(|packets| fast.read_rtcp(&packets, now))
         } else {
-            remote
-                .decrypt_rtp(data)
-                .and_then(|mut plain| Packet::unmarshal(&mut plain))
-                .map(|packet| {
-                    fast.count_received(&packet.header, now);
-                    fast.media.push(packet);
-                })
+            open_rtp(remote, input.message).map(|packet| {
+                fast.count_received(&packet.header, now);
+                fast.media.push(packet);
+            })
         };
         match read {
             Ok(()) => metrics.fast_path(),
@@ -218,7 +246,7 @@ impl Conn {
                 self.span.in_scope(|| debug!(error = %e, "packet rejected"));
             }
         }
-        true
+        Ok(())
     }
 
     /// Its send legs with what writes them, while connected (the fan-out's way in).

@@ -26,6 +26,7 @@ use super::cap::Permit;
 use super::forward::legs::Leg;
 use super::forward::sources::Sources;
 use super::negotiate::peer::Negotiated;
+use super::net::transport::PathId;
 use crate::ops::metrics::LoopMetrics;
 use crate::session::EndReason;
 use early_dtls::EarlyDtls;
@@ -84,6 +85,9 @@ pub struct Conn {
     permit: Permit,
     /// Its fast path (sessions without video): media past rtc's pipeline once DTLS is up.
     fast: Option<FastPath>,
+    /// The path it last taught the loop's routes, and the routes' change count then
+    /// (`Sending::learn_sent`).
+    learnt: Option<(PathId, u64)>,
 }
 
 /// How a session starts, besides what its negotiation produced.
@@ -176,6 +180,7 @@ impl Conn {
             pull: setup.pull,
             permit: setup.permit,
             fast,
+            learnt: None,
         }
     }
 
@@ -309,6 +314,11 @@ impl Conn {
         for leg in &mut self.legs {
             leg.forwarder.forget_source();
         }
+    }
+
+    /// The path it last taught the loop's routes, with their change count then.
+    pub fn learnt(&mut self) -> &mut Option<(PathId, u64)> {
+        &mut self.learnt
     }
 
     /// The local ICE ufrag (routing key and ETag).

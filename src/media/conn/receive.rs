@@ -21,9 +21,10 @@ impl Conn {
         if input.message[..] == *crate::media::FAULT_DATAGRAM {
             panic!("fault injected");
         }
-        if self.receive_fast(&input, metrics) {
-            return false;
-        }
+        let input = match self.receive_fast(input, metrics) {
+            Ok(()) => return false,
+            Err(input) => input,
+        };
         let dtls = (20..=63).contains(&input.message[0]);
         let (errors, unbound) = (
             self.pc.peek().read_errors(),

@@ -9,6 +9,7 @@
 use std::time::Instant;
 
 use rtc::rtp::header::Header;
+use rtc::rtp::packet::Packet;
 
 /// Per-leg rewriting state.
 #[derive(Debug, Clone)]
@@ -114,6 +115,29 @@ impl Forwarder {
         };
         self.source = Some(source);
         source
+    }
+}
+
+/// A copy of a publisher's `packet` for a leg: the payload shared, the header without the
+/// extensions [`Forwarder::rewrite`] strips anyway (so copying them allocates nothing).
+pub fn leg_copy(packet: &Packet) -> Packet {
+    let h = &packet.header;
+    Packet {
+        header: Header {
+            version: h.version,
+            padding: h.padding,
+            extension: false,
+            marker: h.marker,
+            payload_type: h.payload_type,
+            sequence_number: h.sequence_number,
+            timestamp: h.timestamp,
+            ssrc: h.ssrc,
+            csrc: h.csrc.clone(),
+            extension_profile: 0,
+            extensions: Vec::new(),
+            extensions_padding: 0,
+        },
+        payload: packet.payload.clone(),
     }
 }
 

@@ -184,7 +184,7 @@ impl FanOut {
             if !self.admits(leg, packet, metrics, span) {
                 continue;
             }
-            let mut packet = packet.clone();
+            let mut packet = super::forwarder::leg_copy(packet);
             leg.forwarder.rewrite(&mut packet.header, now);
             let bytes = rtp_bytes(&packet);
             match writer.write(leg, packet, now, metrics) {

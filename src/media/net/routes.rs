@@ -88,6 +88,9 @@ pub struct Routes {
     foreign: HashMap<SocketAddr, usize>,
     /// This loop's claims not yet told to the others.
     journal: Vec<PathClaim>,
+    /// Bumped whenever a path leaves `by_path` or `foreign`: a sender that learnt its path
+    /// before the last change need not learn it again ([`Routes::changes`]).
+    changes: u64,
 }
 
 impl Routes {
@@ -186,10 +189,17 @@ impl Routes {
     /// Journals a change of this loop's UDP paths for the other loops on the port.
     fn note(&mut self, path: PathId, kind: ClaimKind) {
         if let (PathId::Udp(addr), true) = (path, self.loops > 1) {
+            self.changes += 1;
             self.foreign.remove(&addr);
             let owner = self.me;
             self.journal.push(PathClaim { addr, owner, kind });
         }
+    }
+
+    /// How many times a path left the tables: a session that learnt its path when this was
+    /// the same has nothing more to teach by sending there (but its checks).
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// The claims made since the last call, to tell the other loops.
@@ -209,6 +219,7 @@ impl Routes {
         match kind {
             ClaimKind::Released => {
                 if self.foreign.get(&addr) == Some(&owner) {
+                    self.changes += 1;
                     self.foreign.remove(&addr);
                 }
             }
@@ -287,6 +298,7 @@ impl Routes {
         let Some(key) = self.by_path.remove(&path) else {
             return false;
         };
+        self.changes += 1;
         if let Some(list) = self.paths_of.get_mut(&key) {
             list.retain(|p| *p != path);
         }
@@ -301,6 +313,7 @@ impl Routes {
         let paths = self.paths_of.remove(&key).unwrap_or_default();
         for path in &paths {
             if self.by_path.get(path) == Some(&key) {
+                self.changes += 1;
                 self.by_path.remove(path);
                 self.answered.remove(path);
                 self.note(*path, ClaimKind::Released);

@@ -197,6 +197,58 @@ impl Cipher for CipherAesCmHmacSha1 {
         Ok(writer)
     }
 
+    fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()> {
+        let header_len = header.marshal_size();
+        if packet.len() < header_len {
+            return Err(Error::ErrTooShortRtp);
+        }
+        let counter = generate_counter(
+            header.sequence_number,
+            roc,
+            header.ssrc,
+            &self.srtp_session_salt,
+        );
+        self.srtp_cipher
+            .apply_keystream(&counter, &mut packet[header_len..])
+            .map_err(crypto_error)?;
+        let full_auth_tag = self.generate_srtp_auth_tag(packet, roc)?;
+        packet.extend_from_slice(&full_auth_tag[..self.rtp_auth_tag_len()]);
+        Ok(())
+    }
+
+    fn decrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()> {
+        let (len, tag_len) = (packet.len(), self.rtp_auth_tag_len());
+        let header_len = header.marshal_size();
+        if len < header_len + tag_len {
+            return Err(Error::SrtpTooSmall(len, header_len + tag_len));
+        }
+        let (cipher_text, actual_tag) = packet.split_at(len - tag_len);
+        let full_expected_tag = self.generate_srtp_auth_tag(cipher_text, roc)?;
+        if !constant_time_eq(actual_tag, &full_expected_tag[..tag_len]) {
+            return Err(Error::RtpFailedToVerifyAuthTag);
+        }
+        packet.truncate(len - tag_len);
+        let counter = generate_counter(
+            header.sequence_number,
+            roc,
+            header.ssrc,
+            &self.srtp_session_salt,
+        );
+        self.srtp_cipher
+            .apply_keystream(&counter, &mut packet[header_len..])
+            .map_err(crypto_error)
+    }
+
     fn decrypt_rtp(
         &mut self,
         encrypted: &[u8],

@@ -56,6 +56,24 @@ pub(crate) trait Cipher: Send {
     /// Decrypt RTP payload.
     fn decrypt_rtp(&mut self, payload: &[u8], header: &rtp::Header, roc: u32) -> Result<BytesMut>;
 
+    /// whip-echo patch: [`Cipher::encrypt_rtp`] in place: `packet` (header and payload) is
+    /// protected where it is and its tag appended (reserve its length for no reallocation).
+    fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()>;
+
+    /// whip-echo patch: [`Cipher::decrypt_rtp`] in place: `packet` is authenticated and opened
+    /// where it is, and left without its tag.
+    fn decrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+        roc: u32,
+    ) -> Result<()>;
+
     /// Encrypt RTCP payload.
     fn encrypt_rtcp(&mut self, payload: &[u8], srtcp_index: usize, ssrc: u32) -> Result<BytesMut>;
 

@@ -25,7 +25,63 @@ impl Context {
         if encrypted.len() < header.marshal_size() + auth_tag_len {
             return Err(Error::ErrTooShortRtp);
         }
+        self.open_rtp(header, |cipher, roc| {
+            cipher.decrypt_rtp(encrypted, header, roc)
+        })
+    }
 
+    /// whip-echo patch: [`Context::decrypt_rtp_with_header`] in place: `packet` (the whole
+    /// SRTP packet, whose header is `header`) is authenticated and opened where it is, and left
+    /// as the RTP packet, without its tag. Nothing is allocated. On error, `packet` is to be
+    /// dropped.
+    pub fn decrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+    ) -> Result<()> {
+        let auth_tag_len = self.cipher.rtp_auth_tag_len();
+        if packet.len() < header.marshal_size() + auth_tag_len {
+            return Err(Error::ErrTooShortRtp);
+        }
+        self.open_rtp(header, |cipher, roc| {
+            cipher.decrypt_rtp_in_place(packet, header, roc)
+        })
+    }
+
+    /// whip-echo patch: [`Context::encrypt_rtp_with_header`] in place: `packet` (an RTP packet
+    /// whose header is `header`) is protected where it is and its tag appended; reserve the
+    /// tag's room (16 bytes covers every profile) and nothing is allocated.
+    pub fn encrypt_rtp_in_place(
+        &mut self,
+        packet: &mut BytesMut,
+        header: &rtp::Header,
+    ) -> Result<()> {
+        let new_srtp_replay_detector = &self.new_srtp_replay_detector;
+        let state = self
+            .srtp_ssrc_states
+            .entry(header.ssrc)
+            .or_insert_with(|| SrtpSsrcState {
+                ssrc: header.ssrc,
+                replay_detector: Some(new_srtp_replay_detector()),
+                ..Default::default()
+            });
+        let (roc, diff, ovf) = state.next_rollover_count(header.sequence_number);
+        if ovf {
+            // RFC 3711 §9.2, as `encrypt_rtp_with_header`.
+            return Err(Error::ErrExceededMaxPackets);
+        }
+        self.cipher.encrypt_rtp_in_place(packet, header, roc)?;
+        state.update_rollover_count(header.sequence_number, diff);
+        Ok(())
+    }
+
+    /// The replay check and rollover count around `open` (which authenticates and decrypts with
+    /// the packet's rollover count), shared by the copying and the in-place decryption.
+    fn open_rtp<T>(
+        &mut self,
+        header: &rtp::Header,
+        open: impl FnOnce(&mut dyn Cipher, u32) -> Result<T>,
+    ) -> Result<T> {
         // whip-echo patch: the state of a new SSRC is checked in `fresh` and inserted only once
         // the packet has authenticated (as libsrtp does), and only while the context holds fewer
         // than MAX_SSRC_STATES SSRCs. It used to be inserted first, so packets with random SSRCs
@@ -53,7 +109,7 @@ impl Context {
             ));
         }
 
-        let dst = self.cipher.decrypt_rtp(encrypted, header, roc)?;
+        let dst = open(self.cipher.as_mut(), roc)?;
         if let Some(replay_detector) = &mut state.replay_detector {
             replay_detector.accept();
         }

@@ -178,3 +178,82 @@ fn test_rtp_lifecyle() -> Result<()> {
 //TODO: BenchmarkEncryptRTP
 //TODO: BenchmarkEncryptRTPInPlace
 //TODO: BenchmarkDecryptRTP
+
+/// whip-echo patch: what the in-place calls protect, the copying ones open, and the other way
+/// round, for every profile; a packet whose tag is wrong is refused in place too.
+#[test]
+fn test_rtp_in_place_matches_copying() -> Result<()> {
+    use bytes::BytesMut;
+    let profiles = [
+        ProtectionProfile::Aes128CmHmacSha1_80,
+        ProtectionProfile::Aes128CmHmacSha1_32,
+        ProtectionProfile::AeadAes128Gcm,
+        ProtectionProfile::AeadAes256Gcm,
+    ];
+    for profile in profiles {
+        let key = vec![0x42u8; profile.key_len()];
+        let salt = vec![0x17u8; profile.salt_len()];
+        let context = || {
+            let crypto = test_crypto_provider();
+            Context::new(&key, &salt, profile, None, None, crypto.crypto())
+        };
+        let (mut sender_in_place, mut sender_copying) = (context()?, context()?);
+        let (mut receiver_in_place, mut receiver_copying) = (context()?, context()?);
+        // Across a sequence wrap, so the rollover counters move in step.
+        for seq in (65_530..=u16::MAX).chain(0..6) {
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    payload_type: 111,
+                    sequence_number: seq,
+                    timestamp: u32::from(seq) * 960,
+                    ssrc: 0xCAFE,
+                    ..Default::default()
+                },
+                payload: Bytes::from(vec![seq as u8; 40]),
+            };
+            let plain = packet.marshal()?;
+            let mut in_place = BytesMut::with_capacity(plain.len() + 16);
+            in_place.extend_from_slice(&plain);
+            sender_in_place.encrypt_rtp_in_place(&mut in_place, &packet.header)?;
+            let copied = sender_copying.encrypt_rtp_with_header(&plain, &packet.header)?;
+            assert_eq!(in_place, copied, "{profile:?} seq {seq}: protected alike");
+
+            let opened = receiver_copying.decrypt_rtp(&in_place)?;
+            assert_eq!(
+                opened, plain,
+                "{profile:?} seq {seq}: opened by the copying call"
+            );
+            let mut opened_in_place = BytesMut::from(&copied[..]);
+            receiver_in_place.decrypt_rtp_in_place(&mut opened_in_place, &packet.header)?;
+            assert_eq!(
+                opened_in_place, plain,
+                "{profile:?} seq {seq}: opened in place"
+            );
+        }
+        // A forged tag is refused in place (the genuine packet then opens).
+        let header = rtp::header::Header {
+            version: 2,
+            sequence_number: 7,
+            ssrc: 0xCAFE,
+            ..Default::default()
+        };
+        let mut plain = header.marshal()?;
+        plain.extend_from_slice(&[1, 2, 3]);
+        let mut protected = BytesMut::with_capacity(plain.len() + 16);
+        protected.extend_from_slice(&plain);
+        sender_in_place.encrypt_rtp_in_place(&mut protected, &header)?;
+        let mut forged = protected.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(
+            receiver_in_place
+                .decrypt_rtp_in_place(&mut forged, &header)
+                .is_err()
+        );
+        let mut good = protected.clone();
+        receiver_in_place.decrypt_rtp_in_place(&mut good, &header)?;
+        assert_eq!(good, plain);
+    }
+    Ok(())
+}
