@@ -58,6 +58,7 @@
 //! | `media::loops` | one OS thread per media loop, the guard that reports a loop's end |
 //! | `media::event_loop` | the loop: bounded wake-ups; it only dispatches (packets to sessions, their events, fan-out, the one teardown) |
 //! | `media::event_loop::commands` | the loop's side of the HTTP commands: adopt, delete, layer, PATCH |
+//! | `media::event_loop::inbound` | what reaches a loop (its datagrams, ICE-TCP frames, the other loops' parcels) to its sessions, in reused buffers |
 //! | `media::event_loop::io` | the loop's transports: inbound batches, sends learnt as routes, the ICE-TCP caps, the unanswered-check budget |
 //! | `media::event_loop::fan_out` | the fan-out over a loop's sessions: a publisher's packets to its stream's legs |
 //! | `media::sessions` | `Sessions`: the one writer of the connection map, the registry and the routes (adopt, teardown, restarts) |

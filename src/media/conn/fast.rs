@@ -190,9 +190,11 @@ impl LegWriter for Writer<'_> {
         metrics: &LoopMetrics,
     ) -> Option<Result<(), Error>> {
         if let Some(fast) = self.fast.as_deref_mut() {
-            if let Some((local, _, transport)) = self.pc.srtp_contexts() {
-                metrics.fast_path();
-                return Some(fast.protect(local, transport, &packet, now));
+            if let Some(transport) = self.pc.transport() {
+                if let Some((local, _)) = self.pc.srtp_contexts() {
+                    metrics.fast_path();
+                    return Some(fast.protect(local, transport, &packet, now));
+                }
             }
         }
         let mut sender = self.pc.get().rtp_sender(leg.sender)?;
@@ -224,7 +226,7 @@ impl Conn {
                 return Err(input);
             }
         }
-        let Some((_, remote, _)) = self.pc.srtp_contexts() else {
+        let Some((_, remote)) = self.pc.srtp_contexts() else {
             return Err(input);
         };
         let now = input.now;

@@ -204,12 +204,18 @@ impl Conn {
     /// Drains the peer connection's events and received messages. Received RTP is kept only
     /// when `publishes` (a viewer's media goes nowhere), of the sources the fan-out takes and
     /// within the bitrate cap; what is not is counted.
-    pub fn poll(&mut self, publishes: bool, now: Instant, metrics: &LoopMetrics) -> Polled {
+    /// `polled` is the caller's, empty (reused from one poll to the next).
+    pub fn poll(
+        &mut self,
+        publishes: bool,
+        now: Instant,
+        metrics: &LoopMetrics,
+        polled: &mut Polled,
+    ) {
         self.release_early_dtls();
-        let mut polled = Polled::default();
         // A session whose packets all took the fast path gave rtc nothing to give back.
         if !self.pc.take_unpolled() {
-            self.poll_fast(publishes, now, metrics, &mut polled);
+            self.poll_fast(publishes, now, metrics, polled);
             return self.polled(polled, now, metrics);
         }
         while let Some(event) = self.pc.draining().poll_event() {
@@ -242,12 +248,12 @@ impl Conn {
                 }
             }
         }
-        self.poll_fast(publishes, now, metrics, &mut polled);
+        self.poll_fast(publishes, now, metrics, polled);
         self.polled(polled, now, metrics)
     }
 
     /// What [`Conn::poll`] found, once the first connect is counted and the bitrate cap applied.
-    fn polled(&mut self, mut polled: Polled, now: Instant, metrics: &LoopMetrics) -> Polled {
+    fn polled(&mut self, polled: &mut Polled, now: Instant, metrics: &LoopMetrics) {
         // The first connect, if the link is up at the end of this poll: counted as connected
         // under the session cap from now on (no longer evictable to make room).
         if !self.ever_connected && self.link == Link::Connected {
@@ -259,7 +265,6 @@ impl Conn {
         if !polled.media.is_empty() && self.ingest.admit(&mut polled.media, now, metrics) {
             self.note_capped();
         }
-        polled
     }
 
     /// The event of a connection state change, if any.

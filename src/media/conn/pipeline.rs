@@ -19,6 +19,8 @@ pub(super) struct Rtc {
     unflushed: bool,
     /// Its deadline when it was last asked.
     deadline: Option<Instant>,
+    /// Its selected pair as a transport context, when it was last asked (none: ask again).
+    transport: Option<TransportContext>,
 }
 
 impl Rtc {
@@ -28,6 +30,7 @@ impl Rtc {
             unpolled: true,
             unflushed: true,
             deadline: None,
+            transport: None,
         }
     }
 
@@ -35,6 +38,7 @@ impl Rtc {
     pub(super) fn get(&mut self) -> &mut RTCPeerConnection {
         self.unpolled = true;
         self.unflushed = true;
+        self.transport = None;
         &mut self.pc
     }
 
@@ -76,14 +80,22 @@ impl Rtc {
         self.deadline
     }
 
-    /// The SRTP contexts and the selected pair (vendored rtc change 8), for the fast path.
+    /// The SRTP contexts (vendored rtc change 8), for the fast path.
     pub(super) fn srtp_contexts(
         &mut self,
     ) -> Option<(
         &mut rtc::srtp::context::Context,
         &mut rtc::srtp::context::Context,
-        TransportContext,
     )> {
         self.pc.srtp_contexts()
+    }
+
+    /// Where what the fast path sends goes: the selected pair (vendored rtc change 8), asked
+    /// again only after rtc was driven (only then can the selection change).
+    pub(super) fn transport(&mut self) -> Option<TransportContext> {
+        if self.transport.is_none() {
+            self.transport = self.pc.selected_transport();
+        }
+        self.transport
     }
 }

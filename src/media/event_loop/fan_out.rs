@@ -18,27 +18,27 @@ use crate::session::Role;
 /// What a fan-out did, for the loop to finish.
 #[derive(Default)]
 pub struct Forwarded {
-    /// The sessions it wrote to: their datagrams wait to be flushed.
-    pub written: Vec<SessionKey>,
     /// Sessions whose peer connection panicked while writing.
     pub panicked: Vec<(SessionKey, Panicked)>,
     /// Whether a keyframe was asked of the publisher (to send when its interval allows).
     pub keyframe_asked: bool,
 }
 
-/// Sends `media` from publisher `from` to the legs of its stream.
+/// Sends `media` from publisher `from` to the legs of its stream; `targets` (the caller's, empty)
+/// ends with the sessions it wrote to, whose datagrams wait to be flushed.
 pub fn fan_out(
     sessions: &mut Sessions,
     from: SessionKey,
     media: &[(RtpCodecKind, Packet)],
     now: Instant,
     metrics: &LoopMetrics,
+    targets: &mut Vec<SessionKey>,
 ) -> Forwarded {
     let mut forwarded = Forwarded::default();
     let Some(source) = sessions.entry(from) else {
         return forwarded;
     };
-    let mut targets = sessions.viewers(&source.stream).to_vec();
+    targets.extend_from_slice(sessions.viewers(&source.stream));
     if source.role == Role::Echo {
         targets.push(from);
     }
@@ -62,7 +62,6 @@ pub fn fan_out(
         }
     }
     targets.truncate(written);
-    forwarded.written = targets;
     if fan.video_legs {
         let other = media
             .iter()

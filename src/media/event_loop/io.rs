@@ -71,9 +71,8 @@ impl Net {
         self.transports.udp.readable().await
     }
 
-    /// Up to `MAX_BATCHES_PER_WAKE` receive batches of the UDP socket.
-    pub fn read_datagrams(&mut self) -> Vec<Inbound> {
-        let mut inbound: Vec<Inbound> = Vec::new();
+    /// Up to `MAX_BATCHES_PER_WAKE` receive batches of the UDP socket, into `inbound`.
+    pub fn read_datagrams(&mut self, inbound: &mut Vec<Inbound>) {
         for _ in 0..MAX_BATCHES_PER_WAKE {
             let got = self.transports.udp.recv_batch(|d| {
                 if !d.data.is_empty() {
@@ -94,7 +93,6 @@ impl Net {
                 }
             }
         }
-        inbound
     }
 
     /// Takes `first` and whatever else the ICE-TCP connections have queued (bounded): new

@@ -8,6 +8,7 @@
 
 mod commands;
 mod fan_out;
+mod inbound;
 mod io;
 
 use std::time::{Duration, Instant};
@@ -16,21 +17,21 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::conn::{Conn, Event, Fired, Link};
+use super::conn::{Conn, Event, Fired, Link, Polled};
 use super::event_loop::fan_out::fan_out;
 use super::event_loop::io::Net;
 use super::listing;
-use super::net::mesh::{Inbox, Mesh, Parcel};
-use super::net::routes::Destination;
+use super::net::mesh::{Inbox, Mesh};
 use super::net::socket::UdpIo;
-use super::net::stun::is_binding_success;
 use super::net::tcp::{TcpConns, TcpEvent};
-use super::net::transport::{Inbound, PathId};
+use super::net::transport::Inbound;
 use super::sessions::Sessions;
 use super::shield::{shielded, Panicked};
 use super::timers::Timers;
 use super::{Command, MediaConfig, SessionKey, StatsSlot};
 use crate::session::EndReason;
+use rtc::rtp::packet::Packet;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
 /// How often ended resources past their grace period are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(5);
@@ -72,6 +73,21 @@ pub(super) struct MediaLoop {
     /// Sessions whose peer connection panicked (`shield.rs`), moved out of `sessions` so that
     /// nothing finds them to call into again; torn down at the end of the wake-up.
     panicked: Vec<(SessionKey, Conn)>,
+    /// Buffers of the per-packet path, reused from one wake-up to the next (taken while in use).
+    scratch: Scratch,
+}
+
+/// The per-packet path's buffers: no allocation per packet once they have grown.
+#[derive(Default)]
+struct Scratch {
+    /// The socket's datagrams of a wake-up.
+    inbound: Vec<Inbound>,
+    /// The sessions a batch touched, and whether DTLS reached them.
+    touched: Vec<(SessionKey, bool)>,
+    /// What draining a session produced.
+    polled: Polled,
+    /// The legs a fan-out wrote to.
+    targets: Vec<SessionKey>,
 }
 
 impl MediaLoop {
@@ -87,6 +103,7 @@ impl MediaLoop {
             config,
             stats,
             panicked: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -182,28 +199,11 @@ impl MediaLoop {
     /// (the bench's callgrind mode measures this function, by name).
     #[inline(never)]
     fn read_datagrams(&mut self) {
-        let inbound = self.net.read_datagrams();
-        self.handle_inbound(inbound, Instant::now(), Via::Own);
+        let mut inbound = std::mem::take(&mut self.scratch.inbound);
+        self.net.read_datagrams(&mut inbound);
+        self.handle_inbound(&mut inbound, Instant::now(), Via::Own);
+        self.scratch.inbound = inbound;
         self.send_all_queued();
-    }
-
-    /// Takes in `first` and what else the other loops handed over (bounded): their claims, then
-    /// their packets.
-    fn handle_parcels(&mut self, parcels: &mut Inbox, first: Option<Parcel>) {
-        let mut next = first.or_else(|| parcels.try_recv());
-        let mut handled = 0;
-        while let Some(parcel) = next.take() {
-            for claim in parcel.claims {
-                self.sessions.claimed(claim);
-            }
-            let now = Instant::now();
-            self.handle_inbound(parcel.packets, now, Via::Handed);
-            self.handle_inbound(parcel.proofs, now, Via::Proof);
-            handled += 1;
-            if handled < MAX_PARCELS_PER_WAKE {
-                next = parcels.try_recv();
-            }
-        }
     }
 
     /// The end of every wake-up: tells the other loops on the port this loop's new claims, hands
@@ -212,97 +212,6 @@ impl MediaLoop {
         let claims = self.sessions.take_claims();
         self.net.tell_others(&claims, &self.config);
         self.net.send_queued(&self.config);
-    }
-
-    /// Feeds what the ICE-TCP connections queued in like datagrams, then forgets the closed ones.
-    fn handle_tcp(&mut self, events: &mut mpsc::Receiver<TcpEvent>, first: Option<TcpEvent>) {
-        let (inbound, closed) = self.net.tcp_events(events, first);
-        self.handle_inbound(inbound, Instant::now(), Via::Own);
-        for id in closed {
-            self.net.close_tcp(id);
-            self.sessions.forget_path(PathId::Tcp(id));
-        }
-    }
-
-    /// Feeds packets from any transport to their sessions, then drives the sessions touched.
-    fn handle_inbound(&mut self, inbound: Vec<Inbound>, now: Instant, via: Via) {
-        // Sessions touched by this batch, and whether a DTLS record reached them.
-        let mut touched: Vec<(SessionKey, bool)> = Vec::new();
-        for packet in inbound {
-            let Some((key, packet)) = self.owner(packet, via) else {
-                continue;
-            };
-            let Some(conn) = self.sessions.conn_mut(key) else {
-                continue;
-            };
-            let path = packet.path;
-            let input = packet.into_tagged(now);
-            let metrics = &self.config.metrics;
-            let dtls = match shielded(|| conn.receive(path, input, metrics)) {
-                Ok(dtls) => dtls,
-                Err(panic) => {
-                    self.note_panic(key, &panic);
-                    continue;
-                }
-            };
-            match touched.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, seen)) => *seen |= dtls,
-                None => touched.push((key, dtls)),
-            }
-        }
-        for (key, dtls) in touched {
-            self.drive(key, now);
-            if dtls {
-                self.check_closed(key);
-            }
-        }
-    }
-
-    /// The session of this loop `packet` is for, if one is; a packet for another loop's session
-    /// is handed over to it (`mesh.rs`), one that names no session is counted.
-    fn owner(&mut self, packet: Inbound, via: Via) -> Option<(SessionKey, Inbound)> {
-        let key = match via {
-            Via::Own => return self.destination(packet),
-            Via::Handed => self.sessions.route(packet.path, &packet.data),
-            Via::Proof => {
-                return (self.sessions.proven(packet.path, &packet.data)).zip(Some(packet))
-            }
-        };
-        if key.is_none() {
-            self.net.unroutable(packet.path, &self.config);
-        }
-        key.zip(Some(packet))
-    }
-
-    /// Where a packet that reached this loop's own transports goes: a session of this loop, or
-    /// another loop on the port. An answer to a check that no session here sent is offered to the
-    /// other loops too: the session that sent the check may be theirs.
-    fn destination(&mut self, packet: Inbound) -> Option<(SessionKey, Inbound)> {
-        let destination = self.sessions.destination(packet.path, &packet.data);
-        let unproven = self.net.mesh().shared()
-            && matches!(packet.path, PathId::Udp(_))
-            && !matches!(destination, Destination::Proven(_))
-            && is_binding_success(&packet.data);
-        if unproven {
-            let owner = match destination {
-                Destination::Loop(owner) => Some(owner),
-                _ => None,
-            };
-            self.net.mesh().offer_proof(&packet, owner);
-        }
-        match destination {
-            Destination::Proven(key) | Destination::Session(key) => Some((key, packet)),
-            Destination::Loop(owner) => {
-                self.net.mesh().hand(owner, packet);
-                None
-            }
-            // Counted here even when offered: nothing here took it, and what the other loops
-            // do not take they drop without a word.
-            Destination::Nowhere => {
-                self.net.unroutable(packet.path, &self.config);
-                None
-            }
-        }
     }
 
     /// After DTLS reached session `key`: ends it if that was the peer's close_notify.
@@ -333,18 +242,24 @@ impl MediaLoop {
     /// what happened: a restart completed, a stats change, its end, keyframes wanted, media to
     /// fan out.
     fn drive(&mut self, key: SessionKey, now: Instant) {
+        let mut polled = std::mem::take(&mut self.scratch.polled);
+        self.drive_with(key, now, &mut polled);
+        polled.events.clear();
+        polled.media.clear();
+        self.scratch.polled = polled;
+    }
+
+    /// [`Self::drive`] with the buffer that takes what the session's drain produced.
+    fn drive_with(&mut self, key: SessionKey, now: Instant, polled: &mut Polled) {
         let publishes = self.sessions.publishes(key);
         let Some(conn) = self.sessions.conn_mut(key) else {
             return;
         };
         let metrics = &self.config.metrics;
-        let polled = match shielded(|| conn.poll(publishes, now, metrics)) {
-            Ok(polled) => polled,
-            Err(panic) => {
-                self.note_panic(key, &panic);
-                return;
-            }
-        };
+        if let Err(panic) = shielded(|| conn.poll(publishes, now, metrics, polled)) {
+            self.note_panic(key, &panic);
+            return;
+        }
         let plays_video = conn.video_leg().is_some();
         let link_changed =
             (polled.events.iter()).any(|e| matches!(e, Event::Connected | Event::Disconnected));
@@ -379,17 +294,24 @@ impl MediaLoop {
             self.send_due_keyframe_request(key, now);
         }
         if !polled.media.is_empty() {
-            let metrics = &self.config.metrics;
-            let forwarded = fan_out(&mut self.sessions, key, &polled.media, now, metrics);
-            for (target, panic) in forwarded.panicked {
-                self.note_panic(target, &panic);
-            }
-            for target in forwarded.written {
-                self.flush(target);
-            }
-            if forwarded.keyframe_asked {
-                self.send_due_keyframe_request(key, now);
-            }
+            self.forward(key, &polled.media, now);
+        }
+    }
+
+    /// Fans publisher `key`'s `media` out to its stream's legs and flushes those written to.
+    fn forward(&mut self, key: SessionKey, media: &[(RtpCodecKind, Packet)], now: Instant) {
+        let mut written = std::mem::take(&mut self.scratch.targets);
+        let metrics = &self.config.metrics;
+        let forwarded = fan_out(&mut self.sessions, key, media, now, metrics, &mut written);
+        for (target, panic) in forwarded.panicked {
+            self.note_panic(target, &panic);
+        }
+        for target in written.drain(..) {
+            self.flush(target);
+        }
+        self.scratch.targets = written;
+        if forwarded.keyframe_asked {
+            self.send_due_keyframe_request(key, now);
         }
     }
 

@@ -1833,38 +1833,38 @@ impl RTCPeerConnection {
     }
 
     /// whip-echo patch: the SRTP contexts of this connection's DTLS-SRTP association, `(local,
-    /// remote)`, once its handshake completed (RFC 5764 §4.2: keyed from the DTLS exporter),
-    /// with the transport context the ICE handler stamps on what it writes (the selected
-    /// pair's local base address, remote address and protocol). An application that protects
-    /// and sends media itself (a forwarding server's per-packet path) needs both; these are the
-    /// very contexts the SRTP handler uses, so the rollover counters, replay windows and SRTCP
-    /// indexes stay one, whichever side protects a packet. None before the handshake completed
-    /// or while ICE has no selected pair.
+    /// remote)`, once its handshake completed (RFC 5764 §4.2: keyed from the DTLS exporter).
+    /// An application that protects and opens media itself (a forwarding server's per-packet
+    /// path) needs them; these are the very contexts the SRTP handler uses, so the rollover
+    /// counters, replay windows and SRTCP indexes stay one, whichever side protects a packet.
+    /// None before the handshake completed.
     pub fn srtp_contexts(
         &mut self,
-    ) -> Option<(
-        &mut srtp::context::Context,
-        &mut srtp::context::Context,
-        shared::TransportContext,
-    )> {
+    ) -> Option<(&mut srtp::context::Context, &mut srtp::context::Context)> {
+        let srtp = &mut self.pipeline_context.srtp_handler_context;
+        Some((
+            srtp.local_srtp_context.as_mut()?,
+            srtp.remote_srtp_context.as_mut()?,
+        ))
+    }
+
+    /// whip-echo patch: the transport context the ICE handler stamps on what this connection
+    /// writes (the selected pair's local base address, remote address and protocol), for what
+    /// an application protects with [`Self::srtp_contexts`] and sends itself. None while ICE has
+    /// no selected pair.
+    pub fn selected_transport(&self) -> Option<shared::TransportContext> {
         let (local, remote) = self
             .pipeline_context
             .ice_handler_context
             .ice_transport
             .agent
             .get_selected_candidate_pair()?;
-        let transport = shared::TransportContext {
+        Some(shared::TransportContext {
             local_addr: local.base_addr(),
             peer_addr: remote.addr(),
             transport_protocol: local.network_type().to_protocol(),
             ecn: None,
-        };
-        let srtp = &mut self.pipeline_context.srtp_handler_context;
-        Some((
-            srtp.local_srtp_context.as_mut()?,
-            srtp.remote_srtp_context.as_mut()?,
-            transport,
-        ))
+        })
     }
 
     /// Returns the current configuration of this peer connection.
