@@ -11,6 +11,7 @@ use tracing::{debug, info};
 
 use super::super::forward::bitrate::{rtp_bytes, Budget};
 use super::super::forward::keyframes::Keyframes;
+use super::super::forward::legs::FanOut;
 use super::super::forward::random_access::Format;
 use super::super::forward::sources::Sources;
 use super::{Conn, Link};
@@ -25,6 +26,8 @@ pub const MAX_RECV_SSRCS: usize = 16;
 pub struct Ingest {
     /// The codec negotiated per kind: what its packets are.
     pub(super) codecs: Vec<(RtpCodecKind, String)>,
+    /// Their ids as the fan-out compares them, computed once.
+    pub(super) codec_ids: [Option<u64>; 2],
     /// The kind of each negotiated payload type.
     payload_types: Vec<(u8, RtpCodecKind)>,
     /// Kinds of the streams received lately, by SSRC.
@@ -55,6 +58,7 @@ impl Ingest {
             budget: Budget::new(max_bitrate),
             keyframes: Keyframes::for_offer(remote),
             recv_kinds: SsrcKinds::default(),
+            codec_ids: FanOut::codec_ids(&codecs),
             codecs,
             payload_types,
         }

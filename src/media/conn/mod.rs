@@ -371,6 +371,11 @@ impl Conn {
         &self.ingest.codecs
     }
 
+    /// [`Conn::codecs`] as the fan-out compares them (`FanOut::codec_ids`).
+    pub fn codec_ids(&self) -> [Option<u64>; 2] {
+        self.ingest.codec_ids
+    }
+
     /// Its sources, as a publisher.
     pub fn sources(&self) -> &Sources {
         &self.ingest.sources

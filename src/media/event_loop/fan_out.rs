@@ -45,7 +45,7 @@ pub fn fan_out(
     let Some(publisher) = sessions.conn(from) else {
         return forwarded;
     };
-    let mut fan = FanOut::of(publisher.codecs(), publisher.sources(), media, now);
+    let mut fan = FanOut::of(publisher.codec_ids(), publisher.sources(), media, now);
     // The targets written to are kept in place: no second list per fan-out.
     let mut written = 0;
     for i in 0..targets.len() {

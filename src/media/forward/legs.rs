@@ -198,22 +198,28 @@ impl FanOut {
         }
     }
 
-    /// The fan-out of `media` from a publisher of `codecs` and `sources`.
-    pub fn of(
-        codecs: &[(RtpCodecKind, String)],
-        sources: &Sources,
-        media: &[(RtpCodecKind, Packet)],
-        now: Instant,
-    ) -> Self {
+    /// The [`key_id`]s of `codecs` per kind (audio, video), as [`FanOut::of`] takes them.
+    pub fn codec_ids(codecs: &[(RtpCodecKind, String)]) -> [Option<u64>; 2] {
         let codec_id = |kind: RtpCodecKind| {
             codecs
                 .iter()
                 .find(|(k, _)| *k == kind)
                 .map(|(_, key)| key_id(key))
         };
+        [codec_id(RtpCodecKind::Audio), codec_id(RtpCodecKind::Video)]
+    }
+
+    /// The fan-out of `media` from a publisher of `codecs` ([`FanOut::codec_ids`]) and
+    /// `sources`.
+    pub fn of(
+        codecs: [Option<u64>; 2],
+        sources: &Sources,
+        media: &[(RtpCodecKind, Packet)],
+        now: Instant,
+    ) -> Self {
         let has_video = media.iter().any(|(kind, _)| *kind == RtpCodecKind::Video);
         FanOut {
-            codecs: [codec_id(RtpCodecKind::Audio), codec_id(RtpCodecKind::Video)],
+            codecs,
             layers: if has_video {
                 sources.layers(now)
             } else {
