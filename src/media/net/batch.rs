@@ -125,8 +125,13 @@ impl SendBatch {
 
     /// One `sendmmsg` of `queued[start..end]`: how many the kernel took.
     fn call(&mut self, fd: RawFd, start: usize, end: usize) -> nix::Result<usize> {
-        let run = &self.queued[start..end];
-        let slices: Vec<[IoSlice<'_>; 1]> = run.iter().map(|q| [IoSlice::new(&q.data)]).collect();
+        let run = &self.queued[start..end.min(start + SEND_BATCH)];
+        // On the stack: nothing allocated per send.
+        let mut slices = [[IoSlice::new(&[])]; SEND_BATCH];
+        for (slice, q) in slices.iter_mut().zip(run) {
+            *slice = [IoSlice::new(&q.data)];
+        }
+        let slices = &slices[..run.len()];
         self.addrs.clear();
         (self.addrs).extend(run.iter().map(|q| Some(SockaddrStorage::from(q.to))));
         let addrs = &self.addrs;
@@ -134,7 +139,7 @@ impl SendBatch {
         match run[0].source {
             None => {
                 let none: [ControlMessage<'_>; 0] = [];
-                sendmmsg(fd, &mut self.plain, &slices, addrs, none, flags).map(Iterator::count)
+                sendmmsg(fd, &mut self.plain, slices, addrs, none, flags).map(Iterator::count)
             }
             Some(IpAddr::V4(ip)) => {
                 let info = libc::in_pktinfo {
@@ -145,7 +150,7 @@ impl SendBatch {
                     ipi_addr: libc::in_addr { s_addr: 0 },
                 };
                 let cmsg = [ControlMessage::Ipv4PacketInfo(&info)];
-                sendmmsg(fd, &mut self.v4, &slices, addrs, cmsg, flags).map(Iterator::count)
+                sendmmsg(fd, &mut self.v4, slices, addrs, cmsg, flags).map(Iterator::count)
             }
             Some(IpAddr::V6(ip)) => {
                 let info = libc::in6_pktinfo {
@@ -155,7 +160,7 @@ impl SendBatch {
                     ipi6_ifindex: 0,
                 };
                 let cmsg = [ControlMessage::Ipv6PacketInfo(&info)];
-                sendmmsg(fd, &mut self.v6, &slices, addrs, cmsg, flags).map(Iterator::count)
+                sendmmsg(fd, &mut self.v6, slices, addrs, cmsg, flags).map(Iterator::count)
             }
         }
     }

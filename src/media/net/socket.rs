@@ -102,8 +102,10 @@ impl UdpIo {
     /// Reads one batch without waiting and calls `f` for every datagram; `Ok(0)` when none is
     /// pending.
     pub fn recv_batch(&mut self, mut f: impl FnMut(Datagram<'_>)) -> io::Result<usize> {
-        let mut slices: Vec<IoSliceMut<'_>> =
-            self.bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+        // On the stack: nothing allocated per receive.
+        let mut bufs = self.bufs.iter_mut();
+        let mut slices: [IoSliceMut<'_>; BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(bufs.next().map_or(&mut [], |b| &mut b[..])));
         let result = self.socket.try_io(Interest::READABLE, || {
             self.state
                 .recv((&self.socket).into(), &mut slices, &mut self.metas)
