@@ -339,3 +339,31 @@ impl Conn {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_statistics_kept_for_received_ssrcs_are_bounded() {
+        let mut fast = FastPath::new(48_000, &[]);
+        let now = Instant::now();
+        for ssrc in 0..10_000u32 {
+            let header = Header {
+                ssrc,
+                sequence_number: ssrc as u16,
+                ..Default::default()
+            };
+            fast.count_received(&header, now);
+        }
+        assert_eq!(fast.received.len(), MAX_RECV_SSRCS);
+        // The latest are kept; one report block each, in one receiver report.
+        assert_eq!(fast.received.last().map(Received::ssrc), Some(9_999));
+        let reports = fast.reports(now);
+        let rr = reports[0]
+            .as_any()
+            .downcast_ref::<ReceiverReport>()
+            .unwrap();
+        assert_eq!(rr.reports.len(), MAX_RECV_SSRCS);
+    }
+}
