@@ -173,6 +173,10 @@ enum Control {
     Nack(Vec<u16>, usize),
     /// Apply the server's restart fragment (its new credentials and candidates).
     RestartAnswer(String, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// An audio packet numbered `n` from the first: sequence number and timestamp (20 ms a
+    /// packet) that far from the client's first, whatever was sent before (to send with gaps
+    /// and out of order, as a lossy, reordering network would deliver).
+    SendNumbered(u16, Bytes),
     /// A video frame on simulcast layer `n` (a key frame when one is due on that layer).
     SendLayer(usize, Bytes),
     /// Send these datagrams as they are from the client's socket to the server's address.
@@ -422,6 +426,13 @@ impl Client {
     /// peer connection last sent to), as an attacker on the client's path could.
     pub fn send_raw(&self, datagrams: Vec<Bytes>) {
         let _ = self.control.send(Control::Raw(datagrams));
+    }
+
+    /// Sends audio packet number `n` (from the client's first: see [`Control::SendNumbered`])
+    /// with `payload`, so a test can leave gaps and reorder; do not mix with [`Client::send`].
+    pub fn send_numbered(&self, n: u16, payload: &[u8]) {
+        let payload = Bytes::copy_from_slice(payload);
+        let _ = self.control.send(Control::SendNumbered(n, payload));
     }
 
     /// Sends the DTLS held by [`Options::hold_dtls`], and holds no more.
@@ -835,6 +846,11 @@ async fn drive(
                     // 20 ms of audio (Opus 960 ticks; whatever the codec, servers pass it
                     // through), or one video frame at 30 fps.
                     *ts = ts.wrapping_add(if is_video { 3000 } else { 960 });
+                }
+                Some(Control::SendNumbered(n, payload)) => {
+                    let (seq, ts) = clocks[0];
+                    let (seq, ts) = (seq.wrapping_add(n), ts.wrapping_add(960 * u32::from(n)));
+                    media::write_packet(&mut pc, RtpCodecKind::Audio, payload, seq, ts);
                 }
                 Some(Control::SendLayer(layer, payload)) => {
                     if let (Some(codec), Some((seq, ts, due))) = (video, layer_clocks.get_mut(layer)) {
