@@ -13,6 +13,9 @@ use bytes::{Buf, BytesMut};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::source_description::{
+    SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
+};
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::shared::error::Error;
@@ -44,6 +47,8 @@ pub(super) struct FastPath {
     report_ssrc: u32,
     /// When its next reports are due (from its first connect).
     next_report: Option<Instant>,
+    /// Its RTCP canonical name (RFC 7022: random, 16 bytes as 32 hex digits).
+    cname: bytes::Bytes,
     /// RTP that arrived since the last poll.
     pub(super) media: Vec<Packet>,
     /// Datagrams it protected, for the loop's flush.
@@ -64,6 +69,7 @@ impl FastPath {
                 .collect(),
             report_ssrc: tracks.first().map_or_else(rand::random, |t| t.ssrc),
             next_report: None,
+            cname: format!("{:032x}", rand::random::<u128>()).into(),
             media: Vec::new(),
             outbox: VecDeque::new(),
             keyframe_wanted: false,
@@ -128,30 +134,60 @@ impl FastPath {
         Ok(())
     }
 
-    /// The reports due at `now`, one compound packet: a sender report per leg that has sent, and
-    /// a receiver report with the reception report blocks. (The blocks could ride in the first
-    /// sender report; rtc, and pion before it, read them from receiver reports only, so a
-    /// webrtc-rs client would never see them there.)
-    fn reports(&mut self, now: Instant) -> Vec<Box<dyn rtc::rtcp::packet::Packet>> {
-        let wall = SystemTime::now();
+    /// The reports due at `now` (wall clock `wall`, read together), one compound packet (RFC
+    /// 3550 §6.1): a sender report per leg that sent lately, a receiver report with a block per
+    /// source heard since the last report, and the SDES CNAME of each reporting SSRC. (The
+    /// blocks could ride in the first sender report; rtc, and pion before it, read them from
+    /// receiver reports only, so a webrtc-rs client would never see them there.) Sources silent
+    /// for `reports::SILENT_SOURCE` are forgotten.
+    fn reports(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Vec<Box<dyn rtc::rtcp::packet::Packet>> {
+        self.received.retain(|r| !r.silent(now));
         let blocks: Vec<ReceptionReport> = (self.received.iter_mut())
+            .filter(|r| r.heard_since_report())
             .take(MAX_REPORT_BLOCKS)
             .map(|r| r.report(now))
             .collect();
         let mut packets: Vec<Box<dyn rtc::rtcp::packet::Packet>> = Vec::new();
+        let mut reporters = Vec::new();
         for sent in &self.sent {
             if let Some(sr) = sent.report(now, wall) {
+                reporters.push(sr.ssrc);
                 packets.push(Box::new(sr));
             }
         }
         if !blocks.is_empty() {
+            if !reporters.contains(&self.report_ssrc) {
+                reporters.push(self.report_ssrc);
+            }
             packets.push(Box::new(ReceiverReport {
                 ssrc: self.report_ssrc,
                 reports: blocks,
                 ..Default::default()
             }));
         }
+        if !packets.is_empty() {
+            packets.push(Box::new(self.cname(&reporters)));
+        }
         packets
+    }
+
+    /// The SDES packet naming `ssrcs` by this session's CNAME (RFC 3550 §6.5.1: one per
+    /// endpoint, so the receiver can tie its streams together; random, RFC 7022).
+    fn cname(&self, ssrcs: &[u32]) -> SourceDescription {
+        let chunks = ssrcs.iter().map(|&source| SourceDescriptionChunk {
+            source,
+            items: vec![SourceDescriptionItem {
+                sdes_type: SdesType::SdesCname,
+                text: self.cname.clone(),
+            }],
+        });
+        SourceDescription {
+            chunks: chunks.collect(),
+        }
     }
 }
 
@@ -173,6 +209,12 @@ fn open_rtp(
     }
     let payload = message.freeze();
     Ok(Packet { header, payload })
+}
+
+/// The time to a session's next reports: [`REPORT_INTERVAL`] times a random factor from 0.5 to
+/// 1.5 (RFC 3550 §6.3.5).
+fn report_interval() -> std::time::Duration {
+    REPORT_INTERVAL.mul_f64(0.5 + rand::random::<f64>())
 }
 
 /// What writes a session's legs: its fast path once DTLS is up, else rtc's senders.
@@ -226,6 +268,10 @@ impl Conn {
                 return Err(input);
             }
         }
+        // As rtc: no media while ICE has no selected pair (an ICE restart clears it).
+        if self.pc.transport().is_none() {
+            return Err(input);
+        }
         let Some((_, remote)) = self.pc.srtp_contexts() else {
             return Err(input);
         };
@@ -275,7 +321,7 @@ impl Conn {
     pub(super) fn report_deadline(&mut self) -> Option<Instant> {
         let fast = self.fast.as_mut()?;
         if fast.next_report.is_none() && self.link == Link::Connected {
-            fast.next_report = Some(Instant::now() + REPORT_INTERVAL);
+            fast.next_report = Some(Instant::now() + report_interval());
         }
         fast.next_report
     }
@@ -289,11 +335,14 @@ impl Conn {
         if fast.next_report.is_none_or(|at| now < at) {
             return;
         }
-        fast.next_report = Some(now + REPORT_INTERVAL);
+        // The clocks are read now, together: `now` is when the wake-up began, and a report's
+        // RTP time and DLSR must match its NTP time.
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        fast.next_report = Some(now + report_interval());
         if self.link == Link::Connecting {
             return;
         }
-        let packets = fast.reports(now);
+        let packets = fast.reports(now, wall);
         if packets.is_empty() {
             return;
         }
@@ -359,7 +408,7 @@ mod tests {
         assert_eq!(fast.received.len(), MAX_RECV_SSRCS);
         // The latest are kept; one report block each, in one receiver report.
         assert_eq!(fast.received.last().map(Received::ssrc), Some(9_999));
-        let reports = fast.reports(now);
+        let reports = fast.reports(now, SystemTime::now());
         let rr = reports[0]
             .as_any()
             .downcast_ref::<ReceiverReport>()

@@ -11,8 +11,13 @@ use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::header::Header;
 
-/// How often a session reports (what rtc's report interceptors did, so clients see the same).
+/// How often a session reports on average (what rtc's report interceptors did, so clients see
+/// the same), each interval drawn from 0.5 to 1.5 times it (RFC 3550 §6.3.5) so that sessions
+/// created together do not report in step.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A source silent this long is no longer reported on, and forgotten (RFC 3550 §6.3.5: five
+/// intervals); a leg that sent nothing for two intervals is no longer a sender (§6.4).
+pub const SILENT_SOURCE: Duration = Duration::from_secs(5);
 
 /// RFC 3550 A.1: a jump of more than this many sequence numbers ahead is a restart.
 const MAX_DROPOUT: u16 = 3000;
@@ -44,6 +49,10 @@ pub struct Received {
     /// The middle 32 bits of the NTP time of the last sender report from this SSRC, and when it
     /// arrived.
     last_sr: Option<(u32, Instant)>,
+    /// When its last packet arrived.
+    heard: Instant,
+    /// Whether it sent since the last report (RFC 3550 §6.4: blocks only for those).
+    heard_since_report: bool,
 }
 
 impl Received {
@@ -63,6 +72,8 @@ impl Received {
             transit: None,
             jitter: 0,
             last_sr: None,
+            heard: now,
+            heard_since_report: true,
         };
         received.jitter_of(header.timestamp, now);
         received.received = 1;
@@ -76,6 +87,8 @@ impl Received {
     /// Counts a packet with `header` that arrived at `now` (RFC 3550 A.1 `update_seq`, without
     /// probation: the fast path counts only packets that authenticated).
     pub fn packet(&mut self, header: &Header, now: Instant) {
+        self.heard = now;
+        self.heard_since_report = true;
         let seq = header.sequence_number;
         let delta = seq.wrapping_sub(self.max_seq);
         if delta < MAX_DROPOUT {
@@ -83,7 +96,7 @@ impl Received {
                 self.cycles = self.cycles.wrapping_add(1 << 16);
             }
             self.max_seq = seq;
-        } else if delta <= u16::MAX - MAX_MISORDER {
+        } else if u32::from(delta) <= (1 << 16) - u32::from(MAX_MISORDER) {
             // A large jump: a restart if the next packet follows this one.
             if self.bad_seq == Some(seq) {
                 self.restart(seq);
@@ -126,13 +139,24 @@ impl Received {
         self.last_sr = Some(((ntp >> 16) as u32, now));
     }
 
+    /// Whether it sent since the last report: only such sources get a block (RFC 3550 §6.4).
+    pub fn heard_since_report(&self) -> bool {
+        self.heard_since_report
+    }
+
+    /// Whether it has been silent for [`SILENT_SOURCE`] at `now` (to forget it).
+    pub fn silent(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.heard) >= SILENT_SOURCE
+    }
+
     /// The reception report block at `now` (RFC 3550 §6.4.1, A.3); starts the next interval.
     pub fn report(&mut self, now: Instant) -> ReceptionReport {
+        self.heard_since_report = false;
         let extended_max = self.cycles.wrapping_add(u32::from(self.max_seq));
         let expected = extended_max.wrapping_sub(self.base_seq).wrapping_add(1);
-        // Duplicates can make this negative; the field is 24 bits.
+        // Duplicates can make this negative: a signed 24-bit field (two's complement).
         let lost = i64::from(expected) - i64::from(self.received);
-        let total_lost = lost.clamp(0, 0x7F_FFFF) as u32;
+        let total_lost = (lost.clamp(-0x80_0000, 0x7F_FFFF) as i32 as u32) & 0xFF_FFFF;
         let expected_interval = expected.wrapping_sub(self.expected_prior);
         let received_interval = self.received.wrapping_sub(self.received_prior);
         self.expected_prior = expected;
@@ -203,10 +227,14 @@ impl Sent {
         }
     }
 
-    /// Its sender report at `now` (wall clock `wall`), none before its first packet. The RTP time
-    /// is the newest packet's advanced by the time since at the clock rate (RFC 3550 §6.4.1).
+    /// Its sender report at `now` (wall clock `wall`), none before its first packet or once it
+    /// has sent nothing for two report intervals (RFC 3550 §6.4: no longer a sender). The RTP
+    /// time is the newest packet's advanced by the time since at the clock rate (§6.4.1).
     pub fn report(&self, now: Instant, wall: SystemTime) -> Option<SenderReport> {
         let (_, timestamp, at) = self.last?;
+        if now.saturating_duration_since(at) > 2 * REPORT_INTERVAL {
+            return None;
+        }
         let since = now.saturating_duration_since(at).as_micros() as u64;
         let ticks = since * u64::from(self.clock_rate) / 1_000_000;
         Some(SenderReport {
@@ -284,8 +312,8 @@ mod tests {
         feed(&mut r, t0, [101, 103, 102, 103], 100);
         let report = r.report(t0);
         assert_eq!(report.last_sequence_number, 103);
-        // A duplicate made received exceed expected: no negative loss.
-        assert_eq!(report.total_lost, 0);
+        // A duplicate made received exceed expected: a loss of -1, in 24 bits.
+        assert_eq!(report.total_lost, 0xFF_FFFF);
         // A jump far ahead is held until the next packet confirms it.
         r.packet(&header(40_000, 0), t0);
         assert_eq!(r.report(t0).last_sequence_number, 103);
@@ -335,5 +363,20 @@ mod tests {
         assert_eq!(sr.rtp_time, 11_520 + 4_800);
         assert_eq!(sr.ntp_time >> 32, 1_000_000_000 + NTP_UNIX_OFFSET);
         assert_eq!(sr.ntp_time & 0xFFFF_FFFF, 0);
+        // Two intervals without a packet: no longer a sender.
+        assert!(s.report(t0 + Duration::from_secs(3), wall).is_none());
+    }
+
+    #[test]
+    fn only_sources_heard_since_the_last_report_get_a_block() {
+        let t0 = Instant::now();
+        let mut r = Received::new(7, 48_000, &header(0, 0), t0);
+        assert!(r.heard_since_report());
+        r.report(t0);
+        assert!(!r.heard_since_report());
+        r.packet(&header(1, 960), t0 + Duration::from_millis(20));
+        assert!(r.heard_since_report());
+        assert!(!r.silent(t0 + Duration::from_secs(1)));
+        assert!(r.silent(t0 + Duration::from_secs(6)));
     }
 }

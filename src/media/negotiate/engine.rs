@@ -104,6 +104,9 @@ fn interceptors(
         return Ok(Registry::new());
     }
     let mut registry = configure_rtcp_reports(Registry::new());
+    if !chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
+        return Ok(registry);
+    }
     // Viewers' keyframe requests reach the loop, which passes them upstream
     // (`forward/keyframes.rs`).
     registry = rtc_util::with_keyframe_feedback(registry);
