@@ -105,17 +105,17 @@ impl FastPath {
     }
 
     /// Protects `packet` with `local` and queues it towards `transport`, counted for its leg's
-    /// sender report. One buffer: marshalled into it, protected in place (vendored rtc-srtp
-    /// change 2), sent from it.
+    /// sender report. One buffer (`message`, empty: a sent datagram's, reused): marshalled into
+    /// it, protected in place (vendored rtc-srtp change 2), sent from it.
     fn protect(
         &mut self,
         local: &mut rtc::srtp::context::Context,
-        transport: TransportContext,
+        (transport, mut message): (TransportContext, BytesMut),
         packet: &Packet,
         now: Instant,
     ) -> Result<(), Error> {
         let size = packet.marshal_size();
-        let mut message = BytesMut::with_capacity(size + MAX_TAG);
+        message.reserve(size + MAX_TAG);
         message.resize(size, 0);
         packet.marshal_to(&mut message)?;
         local.encrypt_rtp_in_place(&mut message, &packet.header)?;
@@ -229,13 +229,14 @@ impl LegWriter for Writer<'_> {
         leg: &Leg,
         packet: Packet,
         now: Instant,
-        metrics: &LoopMetrics,
+        (metrics, buffers): (&LoopMetrics, &mut Vec<BytesMut>),
     ) -> Option<Result<(), Error>> {
         if let Some(fast) = self.fast.as_deref_mut() {
             if let Some(transport) = self.pc.transport() {
                 if let Some((local, _)) = self.pc.srtp_contexts() {
                     metrics.fast_path();
-                    return Some(fast.protect(local, transport, &packet, now));
+                    let buffer = buffers.pop().unwrap_or_default();
+                    return Some(fast.protect(local, (transport, buffer), &packet, now));
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use bytes::BytesMut;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
@@ -25,14 +26,15 @@ pub struct Forwarded {
 }
 
 /// Sends `media` from publisher `from` to the legs of its stream; `targets` (the caller's, empty)
-/// ends with the sessions it wrote to, whose datagrams wait to be flushed.
+/// ends with the sessions it wrote to, whose datagrams wait to be flushed; the fast path builds
+/// them in `buffers` (the loop's spare ones) where it can.
 pub fn fan_out(
     sessions: &mut Sessions,
     from: SessionKey,
     media: &[(RtpCodecKind, Packet)],
     now: Instant,
     metrics: &LoopMetrics,
-    targets: &mut Vec<SessionKey>,
+    (targets, buffers): (&mut Vec<SessionKey>, &mut Vec<BytesMut>),
 ) -> Forwarded {
     let mut forwarded = Forwarded::default();
     let Some(source) = sessions.entry(from) else {
@@ -53,7 +55,7 @@ pub fn fan_out(
         let Some(legs) = sessions.conn_mut(target).and_then(Conn::forwarding) else {
             continue;
         };
-        match shielded(|| fan.forward_to(legs, media, now, metrics)) {
+        match shielded(|| fan.forward_to(legs, media, now, (metrics, &mut *buffers))) {
             Ok(()) => {
                 targets[written] = target;
                 written += 1;

@@ -66,6 +66,11 @@ impl Net {
         }
     }
 
+    /// Emptied buffers of sent datagrams, for the fast path to build new ones in.
+    pub fn spare(&mut self) -> &mut Vec<bytes::BytesMut> {
+        self.transports.udp.spare()
+    }
+
     /// Waits until the UDP socket is readable.
     pub async fn readable(&self) -> std::io::Result<()> {
         self.transports.udp.readable().await

@@ -302,7 +302,9 @@ impl MediaLoop {
     fn forward(&mut self, key: SessionKey, media: &[(RtpCodecKind, Packet)], now: Instant) {
         let mut written = std::mem::take(&mut self.scratch.targets);
         let metrics = &self.config.metrics;
-        let forwarded = fan_out(&mut self.sessions, key, media, now, metrics, &mut written);
+        let buffers = self.net.spare();
+        let out = (&mut written, buffers);
+        let forwarded = fan_out(&mut self.sessions, key, media, now, metrics, out);
         for (target, panic) in forwarded.panicked {
             self.note_panic(target, &panic);
         }

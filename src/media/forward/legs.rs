@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use bytes::BytesMut;
 use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -142,13 +143,14 @@ impl Leg {
 
 /// What writes a session's legs: rtc's senders, or the session's fast path (`conn/fast.rs`).
 pub trait LegWriter {
-    /// Writes `packet`, rewritten for `leg`, at `now`; none when the leg has no sender.
+    /// Writes `packet`, rewritten for `leg`, at `now` (in one of `buffers`, spare ones, where it
+    /// can); none when the leg has no sender.
     fn write(
         &mut self,
         leg: &Leg,
         packet: Packet,
         now: Instant,
-        metrics: &LoopMetrics,
+        out: (&LoopMetrics, &mut Vec<BytesMut>),
     ) -> Option<Result<(), rtc::shared::error::Error>>;
 }
 
@@ -169,13 +171,13 @@ pub struct FanOut {
 
 impl FanOut {
     /// Writes what of `media` `legs` take, by `writer`: each packet rewritten for its leg and
-    /// written for it.
+    /// written for it (in one of `buffers`, the loop's spare ones, where it can).
     pub fn forward_to(
         &mut self,
         (mut writer, legs, span): (impl LegWriter, &mut [Leg], &Span),
         media: &[(RtpCodecKind, Packet)],
         now: Instant,
-        metrics: &LoopMetrics,
+        (metrics, buffers): (&LoopMetrics, &mut Vec<BytesMut>),
     ) {
         for (kind, packet) in media {
             let Some(leg) = legs.iter_mut().find(|l| l.kind == *kind) else {
@@ -187,7 +189,7 @@ impl FanOut {
             let mut packet = super::forwarder::leg_copy(packet);
             leg.forwarder.rewrite(&mut packet.header, now);
             let bytes = rtp_bytes(&packet);
-            match writer.write(leg, packet, now, metrics) {
+            match writer.write(leg, packet, now, (metrics, &mut *buffers)) {
                 Some(Ok(())) => metrics.sent(bytes),
                 Some(Err(e)) => {
                     metrics.dropped(Dropped::SendFailed, 1);

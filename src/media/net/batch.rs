@@ -26,6 +26,11 @@ use nix::sys::socket::{sendmmsg, ControlMessage, MsgFlags, MultiHeaders, Sockadd
 
 /// Datagrams queued before they are sent without waiting for the end of the wake-up.
 pub const SEND_BATCH: usize = 64;
+/// Sent datagrams' buffers kept for the fast path to build the next ones in (a loop's, not a
+/// client's: at most this many, of at most [`SPARE_CAPACITY`] bytes each, 512 KiB in all).
+pub const MAX_SPARE: usize = 256;
+/// The largest buffer kept for reuse (an MTU-sized datagram and its tag fit).
+pub const SPARE_CAPACITY: usize = 2048;
 
 /// One queued datagram.
 struct Queued {
@@ -53,6 +58,8 @@ pub struct SendBatch {
     plain: MultiHeaders<SockaddrStorage>,
     v4: MultiHeaders<SockaddrStorage>,
     v6: MultiHeaders<SockaddrStorage>,
+    /// Buffers of sent datagrams, emptied, for the next ones ([`SendBatch::spare`]).
+    spare: Vec<BytesMut>,
 }
 
 impl Default for SendBatch {
@@ -63,6 +70,7 @@ impl Default for SendBatch {
             plain: MultiHeaders::preallocate(SEND_BATCH, None),
             v4: MultiHeaders::preallocate(SEND_BATCH, Some(nix::cmsg_space!(libc::in_pktinfo))),
             v6: MultiHeaders::preallocate(SEND_BATCH, Some(nix::cmsg_space!(libc::in6_pktinfo))),
+            spare: Vec::with_capacity(MAX_SPARE),
         }
     }
 }
@@ -94,8 +102,20 @@ impl SendBatch {
             total.dropped += run.dropped;
             start += len;
         }
-        self.queued.clear();
+        for queued in self.queued.drain(..) {
+            let mut data = queued.data;
+            if self.spare.len() < MAX_SPARE && data.capacity() <= SPARE_CAPACITY {
+                data.clear();
+                self.spare.push(data);
+            }
+        }
         total
+    }
+
+    /// Emptied buffers of sent datagrams, to build new ones in without allocating: take one
+    /// (none left: allocate), it comes back once sent.
+    pub fn spare(&mut self) -> &mut Vec<BytesMut> {
+        &mut self.spare
     }
 
     /// Sends `queued[start..end]`, which share a source, skipping what the kernel refuses.
@@ -211,5 +231,31 @@ mod tests {
         assert_eq!(read(&a), (b"one".to_vec(), lo));
         assert_eq!(read(&a), (b"three".to_vec(), other));
         assert_eq!(read(&b), (b"two".to_vec(), lo));
+    }
+
+    #[test]
+    fn sent_buffers_come_back_for_reuse_within_bounds() {
+        let from = socket("127.0.0.1:0");
+        let to = socket("127.0.0.1:0").local_addr().unwrap();
+        let mut batch = SendBatch::default();
+        for round in 0..10 {
+            for i in 0..SEND_BATCH {
+                // Every 8th a jumbo buffer, which is not kept.
+                let size = if i % 8 == 0 { 4 * SPARE_CAPACITY } else { 1200 };
+                let mut data = batch.spare().pop().unwrap_or_default();
+                assert!(
+                    data.is_empty(),
+                    "round {round}: a spare buffer comes back empty"
+                );
+                data.resize(size, 7);
+                batch.queue(to, None, data);
+            }
+            batch.send(from.as_raw_fd());
+        }
+        let spare = batch.spare();
+        assert!(!spare.is_empty() && spare.len() <= MAX_SPARE);
+        assert!(spare
+            .iter()
+            .all(|b| b.is_empty() && b.capacity() <= SPARE_CAPACITY));
     }
 }

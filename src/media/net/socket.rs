@@ -142,6 +142,11 @@ impl UdpIo {
         self.outgoing.queue(to, source, data)
     }
 
+    /// Emptied buffers of sent datagrams, for the next ones ([`SendBatch::spare`]).
+    pub fn spare(&mut self) -> &mut Vec<BytesMut> {
+        self.outgoing.spare()
+    }
+
     /// Sends the queued datagrams without waiting: a full socket buffer drops them (media is
     /// loss-tolerant; the loop never blocks on one slow path).
     pub fn send_queued(&mut self) -> Sent {
