@@ -67,7 +67,9 @@
 //! | `media::conn::ice` | a session's ICE generations and its side of a PATCH (trickle, restart) |
 //! | `media::conn::ingest` | a publisher's side of a session: SSRC kinds, sources, bitrate budget, keyframe requests |
 //! | `media::conn::receive` | what a session receives, classified by it alone: early DTLS held, the rest to rtc, refusals counted |
-//! | `media::conn::fast` | a session's fast path once DTLS is up: SRTP opened and protected with its own contexts, sends queued, its RTCP reports |
+//! | `media::conn::fast` | a session's fast path once DTLS is up: SRTP opened and protected with its own contexts, sends queued, its viewers' NACKs answered |
+//! | `media::conn::fast::rtcp` | a fast-path session's own RTCP: reports and feedback when due, written through rtc |
+//! | `media::conn::fast::feedback` | a fast-path publisher's NACK and TWCC feedback: rtc-interceptor's generator and recorder, driven by the fast path |
 //! | `media::conn::pipeline` | a session's peer connection and whether it was driven since drained: the fast path's sessions skip rtc's drains |
 //! | `media::conn::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
 //! | `media::negotiate` | negotiation, on the request's task (the room of the seven below) |

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use reqwest::{Method, Url};
 use rtc::interceptor::Registry;
-use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_simulcast_extension_headers, configure_twcc_sender_only,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
@@ -79,6 +81,10 @@ pub struct State {
     pub ended: bool,
     /// Keyframe requests (RTCP PLI or FIR) received for the video this client sends.
     pub keyframe_requests: u32,
+    /// Packets the server's NACKs named (RFC 4585 §6.2.1), each time named.
+    pub nacked: u32,
+    /// TWCC feedback packets received from the server.
+    pub twcc_feedback: u32,
     /// A DTLS datagram came from the server (its handshake is under way).
     pub dtls_from_server: bool,
     /// The time from the server's first DTLS datagram to the first that came after its first
@@ -154,6 +160,10 @@ pub struct Options {
     pub bare_layers: bool,
     /// The local UDP port to bind (0: any), as a client that reuses its port does.
     pub port: u16,
+    /// Offer video feedback as browsers do: NACK (rtc's generator and responder) and
+    /// transport-wide congestion control (its sequence numbers on every packet sent); the
+    /// server's NACKs and TWCC feedback are counted in [`State`].
+    pub feedback: bool,
 }
 
 /// The client's side of an ICE restart: its new credentials and candidate as an RFC 8840
@@ -181,6 +191,8 @@ enum Control {
     SendLayer(usize, Bytes),
     /// Send these datagrams as they are from the client's socket to the server's address.
     Raw(Vec<Bytes>),
+    /// Skip this many video sequence numbers (and their frames' time).
+    SkipVideo(u16),
     /// Send the DTLS held by [`Options::hold_dtls`] and hold no more.
     ReleaseDtls,
     /// Reply with what the server's RTCP reports told the client's statistics.
@@ -228,6 +240,12 @@ impl SendHandle {
             Bytes::copy_from_slice(payload),
             Some(key),
         ));
+    }
+
+    /// Leaves out the next `n` video packets, as a network that lost them would: the packets
+    /// after them are numbered as if they had been sent.
+    pub fn skip_video(&self, n: u16) {
+        let _ = self.0.send(Control::SkipVideo(n));
     }
 
     /// Sends one video frame on simulcast layer `layer` ([`Options::simulcast`]): a key frame
@@ -688,6 +706,17 @@ fn build_peer(options: &Options) -> Result<RTCPeerConnection, String> {
     if !options.simulcast.is_empty() {
         configure_simulcast_extension_headers(&mut media_engine).map_err(|e| e.to_string())?;
     }
+    // Keyframe requests for the video it sends reach the client (tests count them); with
+    // `feedback`, every RTCP packet does.
+    let mut registry = match options.feedback {
+        false => rtc_util::with_keyframe_feedback(Registry::new()),
+        true => rtc_util::with_all_rtcp_delivered(Registry::new()),
+    };
+    if options.feedback {
+        registry = configure_nack(registry, &mut media_engine);
+        registry =
+            configure_twcc_sender_only(registry, &mut media_engine).map_err(|e| e.to_string())?;
+    }
     // mDNS off: rtc-ice would send every packet from a peer port 5353 down its mDNS path.
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -695,8 +724,7 @@ fn build_peer(options: &Options) -> Result<RTCPeerConnection, String> {
     RTCPeerConnectionBuilder::new()
         .with_media_engine(media_engine)
         .with_setting_engine(settings)
-        // Keyframe requests for the video it sends reach the client (tests count them).
-        .with_interceptor_registry(rtc_util::with_keyframe_feedback(Registry::new()))
+        .with_interceptor_registry(registry)
         .build(Instant::now())
         .map_err(|e| e.to_string())
 }
@@ -791,6 +819,15 @@ async fn drive(
             let _ = socket.send_to(&out.message, out.transport.peer_addr).await;
         }
         while let Some(message) = pc.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = &message.message {
+                let (nacked, twcc) = media::feedback_in(packets);
+                if nacked + twcc > 0 {
+                    state.send_modify(|st| {
+                        st.nacked += nacked;
+                        st.twcc_feedback += twcc;
+                    });
+                }
+            }
             if rtc_util::message_asks_for_keyframe(&message.message) {
                 state.send_modify(|st| st.keyframe_requests += 1);
                 keyframe_due = true;
@@ -851,6 +888,11 @@ async fn drive(
                     let (seq, ts) = clocks[0];
                     let (seq, ts) = (seq.wrapping_add(n), ts.wrapping_add(960 * u32::from(n)));
                     media::write_packet(&mut pc, RtpCodecKind::Audio, payload, seq, ts);
+                }
+                Some(Control::SkipVideo(n)) => {
+                    let (seq, ts) = &mut clocks[1];
+                    *seq = seq.wrapping_add(n);
+                    *ts = ts.wrapping_add(3000 * u32::from(n));
                 }
                 Some(Control::SendLayer(layer, payload)) => {
                     if let (Some(codec), Some((seq, ts, due))) = (video, layer_clocks.get_mut(layer)) {

@@ -58,6 +58,7 @@ impl MediaHandle {
             role: Role::Publisher,
             dtls: RTCDtlsRole::Server,
             nominates,
+            fast: false,
         };
         let mut pc = build_peer(settings, shape, &every, &credentials, started)?;
         let recvonly = || RTCRtpTransceiverInit {
@@ -126,7 +127,7 @@ impl MediaHandle {
             tracks: Vec::new(),
             codecs: chosen.iter().map(|c| (c.kind, c.key())).collect(),
             payload_types: chosen.iter().map(|c| (c.payload_type, c.kind)).collect(),
-            // Built with every codec: rtc's pipeline (`engine::fast_path`).
+            // Built with every codec and rtc's interceptors (`PeerShape::fast`): rtc's pipeline.
             fast: None,
         };
         let resource = self.new_resource(index);

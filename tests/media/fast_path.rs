@@ -1,12 +1,13 @@
-//! The fast path (`media/conn/fast.rs`): a session without video opens and protects its SRTP
-//! itself once DTLS is up, against a webrtc-rs peer whose own SRTP (rtc's) is on the other side
-//! both ways, and reports what it saw and sent in RTCP that the peer's statistics show.
+//! The fast path (`media/conn/fast`): a session opens and protects its SRTP itself once DTLS is
+//! up, against a webrtc-rs peer whose own SRTP (rtc's) is on the other side both ways, reports
+//! what it saw and sent in RTCP that the peer's statistics show, and gives a video publisher its
+//! NACK and TWCC feedback.
 
 use crate::support;
 
 use std::time::Duration;
 
-use support::client::{Client, Mode, RemoteReports};
+use support::client::{Client, Mode, Options, RemoteReports, VideoCodec};
 use support::{get_text, metric, start, wait_idle, WAIT};
 use whip_echo::config::Config;
 
@@ -125,4 +126,57 @@ async fn loss_and_reordering_on_the_fast_path_reach_a_viewer_as_they_were() {
     viewer.close().await;
     wait_idle(&server).await;
     server.shutdown().await.unwrap();
+}
+
+/// A video publisher and its viewer on the fast path: the publisher's lost packets are asked for
+/// again (RFC 4585 NACK) and its packets acknowledged in TWCC feedback, as rtc's interceptors did
+/// before video took the fast path (a browser's encoder never raises its bitrate without it);
+/// its video reaches the viewer past rtc's pipeline.
+#[tokio::test]
+async fn a_video_publisher_on_the_fast_path_gets_nacks_for_its_losses_and_twcc_feedback() {
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let video = Options {
+        audio: support::client::AudioCodec::None,
+        video: Some(VideoCodec::Vp8),
+        feedback: true,
+        ..Options::default()
+    };
+    let mut publisher =
+        support::connected(&format!("{base}/whip/feedback"), Mode::Send, video).await;
+    let mut viewer = support::connected(&format!("{base}/whep/feedback"), Mode::Recv, video).await;
+    let sender = publisher.clone_sender();
+    while viewer
+        .try_next_packet(Duration::from_millis(100))
+        .await
+        .is_none()
+    {
+        sender.send_video_frame(b"key", true);
+    }
+    let fast_path = || async {
+        let text = get_text(&format!("{base}/metrics")).await;
+        metric(&text, "whip_echo_fast_path_packets_total")
+    };
+    let before = fast_path().await;
+    // Three packets lost on the way, then twenty frames.
+    sender.skip_video(3);
+    const FRAMES: u8 = 20;
+    for i in 0..FRAMES {
+        sender.send_video_frame(&[b'd', i], false);
+    }
+    for i in 0..FRAMES {
+        let got = viewer.next_packet(WAIT).await;
+        assert_eq!(got.payload[..], [b'd', i], "frame {i} reached the viewer");
+    }
+    // Each frame opened from the publisher and protected for the viewer on the fast path.
+    let after = fast_path().await;
+    assert!(
+        after - before >= 2.0 * f64::from(FRAMES),
+        "fast-path packets {before} -> {after}"
+    );
+    let fed_back = publisher
+        .until(WAIT, |s| s.nacked >= 3 && s.twcc_feedback >= 1)
+        .await;
+    assert!(fed_back, "NACKs and TWCC feedback: {:?}", publisher.state());
+    support::delete_all_and_stop(server, vec![publisher, viewer]).await;
 }

@@ -429,3 +429,23 @@ pub fn request_keyframe(pc: &mut RTCPeerConnection, media_ssrc: u32) {
 fn write_video_rtcp(pc: &mut RTCPeerConnection, packets: Vec<Box<dyn rtc::rtcp::Packet>>) {
     let _ = rtc_util::write_on_video_receiver(pc, packets, Instant::now());
 }
+
+/// The packets the NACKs among `packets` name (each FCI's id and its bitmask's), and how many of
+/// them are TWCC feedback.
+pub fn feedback_in(packets: &[Box<dyn rtc::rtcp::Packet>]) -> (u32, u32) {
+    use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+    use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+    let (mut nacked, mut twcc) = (0, 0);
+    for packet in packets {
+        let any = packet.as_any();
+        if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+            nacked += (nack.nacks.iter())
+                .map(|pair| 1 + pair.lost_packets.count_ones())
+                .sum::<u32>();
+        }
+        if any.downcast_ref::<TransportLayerCc>().is_some() {
+            twcc += 1;
+        }
+    }
+    (nacked, twcc)
+}

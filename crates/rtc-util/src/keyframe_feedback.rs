@@ -21,11 +21,23 @@ const SLOT: usize = 14_000;
 pub struct KeyframeFeedback {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+    /// Every inbound RTCP packet for the application, not only keyframe requests.
+    all: bool,
 }
 
 /// `registry` with [`KeyframeFeedback`] in it.
 pub fn with_keyframe_feedback(registry: Registry) -> Registry {
     registry.with(Slot::Custom(SLOT), KeyframeFeedback::default())
+}
+
+/// `registry` with a [`KeyframeFeedback`] that lets every inbound RTCP packet through to the
+/// application (a test client that counts a server's NACKs and TWCC feedback).
+pub fn with_all_rtcp_delivered(registry: Registry) -> Registry {
+    let all = KeyframeFeedback {
+        all: true,
+        ..KeyframeFeedback::default()
+    };
+    registry.with(Slot::Custom(SLOT), all)
 }
 
 /// Whether RTCP `packets` include a PLI or FIR.
@@ -86,7 +98,8 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeFeedback 
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if asks_for_keyframe(packets) && !msg.message.has(&Attribute::DeliverToApplication) {
+            let deliver = self.all || asks_for_keyframe(packets);
+            if deliver && !msg.message.has(&Attribute::DeliverToApplication) {
                 msg.message.attributes.push(Attribute::DeliverToApplication);
             }
         }

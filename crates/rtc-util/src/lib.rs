@@ -5,8 +5,8 @@
 
 mod keyframe_feedback;
 pub use keyframe_feedback::{
-    asks_for_keyframe, keyframes_asked, message_asks_for_keyframe, with_keyframe_feedback,
-    write_on_video_receiver, KeyframeFeedback,
+    asks_for_keyframe, keyframes_asked, message_asks_for_keyframe, with_all_rtcp_delivered,
+    with_keyframe_feedback, write_on_video_receiver, KeyframeFeedback,
 };
 
 use std::net::SocketAddr;

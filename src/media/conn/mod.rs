@@ -156,7 +156,7 @@ impl Conn {
             fast,
             ..
         } = negotiated;
-        let fast = fast.map(|clock_rate| FastPath::new(clock_rate, &tracks));
+        let fast = fast.map(|setup| FastPath::new(setup, &tracks));
         let mut legs: Vec<Leg> = tracks.iter().map(Leg::new).collect();
         if let Some(leg) = legs.iter_mut().find(|l| l.kind == RtpCodecKind::Video) {
             leg.want(setup.layer);
@@ -197,7 +197,7 @@ impl Conn {
             self.span
                 .in_scope(|| debug!(error = %e, "timeout handling failed"));
         }
-        self.send_due_reports(now);
+        self.send_due_rtcp(now);
         Fired::Handled
     }
 
@@ -233,9 +233,12 @@ impl Conn {
             {
                 polled.events.push(Event::KeyframeWanted);
             }
-            if let RTCMessage::RtpPacket(track, packet) = message.message {
+            if let RTCMessage::RtpPacket(track, mut packet) = message.message {
                 if let Some(fast) = self.fast.as_mut() {
-                    fast.count_received(&packet.header, message.now);
+                    match fast.arrived(packet, message.now) {
+                        Some(seen) => packet = seen,
+                        None => continue,
+                    }
                 }
                 if !publishes {
                     continue;
@@ -287,7 +290,7 @@ impl Conn {
     /// The next instant the loop must wake this session: rtc's own deadline, and the setup
     /// deadline while connecting.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        let rtc = match (self.pc.deadline(), self.report_deadline()) {
+        let rtc = match (self.pc.deadline(), self.rtcp_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

@@ -107,8 +107,57 @@ impl NackResponder {
         while rtc::sansio::Protocol::poll_write(self).is_some() {}
     }
 
+    /// Keeps what a leg of `ssrc` sends, to answer NACKs for it (a leg that negotiated NACK).
+    pub fn bind(&mut self, ssrc: u32, now: Instant) {
+        self.legs
+            .entry(ssrc)
+            .or_insert_with(|| LegHistory::new(now));
+    }
+
+    /// `packet` went on the wire at `now` (its leg's history keeps it, if it has one).
+    pub fn sent(&mut self, packet: rtc::rtp::Packet, now: Instant) {
+        if let Some(leg) = self.legs.get_mut(&packet.header.ssrc) {
+            let slot = LegHistory::slot(packet.header.sequence_number);
+            leg.history[slot] = Some(Sent {
+                packet,
+                at: now,
+                resends: 0,
+            });
+        }
+    }
+
+    /// A sender report of the leg of `ssrc` with NTP time `ntp` went out at `now` (its RTT comes
+    /// from the receiver's report of it).
+    pub fn sender_report(&mut self, ssrc: u32, ntp: u64, now: Instant) {
+        if let Some(leg) = self.legs.get_mut(&ssrc) {
+            if leg.reports.len() == SENDER_REPORTS {
+                leg.reports.pop_front();
+            }
+            leg.reports.push_back(((ntp >> 16) as u32, now));
+        }
+    }
+
+    /// Reads the RTCP compound `packets` a receiver sent at `now`: its reception reports (RTT)
+    /// and its NACKs, whose resends go to `resend`.
+    pub fn read(
+        &mut self,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+        now: Instant,
+        resend: impl FnMut(rtc::rtp::Packet),
+    ) {
+        if !self.legs.is_empty() {
+            self.reports(packets, now);
+            self.answer(packets, now, resend);
+        }
+    }
+
     /// The NACKs of one compound packet at `now`, for the legs they name.
-    fn answer(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
+    fn answer(
+        &mut self,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+        now: Instant,
+        mut resend: impl FnMut(rtc::rtp::Packet),
+    ) {
         let mut fcis = 0usize;
         let mut too_many = 0u64;
         self.named.clear();
@@ -150,12 +199,7 @@ impl NackResponder {
             match leg.resend(seq, now) {
                 Ok(packet) => {
                     self.metrics.resent.inc();
-                    self.writes.push_back(TaggedPacket {
-                        now,
-                        transport: TransportContext::default(),
-                        message: AttributedPacket::new(Packet::Rtp(packet))
-                            .with(Attribute::Retransmission),
-                    });
+                    resend(packet);
                 }
                 Err(why) => self.metrics.refused(why, 1),
             }
@@ -191,10 +235,16 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            if !self.legs.is_empty() {
-                self.reports(packets, msg.now);
-                self.answer(packets, msg.now);
-            }
+            let mut writes = std::mem::take(&mut self.writes);
+            self.read(packets, msg.now, |packet| {
+                writes.push_back(TaggedPacket {
+                    now: msg.now,
+                    transport: TransportContext::default(),
+                    message: AttributedPacket::new(Packet::Rtp(packet))
+                        .with(Attribute::Retransmission),
+                })
+            });
+            self.writes = writes;
         }
         self.reads.push_back(msg);
         Ok(())
@@ -206,26 +256,13 @@ impl rtc::sansio::Protocol<TaggedPacket, TaggedPacket, ()> for NackResponder {
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
         match &msg.message.packet {
-            Packet::Rtp(packet) => {
-                if let Some(leg) = self.legs.get_mut(&packet.header.ssrc) {
-                    leg.history[LegHistory::slot(packet.header.sequence_number)] = Some(Sent {
-                        packet: packet.clone(),
-                        at: msg.now,
-                        resends: 0,
-                    });
-                }
-            }
+            Packet::Rtp(packet) => self.sent(packet.clone(), msg.now),
             Packet::Rtcp(packets) => {
                 for sr in packets
                     .iter()
                     .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
                 {
-                    if let Some(leg) = self.legs.get_mut(&sr.ssrc) {
-                        if leg.reports.len() == SENDER_REPORTS {
-                            leg.reports.pop_front();
-                        }
-                        leg.reports.push_back(((sr.ntp_time >> 16) as u32, msg.now));
-                    }
+                    self.sender_report(sr.ssrc, sr.ntp_time, msg.now);
                 }
             }
             _ => {}
@@ -262,7 +299,7 @@ impl Interceptor for NackResponder {
             .iter()
             .any(|fb| fb.typ == "nack" && fb.parameter.is_empty());
         if nack {
-            self.legs.insert(info.ssrc, LegHistory::new(Instant::now()));
+            self.bind(info.ssrc, Instant::now());
         }
     }
 

@@ -31,6 +31,9 @@ pub(in crate::media) struct PeerShape {
     pub role: Role,
     pub dtls: RTCDtlsRole,
     pub nominates: Nominates,
+    /// Whether its media takes the fast path once DTLS is up (`media/conn/fast.rs`), which keeps
+    /// its reports and feedback itself: every answered session; a pull keeps rtc's pipeline.
+    pub fast: bool,
 }
 
 /// When whip-echo's DTLS handshake, as DTLS client, first resends a flight that got no answer;
@@ -57,7 +60,7 @@ pub(in crate::media) fn build_peer(
     now: Instant,
 ) -> Result<RTCPeerConnection, MediaError> {
     let mut media_engine = media_engine(chosen)?;
-    let registry = interceptors(settings, shape.role, chosen, &mut media_engine)?;
+    let registry = interceptors(settings, shape, chosen, &mut media_engine)?;
     let configuration = RTCConfigurationBuilder::new()
         .with_certificates(vec![settings.certificate()?])
         .build();
@@ -91,29 +94,23 @@ fn media_engine(chosen: &[Codec]) -> Result<MediaEngine, MediaError> {
 /// for again from a publisher and answered from the send buffer for a viewer; and, where the
 /// client sends video, transport-wide congestion control feedback (TWCC), without which a
 /// browser's encoder never raises its bitrate. Audio-only sessions get neither: Opus copes
-/// with loss itself, and they stay as cheap as before.
+/// with loss itself, and they stay as cheap as before. A fast-path session negotiates the same
+/// but registers no interceptor: the fast path keeps its reports and feedback itself
+/// (`conn/fast.rs`, `conn/feedback.rs`), since its packets do not pass the interceptors, which
+/// would report what they never saw.
 fn interceptors(
     settings: &PeerSettings,
-    role: Role,
+    shape: PeerShape,
     chosen: &[Codec],
     media_engine: &mut MediaEngine,
 ) -> Result<Registry, MediaError> {
-    // The fast path keeps its sessions' reports itself (`forward/reports.rs`): its packets do
-    // not pass the interceptors, which would report what they never saw.
-    if fast_path(chosen).is_some() {
-        return Ok(Registry::new());
-    }
-    let mut registry = configure_rtcp_reports(Registry::new());
+    let mut registry = match shape.fast {
+        true => Registry::new(),
+        false => configure_rtcp_reports(Registry::new()),
+    };
     if !chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
         return Ok(registry);
     }
-    // Viewers' keyframe requests reach the loop, which passes them upstream
-    // (`forward/keyframes.rs`).
-    registry = rtc_util::with_keyframe_feedback(registry);
-    // rtc's NACK generator asks publishers again for what they lost; whip-echo's own responder
-    // answers viewers' NACKs within bounds (`forward/nack.rs`), in the slot of rtc's. (rtc's
-    // `configure_nack` with the other responder: replacing it in its slot logs a warning per
-    // session.)
     for parameter in ["", "pli"] {
         media_engine.register_feedback(
             RTCPFeedback {
@@ -123,31 +120,71 @@ fn interceptors(
             RtpCodecKind::Video,
         );
     }
-    registry = registry
-        .with(
-            Slot::NackResponder,
-            crate::media::forward::nack::NackResponder::new(settings.nack.clone()),
-        )
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
-    if role.publishes() {
-        registry =
-            configure_twcc_receiver_only(registry, media_engine).map_err(MediaError::internal)?;
+    if !shape.fast {
+        // Viewers' keyframe requests reach the loop, which passes them upstream
+        // (`forward/keyframes.rs`). rtc's NACK generator asks publishers again for what they
+        // lost; whip-echo's own responder answers viewers' NACKs within bounds
+        // (`forward/nack.rs`), in the slot of rtc's. (rtc's `configure_nack` with the other
+        // responder: replacing it in its slot logs a warning per session.)
+        registry = rtc_util::with_keyframe_feedback(registry)
+            .with(
+                Slot::NackResponder,
+                crate::media::forward::nack::NackResponder::new(settings.nack.clone()),
+            )
+            .with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    }
+    if shape.role.publishes() {
+        // The header extension and feedback negotiated either way; on the fast path its own
+        // recorder answers, and rtc's is left out.
+        let mut twcc = |registry| {
+            configure_twcc_receiver_only(registry, media_engine).map_err(MediaError::internal)
+        };
+        registry = match shape.fast {
+            true => twcc(Registry::new()).map(|_| registry)?,
+            false => twcc(registry)?,
+        };
         simulcast_extensions(media_engine)?;
     }
     Ok(registry)
 }
 
-/// Whether a session of `chosen` codecs runs its media on the fast path once DTLS is up
-/// (`media/conn/fast.rs`): sessions without video, whose only interceptors would be the reports.
-/// Its receiving clock rate then. (Video keeps rtc's NACK, TWCC and keyframe interceptors.)
-pub(in crate::media) fn fast_path(chosen: &[Codec]) -> Option<u32> {
-    if chosen.iter().any(|c| c.kind == RtpCodecKind::Video) {
-        return None;
+/// What a session's fast path (`media/conn/fast.rs`) needs of its negotiation.
+#[derive(Debug, Clone)]
+pub struct FastSetup {
+    /// The kind and RTP clock rate of each negotiated payload type.
+    pub payload_types: Vec<(u8, RtpCodecKind, u32)>,
+    /// The id of the transport-wide sequence number header extension the answer accepted, when
+    /// the client sends video: its TWCC feedback is the fast path's.
+    pub twcc: Option<u8>,
+    /// The counters of its NACK responder.
+    pub nack: crate::media::NackMetrics,
+}
+
+impl FastSetup {
+    /// The fast path of a session that chose `chosen` for `role` and answered `answer`.
+    pub fn new(settings: &PeerSettings, role: Role, chosen: &[Codec], answer: &str) -> Self {
+        let video = chosen.iter().any(|c| c.kind == RtpCodecKind::Video);
+        FastSetup {
+            payload_types: (chosen.iter())
+                .map(|c| (c.payload_type, c.kind, c.clock_rate))
+                .collect(),
+            twcc: (video && role.publishes())
+                .then(|| extmap_id(answer, rtc::sdp::extmap::TRANSPORT_CC_URI))
+                .flatten(),
+            nack: settings.nack.clone(),
+        }
     }
-    chosen
-        .iter()
-        .find(|c| c.kind == RtpCodecKind::Audio)
-        .map(|c| c.clock_rate)
+}
+
+/// The id `sdp` gives the header extension `uri` (`a=extmap:<id>[/<direction>] <uri>`, RFC
+/// 8285 §8; one-byte or two-byte, 1..=255).
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let (id, rest) = line.trim_end().strip_prefix("a=extmap:")?.split_once(' ')?;
+        let named = rest.split_whitespace().next()? == uri;
+        let id = id.split('/').next()?.parse().ok()?;
+        (named && id != 0).then_some(id)
+    })
 }
 
 /// Simulcast (RFC 8853): each layer's SSRC is bound to its rid by these header extensions (RFC
@@ -227,4 +264,18 @@ pub(in crate::media) enum Nominates {
     Yes,
     /// Controlled: rtc's default check timer.
     No,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::extmap_id;
+
+    #[test]
+    fn an_extension_id_is_read_from_its_extmap_line() {
+        let uri = rtc::sdp::extmap::TRANSPORT_CC_URI;
+        let sdp = format!("v=0\r\na=extmap:2 urn:x\r\na=extmap:3/recvonly {uri}\r\n");
+        assert_eq!(extmap_id(&sdp, uri), Some(3));
+        assert_eq!(extmap_id(&sdp, "urn:y"), None);
+        assert_eq!(extmap_id(&format!("a=extmap:0 {uri}"), uri), None);
+    }
 }

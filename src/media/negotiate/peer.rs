@@ -22,7 +22,7 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 
 use super::answer::edit_answer;
 use super::codecs::{self, Codec, StreamCodecs};
-pub(in crate::media) use super::engine::{build_peer, Nominates, PeerShape};
+pub(in crate::media) use super::engine::{build_peer, FastSetup, Nominates, PeerShape};
 use super::offer::OfferInfo;
 use crate::media::MediaError;
 use crate::session::Role;
@@ -152,9 +152,9 @@ pub struct Negotiated {
     /// The payload type negotiated per kind: a received packet's kind is its payload type's
     /// (GStreamer gives every track one msid, so rtc's track ids do not tell kinds apart).
     pub payload_types: Vec<(u8, RtpCodecKind)>,
-    /// Whether its media skips rtc's pipeline once DTLS is up (`engine::fast_path`): then the
-    /// RTP clock rate of what it receives.
-    pub fast: Option<u32>,
+    /// What its fast path needs, if its media skips rtc's pipeline once DTLS is up (every
+    /// answered session; a pull keeps rtc's pipeline).
+    pub fast: Option<FastSetup>,
 }
 
 /// Answers `offer` for `role` with `credentials`, one codec per kind as `stream`'s other sessions
@@ -181,6 +181,7 @@ pub fn negotiate(
         role,
         dtls,
         nominates: Nominates::No,
+        fast: true,
     };
     let mut pc = build_peer(settings, peer, &chosen, &credentials, now)?;
     let mut senders = Vec::new();
@@ -191,6 +192,7 @@ pub fn negotiate(
     }
     apply_offer(&mut pc, role, offer, settings, now)?;
     let answer = answer(&mut pc, now)?;
+    let fast = FastSetup::new(settings, role, &chosen, &answer);
     let tracks = senders
         .into_iter()
         .map(|((sender, ssrc), codec)| negotiated_track(&mut pc, sender, ssrc, codec))
@@ -202,7 +204,7 @@ pub fn negotiate(
         tracks,
         codecs: chosen.iter().map(|c| (c.kind, c.key())).collect(),
         payload_types: chosen.iter().map(|c| (c.payload_type, c.kind)).collect(),
-        fast: super::engine::fast_path(&chosen),
+        fast: Some(fast),
     })
 }
 

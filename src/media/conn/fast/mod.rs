@@ -1,21 +1,18 @@
-//! A session's fast path (sessions without video, `negotiate/engine.rs` `fast_path`): once DTLS is
-//! up, its SRTP and SRTCP skip rtc's pipeline. What arrives is opened with the session's own
-//! remote SRTP context (the one rtc keyed from the DTLS exporter, RFC 5764 §4.2; vendored rtc
-//! change 8), what it sends is protected with its local one and queued for the loop's flush, and
-//! its RTCP reports are its own (`forward/reports.rs`, every [`REPORT_INTERVAL`]). rtc keeps STUN,
-//! DTLS, consent and the first packet of each SSRC (which binds it to its track: the fast path
-//! takes only SSRCs whose kind and track `ingest.rs` knows).
+//! A session's fast path (every answered session; a cluster pull keeps rtc's pipeline,
+//! `negotiate/engine.rs` `PeerShape::fast`): once DTLS is up, its SRTP and SRTCP skip rtc's
+//! pipeline. What arrives is opened with the session's own remote SRTP context (the one rtc keyed
+//! from the DTLS exporter, RFC 5764 §4.2; vendored rtc change 8), what it sends is protected with
+//! its local one and queued for the loop's flush. Its RTCP is its own: reports
+//! (`forward/reports.rs`, every [`REPORT_INTERVAL`]), a publisher's NACK and TWCC feedback
+//! (`feedback.rs`), and answers to its viewers' NACKs (`forward/nack.rs`, fed with what it
+//! sends). rtc keeps STUN, DTLS, consent and the first packet of each SSRC (which binds it to its
+//! track: the fast path takes only SSRCs whose kind and track `ingest.rs` knows).
 
 use std::collections::VecDeque;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtcp::source_description::{
-    SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
-};
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
 use rtc::shared::error::Error;
@@ -23,22 +20,27 @@ use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use tracing::debug;
 
+mod feedback;
+mod rtcp;
+
 use super::super::forward::legs::{Leg, LegWriter, SendTrack};
-use super::super::forward::reports::{Received, Sent, REPORT_INTERVAL};
+use super::super::forward::nack::NackResponder;
+use super::super::forward::reports::{Received, Sent};
+use super::super::negotiate::peer::FastSetup;
 use super::ingest::MAX_RECV_SSRCS;
 use super::pipeline::Rtc;
 use super::{Conn, Link};
 use crate::ops::metrics::{Dropped, LoopMetrics};
+use feedback::Feedback;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
-/// Reception report blocks one RTCP packet holds (its 5-bit count, RFC 3550 §6.4.1).
-const MAX_REPORT_BLOCKS: usize = 31;
 /// The longest SRTP tag (AEAD: 16 bytes, RFC 7714 §6.1; HMAC-SHA1-80: 10).
 const MAX_TAG: usize = 16;
 
 /// What the fast path of a session keeps.
 pub(super) struct FastPath {
-    /// The RTP clock rate of what it receives.
-    clock_rate: u32,
+    /// Its negotiation: the kind and clock rate of each payload type, TWCC's extension id.
+    setup: FastSetup,
     /// Reception statistics of the SSRCs it receives (at most [`MAX_RECV_SSRCS`]).
     received: Vec<Received>,
     /// What each send leg sent.
@@ -55,13 +57,28 @@ pub(super) struct FastPath {
     outbox: VecDeque<TaggedBytesMut>,
     /// Whether a PLI or FIR arrived since the last poll.
     pub(super) keyframe_wanted: bool,
+    /// Its NACK and TWCC feedback, once it received RTP with video negotiated (a publisher's).
+    feedback: Option<Feedback>,
+    /// Its viewers' NACKs answered, when it sends video.
+    responder: Option<NackResponder>,
+    /// Resends a NACK asked for (reused).
+    resends: Vec<Packet>,
 }
 
 impl FastPath {
     /// The fast path of a session that receives at `clock_rate` and sends `tracks`.
-    pub(super) fn new(clock_rate: u32, tracks: &[SendTrack]) -> Self {
+    pub(super) fn new(setup: FastSetup, tracks: &[SendTrack]) -> Self {
+        let now = Instant::now();
+        let mut responder = None;
+        for track in tracks.iter().filter(|t| t.kind == RtpCodecKind::Video) {
+            (responder.get_or_insert_with(|| NackResponder::new(setup.nack.clone())))
+                .bind(track.ssrc, now);
+        }
         FastPath {
-            clock_rate,
+            setup,
+            feedback: None,
+            responder,
+            resends: Vec::new(),
             received: Vec::new(),
             sent: tracks
                 .iter()
@@ -76,22 +93,64 @@ impl FastPath {
         }
     }
 
-    /// Counts a received packet with `header` in its SSRC's statistics.
-    pub(super) fn count_received(&mut self, header: &Header, now: Instant) {
+    /// A packet it received at `now`: counted in its SSRC's statistics and seen by its
+    /// feedback; given back for the fan-out.
+    pub(super) fn arrived(&mut self, packet: Packet, now: Instant) -> Option<Packet> {
+        let (kind, clock_rate) = self.kind_of(packet.header.payload_type);
+        self.count_received(&packet.header, clock_rate, now);
+        let video = self.setup.payload_types.iter();
+        if !video.clone().any(|(_, k, _)| *k == RtpCodecKind::Video) {
+            return Some(packet);
+        }
+        let twcc = self.setup.twcc;
+        (self.feedback.get_or_insert_with(|| Feedback::new(twcc))).observe(
+            packet,
+            kind == RtpCodecKind::Video,
+            now,
+        )
+    }
+
+    /// The kind and clock rate of payload type `pt` (an unknown one: the first negotiated).
+    fn kind_of(&self, pt: u8) -> (RtpCodecKind, u32) {
+        let types = &self.setup.payload_types;
+        let found = types.iter().find(|(p, _, _)| *p == pt).or(types.first());
+        found.map_or((RtpCodecKind::Audio, 48_000), |&(_, kind, rate)| {
+            (kind, rate)
+        })
+    }
+
+    /// Counts a received packet with `header`, of `clock_rate`, in its SSRC's statistics.
+    fn count_received(&mut self, header: &Header, clock_rate: u32, now: Instant) {
         match self.received.iter_mut().find(|r| r.ssrc() == header.ssrc) {
             Some(received) => received.packet(header, now),
             None => {
                 if self.received.len() == MAX_RECV_SSRCS {
                     self.received.remove(0);
                 }
-                let received = Received::new(header.ssrc, self.clock_rate, header, now);
+                let received = Received::new(header.ssrc, clock_rate, header, now);
                 self.received.push(received);
             }
         }
     }
 
-    /// Takes the RTCP a client sent: its sender reports (for LSR/DLSR) and its keyframe requests.
-    fn read_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::packet::Packet>], now: Instant) {
+    /// Takes the RTCP a client sent: its sender reports (for LSR/DLSR), its keyframe requests,
+    /// and its NACKs, whose resends it protects with `local` towards `transport`.
+    fn read_rtcp(
+        &mut self,
+        packets: &[Box<dyn rtc::rtcp::packet::Packet>],
+        now: Instant,
+        (local, transport): (&mut rtc::srtp::context::Context, TransportContext),
+    ) {
+        if let Some(responder) = self.responder.as_mut() {
+            let resends = &mut self.resends;
+            responder.read(packets, now, |packet| resends.push(packet));
+            let mut resends = std::mem::take(&mut self.resends);
+            for packet in resends.drain(..) {
+                // A packet it protected once protects again.
+                let _ = self.protect(local, (transport, BytesMut::new()), &packet, now);
+            }
+            self.resends = resends;
+        }
         for packet in packets {
             if let Some(sr) = packet.as_any().downcast_ref::<SenderReport>() {
                 if let Some(r) = self.received.iter_mut().find(|r| r.ssrc() == sr.ssrc) {
@@ -134,59 +193,11 @@ impl FastPath {
         Ok(())
     }
 
-    /// The reports due at `now` (wall clock `wall`, read together), one compound packet (RFC
-    /// 3550 §6.1): a sender report per leg that sent lately, a receiver report with a block per
-    /// source heard since the last report, and the SDES CNAME of each reporting SSRC. (The
-    /// blocks could ride in the first sender report; rtc, and pion before it, read them from
-    /// receiver reports only, so a webrtc-rs client would never see them there.) Sources silent
-    /// for `reports::SILENT_SOURCE` are forgotten.
-    fn reports(
-        &mut self,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Vec<Box<dyn rtc::rtcp::packet::Packet>> {
-        self.received.retain(|r| !r.silent(now));
-        let blocks: Vec<ReceptionReport> = (self.received.iter_mut())
-            .filter(|r| r.heard_since_report())
-            .take(MAX_REPORT_BLOCKS)
-            .map(|r| r.report(now))
-            .collect();
-        let mut packets: Vec<Box<dyn rtc::rtcp::packet::Packet>> = Vec::new();
-        let mut reporters = Vec::new();
-        for sent in &self.sent {
-            if let Some(sr) = sent.report(now, wall) {
-                reporters.push(sr.ssrc);
-                packets.push(Box::new(sr));
-            }
-        }
-        if !blocks.is_empty() {
-            if !reporters.contains(&self.report_ssrc) {
-                reporters.push(self.report_ssrc);
-            }
-            packets.push(Box::new(ReceiverReport {
-                ssrc: self.report_ssrc,
-                reports: blocks,
-                ..Default::default()
-            }));
-        }
-        if !packets.is_empty() {
-            packets.push(Box::new(self.cname(&reporters)));
-        }
-        packets
-    }
-
-    /// The SDES packet naming `ssrcs` by this session's CNAME (RFC 3550 §6.5.1: one per
-    /// endpoint, so the receiver can tie its streams together; random, RFC 7022).
-    fn cname(&self, ssrcs: &[u32]) -> SourceDescription {
-        let chunks = ssrcs.iter().map(|&source| SourceDescriptionChunk {
-            source,
-            items: vec![SourceDescriptionItem {
-                sdes_type: SdesType::SdesCname,
-                text: self.cname.clone(),
-            }],
-        });
-        SourceDescription {
-            chunks: chunks.collect(),
+    /// `packet`, protected at `now`, kept for its viewer's NACKs (a resend is not: its slot keeps
+    /// its resend count).
+    fn keep(&mut self, packet: Packet, now: Instant) {
+        if let Some(responder) = self.responder.as_mut() {
+            responder.sent(packet, now);
         }
     }
 }
@@ -211,12 +222,6 @@ fn open_rtp(
     Ok(Packet { header, payload })
 }
 
-/// The time to a session's next reports: [`REPORT_INTERVAL`] times a random factor from 0.5 to
-/// 1.5 (RFC 3550 §6.3.5).
-fn report_interval() -> std::time::Duration {
-    REPORT_INTERVAL.mul_f64(0.5 + rand::random::<f64>())
-}
-
 /// What writes a session's legs: its fast path once DTLS is up, else rtc's senders.
 pub struct Writer<'a> {
     pc: &'a mut Rtc,
@@ -236,7 +241,11 @@ impl LegWriter for Writer<'_> {
                 if let Some((local, _)) = self.pc.srtp_contexts() {
                     metrics.fast_path();
                     let buffer = buffers.pop().unwrap_or_default();
-                    return Some(fast.protect(local, (transport, buffer), &packet, now));
+                    let protected = fast.protect(local, (transport, buffer), &packet, now);
+                    if protected.is_ok() {
+                        fast.keep(packet, now);
+                    }
+                    return Some(protected);
                 }
             }
         }
@@ -270,10 +279,10 @@ impl Conn {
             }
         }
         // As rtc: no media while ICE has no selected pair (an ICE restart clears it).
-        if self.pc.transport().is_none() {
+        let Some(transport) = self.pc.transport() else {
             return Err(input);
-        }
-        let Some((_, remote)) = self.pc.srtp_contexts() else {
+        };
+        let Some((local, remote)) = self.pc.srtp_contexts() else {
             return Err(input);
         };
         let now = input.now;
@@ -281,11 +290,12 @@ impl Conn {
             remote
                 .decrypt_rtcp(data)
                 .and_then(|mut plain| rtc::rtcp::packet::unmarshal(&mut plain))
-                .map(|packets| fast.read_rtcp(&packets, now))
+                .map(|packets| fast.read_rtcp(&packets, now, (local, transport)))
         } else {
             open_rtp(remote, input.message).map(|packet| {
-                fast.count_received(&packet.header, now);
-                fast.media.push(packet);
+                if let Some(packet) = fast.arrived(packet, now) {
+                    fast.media.push(packet);
+                }
             })
         };
         match read {
@@ -316,48 +326,6 @@ impl Conn {
             return Some(out);
         }
         self.pc.poll_write()
-    }
-
-    /// When its fast path's next reports are due, once it has connected.
-    pub(super) fn report_deadline(&mut self) -> Option<Instant> {
-        let fast = self.fast.as_mut()?;
-        if fast.next_report.is_none() && self.link == Link::Connected {
-            fast.next_report = Some(Instant::now() + report_interval());
-        }
-        fast.next_report
-    }
-
-    /// Writes its fast path's reports if they are due at `now` (through rtc, which protects them
-    /// with the same context).
-    pub(super) fn send_due_reports(&mut self, now: Instant) {
-        let Some(fast) = self.fast.as_mut() else {
-            return;
-        };
-        if fast.next_report.is_none_or(|at| now < at) {
-            return;
-        }
-        // The clocks are read now, together: `now` is when the wake-up began, and a report's
-        // RTP time and DLSR must match its NTP time.
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        fast.next_report = Some(now + report_interval());
-        if self.link == Link::Connecting {
-            return;
-        }
-        let packets = fast.reports(now, wall);
-        if packets.is_empty() {
-            return;
-        }
-        let pc = self.pc.get();
-        let (sender, receiver) = (pc.get_senders().next(), pc.get_receivers().next());
-        let written = match (sender, receiver) {
-            (Some(id), _) => pc.rtp_sender(id).map(|mut s| s.write_rtcp(now, packets)),
-            (None, Some(id)) => (pc.rtp_receiver(id)).map(|mut r| r.write_rtcp(now, packets)),
-            (None, None) => None,
-        };
-        if let Some(Err(e)) = written {
-            self.span
-                .in_scope(|| debug!(error = %e, "RTCP reports not sent"));
-        }
     }
 }
 
@@ -393,10 +361,17 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use std::time::SystemTime;
 
     #[test]
     fn the_statistics_kept_for_received_ssrcs_are_bounded() {
-        let mut fast = FastPath::new(48_000, &[]);
+        let setup = FastSetup {
+            payload_types: vec![(111, RtpCodecKind::Audio, 48_000)],
+            twcc: None,
+            nack: Default::default(),
+        };
+        let mut fast = FastPath::new(setup, &[]);
         let now = Instant::now();
         for ssrc in 0..10_000u32 {
             let header = Header {
@@ -404,7 +379,7 @@ mod tests {
                 sequence_number: ssrc as u16,
                 ..Default::default()
             };
-            fast.count_received(&header, now);
+            fast.count_received(&header, 48_000, now);
         }
         assert_eq!(fast.received.len(), MAX_RECV_SSRCS);
         // The latest are kept; one report block each, in one receiver report.
