@@ -41,6 +41,7 @@
 //! | `http::endpoints` | `POST /whip`, `/whep`, `/echo` (offer in, 201 out), OPTIONS with `Link`s, placement in cluster mode |
 //! | `http::resource` | `/resource/{id}`: PATCH (trickle, ICE restart), GET, DELETE |
 //! | `http::layer` | a WHEP viewer's simulcast layer: `/resource/{id}/layer` and `?layer=` |
+//! | `http::report` | a session's client report: `/resource/{id}/report` (JSON, or text for `Accept: text/plain`) |
 //! | `http::forward` | cluster mode: a request for another node's session relayed there |
 //! | `http::sdp` | the body extractors: media type, size, UTF-8 of offers and fragments |
 //! | `http::error` | `ApiError` and the one mapping of errors (the media plane's included) to statuses |
@@ -71,6 +72,8 @@
 //! | `media::conn::fast::rtcp` | a fast-path session's own RTCP: reports and feedback when due, written through rtc |
 //! | `media::conn::fast::feedback` | a fast-path publisher's NACK and TWCC feedback: rtc-interceptor's generator and recorder, driven by the fast path |
 //! | `media::conn::pipeline` | a session's peer connection and whether it was driven since drained: the fast path's sessions skip rtc's drains |
+//! | `media::conn::report` | a session's side of its client report: its client's PATCHes, path and first media, and the report built from them |
+//! | `media::conn::fast::client` | what the fast path saw of its client for the report: the client's RTCP, each track's statistics |
 //! | `media::conn::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |
 //! | `media::negotiate` | negotiation, on the request's task (the room of the seven below) |
 //! | `media::negotiate::peer` | negotiation in named steps, per-loop certificate, loop-addressed ICE credentials |
@@ -107,6 +110,11 @@
 //! | `media::cap` | the session caps (in all, per client, per /48, connecting) and ICE-TCP slots |
 //! | `media::shield` | a panic of the WebRTC stack ends its session alone |
 //! | `media::error` | `MediaError`, the media plane's own refusals |
+//! | `report` | the client report: what a client did, right and wrong, with the RFC section each finding rests on (pure data) |
+//! | `report::offer` | what a client's offer says (bundle, candidates, codecs, Opus parameters, extensions, rids), bounded |
+//! | `report::findings` | the verdicts of a report, each with its evidence and basis |
+//! | `report::text` | a report as plain text |
+//! | `report::kept` | ended sessions' reports for the grace period, bounded per loop |
 //! | `cluster` | cluster mode's handle: placement (lease or 307), pull tokens, the node of a resource id |
 //! | `cluster::store` | the Redis keys and Lua scripts, one atomic call each |
 //! | `cluster::keeper` | the one background task per node: lease renewal, fencing, heartbeat, the node table |
@@ -141,6 +149,7 @@ pub mod network;
 pub mod ops;
 pub mod rate;
 pub mod registry;
+pub mod report;
 pub mod sdpfrag;
 pub mod selftest;
 pub mod server;

@@ -143,7 +143,7 @@ async fn probe(media: &MediaHandle, path: PathKind, addr: SocketAddr) -> Result<
     let offer = CheckedOffer::check(OFFER.to_owned(), Role::Echo)
         .map_err(|e| format!("the self-test's offer: {e}"))?;
     let created = media
-        .create(stream, offer, None, false, None)
+        .create(stream, offer, None, false, (None, Default::default()))
         .await
         .map_err(|e| match e {
             MediaError::OverCapacity => "not checked: the session cap is full".to_owned(),

@@ -100,13 +100,20 @@ impl Role {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Role {
+    /// Its endpoint's name: `whip`, `whep` or `echo`.
+    pub fn name(self) -> &'static str {
+        match self {
             Role::Publisher => "whip",
             Role::Viewer => "whep",
             Role::Echo => "echo",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -206,9 +213,10 @@ impl EndReason {
     }
 }
 
-impl fmt::Display for EndReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl EndReason {
+    /// Its short name, as metrics and logs give it.
+    pub fn name(self) -> &'static str {
+        match self {
             EndReason::Deleted => "deleted",
             EndReason::Abandoned => "abandoned",
             EndReason::Failed => "failed",
@@ -219,7 +227,13 @@ impl fmt::Display for EndReason {
             EndReason::Fenced => "fenced",
             EndReason::Evicted => "evicted",
             EndReason::Panicked => "panicked",
-        })
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -162,8 +162,8 @@ impl Streams {
     }
 
     /// Opens a `role` session of `stream` for an admitted `caller` from `client` (its address,
-    /// counted under the per-client caps), with `offer` and, for a viewer, the simulcast `layer`
-    /// it asks for. The offer is checked first: a malformed one never takes a stream's lease.
+    /// counted under the per-client caps), with `offer`, what else its POST wanted (a viewer's
+    /// simulcast layer) and what its report starts from. The offer is checked first: a malformed one never takes a stream's lease.
     pub async fn open(
         &self,
         caller: Caller,
@@ -171,7 +171,7 @@ impl Streams {
         stream: StreamName,
         offer: String,
         client: Option<IpAddr>,
-        layer: Option<String>,
+        wanted: (Option<String>, crate::report::Opening),
     ) -> Result<Opened, Refused> {
         let offer = CheckedOffer::check(offer, role)?;
         let pull = caller == Caller::Pull;
@@ -189,7 +189,7 @@ impl Streams {
         let client = client.filter(|_| !pull);
         let media = self
             .media
-            .create(stream.clone(), offer, client, pull, layer);
+            .create(stream.clone(), offer, client, pull, wanted);
         match media.await {
             Ok(created) => {
                 let location = created.resource.location();

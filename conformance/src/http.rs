@@ -104,6 +104,7 @@ impl Http {
     /// A client that sends `token` as a bearer token when configured.
     pub fn new(token: Option<String>) -> Self {
         let client = reqwest::Client::builder()
+            .user_agent(concat!("whip-conformance/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()

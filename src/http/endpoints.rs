@@ -92,9 +92,17 @@ async fn create(
         state.streams.admit(caller, role, &stream, bearer).await?;
         let SdpOffer(offer) = SdpOffer::from_request(offer, &()).await?;
         let client = super::client_ip(&state, &request_headers, peer);
-        let opened = state
-            .streams
-            .open(caller, role, stream.clone(), offer, client, layer);
+        let user_agent = request_headers.get(header::USER_AGENT);
+        let user_agent = user_agent.and_then(|v| v.to_str().ok());
+        let opening = crate::report::Opening::new(user_agent, bearer.is_some(), &offer);
+        let opened = state.streams.open(
+            caller,
+            role,
+            stream.clone(),
+            offer,
+            client,
+            (layer, opening),
+        );
         match opened.await? {
             Opened::Here { created, location } => {
                 created_response(&state, role, &stream, created, location)
@@ -128,6 +136,8 @@ fn created_response(
         // The WHEP video layer extension (`layer.rs`).
         headers.append(header::LINK, header_value(super::layer::link(&location))?);
     }
+    // The session's client report (`report.rs`).
+    headers.append(header::LINK, header_value(super::report::link(&location))?);
     headers.insert(header::LOCATION, header_value(location)?);
     headers.insert(header::ETAG, header_value(created.etag)?);
     headers.insert(

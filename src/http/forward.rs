@@ -27,10 +27,12 @@ pub(super) fn from_a_node(state: &AppState, resource: &ResourceId, headers: &Hea
 }
 
 /// Request headers a session resource reads.
-const REQUEST_HEADERS: [header::HeaderName; 2] = [header::IF_MATCH, header::CONTENT_TYPE];
+const REQUEST_HEADERS: [header::HeaderName; 3] =
+    [header::IF_MATCH, header::CONTENT_TYPE, header::ACCEPT];
 /// Response headers it answers with.
-const RESPONSE_HEADERS: [header::HeaderName; 5] = [
+const RESPONSE_HEADERS: [header::HeaderName; 6] = [
     header::CONTENT_TYPE,
+    header::CACHE_CONTROL,
     header::ETAG,
     header::ALLOW,
     header::RETRY_AFTER,

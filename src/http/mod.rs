@@ -9,6 +9,7 @@ mod forward;
 mod layer;
 mod ops;
 pub mod port;
+mod report;
 mod resource;
 pub mod sdp;
 mod serve;
@@ -241,6 +242,12 @@ fn api_routes(state: &AppState) -> Router<AppState> {
                 .delete(layer::delete)
                 .options(layer::options)
                 .fallback(layer::not_allowed),
+        )
+        .route(
+            "/resource/{id}/report",
+            get(report::get)
+                .options(report::options)
+                .fallback(report::not_allowed),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -46,6 +46,11 @@ pub(crate) enum Command {
         change: Option<Option<String>>,
         reply: oneshot::Sender<Result<LayerState, MediaError>>,
     },
+    /// A session's client report, live or within the grace period after it ended.
+    Report {
+        resource: ResourceId,
+        reply: oneshot::Sender<Result<crate::report::Report, MediaError>>,
+    },
     /// Trickled candidates or an ICE restart (RFC 9725 §4.3).
     Patch {
         resource: ResourceId,
@@ -73,4 +78,6 @@ pub(crate) struct NewSession {
     pub remote_candidates: usize,
     /// A viewer's simulcast layer, by rid (`?layer=`; none: the top one).
     pub layer: Option<String>,
+    /// What the HTTP plane saw of its POST, for its client report.
+    pub opening: crate::report::Opening,
 }

@@ -47,7 +47,7 @@ impl MediaHandle {
         offer: negotiate::offer::CheckedOffer,
         client: Option<std::net::IpAddr>,
         pull: bool,
-        layer: Option<String>,
+        (layer, opening): (Option<String>, crate::report::Opening),
     ) -> Result<Created, MediaError> {
         let role = offer.role;
         let index = stream_loop(&stream, self.shards.len());
@@ -78,6 +78,7 @@ impl MediaHandle {
             pull,
             remote_candidates,
             layer,
+            opening,
         });
         self.request(shard, |reply| Command::Create { session, reply })
             .await??;
@@ -115,6 +116,17 @@ impl MediaHandle {
         let offer = (sdp, offer.role, &offer.info);
         let negotiated = negotiate_shielded(shard, index, offer, stream_codecs, started)?;
         Ok((negotiated, kept))
+    }
+
+    /// The client report of `resource` (live, or ended within the grace period), with its
+    /// findings.
+    pub async fn report(&self, resource: ResourceId) -> Result<crate::report::Report, MediaError> {
+        let shard = self.owner(&resource);
+        let mut report = self
+            .request(shard, |reply| Command::Report { resource, reply })
+            .await??;
+        report.findings = crate::report::findings::judge(&report);
+        Ok(report)
     }
 
     /// Ends the session `resource` (DELETE). An ended resource within its grace period is `Ok`.

@@ -117,6 +117,8 @@ impl MediaHandle {
                 chosen.push(codec);
             }
         }
+        // The holder's answer is what this session's report reads as its "offer".
+        let opening = crate::report::Opening::new(Some("whip-echo (cluster pull)"), true, &answer);
         let answer = RTCSessionDescription::answer(answer).map_err(MediaError::bad_offer)?;
         pc.set_remote_description(Instant::now(), answer)
             .map_err(MediaError::bad_offer)?;
@@ -141,6 +143,7 @@ impl MediaHandle {
             pull: true,
             remote_candidates: 0,
             layer: None,
+            opening,
         });
         let shard = &self.shards[index];
         self.request(shard, |reply| super::Command::Create { session, reply })

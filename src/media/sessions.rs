@@ -15,6 +15,7 @@ use super::net::transport::PathId;
 use super::{MediaError, SessionKey, Stats};
 use crate::config::PublisherConflict;
 use crate::registry::{Entry, Lookup, Registry};
+use crate::report::Level;
 use crate::session::{EndReason, ResourceId, Role, StreamName};
 
 /// The sessions of one media loop.
@@ -26,6 +27,8 @@ pub struct Sessions {
     next_key: SessionKey,
     routes: Routes,
     registry: Registry<SessionKey>,
+    /// The client reports of the sessions that ended, for the grace period.
+    reports: crate::report::kept::Kept,
 }
 
 /// A session taken out by [`Sessions::teardown`]: its connection, to close, and the paths it
@@ -124,8 +127,37 @@ impl Sessions {
             self.routes.remove_ufrag(previous, key);
         }
         let paths = self.routes.remove(key, conn.ufrag());
+        if let Some(entry) = self.registry.session(key) {
+            let report = conn.report(entry, Some(reason), now);
+            let (resource, grace) = (entry.resource, crate::registry::ENDED_GRACE);
+            // The session's last log line: its report in one line.
+            let judged = crate::report::findings::judge(&report);
+            let count = |level| judged.iter().filter(|f| f.level == level).count();
+            let (warn, fail) = (count(Level::Warn), count(Level::Fail));
+            let worst = judged.first().map(|f| f.text.as_str()).unwrap_or_default();
+            conn.span().in_scope(|| {
+                let agent = report.http.user_agent.as_deref().unwrap_or_default();
+                tracing::info!(warn, fail, worst, user_agent = agent, "client report")
+            });
+            self.reports.keep(resource, report, now, grace);
+        }
         self.registry.end(key, now, reason);
         paths
+    }
+
+    /// The client report of `resource` at `now`: its session's, live, or the one it left when it
+    /// ended (within the grace period); without findings.
+    pub fn report(
+        &self,
+        resource: &ResourceId,
+        now: Instant,
+    ) -> Result<crate::report::Report, MediaError> {
+        if let Lookup::Live(key) = self.lookup(resource, now) {
+            if let (Some(conn), Some(entry)) = (self.conns.get(&key), self.registry.session(key)) {
+                return Ok(conn.report(entry, None, now));
+            }
+        }
+        (self.reports.get(resource, now).cloned()).ok_or(MediaError::UnknownResource)
     }
 
     /// An ICE restart of session `key` under the new local `ufrag` (RFC 9725 §4.3.3): routed
@@ -277,7 +309,11 @@ impl Sessions {
 
     /// A DELETE of a resource that ended on its own ([`Registry::delete_ended`]).
     pub fn delete_ended(&mut self, resource: &ResourceId, now: Instant) -> bool {
-        self.registry.delete_ended(resource, now)
+        let deleted = self.registry.delete_ended(resource, now);
+        if deleted {
+            self.reports.deleted(resource);
+        }
+        deleted
     }
 
     /// Every stream: its name, its publisher and its viewers.

@@ -12,5 +12,6 @@ mod fanout;
 mod fast_path;
 mod ice_tcp;
 mod media_threads;
+mod report;
 mod simulcast;
 mod trickle;

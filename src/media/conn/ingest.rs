@@ -80,6 +80,11 @@ impl Ingest {
         self.take_known(packet, now, metrics)
     }
 
+    /// The codecs negotiated (`Codec::key`), for the client report.
+    pub fn chosen(&self) -> Vec<String> {
+        self.codecs.iter().map(|(_, key)| key.clone()).collect()
+    }
+
     /// Whether the kind and track of `ssrc` are known (rtc handed out one of its packets): the
     /// fast path takes its packets then.
     pub fn knows(&self, ssrc: u32) -> bool {

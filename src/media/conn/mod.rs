@@ -11,6 +11,7 @@ mod ice;
 mod ingest;
 mod pipeline;
 mod receive;
+mod report;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ use pipeline::Rtc;
 use ice::Ice;
 pub use ice::{Applied, Refused};
 use ingest::Ingest;
+pub use report::PatchNote;
 
 /// Connectivity of a session as the media loop sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +90,8 @@ pub struct Conn {
     /// The path it last taught the loop's routes, and the routes' change count then
     /// (`Sending::learn_sent`).
     learnt: Option<(PathId, u64)>,
+    /// What its client did, for its report (`report.rs`).
+    facts: Box<report::Facts>,
 }
 
 /// How a session starts, besides what its negotiation produced.
@@ -107,6 +111,8 @@ pub struct Setup {
     pub remote_candidates: usize,
     /// The simulcast layer a viewer asked for in its POST (none: the top one).
     pub layer: Option<String>,
+    /// What the HTTP plane saw of its POST, for its report.
+    pub opening: crate::report::Opening,
 }
 
 /// What happened to a session, as [`Conn::poll`] reports it.
@@ -181,6 +187,7 @@ impl Conn {
             permit: setup.permit,
             fast,
             learnt: None,
+            facts: Box::new(report::Facts::new(setup.opening)),
         }
     }
 
@@ -264,6 +271,7 @@ impl Conn {
             self.permit.connected();
             metrics.connected(now.saturating_duration_since(self.started));
         }
+        self.note_progress(!polled.media.is_empty(), now);
         // `--max-bitrate`: what a publisher sends over its budget is not forwarded.
         if !polled.media.is_empty() && self.ingest.admit(&mut polled.media, now, metrics) {
             self.note_capped();
@@ -275,6 +283,8 @@ impl Conn {
         match state {
             RTCPeerConnectionState::Connected => {
                 self.link = Link::Connected;
+                // Its path is read again at the end of the poll (an ICE restart may change it).
+                self.note_path_lost();
                 Some(Event::Connected)
             }
             RTCPeerConnectionState::Disconnected => {

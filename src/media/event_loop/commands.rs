@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use tracing::info;
 
 use super::MediaLoop;
-use crate::media::conn::{Applied, Conn, Refused, Setup};
+use crate::media::conn::{Applied, Conn, PatchNote, Refused, Setup};
 use crate::media::listing;
 use crate::media::shield::shielded;
 use crate::media::{
@@ -65,6 +65,9 @@ impl MediaLoop {
                 reply,
             } => {
                 let _ = reply.send(self.patch(&resource, &patch, now));
+            }
+            Command::Report { resource, reply } => {
+                let _ = reply.send(self.sessions.report(&resource, now));
             }
             #[cfg(test)]
             Command::Panic => panic!("media loop told to panic (test)"),
@@ -141,7 +144,16 @@ impl MediaLoop {
         let role = (self.sessions.entry(key).map(|e| e.role)).ok_or(MediaError::UnknownResource)?;
         let conn = (self.sessions.conn_mut(key)).ok_or(MediaError::UnknownResource)?;
         let config = &self.config;
-        let result = match shielded(|| conn.patch(role, patch, config, now)) {
+        let result = shielded(|| conn.patch(role, patch, config, now));
+        let without_if_match = matches!(
+            &result,
+            Ok(Err(Refused::Precondition(
+                MediaError::TrickleNeedsIfMatch | MediaError::RestartNeedsIfMatch
+            )))
+        );
+        let restart = matches!(&result, Ok(Ok(Applied::Restarted { .. })));
+        conn.note_patch(PatchNote::of(&patch.frag, restart, without_if_match), now);
+        let result = match result {
             Ok(Ok(Applied::Trickled)) => Ok(Patched::Trickled),
             Ok(Ok(Applied::Restarted { ufrag, patched })) => {
                 self.sessions.restarted(key, &ufrag);
@@ -180,6 +192,7 @@ impl MediaLoop {
             pull,
             remote_candidates,
             layer,
+            opening,
         } = session;
         if role.publishes() {
             let conflict = self.config.publisher_conflict;
@@ -210,6 +223,7 @@ impl MediaLoop {
             pull,
             remote_candidates,
             layer,
+            opening,
         };
         let entry = Entry {
             resource,

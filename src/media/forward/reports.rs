@@ -53,6 +53,8 @@ pub struct Received {
     heard: Instant,
     /// Whether it sent since the last report (RFC 3550 §6.4: blocks only for those).
     heard_since_report: bool,
+    /// RTP bytes received (for the client report).
+    bytes: u64,
 }
 
 impl Received {
@@ -74,6 +76,7 @@ impl Received {
             last_sr: None,
             heard: now,
             heard_since_report: true,
+            bytes: 0,
         };
         received.jitter_of(header.timestamp, now);
         received.received = 1;
@@ -137,6 +140,37 @@ impl Received {
     /// A sender report from this SSRC with NTP time `ntp` arrived at `now`.
     pub fn sender_report(&mut self, ntp: u64, now: Instant) {
         self.last_sr = Some(((ntp >> 16) as u32, now));
+    }
+
+    /// What the client report shows of it at `now`: packets received, packets lost (RFC 3550
+    /// A.3; negative with duplicates), the share of those expected that were lost, the jitter in
+    /// milliseconds and the time since its last packet.
+    pub fn summary(&self, now: Instant) -> (u64, i64, f64, f64, Duration) {
+        let extended_max = self.cycles.wrapping_add(u32::from(self.max_seq));
+        let expected = extended_max.wrapping_sub(self.base_seq).wrapping_add(1);
+        let lost = i64::from(expected) - i64::from(self.received);
+        let percent = match expected {
+            0 => 0.0,
+            e => lost.max(0) as f64 * 100.0 / f64::from(e),
+        };
+        let jitter_ms = (self.jitter >> 4) as f64 * 1000.0 / f64::from(self.clock_rate);
+        let idle = now.saturating_duration_since(self.heard);
+        (u64::from(self.received), lost, percent, jitter_ms, idle)
+    }
+
+    /// Its RTP clock rate.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
+    }
+
+    /// Counts `n` more bytes received.
+    pub fn count_bytes(&mut self, n: usize) {
+        self.bytes = self.bytes.saturating_add(n as u64);
+    }
+
+    /// RTP bytes received.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Whether it sent since the last report: only such sources get a block (RFC 3550 §6.4).
@@ -208,6 +242,19 @@ impl Sent {
 
     pub fn ssrc(&self) -> u32 {
         self.ssrc
+    }
+
+    /// Packets and payload octets sent (for the client report), the time since the last.
+    pub fn summary(&self, now: Instant) -> (u32, u32, Option<Duration>) {
+        let idle = self
+            .last
+            .map(|(_, _, at)| now.saturating_duration_since(at));
+        (self.packets, self.octets, idle)
+    }
+
+    /// Its RTP clock rate.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
     }
 
     /// Counts a packet sent with `header` and `payload` bytes at `now` (RFC 3550 §6.4.1: the

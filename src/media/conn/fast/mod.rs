@@ -20,6 +20,7 @@ use rtc::shared::marshal::{Marshal, MarshalSize, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext};
 use tracing::debug;
 
+mod client;
 mod feedback;
 mod rtcp;
 
@@ -31,6 +32,8 @@ use super::ingest::MAX_RECV_SSRCS;
 use super::pipeline::Rtc;
 use super::{Conn, Link};
 use crate::ops::metrics::{Dropped, LoopMetrics};
+use crate::report::ClientRtcp;
+use client::SENDER_REPORTS;
 use feedback::Feedback;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
@@ -63,6 +66,11 @@ pub(super) struct FastPath {
     responder: Option<NackResponder>,
     /// Resends a NACK asked for (reused).
     resends: Vec<Packet>,
+    /// What the client's RTCP was, for its report.
+    client_rtcp: ClientRtcp,
+    /// The NTP time (middle 32 bits) of its last sender reports and when they went, to time
+    /// the round trip from the client's reports of them (RFC 3550 §6.4.1).
+    sender_reports: VecDeque<(u32, Instant)>,
 }
 
 impl FastPath {
@@ -79,6 +87,8 @@ impl FastPath {
             feedback: None,
             responder,
             resends: Vec::new(),
+            client_rtcp: ClientRtcp::default(),
+            sender_reports: VecDeque::with_capacity(SENDER_REPORTS),
             received: Vec::new(),
             sent: tracks
                 .iter()
@@ -97,7 +107,15 @@ impl FastPath {
     /// feedback; given back for the fan-out.
     pub(super) fn arrived(&mut self, packet: Packet, now: Instant) -> Option<Packet> {
         let (kind, clock_rate) = self.kind_of(packet.header.payload_type);
+        let size = packet.header.marshal_size() + packet.payload.len();
         self.count_received(&packet.header, clock_rate, now);
+        if let Some(r) = self
+            .received
+            .iter_mut()
+            .find(|r| r.ssrc() == packet.header.ssrc)
+        {
+            r.count_bytes(size);
+        }
         let video = self.setup.payload_types.iter();
         if !video.clone().any(|(_, k, _)| *k == RtpCodecKind::Video) {
             return Some(packet);
@@ -157,6 +175,7 @@ impl FastPath {
                     r.sender_report(sr.ntp_time, now);
                 }
             }
+            self.note_client_rtcp(packet.as_ref(), now);
         }
         if rtc_util::asks_for_keyframe(packets) {
             self.keyframe_wanted = true;

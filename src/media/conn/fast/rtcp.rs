@@ -40,14 +40,20 @@ impl FastPath {
             .collect();
         let mut packets: Vec<Box<dyn rtc::rtcp::packet::Packet>> = Vec::new();
         let mut reporters = Vec::new();
+        let mut sender_reports = Vec::new();
         for sent in &self.sent {
             if let Some(sr) = sent.report(now, wall) {
                 if let Some(responder) = self.responder.as_mut() {
                     responder.sender_report(sr.ssrc, sr.ntp_time, now);
                 }
+                sender_reports.push(sr.ntp_time);
                 reporters.push(sr.ssrc);
                 packets.push(Box::new(sr));
             }
+        }
+        // All of one compound share their NTP time: one entry.
+        if let Some(&ntp) = sender_reports.first() {
+            self.note_sender_report(ntp, now);
         }
         if !blocks.is_empty() {
             if !reporters.contains(&self.report_ssrc) {

@@ -1,0 +1,173 @@
+//! The client report (`/resource/{id}/report`, issue 31) against real webrtc-rs clients: named
+//! in the 201 by its `Link`, live while the session runs and kept after it ends, with what the
+//! client did right and wrong and the RFC section each finding rests on.
+
+use crate::support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::client::{Client, Mode};
+use support::{start, wait_idle, WAIT};
+use whip_echo::config::Config;
+
+/// The report of the session at `resource_url`, as JSON.
+async fn report(resource_url: &str) -> Value {
+    let response = reqwest::get(format!("{resource_url}/report"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the report is served");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "JSON by default"
+    );
+    serde_json::from_str(&response.text().await.unwrap()).unwrap()
+}
+
+/// The findings of `report` at `level`, their texts.
+fn findings(report: &Value, level: &str) -> Vec<String> {
+    (report["findings"].as_array().unwrap().iter())
+        .filter(|f| f["level"] == level)
+        .map(|f| format!("{} [{}]", f["text"], f["basis"]))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_well_behaved_client_gets_a_report_without_warnings_live_and_after_its_delete() {
+    let server = start(Config::for_tests()).await;
+    let url = format!("{}/echo/reported", server.base_url());
+    let http = reqwest::Client::new();
+    // The 201 names the report.
+    let offer = support::client::offer(Mode::SendRecv);
+    let created = (http
+        .post(&url)
+        .header("content-type", "application/sdp")
+        .body(offer))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let resource = format!("{}{location}", server.base_url());
+    let links: Vec<&str> = (created.headers().get_all("link").iter())
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        links
+            .iter()
+            .any(|l| l.contains(&format!("{location}/report>"))
+                && l.contains("rel=\"urn:whip-echo:client-report\"")),
+        "{links:?}"
+    );
+    assert_eq!(http.delete(&resource).send().await.unwrap().status(), 200);
+
+    let mut client = Client::connected(&url, Mode::SendRecv).await;
+    for i in 0..20 {
+        support::echoed(&mut client, format!("frame {i}").as_bytes()).await;
+    }
+    let live = report(&client.resource_url).await;
+    assert_eq!(live["role"], "echo");
+    assert_eq!(live["state"], "connected");
+    assert!(live["http"]["user_agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("whip-conformance/"));
+    assert_eq!(live["offer"]["bundled"], true);
+    assert!(
+        live["connectivity"]["connected_ms"].as_u64().is_some(),
+        "{live:#}"
+    );
+    assert_eq!(live["connectivity"]["transport"], "udp");
+    let from = (live["tracks"].as_array().unwrap().iter())
+        .find(|t| t["direction"] == "from_client")
+        .expect("the client's track");
+    assert!(from["packets"].as_u64().unwrap() >= 20, "{from}");
+    assert_eq!(from["lost"], 0);
+    assert!(findings(&live, "warn").is_empty(), "{live:#}");
+    assert!(findings(&live, "fail").is_empty(), "{live:#}");
+    assert!(findings(&live, "ok")
+        .iter()
+        .any(|f| f.contains("connected in")));
+
+    // For people: findings first.
+    let text = (http.get(format!("{}/report", client.resource_url)))
+        .header("accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert!(text.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = text.text().await.unwrap();
+    assert!(
+        text.starts_with("whip-echo client report: echo session"),
+        "{text}"
+    );
+    assert!(text.find("Findings") < text.find("Tracks"), "{text}");
+
+    // After its DELETE, the report stays for the grace period, ended by DELETE.
+    assert_eq!(client.delete().await, 200);
+    let ended = report(&client.resource_url).await;
+    assert_eq!(ended["state"], "ended");
+    assert_eq!(ended["ended"], "deleted");
+    assert_eq!(ended["http"]["deleted"], true);
+    assert!(findings(&ended, "ok").iter().any(|f| f.contains("DELETE")));
+    assert!(findings(&ended, "warn").is_empty(), "{ended:#}");
+    client.close().await;
+    wait_idle(&server).await;
+    let unknown = format!("{}/resource/{}/report", server.base_url(), "0".repeat(32));
+    assert_eq!(reqwest::get(unknown).await.unwrap().status(), 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_patch_without_if_match_is_a_failed_finding() {
+    let server = start(Config::for_tests()).await;
+    let url = format!("{}/whip/no-if-match", server.base_url());
+    let client = Client::connected(&url, Mode::Send).await;
+    let frag = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let refused = client
+        .patch_raw("application/trickle-ice-sdpfrag", None, frag)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 428);
+    let report = report(&client.resource_url).await;
+    assert_eq!(report["http"]["patches"], 1);
+    assert_eq!(report["http"]["patches_without_if_match"], 1);
+    let failed = findings(&report, "fail");
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.contains("If-Match") && f.contains("RFC 9725 §4.3.1")),
+        "{failed:?}"
+    );
+    assert_eq!(client.delete().await, 200);
+    client.close().await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_without_delete_is_told_so() {
+    let mut config = Config::for_tests();
+    config.ice_timeout = Duration::from_secs(2);
+    let server = start(config).await;
+    let url = format!("{}/echo/vanishing", server.base_url());
+    let client = Client::connected(&url, Mode::SendRecv).await;
+    let resource = client.resource_url.clone();
+    client.vanish().await;
+    wait_idle(&server).await;
+    let report = tokio::time::timeout(WAIT, report(&resource)).await.unwrap();
+    assert_eq!(report["state"], "ended");
+    assert_eq!(report["ended"], "failed");
+    assert_eq!(report["http"]["deleted"], false);
+    let warned = findings(&report, "warn");
+    assert!(
+        warned
+            .iter()
+            .any(|f| f.contains("without DELETE") && f.contains("RFC 9725 §4.2")),
+        "{warned:?}"
+    );
+    server.shutdown().await.unwrap();
+}
