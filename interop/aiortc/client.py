@@ -118,6 +118,34 @@ async def check(label, hz, tracks, got):
     return ok
 
 
+async def report(http, resource):
+    """The session's client report (issue 31): what aiortc really produces is there."""
+    async with http.get(f"{resource}/report") as r:
+        if r.status != 200:
+            print(f"aiortc report: {r.status}: FAILED")
+            return False
+        report = await r.json()
+    kinds = sorted(t["kind"] for t in report["tracks"] if t["direction"] == "from_client" and t["packets"] > 0)
+    rtcp = report["rtcp"]
+    failed = [f["text"] for f in report["findings"] if f["level"] == "fail"]
+    ok = (
+        "aiohttp" in (report["http"]["user_agent"] or "")
+        and report["offer"]["bundled"]
+        and kinds == ["audio", "video"]
+        and rtcp["sender_reports"] > 0
+        and rtcp["receiver_reports"] > 0
+        and report["connectivity"]["connected_ms"] is not None
+        and not failed
+    )
+    print(
+        f"aiortc report: user agent {report['http']['user_agent']!r}, tracks {kinds}, "
+        f"{rtcp['sender_reports']} SR, {rtcp['receiver_reports']} RR, "
+        f"connected in {report['connectivity']['connected_ms']} ms, failed findings {failed}: "
+        f"{'ok' if ok else 'FAILED'}"
+    )
+    return ok
+
+
 async def echo(http, base):
     pc = RTCPeerConnection()
     tracks, got = received_tracks(pc)
@@ -125,7 +153,7 @@ async def echo(http, base):
     pc.addTransceiver(Frames(), direction="sendrecv")
     resource = await post(http, f"{base}/echo/aiortc-echo", pc)
     try:
-        return await check("echo", 440, tracks, got)
+        return await check("echo", 440, tracks, got) and await report(http, resource)
     finally:
         await http.delete(resource)
         await pc.close()

@@ -108,14 +108,7 @@ impl FastPath {
     pub(super) fn arrived(&mut self, packet: Packet, now: Instant) -> Option<Packet> {
         let (kind, clock_rate) = self.kind_of(packet.header.payload_type);
         let size = packet.header.marshal_size() + packet.payload.len();
-        self.count_received(&packet.header, clock_rate, now);
-        if let Some(r) = self
-            .received
-            .iter_mut()
-            .find(|r| r.ssrc() == packet.header.ssrc)
-        {
-            r.count_bytes(size);
-        }
+        self.count_received(&packet.header, (clock_rate, size), now);
         let video = self.setup.payload_types.iter();
         if !video.clone().any(|(_, k, _)| *k == RtpCodecKind::Video) {
             return Some(packet);
@@ -137,18 +130,25 @@ impl FastPath {
         })
     }
 
-    /// Counts a received packet with `header`, of `clock_rate`, in its SSRC's statistics.
-    fn count_received(&mut self, header: &Header, clock_rate: u32, now: Instant) {
-        match self.received.iter_mut().find(|r| r.ssrc() == header.ssrc) {
-            Some(received) => received.packet(header, now),
+    /// Counts a received packet with `header` (of `clock_rate`, `size` bytes) in its SSRC's
+    /// statistics.
+    fn count_received(&mut self, header: &Header, (clock_rate, size): (u32, usize), now: Instant) {
+        let at = self.received.iter().position(|r| r.ssrc() == header.ssrc);
+        let at = match at {
+            Some(at) => {
+                self.received[at].packet(header, now);
+                at
+            }
             None => {
                 if self.received.len() == MAX_RECV_SSRCS {
                     self.received.remove(0);
                 }
                 let received = Received::new(header.ssrc, clock_rate, header, now);
                 self.received.push(received);
+                self.received.len() - 1
             }
-        }
+        };
+        self.received[at].count_bytes(size);
     }
 
     /// Takes the RTCP a client sent: its sender reports (for LSR/DLSR), its keyframe requests,
@@ -398,7 +398,7 @@ mod tests {
                 sequence_number: ssrc as u16,
                 ..Default::default()
             };
-            fast.count_received(&header, 48_000, now);
+            fast.count_received(&header, (48_000, 12), now);
         }
         assert_eq!(fast.received.len(), MAX_RECV_SSRCS);
         // The latest are kept; one report block each, in one receiver report.
