@@ -30,9 +30,10 @@ pub(super) fn from_a_node(state: &AppState, resource: &ResourceId, headers: &Hea
 const REQUEST_HEADERS: [header::HeaderName; 3] =
     [header::IF_MATCH, header::CONTENT_TYPE, header::ACCEPT];
 /// Response headers it answers with.
-const RESPONSE_HEADERS: [header::HeaderName; 6] = [
+const RESPONSE_HEADERS: [header::HeaderName; 7] = [
     header::CONTENT_TYPE,
     header::CACHE_CONTROL,
+    header::VARY,
     header::ETAG,
     header::ALLOW,
     header::RETRY_AFTER,

@@ -69,7 +69,6 @@ fn http(report: &Report, add: &mut impl FnMut(Level, String, &'static str)) {
 
 fn offer(report: &Report, add: &mut impl FnMut(Level, String, &'static str)) {
     let o = &report.offer;
-    let live = || o.sections.iter().filter(|s| !s.rejected);
     if !o.bundled {
         add(
             Level::Fail,
@@ -77,7 +76,7 @@ fn offer(report: &Report, add: &mut impl FnMut(Level, String, &'static str)) {
             "RFC 9725 §4.4.1: WHIP clients use SDP BUNDLE (RFC 9143)",
         );
     }
-    if live().any(|s| !s.rtcp_mux) {
+    if !o.rtcp_mux {
         add(
             Level::Fail,
             "a media section of the offer lacks a=rtcp-mux".into(),
@@ -126,7 +125,7 @@ fn media(report: &Report, add: &mut impl FnMut(Level, String, &'static str)) {
             .iter()
             .filter(|t| t.direction == "from_client")
     };
-    if settled && sends && from_client().count() == 0 {
+    if settled && sends && report.connectivity.first_media_ms.is_none() {
         add(
             Level::Fail,
             "no media arrived from the client".into(),
@@ -137,14 +136,14 @@ fn media(report: &Report, add: &mut impl FnMut(Level, String, &'static str)) {
         add(
             Level::Warn,
             "no RTCP sender reports from the client".into(),
-            "RFC 3550 §6.4.1 and RFC 8834 §5.1: an RTP sender sends sender reports",
+            "RFC 3550 §6.4.1: an active RTP sender sends sender reports",
         );
     }
-    if settled && receives && report.rtcp.receiver_reports == 0 {
+    if settled && receives && report.rtcp.reception_reports == 0 {
         add(
             Level::Warn,
             "no RTCP receiver reports from the client about the media it was sent".into(),
-            "RFC 3550 §6.4.2 and RFC 8834 §5.1: a receiver reports reception",
+            "RFC 3550 §6.4: a receiver reports reception (in RR, or in SR when it also sends)",
         );
     }
     for t in from_client() {
@@ -181,5 +180,102 @@ fn media(report: &Report, add: &mut impl FnMut(Level, String, &'static str)) {
                 "measured: no packet for 5 s while connected",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ClientRtcp, Connectivity, Http, OfferFacts, Track};
+
+    fn settled_publisher() -> Report {
+        Report {
+            role: "whip",
+            stream: "s".into(),
+            state: "connected",
+            ended: None,
+            age_ms: 60_000,
+            findings: Vec::new(),
+            http: Http::default(),
+            offer: OfferFacts {
+                bundled: true,
+                rtcp_mux: true,
+                ..OfferFacts::default()
+            },
+            chosen: Vec::new(),
+            connectivity: Connectivity {
+                connected_ms: Some(20),
+                first_media_ms: Some(25),
+                ..Connectivity::default()
+            },
+            tracks: Vec::new(),
+            rtcp: ClientRtcp {
+                sender_reports: 50,
+                ..ClientRtcp::default()
+            },
+        }
+    }
+
+    fn levels(report: &Report) -> Vec<(Level, String)> {
+        judge(report)
+            .into_iter()
+            .map(|f| (f.level, f.text))
+            .collect()
+    }
+
+    #[test]
+    fn a_publisher_that_sent_and_reported_gets_no_warning() {
+        let mut report = settled_publisher();
+        report.tracks.push(Track {
+            direction: "from_client",
+            kind: "audio",
+            packets: 3_000,
+            ..Track::default()
+        });
+        assert!(
+            levels(&report).iter().all(|(l, _)| *l == Level::Ok),
+            "{:?}",
+            levels(&report)
+        );
+    }
+
+    #[test]
+    fn media_that_stopped_is_a_silent_track_not_media_that_never_came() {
+        let mut report = settled_publisher();
+        report.tracks.push(Track {
+            direction: "from_client",
+            kind: "video",
+            packets: 3_000,
+            idle_ms: 8_000,
+            ..Track::default()
+        });
+        let found = levels(&report);
+        assert!(found
+            .iter()
+            .any(|(l, t)| *l == Level::Warn && t.contains("went silent")));
+        assert!(
+            !found.iter().any(|(_, t)| t.contains("no media arrived")),
+            "{found:?}"
+        );
+        // Only a publisher that never sent is told that.
+        let mut never = settled_publisher();
+        never.connectivity.first_media_ms = None;
+        assert!(levels(&never)
+            .iter()
+            .any(|(l, t)| *l == Level::Fail && t.contains("no media")));
+    }
+
+    #[test]
+    fn an_echo_client_reporting_reception_in_its_sender_reports_is_not_warned() {
+        let mut report = settled_publisher();
+        report.role = "echo";
+        report.rtcp.reception_reports = 40;
+        assert!(!levels(&report)
+            .iter()
+            .any(|(_, t)| t.contains("receiver reports")));
+        report.rtcp.reception_reports = 0;
+        assert!(levels(&report)
+            .iter()
+            .any(|(_, t)| t.contains("receiver reports")));
     }
 }

@@ -145,6 +145,9 @@ pub struct ClientRtcp {
     pub nacks: u32,
     /// PLI and FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1).
     pub keyframe_requests: u32,
+    /// Reception report blocks about a track whip-echo sends it (in its RRs, or in its SRs when
+    /// it sends too, RFC 3550 §6.4).
+    pub reception_reports: u32,
     /// What its last reception report about a track whip-echo sends it said.
     pub reported_loss_percent: Option<f64>,
     /// The jitter it reported (ms).

@@ -1,7 +1,8 @@
 //! What a client's offer says, read for the report: bundle and rtcp-mux, its candidates, each
 //! m-section's direction, codecs, Opus parameters, header extensions, SSRC and msid signalling,
-//! simulcast rids. Pure text reading (RFC 8866 lines), bounded: at most [`MAX_SECTIONS`]
-//! sections, [`MAX_LISTED`] entries per list, names cut at [`MAX_NAME`] characters.
+//! simulcast rids. Pure text reading (RFC 8866 lines), bounded: every section is read (the offer
+//! is at most `MAX_OFFER_BYTES`), the first [`MAX_SECTIONS`] are kept, [`MAX_LISTED`] entries per
+//! list, names cut at [`MAX_NAME`] bytes.
 
 use serde::Serialize;
 
@@ -9,7 +10,7 @@ use serde::Serialize;
 pub const MAX_SECTIONS: usize = 4;
 /// Entries kept per list (codecs, extensions, rids, BUNDLE mids).
 pub const MAX_LISTED: usize = 12;
-/// Characters kept of a name (a codec, an extension URI, a rid).
+/// Bytes kept of a name (a codec, an extension URI, a rid), at a character boundary.
 pub const MAX_NAME: usize = 64;
 
 /// The offer, as the report shows it.
@@ -19,6 +20,10 @@ pub struct OfferFacts {
     pub bundle: Option<Vec<String>>,
     /// Whether every section it did not reject is in that one group.
     pub bundled: bool,
+    /// Whether every audio and video section it did not reject has `a=rtcp-mux` (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Its media sections, all of them (the first [`MAX_SECTIONS`] are kept in `sections`).
+    pub sections_total: u32,
     /// `a=ice-options:trickle` (RFC 8840 §4.1.1).
     pub trickle_option: bool,
     /// Its first `a=setup` (RFC 8842 §5: `actpass`, `active` or `passive`).
@@ -44,8 +49,9 @@ pub struct Candidates {
     pub relay: u32,
     /// TCP candidates (RFC 6544).
     pub tcp: u32,
-    /// Host candidates named by an mDNS `.local` name (RFC 8445 §5.1.1.1, the browsers' privacy
-    /// default): the server cannot resolve them and finds the client by its checks.
+    /// Host candidates named by an mDNS `.local` name (draft-ietf-mmusic-mdns-ice-candidates,
+    /// the browsers' privacy default): the server cannot resolve them and finds the client by
+    /// its checks.
     pub mdns: u32,
 }
 
@@ -101,9 +107,6 @@ impl OfferFacts {
         let mut sections: Vec<(Section, Vec<(String, String)>)> = Vec::new();
         for line in sdp.lines().map(str::trim_end) {
             if let Some(media) = line.strip_prefix("m=") {
-                if sections.len() == MAX_SECTIONS {
-                    break;
-                }
                 let mut words = media.split_whitespace();
                 let kind = cut(words.next().unwrap_or_default());
                 let rejected = words.next() == Some("0");
@@ -130,13 +133,19 @@ impl OfferFacts {
                 }
             }
         }
-        facts.sections = sections.into_iter().map(|(s, _)| s).collect();
+        let live = || sections.iter().map(|(s, _)| s).filter(|s| !s.rejected);
         facts.bundled = match &facts.bundle {
-            Some(mids) => (facts.sections.iter())
-                .filter(|s| !s.rejected)
-                .all(|s| s.mid.as_ref().is_some_and(|m| mids.contains(m))),
-            None => facts.sections.iter().filter(|s| !s.rejected).count() <= 1,
+            Some(mids) => live().all(|s| s.mid.as_ref().is_some_and(|m| mids.contains(m))),
+            None => live().count() <= 1,
         };
+        let media = |s: &&Section| s.kind == "audio" || s.kind == "video";
+        facts.rtcp_mux = live().filter(media).all(|s| s.rtcp_mux);
+        facts.sections_total = sections.len() as u32;
+        facts.sections = sections
+            .into_iter()
+            .take(MAX_SECTIONS)
+            .map(|(s, _)| s)
+            .collect();
         facts
     }
 
@@ -242,9 +251,13 @@ impl Section {
     }
 }
 
-/// `s`, at most [`MAX_NAME`] characters.
+/// `s`, at most [`MAX_NAME`] bytes (cut at a character boundary).
 fn cut(s: &str) -> String {
-    s.chars().take(MAX_NAME).collect()
+    let mut end = s.len().min(MAX_NAME);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }
 
 #[cfg(test)]
@@ -287,6 +300,8 @@ mod tests {
             m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n";
         let facts = OfferFacts::read(sdp);
         assert!(!facts.bundled);
+        // The audio section lacks rtcp-mux; the rejected data channel is not judged.
+        assert!(!facts.rtcp_mux);
         assert_eq!(facts.bundle, None);
         assert!(facts.trickle_option);
         let c = &facts.candidates;
@@ -314,7 +329,11 @@ mod tests {
         }
         let facts = OfferFacts::read(&sdp);
         assert_eq!(facts.sections.len(), MAX_SECTIONS);
+        assert_eq!(facts.sections_total, 100);
         assert!(facts.sections.iter().all(|s| s.codecs.len() == MAX_LISTED));
-        assert!(facts.sections[0].codecs[0].chars().count() <= MAX_NAME);
+        assert!(facts.sections[0].codecs[0].len() <= MAX_NAME);
+        // A name of 4-byte characters is cut by bytes, at a character boundary.
+        assert_eq!(cut(&"\u{1F600}".repeat(100)).len(), MAX_NAME);
+        assert_eq!(cut(&format!("a{}", "\u{1F600}".repeat(100))).len(), 61);
     }
 }

@@ -52,14 +52,19 @@ pub struct PatchNote {
 }
 
 impl PatchNote {
-    /// The note of `frag`, a PATCH that restarted ICE or not, or was refused for want of
-    /// `If-Match`.
-    pub fn of(frag: &crate::sdpfrag::SdpFrag, restart: bool, without_if_match: bool) -> Self {
+    /// The note of `frag`, a PATCH that was applied or not (what it trickled counts only if it
+    /// was) and restarted ICE or not, or was refused for want of `If-Match`.
+    pub fn of(
+        frag: &crate::sdpfrag::SdpFrag,
+        (applied, restart): (bool, bool),
+        without_if_match: bool,
+    ) -> Self {
+        let candidates = frag.sections.iter().map(|s| s.candidates.len()).sum();
+        let end = frag.end_of_candidates || frag.sections.iter().any(|s| s.end_of_candidates);
         PatchNote {
             without_if_match,
-            candidates: frag.sections.iter().map(|s| s.candidates.len()).sum(),
-            end_of_candidates: frag.end_of_candidates
-                || frag.sections.iter().any(|s| s.end_of_candidates),
+            candidates: if applied { candidates } else { 0 },
+            end_of_candidates: applied && end,
             restart,
         }
     }

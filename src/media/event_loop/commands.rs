@@ -152,7 +152,9 @@ impl MediaLoop {
             )))
         );
         let restart = matches!(&result, Ok(Ok(Applied::Restarted { .. })));
-        conn.note_patch(PatchNote::of(&patch.frag, restart, without_if_match), now);
+        let applied = matches!(&result, Ok(Ok(_)));
+        let note = PatchNote::of(&patch.frag, (applied, restart), without_if_match);
+        conn.note_patch(note, now);
         let result = match result {
             Ok(Ok(Applied::Trickled)) => Ok(Patched::Trickled),
             Ok(Ok(Applied::Restarted { ufrag, patched })) => {

@@ -15,9 +15,6 @@ use rtc::rtp::header::Header;
 /// the same), each interval drawn from 0.5 to 1.5 times it (RFC 3550 §6.3.5) so that sessions
 /// created together do not report in step.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// A source silent this long is no longer reported on, and forgotten (RFC 3550 §6.3.5: five
-/// intervals); a leg that sent nothing for two intervals is no longer a sender (§6.4).
-pub const SILENT_SOURCE: Duration = Duration::from_secs(5);
 
 /// RFC 3550 A.1: a jump of more than this many sequence numbers ahead is a restart.
 const MAX_DROPOUT: u16 = 3000;
@@ -176,11 +173,6 @@ impl Received {
     /// Whether it sent since the last report: only such sources get a block (RFC 3550 §6.4).
     pub fn heard_since_report(&self) -> bool {
         self.heard_since_report
-    }
-
-    /// Whether it has been silent for [`SILENT_SOURCE`] at `now` (to forget it).
-    pub fn silent(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.heard) >= SILENT_SOURCE
     }
 
     /// The reception report block at `now` (RFC 3550 §6.4.1, A.3); starts the next interval.
@@ -423,7 +415,5 @@ mod tests {
         assert!(!r.heard_since_report());
         r.packet(&header(1, 960), t0 + Duration::from_millis(20));
         assert!(r.heard_since_report());
-        assert!(!r.silent(t0 + Duration::from_secs(1)));
-        assert!(r.silent(t0 + Duration::from_secs(6)));
     }
 }

@@ -42,10 +42,15 @@ impl FastPath {
             c.keyframe_requests = c.keyframe_requests.saturating_add(u32::from(keyframe));
             return;
         };
-        let ours = blocks
-            .iter()
-            .find(|b| self.sent.iter().any(|s| s.ssrc() == b.ssrc));
-        if let Some(block) = ours.cloned() {
+        let ours = || {
+            blocks
+                .iter()
+                .filter(|b| self.sent.iter().any(|s| s.ssrc() == b.ssrc))
+        };
+        let count = ours().count() as u32;
+        let last = ours().next_back().cloned();
+        c.reception_reports = c.reception_reports.saturating_add(count);
+        if let Some(block) = last {
             self.reception_report(&block, now);
         }
     }

@@ -25,14 +25,14 @@ impl FastPath {
     /// 3550 §6.1): a sender report per leg that sent lately, a receiver report with a block per
     /// source heard since the last report, and the SDES CNAME of each reporting SSRC. (The
     /// blocks could ride in the first sender report; rtc, and pion before it, read them from
-    /// receiver reports only, so a webrtc-rs client would never see them there.) Sources silent
-    /// for `reports::SILENT_SOURCE` are forgotten.
+    /// receiver reports only, so a webrtc-rs client would never see them there.) A silent source
+    /// gets no block; its statistics stay (at most `MAX_RECV_SSRCS`, the oldest forgotten first)
+    /// for the client report, which tells a track that stopped from one that never was.
     pub(super) fn reports(
         &mut self,
         now: Instant,
         wall: SystemTime,
     ) -> Vec<Box<dyn rtc::rtcp::packet::Packet>> {
-        self.received.retain(|r| !r.silent(now));
         let blocks: Vec<ReceptionReport> = (self.received.iter_mut())
             .filter(|r| r.heard_since_report())
             .take(MAX_REPORT_BLOCKS)
