@@ -41,6 +41,7 @@
 //! | `http::endpoints` | `POST /whip`, `/whep`, `/echo` (offer in, 201 out), OPTIONS with `Link`s, placement in cluster mode |
 //! | `http::resource` | `/resource/{id}`: PATCH (trickle, ICE restart), GET, DELETE |
 //! | `http::layer` | a WHEP viewer's simulcast layer: `/resource/{id}/layer` and `?layer=` |
+//! | `http::sessions` | operators' `/api/sessions`: the live sessions by public id, each one's report, the kick (admin token) |
 //! | `http::report` | a session's client report: `/resource/{id}/report` (JSON, or text for `Accept: text/plain`) |
 //! | `http::forward` | cluster mode: a request for another node's session relayed there |
 //! | `http::sdp` | the body extractors: media type, size, UTF-8 of offers and fragments |

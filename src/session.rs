@@ -190,6 +190,8 @@ pub enum EndReason {
     /// The WebRTC stack panicked while handling this session (a bug, logged with its message):
     /// the session ended alone, the media loop and every other session went on.
     Panicked,
+    /// An operator ended it (`DELETE /api/sessions/{id}` with the admin token).
+    Kicked,
 }
 
 impl EndReason {
@@ -209,6 +211,7 @@ impl EndReason {
                 "the server was full and the session had not connected yet: it made room"
             }
             EndReason::Panicked => "the server failed while handling it (a bug, logged)",
+            EndReason::Kicked => "an operator of the server ended it",
         }
     }
 }
@@ -227,6 +230,7 @@ impl EndReason {
             EndReason::Fenced => "fenced",
             EndReason::Evicted => "evicted",
             EndReason::Panicked => "panicked",
+            EndReason::Kicked => "kicked",
         }
     }
 }

@@ -13,6 +13,7 @@ mod report;
 mod resource;
 pub mod sdp;
 mod serve;
+mod sessions;
 pub mod tls;
 
 pub(crate) use resource::if_match;
@@ -186,6 +187,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", page(get(ops::readyz)))
         .route("/metrics", page(get(ops::metrics)))
         .route("/api/streams", page(get(ops::streams)))
+        .route("/api/sessions", page(get(sessions::list)))
+        .route(
+            "/api/sessions/{id}",
+            axum::routing::delete(sessions::kick).fallback(sessions::not_allowed),
+        )
+        .route("/api/sessions/{id}/report", page(get(sessions::report)))
         .merge(api)
         .fallback(ops::no_route)
         .layer(axum::middleware::from_fn(no_sniff))

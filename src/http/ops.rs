@@ -104,7 +104,7 @@ struct StreamList {
 }
 
 /// Whether the request may list streams.
-fn admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub(super) fn admin(state: &AppState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let bearer = super::bearer(headers);
     match (&state.admin_token, &state.auth) {
         (None, None) => Ok(()),

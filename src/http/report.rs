@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{cors, forward, AppState};
 use crate::http::error::ApiError;
+use crate::report::Report;
 use crate::session::ResourceId;
 
 /// The link relation of a session's report URL in its 201.
@@ -35,6 +36,11 @@ pub async fn get(
         return Ok(response);
     }
     let report = state.media.report(resource).await.map_err(ApiError::from)?;
+    respond(&report, &headers)
+}
+
+/// `report` as the request's `Accept` asks: JSON, or text for `text/plain`.
+pub fn respond(report: &Report, headers: &HeaderMap) -> Result<Response, ApiError> {
     let text = (headers.get_all(header::ACCEPT).iter())
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/plain") && !v.contains("application/json"));

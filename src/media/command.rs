@@ -46,6 +46,17 @@ pub(crate) enum Command {
         change: Option<Option<String>>,
         reply: oneshot::Sender<Result<LayerState, MediaError>>,
     },
+    /// The loop's live sessions (`GET /api/sessions`).
+    ListSessions {
+        reply: oneshot::Sender<Vec<crate::report::SessionSummary>>,
+    },
+    /// The live session of a public id ([`crate::report::public_id`]): its report, or it ends
+    /// (`kick`, for `EndReason::Kicked`); `None` when it is not this loop's.
+    BySessionId {
+        id: String,
+        kick: bool,
+        reply: oneshot::Sender<Option<crate::report::Report>>,
+    },
     /// A session's client report, live or within the grace period after it ended.
     Report {
         resource: ResourceId,

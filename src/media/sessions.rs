@@ -145,6 +145,32 @@ impl Sessions {
         paths
     }
 
+    /// The summary of every live session at `now` (`GET /api/sessions`).
+    pub fn summaries(&self, now: Instant) -> Vec<crate::report::SessionSummary> {
+        (self.conns.keys())
+            .filter_map(|&key| {
+                let entry = self.registry.session(key)?;
+                let report = self.report_of(key, now)?;
+                let id = crate::report::public_id(&entry.resource);
+                Some(crate::report::SessionSummary::of(id, &report))
+            })
+            .collect()
+    }
+
+    /// The live session whose public id is `id` ([`crate::report::public_id`]).
+    pub fn by_public_id(&self, id: &str) -> Option<SessionKey> {
+        (self.conns.keys().copied()).find(|&key| {
+            (self.registry.session(key))
+                .is_some_and(|e| crate::report::public_id(&e.resource) == id)
+        })
+    }
+
+    /// The live session `key`'s report at `now`, without findings.
+    pub fn report_of(&self, key: SessionKey, now: Instant) -> Option<crate::report::Report> {
+        let (conn, entry) = (self.conns.get(&key)?, self.registry.session(key)?);
+        Some(conn.report(entry, None, now))
+    }
+
     /// The client report of `resource` at `now`: its session's, live, or the one it left when it
     /// ended (within the grace period); without findings.
     pub fn report(
@@ -153,8 +179,8 @@ impl Sessions {
         now: Instant,
     ) -> Result<crate::report::Report, MediaError> {
         if let Lookup::Live(key) = self.lookup(resource, now) {
-            if let (Some(conn), Some(entry)) = (self.conns.get(&key), self.registry.session(key)) {
-                return Ok(conn.report(entry, None, now));
+            if let Some(report) = self.report_of(key, now) {
+                return Ok(report);
             }
         }
         (self.reports.get(resource, now).cloned()).ok_or(MediaError::UnknownResource)

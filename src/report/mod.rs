@@ -190,3 +190,63 @@ impl Report {
         self.findings.iter().any(|f| f.level == Level::Fail)
     }
 }
+
+/// The public id of the session whose resource is `resource` (`GET /api/sessions`): 16 hex digits
+/// of a SHA-256 of it. Not the resource id, which is the capability to PATCH and DELETE the
+/// session: knowing this one gives nothing but its report (without the client's address).
+pub fn public_id(resource: &crate::session::ResourceId) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, resource.to_string().as_bytes());
+    digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// One live session as `GET /api/sessions` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    /// Its public id ([`public_id`]).
+    pub id: String,
+    /// The stream it publishes or plays.
+    pub stream: String,
+    /// `whip`, `whep` or `echo`.
+    pub role: &'static str,
+    /// `connecting`, `connected` or `disconnected`.
+    pub state: &'static str,
+    /// Seconds since its POST.
+    pub uptime_seconds: u64,
+    /// Its client's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// `udp` or `tcp`, once connected.
+    pub transport: Option<&'static str>,
+    /// Bits a second received from and sent to the client, averaged over the session.
+    pub bits_per_second: u64,
+    /// The largest loss of a track the client sends (%).
+    pub loss_percent: f64,
+    /// The client's address: only for the admin token.
+    pub client: Option<String>,
+}
+
+impl SessionSummary {
+    /// The summary of `report`, the session's with public id `id`.
+    pub fn of(id: String, report: &Report) -> Self {
+        let bytes: u64 = report.tracks.iter().map(|t| t.bytes).sum();
+        let seconds = (report.age_ms / 1000).max(1);
+        let loss = (report.tracks.iter())
+            .filter(|t| t.direction == "from_client")
+            .map(|t| t.loss_percent)
+            .fold(0.0, f64::max);
+        SessionSummary {
+            id,
+            stream: report.stream.clone(),
+            role: report.role,
+            state: report.state,
+            uptime_seconds: report.age_ms / 1000,
+            user_agent: report.http.user_agent.clone(),
+            transport: report.connectivity.transport,
+            bits_per_second: bytes * 8 / seconds,
+            loss_percent: loss,
+            client: report.connectivity.remote.clone(),
+        }
+    }
+}

@@ -171,3 +171,143 @@ async fn a_client_that_vanishes_without_delete_is_told_so() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn operators_list_sessions_read_their_reports_and_kick_one_with_the_admin_token() {
+    // A server without tokens: the list and reports are open, without client addresses; the
+    // kick is refused (nobody could be trusted with it).
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    let client = Client::connected(&format!("{base}/echo/listed"), Mode::SendRecv).await;
+    let http = reqwest::Client::new();
+    let list: Value = serde_json::from_str(
+        &http
+            .get(format!("{base}/api/sessions"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let sessions = list["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{list:#}");
+    let session = &sessions[0];
+    assert_eq!(
+        (&session["stream"], &session["role"]),
+        (&"listed".into(), &"echo".into())
+    );
+    assert!(session["user_agent"]
+        .as_str()
+        .unwrap()
+        .starts_with("whip-conformance/"));
+    assert!(
+        session["client"].is_null(),
+        "no address without the admin token: {session}"
+    );
+    let id = session["id"].as_str().unwrap().to_owned();
+    assert!(
+        !client.resource_url.contains(&id),
+        "the public id is not the capability"
+    );
+    let report: Value = serde_json::from_str(
+        &(http
+            .get(format!("{base}/api/sessions/{id}/report"))
+            .send()
+            .await
+            .unwrap())
+        .text()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["stream"], "listed");
+    assert!(report["connectivity"]["remote"].is_null(), "{report:#}");
+    let kicked = http
+        .delete(format!("{base}/api/sessions/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kicked.status(), 403);
+    assert!(kicked.text().await.unwrap().contains("--admin-token"));
+    assert_eq!(client.delete().await, 200);
+    client.close().await;
+    server.shutdown().await.unwrap();
+
+    // With --admin-token: listing needs it (and shows addresses), and so does the kick.
+    let mut config = Config::for_tests();
+    config.access.admin_token = Some("sesame".into());
+    let server = start(config).await;
+    let base = server.base_url();
+    let mut client = Client::connected(&format!("{base}/echo/kicked"), Mode::SendRecv).await;
+    assert_eq!(
+        http.get(format!("{base}/api/sessions"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let list: Value = serde_json::from_str(
+        &(http
+            .get(format!("{base}/api/sessions"))
+            .bearer_auth("sesame")
+            .send()
+            .await
+            .unwrap())
+        .text()
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let session = &list["sessions"][0];
+    assert!(
+        session["client"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{session}"
+    );
+    let id = session["id"].as_str().unwrap().to_owned();
+    let url = format!("{base}/api/sessions/{id}");
+    assert_eq!(http.delete(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        http.delete(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        http.delete(&url)
+            .bearer_auth("sesame")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // The client sees its session end, and its resource says why.
+    assert!(
+        client.until(WAIT, |s| s.ended).await,
+        "the kicked client saw the end"
+    );
+    let gone = http.get(&client.resource_url).send().await.unwrap();
+    assert_eq!(gone.status(), 410);
+    assert!(gone.text().await.unwrap().contains("an operator"));
+    assert_eq!(
+        http.delete(&url)
+            .bearer_auth("sesame")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    client.close().await;
+    wait_idle(&server).await;
+    server.shutdown().await.unwrap();
+}

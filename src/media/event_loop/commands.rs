@@ -69,6 +69,17 @@ impl MediaLoop {
             Command::Report { resource, reply } => {
                 let _ = reply.send(self.sessions.report(&resource, now));
             }
+            Command::ListSessions { reply } => {
+                let _ = reply.send(self.sessions.summaries(now));
+            }
+            Command::BySessionId { id, kick, reply } => {
+                let found = self.sessions.by_public_id(&id);
+                let report = found.and_then(|key| self.sessions.report_of(key, now));
+                if let (Some(key), true) = (found, kick) {
+                    self.teardown(key, EndReason::Kicked);
+                }
+                let _ = reply.send(report);
+            }
             #[cfg(test)]
             Command::Panic => panic!("media loop told to panic (test)"),
         }
