@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 mod checks;
+pub mod client;
 pub mod http;
 mod oversized;
 pub mod peer;

@@ -19,11 +19,12 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
         return e.into_response();
     }
     match state.media.sessions().await {
-        Ok(mut sessions) => {
+        Ok(mut all) => {
             if state.admin_token.is_none() {
-                sessions.iter_mut().for_each(|s| s.client = None);
+                all.iter_mut().for_each(|s| s.client = None);
             }
-            axum::Json(SessionList { sessions }).into_response()
+            let (ended, sessions) = all.into_iter().partition(|s| s.state == "ended");
+            axum::Json(SessionList { sessions, ended }).into_response()
         }
         Err(e) => ApiError::from(e).into_response(),
     }
@@ -31,7 +32,10 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 
 #[derive(serde::Serialize)]
 struct SessionList {
+    /// The live sessions.
     sessions: Vec<crate::report::SessionSummary>,
+    /// Those that ended within the grace period (their reports are still there).
+    ended: Vec<crate::report::SessionSummary>,
 }
 
 /// `GET /api/sessions/{id}/report`: the live session's client report (JSON, or text for

@@ -50,8 +50,9 @@ pub(crate) enum Command {
     ListSessions {
         reply: oneshot::Sender<Vec<crate::report::SessionSummary>>,
     },
-    /// The live session of a public id ([`crate::report::public_id`]): its report, or it ends
-    /// (`kick`, for `EndReason::Kicked`); `None` when it is not this loop's.
+    /// The session of a public id ([`crate::report::public_id`]): its report (live, or kept
+    /// after it ended), or, live, it ends (`kick`, for `EndReason::Kicked`); `None` when it is
+    /// not this loop's.
     BySessionId {
         id: String,
         kick: bool,

@@ -145,16 +145,17 @@ impl Sessions {
         paths
     }
 
-    /// The summary of every live session at `now` (`GET /api/sessions`).
+    /// The summary of every live session at `now` (`GET /api/sessions`), then of those that ended
+    /// within the grace period.
     pub fn summaries(&self, now: Instant) -> Vec<crate::report::SessionSummary> {
-        (self.conns.keys())
-            .filter_map(|&key| {
-                let entry = self.registry.session(key)?;
-                let report = self.report_of(key, now)?;
-                let id = crate::report::public_id(&entry.resource);
-                Some(crate::report::SessionSummary::of(id, &report))
-            })
-            .collect()
+        let ended = self.reports.summaries(now);
+        let live = (self.conns.keys()).filter_map(|&key| {
+            let entry = self.registry.session(key)?;
+            let report = self.report_of(key, now)?;
+            let id = crate::report::public_id(&entry.resource);
+            Some(crate::report::SessionSummary::of(id, &report))
+        });
+        live.chain(ended).collect()
     }
 
     /// The live session whose public id is `id` ([`crate::report::public_id`]).
@@ -163,6 +164,11 @@ impl Sessions {
             (self.registry.session(key))
                 .is_some_and(|e| crate::report::public_id(&e.resource) == id)
         })
+    }
+
+    /// The report an ended session of public id `id` left, if still kept at `now`.
+    pub fn ended_report(&self, id: &str, now: Instant) -> Option<crate::report::Report> {
+        self.reports.by_public_id(id, now).cloned()
     }
 
     /// The live session `key`'s report at `now`, without findings.

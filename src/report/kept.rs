@@ -34,6 +34,23 @@ impl Kept {
             .map(|(_, _, report)| report)
     }
 
+    /// The report of the ended session whose public id is `id` (`report::public_id`), if kept.
+    pub fn by_public_id(&self, id: &str, now: Instant) -> Option<&Report> {
+        (self.reports.iter())
+            .find(|(resource, until, _)| now < *until && super::public_id(resource) == id)
+            .map(|(_, _, report)| report)
+    }
+
+    /// The summaries of the ended sessions still kept at `now`, by public id.
+    pub fn summaries(&self, now: Instant) -> Vec<super::SessionSummary> {
+        (self.reports.iter())
+            .filter(|(_, until, _)| now < *until)
+            .map(|(resource, _, report)| {
+                super::SessionSummary::of(super::public_id(resource), report)
+            })
+            .collect()
+    }
+
     /// `resource`'s session was deleted after it ended (a client that closed its peer
     /// connection before its DELETE).
     pub fn deleted(&mut self, resource: &ResourceId) {

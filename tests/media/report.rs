@@ -311,3 +311,54 @@ async fn operators_list_sessions_read_their_reports_and_kick_one_with_the_admin_
     wait_idle(&server).await;
     server.shutdown().await.unwrap();
 }
+
+/// `whip-conformance client` as a library: it names the URLs, finds the client's session when it
+/// arrives, follows it and prints its report when it ends; whether a finding failed is its
+/// verdict (the command's exit status).
+#[tokio::test]
+async fn whip_conformance_client_follows_a_client_to_its_end_and_judges_it() {
+    use whip_conformance::client::{run, Watch};
+    let server = start(Config::for_tests()).await;
+    let base: reqwest::Url = server.base_url().parse().unwrap();
+    for misbehave in [false, true] {
+        let watch = Watch::new(base.clone(), None, WAIT);
+        let url = format!("{}/whip/{}", server.base_url(), watch.stream);
+        let follow = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let verdict = run(&watch, &mut out).await;
+            (verdict, String::from_utf8(out).unwrap())
+        });
+        let client = Client::connected(&url, Mode::Send).await;
+        for _ in 0..10 {
+            client.send(b"opus");
+        }
+        if misbehave {
+            let frag = "a=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+            let refused = client.patch_raw("application/trickle-ice-sdpfrag", None, frag);
+            assert_eq!(refused.await.unwrap().status, 428);
+        }
+        // Its report must have been followed live before the end: wait until it is listed.
+        let list = format!("{}/api/sessions", server.base_url());
+        while !reqwest::get(&list)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("client-test-")
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(client.delete().await, 200);
+        client.close().await;
+        let (verdict, out) = tokio::time::timeout(WAIT, follow).await.unwrap().unwrap();
+        assert!(out.contains(&url), "the WHIP URL to give the client: {out}");
+        assert!(out.contains("Findings"), "{out}");
+        assert_eq!(verdict, Ok(!misbehave), "{out}");
+        if misbehave {
+            assert!(out.contains("FAIL") && out.contains("If-Match"), "{out}");
+        }
+    }
+    wait_idle(&server).await;
+    server.shutdown().await.unwrap();
+}

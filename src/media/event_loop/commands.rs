@@ -74,7 +74,11 @@ impl MediaLoop {
             }
             Command::BySessionId { id, kick, reply } => {
                 let found = self.sessions.by_public_id(&id);
-                let report = found.and_then(|key| self.sessions.report_of(key, now));
+                let report = match found {
+                    Some(key) => self.sessions.report_of(key, now),
+                    None if !kick => self.sessions.ended_report(&id, now),
+                    None => None,
+                };
                 if let (Some(key), true) = (found, kick) {
                     self.teardown(key, EndReason::Kicked);
                 }
