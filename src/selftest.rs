@@ -143,7 +143,7 @@ async fn probe(media: &MediaHandle, path: PathKind, addr: SocketAddr) -> Result<
     let offer = CheckedOffer::check(OFFER.to_owned(), Role::Echo)
         .map_err(|e| format!("the self-test's offer: {e}"))?;
     let created = media
-        .create(stream, offer, None, false, (None, Default::default()))
+        .create(stream, offer, None, false, (None, self_test_opening()))
         .await
         .map_err(|e| match e {
             MediaError::OverCapacity => "not checked: the session cap is full".to_owned(),
@@ -274,6 +274,11 @@ a=rtcp-mux\r
 a=rtpmap:111 opus/48000/2\r
 a=ssrc:1 cname:whip-echo-self-test\r
 ";
+
+/// The self-test session's opening, for its report: the server's own.
+fn self_test_opening() -> crate::report::Opening {
+    crate::report::Opening::internal("whip-echo self-test", OFFER)
+}
 
 #[cfg(test)]
 mod tests {

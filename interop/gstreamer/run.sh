@@ -75,6 +75,13 @@ exec "${ns[@]}" bash -c '
   done
   timeout -s INT 12 gst-launch-1.0 -e -v whepsrc whep-endpoint="$base/whep/gst-video" audio-caps=\"\" \
     ! rtpvp8depay ! vp8dec ! fakesink name=video silent=false > "$dir/play-video.log" 2>&1 || true
+  # The client report of the publisher (issue 31), read while it publishes: what whipsink really
+  # produces (audio and video alike on payload type 96, told apart by SSRC; its sender reports).
+  curl -s "$base/api/sessions" > "$dir/sessions.json"
+  id=$(python3 interop/gstreamer/report_check.py --publisher "$dir/sessions.json") \
+    || fail "whipsink session not listed: $(cat "$dir/sessions.json")"
+  curl -s "$base/api/sessions/$id/report" > "$dir/report.json"
+  python3 interop/gstreamer/report_check.py "$dir/report.json" || fail "its report: $(cat "$dir/report.json")"
   kill -INT $pub 2>/dev/null || true; wait $pub 2>/dev/null || true
   frames=$(grep -c "video: last-message = chain" "$dir/play-video.log" || true)
   [ "$frames" -ge 10 ] || fail "whepsrc decoded $frames video frames, fewer than 10"

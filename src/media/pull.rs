@@ -118,7 +118,7 @@ impl MediaHandle {
             }
         }
         // The holder's answer is what this session's report reads as its "offer".
-        let opening = crate::report::Opening::new(Some("whip-echo (cluster pull)"), true, &answer);
+        let opening = crate::report::Opening::internal("whip-echo (cluster pull)", &answer);
         let answer = RTCSessionDescription::answer(answer).map_err(MediaError::bad_offer)?;
         pc.set_remote_description(Instant::now(), answer)
             .map_err(MediaError::bad_offer)?;

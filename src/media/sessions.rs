@@ -135,10 +135,12 @@ impl Sessions {
             let count = |level| judged.iter().filter(|f| f.level == level).count();
             let (warn, fail) = (count(Level::Warn), count(Level::Fail));
             let worst = judged.first().map(|f| f.text.as_str()).unwrap_or_default();
-            conn.span().in_scope(|| {
-                let agent = report.http.user_agent.as_deref().unwrap_or_default();
-                tracing::info!(warn, fail, worst, user_agent = agent, "client report")
-            });
+            if !conn.internal() {
+                conn.span().in_scope(|| {
+                    let agent = report.http.user_agent.as_deref().unwrap_or_default();
+                    tracing::info!(warn, fail, worst, user_agent = agent, "client report")
+                });
+            }
             self.reports.keep(resource, report, now, grace);
         }
         self.registry.end(key, now, reason);

@@ -28,6 +28,8 @@ pub struct Opening {
     pub auth: &'static str,
     /// What its offer said.
     pub offer: OfferFacts,
+    /// The server's own session (the start-up self-test): no report line in the log.
+    pub internal: bool,
 }
 
 impl Opening {
@@ -37,6 +39,15 @@ impl Opening {
             user_agent: user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT).collect()),
             auth: if bearer { "bearer" } else { "none" },
             offer: OfferFacts::read(offer),
+            internal: false,
+        }
+    }
+
+    /// The opening of the server's own session (the start-up self-test, a cluster pull).
+    pub fn internal(user_agent: &str, offer: &str) -> Self {
+        Opening {
+            internal: true,
+            ..Opening::new(Some(user_agent), false, offer)
         }
     }
 }

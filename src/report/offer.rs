@@ -64,7 +64,7 @@ pub struct Section {
     pub mid: Option<String>,
     /// `sendrecv` (the default), `sendonly`, `recvonly` or `inactive`.
     pub direction: String,
-    /// Port 0: the offerer rejected it.
+    /// Port 0 without `a=bundle-only` (RFC 9143 §7.5.3): the offerer rejected it.
     pub rejected: bool,
     /// `a=rtcp-mux` (RFC 5761).
     pub rtcp_mux: bool,
@@ -197,6 +197,8 @@ impl Section {
             "mid" => self.mid = Some(cut(value)),
             "sendrecv" | "sendonly" | "recvonly" | "inactive" => self.direction = name.into(),
             "rtcp-mux" => self.rtcp_mux = true,
+            // RFC 9143 §7.5.3: an offer's bundle-only section has port 0 and is not rejected.
+            "bundle-only" => self.rejected = false,
             "rtcp-mux-only" => self.rtcp_mux_only = true,
             "rtpmap" => {
                 let (pt, codec) = value.split_once(' ').unwrap_or((value, ""));
@@ -297,7 +299,8 @@ mod tests {
             m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=sendonly\r\na=rtcp-mux\r\n\
             a=rtpmap:96 VP8/90000\r\na=extmap:4 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
             a=rid:h send\r\na=rid:l send\r\na=simulcast:send h;l\r\n\
-            m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+            m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 97\r\na=mid:3\r\na=bundle-only\r\na=rtcp-mux\r\n";
         let facts = OfferFacts::read(sdp);
         assert!(!facts.bundled);
         // The audio section lacks rtcp-mux; the rejected data channel is not judged.
@@ -316,6 +319,7 @@ mod tests {
         assert_eq!(video.rids, ["h", "l"]);
         assert_eq!(video.extensions, ["urn:ietf:params:rtp-hdrext:sdes:mid"]);
         assert!(facts.sections[2].rejected);
+        assert!(!facts.sections[3].rejected, "bundle-only is not rejected");
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl Ingest {
         self.codecs.iter().map(|(_, key)| key.clone()).collect()
     }
 
+    /// The kind of `ssrc`, once known (rtc handed out one of its packets).
+    pub fn kind(&self, ssrc: u32) -> Option<RtpCodecKind> {
+        self.recv_kinds.get(ssrc)
+    }
+
     /// Whether the kind and track of `ssrc` are known (rtc handed out one of its packets): the
     /// fast path takes its packets then.
     pub fn knows(&self, ssrc: u32) -> bool {

@@ -240,20 +240,23 @@ impl Conn {
             {
                 polled.events.push(Event::KeyframeWanted);
             }
-            if let RTCMessage::RtpPacket(track, mut packet) = message.message {
-                if let Some(fast) = self.fast.as_mut() {
-                    match fast.arrived(packet, message.now) {
-                        Some(seen) => packet = seen,
-                        None => continue,
+            if let RTCMessage::RtpPacket(track, packet) = message.message {
+                // The ingest learns the SSRC's kind first (by its track, rtc bound it): the fast
+                // path's statistics and feedback go by it.
+                let kind = publishes.then(|| {
+                    (self.ingest).take(self.pc.draining(), &track, &packet, message.now, metrics)
+                });
+                let packet = match self.fast.as_mut() {
+                    Some(fast) => {
+                        let known = self.ingest.kind(packet.header.ssrc);
+                        match fast.arrived(packet, known, message.now) {
+                            Some(seen) => seen,
+                            None => continue,
+                        }
                     }
-                }
-                if !publishes {
-                    continue;
-                }
-                let kind =
-                    self.ingest
-                        .take(self.pc.draining(), &track, &packet, message.now, metrics);
-                if let Some(kind) = kind {
+                    None => packet,
+                };
+                if let Some(Some(kind)) = kind {
                     polled.media.push((kind, packet));
                 }
             }

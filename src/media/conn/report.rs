@@ -22,6 +22,8 @@ pub struct Facts {
     path: Option<TransportContext>,
     /// When its first RTP packet arrived.
     first_media: Option<Instant>,
+    /// The server's own session: no report line in the log.
+    internal: bool,
 }
 
 impl Facts {
@@ -34,6 +36,7 @@ impl Facts {
                 ..Http::default()
             },
             offer: opening.offer,
+            internal: opening.internal,
             ..Facts::default()
         }
     }
@@ -99,6 +102,11 @@ impl Conn {
         if media {
             self.facts.first_media.get_or_insert(now);
         }
+    }
+
+    /// Whether it is the server's own session (no report line in the log).
+    pub fn internal(&self) -> bool {
+        self.facts.internal
     }
 
     /// Forgets the path it connected on (an ICE restart may select another).

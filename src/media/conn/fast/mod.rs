@@ -103,10 +103,16 @@ impl FastPath {
         }
     }
 
-    /// A packet it received at `now`: counted in its SSRC's statistics and seen by its
-    /// feedback; given back for the fan-out.
-    pub(super) fn arrived(&mut self, packet: Packet, now: Instant) -> Option<Packet> {
-        let (kind, clock_rate) = self.kind_of(packet.header.payload_type);
+    /// A packet it received at `now`, of `kind` where its SSRC's is known (else its payload
+    /// type's: GStreamer numbers audio and video alike, 96): counted in its SSRC's statistics
+    /// and seen by its feedback; given back for the fan-out.
+    pub(super) fn arrived(
+        &mut self,
+        packet: Packet,
+        kind: Option<RtpCodecKind>,
+        now: Instant,
+    ) -> Option<Packet> {
+        let (kind, clock_rate) = self.kind_of(kind, packet.header.payload_type);
         let size = packet.header.marshal_size() + packet.payload.len();
         self.count_received(&packet.header, (clock_rate, size), now);
         let video = self.setup.payload_types.iter();
@@ -121,10 +127,15 @@ impl FastPath {
         )
     }
 
-    /// The kind and clock rate of payload type `pt` (an unknown one: the first negotiated).
-    fn kind_of(&self, pt: u8) -> (RtpCodecKind, u32) {
+    /// The kind and clock rate of a packet of `kind` if known, else of payload type `pt` (an
+    /// unknown one: the first negotiated).
+    fn kind_of(&self, kind: Option<RtpCodecKind>, pt: u8) -> (RtpCodecKind, u32) {
         let types = &self.setup.payload_types;
-        let found = types.iter().find(|(p, _, _)| *p == pt).or(types.first());
+        let found = match kind {
+            Some(kind) => types.iter().find(|(_, k, _)| *k == kind),
+            None => types.iter().find(|(p, _, _)| *p == pt),
+        };
+        let found = found.or(types.first());
         found.map_or((RtpCodecKind::Audio, 48_000), |&(_, kind, rate)| {
             (kind, rate)
         })
@@ -312,7 +323,8 @@ impl Conn {
                 .map(|packets| fast.read_rtcp(&packets, now, (local, transport)))
         } else {
             open_rtp(remote, input.message).map(|packet| {
-                if let Some(packet) = fast.arrived(packet, now) {
+                let known = self.ingest.kind(packet.header.ssrc);
+                if let Some(packet) = fast.arrived(packet, known, now) {
                     fast.media.push(packet);
                 }
             })
