@@ -236,6 +236,16 @@ test("video: one browser publishes camera + microphone by WHIP, another plays bo
   assert.ok(result.framesDecoded > 10 && result.keyFramesDecoded >= 1, JSON.stringify(result));
   assert.equal(result.width, 320);
   console.log(`# Chromium video: WHEP viewer decoded ${result.framesDecoded} frames (${result.codec}, ${result.keyFramesDecoded} keyframes) and ${result.audioPackets} audio packets`);
+  // The publisher's client report (issue 31): what Chromium really produces.
+  const report = await publisher.page.evaluate(async () => (await fetch(`${window.published.resource}/report`)).json());
+  const from = Object.fromEntries(report.tracks.filter((t) => t.direction === "from_client").map((t) => [t.kind, t]));
+  const failed = report.findings.filter((f) => f.level === "fail").map((f) => f.text);
+  assert.match(report.http.user_agent, /Chrome/, JSON.stringify(report.http));
+  assert.ok(report.offer.bundled && report.offer.rtcp_mux, JSON.stringify(report.offer));
+  assert.ok(from.audio?.packets > 0 && from.video?.packets > 0, JSON.stringify(report.tracks));
+  assert.ok(report.rtcp.twcc_feedback_sent > 0, `Chromium numbers its packets for TWCC: ${JSON.stringify(report.rtcp)}`);
+  assert.deepEqual(failed, []);
+  console.log(`# Chromium's report: ${report.offer.candidates.total} candidates (${report.offer.candidates.mdns} mDNS), audio ${from.audio.packets} and video ${from.video.packets} packets, ${report.rtcp.sender_reports} sender reports, ${report.rtcp.twcc_feedback_sent} TWCC feedback sent, connected in ${report.connectivity.connected_ms} ms`);
   await publisher.page.evaluate(() => window.published.stop());
   for (const p of [publisher, viewer]) await p.context.close();
   await until(async () => (await sessions()) === 0, "the server to have no session");

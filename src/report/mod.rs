@@ -156,6 +156,10 @@ pub struct ClientRtcp {
     pub nacks: u32,
     /// PLI and FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1).
     pub keyframe_requests: u32,
+    /// TWCC feedback packets whip-echo sent it: there are some only when its packets carry
+    /// transport-wide sequence numbers (draft-holmer-rmcat-transport-wide-cc-extensions-01), from
+    /// which a browser's encoder estimates its bandwidth.
+    pub twcc_feedback_sent: u32,
     /// Reception report blocks about a track whip-echo sends it (in its RRs, or in its SRs when
     /// it sends too, RFC 3550 §6.4).
     pub reception_reports: u32,

@@ -10,6 +10,7 @@ use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::rtcp::source_description::{
     SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
 };
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use tracing::debug;
 
 use super::super::super::forward::reports::REPORT_INTERVAL;
@@ -115,6 +116,11 @@ impl Conn {
         if let Some(feedback) = fast.feedback.as_mut() {
             let mut due = Vec::new();
             feedback.due(now, &mut due);
+            let twcc = (due.iter())
+                .filter(|p| p.as_any().downcast_ref::<TransportLayerCc>().is_some())
+                .count() as u32;
+            let sent = &mut fast.client_rtcp.twcc_feedback_sent;
+            *sent = sent.saturating_add(twcc);
             // One packet per write, as rtc's own interceptors send them (RFC 5506).
             for packet in due {
                 self.write_rtcp(now, vec![packet]);
