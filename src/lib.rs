@@ -73,6 +73,8 @@
 //! | `media::conn::fast::rtcp` | a fast-path session's own RTCP: reports and feedback when due, written through rtc |
 //! | `media::conn::fast::feedback` | a fast-path publisher's NACK and TWCC feedback: rtc-interceptor's generator and recorder, driven by the fast path |
 //! | `media::conn::pipeline` | a session's peer connection and whether it was driven since drained: the fast path's sessions skip rtc's drains |
+//! | `media::conn::events` | what a session says happened (typed events), what a drain produced, what a timer did |
+//! | `media::reports` | the client reports as the HTTP plane asks: by resource, every session, by public id and the kick |
 //! | `media::conn::report` | a session's side of its client report: its client's PATCHes, path and first media, and the report built from them |
 //! | `media::conn::fast::client` | what the fast path saw of its client for the report: the client's RTCP, each track's statistics |
 //! | `media::conn::early_dtls` | DTLS that arrives before ICE nominates, held (bounded) |

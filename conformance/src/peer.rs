@@ -160,6 +160,9 @@ pub struct Options {
     pub bare_layers: bool,
     /// The local UDP port to bind (0: any), as a client that reuses its port does.
     pub port: u16,
+    /// Count keyframe requests but answer none (as real OBS 30.2's WHIP output does): a frame
+    /// is a key frame only when the test says so.
+    pub ignore_keyframe_requests: bool,
     /// Offer video feedback as browsers do: NACK (rtc's generator and responder) and
     /// transport-wide congestion control (its sequence numbers on every packet sent); the
     /// server's NACKs and TWCC feedback are counted in [`State`].
@@ -394,6 +397,7 @@ impl Client {
             miss_first_dtls: options.passive,
             layers: options.simulcast.len(),
             bare_layers: options.bare_layers,
+            deaf_to_keyframe_requests: options.ignore_keyframe_requests,
         };
         // The peer starts its checks at once; the PATCH goes out meanwhile, as a browser's does.
         let video = options.video;
@@ -743,6 +747,8 @@ struct Io {
     layers: usize,
     /// [`Options::bare_layers`].
     bare_layers: bool,
+    /// [`Options::ignore_keyframe_requests`].
+    deaf_to_keyframe_requests: bool,
 }
 
 async fn drive(
@@ -762,6 +768,7 @@ async fn drive(
         miss_first_dtls,
         layers,
         bare_layers,
+        deaf_to_keyframe_requests,
     } = io;
     // Per simulcast layer: its sequence and timestamp, and whether a key frame is due.
     let mut layer_clocks: Vec<(u16, u32, bool)> = (0..layers)
@@ -830,7 +837,7 @@ async fn drive(
             }
             if rtc_util::message_asks_for_keyframe(&message.message) {
                 state.send_modify(|st| st.keyframe_requests += 1);
-                keyframe_due = true;
+                keyframe_due |= !deaf_to_keyframe_requests;
                 // A simulcast layer sends a key frame when a request names its SSRC.
                 if let RTCMessage::RtcpPacket(_, packets) = &message.message {
                     let asked = rtc_util::keyframes_asked(packets);

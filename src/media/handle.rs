@@ -118,50 +118,6 @@ impl MediaHandle {
         Ok((negotiated, kept))
     }
 
-    /// The client report of `resource` (live, or ended within the grace period), with its
-    /// findings.
-    pub async fn report(&self, resource: ResourceId) -> Result<crate::report::Report, MediaError> {
-        let shard = self.owner(&resource);
-        let mut report = self
-            .request(shard, |reply| Command::Report { resource, reply })
-            .await??;
-        report.findings = crate::report::findings::judge(&report);
-        Ok(report)
-    }
-
-    /// Every live session of every loop (`GET /api/sessions`), by stream.
-    pub async fn sessions(&self) -> Result<Vec<crate::report::SessionSummary>, MediaError> {
-        let mut all = Vec::new();
-        for shard in self.shards.iter() {
-            all.extend(
-                self.request(shard, |reply| Command::ListSessions { reply })
-                    .await?,
-            );
-        }
-        all.sort_by(|a, b| (&a.stream, &a.id).cmp(&(&b.stream, &b.id)));
-        Ok(all)
-    }
-
-    /// The live session of public id `id`, from whichever loop has it: its report with its
-    /// findings, and the session ended first if `kick` (`EndReason::Kicked`).
-    pub async fn by_session_id(
-        &self,
-        id: &str,
-        kick: bool,
-    ) -> Result<crate::report::Report, MediaError> {
-        for shard in self.shards.iter() {
-            let id = id.to_owned();
-            let found = self
-                .request(shard, |reply| Command::BySessionId { id, kick, reply })
-                .await?;
-            if let Some(mut report) = found {
-                report.findings = crate::report::findings::judge(&report);
-                return Ok(report);
-            }
-        }
-        Err(MediaError::UnknownResource)
-    }
-
     /// Ends the session `resource` (DELETE). An ended resource within its grace period is `Ok`.
     pub async fn delete(&self, resource: ResourceId) -> Result<(), MediaError> {
         self.end(resource, EndReason::Deleted).await
@@ -304,7 +260,7 @@ impl MediaHandle {
     }
 
     /// The loop that minted `resource` (its id says which).
-    fn owner(&self, resource: &ResourceId) -> &Shard {
+    pub(super) fn owner(&self, resource: &ResourceId) -> &Shard {
         &self.shards[resource.loop_index(self.shards.len())]
     }
 

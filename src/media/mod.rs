@@ -18,6 +18,7 @@ mod loops;
 pub mod negotiate;
 pub(crate) mod net;
 mod pull;
+mod reports;
 mod sessions;
 mod shield;
 mod stats;

@@ -146,6 +146,19 @@ fn media(report: &Report, add: &mut impl FnMut(Level, String, &'static str)) {
             "RFC 3550 §6.4: a receiver reports reception (in RR, or in SR when it also sends)",
         );
     }
+    if let Some(k) = &report.keyframes {
+        if k.requests_sent >= 3 && k.answered * 2 < k.requests_sent {
+            add(
+                Level::Warn,
+                format!(
+                    "keyframe requests not answered: {} of {} answered within 1 s, so a late \
+                     viewer waits for the encoder's own keyframe interval",
+                    k.answered, k.requests_sent
+                ),
+                "RFC 4585 §6.3.1 (PLI) and RFC 5104 §3.5.1 (FIR): a request asks for a keyframe; measured",
+            );
+        }
+    }
     for t in from_client() {
         let expected = t.packets.saturating_add_signed(t.lost.max(0));
         if expected >= LOSS_MIN_PACKETS && t.loss_percent > LOSS_WARN_PERCENT {
@@ -213,6 +226,7 @@ mod tests {
                 sender_reports: 50,
                 ..ClientRtcp::default()
             },
+            keyframes: None,
         }
     }
 

@@ -100,6 +100,7 @@ mod tests {
             connectivity: Connectivity::default(),
             tracks: Vec::new(),
             rtcp: Default::default(),
+            keyframes: None,
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Report {
     pub tracks: Vec<Track>,
     /// The RTCP the client sent.
     pub rtcp: ClientRtcp,
+    /// Keyframes asked of it and sent, when it publishes video.
+    pub keyframes: Option<Keyframes>,
 }
 
 /// What the client did over HTTP.
@@ -169,6 +171,18 @@ pub struct ClientRtcp {
     pub reported_jitter_ms: Option<f64>,
     /// Round trip from its reception reports (RFC 3550 §6.4.1: LSR and DLSR).
     pub rtt_ms: Option<f64>,
+}
+
+/// Keyframes asked of a publisher of video, and what it did (RFC 4585 §6.3.1 PLI, RFC 5104
+/// §3.5.1 FIR).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Keyframes {
+    /// Requests whip-echo sent it (for new viewers, a viewer's PLI, its own connecting).
+    pub requests_sent: u32,
+    /// Of those, answered by a keyframe within a second.
+    pub answered: u32,
+    /// Keyframes it sent.
+    pub keyframes_received: u32,
 }
 
 /// One finding.

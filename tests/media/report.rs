@@ -25,6 +25,11 @@ async fn report(resource_url: &str) -> Value {
     serde_json::from_str(&response.text().await.unwrap()).unwrap()
 }
 
+/// The JSON body of `request`'s answer.
+async fn json(request: reqwest::RequestBuilder) -> Value {
+    serde_json::from_str(&request.send().await.unwrap().text().await.unwrap()).unwrap()
+}
+
 /// The findings of `report` at `level`, their texts.
 fn findings(report: &Value, level: &str) -> Vec<String> {
     (report["findings"].as_array().unwrap().iter())
@@ -180,17 +185,7 @@ async fn operators_list_sessions_read_their_reports_and_kick_one_with_the_admin_
     let base = server.base_url();
     let client = Client::connected(&format!("{base}/echo/listed"), Mode::SendRecv).await;
     let http = reqwest::Client::new();
-    let list: Value = serde_json::from_str(
-        &http
-            .get(format!("{base}/api/sessions"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let list = json(http.get(format!("{base}/api/sessions"))).await;
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 1, "{list:#}");
     let session = &sessions[0];
@@ -211,17 +206,7 @@ async fn operators_list_sessions_read_their_reports_and_kick_one_with_the_admin_
         !client.resource_url.contains(&id),
         "the public id is not the capability"
     );
-    let report: Value = serde_json::from_str(
-        &(http
-            .get(format!("{base}/api/sessions/{id}/report"))
-            .send()
-            .await
-            .unwrap())
-        .text()
-        .await
-        .unwrap(),
-    )
-    .unwrap();
+    let report = json(http.get(format!("{base}/api/sessions/{id}/report"))).await;
     assert_eq!(report["stream"], "listed");
     assert!(report["connectivity"]["remote"].is_null(), "{report:#}");
     let kicked = http
@@ -249,18 +234,11 @@ async fn operators_list_sessions_read_their_reports_and_kick_one_with_the_admin_
             .status(),
         401
     );
-    let list: Value = serde_json::from_str(
-        &(http
-            .get(format!("{base}/api/sessions"))
-            .bearer_auth("sesame")
-            .send()
-            .await
-            .unwrap())
-        .text()
-        .await
-        .unwrap(),
+    let list = json(
+        http.get(format!("{base}/api/sessions"))
+            .bearer_auth("sesame"),
     )
-    .unwrap();
+    .await;
     let session = &list["sessions"][0];
     assert!(
         session["client"]
@@ -357,6 +335,57 @@ async fn whip_conformance_client_follows_a_client_to_its_end_and_judges_it() {
         assert_eq!(verdict, Ok(!misbehave), "{out}");
         if misbehave {
             assert!(out.contains("FAIL") && out.contains("If-Match"), "{out}");
+        }
+    }
+    wait_idle(&server).await;
+    server.shutdown().await.unwrap();
+}
+
+/// A publisher whose encoder answers no keyframe request (as real OBS 30.2's does) is told so;
+/// one that answers them is not.
+#[tokio::test]
+async fn keyframe_requests_a_publisher_leaves_unanswered_are_a_warning() {
+    use support::client::{Options, VideoCodec};
+    let server = start(Config::for_tests()).await;
+    let base = server.base_url();
+    for deaf in [false, true] {
+        let stream = format!("keyframes-{deaf}");
+        let video = Options {
+            video: Some(VideoCodec::Vp8),
+            ignore_keyframe_requests: deaf,
+            ..Options::default()
+        };
+        let publisher =
+            support::connected(&format!("{base}/whip/{stream}"), Mode::Send, video).await;
+        let sender = publisher.clone_sender();
+        sender.send_video_frame(b"first", true);
+        // A viewer that waits for a keyframe: whip-echo asks the publisher every 0.5 s.
+        let viewer = support::connected(&format!("{base}/whep/{stream}"), Mode::Recv, video).await;
+        let mut every = tokio::time::interval(Duration::from_millis(33));
+        for _ in 0..90 {
+            every.tick().await;
+            // Deltas, unless a request made a key frame due (as an encoder decides).
+            publisher.send_kind(
+                rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
+                b"frame",
+            );
+        }
+        let report = report(&publisher.resource_url).await;
+        let k = &report["keyframes"];
+        // The deaf one is asked again and again while its viewer waits.
+        let asked = k["requests_sent"].as_u64().unwrap();
+        assert!(asked >= if deaf { 3 } else { 1 }, "{k}");
+        let warned = findings(&report, "warn");
+        let told = warned
+            .iter()
+            .any(|f| f.contains("keyframe requests not answered"));
+        assert_eq!(told, deaf, "{k} {warned:?}");
+        if !deaf {
+            assert!(k["answered"].as_u64().unwrap() >= 1, "{k}");
+        }
+        for client in [publisher, viewer] {
+            assert_eq!(client.delete().await, 200);
+            client.close().await;
         }
     }
     wait_idle(&server).await;

@@ -80,6 +80,15 @@ impl Ingest {
         self.take_known(packet, now, metrics)
     }
 
+    /// Keyframes asked of it and sent, if it publishes video (for the client report).
+    pub fn keyframe_facts(&self) -> Option<crate::report::Keyframes> {
+        let video = self
+            .codecs
+            .iter()
+            .any(|(kind, _)| *kind == RtpCodecKind::Video);
+        video.then(|| self.keyframes.facts().clone())
+    }
+
     /// The codecs negotiated (`Codec::key`), for the client report.
     pub fn chosen(&self) -> Vec<String> {
         self.codecs.iter().map(|(_, key)| key.clone()).collect()
@@ -106,10 +115,12 @@ impl Ingest {
     ) -> Option<RtpCodecKind> {
         let ssrc = packet.header.ssrc;
         let (kind, rid, track) = self.recv_kinds.entry(ssrc)?;
-        if !self
-            .sources
-            .admits(kind, track, ssrc, rid, &packet.payload, now)
-        {
+        let keyframes = self.sources.keyframes_seen();
+        let admitted = (self.sources).admits(kind, track, ssrc, rid, &packet.payload, now);
+        if self.sources.keyframes_seen() != keyframes {
+            self.keyframes.arrived(now);
+        }
+        if !admitted {
             metrics.dropped(Dropped::OtherSource, 1);
             return None;
         }

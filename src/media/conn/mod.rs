@@ -6,6 +6,7 @@
 //! side of a PATCH), `ingest.rs` (what it publishes); the legs it sends are `forward/legs.rs`'s.
 
 mod early_dtls;
+mod events;
 mod fast;
 mod ice;
 mod ingest;
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::rtp::packet::Packet;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use tracing::{debug, info, Span};
@@ -34,6 +34,7 @@ use early_dtls::EarlyDtls;
 use fast::FastPath;
 use pipeline::Rtc;
 
+pub use events::{Event, Fired, Polled};
 use ice::Ice;
 pub use ice::{Applied, Refused};
 use ingest::Ingest;
@@ -113,40 +114,6 @@ pub struct Setup {
     pub layer: Option<String>,
     /// What the HTTP plane saw of its POST, for its report.
     pub opening: crate::report::Opening,
-}
-
-/// What happened to a session, as [`Conn::poll`] reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// It connected (ICE and DTLS up, again after a restart or a consent gap).
-    Connected,
-    /// Its consent checks fail (RFC 7675).
-    Disconnected,
-    /// The connection ended (failed or closed).
-    Ended(EndReason),
-    /// The client asked for a keyframe of the video it receives (PLI or FIR).
-    KeyframeWanted,
-}
-
-/// What draining a session produced.
-#[derive(Default)]
-pub struct Polled {
-    /// What happened, in order.
-    pub events: Vec<Event>,
-    /// RTP received from a publishing client that reaches the fan-out, with the kind of the
-    /// track it came on (within the bitrate cap).
-    pub media: Vec<(RtpCodecKind, Packet)>,
-}
-
-/// What [`Conn::fire`] makes of a timer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fired {
-    /// Superseded by an earlier entry.
-    Stale,
-    /// The setup deadline passed while connecting.
-    SetupTimeout,
-    /// Its peer connection's deadline: handled.
-    Handled,
 }
 
 impl Conn {

@@ -157,6 +157,9 @@ impl Conn {
             connectivity,
             tracks,
             rtcp,
+            keyframes: (entry.role.publishes())
+                .then(|| self.ingest.keyframe_facts())
+                .flatten(),
         }
     }
 }

@@ -16,6 +16,8 @@ use super::sources::SsrcSet;
 
 /// The least time between two keyframe requests to one publisher.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
+/// A keyframe this soon after a request answers it (for the client report).
+pub const ANSWER_WINDOW: Duration = Duration::from_secs(1);
 
 /// A publisher's keyframe-request state.
 #[derive(Debug, Default)]
@@ -28,6 +30,10 @@ pub struct Keyframes {
     /// The layers wanted.
     pending: SsrcSet,
     fir_sequence: u8,
+    /// What the client report says of them.
+    facts: crate::report::Keyframes,
+    /// When the oldest request not yet answered went.
+    awaiting: Option<Instant>,
 }
 
 impl Keyframes {
@@ -82,8 +88,28 @@ impl Keyframes {
             self.pending_all = false;
             self.pending = SsrcSet::default();
             self.last = Some(now);
+            self.facts.requests_sent = self.facts.requests_sent.saturating_add(1);
+            if self.awaiting.is_none_or(|at| now > at + ANSWER_WINDOW) {
+                self.awaiting = Some(now);
+            }
         }
         ssrcs
+    }
+
+    /// A keyframe of the publisher's arrived at `now`: it answers the request before it, if it
+    /// came within [`ANSWER_WINDOW`] of it.
+    pub fn arrived(&mut self, now: Instant) {
+        self.facts.keyframes_received = self.facts.keyframes_received.saturating_add(1);
+        if let Some(at) = self.awaiting.take() {
+            if now <= at + ANSWER_WINDOW {
+                self.facts.answered = self.facts.answered.saturating_add(1);
+            }
+        }
+    }
+
+    /// What the client report says of them.
+    pub fn facts(&self) -> &crate::report::Keyframes {
+        &self.facts
     }
 
     /// The request for `ssrcs`: a PLI for each, or one FIR naming them all where only FIR was

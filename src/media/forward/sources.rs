@@ -69,6 +69,8 @@ pub struct Sources {
     video_format: Format,
     /// When its first packet came.
     first: Option<Instant>,
+    /// Keyframes that started in its video sources (for its client report).
+    keyframes: u32,
 }
 
 /// A video source as `GET /api/streams` lists it.
@@ -106,7 +108,13 @@ impl Sources {
             cap: max_bitrate / 8 * WINDOW.as_secs().max(1),
             video_format,
             first: None,
+            keyframes: 0,
         }
+    }
+
+    /// Keyframes that started in its video sources so far.
+    pub fn keyframes_seen(&self) -> u32 {
+        self.keyframes
     }
 
     /// Whether it has sent for a whole window: every layer it sends has shown up by then.
@@ -141,8 +149,11 @@ impl Sources {
                 }
             }
         };
-        if let (true, true, Some(i)) = (video, forwarded, known) {
-            if let Some(size) = keyframe_size(self.video_format, payload) {
+        if let (true, Some(i)) = (video, known) {
+            if self.video_format != Format::Any && self.video_format.starts_keyframe(payload) {
+                self.keyframes = self.keyframes.wrapping_add(1);
+            }
+            if let Some(size) = keyframe_size(self.video_format, payload).filter(|_| forwarded) {
                 self.sources[i].size = Some(size);
             }
         }
