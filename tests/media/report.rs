@@ -30,6 +30,11 @@ async fn json(request: reqwest::RequestBuilder) -> Value {
     serde_json::from_str(&request.send().await.unwrap().text().await.unwrap()).unwrap()
 }
 
+/// The status of `request`'s answer.
+async fn status(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
 /// The findings of `report` at `level`, their texts.
 fn findings(report: &Value, level: &str) -> Vec<String> {
     (report["findings"].as_array().unwrap().iter())
@@ -250,24 +255,8 @@ async fn operators_list_sessions_read_their_reports_and_kick_one_with_the_admin_
     let id = session["id"].as_str().unwrap().to_owned();
     let url = format!("{base}/api/sessions/{id}");
     assert_eq!(http.delete(&url).send().await.unwrap().status(), 401);
-    assert_eq!(
-        http.delete(&url)
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        http.delete(&url)
-            .bearer_auth("sesame")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(http.delete(&url).bearer_auth("wrong")).await, 401);
+    assert_eq!(status(http.delete(&url).bearer_auth("sesame")).await, 200);
     // The client sees its session end, and its resource says why.
     assert!(
         client.until(WAIT, |s| s.ended).await,
@@ -276,15 +265,7 @@ async fn operators_list_sessions_read_their_reports_and_kick_one_with_the_admin_
     let gone = http.get(&client.resource_url).send().await.unwrap();
     assert_eq!(gone.status(), 410);
     assert!(gone.text().await.unwrap().contains("an operator"));
-    assert_eq!(
-        http.delete(&url)
-            .bearer_auth("sesame")
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(status(http.delete(&url).bearer_auth("sesame")).await, 404);
     client.close().await;
     wait_idle(&server).await;
     server.shutdown().await.unwrap();
