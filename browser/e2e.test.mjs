@@ -81,6 +81,12 @@ for (const single of [false, true]) {
     await page.waitForFunction(() => (window.whipEcho.peak.in || 0) > 0.05 && (window.whipEcho.peak.out || 0) > 0.05,
       null, { timeout: WAIT });
     await page.waitForFunction(() => document.querySelectorAll("#stats dt").length >= 4, null, { timeout: WAIT });
+    // The report panel: one report per leg from whip-echo, its findings first, none failed.
+    await page.waitForFunction((n) => document.querySelectorAll("#reports .report li.ok").length >= n, single ? 1 : 2,
+      { timeout: WAIT });
+    const panel = await page.textContent("#reports");
+    assert.match(panel, /connected in \d+ ms/, panel);
+    assert.equal(await page.locator("#reports li.fail").count(), 0, panel);
     await page.screenshot({ path: path.join(shots, single ? "echo-single.png" : "echo.png"), fullPage: true });
     if (single) {
       // Phone width: nothing overflows sideways.
@@ -100,6 +106,11 @@ for (const single of [false, true]) {
     // sessions gone a moment before the page hears back).
     await page.waitForFunction(() => document.querySelector("#status").textContent === "Hung up.", null,
       { timeout: WAIT });
+    // Each leg's report, read once more after the end (the page closes its connection, then
+    // sends DELETE): ended, and by DELETE.
+    await page.waitForFunction((n) => [...document.querySelectorAll("#reports .report")]
+      .filter((r) => /: ended/.test(r.querySelector("h3").textContent) && /ended by DELETE/.test(r.textContent)).length === n,
+    single ? 1 : 2, { timeout: WAIT });
     await context.close();
     // A session that went well leaves nothing for an operator to worry about in the log
     // (rtc-dtls used to warn ~18 times per Chromium connection about TLS extensions).

@@ -7,6 +7,7 @@ import { HttpError, Session, discover } from "/whip-client.js";
 import { delayedPlayback, measure, median } from "/latency.js";
 import { describeEnd, iceFailure, mediaPath, showServerPaths } from "/diagnose.js";
 import { startLiveList } from "/live.js";
+import { clearReports, watchReport } from "/report.js";
 
 const $ = (id) => document.getElementById(id);
 const state = (window.whipEcho = {
@@ -139,6 +140,7 @@ async function startLeg(kind, track, gen) {
   }
   state.resources.push(session.resource);
   watchTransport(session);
+  watchReport(session, () => legs.includes(session));
   setTimeout(() => {
     if (legs.includes(session) && !session.connected) legEnded(session, "timeout");
   }, CONNECT_TIMEOUT_MS);
@@ -229,6 +231,7 @@ async function run(planned, action) {
   plan = planned;
   pendingMeters = [];
   $("timeline").replaceChildren();
+  clearReports();
   showError(null);
   renderStatus();
   try {

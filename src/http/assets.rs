@@ -12,6 +12,7 @@ const WHIP_CLIENT_JS: &str = include_str!("../../static/whip-client.js");
 const LATENCY_JS: &str = include_str!("../../static/latency.js");
 const LIVE_JS: &str = include_str!("../../static/live.js");
 const DIAGNOSE_JS: &str = include_str!("../../static/diagnose.js");
+const REPORT_JS: &str = include_str!("../../static/report.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
 const FAVICON: &[u8] = include_bytes!("../../static/favicon.ico");
 
@@ -65,6 +66,11 @@ pub async fn live_js() -> Response {
 /// `GET /diagnose.js`: what the page says when media does not flow.
 pub async fn diagnose_js() -> Response {
     asset("text/javascript; charset=utf-8", DIAGNOSE_JS)
+}
+
+/// `GET /report.js`: the page's client report panel.
+pub async fn report_js() -> Response {
+    asset("text/javascript; charset=utf-8", REPORT_JS)
 }
 
 /// `GET /style.css`.

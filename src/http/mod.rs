@@ -181,6 +181,7 @@ pub fn router(state: AppState) -> Router {
         .route("/latency.js", page(get(assets::latency_js)))
         .route("/live.js", page(get(assets::live_js)))
         .route("/diagnose.js", page(get(assets::diagnose_js)))
+        .route("/report.js", page(get(assets::report_js)))
         .route("/style.css", page(get(assets::style_css)))
         .route("/favicon.ico", page(get(assets::favicon)))
         .route("/healthz", page(get(assets::healthz)))
