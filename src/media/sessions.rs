@@ -130,12 +130,12 @@ impl Sessions {
         if let Some(entry) = self.registry.session(key) {
             let report = conn.report(entry, Some(reason), now);
             let (resource, grace) = (entry.resource, crate::registry::ENDED_GRACE);
-            // The session's last log line: its report in one line.
-            let judged = crate::report::findings::judge(&report);
-            let count = |level| judged.iter().filter(|f| f.level == level).count();
-            let (warn, fail) = (count(Level::Warn), count(Level::Fail));
-            let worst = judged.first().map(|f| f.text.as_str()).unwrap_or_default();
+            // The session's last log line: its report in one line (none for the server's own).
             if !conn.internal() {
+                let judged = crate::report::findings::judge(&report);
+                let count = |level| judged.iter().filter(|f| f.level == level).count();
+                let (warn, fail) = (count(Level::Warn), count(Level::Fail));
+                let worst = judged.first().map(|f| f.text.as_str()).unwrap_or_default();
                 conn.span().in_scope(|| {
                     let agent = report.http.user_agent.as_deref().unwrap_or_default();
                     tracing::info!(warn, fail, worst, user_agent = agent, "client report")

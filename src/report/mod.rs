@@ -220,6 +220,11 @@ impl Report {
     }
 }
 
+/// Whole milliseconds of `d`, as reports give times.
+pub fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
 /// The public id of the session whose resource is `resource` (`GET /api/sessions`): 16 hex digits
 /// of a SHA-256 of it. Not the resource id, which is the capability to PATCH and DELETE the
 /// session: knowing this one gives nothing but its report (without the client's address).

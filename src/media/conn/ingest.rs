@@ -102,7 +102,7 @@ impl Ingest {
     /// Whether the kind and track of `ssrc` are known (rtc handed out one of its packets): the
     /// fast path takes its packets then.
     pub fn knows(&self, ssrc: u32) -> bool {
-        self.recv_kinds.get(ssrc).is_some()
+        self.kind(ssrc).is_some()
     }
 
     /// [`Ingest::take`] for a packet of an SSRC it [`Ingest::knows`]: the fast path's, which has

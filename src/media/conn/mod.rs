@@ -86,7 +86,8 @@ pub struct Conn {
     pull: bool,
     /// Its place under the session cap, given back when the session is dropped.
     permit: Permit,
-    /// Its fast path (sessions without video): media past rtc's pipeline once DTLS is up.
+    /// Its fast path (every answered session; a pull has none): media past rtc's pipeline once
+    /// DTLS is up.
     fast: Option<FastPath>,
     /// The path it last taught the loop's routes, and the routes' change count then
     /// (`Sending::learn_sent`).
@@ -270,10 +271,10 @@ impl Conn {
     /// The next instant the loop must wake this session: rtc's own deadline, and the setup
     /// deadline while connecting.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        let rtc = match (self.pc.deadline(), self.rtcp_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let rtc = [self.pc.deadline(), self.rtcp_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
         if self.link != Link::Connecting {
             return rtc;
         }

@@ -9,7 +9,7 @@ use rtc::shared::{TransportContext, TransportProtocol};
 
 use super::Conn;
 use crate::registry::Entry;
-use crate::report::{Connectivity, Http, Opening, Report, MAX_TRACKS};
+use crate::report::{millis as ms, Connectivity, Http, Opening, Report, MAX_TRACKS};
 use crate::session::EndReason;
 
 /// What a session keeps for its report.
@@ -162,9 +162,4 @@ impl Conn {
                 .flatten(),
         }
     }
-}
-
-/// Whole milliseconds of `d`.
-fn ms(d: std::time::Duration) -> u64 {
-    d.as_millis().min(u128::from(u64::MAX)) as u64
 }

@@ -3,15 +3,13 @@
 //! max(RTT, [`MIN_RESEND_INTERVAL`]), within [`RESEND_BYTES_PER_SECOND`]; the RTT from the
 //! receiver's reports of the leg's sender reports.
 
-use std::collections::VecDeque;
+use super::reports::SentReports;
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::shared::marshal::MarshalSize;
 
-use super::nack::{
-    HISTORY, MAX_RESENDS, MIN_RESEND_INTERVAL, RESEND_BYTES_PER_SECOND, SENDER_REPORTS,
-};
+use super::nack::{HISTORY, MAX_RESENDS, MIN_RESEND_INTERVAL, RESEND_BYTES_PER_SECOND};
 use crate::ops::metrics::Refused;
 use crate::rate::TokenBucket;
 
@@ -28,7 +26,7 @@ pub(super) struct LegHistory {
     pub(super) history: Box<[Option<Sent>]>,
     budget: TokenBucket,
     /// (NTP middle 32 bits, when sent) of its last sender reports.
-    pub(super) reports: VecDeque<(u32, Instant)>,
+    pub(super) reports: SentReports,
     pub(super) rtt: Option<Duration>,
 }
 
@@ -37,7 +35,7 @@ impl LegHistory {
         LegHistory {
             history: (0..HISTORY).map(|_| None).collect(),
             budget: TokenBucket::full(RESEND_BYTES_PER_SECOND, now),
-            reports: VecDeque::with_capacity(SENDER_REPORTS),
+            reports: SentReports::default(),
             rtt: None,
         }
     }
@@ -80,19 +78,7 @@ impl LegHistory {
     /// A reception report of this leg at `now`: the RTT, when it answers a sender report we
     /// remember (RFC 3550 §6.4.1: arrival − LSR − DLSR).
     pub(super) fn report(&mut self, report: &ReceptionReport, now: Instant) {
-        if report.last_sender_report == 0 {
-            return;
-        }
-        let Some(&(_, sent)) = self
-            .reports
-            .iter()
-            .find(|(ntp, _)| *ntp == report.last_sender_report)
-        else {
-            return;
-        };
-        // DLSR is in 1/65536 s.
-        let delay = Duration::from_micros(u64::from(report.delay) * 1_000_000 / 65_536);
-        if let Some(rtt) = now.saturating_duration_since(sent).checked_sub(delay) {
+        if let Some(rtt) = self.reports.round_trip(report, now) {
             self.rtt = Some(rtt);
         }
     }

@@ -49,8 +49,6 @@ pub const MAX_RESENDS: u8 = 3;
 pub const MIN_RESEND_INTERVAL: Duration = Duration::from_millis(100);
 /// Bytes a leg resends per second at most (2 Mb/s), and its burst.
 pub const RESEND_BYTES_PER_SECOND: u32 = 250_000;
-/// Sender reports of a leg remembered, to find the one a reception report answers.
-pub(super) const SENDER_REPORTS: usize = 4;
 
 /// The responder of one peer connection (see the module documentation).
 pub struct NackResponder {
@@ -130,10 +128,7 @@ impl NackResponder {
     /// from the receiver's report of it).
     pub fn sender_report(&mut self, ssrc: u32, ntp: u64, now: Instant) {
         if let Some(leg) = self.legs.get_mut(&ssrc) {
-            if leg.reports.len() == SENDER_REPORTS {
-                leg.reports.pop_front();
-            }
-            leg.reports.push_back(((ntp >> 16) as u32, now));
+            leg.reports.sent(ntp, now);
         }
     }
 

@@ -5,6 +5,7 @@
 //! packet and octet counts and the RTP time that a sender report pairs with its NTP time. Pure:
 //! the caller passes the time.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rtc::rtcp::reception_report::ReceptionReport;
@@ -206,6 +207,38 @@ impl Received {
             last_sender_report,
             delay,
         }
+    }
+}
+
+/// Sender reports remembered to time the round trip from the reception reports that answer them.
+pub const SENDER_REPORTS: usize = 4;
+
+/// The last [`SENDER_REPORTS`] sender reports of a sender (the middle 32 bits of each one's NTP
+/// time, and when it went), and the round trip a reception report of one of them gives (RFC 3550
+/// §6.4.1: arrival − LSR − DLSR). The NACK responder's legs and the fast path's client report
+/// both time theirs with it.
+#[derive(Debug, Default)]
+pub struct SentReports(VecDeque<(u32, Instant)>);
+
+impl SentReports {
+    /// A sender report with NTP time `ntp` went out at `now`.
+    pub fn sent(&mut self, ntp: u64, now: Instant) {
+        if self.0.len() == SENDER_REPORTS {
+            self.0.pop_front();
+        }
+        self.0.push_back(((ntp >> 16) as u32, now));
+    }
+
+    /// The round trip `report`, which arrived at `now`, gives: when it answers a sender report
+    /// remembered here, and the time is not negative.
+    pub fn round_trip(&self, report: &ReceptionReport, now: Instant) -> Option<Duration> {
+        if report.last_sender_report == 0 {
+            return None;
+        }
+        let &(_, sent) = (self.0.iter()).find(|(ntp, _)| *ntp == report.last_sender_report)?;
+        // DLSR is in 1/65536 s.
+        let delay = Duration::from_micros(u64::from(report.delay) * 1_000_000 / 65_536);
+        now.saturating_duration_since(sent).checked_sub(delay)
     }
 }
 

@@ -153,6 +153,8 @@ fn interceptors(
 pub struct FastSetup {
     /// The kind and RTP clock rate of each negotiated payload type.
     pub payload_types: Vec<(u8, RtpCodecKind, u32)>,
+    /// Whether video was negotiated (then what it receives passes its NACK and TWCC feedback).
+    pub video: bool,
     /// The id of the transport-wide sequence number header extension the answer accepted, when
     /// the client sends video: its TWCC feedback is the fast path's.
     pub twcc: Option<u8>,
@@ -168,6 +170,7 @@ impl FastSetup {
             payload_types: (chosen.iter())
                 .map(|c| (c.payload_type, c.kind, c.clock_rate))
                 .collect(),
+            video,
             twcc: (video && role.publishes())
                 .then(|| extmap_id(answer, rtc::sdp::extmap::TRANSPORT_CC_URI))
                 .flatten(),

@@ -13,10 +13,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 
 use super::FastPath;
-use crate::report::{ClientRtcp, Track};
-
-/// Sender reports remembered to time the round trip from the reports that answer them.
-pub(super) const SENDER_REPORTS: usize = 4;
+use crate::report::{millis as ms, ClientRtcp, Track};
 
 impl FastPath {
     /// Counts one RTCP packet the client sent, at `now`.
@@ -63,20 +60,9 @@ impl FastPath {
         let c = &mut self.client_rtcp;
         c.reported_loss_percent = Some(f64::from(block.fraction_lost) * 100.0 / 256.0);
         c.reported_jitter_ms = Some(f64::from(block.jitter) * 1000.0 / f64::from(clock));
-        let sent = (self.sender_reports.iter()).find(|(lsr, _)| *lsr == block.last_sender_report);
-        if let (Some(&(_, at)), true) = (sent, block.last_sender_report != 0) {
-            let held = f64::from(block.delay) / 65_536.0;
-            let rtt = now.saturating_duration_since(at).as_secs_f64() - held;
-            c.rtt_ms = Some((rtt * 1000.0).max(0.0));
+        if let Some(rtt) = self.sender_reports.round_trip(block, now) {
+            c.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
         }
-    }
-
-    /// A sender report with NTP time `ntp` went out at `now`.
-    pub(super) fn note_sender_report(&mut self, ntp: u64, now: Instant) {
-        if self.sender_reports.len() == SENDER_REPORTS {
-            self.sender_reports.pop_front();
-        }
-        self.sender_reports.push_back(((ntp >> 16) as u32, now));
     }
 
     /// What the client's RTCP was.
@@ -87,7 +73,6 @@ impl FastPath {
     /// Each track's statistics at `now`: those received from the client, then those sent to it.
     pub(in crate::media::conn) fn tracks(&self, now: Instant) -> Vec<Track> {
         let kind = |clock: u32| if clock == 90_000 { "video" } else { "audio" };
-        let ms = |d: std::time::Duration| d.as_millis().min(u128::from(u64::MAX)) as u64;
         let received = self.received.iter().map(|r| {
             let (packets, lost, loss_percent, jitter_ms, idle) = r.summary(now);
             Track {

@@ -115,10 +115,7 @@ impl Feedback {
     pub(super) fn deadline(&mut self) -> Option<Instant> {
         let nack = self.nack.poll_timeout();
         let twcc = self.twcc.as_mut().and_then(|(_, t)| t.poll_timeout());
-        match (nack, twcc) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [nack, twcc].into_iter().flatten().min()
     }
 
     /// The RTCP due at `now`, into `out`.

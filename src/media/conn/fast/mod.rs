@@ -26,14 +26,13 @@ mod rtcp;
 
 use super::super::forward::legs::{Leg, LegWriter, SendTrack};
 use super::super::forward::nack::NackResponder;
-use super::super::forward::reports::{Received, Sent};
+use super::super::forward::reports::{Received, Sent, SentReports};
 use super::super::negotiate::peer::FastSetup;
 use super::ingest::MAX_RECV_SSRCS;
 use super::pipeline::Rtc;
 use super::{Conn, Link};
 use crate::ops::metrics::{Dropped, LoopMetrics};
 use crate::report::ClientRtcp;
-use client::SENDER_REPORTS;
 use feedback::Feedback;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 
@@ -70,11 +69,11 @@ pub(super) struct FastPath {
     client_rtcp: ClientRtcp,
     /// The NTP time (middle 32 bits) of its last sender reports and when they went, to time
     /// the round trip from the client's reports of them (RFC 3550 §6.4.1).
-    sender_reports: VecDeque<(u32, Instant)>,
+    sender_reports: SentReports,
 }
 
 impl FastPath {
-    /// The fast path of a session that receives at `clock_rate` and sends `tracks`.
+    /// The fast path of a session negotiated as `setup` that sends `tracks`.
     pub(super) fn new(setup: FastSetup, tracks: &[SendTrack]) -> Self {
         let now = Instant::now();
         let mut responder = None;
@@ -88,7 +87,7 @@ impl FastPath {
             responder,
             resends: Vec::new(),
             client_rtcp: ClientRtcp::default(),
-            sender_reports: VecDeque::with_capacity(SENDER_REPORTS),
+            sender_reports: SentReports::default(),
             received: Vec::new(),
             sent: tracks
                 .iter()
@@ -115,8 +114,7 @@ impl FastPath {
         let (kind, clock_rate) = self.kind_of(kind, packet.header.payload_type);
         let size = packet.header.marshal_size() + packet.payload.len();
         self.count_received(&packet.header, (clock_rate, size), now);
-        let video = self.setup.payload_types.iter();
-        if !video.clone().any(|(_, k, _)| *k == RtpCodecKind::Video) {
+        if !self.setup.video {
             return Some(packet);
         }
         let twcc = self.setup.twcc;
@@ -399,6 +397,7 @@ mod tests {
     fn the_statistics_kept_for_received_ssrcs_are_bounded() {
         let setup = FastSetup {
             payload_types: vec![(111, RtpCodecKind::Audio, 48_000)],
+            video: false,
             twcc: None,
             nack: Default::default(),
         };

@@ -54,7 +54,7 @@ impl FastPath {
         }
         // All of one compound share their NTP time: one entry.
         if let Some(&ntp) = sender_reports.first() {
-            self.note_sender_report(ntp, now);
+            self.sender_reports.sent(ntp, now);
         }
         if !blocks.is_empty() {
             if !reporters.contains(&self.report_ssrc) {
@@ -102,10 +102,7 @@ impl Conn {
             fast.next_report = Some(Instant::now() + report_interval());
         }
         let feedback = fast.feedback.as_mut().and_then(Feedback::deadline);
-        match (fast.next_report, feedback) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [fast.next_report, feedback].into_iter().flatten().min()
     }
 
     /// Writes its fast path's RTCP that is due at `now`: its feedback, its reports.
