@@ -9,7 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{cors, forward, AppState};
+use axum::Extension;
+
+use super::{cors, forward, AppState, PeerAddr};
 use crate::http::error::ApiError;
 use crate::report::Report;
 use crate::session::ResourceId;
@@ -29,7 +31,12 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
 ) -> Result<Response, ApiError> {
+    // Each read is built on the session's media loop: rate-limited as a PATCH is.
+    state
+        .rate_limit(&headers, peer)
+        .map_err(|e| state.refused_as(e))?;
     let resource = ResourceId::parse(&id).ok_or(ApiError::NotFound("no such resource"))?;
     let forwarded = forward::elsewhere(&state, Method::GET, &resource, "/report", &headers, None);
     if let Some(response) = forwarded.await {

@@ -10,13 +10,23 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use axum::Extension;
+
+use super::{AppState, PeerAddr};
 use crate::http::error::ApiError;
 
 /// `GET /api/sessions`.
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
+) -> Response {
     if let Err(e) = super::ops::admin(&state, &headers) {
         return e.into_response();
+    }
+    // Every live session's report is built on the media loops: rate-limited as a POST is.
+    if let Err(e) = state.rate_limit(&headers, peer) {
+        return state.refused_as(e).into_response();
     }
     match state.media.sessions().await {
         Ok(mut all) => {
@@ -44,8 +54,12 @@ pub async fn report(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    peer: Option<Extension<PeerAddr>>,
 ) -> Result<Response, ApiError> {
     super::ops::admin(&state, &headers)?;
+    state
+        .rate_limit(&headers, peer)
+        .map_err(|e| state.refused_as(e))?;
     let id = checked(&id)?;
     let mut report = state.media.by_session_id(id, false).await?;
     if state.admin_token.is_none() {

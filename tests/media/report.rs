@@ -372,3 +372,33 @@ async fn keyframe_requests_a_publisher_leaves_unanswered_are_a_warning() {
     wait_idle(&server).await;
     server.shutdown().await.unwrap();
 }
+
+/// Each report read is built on a media loop, so reading reports is rate-limited per client as
+/// POSTs and PATCHes are (`--request-rate-per-ip`, `--request-burst-per-ip`): a client that
+/// polls faster gets 429.
+#[tokio::test]
+async fn reading_reports_is_rate_limited_per_client() {
+    let mut config = Config::for_tests();
+    config.request_rate_per_ip = 1;
+    config.request_burst_per_ip = 5;
+    let server = start(config).await;
+    let base = server.base_url();
+    let client = Client::connected(&format!("{base}/echo/polled"), Mode::SendRecv).await;
+    let http = reqwest::Client::new();
+    // The POST took one of the five; the reads take the rest, then are refused, whichever they
+    // read (the budget is the client's).
+    let mut statuses = Vec::new();
+    for url in [
+        format!("{}/report", client.resource_url),
+        format!("{base}/api/sessions"),
+    ] {
+        for _ in 0..5 {
+            statuses.push(status(http.get(&url)).await);
+        }
+    }
+    assert!(statuses[..4].iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(client.delete().await, 200);
+    client.close().await;
+    server.shutdown().await.unwrap();
+}
